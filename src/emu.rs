@@ -1,0 +1,1 @@
+//! A [`crate::transport::Transport`] over vlib's socket protocol (tools/vlib/README.md).

@@ -1,0 +1,12 @@
+//! rsmd: a Removable Storage Manager for Linux.
+//!
+//! One daemon owns the tape libraries of a backup server and brokers them to many applications through a local
+//! Varlink socket, with the semantics of Microsoft's RSM (`ntmsapi.h`). See `docs/ARCHITECTURE.md` for the module
+//! map and what each module is independent of.
+#![deny(unsafe_code)]
+
+pub mod scsi;
+pub mod transport;
+#[allow(unsafe_code)]
+pub mod sg;
+pub mod emu;

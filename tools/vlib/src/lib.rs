@@ -1,0 +1,1 @@
+//! vlib: a virtual tape library (SMC changer + SSC drives), written from the standards.
