@@ -10,3 +10,4 @@ pub mod transport;
 #[allow(unsafe_code)]
 pub mod sg;
 pub mod emu;
+pub mod model;

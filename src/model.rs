@@ -1,0 +1,295 @@
+//! The inventory as plain data: what the daemon knows about libraries, elements and cartridges.
+//!
+//! These types are shared by `changer` (which derives them from the hardware), `store` (which persists them) and
+//! `server` (which serves them to clients). They carry no behaviour beyond small derivations, so none of those modules
+//! depends on another's internals.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// An object identity, shown as a GUID (`8-4-4-4-12` lowercase hex), as RSM's NTMS_GUID.
+///
+/// Identities never derive from `/dev/sgN` numbers: a library's is derived from its changer's serial number, an
+/// element's from its library and address, a cartridge's is allocated once and kept across moves.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Guid(pub u128);
+
+impl Guid {
+    /// A stable identity derived from a namespace and a name (FNV-1a 128, then RFC 4122 version/variant bits set
+    /// so the text looks like a name-based GUID).
+    pub fn derive(namespace: &str, name: &str) -> Guid {
+        const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+        const PRIME: u128 = 0x0000000001000000000000000000013B;
+        let mut h = OFFSET;
+        for b in namespace.bytes().chain([0u8]).chain(name.bytes()) {
+            h ^= u128::from(b);
+            h = h.wrapping_mul(PRIME);
+        }
+        Guid::with_version_bits(h, 5)
+    }
+
+    /// A fresh identity made from a per-database random seed and a counter (version 4 bits set).
+    pub fn sequential(seed: u64, counter: u64) -> Guid {
+        Guid::with_version_bits((u128::from(seed) << 64) | u128::from(counter), 4)
+    }
+
+    fn with_version_bits(v: u128, version: u128) -> Guid {
+        let v = (v & !(0xF << 76)) | (version << 76);
+        let v = (v & !(0x3 << 62)) | (0x2 << 62);
+        Guid(v)
+    }
+
+    /// The 16 bytes, big-endian: the form used in store keys so that ranges sort.
+    pub fn to_be_bytes(self) -> [u8; 16] {
+        self.0.to_be_bytes()
+    }
+
+    /// The inverse of [`Guid::to_be_bytes`].
+    pub fn from_be_bytes(b: [u8; 16]) -> Guid {
+        Guid(u128::from_be_bytes(b))
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.0;
+        write!(
+            f,
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            v >> 96,
+            (v >> 80) & 0xFFFF,
+            (v >> 64) & 0xFFFF,
+            (v >> 48) & 0xFFFF,
+            v & 0xFFFF_FFFF_FFFF
+        )
+    }
+}
+
+impl fmt::Debug for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Guid({self})")
+    }
+}
+
+/// A text that is not a GUID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Not a GUID")]
+pub struct GuidParseError;
+
+impl FromStr for Guid {
+    type Err = GuidParseError;
+
+    fn from_str(s: &str) -> Result<Guid, GuidParseError> {
+        let groups: Vec<&str> = s.split('-').collect();
+        let lens = [8, 4, 4, 4, 12];
+        if groups.len() != 5 || groups.iter().zip(lens).any(|(g, n)| g.len() != n) {
+            return Err(GuidParseError);
+        }
+        let hex: String = groups.concat();
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(GuidParseError);
+        }
+        u128::from_str_radix(&hex, 16).map(Guid).map_err(|_| GuidParseError)
+    }
+}
+
+impl Serialize for Guid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Guid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Guid, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The four SMC element types (SMC-3 6.11.2, element type code 1..4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElementKind {
+    /// The robot (medium transport element).
+    Transport,
+    /// A storage slot.
+    Storage,
+    /// An import/export (mail) slot.
+    ImportExport,
+    /// A tape drive (data transfer element).
+    Drive,
+}
+
+impl ElementKind {
+    /// The SMC element type code.
+    pub fn code(self) -> u8 {
+        match self {
+            ElementKind::Transport => 1,
+            ElementKind::Storage => 2,
+            ElementKind::ImportExport => 3,
+            ElementKind::Drive => 4,
+        }
+    }
+
+    /// The kind for an SMC element type code.
+    pub fn from_code(code: u8) -> Option<ElementKind> {
+        match code {
+            1 => Some(ElementKind::Transport),
+            2 => Some(ElementKind::Storage),
+            3 => Some(ElementKind::ImportExport),
+            4 => Some(ElementKind::Drive),
+            _ => None,
+        }
+    }
+}
+
+/// Where a cartridge is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Location {
+    /// The library holding it.
+    pub library: Guid,
+    /// The element type.
+    pub kind: ElementKind,
+    /// The element address (SMC address, as the library reports it).
+    pub address: u16,
+}
+
+/// What a cartridge is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    /// A data cartridge.
+    Data,
+    /// A cleaning cartridge (barcode `CLN…`).
+    Cleaning,
+}
+
+/// The operational state of a library, as clients see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LibraryState {
+    /// Reading identity and element address assignment.
+    Probing,
+    /// Reading element status; the cached inventory is served meanwhile.
+    Scanning,
+    /// Inventory verified against the hardware; commands are accepted.
+    Ready,
+    /// The device is gone or failed; the inventory is kept and marked stale.
+    Offline,
+}
+
+/// A library (one changer and its drives).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryRecord {
+    /// Identity, derived from the changer's serial.
+    pub id: Guid,
+    /// Administrator-facing name (configured, or vendor + product).
+    pub name: String,
+    /// The changer's unit serial number (VPD 80h).
+    pub serial: String,
+    /// INQUIRY vendor identification.
+    pub vendor: String,
+    /// INQUIRY product identification.
+    pub product: String,
+    /// INQUIRY product revision.
+    pub revision: String,
+    /// The changer's device node (`/dev/sgN` or a vlib socket) when last seen.
+    pub device: String,
+    /// State when last persisted.
+    pub state: LibraryState,
+    /// True when the inventory has not been verified against the hardware since the daemon started or since the
+    /// device went away.
+    pub stale: bool,
+}
+
+/// A drive's identity and device nodes, when known.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DriveInfo {
+    /// The drive's serial (DVCID or VPD 80h), when mapped.
+    pub serial: Option<String>,
+    /// INQUIRY vendor + product of the drive.
+    pub product: Option<String>,
+    /// The drive's sg node or vlib socket, when mapped.
+    pub device: Option<String>,
+    /// The drive's non-rewinding tape node (`/dev/nstN`), when mapped.
+    pub nst: Option<String>,
+}
+
+/// One element of a library.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElementRecord {
+    /// The library.
+    pub library: Guid,
+    /// The element type.
+    pub kind: ElementKind,
+    /// SMC element address.
+    pub address: u16,
+    /// Number shown to people: drives from 0, storage from 1, import/export after storage (as mtx numbers them).
+    pub number: u32,
+    /// The cartridge in it.
+    pub media: Option<Guid>,
+    /// The element reports an abnormal state (EXCEPT), with its ASC/ASCQ.
+    pub exception: Option<(u8, u8)>,
+    /// The robot can reach the element (ACCESS).
+    pub accessible: bool,
+    /// For drives: identity and nodes.
+    pub drive: Option<DriveInfo>,
+}
+
+impl ElementRecord {
+    /// The element's identity.
+    pub fn id(&self) -> Guid {
+        element_id(self.library, self.kind, self.address)
+    }
+}
+
+/// The identity of element `address` of type `kind` in `library`.
+pub fn element_id(library: Guid, kind: ElementKind, address: u16) -> Guid {
+    Guid::derive(&library.to_string(), &format!("{}:{}", kind.code(), address))
+}
+
+/// A cartridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// Identity, kept across moves.
+    pub id: Guid,
+    /// The barcode (primary volume tag), trimmed; None when the library has no reader or the label is unreadable.
+    pub barcode: Option<String>,
+    /// Data or cleaning.
+    pub kind: MediaKind,
+    /// Where it is now; None = offline (outside any library).
+    pub location: Option<Location>,
+    /// The storage slot it returns to on dismount.
+    pub home: Option<Location>,
+    /// The media pool it belongs to.
+    pub pool: Option<Guid>,
+    /// How many times it was mounted.
+    pub mount_count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guid_text_round_trips_and_rejects_garbage() {
+        let g = Guid::derive("library", "SERIAL123");
+        let text = g.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(text.parse::<Guid>().unwrap(), g);
+        assert_eq!(&text[14..15], "5", "version nibble");
+        for bad in ["", "xyz", "00000000-0000-0000-0000-00000000000g", "0000000-00000-0000-0000-000000000000"] {
+            assert!(bad.parse::<Guid>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn derived_ids_differ_by_name_and_namespace() {
+        assert_ne!(Guid::derive("a", "b"), Guid::derive("a", "c"));
+        assert_ne!(Guid::derive("ab", ""), Guid::derive("a", "b"));
+        assert_eq!(Guid::derive("a", "b"), Guid::derive("a", "b"));
+        assert_ne!(Guid::sequential(1, 1), Guid::sequential(1, 2));
+    }
+}
