@@ -388,13 +388,16 @@ mod tests {
     use serde_json::Value;
     use std::collections::BTreeMap;
 
+    /// `(name, type)` pairs; the type is empty for enum values.
+    type Fields = Vec<(String, String)>;
+
     #[derive(Debug, Default)]
     struct Idl {
         name: String,
         /// Type name → field names (enum values for enums) and their type text ("" for enum values).
         types: BTreeMap<String, Vec<(String, String)>>,
         /// Method name → (parameters, returns).
-        methods: BTreeMap<String, (Vec<(String, String)>, Vec<(String, String)>)>,
+        methods: BTreeMap<String, (Fields, Fields)>,
         errors: BTreeMap<String, Vec<(String, String)>>,
     }
 

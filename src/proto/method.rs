@@ -763,10 +763,10 @@ mod tests {
             })
         );
         assert_eq!(
-            parse("io.rsmd.Ntms.openSession", json!({"options": 0}))
-                .map(|_| ())
-                .is_err(),
-            true
+            parse("io.rsmd.Ntms.openSession", json!({"options": 0})),
+            Err(VarlinkError::MethodNotFound {
+                method: "io.rsmd.Ntms.openSession".into()
+            })
         );
     }
 
