@@ -37,8 +37,9 @@ use crate::proto::envelope::{Call, Response};
 use crate::proto::frame::FrameDecoder;
 use crate::proto::method::{DismountTarget, Method};
 use crate::proto::types::{
-    EnumerateReply, InventoryMode, MountFlags, MountReply, Notification, ObjectDetails, ObjectInfo,
-    ObjectReply, ObjectType, OpenSessionReply, RequestReply,
+    DescriptionReply, EnumerateReply, InventoryMode, MountFlags, MountReply, Notification,
+    ObjectDetails, ObjectInfo, ObjectReply, ObjectType, OpenSessionReply, RequestReply,
+    ServiceInfo,
 };
 use crate::proto::{NtmsError, PROTOCOL_VERSION};
 
@@ -96,6 +97,25 @@ impl Connection {
             path: path.to_owned(),
             broken: false,
         })
+    }
+
+    /// Connects to the socket chosen by [`socket_path`] (`explicit`, `$RSMD_SOCKET`, or the default).
+    pub fn open(explicit: Option<&Path>) -> Result<Connection, NtmsError> {
+        Connection::connect(&socket_path(explicit))
+    }
+
+    /// `org.varlink.service.GetInfo`.
+    pub fn get_info(&mut self) -> Result<ServiceInfo, NtmsError> {
+        decode(self.call_method(&Method::GetInfo)?)
+    }
+
+    /// `org.varlink.service.GetInterfaceDescription`: the IDL text of `interface`.
+    pub fn get_interface_description(&mut self, interface: &str) -> Result<String, NtmsError> {
+        let reply: DescriptionReply =
+            decode(self.call_method(&Method::GetInterfaceDescription {
+                interface: interface.to_owned(),
+            })?)?;
+        Ok(reply.description)
     }
 
     /// The socket path this connection was made to.

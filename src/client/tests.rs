@@ -126,6 +126,17 @@ fn standard(call: &WireCall) -> Answer {
             json!({"parameters": {"operation": "update", "object_type": "drive", "object": "a"}, "continues": true}),
             json!({"parameters": {"operation": "delete", "object_type": "library", "object": "b"}}),
         ]),
+        Ok(Method::GetInfo) => {
+            reply(serde_json::to_value(crate::proto::interface::service_info()).unwrap())
+        }
+        Ok(Method::GetInterfaceDescription { interface }) => {
+            match crate::proto::interface::description(&interface) {
+                Some(d) => reply(json!({ "description": d })),
+                None => Answer::Messages(vec![
+                    VarlinkError::InterfaceNotFound { interface }.to_reply()
+                ]),
+            }
+        }
         Ok(_) => Answer::Messages(vec![VarlinkError::MethodNotImplemented {
             method: call.method.clone(),
         }
@@ -492,4 +503,18 @@ fn replies_split_across_reads_are_reassembled() {
         .call("org.varlink.service.GetInfo", Map::new())
         .unwrap();
     assert_eq!(v["big"].as_str().unwrap().len(), 200 * 1024);
+}
+
+#[test]
+fn service_introspection() {
+    let server = FakeServer::start(standard);
+    let mut conn = Connection::open(Some(&server.path)).unwrap();
+    let info = conn.get_info().unwrap();
+    assert_eq!(info.vendor, "rsmd");
+    assert!(info.interfaces.contains(&"io.rsmd.Ntms".to_owned()));
+    let idl = conn.get_interface_description("io.rsmd.Ntms").unwrap();
+    assert!(idl.contains("method MountMedia("));
+    let e = conn.get_interface_description("com.example").unwrap_err();
+    assert_eq!(e.code(), 1817);
+    assert!(!conn.is_broken());
 }
