@@ -5,10 +5,10 @@
 //! map and what each module is independent of.
 #![deny(unsafe_code)]
 
-pub mod client;
-pub mod emu;
-pub mod proto;
 pub mod scsi;
+pub mod transport;
 #[allow(unsafe_code)]
 pub mod sg;
-pub mod transport;
+pub mod emu;
+pub mod proto;
+pub mod client;
