@@ -202,6 +202,20 @@ impl Reply {
         }
     }
 
+    /// A final reply whose parameters are `value` serialised (one of the reply structs of
+    /// [`super::types`]). A value that does not serialise to a JSON object is an `Internal` error.
+    pub fn from_serialize<T: serde::Serialize>(value: &T) -> Result<Reply, NtmsError> {
+        match serde_json::to_value(value) {
+            Ok(Value::Object(parameters)) => Ok(Reply::new(parameters)),
+            Ok(_) => Err(NtmsError::Internal {
+                message: "reply parameters are not an object".into(),
+            }),
+            Err(e) => Err(NtmsError::Internal {
+                message: format!("cannot serialise reply: {e}"),
+            }),
+        }
+    }
+
     /// The reply as a JSON object; `continues` only when true.
     pub fn to_value(&self) -> Value {
         let mut map = Map::new();
@@ -369,6 +383,16 @@ mod tests {
             json!({"error": "io.rsmd.Ntms.Busy", "parameters": {}})
         );
         assert_eq!(e.encode().last(), Some(&0));
+    }
+
+    #[test]
+    fn reply_from_serialize() {
+        let r = Reply::from_serialize(&crate::proto::types::RequestReply {
+            request: "r".into(),
+        })
+        .unwrap();
+        assert_eq!(r.to_value(), json!({"parameters": {"request": "r"}}));
+        assert_eq!(Reply::from_serialize(&5).unwrap_err().code(), 1359);
     }
 
     #[test]
