@@ -5,9 +5,11 @@
 //! map and what each module is independent of.
 #![deny(unsafe_code)]
 
-pub mod scsi;
-pub mod transport;
-#[allow(unsafe_code)]
-pub mod sg;
+pub mod client;
 pub mod emu;
 pub mod model;
+pub mod proto;
+pub mod scsi;
+#[allow(unsafe_code)]
+pub mod sg;
+pub mod transport;
