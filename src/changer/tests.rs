@@ -1,0 +1,1 @@
+//! Deterministic simulation of Library against vlib (added when vlib lands).
