@@ -11,6 +11,7 @@ pub mod emu;
 pub mod model;
 pub mod proto;
 pub mod scsi;
+pub mod store;
 #[allow(unsafe_code)]
 pub mod sg;
 pub mod transport;

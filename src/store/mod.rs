@@ -1,0 +1,329 @@
+//! The inventory on disk, in sled. The only module that names sled.
+//!
+//! Trees: `libraries` (key: library id, 16 bytes), `elements` (library id + element type code + address, 19 bytes,
+//! big-endian so a library's elements scan in address order), `media` (media id), `media_by_barcode` (barcode →
+//! media id), `requests` (request id, 8 bytes big-endian), `meta` (`schema_version`). Values are JSON.
+//!
+//! Durability: [`Store::apply`] writes a batch atomically (a sled transaction over all trees); [`Store::flush`]
+//! puts it on disk. The server never waits for a flush on its loop: [`Writer`] runs them on a thread, merging every
+//! batch that arrives while a flush runs into the next one (group commit), and reports the highest durable batch.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+
+use serde::{de::DeserializeOwned, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use crate::model::{ElementRecord, Guid, LibraryRecord, MediaRecord};
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (I/O, corruption).
+    #[error("Database error")]
+    Db(#[from] sled::Error),
+    /// A record could not be encoded or decoded.
+    #[error("Corrupt record in tree {tree}")]
+    Record {
+        /// The tree.
+        tree: &'static str,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The database was written by a newer rsmd.
+    #[error("Database schema version {found} is newer than this rsmd supports ({supported})")]
+    TooNew {
+        /// Version found on disk.
+        found: u32,
+        /// Version this build writes.
+        supported: u32,
+    },
+    /// The writer thread is gone.
+    #[error("The database writer stopped")]
+    WriterGone,
+}
+
+/// A request record as persisted (library requests: mounts, dismounts, inventories).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RequestRecord {
+    /// Request id.
+    pub id: u64,
+    /// Free-form JSON describing the request (owned by the server).
+    pub body: serde_json::Value,
+}
+
+/// One change to the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Insert or replace a library.
+    Library(LibraryRecord),
+    /// Insert or replace an element.
+    Element(ElementRecord),
+    /// Remove an element (the library shrank).
+    RemoveElement {
+        /// Library.
+        library: Guid,
+        /// Element type code.
+        kind: u8,
+        /// Address.
+        address: u16,
+    },
+    /// Insert or replace a cartridge (and its barcode index entry).
+    Media(MediaRecord),
+    /// Remove a cartridge.
+    RemoveMedia(Guid),
+    /// Insert or replace a request.
+    Request(RequestRecord),
+    /// Remove a request.
+    RemoveRequest(u64),
+}
+
+/// Everything on disk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Libraries.
+    pub libraries: Vec<LibraryRecord>,
+    /// Elements, by library then type then address.
+    pub elements: Vec<ElementRecord>,
+    /// Cartridges.
+    pub media: Vec<MediaRecord>,
+    /// Requests.
+    pub requests: Vec<RequestRecord>,
+}
+
+/// The opened database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    libraries: sled::Tree,
+    elements: sled::Tree,
+    media: sled::Tree,
+    barcodes: sled::Tree,
+    requests: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// Key of an element: library id, element type code, address.
+pub fn element_key(library: Guid, kind: u8, address: u16) -> [u8; 19] {
+    let mut k = [0u8; 19];
+    k[..16].copy_from_slice(&library.to_be_bytes());
+    k[16] = kind;
+    k[17..].copy_from_slice(&address.to_be_bytes());
+    k
+}
+
+fn encode<T: Serialize>(v: &T, tree: &'static str) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|source| StoreError::Record { tree, source })
+}
+
+fn decode<T: DeserializeOwned>(v: &[u8], tree: &'static str) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|source| StoreError::Record { tree, source })
+}
+
+impl Store {
+    /// Opens (creating) the database in `dir`, checking and migrating the schema.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir.join("inventory.sled")).mode(sled::Mode::HighThroughput).open()?;
+        let store = Store {
+            libraries: db.open_tree("libraries")?,
+            elements: db.open_tree("elements")?,
+            media: db.open_tree("media")?,
+            barcodes: db.open_tree("media_by_barcode")?,
+            requests: db.open_tree("requests")?,
+            meta: db.open_tree("meta")?,
+            db,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The schema version on disk.
+    pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
+        Ok(self.meta.get("schema_version")?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes))
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        match self.schema_version()? {
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::TooNew { found: v, supported: SCHEMA_VERSION }),
+            Some(v) if v == SCHEMA_VERSION => Ok(()),
+            // None: a new database. Older versions would be migrated here, one step at a time.
+            _ => {
+                self.meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+                self.db.flush()?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads everything.
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut s = Snapshot::default();
+        for kv in self.libraries.iter() {
+            s.libraries.push(decode(&kv?.1, "libraries")?);
+        }
+        for kv in self.elements.iter() {
+            s.elements.push(decode(&kv?.1, "elements")?);
+        }
+        for kv in self.media.iter() {
+            s.media.push(decode(&kv?.1, "media")?);
+        }
+        for kv in self.requests.iter() {
+            s.requests.push(decode(&kv?.1, "requests")?);
+        }
+        Ok(s)
+    }
+
+    /// Looks a cartridge up by barcode.
+    pub fn media_by_barcode(&self, barcode: &str) -> Result<Option<MediaRecord>, StoreError> {
+        let Some(id) = self.barcodes.get(barcode.as_bytes())? else { return Ok(None) };
+        Ok(self.media.get(id)?.map(|v| decode(&v, "media")).transpose()?)
+    }
+
+    /// Writes a batch atomically (not yet flushed).
+    pub fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
+        // Encode first so that a bad record fails the batch before anything is written.
+        let mut ops: Vec<(usize, Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(changes.len());
+        for c in changes {
+            match c {
+                Change::Library(l) => ops.push((0, l.id.to_be_bytes().to_vec(), Some(encode(l, "libraries")?))),
+                Change::Element(e) => ops.push((
+                    1,
+                    element_key(e.library, e.kind.code(), e.address).to_vec(),
+                    Some(encode(e, "elements")?),
+                )),
+                Change::RemoveElement { library, kind, address } => {
+                    ops.push((1, element_key(*library, *kind, *address).to_vec(), None))
+                }
+                Change::Media(m) => {
+                    let id = m.id.to_be_bytes().to_vec();
+                    if let Some(old) = self.media.get(&id)? {
+                        let old: MediaRecord = decode(&old, "media")?;
+                        if let Some(b) = old.barcode.filter(|b| Some(b) != m.barcode.as_ref()) {
+                            ops.push((3, b.into_bytes(), None));
+                        }
+                    }
+                    if let Some(b) = &m.barcode {
+                        ops.push((3, b.as_bytes().to_vec(), Some(id.clone())));
+                    }
+                    ops.push((2, id, Some(encode(m, "media")?)));
+                }
+                Change::RemoveMedia(id) => {
+                    let key = id.to_be_bytes().to_vec();
+                    if let Some(old) = self.media.get(&key)? {
+                        let old: MediaRecord = decode(&old, "media")?;
+                        if let Some(b) = old.barcode {
+                            ops.push((3, b.into_bytes(), None));
+                        }
+                    }
+                    ops.push((2, key, None));
+                }
+                Change::Request(r) => ops.push((4, r.id.to_be_bytes().to_vec(), Some(encode(r, "requests")?))),
+                Change::RemoveRequest(id) => ops.push((4, id.to_be_bytes().to_vec(), None)),
+            }
+        }
+        let trees = [&self.libraries, &self.elements, &self.media, &self.barcodes, &self.requests];
+        let result: Result<(), TransactionError<()>> = (&trees[..]).transaction(|t| {
+            for (tree, key, value) in &ops {
+                match value {
+                    Some(v) => t[*tree].insert(key.as_slice(), v.as_slice())?,
+                    None => t[*tree].remove(key.as_slice())?,
+                };
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
+            Err(TransactionError::Abort(())) => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// Puts everything written so far on disk. Blocks: never call it on the event loop (see [`Writer`]).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// The group-commit writer: a thread that applies and flushes batches off the event loop.
+#[derive(Debug)]
+pub struct Writer {
+    tx: Option<mpsc::Sender<(u64, Vec<Change>)>>,
+    durable: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+    next: u64,
+}
+
+impl Writer {
+    /// Starts the writer. `on_durable` runs on the writer thread after each flush (wake the loop there).
+    pub fn spawn(store: Store, on_durable: impl Fn() + Send + 'static) -> Writer {
+        let (tx, rx) = mpsc::channel::<(u64, Vec<Change>)>();
+        let durable = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (d, f) = (durable.clone(), failed.clone());
+        let thread = thread::Builder::new()
+            .name("rsmd-writer".into())
+            .spawn(move || {
+                while let Ok((mut seq, mut batch)) = rx.recv() {
+                    // Group commit: take everything that queued up while the last flush ran.
+                    while let Ok((s, more)) = rx.try_recv() {
+                        seq = s;
+                        batch.extend(more);
+                    }
+                    match store.apply(&batch).and_then(|()| store.flush()) {
+                        Ok(()) => d.store(seq, Ordering::Release),
+                        Err(e) => {
+                            log::error!("writing the inventory failed: {e}");
+                            f.store(seq, Ordering::Release);
+                        }
+                    }
+                    on_durable();
+                }
+            })
+            .ok();
+        Writer { tx: Some(tx), durable, failed, thread, next: 0 }
+    }
+
+    /// Queues a batch; returns its sequence number. Batches become durable in order.
+    pub fn submit(&mut self, changes: Vec<Change>) -> Result<u64, StoreError> {
+        self.next += 1;
+        let tx = self.tx.as_ref().ok_or(StoreError::WriterGone)?;
+        tx.send((self.next, changes)).map_err(|_| StoreError::WriterGone)?;
+        Ok(self.next)
+    }
+
+    /// The highest batch known to be on disk.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// The highest batch whose write failed (0: none).
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Flushes what is queued and stops the thread.
+    pub fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests;
