@@ -8,10 +8,11 @@
 pub mod changer;
 pub mod client;
 pub mod emu;
+pub mod media;
 pub mod model;
 pub mod proto;
 pub mod scsi;
-pub mod store;
 #[allow(unsafe_code)]
 pub mod sg;
+pub mod store;
 pub mod transport;

@@ -1,0 +1,324 @@
+//! The cached inventory the daemon serves: libraries, elements and cartridges, reconciled from what the
+//! libraries report. Sans-IO domain rules; the server persists the [`Change`]s it returns.
+//!
+//! Rules: a cartridge's identity is its barcode (`Guid::derive("media", barcode)`), so it survives moves,
+//! rescans and restarts; a cartridge is in exactly one place (a full scan that no longer sees it marks it offline,
+//! location `None`); elements are numbered for people the way mtx numbers them (drives from 0, storage slots from
+//! 1, import/export slots after the storage slots).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::changer::Element;
+use crate::model::{
+    DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord,
+};
+use crate::scsi::element::ElementType;
+use crate::store::{Change, Snapshot};
+
+/// The element kind for an SMC element type.
+pub fn kind_of(t: ElementType) -> ElementKind {
+    match t {
+        ElementType::MediumTransport | ElementType::All => ElementKind::Transport,
+        ElementType::Storage => ElementKind::Storage,
+        ElementType::ImportExport => ElementKind::ImportExport,
+        ElementType::DataTransfer => ElementKind::Drive,
+    }
+}
+
+/// Data or cleaning, from the barcode (`CLN…` is cleaning by convention).
+pub fn media_kind(barcode: Option<&str>) -> MediaKind {
+    match barcode {
+        Some(b) if b.to_ascii_uppercase().starts_with("CLN") => MediaKind::Cleaning,
+        _ => MediaKind::Data,
+    }
+}
+
+/// The identity of a cartridge: by barcode, or by place when it has none.
+pub fn media_id(library: Guid, address: u16, barcode: Option<&str>) -> Guid {
+    match barcode {
+        Some(b) => Guid::derive("media", b),
+        None => Guid::derive("media-unlabelled", &format!("{library}:{address}")),
+    }
+}
+
+/// The inventory in memory.
+#[derive(Debug, Default, Clone)]
+pub struct Inventory {
+    libraries: BTreeMap<Guid, LibraryRecord>,
+    elements: BTreeMap<(Guid, ElementKind, u16), ElementRecord>,
+    media: HashMap<Guid, MediaRecord>,
+    by_barcode: HashMap<String, Guid>,
+}
+
+impl Inventory {
+    /// The inventory as loaded from disk.
+    pub fn from_snapshot(s: Snapshot) -> Inventory {
+        let mut inv = Inventory::default();
+        for l in s.libraries {
+            inv.libraries.insert(l.id, l);
+        }
+        for e in s.elements {
+            inv.elements.insert((e.library, e.kind, e.address), e);
+        }
+        for m in s.media {
+            if let Some(b) = &m.barcode {
+                inv.by_barcode.insert(b.clone(), m.id);
+            }
+            inv.media.insert(m.id, m);
+        }
+        inv
+    }
+
+    /// All libraries.
+    pub fn libraries(&self) -> impl Iterator<Item = &LibraryRecord> {
+        self.libraries.values()
+    }
+
+    /// A library.
+    pub fn library(&self, id: Guid) -> Option<&LibraryRecord> {
+        self.libraries.get(&id)
+    }
+
+    /// A library's elements, by kind then address.
+    pub fn elements(&self, library: Guid) -> impl Iterator<Item = &ElementRecord> {
+        self.elements
+            .range((library, ElementKind::Transport, 0)..=(library, ElementKind::Drive, u16::MAX))
+            .map(|e| e.1)
+    }
+
+    /// All elements.
+    pub fn all_elements(&self) -> impl Iterator<Item = &ElementRecord> {
+        self.elements.values()
+    }
+
+    /// The element at an address.
+    pub fn element(
+        &self,
+        library: Guid,
+        kind: ElementKind,
+        address: u16,
+    ) -> Option<&ElementRecord> {
+        self.elements.get(&(library, kind, address))
+    }
+
+    /// All cartridges.
+    pub fn media(&self) -> impl Iterator<Item = &MediaRecord> {
+        self.media.values()
+    }
+
+    /// A cartridge by id.
+    pub fn medium(&self, id: Guid) -> Option<&MediaRecord> {
+        self.media.get(&id)
+    }
+
+    /// A cartridge by barcode.
+    pub fn media_by_barcode(&self, barcode: &str) -> Option<&MediaRecord> {
+        self.by_barcode
+            .get(barcode)
+            .and_then(|id| self.media.get(id))
+    }
+
+    /// Inserts or replaces a library record.
+    pub fn put_library(&mut self, rec: LibraryRecord) -> Vec<Change> {
+        if self.libraries.get(&rec.id) == Some(&rec) {
+            return Vec::new();
+        }
+        self.libraries.insert(rec.id, rec.clone());
+        vec![Change::Library(rec)]
+    }
+
+    /// Marks every library stale (at start, before verification against the hardware).
+    pub fn mark_all_stale(&mut self) -> Vec<Change> {
+        let ids: Vec<Guid> = self.libraries.keys().copied().collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(mut l) = self.libraries.get(&id).cloned() {
+                l.stale = true;
+                out.extend(self.put_library(l));
+            }
+        }
+        out
+    }
+
+    /// Reconciles what a library reported. `full`: this is the whole library (a complete scan): elements not in
+    /// it are removed and cartridges of this library not seen are marked offline. `drive` gives the identity and
+    /// nodes of a mapped drive device.
+    pub fn reconcile(
+        &mut self,
+        library: Guid,
+        reported: &[Element],
+        full: bool,
+        drive: &dyn Fn(usize) -> DriveInfo,
+    ) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let storage_count = if full {
+            reported
+                .iter()
+                .filter(|e| e.element_type == ElementType::Storage)
+                .count()
+        } else {
+            self.elements(library)
+                .filter(|e| e.kind == ElementKind::Storage)
+                .count()
+        };
+        let mut seen_media = Vec::new();
+        let mut seen_elements = Vec::new();
+        // Numbering by rank within type, as mtx does.
+        let mut rank: HashMap<ElementKind, u32> = HashMap::new();
+        let mut sorted: Vec<&Element> = reported.iter().collect();
+        sorted.sort_by_key(|e| (e.element_type, e.address));
+        for e in sorted {
+            let kind = kind_of(e.element_type);
+            let number = if full {
+                let r = rank.entry(kind).or_insert(0);
+                *r += 1;
+                match kind {
+                    ElementKind::Drive | ElementKind::Transport => *r - 1,
+                    ElementKind::Storage => *r,
+                    ElementKind::ImportExport => {
+                        u32::try_from(storage_count).unwrap_or(u32::MAX) + *r
+                    }
+                }
+            } else {
+                self.element(library, kind, e.address)
+                    .map_or(0, |old| old.number)
+            };
+            let media = if e.full {
+                let id = media_id(library, e.address, e.barcode.as_deref());
+                let here = Location {
+                    library,
+                    kind,
+                    address: e.address,
+                };
+                let home = match kind {
+                    ElementKind::Storage => Some(here),
+                    _ => e.source.map(|a| Location {
+                        library,
+                        kind: ElementKind::Storage,
+                        address: a,
+                    }),
+                };
+                let mut m = self.media.get(&id).cloned().unwrap_or(MediaRecord {
+                    id,
+                    barcode: e.barcode.clone(),
+                    kind: media_kind(e.barcode.as_deref()),
+                    location: None,
+                    home: None,
+                    pool: None,
+                    mount_count: 0,
+                });
+                if seen_media.contains(&id) {
+                    log::warn!(
+                        "barcode {:?} seen twice in library {library}; keeping the first",
+                        e.barcode
+                    );
+                } else {
+                    seen_media.push(id);
+                    m.location = Some(here);
+                    if home.is_some() {
+                        m.home = home;
+                    }
+                    changes.extend(self.put_media(m));
+                }
+                Some(id)
+            } else {
+                None
+            };
+            let rec = ElementRecord {
+                library,
+                kind,
+                address: e.address,
+                number,
+                media,
+                exception: e.exception.map(|a| (a.0, a.1)),
+                accessible: e.accessible || e.exception.is_none(),
+                drive: (kind == ElementKind::Drive).then(|| {
+                    let mut info = e.device.map(drive).unwrap_or_default();
+                    if info.serial.is_none() {
+                        info.serial.clone_from(&e.identifier);
+                    }
+                    info
+                }),
+            };
+            seen_elements.push((kind, e.address));
+            // The cartridge that was here before and is not here now moved or left.
+            if let Some(old) = self.elements.get(&(library, kind, e.address)) {
+                if let Some(prev) = old
+                    .media
+                    .filter(|p| Some(*p) != media && !seen_media.contains(p))
+                {
+                    if let Some(mut m) = self.media.get(&prev).cloned() {
+                        if m.location
+                            == Some(Location {
+                                library,
+                                kind,
+                                address: e.address,
+                            })
+                        {
+                            m.location = None;
+                            changes.extend(self.put_media(m));
+                        }
+                    }
+                }
+            }
+            if self.elements.get(&(library, kind, e.address)) != Some(&rec) {
+                self.elements
+                    .insert((library, kind, e.address), rec.clone());
+                changes.push(Change::Element(rec));
+            }
+        }
+        if full {
+            let stale: Vec<(ElementKind, u16)> = self
+                .elements(library)
+                .map(|e| (e.kind, e.address))
+                .filter(|k| !seen_elements.contains(k))
+                .collect();
+            for (kind, address) in stale {
+                self.elements.remove(&(library, kind, address));
+                changes.push(Change::RemoveElement {
+                    library,
+                    kind: kind.code(),
+                    address,
+                });
+            }
+            let gone: Vec<MediaRecord> = self
+                .media
+                .values()
+                .filter(|m| {
+                    m.location.is_some_and(|l| l.library == library) && !seen_media.contains(&m.id)
+                })
+                .cloned()
+                .collect();
+            for mut m in gone {
+                m.location = None;
+                changes.extend(self.put_media(m));
+            }
+        }
+        changes
+    }
+
+    fn put_media(&mut self, m: MediaRecord) -> Vec<Change> {
+        if self.media.get(&m.id) == Some(&m) {
+            return Vec::new();
+        }
+        if let Some(b) = &m.barcode {
+            self.by_barcode.insert(b.clone(), m.id);
+        }
+        self.media.insert(m.id, m.clone());
+        vec![Change::Media(m)]
+    }
+
+    /// Counts a mount of a cartridge.
+    pub fn count_mount(&mut self, id: Guid) -> Vec<Change> {
+        match self.media.get(&id).cloned() {
+            Some(mut m) => {
+                m.mount_count += 1;
+                self.put_media(m)
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,138 @@
+use super::*;
+use crate::scsi::asc::Asc;
+
+fn el(t: ElementType, address: u16, barcode: Option<&str>) -> Element {
+    Element {
+        element_type: t,
+        address,
+        full: barcode.is_some(),
+        barcode: barcode.map(str::to_owned),
+        source: None,
+        exception: None,
+        accessible: true,
+        impexp: false,
+        identifier: None,
+        device: None,
+    }
+}
+
+fn no_drive(_: usize) -> DriveInfo {
+    DriveInfo::default()
+}
+
+fn layout() -> Vec<Element> {
+    vec![
+        el(ElementType::MediumTransport, 1, None),
+        el(ElementType::Storage, 1000, Some("ABC001L6")),
+        el(ElementType::Storage, 1001, Some("CLN001L1")),
+        el(ElementType::Storage, 1002, None),
+        el(ElementType::ImportExport, 10, None),
+        el(ElementType::DataTransfer, 500, None),
+        el(ElementType::DataTransfer, 501, None),
+    ]
+}
+
+#[test]
+fn full_scan_creates_media_and_numbers_like_mtx() {
+    let lib = Guid::derive("library", "S");
+    let mut inv = Inventory::default();
+    let changes = inv.reconcile(lib, &layout(), true, &no_drive);
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| matches!(c, Change::Media(_)))
+            .count(),
+        2
+    );
+    let number = |k, a| inv.element(lib, k, a).unwrap().number;
+    assert_eq!(number(ElementKind::Drive, 500), 0);
+    assert_eq!(number(ElementKind::Drive, 501), 1);
+    assert_eq!(number(ElementKind::Storage, 1000), 1);
+    assert_eq!(number(ElementKind::Storage, 1002), 3);
+    assert_eq!(number(ElementKind::ImportExport, 10), 4);
+    let cln = inv.media_by_barcode("CLN001L1").unwrap();
+    assert_eq!(cln.kind, MediaKind::Cleaning);
+    assert_eq!(cln.home.unwrap().address, 1001);
+    // The same scan again changes nothing.
+    assert!(inv.reconcile(lib, &layout(), true, &no_drive).is_empty());
+}
+
+#[test]
+fn identity_survives_a_move_and_one_place_per_cartridge() {
+    let lib = Guid::derive("library", "S");
+    let mut inv = Inventory::default();
+    inv.reconcile(lib, &layout(), true, &no_drive);
+    let id = inv.media_by_barcode("ABC001L6").unwrap().id;
+    // Partial update after a move 1000 → 500.
+    let mut drive = el(ElementType::DataTransfer, 500, Some("ABC001L6"));
+    drive.source = Some(1000);
+    let moved = [el(ElementType::Storage, 1000, None), drive];
+    inv.reconcile(lib, &moved, false, &no_drive);
+    let m = inv.media_by_barcode("ABC001L6").unwrap();
+    assert_eq!(m.id, id);
+    assert_eq!(
+        m.location.unwrap(),
+        Location {
+            library: lib,
+            kind: ElementKind::Drive,
+            address: 500
+        }
+    );
+    assert_eq!(m.home.unwrap().address, 1000);
+    assert_eq!(
+        inv.element(lib, ElementKind::Storage, 1000).unwrap().media,
+        None
+    );
+    assert_eq!(inv.element(lib, ElementKind::Drive, 500).unwrap().number, 0);
+}
+
+#[test]
+fn cartridge_not_seen_goes_offline_and_duplicates_are_kept_once() {
+    let lib = Guid::derive("library", "S");
+    let mut inv = Inventory::default();
+    inv.reconcile(lib, &layout(), true, &no_drive);
+    let mut l = layout();
+    l[1] = el(ElementType::Storage, 1000, None);
+    l[3] = el(ElementType::Storage, 1002, Some("CLN001L1"));
+    l[3].exception = Some(Asc(0x83, 0));
+    inv.reconcile(lib, &l, true, &no_drive);
+    assert_eq!(inv.media_by_barcode("ABC001L6").unwrap().location, None);
+    // CLN001L1 reported twice (1001 and 1002): the first place wins.
+    assert_eq!(
+        inv.media_by_barcode("CLN001L1")
+            .unwrap()
+            .location
+            .unwrap()
+            .address,
+        1001
+    );
+    assert_eq!(
+        inv.element(lib, ElementKind::Storage, 1002)
+            .unwrap()
+            .exception,
+        Some((0x83, 0))
+    );
+}
+
+#[test]
+fn shrinking_library_removes_elements_and_snapshot_round_trips() {
+    let lib = Guid::derive("library", "S");
+    let mut inv = Inventory::default();
+    inv.reconcile(lib, &layout(), true, &no_drive);
+    let changes = inv.reconcile(lib, &layout()[..5], true, &no_drive);
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| matches!(c, Change::RemoveElement { .. }))
+            .count(),
+        2
+    );
+    let snap = Snapshot {
+        elements: inv.all_elements().cloned().collect(),
+        media: inv.media().cloned().collect(),
+        ..Snapshot::default()
+    };
+    let back = Inventory::from_snapshot(snap);
+    assert_eq!(back.elements(lib).count(), 5);
+    assert!(back.media_by_barcode("ABC001L6").is_some());
+}
