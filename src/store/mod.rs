@@ -196,11 +196,7 @@ impl Store {
         let Some(id) = self.barcodes.get(barcode.as_bytes())? else {
             return Ok(None);
         };
-        Ok(self
-            .media
-            .get(id)?
-            .map(|v| decode(&v, "media"))
-            .transpose()?)
+        self.media.get(id)?.map(|v| decode(&v, "media")).transpose()
     }
 
     /// Writes a batch atomically (not yet flushed).
@@ -260,7 +256,7 @@ impl Store {
             &self.barcodes,
             &self.requests,
         ];
-        let result: Result<(), TransactionError<()>> = (&trees[..]).transaction(|t| {
+        let result: Result<(), TransactionError<()>> = trees[..].transaction(|t| {
             for (tree, key, value) in &ops {
                 match value {
                     Some(v) => t[*tree].insert(key.as_slice(), v.as_slice())?,
