@@ -7,6 +7,7 @@
 
 pub mod changer;
 pub mod client;
+pub mod config;
 pub mod emu;
 pub mod media;
 pub mod model;

@@ -1,0 +1,250 @@
+//! Configuration: `/etc/rsmd/rsmd.toml` (or `--config FILE`), validated with errors that name the key.
+//!
+//! ```toml
+//! socket = "/run/rsmd/rsmd.sock"      # where clients connect (systemd socket activation overrides it)
+//! state_dir = "/var/lib/rsmd"         # the inventory database
+//! discover = true                     # also serve every changer found in sysfs (default: true when no library
+//!                                     # is configured, false otherwise)
+//!
+//! [[library]]
+//! name = "main"                       # shown to clients; default: vendor + product
+//! changer = "serial:00L4U78C4823_LL0" # or "auto", "/dev/tape/by-id/scsi-…", "/dev/sg5"
+//! chunk = 256                         # elements per READ ELEMENT STATUS
+//! [library.drives]                    # drive serial → data transfer element address, for libraries without DVCID
+//! "HU1234567" = 256
+//!
+//! [[library]]
+//! name = "test"
+//! vlib = "/run/vlib"                  # a vlib emulator's listen directory instead of hardware
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default configuration file.
+pub const DEFAULT_PATH: &str = "/etc/rsmd/rsmd.toml";
+/// Default socket.
+pub const DEFAULT_SOCKET: &str = "/run/rsmd/rsmd.sock";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/rsmd";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("Cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown key or a wrong type (the message names it).
+    #[error("Invalid configuration: {0}")]
+    Syntax(String),
+    /// A value is out of range or inconsistent.
+    #[error("Invalid configuration key {key}: {reason}")]
+    Value {
+        /// The key, dotted (`library[0].chunk`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Where a library's changer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The only changer found (or each one, with discovery).
+    Auto,
+    /// The changer whose unit serial number is this.
+    Serial(String),
+    /// A device path (`/dev/sgN`, `/dev/tape/by-id/…`, `/dev/schN`).
+    Path(PathBuf),
+    /// A vlib emulator's listen directory.
+    Vlib(PathBuf),
+}
+
+/// One configured library.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibraryConfig {
+    /// Name shown to clients.
+    pub name: Option<String>,
+    /// Where the changer is.
+    pub source: Source,
+    /// Elements per READ ELEMENT STATUS.
+    pub chunk: u16,
+    /// Explicit drive mapping: serial → element address.
+    pub drives: BTreeMap<String, u16>,
+}
+
+impl LibraryConfig {
+    /// A library served by a vlib emulator in `dir`.
+    pub fn vlib(name: &str, dir: &Path) -> LibraryConfig {
+        LibraryConfig { name: Some(name.into()), source: Source::Vlib(dir.into()), chunk: 256, drives: BTreeMap::new() }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Socket path.
+    pub socket: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Serve every changer found in sysfs as well.
+    pub discover: bool,
+    /// Configured libraries.
+    pub libraries: Vec<LibraryConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: DEFAULT_SOCKET.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
+            discover: true,
+            libraries: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    discover: Option<bool>,
+    #[serde(default)]
+    library: Vec<RawLibrary>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLibrary {
+    name: Option<String>,
+    changer: Option<String>,
+    vlib: Option<PathBuf>,
+    chunk: Option<i64>,
+    #[serde(default)]
+    drives: BTreeMap<String, i64>,
+}
+
+impl Config {
+    /// Parses configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let mut libraries = Vec::new();
+        for (i, l) in raw.library.into_iter().enumerate() {
+            let key = |k: &str| format!("library[{i}].{k}");
+            let source = match (l.changer, l.vlib) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Value {
+                        key: key("vlib"),
+                        reason: "a library has either `changer` or `vlib`, not both".into(),
+                    })
+                }
+                (None, Some(dir)) => Source::Vlib(dir),
+                (None, None) => Source::Auto,
+                (Some(c), None) => match c.as_str() {
+                    "auto" => Source::Auto,
+                    s if s.starts_with("serial:") && s.len() > 7 => Source::Serial(s[7..].to_owned()),
+                    s if s.starts_with('/') => Source::Path(s.into()),
+                    _ => {
+                        return Err(ConfigError::Value {
+                            key: key("changer"),
+                            reason: format!("{c:?} is not \"auto\", \"serial:SERIAL\" or an absolute device path"),
+                        })
+                    }
+                },
+            };
+            let chunk = match l.chunk {
+                None => 256,
+                Some(n) => u16::try_from(n).ok().filter(|n| (1..=4096).contains(n)).ok_or_else(|| {
+                    ConfigError::Value { key: key("chunk"), reason: format!("{n} is not in 1..=4096") }
+                })?,
+            };
+            let mut drives = BTreeMap::new();
+            for (serial, address) in l.drives {
+                let a = u16::try_from(address).map_err(|_| ConfigError::Value {
+                    key: key(&format!("drives.{serial}")),
+                    reason: format!("{address} is not an element address (0..=65535)"),
+                })?;
+                drives.insert(serial, a);
+            }
+            if let Some(name) = &l.name {
+                if name.trim().is_empty() {
+                    return Err(ConfigError::Value { key: key("name"), reason: "empty".into() });
+                }
+            }
+            libraries.push(LibraryConfig { name: l.name, source, chunk, drives });
+        }
+        Ok(Config {
+            socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
+            state_dir: raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            discover: raw.discover.unwrap_or(libraries.is_empty()),
+            libraries,
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_means_discovery() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let c = Config::parse(
+            r#"
+            socket = "/tmp/s.sock"
+            [[library]]
+            name = "main"
+            changer = "serial:ABC"
+            chunk = 100
+            [library.drives]
+            "HU1" = 256
+            [[library]]
+            vlib = "/run/vlib"
+            [[library]]
+            changer = "/dev/tape/by-id/scsi-1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.socket, PathBuf::from("/tmp/s.sock"));
+        assert!(!c.discover);
+        assert_eq!(c.libraries[0].source, Source::Serial("ABC".into()));
+        assert_eq!(c.libraries[0].chunk, 100);
+        assert_eq!(c.libraries[0].drives.get("HU1"), Some(&256));
+        assert_eq!(c.libraries[1].source, Source::Vlib("/run/vlib".into()));
+        assert_eq!(c.libraries[2].source, Source::Path("/dev/tape/by-id/scsi-1".into()));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |t: &str| Config::parse(t).unwrap_err().to_string();
+        assert!(err("sockt = 1").contains("sockt"));
+        assert!(err("discover = \"yes\"").contains("discover"));
+        assert!(err("[[library]]\nchunk = 0").contains("library[0].chunk"));
+        assert!(err("[[library]]\nchanger = \"sg5\"").contains("library[0].changer"));
+        assert!(err("[[library]]\nchanger = \"auto\"\nvlib = \"/x\"").contains("library[0].vlib"));
+        assert!(err("[[library]]\n[library.drives]\nX = 70000").contains("library[0].drives.X"));
+        assert!(err("[[library]]\nname = \" \"").contains("library[0].name"));
+        assert!(err("[[library]]\ncolour = 1").contains("colour"));
+        assert!(matches!(Config::load(Path::new("/nonexistent/rsmd.toml")), Err(ConfigError::Read { .. })));
+    }
+}
