@@ -91,9 +91,7 @@ impl FromStr for Guid {
         if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(GuidParseError);
         }
-        u128::from_str_radix(&hex, 16)
-            .map(Guid)
-            .map_err(|_| GuidParseError)
+        u128::from_str_radix(&hex, 16).map(Guid).map_err(|_| GuidParseError)
     }
 }
 
@@ -251,10 +249,7 @@ impl ElementRecord {
 
 /// The identity of element `address` of type `kind` in `library`.
 pub fn element_id(library: Guid, kind: ElementKind, address: u16) -> Guid {
-    Guid::derive(
-        &library.to_string(),
-        &format!("{}:{}", kind.code(), address),
-    )
+    Guid::derive(&library.to_string(), &format!("{}:{}", kind.code(), address))
 }
 
 /// A cartridge.
@@ -287,12 +282,7 @@ mod tests {
         assert_eq!(text.len(), 36);
         assert_eq!(text.parse::<Guid>().unwrap(), g);
         assert_eq!(&text[14..15], "5", "version nibble");
-        for bad in [
-            "",
-            "xyz",
-            "00000000-0000-0000-0000-00000000000g",
-            "0000000-00000-0000-0000-000000000000",
-        ] {
+        for bad in ["", "xyz", "00000000-0000-0000-0000-00000000000g", "0000000-00000-0000-0000-000000000000"] {
             assert!(bad.parse::<Guid>().is_err(), "{bad}");
         }
     }

@@ -43,20 +43,12 @@ pub struct Command {
 impl Command {
     /// A command with no data phase.
     pub fn none(cdb: impl Into<Vec<u8>>, timeout: Duration) -> Self {
-        Command {
-            cdb: cdb.into(),
-            direction: DataDirection::None,
-            timeout,
-        }
+        Command { cdb: cdb.into(), direction: DataDirection::None, timeout }
     }
 
     /// A command that reads at most `alloc` bytes from the device.
     pub fn read(cdb: impl Into<Vec<u8>>, alloc: u32, timeout: Duration) -> Self {
-        Command {
-            cdb: cdb.into(),
-            direction: DataDirection::FromDevice(alloc),
-            timeout,
-        }
+        Command { cdb: cdb.into(), direction: DataDirection::FromDevice(alloc), timeout }
     }
 }
 

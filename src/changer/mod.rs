@@ -212,24 +212,10 @@ enum Purpose {
     Capabilities,
     DriveInquiry(usize),
     DriveSerial(usize),
-    Scan {
-        element_type: ElementType,
-        start: u16,
-        count: u16,
-        alloc: u32,
-        dvcid: bool,
-        whole: bool,
-    },
-    Move {
-        id: u64,
-        source: u16,
-        destination: u16,
-    },
+    Scan { element_type: ElementType, start: u16, count: u16, alloc: u32, dvcid: bool, whole: bool },
+    Move { id: u64, source: u16, destination: u16 },
     Heartbeat,
-    Drive {
-        id: u64,
-        drive: usize,
-    },
+    Drive { id: u64, drive: usize },
 }
 
 #[derive(Debug, Clone)]
@@ -365,34 +351,21 @@ impl Library {
 
     /// Asks for a move of the cartridge in `source` to `destination`. Checked against the cached inventory first;
     /// then queued behind other moves. The outcome comes as [`Event::MoveFinished`] with `id`.
-    pub fn request_move(
-        &mut self,
-        id: u64,
-        source: u16,
-        destination: u16,
-    ) -> Result<(), MoveError> {
+    pub fn request_move(&mut self, id: u64, source: u16, destination: u16) -> Result<(), MoveError> {
         if self.phase == Phase::Offline {
             return Err(MoveError::Offline);
         }
         if !self.elements.is_empty() {
-            let src = self
-                .element(source)
-                .ok_or(MoveError::NoSuchElement(source))?;
+            let src = self.element(source).ok_or(MoveError::NoSuchElement(source))?;
             if !src.full {
                 return Err(MoveError::SourceEmpty(source));
             }
-            let dst = self
-                .element(destination)
-                .ok_or(MoveError::NoSuchElement(destination))?;
+            let dst = self.element(destination).ok_or(MoveError::NoSuchElement(destination))?;
             if dst.full && destination != source {
                 return Err(MoveError::DestinationFull(destination));
             }
         }
-        self.moves.push_back(MoveRequest {
-            id,
-            source,
-            destination,
-        });
+        self.moves.push_back(MoveRequest { id, source, destination });
         self.pump();
         Ok(())
     }
@@ -403,10 +376,7 @@ impl Library {
         self.moves.retain(|m| m.id != id);
         let cancelled = self.moves.len() != before;
         if cancelled {
-            self.events.push_back(Event::MoveFinished {
-                id,
-                result: Err(MoveError::Cancelled),
-            });
+            self.events.push_back(Event::MoveFinished { id, result: Err(MoveError::Cancelled) });
         }
         cancelled
     }
@@ -415,13 +385,8 @@ impl Library {
     /// [`Event::DriveCommand`] with `id`.
     pub fn drive_command(&mut self, id: u64, drive: usize, command: Command) {
         let tag = self.tag();
-        self.in_flight
-            .insert(tag, (DeviceRef::Drive(drive), Purpose::Drive { id, drive }));
-        self.outgoing.push_back(Outgoing {
-            device: DeviceRef::Drive(drive),
-            tag,
-            command,
-        });
+        self.in_flight.insert(tag, (DeviceRef::Drive(drive), Purpose::Drive { id, drive }));
+        self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(drive), tag, command });
     }
 
     /// Asks for a full rescan (an administrator's inventory request, or a restart's verification).
@@ -482,12 +447,7 @@ impl Library {
     }
 
     /// A command finished.
-    pub fn handle_completion(
-        &mut self,
-        tag: Tag,
-        result: Result<Response, TransportError>,
-        now: Millis,
-    ) {
+    pub fn handle_completion(&mut self, tag: Tag, result: Result<Response, TransportError>, now: Millis) {
         self.now = now;
         let Some((device, purpose)) = self.in_flight.remove(&tag) else {
             log::debug!("completion for unknown tag {tag} ignored");
@@ -500,16 +460,13 @@ impl Library {
             if let Ok(r) = &result {
                 self.note_attention(device, r);
             }
-            self.events
-                .push_back(Event::DriveCommand { id, drive, result });
+            self.events.push_back(Event::DriveCommand { id, drive, result });
             self.pump();
             return;
         }
         match result {
             Ok(response) => self.on_response(device, purpose, response),
-            Err(TransportError::DeviceGone) if device == DeviceRef::Changer => {
-                self.go_offline("device gone")
-            }
+            Err(TransportError::DeviceGone) if device == DeviceRef::Changer => self.go_offline("device gone"),
             Err(TransportError::TimedOut) => self.on_timeout(device, purpose),
             Err(e) => {
                 log::warn!("{device:?}: command failed: {e}");
@@ -544,19 +501,13 @@ impl Library {
     fn start_probe(&mut self) {
         self.phase = Phase::Probing;
         self.set_state(LibraryState::Probing);
-        self.probe = Probe {
-            drives: vec![None; self.drive_count],
-            ..Probe::default()
-        };
+        self.probe = Probe { drives: vec![None; self.drive_count], ..Probe::default() };
         self.rescan = None;
         self.scan_queue.clear();
         self.scanned.clear();
         let t = self.options.probe_timeout;
         self.queue_changer(Purpose::Inquiry, cdb::inquiry(96).into_command(t));
-        self.queue_changer(
-            Purpose::Serial,
-            cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255).into_command(t),
-        );
+        self.queue_changer(Purpose::Serial, cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255).into_command(t));
         self.queue_changer(
             Purpose::DeviceId,
             cdb::inquiry_vpd(opcode::VPD_DEVICE_IDENTIFICATION, 1024).into_command(t),
@@ -579,11 +530,7 @@ impl Library {
                 .into_command(t);
                 let tag = self.tag();
                 self.in_flight.insert(tag, (DeviceRef::Drive(d), purpose));
-                self.outgoing.push_back(Outgoing {
-                    device: DeviceRef::Drive(d),
-                    tag,
-                    command,
-                });
+                self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(d), tag, command });
                 self.probes_pending += 1;
             }
         }
@@ -598,12 +545,9 @@ impl Library {
         self.set_state(LibraryState::Scanning);
         self.scanned.clear();
         self.scan_queue.clear();
-        for ty in [
-            ElementType::MediumTransport,
-            ElementType::Storage,
-            ElementType::ImportExport,
-            ElementType::DataTransfer,
-        ] {
+        for ty in
+            [ElementType::MediumTransport, ElementType::Storage, ElementType::ImportExport, ElementType::DataTransfer]
+        {
             let Some(range) = ea.range(ty) else { continue };
             for (start, count) in chunks(range.first, range.count, self.options.chunk) {
                 let dvcid = ty == ElementType::DataTransfer && self.dvcid;
@@ -621,15 +565,7 @@ impl Library {
     }
 
     fn scan_command(&self, p: &Purpose) -> Option<Command> {
-        let Purpose::Scan {
-            element_type,
-            start,
-            count,
-            alloc,
-            dvcid,
-            ..
-        } = *p
-        else {
+        let Purpose::Scan { element_type, start, count, alloc, dvcid, .. } = *p else {
             return None;
         };
         Some(
@@ -657,17 +593,10 @@ impl Library {
         let mut elements = std::mem::take(&mut self.scanned);
         elements.sort_by_key(|e| (e.element_type, e.address));
         elements.dedup_by_key(|e| (e.element_type, e.address));
-        let serials: Vec<Option<String>> = self
-            .probe
-            .drives
-            .iter()
-            .map(|d| d.as_ref().map(|i| i.serial.clone()))
-            .collect();
+        let serials: Vec<Option<String>> =
+            self.probe.drives.iter().map(|d| d.as_ref().map(|i| i.serial.clone())).collect();
         let mapping = map_drives(&elements, &serials, &self.options.drive_map);
-        for e in elements
-            .iter_mut()
-            .filter(|e| e.element_type == ElementType::DataTransfer)
-        {
+        for e in elements.iter_mut().filter(|e| e.element_type == ElementType::DataTransfer) {
             e.device = mapping.device_for(e.address);
         }
         let whole_scan = self.phase == Phase::Scanning;
@@ -702,15 +631,10 @@ impl Library {
                 if let Some(m) = self.moves.pop_front() {
                     self.current_move = Some(m);
                     self.set_state(LibraryState::Busy);
-                    let command =
-                        cdb::move_medium(self.transport_address(), m.source, m.destination, false)
-                            .into_command(self.options.move_timeout);
+                    let command = cdb::move_medium(self.transport_address(), m.source, m.destination, false)
+                        .into_command(self.options.move_timeout);
                     self.queue_changer(
-                        Purpose::Move {
-                            id: m.id,
-                            source: m.source,
-                            destination: m.destination,
-                        },
+                        Purpose::Move { id: m.id, source: m.source, destination: m.destination },
                         command,
                     );
                 } else if self.state == LibraryState::Busy {
@@ -723,11 +647,7 @@ impl Library {
                 let tag = self.tag();
                 self.changer_busy = true;
                 self.in_flight.insert(tag, (DeviceRef::Changer, q.purpose));
-                self.outgoing.push_back(Outgoing {
-                    device: DeviceRef::Changer,
-                    tag,
-                    command: q.command,
-                });
+                self.outgoing.push_back(Outgoing { device: DeviceRef::Changer, tag, command: q.command });
             }
         }
     }
@@ -746,25 +666,17 @@ impl Library {
         self.heartbeat_at = None;
         self.in_flight.retain(|_, (d, _)| *d != DeviceRef::Changer);
         if let Some(m) = self.current_move.take() {
-            self.events.push_back(Event::MoveFinished {
-                id: m.id,
-                result: Err(MoveError::Offline),
-            });
+            self.events.push_back(Event::MoveFinished { id: m.id, result: Err(MoveError::Offline) });
         }
         for m in std::mem::take(&mut self.moves) {
-            self.events.push_back(Event::MoveFinished {
-                id: m.id,
-                result: Err(MoveError::Offline),
-            });
+            self.events.push_back(Event::MoveFinished { id: m.id, result: Err(MoveError::Offline) });
         }
     }
 
     fn note_attention(&mut self, device: DeviceRef, r: &Response) -> Option<Action> {
         let action = classify(r.status, &r.sense);
         if let Action::Rescan { reprobe } = action {
-            let asc = crate::scsi::sense::Sense::parse(&r.sense)
-                .map(|s| s.asc)
-                .unwrap_or(Asc(0, 0));
+            let asc = crate::scsi::sense::Sense::parse(&r.sense).map(|s| s.asc).unwrap_or(Asc(0, 0));
             self.events.push_back(Event::Attention { device, asc });
             self.rescan = Some(self.rescan.unwrap_or(false) || reprobe);
         }
@@ -774,10 +686,7 @@ impl Library {
     fn on_timeout(&mut self, device: DeviceRef, purpose: Purpose) {
         if let Purpose::Move { id, .. } = purpose {
             self.current_move = None;
-            self.events.push_back(Event::MoveFinished {
-                id,
-                result: Err(MoveError::TimedOut),
-            });
+            self.events.push_back(Event::MoveFinished { id, result: Err(MoveError::TimedOut) });
             self.rescan = Some(self.rescan.unwrap_or(false));
             return;
         }
@@ -792,49 +701,24 @@ impl Library {
             }
             Purpose::Serial | Purpose::DeviceId | Purpose::Capabilities => self.probe_step_done(),
             Purpose::DriveInquiry(_) | Purpose::DriveSerial(_) => self.probe_step_done(),
-            Purpose::Scan {
-                element_type,
-                dvcid: true,
-                start,
-                count,
-                alloc,
-                ..
-            } if failure == Some(Failure::Unsupported) => {
+            Purpose::Scan { element_type, dvcid: true, start, count, alloc, .. }
+                if failure == Some(Failure::Unsupported) =>
+            {
                 // DVCID not supported: read drives without it; map by configuration or elimination.
                 self.dvcid = false;
-                let p = Purpose::Scan {
-                    element_type,
-                    start,
-                    count,
-                    alloc,
-                    dvcid: false,
-                    whole: true,
-                };
+                let p = Purpose::Scan { element_type, start, count, alloc, dvcid: false, whole: true };
                 if let Some(c) = self.scan_command(&p) {
-                    self.changer_queue.push_front(Queued {
-                        purpose: p,
-                        command: c,
-                    });
+                    self.changer_queue.push_front(Queued { purpose: p, command: c });
                 }
             }
             Purpose::Scan { .. } => {
                 log::warn!("{device:?}: element status chunk failed ({failure:?}); continuing");
                 self.next_scan();
             }
-            Purpose::Move {
-                id,
-                source,
-                destination,
-            } => {
+            Purpose::Move { id, source, destination } => {
                 self.current_move = None;
-                let err = failure.map_or(
-                    MoveError::Refused(Failure::RetriesExhausted),
-                    MoveError::Refused,
-                );
-                self.events.push_back(Event::MoveFinished {
-                    id,
-                    result: Err(err),
-                });
+                let err = failure.map_or(MoveError::Refused(Failure::RetriesExhausted), MoveError::Refused);
+                self.events.push_back(Event::MoveFinished { id, result: Err(err) });
                 // The cache may be wrong about these two: re-read them.
                 for a in [source, destination] {
                     self.reread(a);
@@ -882,9 +766,7 @@ impl Library {
         let action = self.note_attention(device, &r).unwrap_or(Action::Done);
         match action {
             Action::Done => {}
-            Action::Retry { after_ms } | Action::WaitReady { after_ms }
-                if device == DeviceRef::Changer =>
-            {
+            Action::Retry { after_ms } | Action::WaitReady { after_ms } if device == DeviceRef::Changer => {
                 if let Some(command) = self.command_for(&purpose) {
                     self.retry = Some((self.now + after_ms, Queued { purpose, command }));
                 }
@@ -894,17 +776,9 @@ impl Library {
                 // The command was not executed. Probing restarts anyway; a scan restarts; a move goes back to
                 // the head of the queue and runs after the rescan.
                 match purpose {
-                    Purpose::Move {
-                        id,
-                        source,
-                        destination,
-                    } => {
+                    Purpose::Move { id, source, destination } => {
                         self.current_move = None;
-                        self.moves.push_front(MoveRequest {
-                            id,
-                            source,
-                            destination,
-                        });
+                        self.moves.push_front(MoveRequest { id, source, destination });
                     }
                     Purpose::DriveInquiry(_) | Purpose::DriveSerial(_) => {
                         // Resend once the unit attention is consumed.
@@ -912,11 +786,7 @@ impl Library {
                         if let (DeviceRef::Drive(d), Some(command)) = (device, c) {
                             let tag = self.tag();
                             self.in_flight.insert(tag, (device, purpose));
-                            self.outgoing.push_back(Outgoing {
-                                device: DeviceRef::Drive(d),
-                                tag,
-                                command,
-                            });
+                            self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(d), tag, command });
                         }
                         self.rescan = None;
                     }
@@ -939,9 +809,7 @@ impl Library {
                 return;
             }
             Action::Fail(f) => return self.on_failure(device, purpose, Some(f)),
-            Action::Retry { .. } | Action::WaitReady { .. } => {
-                return self.on_failure(device, purpose, None)
-            }
+            Action::Retry { .. } | Action::WaitReady { .. } => return self.on_failure(device, purpose, None),
         }
         match purpose {
             Purpose::Inquiry => match StandardInquiry::parse(&r.data) {
@@ -951,10 +819,7 @@ impl Library {
                     self.probe.changer.revision = i.revision;
                     self.probe_step_done();
                 }
-                Ok(i) => self.go_offline(&format!(
-                    "device type {} is not a medium changer",
-                    i.device_type
-                )),
+                Ok(i) => self.go_offline(&format!("device type {} is not a medium changer", i.device_type)),
                 Err(e) => self.go_offline(&format!("INQUIRY: {e}")),
             },
             Purpose::Serial => {
@@ -977,19 +842,13 @@ impl Library {
             Purpose::Capabilities => {
                 let caps = ModeParameters::parse_mode6(&r.data)
                     .ok()
-                    .and_then(|m| {
-                        m.page(opcode::MODE_PAGE_DEVICE_CAPABILITIES)
-                            .map(<[u8]>::to_vec)
-                    })
+                    .and_then(|m| m.page(opcode::MODE_PAGE_DEVICE_CAPABILITIES).map(<[u8]>::to_vec))
                     .and_then(|p| DeviceCapabilities::parse_page(&p).ok());
                 self.probe.exchange = caps.is_some_and(|c| c.can_exchange());
                 self.probe_step_done();
             }
             Purpose::DriveInquiry(d) => {
-                if let (Ok(i), Some(slot)) = (
-                    StandardInquiry::parse(&r.data),
-                    self.probe.drives.get_mut(d),
-                ) {
+                if let (Ok(i), Some(slot)) = (StandardInquiry::parse(&r.data), self.probe.drives.get_mut(d)) {
                     let id = slot.get_or_insert_with(Identity::default);
                     id.vendor = i.vendor;
                     id.product = i.product;
@@ -998,31 +857,18 @@ impl Library {
                 self.probe_step_done();
             }
             Purpose::DriveSerial(d) => {
-                if let (Ok(s), Some(slot)) = (
-                    inquiry::parse_unit_serial(&r.data),
-                    self.probe.drives.get_mut(d),
-                ) {
+                if let (Ok(s), Some(slot)) = (inquiry::parse_unit_serial(&r.data), self.probe.drives.get_mut(d)) {
                     slot.get_or_insert_with(Identity::default).serial = s;
                 }
                 self.probe_step_done();
             }
-            Purpose::Scan {
-                element_type,
-                start,
-                count,
-                alloc,
-                dvcid,
-                whole,
-            } => self.on_scan(element_type, start, count, alloc, dvcid, whole, &r),
-            Purpose::Move {
-                id,
-                source,
-                destination,
-            } => {
+            Purpose::Scan { element_type, start, count, alloc, dvcid, whole } => {
+                self.on_scan(element_type, start, count, alloc, dvcid, whole, &r)
+            }
+            Purpose::Move { id, source, destination } => {
                 self.current_move = None;
                 self.apply_move(source, destination);
-                self.events
-                    .push_back(Event::MoveFinished { id, result: Ok(()) });
+                self.events.push_back(Event::MoveFinished { id, result: Ok(()) });
             }
             Purpose::Heartbeat => self.schedule_heartbeat(),
             Purpose::Drive { .. } => {}
@@ -1033,12 +879,8 @@ impl Library {
         let t = self.options.probe_timeout;
         Some(match purpose {
             Purpose::Inquiry | Purpose::DriveInquiry(_) => cdb::inquiry(96).into_command(t),
-            Purpose::Serial | Purpose::DriveSerial(_) => {
-                cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255).into_command(t)
-            }
-            Purpose::DeviceId => {
-                cdb::inquiry_vpd(opcode::VPD_DEVICE_IDENTIFICATION, 1024).into_command(t)
-            }
+            Purpose::Serial | Purpose::DriveSerial(_) => cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255).into_command(t),
+            Purpose::DeviceId => cdb::inquiry_vpd(opcode::VPD_DEVICE_IDENTIFICATION, 1024).into_command(t),
             Purpose::AddressAssignment => {
                 cdb::mode_sense_6(opcode::MODE_PAGE_ELEMENT_ADDRESS, true, 255).into_command(t)
             }
@@ -1046,28 +888,17 @@ impl Library {
                 cdb::mode_sense_6(opcode::MODE_PAGE_DEVICE_CAPABILITIES, true, 255).into_command(t)
             }
             Purpose::Scan { .. } => return self.scan_command(purpose),
-            Purpose::Move {
-                source,
-                destination,
-                ..
-            } => cdb::move_medium(self.transport_address(), *source, *destination, false)
-                .into_command(self.options.move_timeout),
+            Purpose::Move { source, destination, .. } => {
+                cdb::move_medium(self.transport_address(), *source, *destination, false)
+                    .into_command(self.options.move_timeout)
+            }
             Purpose::Heartbeat => cdb::test_unit_ready().into_command(t),
             Purpose::Drive { .. } => return None,
         })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_scan(
-        &mut self,
-        ty: ElementType,
-        start: u16,
-        count: u16,
-        alloc: u32,
-        dvcid: bool,
-        whole: bool,
-        r: &Response,
-    ) {
+    fn on_scan(&mut self, ty: ElementType, start: u16, count: u16, alloc: u32, dvcid: bool, whole: bool, r: &Response) {
         let report = match ElementStatusReport::parse(&r.data) {
             Ok(rep) => rep,
             Err(e) => {
@@ -1081,19 +912,9 @@ impl Library {
         // Cut by our allocation length (not by a device that sends less than it announces): ask again, bigger.
         let got_all_we_asked = u32::try_from(r.data.len()).unwrap_or(u32::MAX) >= alloc;
         if report.truncated && got_all_we_asked && alloc < report.report_bytes + 8 {
-            let p = Purpose::Scan {
-                element_type: ty,
-                start,
-                count,
-                alloc: report.report_bytes + 8,
-                dvcid,
-                whole,
-            };
+            let p = Purpose::Scan { element_type: ty, start, count, alloc: report.report_bytes + 8, dvcid, whole };
             if let Some(c) = self.scan_command(&p) {
-                self.changer_queue.push_front(Queued {
-                    purpose: p,
-                    command: c,
-                });
+                self.changer_queue.push_front(Queued { purpose: p, command: c });
             }
             return;
         }
@@ -1145,9 +966,7 @@ impl Library {
             return;
         };
         let barcode = self.elements[si].barcode.take();
-        let home = self.elements[si]
-            .source
-            .filter(|_| self.elements[si].element_type == ElementType::DataTransfer);
+        let home = self.elements[si].source.filter(|_| self.elements[si].element_type == ElementType::DataTransfer);
         self.elements[si].full = false;
         self.elements[si].source = None;
         self.elements[si].impexp = false;
@@ -1156,11 +975,7 @@ impl Library {
         d.full = true;
         d.barcode = barcode;
         // A drive remembers where the cartridge came from (SVALID); a slot does not.
-        d.source = if dst_is_slot {
-            None
-        } else {
-            Some(home.unwrap_or(source))
-        };
+        d.source = if dst_is_slot { None } else { Some(home.unwrap_or(source)) };
         let changed = vec![self.elements[si].clone(), self.elements[di].clone()];
         self.events.push_back(Event::Elements(changed));
     }

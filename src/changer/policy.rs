@@ -28,30 +28,19 @@ impl DriveMapping {
 
 fn same_serial(a: &str, b: &str) -> bool {
     let (a, b) = (a.trim(), b.trim());
-    !a.is_empty()
-        && (a.eq_ignore_ascii_case(b) || (a.len() > b.len() && !b.is_empty() && a.ends_with(b)))
+    !a.is_empty() && (a.eq_ignore_ascii_case(b) || (a.len() > b.len() && !b.is_empty() && a.ends_with(b)))
 }
 
 /// Maps drive devices (their serials, by index; None when unknown) to the data transfer elements in `elements`.
-pub fn map_drives(
-    elements: &[Element],
-    serials: &[Option<String>],
-    configured: &[(String, u16)],
-) -> DriveMapping {
-    let drive_elements: Vec<&Element> = elements
-        .iter()
-        .filter(|e| e.element_type == ElementType::DataTransfer)
-        .collect();
+pub fn map_drives(elements: &[Element], serials: &[Option<String>], configured: &[(String, u16)]) -> DriveMapping {
+    let drive_elements: Vec<&Element> =
+        elements.iter().filter(|e| e.element_type == ElementType::DataTransfer).collect();
     let mut pairs: Vec<(u16, usize)> = Vec::new();
-    let taken =
-        |pairs: &Vec<(u16, usize)>, a: u16, d: usize| pairs.iter().any(|p| p.0 == a || p.1 == d);
+    let taken = |pairs: &Vec<(u16, usize)>, a: u16, d: usize| pairs.iter().any(|p| p.0 == a || p.1 == d);
     // 1. DVCID.
     for e in &drive_elements {
         let Some(id) = &e.identifier else { continue };
-        if let Some(d) = serials
-            .iter()
-            .position(|s| s.as_deref().is_some_and(|s| same_serial(id, s)))
-        {
+        if let Some(d) = serials.iter().position(|s| s.as_deref().is_some_and(|s| same_serial(id, s))) {
             if !taken(&pairs, e.address, d) {
                 pairs.push((e.address, d));
             }
@@ -60,24 +49,17 @@ pub fn map_drives(
     // 2. Configuration.
     for (serial, address) in configured {
         let exists = drive_elements.iter().any(|e| e.address == *address);
-        if let Some(d) = serials
-            .iter()
-            .position(|s| s.as_deref().is_some_and(|s| same_serial(serial, s)))
-        {
+        if let Some(d) = serials.iter().position(|s| s.as_deref().is_some_and(|s| same_serial(serial, s))) {
             if exists && !taken(&pairs, *address, d) {
                 pairs.push((*address, d));
             }
         }
     }
     // 3. Elimination: exactly one element and one known drive left.
-    let free_elements: Vec<u16> = drive_elements
-        .iter()
-        .map(|e| e.address)
-        .filter(|a| !pairs.iter().any(|p| p.0 == *a))
-        .collect();
-    let free_devices: Vec<usize> = (0..serials.len())
-        .filter(|d| serials[*d].is_some() && !pairs.iter().any(|p| p.1 == *d))
-        .collect();
+    let free_elements: Vec<u16> =
+        drive_elements.iter().map(|e| e.address).filter(|a| !pairs.iter().any(|p| p.0 == *a)).collect();
+    let free_devices: Vec<usize> =
+        (0..serials.len()).filter(|d| serials[*d].is_some() && !pairs.iter().any(|p| p.1 == *d)).collect();
     if free_elements.len() == 1 && free_devices.len() == 1 && !pairs.is_empty() {
         pairs.push((free_elements[0], free_devices[0]));
     }
@@ -88,9 +70,7 @@ pub fn map_drives(
             .map(|e| e.address)
             .filter(|a| !pairs.iter().any(|p| p.0 == *a))
             .collect(),
-        unmapped_devices: (0..serials.len())
-            .filter(|d| !pairs.iter().any(|p| p.1 == *d))
-            .collect(),
+        unmapped_devices: (0..serials.len()).filter(|d| !pairs.iter().any(|p| p.1 == *d)).collect(),
         pairs,
     }
 }
@@ -121,12 +101,8 @@ mod tests {
     #[test]
     fn dvcid_then_elimination_like_tgt() {
         // tgt: the last drive's identifier is cut off; elimination maps it.
-        let els = [
-            drive(500, Some("beaf11")),
-            drive(501, Some("beaf12")),
-            drive(502, Some("beaf13")),
-            drive(503, None),
-        ];
+        let els =
+            [drive(500, Some("beaf11")), drive(501, Some("beaf12")), drive(502, Some("beaf13")), drive(503, None)];
         let serials = [s("beaf12"), s("beaf11"), s("beaf14"), s("beaf13")];
         let m = map_drives(&els, &serials, &[]);
         assert_eq!(m.pairs, vec![(500, 1), (501, 0), (502, 3), (503, 2)]);
@@ -137,11 +113,7 @@ mod tests {
     fn configuration_when_no_dvcid_and_unmapped_reported() {
         let els = [drive(256, None), drive(257, None), drive(258, None)];
         let serials = [s("X1"), s("X2"), None];
-        let m = map_drives(
-            &els,
-            &serials,
-            &[("X2".into(), 256), ("NOPE".into(), 257), ("X1".into(), 999)],
-        );
+        let m = map_drives(&els, &serials, &[("X2".into(), 256), ("NOPE".into(), 257), ("X1".into(), 999)]);
         assert_eq!(m.pairs, vec![(256, 1)]);
         assert_eq!(m.unmapped_elements, vec![257, 258]);
         assert_eq!(m.unmapped_devices, vec![0, 2]);

@@ -9,9 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::changer::Element;
-use crate::model::{
-    DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord,
-};
+use crate::model::{DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord};
 use crate::scsi::element::ElementType;
 use crate::store::{Change, Snapshot};
 
@@ -81,9 +79,7 @@ impl Inventory {
 
     /// A library's elements, by kind then address.
     pub fn elements(&self, library: Guid) -> impl Iterator<Item = &ElementRecord> {
-        self.elements
-            .range((library, ElementKind::Transport, 0)..=(library, ElementKind::Drive, u16::MAX))
-            .map(|e| e.1)
+        self.elements.range((library, ElementKind::Transport, 0)..=(library, ElementKind::Drive, u16::MAX)).map(|e| e.1)
     }
 
     /// All elements.
@@ -92,12 +88,7 @@ impl Inventory {
     }
 
     /// The element at an address.
-    pub fn element(
-        &self,
-        library: Guid,
-        kind: ElementKind,
-        address: u16,
-    ) -> Option<&ElementRecord> {
+    pub fn element(&self, library: Guid, kind: ElementKind, address: u16) -> Option<&ElementRecord> {
         self.elements.get(&(library, kind, address))
     }
 
@@ -113,9 +104,7 @@ impl Inventory {
 
     /// A cartridge by barcode.
     pub fn media_by_barcode(&self, barcode: &str) -> Option<&MediaRecord> {
-        self.by_barcode
-            .get(barcode)
-            .and_then(|id| self.media.get(id))
+        self.by_barcode.get(barcode).and_then(|id| self.media.get(id))
     }
 
     /// Inserts or replaces a library record.
@@ -152,14 +141,9 @@ impl Inventory {
     ) -> Vec<Change> {
         let mut changes = Vec::new();
         let storage_count = if full {
-            reported
-                .iter()
-                .filter(|e| e.element_type == ElementType::Storage)
-                .count()
+            reported.iter().filter(|e| e.element_type == ElementType::Storage).count()
         } else {
-            self.elements(library)
-                .filter(|e| e.kind == ElementKind::Storage)
-                .count()
+            self.elements(library).filter(|e| e.kind == ElementKind::Storage).count()
         };
         let mut seen_media = Vec::new();
         let mut seen_elements = Vec::new();
@@ -175,28 +159,17 @@ impl Inventory {
                 match kind {
                     ElementKind::Drive | ElementKind::Transport => *r - 1,
                     ElementKind::Storage => *r,
-                    ElementKind::ImportExport => {
-                        u32::try_from(storage_count).unwrap_or(u32::MAX) + *r
-                    }
+                    ElementKind::ImportExport => u32::try_from(storage_count).unwrap_or(u32::MAX) + *r,
                 }
             } else {
-                self.element(library, kind, e.address)
-                    .map_or(0, |old| old.number)
+                self.element(library, kind, e.address).map_or(0, |old| old.number)
             };
             let media = if e.full {
                 let id = media_id(library, e.address, e.barcode.as_deref());
-                let here = Location {
-                    library,
-                    kind,
-                    address: e.address,
-                };
+                let here = Location { library, kind, address: e.address };
                 let home = match kind {
                     ElementKind::Storage => Some(here),
-                    _ => e.source.map(|a| Location {
-                        library,
-                        kind: ElementKind::Storage,
-                        address: a,
-                    }),
+                    _ => e.source.map(|a| Location { library, kind: ElementKind::Storage, address: a }),
                 };
                 let mut m = self.media.get(&id).cloned().unwrap_or(MediaRecord {
                     id,
@@ -208,10 +181,7 @@ impl Inventory {
                     mount_count: 0,
                 });
                 if seen_media.contains(&id) {
-                    log::warn!(
-                        "barcode {:?} seen twice in library {library}; keeping the first",
-                        e.barcode
-                    );
+                    log::warn!("barcode {:?} seen twice in library {library}; keeping the first", e.barcode);
                 } else {
                     seen_media.push(id);
                     m.location = Some(here);
@@ -243,18 +213,9 @@ impl Inventory {
             seen_elements.push((kind, e.address));
             // The cartridge that was here before and is not here now moved or left.
             if let Some(old) = self.elements.get(&(library, kind, e.address)) {
-                if let Some(prev) = old
-                    .media
-                    .filter(|p| Some(*p) != media && !seen_media.contains(p))
-                {
+                if let Some(prev) = old.media.filter(|p| Some(*p) != media && !seen_media.contains(p)) {
                     if let Some(mut m) = self.media.get(&prev).cloned() {
-                        if m.location
-                            == Some(Location {
-                                library,
-                                kind,
-                                address: e.address,
-                            })
-                        {
+                        if m.location == Some(Location { library, kind, address: e.address }) {
                             m.location = None;
                             changes.extend(self.put_media(m));
                         }
@@ -262,31 +223,21 @@ impl Inventory {
                 }
             }
             if self.elements.get(&(library, kind, e.address)) != Some(&rec) {
-                self.elements
-                    .insert((library, kind, e.address), rec.clone());
+                self.elements.insert((library, kind, e.address), rec.clone());
                 changes.push(Change::Element(rec));
             }
         }
         if full {
-            let stale: Vec<(ElementKind, u16)> = self
-                .elements(library)
-                .map(|e| (e.kind, e.address))
-                .filter(|k| !seen_elements.contains(k))
-                .collect();
+            let stale: Vec<(ElementKind, u16)> =
+                self.elements(library).map(|e| (e.kind, e.address)).filter(|k| !seen_elements.contains(k)).collect();
             for (kind, address) in stale {
                 self.elements.remove(&(library, kind, address));
-                changes.push(Change::RemoveElement {
-                    library,
-                    kind: kind.code(),
-                    address,
-                });
+                changes.push(Change::RemoveElement { library, kind: kind.code(), address });
             }
             let gone: Vec<MediaRecord> = self
                 .media
                 .values()
-                .filter(|m| {
-                    m.location.is_some_and(|l| l.library == library) && !seen_media.contains(&m.id)
-                })
+                .filter(|m| m.location.is_some_and(|l| l.library == library) && !seen_media.contains(&m.id))
                 .cloned()
                 .collect();
             for mut m in gone {

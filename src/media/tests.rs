@@ -37,13 +37,7 @@ fn full_scan_creates_media_and_numbers_like_mtx() {
     let lib = Guid::derive("library", "S");
     let mut inv = Inventory::default();
     let changes = inv.reconcile(lib, &layout(), true, &no_drive);
-    assert_eq!(
-        changes
-            .iter()
-            .filter(|c| matches!(c, Change::Media(_)))
-            .count(),
-        2
-    );
+    assert_eq!(changes.iter().filter(|c| matches!(c, Change::Media(_))).count(), 2);
     let number = |k, a| inv.element(lib, k, a).unwrap().number;
     assert_eq!(number(ElementKind::Drive, 500), 0);
     assert_eq!(number(ElementKind::Drive, 501), 1);
@@ -70,19 +64,9 @@ fn identity_survives_a_move_and_one_place_per_cartridge() {
     inv.reconcile(lib, &moved, false, &no_drive);
     let m = inv.media_by_barcode("ABC001L6").unwrap();
     assert_eq!(m.id, id);
-    assert_eq!(
-        m.location.unwrap(),
-        Location {
-            library: lib,
-            kind: ElementKind::Drive,
-            address: 500
-        }
-    );
+    assert_eq!(m.location.unwrap(), Location { library: lib, kind: ElementKind::Drive, address: 500 });
     assert_eq!(m.home.unwrap().address, 1000);
-    assert_eq!(
-        inv.element(lib, ElementKind::Storage, 1000).unwrap().media,
-        None
-    );
+    assert_eq!(inv.element(lib, ElementKind::Storage, 1000).unwrap().media, None);
     assert_eq!(inv.element(lib, ElementKind::Drive, 500).unwrap().number, 0);
 }
 
@@ -98,20 +82,8 @@ fn cartridge_not_seen_goes_offline_and_duplicates_are_kept_once() {
     inv.reconcile(lib, &l, true, &no_drive);
     assert_eq!(inv.media_by_barcode("ABC001L6").unwrap().location, None);
     // CLN001L1 reported twice (1001 and 1002): the first place wins.
-    assert_eq!(
-        inv.media_by_barcode("CLN001L1")
-            .unwrap()
-            .location
-            .unwrap()
-            .address,
-        1001
-    );
-    assert_eq!(
-        inv.element(lib, ElementKind::Storage, 1002)
-            .unwrap()
-            .exception,
-        Some((0x83, 0))
-    );
+    assert_eq!(inv.media_by_barcode("CLN001L1").unwrap().location.unwrap().address, 1001);
+    assert_eq!(inv.element(lib, ElementKind::Storage, 1002).unwrap().exception, Some((0x83, 0)));
 }
 
 #[test]
@@ -120,13 +92,7 @@ fn shrinking_library_removes_elements_and_snapshot_round_trips() {
     let mut inv = Inventory::default();
     inv.reconcile(lib, &layout(), true, &no_drive);
     let changes = inv.reconcile(lib, &layout()[..5], true, &no_drive);
-    assert_eq!(
-        changes
-            .iter()
-            .filter(|c| matches!(c, Change::RemoveElement { .. }))
-            .count(),
-        2
-    );
+    assert_eq!(changes.iter().filter(|c| matches!(c, Change::RemoveElement { .. })).count(), 2);
     let snap = Snapshot {
         elements: inv.all_elements().cloned().collect(),
         media: inv.media().cloned().collect(),

@@ -121,12 +121,7 @@ pub fn classify(scsi_status: u8, sense: &[u8]) -> Action {
     }
     match Sense::parse(sense) {
         Ok(s) => classify_sense(&s),
-        Err(_) => Action::Fail(Failure::Other {
-            status: scsi_status,
-            key: 0,
-            asc: 0,
-            ascq: 0,
-        }),
+        Err(_) => Action::Fail(Failure::Other { status: scsi_status, key: 0, asc: 0, ascq: 0 }),
     }
 }
 
@@ -136,54 +131,31 @@ pub fn classify_sense(s: &Sense) -> Action {
     match s.key {
         SenseKey::NoSense | SenseKey::RecoveredError => Action::Done,
         SenseKey::NotReady => match s.asc {
-            asc::BECOMING_READY | Asc(0x04, 0x07) => Action::WaitReady {
-                after_ms: BECOMING_READY_POLL_MS,
-            },
+            asc::BECOMING_READY | Asc(0x04, 0x07) => Action::WaitReady { after_ms: BECOMING_READY_POLL_MS },
             asc::MEDIUM_NOT_PRESENT | Asc(0x3A, _) => Action::Fail(Failure::MediumNotPresent),
             asc::CLEANING_CARTRIDGE_INSTALLED => Action::Fail(Failure::CleaningCartridgeInstalled),
             asc::INITIALIZING_COMMAND_REQUIRED => Action::Rescan { reprobe: false },
             Asc(0x04, _) => Action::Fail(Failure::Offline),
-            _ => Action::Fail(Failure::Other {
-                status: status::CHECK_CONDITION,
-                key: 2,
-                asc: a,
-                ascq: q,
-            }),
+            _ => Action::Fail(Failure::Other { status: status::CHECK_CONDITION, key: 2, asc: a, ascq: q }),
         },
-        SenseKey::UnitAttention => Action::Rescan {
-            reprobe: a == asc::ASC_RESET || a == 0x2A,
-        },
+        SenseKey::UnitAttention => Action::Rescan { reprobe: a == asc::ASC_RESET || a == 0x2A },
         SenseKey::IllegalRequest => Action::Fail(match s.asc {
             asc::MEDIUM_DESTINATION_ELEMENT_FULL => Failure::DestinationFull,
             asc::MEDIUM_SOURCE_ELEMENT_EMPTY => Failure::SourceEmpty,
             asc::MEDIUM_REMOVAL_PREVENTED => Failure::RemovalPrevented,
             asc::INVALID_ELEMENT_ADDRESS => Failure::InvalidElementAddress,
-            asc::INVALID_COMMAND_OPERATION_CODE
-            | asc::INVALID_FIELD_IN_CDB
-            | asc::INVALID_FIELD_IN_PARAMETER_LIST => Failure::Unsupported,
-            asc::MEDIUM_MAGAZINE_NOT_ACCESSIBLE | asc::MEDIUM_MAGAZINE_REMOVED => {
-                Failure::MagazineNotAccessible
+            asc::INVALID_COMMAND_OPERATION_CODE | asc::INVALID_FIELD_IN_CDB | asc::INVALID_FIELD_IN_PARAMETER_LIST => {
+                Failure::Unsupported
             }
+            asc::MEDIUM_MAGAZINE_NOT_ACCESSIBLE | asc::MEDIUM_MAGAZINE_REMOVED => Failure::MagazineNotAccessible,
             asc::CLEANING_CARTRIDGE_INSTALLED => Failure::CleaningCartridgeInstalled,
-            _ => Failure::Other {
-                status: status::CHECK_CONDITION,
-                key: 5,
-                asc: a,
-                ascq: q,
-            },
+            _ => Failure::Other { status: status::CHECK_CONDITION, key: 5, asc: a, ascq: q },
         }),
         SenseKey::HardwareError => Action::Fail(Failure::Hardware(a, q)),
         SenseKey::MediumError => Action::Fail(Failure::Medium(a, q)),
         SenseKey::DataProtect => Action::Fail(Failure::DataProtect),
-        SenseKey::AbortedCommand => Action::Retry {
-            after_ms: BUSY_RETRY_MS,
-        },
-        other => Action::Fail(Failure::Other {
-            status: status::CHECK_CONDITION,
-            key: other.code(),
-            asc: a,
-            ascq: q,
-        }),
+        SenseKey::AbortedCommand => Action::Retry { after_ms: BUSY_RETRY_MS },
+        other => Action::Fail(Failure::Other { status: status::CHECK_CONDITION, key: other.code(), asc: a, ascq: q }),
     }
 }
 
@@ -192,90 +164,44 @@ mod tests {
     use super::*;
 
     fn fixed(key: u8, asc: u8, ascq: u8) -> Vec<u8> {
-        vec![
-            0x70, 0, key, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0,
-        ]
+        vec![0x70, 0, key, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, asc, ascq, 0, 0, 0, 0]
     }
 
     #[test]
     fn table_rows() {
         let cases: &[(u8, u8, u8, Action)] = &[
-            (
-                0x2,
-                0x04,
-                0x01,
-                Action::WaitReady {
-                    after_ms: BECOMING_READY_POLL_MS,
-                },
-            ),
+            (0x2, 0x04, 0x01, Action::WaitReady { after_ms: BECOMING_READY_POLL_MS }),
             (0x2, 0x04, 0x03, Action::Fail(Failure::Offline)),
             (0x2, 0x04, 0x12, Action::Fail(Failure::Offline)),
             (0x2, 0x3A, 0x00, Action::Fail(Failure::MediumNotPresent)),
-            (
-                0x2,
-                0x30,
-                0x03,
-                Action::Fail(Failure::CleaningCartridgeInstalled),
-            ),
+            (0x2, 0x30, 0x03, Action::Fail(Failure::CleaningCartridgeInstalled)),
             (0x6, 0x28, 0x00, Action::Rescan { reprobe: false }),
             (0x6, 0x29, 0x02, Action::Rescan { reprobe: true }),
             (0x6, 0x2A, 0x01, Action::Rescan { reprobe: true }),
             (0x5, 0x3B, 0x0D, Action::Fail(Failure::DestinationFull)),
             (0x5, 0x3B, 0x0E, Action::Fail(Failure::SourceEmpty)),
             (0x5, 0x53, 0x02, Action::Fail(Failure::RemovalPrevented)),
-            (
-                0x5,
-                0x21,
-                0x01,
-                Action::Fail(Failure::InvalidElementAddress),
-            ),
+            (0x5, 0x21, 0x01, Action::Fail(Failure::InvalidElementAddress)),
             (0x5, 0x24, 0x00, Action::Fail(Failure::Unsupported)),
             (0x5, 0x20, 0x00, Action::Fail(Failure::Unsupported)),
-            (
-                0x5,
-                0x3B,
-                0x12,
-                Action::Fail(Failure::MagazineNotAccessible),
-            ),
+            (0x5, 0x3B, 0x12, Action::Fail(Failure::MagazineNotAccessible)),
             (0x4, 0x15, 0x01, Action::Fail(Failure::Hardware(0x15, 0x01))),
             (0x4, 0x44, 0x00, Action::Fail(Failure::Hardware(0x44, 0x00))),
             (0x3, 0x31, 0x00, Action::Fail(Failure::Medium(0x31, 0x00))),
             (0x7, 0x27, 0x00, Action::Fail(Failure::DataProtect)),
-            (
-                0xB,
-                0x47,
-                0x00,
-                Action::Retry {
-                    after_ms: BUSY_RETRY_MS,
-                },
-            ),
+            (0xB, 0x47, 0x00, Action::Retry { after_ms: BUSY_RETRY_MS }),
             (0x1, 0x5D, 0x00, Action::Done),
         ];
         for &(key, a, q, want) in cases {
-            assert_eq!(
-                classify(status::CHECK_CONDITION, &fixed(key, a, q)),
-                want,
-                "{key:X} {a:02X}/{q:02X}"
-            );
+            assert_eq!(classify(status::CHECK_CONDITION, &fixed(key, a, q)), want, "{key:X} {a:02X}/{q:02X}");
         }
     }
 
     #[test]
     fn status_without_sense() {
         assert_eq!(classify(status::GOOD, &[]), Action::Done);
-        assert_eq!(
-            classify(status::BUSY, &[]),
-            Action::Retry {
-                after_ms: BUSY_RETRY_MS
-            }
-        );
-        assert!(matches!(
-            classify(status::CHECK_CONDITION, &[]),
-            Action::Fail(Failure::Other { .. })
-        ));
-        assert!(matches!(
-            classify(status::RESERVATION_CONFLICT, &[]),
-            Action::Fail(Failure::Other { .. })
-        ));
+        assert_eq!(classify(status::BUSY, &[]), Action::Retry { after_ms: BUSY_RETRY_MS });
+        assert!(matches!(classify(status::CHECK_CONDITION, &[]), Action::Fail(Failure::Other { .. })));
+        assert!(matches!(classify(status::RESERVATION_CONFLICT, &[]), Action::Fail(Failure::Other { .. })));
     }
 }

@@ -199,21 +199,14 @@ impl ElementStatusReport {
             let code = pages.try_u8("element type code")? & 0x0F;
             let element_type = ElementType::from_code(code)
                 .filter(|t| *t != ElementType::All)
-                .ok_or(ParseError::Invalid {
-                    what: "element type code",
-                    value: u64::from(code),
-                })?;
+                .ok_or(ParseError::Invalid { what: "element type code", value: u64::from(code) })?;
             let tags = pages.try_u8("volume tag flags")?;
             let (pvoltag, avoltag) = (tags & 0x80 != 0, tags & 0x40 != 0);
             let desc_len = usize::from(pages.try_be16("element descriptor length")?);
             pages.try_skip(1, "reserved byte")?;
-            let page_bytes = usize::try_from(pages.try_be24("byte count of descriptor data")?)
-                .unwrap_or(usize::MAX);
+            let page_bytes = usize::try_from(pages.try_be24("byte count of descriptor data")?).unwrap_or(usize::MAX);
             if desc_len < DESCRIPTOR_FIXED {
-                return Err(ParseError::Invalid {
-                    what: "element descriptor length",
-                    value: desc_len as u64,
-                });
+                return Err(ParseError::Invalid { what: "element descriptor length", value: desc_len as u64 });
             }
             let page_truncated = page_bytes > pages.remaining();
             if page_truncated && !truncated {
@@ -243,13 +236,7 @@ impl ElementStatusReport {
                 }
             }
         }
-        Ok(ElementStatusReport {
-            first_address,
-            count,
-            report_bytes,
-            truncated,
-            elements,
-        })
+        Ok(ElementStatusReport { first_address, count, report_bytes, truncated, elements })
     }
 }
 
@@ -284,16 +271,8 @@ fn parse_descriptor(
     d.try_skip(3, "bus information")?;
     let byte9 = d.try_u8("source flags")?;
     let source_address = d.try_be16("source storage element address")?;
-    let primary_tag = if pvoltag && d.remaining() >= VolumeTag::LEN {
-        VolumeTag::parse(d)?
-    } else {
-        None
-    };
-    let alternate_tag = if avoltag && d.remaining() >= VolumeTag::LEN {
-        VolumeTag::parse(d)?
-    } else {
-        None
-    };
+    let primary_tag = if pvoltag && d.remaining() >= VolumeTag::LEN { VolumeTag::parse(d)? } else { None };
+    let alternate_tag = if avoltag && d.remaining() >= VolumeTag::LEN { VolumeTag::parse(d)? } else { None };
     let mut identifier = None;
     if d.remaining() >= 4 {
         let code_set = d.try_u8("identifier code set")? & 0x0F;
@@ -304,11 +283,7 @@ fn parse_descriptor(
             // An identifier cut short is worse than none (a wrong serial maps the wrong drive): keep whole ones.
             if let Ok(bytes) = d.try_take(len, "identifier") {
                 if bytes.iter().any(|&b| b != 0 && b != b' ') {
-                    identifier = Some(Identifier {
-                        code_set,
-                        kind,
-                        bytes: bytes.to_vec(),
-                    });
+                    identifier = Some(Identifier { code_set, kind, bytes: bytes.to_vec() });
                 }
             }
         }
@@ -345,16 +320,11 @@ pub fn allocation_for(count: u16) -> u32 {
 pub fn chunks(start: u16, count: u16, chunk: u16) -> impl Iterator<Item = (u16, u16)> {
     let chunk = chunk.max(1);
     let end = u32::from(start) + u32::from(count);
-    (u32::from(start)..end)
-        .step_by(usize::from(chunk))
-        .map(move |s| {
-            let n = (end - s).min(u32::from(chunk));
-            // Both fit in u16: s < end <= start + count and n <= chunk.
-            (
-                u16::try_from(s).unwrap_or(u16::MAX),
-                u16::try_from(n).unwrap_or(u16::MAX),
-            )
-        })
+    (u32::from(start)..end).step_by(usize::from(chunk)).map(move |s| {
+        let n = (end - s).min(u32::from(chunk));
+        // Both fit in u16: s < end <= start + count and n <= chunk.
+        (u16::try_from(s).unwrap_or(u16::MAX), u16::try_from(n).unwrap_or(u16::MAX))
+    })
 }
 
 #[cfg(test)]
@@ -362,11 +332,7 @@ mod tests {
     use super::*;
 
     fn data(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/data/tgt/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        std::fs::read(format!("{}/tests/data/tgt/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     #[test]
@@ -377,10 +343,7 @@ mod tests {
         assert_eq!(rep.report_bytes as usize, buf.len());
         assert!(rep.truncated);
         assert_eq!(rep.elements.len(), 20);
-        assert!(rep
-            .elements
-            .iter()
-            .all(|e| e.element_type == ElementType::Storage));
+        assert!(rep.elements.iter().all(|e| e.element_type == ElementType::Storage));
         let slot = rep.elements.iter().find(|e| e.address == 1000).unwrap();
         assert!(slot.full);
         assert_eq!(slot.barcode(), Some("ABC001L6"));
@@ -403,10 +366,7 @@ mod tests {
         assert_eq!(rep.elements.len(), 4);
         // The last drive's identifier is cut by tgt's short transfer: dropped rather than misread.
         assert!(rep.elements[3].identifier.is_none());
-        assert_eq!(
-            rep.elements[2].identifier.as_ref().unwrap().serial(),
-            "beaf13"
-        );
+        assert_eq!(rep.elements[2].identifier.as_ref().unwrap().serial(), "beaf13");
         let d = &rep.elements[0];
         assert_eq!(d.element_type, ElementType::DataTransfer);
         assert_eq!(d.address, 500);
@@ -444,16 +404,7 @@ mod tests {
         let rep = ElementStatusReport::parse(&full).unwrap();
         assert!(!rep.truncated);
         assert_eq!(rep.elements.len(), 20);
-        for cut in [
-            8,
-            15,
-            16,
-            16 + 43,
-            16 + 44,
-            16 + 52,
-            16 + 53,
-            full.len() - 1,
-        ] {
+        for cut in [8, 15, 16, 16 + 43, 16 + 44, 16 + 52, 16 + 53, full.len() - 1] {
             let rep = ElementStatusReport::parse(&full[..cut]).unwrap();
             assert!(rep.truncated, "cut {cut}");
             let body = cut.saturating_sub(16);
@@ -469,10 +420,7 @@ mod tests {
         buf.extend([0; 8]);
         // Descriptor length below the fixed part.
         buf[10..12].copy_from_slice(&8u16.to_be_bytes());
-        assert!(matches!(
-            ElementStatusReport::parse(&buf),
-            Err(ParseError::Invalid { .. })
-        ));
+        assert!(matches!(ElementStatusReport::parse(&buf), Err(ParseError::Invalid { .. })));
         // Page byte count not a multiple of the descriptor length.
         let mut buf = data("changer-res-storage.bin");
         buf.extend([0; 8]);
@@ -496,9 +444,7 @@ mod tests {
         let mut alt = b"ALT1".to_vec();
         alt.resize(36, b' ');
         d.extend(&alt);
-        d.extend([
-            0x01, 0x03, 0, 8, 0x50, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07,
-        ]);
+        d.extend([0x01, 0x03, 0, 8, 0x50, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07]);
         let mut buf = vec![0x01, 0x00, 0, 1, 0, 0, 0, 104];
         buf.extend([4, 0xC0, 0, 96, 0, 0, 0, 96]);
         buf.extend(&d);
@@ -508,13 +454,7 @@ mod tests {
         assert!(e.full && e.access && !e.impexp);
         assert_eq!(e.source, Some(5));
         assert!(e.invert);
-        assert_eq!(
-            e.primary_tag,
-            Some(VolumeTag {
-                label: "000123".into(),
-                sequence: 7
-            })
-        );
+        assert_eq!(e.primary_tag, Some(VolumeTag { label: "000123".into(), sequence: 7 }));
         assert_eq!(e.alternate_tag.as_ref().unwrap().label, "ALT1");
         assert_eq!(e.identifier.as_ref().unwrap().text(), "5001020304050607");
     }

@@ -41,10 +41,7 @@ impl StandardInquiry {
         r.try_skip(1, "response data format")?;
         let additional = usize::from(r.try_u8("additional length")?);
         if additional + 5 < 36 {
-            return Err(ParseError::Invalid {
-                what: "additional length",
-                value: additional as u64,
-            });
+            return Err(ParseError::Invalid { what: "additional length", value: additional as u64 });
         }
         r.try_skip(3, "capability bytes")?;
         let vendor = ascii(r.try_take(8, "vendor identification")?);
@@ -68,10 +65,7 @@ fn vpd_body<'a>(buf: &'a [u8], page: u8) -> Result<Reader<'a>, ParseError> {
     r.try_skip(1, "peripheral device type")?;
     let code = r.try_u8("page code")?;
     if code != page {
-        return Err(ParseError::Invalid {
-            what: "page code",
-            value: u64::from(code),
-        });
+        return Err(ParseError::Invalid { what: "page code", value: u64::from(code) });
     }
     let len = usize::from(r.try_be16("page length")?);
     r.try_sub(len, "page body")
@@ -143,12 +137,7 @@ pub fn parse_device_identification(buf: &[u8]) -> Result<Vec<Designator>, ParseE
         body.try_skip(1, "reserved byte")?;
         let len = usize::from(body.try_u8("designator length")?);
         let bytes = body.try_take(len, "designator")?.to_vec();
-        out.push(Designator {
-            code_set: b0 & 0x0F,
-            association: (b1 >> 4) & 0x03,
-            kind: b1 & 0x0F,
-            bytes,
-        });
+        out.push(Designator { code_set: b0 & 0x0F, association: (b1 >> 4) & 0x03, kind: b1 & 0x0F, bytes });
     }
     Ok(out)
 }
@@ -166,51 +155,29 @@ mod tests {
     use super::*;
 
     fn data(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/data/tgt/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        std::fs::read(format!("{}/tests/data/tgt/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     #[test]
     fn tgt_standard_inquiry() {
         let c = StandardInquiry::parse(&data("changer-inquiry.bin")).unwrap();
-        assert_eq!(
-            (c.device_type, c.vendor.as_str(), c.product.as_str()),
-            (TYPE_CHANGER, "IET", "VIRTUAL-CHANGER")
-        );
+        assert_eq!((c.device_type, c.vendor.as_str(), c.product.as_str()), (TYPE_CHANGER, "IET", "VIRTUAL-CHANGER"));
         assert_eq!(c.revision, "0001");
         assert!(c.removable);
         let d = StandardInquiry::parse(&data("drive-inquiry.bin")).unwrap();
-        assert_eq!(
-            (d.device_type, d.product.as_str()),
-            (TYPE_TAPE, "VIRTUAL-TAPE")
-        );
+        assert_eq!((d.device_type, d.product.as_str()), (TYPE_TAPE, "VIRTUAL-TAPE"));
     }
 
     #[test]
     fn tgt_vpd_pages() {
-        assert_eq!(
-            parse_unit_serial(&data("changer-vpd80.bin")).unwrap(),
-            "beaf15"
-        );
-        assert_eq!(
-            parse_unit_serial(&data("drive-vpd80.bin")).unwrap(),
-            "beaf11"
-        );
+        assert_eq!(parse_unit_serial(&data("changer-vpd80.bin")).unwrap(), "beaf15");
+        assert_eq!(parse_unit_serial(&data("drive-vpd80.bin")).unwrap(), "beaf11");
         let pages = parse_supported_pages(&data("changer-vpd00.bin")).unwrap();
         assert!(pages.contains(&0x80) && pages.contains(&0x83));
         let ids = parse_device_identification(&data("drive-vpd83.bin")).unwrap();
-        let t10 = ids
-            .iter()
-            .find(|d| d.kind == designator_type::T10_VENDOR_ID)
-            .unwrap();
+        let t10 = ids.iter().find(|d| d.kind == designator_type::T10_VENDOR_ID).unwrap();
         assert!(t10.text().starts_with("IET"));
-        assert_eq!(
-            logical_unit_wwn(&ids).as_deref(),
-            Some("naa.3000000100000001")
-        );
+        assert_eq!(logical_unit_wwn(&ids).as_deref(), Some("naa.3000000100000001"));
     }
 
     #[test]
@@ -218,13 +185,7 @@ mod tests {
         let mut serial = data("drive-vpd80.bin");
         assert!(parse_unit_serial(&serial[..serial.len() - 1]).is_err());
         serial[1] = 0x83;
-        assert!(matches!(
-            parse_unit_serial(&serial),
-            Err(ParseError::Invalid {
-                what: "page code",
-                ..
-            })
-        ));
+        assert!(matches!(parse_unit_serial(&serial), Err(ParseError::Invalid { what: "page code", .. })));
         assert!(StandardInquiry::parse(&data("changer-inquiry.bin")[..20]).is_err());
         let mut short = data("changer-inquiry.bin");
         short[4] = 10;

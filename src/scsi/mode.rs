@@ -71,11 +71,7 @@ impl ModeParameters {
             let blocks = bds.try_be24("number of blocks")?;
             bds.try_skip(1, "reserved byte")?;
             let block_length = bds.try_be24("block length")?;
-            block_descriptors.push(BlockDescriptor {
-                density,
-                blocks,
-                block_length,
-            });
+            block_descriptors.push(BlockDescriptor { density, blocks, block_length });
         }
         let mut pages = Vec::new();
         while !body.is_empty() {
@@ -91,20 +87,12 @@ impl ModeParameters {
             // A device that cuts the last page at the allocation length: keep what arrived.
             pages.push((code, body.take_up_to(len).to_vec()));
         }
-        Ok(ModeParameters {
-            medium_type,
-            device_specific,
-            block_descriptors,
-            pages,
-        })
+        Ok(ModeParameters { medium_type, device_specific, block_descriptors, pages })
     }
 
     /// The bytes of mode page `code` (after its 2-byte header).
     pub fn page(&self, code: u8) -> Option<&[u8]> {
-        self.pages
-            .iter()
-            .find(|(c, _)| *c == code)
-            .map(|(_, b)| b.as_slice())
+        self.pages.iter().find(|(c, _)| *c == code).map(|(_, b)| b.as_slice())
     }
 
     /// For tapes: the medium is write protected.
@@ -150,10 +138,7 @@ impl ElementAddressAssignment {
     pub fn parse_page(page: &[u8]) -> Result<ElementAddressAssignment, ParseError> {
         let mut r = Reader::new(page);
         let mut range = |what| -> Result<ElementRange, ParseError> {
-            Ok(ElementRange {
-                first: r.try_be16(what)?,
-                count: r.try_be16("number of elements")?,
-            })
+            Ok(ElementRange { first: r.try_be16(what)?, count: r.try_be16("number of elements")? })
         };
         Ok(ElementAddressAssignment {
             transport: range("medium transport element address")?,
@@ -166,10 +151,7 @@ impl ElementAddressAssignment {
     /// Parses MODE SENSE(6) data that contains page 1Dh.
     pub fn parse_mode6(buf: &[u8]) -> Result<ElementAddressAssignment, ParseError> {
         let params = ModeParameters::parse_mode6(buf)?;
-        let page = params.page(0x1D).ok_or(ParseError::Invalid {
-            what: "page code",
-            value: 0x1D,
-        })?;
+        let page = params.page(0x1D).ok_or(ParseError::Invalid { what: "page code", value: 0x1D })?;
         Self::parse_page(page)
     }
 
@@ -186,27 +168,14 @@ impl ElementAddressAssignment {
 
     /// The type of the element at `address`.
     pub fn type_of(&self, address: u16) -> Option<ElementType> {
-        [
-            ElementType::MediumTransport,
-            ElementType::Storage,
-            ElementType::ImportExport,
-            ElementType::DataTransfer,
-        ]
-        .into_iter()
-        .find(|&t| self.range(t).is_some_and(|r| r.contains(address)))
+        [ElementType::MediumTransport, ElementType::Storage, ElementType::ImportExport, ElementType::DataTransfer]
+            .into_iter()
+            .find(|&t| self.range(t).is_some_and(|r| r.contains(address)))
     }
 
     /// Total number of elements.
     pub fn total(&self) -> u32 {
-        [
-            self.transport,
-            self.storage,
-            self.import_export,
-            self.data_transfer,
-        ]
-        .iter()
-        .map(|r| u32::from(r.count))
-        .sum()
+        [self.transport, self.storage, self.import_export, self.data_transfer].iter().map(|r| u32::from(r.count)).sum()
     }
 }
 
@@ -235,11 +204,7 @@ impl DeviceCapabilities {
         r.try_skip(4, "reserved bytes")?;
         let mut exchanges = [0u8; 4];
         exchanges.copy_from_slice(r.try_take(4, "exchange capabilities")?);
-        Ok(DeviceCapabilities {
-            storage,
-            moves,
-            exchanges,
-        })
+        Ok(DeviceCapabilities { storage, moves, exchanges })
     }
 
     fn bit(t: ElementType) -> Option<usize> {
@@ -268,38 +233,16 @@ mod tests {
     use super::*;
 
     fn data(name: &str) -> Vec<u8> {
-        std::fs::read(format!(
-            "{}/tests/data/tgt/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        std::fs::read(format!("{}/tests/data/tgt/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     #[test]
     fn tgt_element_address_assignment() {
         let ea = ElementAddressAssignment::parse_mode6(&data("changer-mode1d.bin")).unwrap();
         assert_eq!(ea.transport, ElementRange { first: 1, count: 1 });
-        assert_eq!(
-            ea.storage,
-            ElementRange {
-                first: 1000,
-                count: 20
-            }
-        );
-        assert_eq!(
-            ea.import_export,
-            ElementRange {
-                first: 10,
-                count: 2
-            }
-        );
-        assert_eq!(
-            ea.data_transfer,
-            ElementRange {
-                first: 500,
-                count: 4
-            }
-        );
+        assert_eq!(ea.storage, ElementRange { first: 1000, count: 20 });
+        assert_eq!(ea.import_export, ElementRange { first: 10, count: 2 });
+        assert_eq!(ea.data_transfer, ElementRange { first: 500, count: 4 });
         assert_eq!(ea.type_of(503), Some(ElementType::DataTransfer));
         assert_eq!(ea.type_of(504), None);
         assert_eq!(ea.total(), 27);
@@ -312,10 +255,7 @@ mod tests {
         let caps = DeviceCapabilities::parse_page(all.page(0x1F).unwrap()).unwrap();
         assert!(caps.can_move(ElementType::Storage, ElementType::DataTransfer));
         assert!(caps.can_exchange());
-        let no_exchange = DeviceCapabilities {
-            exchanges: [0; 4],
-            ..caps
-        };
+        let no_exchange = DeviceCapabilities { exchanges: [0; 4], ..caps };
         assert!(!no_exchange.can_exchange());
     }
 

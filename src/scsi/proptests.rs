@@ -3,9 +3,7 @@
 use proptest::prelude::*;
 
 use super::element::ElementStatusReport;
-use super::inquiry::{
-    parse_device_identification, parse_supported_pages, parse_unit_serial, StandardInquiry,
-};
+use super::inquiry::{parse_device_identification, parse_supported_pages, parse_unit_serial, StandardInquiry};
 use super::mode::{DeviceCapabilities, ElementAddressAssignment, ModeParameters};
 use super::sense::Sense;
 use super::tape::{Position, TapeAlerts};

@@ -59,11 +59,7 @@ impl<'a> Reader<'a> {
     pub fn try_take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], ParseError> {
         let available = self.remaining();
         if n > available {
-            return Err(ParseError::Truncated {
-                what,
-                needed: n,
-                available,
-            });
+            return Err(ParseError::Truncated { what, needed: n, available });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -128,24 +124,9 @@ impl<'a> Reader<'a> {
 
 /// Text from a fixed-width ASCII field: trailing spaces and NULs trimmed, non-ASCII replaced.
 pub fn ascii(field: &[u8]) -> String {
-    let end = field
-        .iter()
-        .rposition(|&b| b != b' ' && b != 0)
-        .map_or(0, |i| i + 1);
-    let start = field[..end]
-        .iter()
-        .position(|&b| b != b' ' && b != 0)
-        .unwrap_or(end);
-    field[start..end]
-        .iter()
-        .map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                char::from(b)
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    let end = field.iter().rposition(|&b| b != b' ' && b != 0).map_or(0, |i| i + 1);
+    let start = field[..end].iter().position(|&b| b != b' ' && b != 0).unwrap_or(end);
+    field[start..end].iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { char::from(b) } else { '?' }).collect()
 }
 
 #[cfg(test)]
@@ -161,11 +142,7 @@ mod tests {
         assert!(r.is_empty());
         assert_eq!(
             r.try_be32("page length"),
-            Err(ParseError::Truncated {
-                what: "page length",
-                needed: 4,
-                available: 0
-            })
+            Err(ParseError::Truncated { what: "page length", needed: 4, available: 0 })
         );
     }
 

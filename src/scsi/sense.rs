@@ -128,10 +128,7 @@ impl Sense {
         match code {
             0x70 | 0x71 => Self::parse_fixed(buf, code == 0x70),
             0x72 | 0x73 => Self::parse_descriptor(buf, code == 0x72),
-            other => Err(ParseError::Invalid {
-                what: "sense response code",
-                value: u64::from(other),
-            }),
+            other => Err(ParseError::Invalid { what: "sense response code", value: u64::from(other) }),
         }
     }
 
@@ -239,11 +236,7 @@ impl Sense {
 
 impl std::fmt::Display for Sense {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "sense key {:?}, ASC/ASCQ {:02X}h/{:02X}h",
-            self.key, self.asc.0, self.asc.1
-        )
+        write!(f, "sense key {:?}, ASC/ASCQ {:02X}h/{:02X}h", self.key, self.asc.0, self.asc.1)
     }
 }
 
@@ -253,9 +246,7 @@ mod tests {
     use crate::scsi::asc;
 
     /// Fixed-format sense as tgt returns it for MOVE MEDIUM into a full slot (captured in vmlab).
-    const TGT_DEST_FULL: [u8; 18] = [
-        0x70, 0, 0x05, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, 0x3B, 0x0D, 0, 0, 0, 0,
-    ];
+    const TGT_DEST_FULL: [u8; 18] = [0x70, 0, 0x05, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, 0x3B, 0x0D, 0, 0, 0, 0];
 
     #[test]
     fn fixed_format_destination_full() {
@@ -270,21 +261,12 @@ mod tests {
     #[test]
     fn fixed_format_field_pointer_and_information() {
         // Deferred error, VALID information 0x1234, ILI, ILLEGAL REQUEST 24/00 in CDB byte 2 bit 1.
-        let buf = [
-            0xF1, 0, 0x25, 0, 0, 0x12, 0x34, 0x0A, 0, 0, 0, 0, 0x24, 0x00, 0, 0xC9, 0x00, 0x02,
-        ];
+        let buf = [0xF1, 0, 0x25, 0, 0, 0x12, 0x34, 0x0A, 0, 0, 0, 0, 0x24, 0x00, 0, 0xC9, 0x00, 0x02];
         let s = Sense::parse(&buf).unwrap();
         assert!(!s.current);
         assert!(s.ili && !s.eom && !s.filemark);
         assert_eq!(s.information, Some(0x1234));
-        assert_eq!(
-            s.field_pointer(),
-            Some(FieldPointer {
-                in_cdb: true,
-                bit: Some(1),
-                byte: 2
-            })
-        );
+        assert_eq!(s.field_pointer(), Some(FieldPointer { in_cdb: true, bit: Some(1), byte: 2 }));
     }
 
     #[test]
@@ -298,24 +280,14 @@ mod tests {
         assert!(s.descriptor_format);
         assert_eq!(s.asc, asc::INVALID_ELEMENT_ADDRESS);
         assert_eq!(s.information, Some(1000));
-        assert_eq!(
-            s.field_pointer(),
-            Some(FieldPointer {
-                in_cdb: true,
-                bit: None,
-                byte: 4
-            })
-        );
+        assert_eq!(s.field_pointer(), Some(FieldPointer { in_cdb: true, bit: None, byte: 4 }));
     }
 
     #[test]
     fn truncated_and_unknown_sense_are_errors() {
         assert!(Sense::parse(&[]).is_err());
         assert!(Sense::parse(&[0x70, 0, 0x06]).is_err());
-        assert!(matches!(
-            Sense::parse(&[0x7F; 18]),
-            Err(ParseError::Invalid { .. })
-        ));
+        assert!(matches!(Sense::parse(&[0x7F; 18]), Err(ParseError::Invalid { .. })));
         // A short fixed sense that still holds the ASC/ASCQ is accepted.
         let s = Sense::parse(&[0x70, 0, 0x06, 0, 0, 0, 0, 0x06, 0, 0, 0, 0, 0x29, 0x00]).unwrap();
         assert!(s.is_unit_attention());

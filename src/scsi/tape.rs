@@ -54,10 +54,7 @@ impl TapeAlerts {
         let mut r = Reader::new(buf);
         let page = r.try_u8("page code")? & 0x3F;
         if page != 0x2E {
-            return Err(ParseError::Invalid {
-                what: "page code",
-                value: u64::from(page),
-            });
+            return Err(ParseError::Invalid { what: "page code", value: u64::from(page) });
         }
         r.try_skip(1, "subpage code")?;
         let len = usize::from(r.try_be16("page length")?);
@@ -114,9 +111,7 @@ mod tests {
     #[test]
     fn tape_alert_page() {
         // Page 2Eh with flags 03h (clear), 14h (set), 40h (set).
-        let buf = [
-            0x2E, 0, 0, 15, 0, 0x03, 0x40, 1, 0, 0, 0x14, 0x40, 1, 1, 0, 0x40, 0x40, 1, 1,
-        ];
+        let buf = [0x2E, 0, 0, 15, 0, 0x03, 0x40, 1, 0, 0, 0x14, 0x40, 1, 1, 0, 0x40, 0x40, 1, 1];
         let a = TapeAlerts::parse(&buf).unwrap();
         assert_eq!(a.flags(), vec![0x14, 0x40]);
         assert!(a.needs_cleaning());
@@ -130,17 +125,11 @@ mod tests {
     #[test]
     fn tgt_read_position_unknown() {
         // tgt answers with BYCU and BPU set (position unknown) right after a MOVE MEDIUM put the tape in.
-        let buf = std::fs::read(format!(
-            "{}/tests/data/tgt/drive-readpos.bin",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
+        let buf = std::fs::read(format!("{}/tests/data/tgt/drive-readpos.bin", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let p = Position::parse(&buf).unwrap();
         assert_eq!(p.block, None);
         assert!(!p.beginning_of_partition);
-        let at_bop = [
-            0x80, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ];
+        let at_bop = [0x80, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(Position::parse(&at_bop).unwrap().block, Some(7));
         assert!(Position::parse(&buf[..19]).is_err());
     }

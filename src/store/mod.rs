@@ -130,10 +130,7 @@ fn decode<T: DeserializeOwned>(v: &[u8], tree: &'static str) -> Result<T, StoreE
 impl Store {
     /// Opens (creating) the database in `dir`, checking and migrating the schema.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("inventory.sled"))
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = sled::Config::new().path(dir.join("inventory.sled")).mode(sled::Mode::HighThroughput).open()?;
         let store = Store {
             libraries: db.open_tree("libraries")?,
             elements: db.open_tree("elements")?,
@@ -149,24 +146,16 @@ impl Store {
 
     /// The schema version on disk.
     pub fn schema_version(&self) -> Result<Option<u32>, StoreError> {
-        Ok(self
-            .meta
-            .get("schema_version")?
-            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-            .map(u32::from_be_bytes))
+        Ok(self.meta.get("schema_version")?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
         match self.schema_version()? {
-            Some(v) if v > SCHEMA_VERSION => Err(StoreError::TooNew {
-                found: v,
-                supported: SCHEMA_VERSION,
-            }),
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::TooNew { found: v, supported: SCHEMA_VERSION }),
             Some(v) if v == SCHEMA_VERSION => Ok(()),
             // None: a new database. Older versions would be migrated here, one step at a time.
             _ => {
-                self.meta
-                    .insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
+                self.meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;
                 self.db.flush()?;
                 Ok(())
             }
@@ -205,21 +194,15 @@ impl Store {
         let mut ops: Vec<(usize, Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(changes.len());
         for c in changes {
             match c {
-                Change::Library(l) => ops.push((
-                    0,
-                    l.id.to_be_bytes().to_vec(),
-                    Some(encode(l, "libraries")?),
-                )),
+                Change::Library(l) => ops.push((0, l.id.to_be_bytes().to_vec(), Some(encode(l, "libraries")?))),
                 Change::Element(e) => ops.push((
                     1,
                     element_key(e.library, e.kind.code(), e.address).to_vec(),
                     Some(encode(e, "elements")?),
                 )),
-                Change::RemoveElement {
-                    library,
-                    kind,
-                    address,
-                } => ops.push((1, element_key(*library, *kind, *address).to_vec(), None)),
+                Change::RemoveElement { library, kind, address } => {
+                    ops.push((1, element_key(*library, *kind, *address).to_vec(), None))
+                }
                 Change::Media(m) => {
                     let id = m.id.to_be_bytes().to_vec();
                     if let Some(old) = self.media.get(&id)? {
@@ -243,19 +226,11 @@ impl Store {
                     }
                     ops.push((2, key, None));
                 }
-                Change::Request(r) => {
-                    ops.push((4, r.id.to_be_bytes().to_vec(), Some(encode(r, "requests")?)))
-                }
+                Change::Request(r) => ops.push((4, r.id.to_be_bytes().to_vec(), Some(encode(r, "requests")?))),
                 Change::RemoveRequest(id) => ops.push((4, id.to_be_bytes().to_vec(), None)),
             }
         }
-        let trees = [
-            &self.libraries,
-            &self.elements,
-            &self.media,
-            &self.barcodes,
-            &self.requests,
-        ];
+        let trees = [&self.libraries, &self.elements, &self.media, &self.barcodes, &self.requests];
         let result: Result<(), TransactionError<()>> = trees[..].transaction(|t| {
             for (tree, key, value) in &ops {
                 match value {
@@ -316,21 +291,14 @@ impl Writer {
                 }
             })
             .ok();
-        Writer {
-            tx: Some(tx),
-            durable,
-            failed,
-            thread,
-            next: 0,
-        }
+        Writer { tx: Some(tx), durable, failed, thread, next: 0 }
     }
 
     /// Queues a batch; returns its sequence number. Batches become durable in order.
     pub fn submit(&mut self, changes: Vec<Change>) -> Result<u64, StoreError> {
         self.next += 1;
         let tx = self.tx.as_ref().ok_or(StoreError::WriterGone)?;
-        tx.send((self.next, changes))
-            .map_err(|_| StoreError::WriterGone)?;
+        tx.send((self.next, changes)).map_err(|_| StoreError::WriterGone)?;
         Ok(self.next)
     }
 

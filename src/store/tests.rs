@@ -22,11 +22,7 @@ fn media(barcode: &str, lib: Guid, address: u16) -> MediaRecord {
         id: Guid::derive("media", barcode),
         barcode: Some(barcode.into()),
         kind: MediaKind::Data,
-        location: Some(Location {
-            library: lib,
-            kind: ElementKind::Storage,
-            address,
-        }),
+        location: Some(Location { library: lib, kind: ElementKind::Storage, address }),
         home: None,
         pool: None,
         mount_count: 0,
@@ -40,9 +36,7 @@ fn batches_round_trip_and_barcode_index_follows_relabels() {
     assert_eq!(store.schema_version().unwrap(), Some(SCHEMA_VERSION));
     let lib = Guid::derive("library", "S1");
     let mut m = media("ABC001L6", lib, 1000);
-    store
-        .apply(&[Change::Library(library(lib)), Change::Media(m.clone())])
-        .unwrap();
+    store.apply(&[Change::Library(library(lib)), Change::Media(m.clone())]).unwrap();
     assert_eq!(store.media_by_barcode("ABC001L6").unwrap(), Some(m.clone()));
     m.barcode = Some("ABC001L7".into());
     store.apply(&[Change::Media(m.clone())]).unwrap();
@@ -70,28 +64,10 @@ fn elements_scan_in_address_order() {
         accessible: true,
         drive: None,
     };
-    store
-        .apply(&[
-            Change::Element(el(300)),
-            Change::Element(el(2)),
-            Change::Element(el(1000)),
-        ])
-        .unwrap();
-    let addrs: Vec<u16> = store
-        .load()
-        .unwrap()
-        .elements
-        .iter()
-        .map(|e| e.address)
-        .collect();
+    store.apply(&[Change::Element(el(300)), Change::Element(el(2)), Change::Element(el(1000))]).unwrap();
+    let addrs: Vec<u16> = store.load().unwrap().elements.iter().map(|e| e.address).collect();
     assert_eq!(addrs, vec![2, 300, 1000]);
-    store
-        .apply(&[Change::RemoveElement {
-            library: lib,
-            kind: 2,
-            address: 300,
-        }])
-        .unwrap();
+    store.apply(&[Change::RemoveElement { library: lib, kind: 2, address: 300 }]).unwrap();
     assert_eq!(store.load().unwrap().elements.len(), 2);
 }
 
@@ -107,13 +83,7 @@ fn writer_makes_batches_durable_in_order_and_survives_reopen() {
         });
         let mut last = 0;
         for i in 0..50u16 {
-            last = w
-                .submit(vec![Change::Media(media(
-                    &format!("T{i:05}"),
-                    lib,
-                    1000 + i,
-                ))])
-                .unwrap();
+            last = w.submit(vec![Change::Media(media(&format!("T{i:05}"), lib, 1000 + i))]).unwrap();
         }
         while w.durable() < last {
             rx.recv().unwrap();
@@ -130,28 +100,13 @@ fn newer_schema_is_refused_and_corrupt_records_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Store::open(dir.path()).unwrap();
-        store
-            .meta
-            .insert("schema_version", &99u32.to_be_bytes())
-            .unwrap();
-        store
-            .media
-            .insert([0u8; 16], b"not json".as_slice())
-            .unwrap();
+        store.meta.insert("schema_version", &99u32.to_be_bytes()).unwrap();
+        store.media.insert([0u8; 16], b"not json".as_slice()).unwrap();
         store.flush().unwrap();
     }
-    assert!(matches!(
-        Store::open(dir.path()),
-        Err(StoreError::TooNew { found: 99, .. })
-    ));
+    assert!(matches!(Store::open(dir.path()), Err(StoreError::TooNew { found: 99, .. })));
     let dir2 = tempfile::tempdir().unwrap();
     let store = Store::open(dir2.path()).unwrap();
-    store
-        .media
-        .insert([0u8; 16], b"not json".as_slice())
-        .unwrap();
-    assert!(matches!(
-        store.load(),
-        Err(StoreError::Record { tree: "media", .. })
-    ));
+    store.media.insert([0u8; 16], b"not json".as_slice()).unwrap();
+    assert!(matches!(store.load(), Err(StoreError::Record { tree: "media", .. })));
 }
