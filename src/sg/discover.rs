@@ -128,11 +128,7 @@ fn read_device(sg_dir: &Path, name: &str, dev_root: &Path) -> io::Result<ScsiDev
     let vendor = attr(&device, "vendor")?;
     let model = attr(&device, "model")?;
     let rev = attr(&device, "rev")?;
-    let hctl = fs::read_link(&device)?
-        .file_name()
-        .and_then(|n| n.to_str())
-        .filter(|n| is_hctl(n))
-        .map(str::to_owned);
+    let hctl = fs::read_link(&device)?.file_name().and_then(|n| n.to_str()).filter(|n| is_hctl(n)).map(str::to_owned);
     let (mut st, mut nst) = (None, None);
     match fs::read_dir(device.join("scsi_tape")) {
         Ok(nodes) => {
@@ -234,11 +230,8 @@ mod tests {
         symlink(format!("../../../{hctl}"), sg_dir.join("device")).unwrap();
         let class = root.join("class/scsi_generic");
         fs::create_dir_all(&class).unwrap();
-        symlink(
-            format!("../../devices/platform/host2/session1/target2:0:0/{hctl}/scsi_generic/{sg}"),
-            class.join(sg),
-        )
-        .unwrap();
+        symlink(format!("../../devices/platform/host2/session1/target2:0:0/{hctl}/scsi_generic/{sg}"), class.join(sg))
+            .unwrap();
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::ptr;
 
 use super::sys::{self, sg_io_hdr};
-use super::transport::{command_buffers, empty_header, response_from_header, timeout_ms};
+use super::transport::{command_buffers, empty_header, response_from_header, timeout_ms, Buffers};
 use crate::transport::{Command, Response, TransportError};
 
 /// Opens `path` and runs one command on it, blocking until it finishes. Never call this from the server.
@@ -29,7 +29,7 @@ pub fn execute_blocking(path: &Path, command: &Command) -> Result<Response, Tran
 
 /// Runs one command on an open sg fd, blocking until it finishes. Never call this from the server.
 pub fn execute_blocking_fd(fd: BorrowedFd<'_>, command: &Command) -> Result<Response, TransportError> {
-    let (cdb, mut data, dxfer_direction) = command_buffers(command.clone())?;
+    let Buffers { cdb, mut data, dxfer_direction } = command_buffers(command.clone())?;
     let mut sense = [0u8; 96];
     let mut hdr = sg_io_hdr {
         dxfer_direction,

@@ -169,7 +169,8 @@ impl SgFd for FakeSg {
         let sense_len = reply.sense.len().min(usize::from(hdr.mx_sb_len));
         // SAFETY: as above, `sbp` is valid for `mx_sb_len` bytes and we write at most that many.
         unsafe { std::ptr::copy_nonoverlapping(reply.sense.as_ptr(), hdr.sbp, sense_len) };
-        let resid = reply.resid.unwrap_or_else(|| i32::try_from(hdr.dxfer_len).unwrap() - i32::try_from(written).unwrap());
+        let resid =
+            reply.resid.unwrap_or_else(|| i32::try_from(hdr.dxfer_len).unwrap() - i32::try_from(written).unwrap());
         *out = sg_io_hdr {
             status: reply.status,
             masked_status: reply.status >> 1,

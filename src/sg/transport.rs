@@ -215,8 +215,19 @@ pub(crate) fn pack_id_to_tag(pack_id: i32) -> Tag {
     u32::from_ne_bytes(pack_id.to_ne_bytes())
 }
 
-/// The buffers of a validated command: (cdb, data, dxfer_direction).
-pub(crate) fn command_buffers(command: Command) -> Result<(Box<[u8]>, Box<[u8]>, i32), TransportError> {
+/// A validated command's buffers, in the form the driver takes them.
+#[derive(Debug)]
+pub(crate) struct Buffers {
+    /// The CDB, 6 to 16 bytes.
+    pub cdb: Box<[u8]>,
+    /// Data out, or a zeroed buffer of the allocation length for data in, or empty.
+    pub data: Box<[u8]>,
+    /// `SG_DXFER_*`.
+    pub dxfer_direction: i32,
+}
+
+/// Validates a command and turns it into [`Buffers`].
+pub(crate) fn command_buffers(command: Command) -> Result<Buffers, TransportError> {
     if !(6..=16).contains(&command.cdb.len()) {
         return Err(TransportError::InvalidCommand);
     }
@@ -236,7 +247,7 @@ pub(crate) fn command_buffers(command: Command) -> Result<(Box<[u8]>, Box<[u8]>,
             (bytes, sys::SG_DXFER_TO_DEV)
         }
     };
-    Ok((command.cdb.into_boxed_slice(), data.into_boxed_slice(), direction))
+    Ok(Buffers { cdb: command.cdb.into_boxed_slice(), data: data.into_boxed_slice(), dxfer_direction: direction })
 }
 
 /// Milliseconds for `sg_io_hdr.timeout`, saturating.
@@ -475,7 +486,7 @@ impl Transport for SgTransport {
             return Err(TransportError::DuplicateTag(tag));
         }
         let timeout_ms = timeout_ms(command.timeout);
-        let (cdb, data, dxfer_direction) = command_buffers(command)?;
+        let Buffers { cdb, data, dxfer_direction } = command_buffers(command)?;
         let slot = Slot {
             cdb,
             data,
@@ -557,5 +568,367 @@ impl Transport for SgTransport {
 
     fn in_flight(&self) -> usize {
         self.slots.len() + self.ready.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sg::test_utils::{fake, pack_id, FakeHandle, Reply};
+    use crate::transport::status;
+
+    const INQUIRY: [u8; 6] = [0x12, 0, 0, 0, 0x60, 0];
+    const TUR: [u8; 6] = [0; 6];
+    const T: Duration = Duration::from_secs(5);
+
+    fn transport() -> (SgTransport, FakeHandle) {
+        let (fd, handle) = fake();
+        (SgTransport::with_fd(Box::new(fd), 32768), handle)
+    }
+
+    fn good_data(data: &[u8]) -> Reply {
+        Reply { data: data.to_vec(), ..Reply::default() }
+    }
+
+    fn reap_all(t: &mut SgTransport) -> Vec<Completion> {
+        let mut out = Vec::new();
+        while let Some(c) = t.reap().unwrap() {
+            out.push(c);
+        }
+        out
+    }
+
+    #[test]
+    fn inquiry_round_trip_truncates_data_to_what_moved() {
+        let (mut t, f) = transport();
+        t.submit(7, Command::read(INQUIRY, 96, Duration::from_millis(1500))).unwrap();
+        assert_eq!(t.in_flight(), 1);
+        {
+            let st = f.borrow();
+            let s = &st.queued[0];
+            assert_eq!(s.cdb, INQUIRY);
+            assert_eq!(s.hdr.dxfer_direction, sys::SG_DXFER_FROM_DEV);
+            assert_eq!(s.hdr.dxfer_len, 96);
+            assert_eq!(s.hdr.timeout, 1500);
+            assert_eq!(s.hdr.pack_id, 7);
+            assert_eq!(s.hdr.mx_sb_len, 96);
+        }
+        assert!(t.reap().unwrap().is_none(), "nothing finished yet");
+        let inquiry: Vec<u8> = (0..36).collect();
+        f.borrow_mut().complete(7, Reply { duration_ms: 12, ..good_data(&inquiry) });
+        let c = t.reap().unwrap().unwrap();
+        assert_eq!(c.tag, 7);
+        let r = c.result.unwrap();
+        assert!(r.is_good());
+        assert_eq!(r.data, inquiry);
+        assert_eq!(r.resid, 60);
+        assert_eq!(r.duration, Duration::from_millis(12));
+        assert!(r.sense.is_empty());
+        assert_eq!(t.in_flight(), 0);
+        assert!(t.reap().unwrap().is_none());
+    }
+
+    #[test]
+    fn completions_in_any_order_are_matched_by_tag() {
+        let (mut t, f) = transport();
+        for tag in [1, 2, 3] {
+            t.submit(tag, Command::read(INQUIRY, 4, T)).unwrap();
+        }
+        for tag in [3, 1, 2] {
+            f.borrow_mut().complete(tag, good_data(&[u8::try_from(tag).unwrap(); 4]));
+        }
+        let got: Vec<(Tag, Vec<u8>)> = reap_all(&mut t).into_iter().map(|c| (c.tag, c.result.unwrap().data)).collect();
+        assert_eq!(got, [(3, vec![3; 4]), (1, vec![1; 4]), (2, vec![2; 4])]);
+    }
+
+    #[test]
+    fn to_device_data_is_sent_and_no_data_comes_back() {
+        let (mut t, f) = transport();
+        let cmd = Command {
+            cdb: vec![0x15, 0x10, 0, 0, 4, 0],
+            direction: DataDirection::ToDevice(vec![9, 8, 7, 6]),
+            timeout: T,
+        };
+        t.submit(1, cmd).unwrap();
+        assert_eq!(f.borrow().queued[0].data_out, [9, 8, 7, 6]);
+        assert_eq!(f.borrow().queued[0].hdr.dxfer_direction, sys::SG_DXFER_TO_DEV);
+        f.borrow_mut().complete(1, Reply { resid: Some(0), ..Reply::default() });
+        let r = t.reap().unwrap().unwrap().result.unwrap();
+        assert!(r.data.is_empty());
+        assert_eq!(r.resid, 0);
+    }
+
+    #[test]
+    fn no_data_command_has_null_buffer() {
+        let (mut t, f) = transport();
+        t.submit(1, Command::none(TUR, T)).unwrap();
+        let hdr = f.borrow().queued[0].hdr;
+        assert_eq!(hdr.dxfer_direction, sys::SG_DXFER_NONE);
+        assert_eq!(hdr.dxfer_len, 0);
+        assert!(hdr.dxferp.is_null());
+    }
+
+    #[test]
+    fn check_condition_is_a_response_with_sense() {
+        let (mut t, f) = transport();
+        t.submit(4, Command::none(TUR, T)).unwrap();
+        let sense = vec![0x70, 0, 0x02, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x3a, 0x00, 0, 0, 0, 0];
+        f.borrow_mut().complete(
+            4,
+            Reply {
+                status: status::CHECK_CONDITION,
+                driver_status: sys::DRIVER_SENSE,
+                sense: sense.clone(),
+                ..Reply::default()
+            },
+        );
+        let r = t.reap().unwrap().unwrap().result.unwrap();
+        assert_eq!(r.status, status::CHECK_CONDITION);
+        assert_eq!(r.driver_status, 0, "DRIVER_SENSE is masked off");
+        assert_eq!(r.sense, sense);
+        assert!(!r.is_good());
+    }
+
+    #[test]
+    fn timeouts_map_to_timed_out_and_no_connect_to_device_gone() {
+        let (mut t, f) = transport();
+        for tag in 1..=4 {
+            t.submit(tag, Command::none(TUR, T)).unwrap();
+        }
+        let mut st = f.borrow_mut();
+        st.complete(1, Reply { host_status: sys::DID_TIME_OUT, ..Reply::default() });
+        st.complete(2, Reply { driver_status: sys::DRIVER_TIMEOUT | sys::DRIVER_SENSE, ..Reply::default() });
+        st.complete(3, Reply { host_status: sys::DID_NO_CONNECT, ..Reply::default() });
+        st.complete(4, Reply { host_status: 0x07, ..Reply::default() });
+        drop(st);
+        let c = reap_all(&mut t);
+        assert!(matches!(c[0].result, Err(TransportError::TimedOut)));
+        assert!(matches!(c[1].result, Err(TransportError::TimedOut)));
+        assert!(matches!(c[2].result, Err(TransportError::DeviceGone)));
+        let other = c[3].result.as_ref().unwrap();
+        assert_eq!(other.host_status, 0x07, "other host errors are reported, not hidden");
+        assert!(!t.is_gone(), "one unreachable command does not kill the transport");
+    }
+
+    #[test]
+    fn queue_full_keeps_commands_pending_in_order_without_spinning() {
+        for errno in [libc::EAGAIN, libc::EDOM] {
+            let (mut t, f) = transport();
+            f.borrow_mut().queue_limit = 2;
+            f.borrow_mut().full_errno = errno;
+            for tag in 10..15 {
+                t.submit(tag, Command::none(TUR, T)).unwrap();
+            }
+            assert_eq!(f.borrow().queued_tags(), [10, 11]);
+            assert_eq!(t.pending(), 3);
+            assert_eq!(t.in_flight(), 5);
+            // Only the first over-limit submit tried the driver; later ones queue behind it.
+            assert_eq!(f.borrow().writes, 3);
+            assert!(t.reap().unwrap().is_none());
+            assert_eq!(f.borrow().writes, 4, "one retry per reap, no spinning");
+            f.borrow_mut().complete(11, Reply::default());
+            assert_eq!(t.reap().unwrap().unwrap().tag, 11);
+            // The next reap fills the freed slot with the oldest pending command.
+            assert!(t.reap().unwrap().is_none());
+            assert_eq!(f.borrow().queued_tags(), [10, 12]);
+            assert_eq!(t.pending(), 2);
+            let mut order = vec![11];
+            while order.len() < 5 {
+                let tag = f.borrow().queued_tags()[0];
+                f.borrow_mut().complete(tag, Reply::default());
+                order.extend(reap_all(&mut t).into_iter().map(|c| c.tag));
+            }
+            assert_eq!(order, [11, 10, 12, 13, 14]);
+            assert_eq!(t.in_flight(), 0);
+        }
+    }
+
+    #[test]
+    fn queue_full_with_nothing_in_flight_fails_the_command() {
+        let (mut t, f) = transport();
+        f.borrow_mut().queue_limit = 0;
+        let e = t.submit(1, Command::none(TUR, T)).unwrap_err();
+        assert!(matches!(e, TransportError::Io(_)));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn eintr_is_retried_on_write_and_read() {
+        let (mut t, f) = transport();
+        f.borrow_mut().write_errors.push_back(libc::EINTR);
+        t.submit(1, Command::none(TUR, T)).unwrap();
+        assert_eq!(f.borrow().writes, 2);
+        f.borrow_mut().complete(1, Reply::default());
+        f.borrow_mut().read_errors.push_back(libc::EINTR);
+        assert_eq!(t.reap().unwrap().unwrap().tag, 1);
+        assert_eq!(f.borrow().reads, 2);
+    }
+
+    #[test]
+    fn read_eio_returns_every_command_as_device_gone_then_errors_forever() {
+        for errno in [libc::EIO, libc::ENODEV, libc::ENXIO] {
+            let (mut t, f) = transport();
+            f.borrow_mut().queue_limit = 2;
+            for tag in [5, 3, 9] {
+                t.submit(tag, Command::read(INQUIRY, 96, T)).unwrap();
+            }
+            assert_eq!(t.pending(), 1);
+            f.borrow_mut().gone = Some(errno);
+            let mut tags = Vec::new();
+            let end = loop {
+                match t.reap() {
+                    Ok(Some(c)) => {
+                        assert!(matches!(c.result, Err(TransportError::DeviceGone)));
+                        tags.push(c.tag);
+                    }
+                    Ok(None) => panic!("a gone device never reports Ok(None)"),
+                    Err(e) => break e,
+                }
+            };
+            tags.sort_unstable();
+            assert_eq!(tags, [3, 5, 9], "errno {errno}");
+            assert!(matches!(end, TransportError::DeviceGone));
+            assert!(matches!(t.reap(), Err(TransportError::DeviceGone)), "and forever");
+        }
+    }
+
+    #[test]
+    fn device_gone_drains_submitted_then_pending() {
+        let (mut t, f) = transport();
+        f.borrow_mut().queue_limit = 2;
+        for tag in [5, 3, 9] {
+            t.submit(tag, Command::read(INQUIRY, 96, T)).unwrap();
+        }
+        f.borrow_mut().read_errors.push_back(libc::EIO);
+        let mut tags = Vec::new();
+        let end = loop {
+            match t.reap() {
+                Ok(Some(c)) => {
+                    assert!(matches!(c.result, Err(TransportError::DeviceGone)));
+                    tags.push(c.tag);
+                }
+                Ok(None) => panic!("a gone device never reports Ok(None)"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(tags, [3, 5, 9]);
+        assert!(matches!(end, TransportError::DeviceGone));
+        assert!(matches!(t.reap(), Err(TransportError::DeviceGone)));
+        assert!(t.is_gone());
+        assert_eq!(t.in_flight(), 0);
+        assert!(matches!(t.submit(1, Command::none(TUR, T)), Err(TransportError::DeviceGone)));
+    }
+
+    #[test]
+    fn write_enodev_fails_the_submit_and_kills_the_transport() {
+        let (mut t, f) = transport();
+        t.submit(1, Command::none(TUR, T)).unwrap();
+        f.borrow_mut().write_errors.push_back(libc::ENODEV);
+        assert!(matches!(t.submit(2, Command::none(TUR, T)), Err(TransportError::DeviceGone)));
+        assert!(t.is_gone());
+        let c = t.reap().unwrap().unwrap();
+        assert_eq!(c.tag, 1);
+        assert!(matches!(c.result, Err(TransportError::DeviceGone)));
+        assert!(matches!(t.reap(), Err(TransportError::DeviceGone)));
+    }
+
+    #[test]
+    fn pending_command_refused_by_driver_completes_with_the_error() {
+        let (mut t, f) = transport();
+        f.borrow_mut().queue_limit = 1;
+        t.submit(1, Command::none(TUR, T)).unwrap();
+        t.submit(2, Command::none(TUR, T)).unwrap();
+        f.borrow_mut().complete(1, Reply::default());
+        f.borrow_mut().write_errors.push_back(libc::ENOMEM);
+        // The reap first retries the pending command, which the driver refuses.
+        let c = t.reap().unwrap().unwrap();
+        assert_eq!(c.tag, 2);
+        assert!(matches!(c.result, Err(TransportError::Io(_))));
+        assert_eq!(t.reap().unwrap().unwrap().tag, 1);
+        assert!(t.reap().unwrap().is_none());
+        assert!(!t.is_gone());
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn short_read_fails_everything_in_flight_as_protocol() {
+        let (mut t, f) = transport();
+        t.submit(1, Command::none(TUR, T)).unwrap();
+        t.submit(2, Command::none(TUR, T)).unwrap();
+        f.borrow_mut().complete(1, Reply::default());
+        f.borrow_mut().short_read = Some(40);
+        let c = t.reap().unwrap().unwrap();
+        assert!(matches!(c.result, Err(TransportError::Protocol)));
+        let c2 = t.reap().unwrap().unwrap();
+        assert!(matches!(c2.result, Err(TransportError::Protocol)));
+        let mut tags = [c.tag, c2.tag];
+        tags.sort_unstable();
+        assert_eq!(tags, [1, 2]);
+        assert!(matches!(t.reap(), Err(TransportError::Protocol)));
+        assert!(t.is_gone());
+    }
+
+    #[test]
+    fn unknown_pack_id_is_a_protocol_error() {
+        let (mut t, f) = transport();
+        t.submit(1, Command::none(TUR, T)).unwrap();
+        f.borrow_mut().forged.push_back(pack_id(99));
+        assert!(matches!(t.reap(), Err(TransportError::Protocol)));
+        assert_eq!(t.in_flight(), 1, "the real command is still in flight");
+    }
+
+    #[test]
+    fn resid_larger_than_buffer_is_clamped() {
+        let (mut t, f) = transport();
+        t.submit(1, Command::read(INQUIRY, 8, T)).unwrap();
+        t.submit(2, Command::read(INQUIRY, 8, T)).unwrap();
+        f.borrow_mut().complete(1, Reply { data: vec![1; 8], resid: Some(1000), ..Reply::default() });
+        f.borrow_mut().complete(2, Reply { data: vec![1; 8], resid: Some(-5), ..Reply::default() });
+        let r = t.reap().unwrap().unwrap().result.unwrap();
+        assert_eq!((r.data.len(), r.resid), (0, 8));
+        let r = t.reap().unwrap().unwrap().result.unwrap();
+        assert_eq!((r.data.len(), r.resid), (8, 0));
+    }
+
+    #[test]
+    fn duplicate_tag_and_invalid_commands_are_refused() {
+        let (mut t, f) = transport();
+        t.submit(1, Command::none(TUR, T)).unwrap();
+        assert!(matches!(t.submit(1, Command::none(TUR, T)), Err(TransportError::DuplicateTag(1))));
+        assert!(matches!(t.submit(2, Command::none([0; 5], T)), Err(TransportError::InvalidCommand)));
+        assert!(matches!(t.submit(2, Command::none([0; 17], T)), Err(TransportError::InvalidCommand)));
+        t.submit(2, Command::none([0; 16], T)).unwrap();
+        let too_big = u32::try_from(TRANSFER_LIMIT + 1).unwrap();
+        assert!(matches!(t.submit(3, Command::read(INQUIRY, too_big, T)), Err(TransportError::InvalidCommand)));
+        let out =
+            Command { cdb: TUR.to_vec(), direction: DataDirection::ToDevice(vec![0; TRANSFER_LIMIT + 1]), timeout: T };
+        assert!(matches!(t.submit(3, out), Err(TransportError::InvalidCommand)));
+        assert_eq!(f.borrow().queued_tags(), [1, 2]);
+        // A tag is free again once reaped.
+        f.borrow_mut().complete(1, Reply::default());
+        assert_eq!(t.reap().unwrap().unwrap().tag, 1);
+        t.submit(1, Command::none(TUR, T)).unwrap();
+    }
+
+    #[test]
+    fn tags_and_timeouts_convert_losslessly_or_saturate() {
+        for tag in [0, 1, 0x7fff_ffff, 0x8000_0000, u32::MAX] {
+            assert_eq!(pack_id_to_tag(tag_to_pack_id(tag)), tag);
+        }
+        assert_eq!(timeout_ms(Duration::from_millis(1)), 1);
+        assert_eq!(timeout_ms(Duration::from_secs(600)), 600_000);
+        assert_eq!(timeout_ms(Duration::from_secs(u64::MAX)), u32::MAX);
+        let (mut t, f) = transport();
+        t.submit(u32::MAX, Command::none(TUR, Duration::from_secs(u64::MAX))).unwrap();
+        assert_eq!(f.borrow().queued[0].hdr.timeout, u32::MAX);
+        f.borrow_mut().complete(u32::MAX, Reply::default());
+        assert_eq!(t.reap().unwrap().unwrap().tag, u32::MAX);
+    }
+
+    #[test]
+    fn open_refuses_non_sg_files() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        assert!(matches!(SgTransport::open(tmp.path()), Err(SgError::NotSg { .. })));
+        assert!(matches!(SgTransport::open(Path::new("/nonexistent/sg0")), Err(SgError::Open { .. })));
     }
 }
