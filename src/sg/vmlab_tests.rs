@@ -173,3 +173,82 @@ fn sysfs_scan_finds_the_changer_and_drives() {
         assert!(d.st.is_some());
     }
 }
+
+/// Runs `iscsiadm` on vmlab's target (`--logout` removes every sg device, `--login` brings them back).
+fn iscsiadm(action: &str) {
+    let target = std::env::var("VMLAB_TARGET").expect("vmlab sets VMLAB_TARGET");
+    let portal = std::env::var("VMLAB_PORTAL").expect("vmlab sets VMLAB_PORTAL");
+    let st = std::process::Command::new("iscsiadm")
+        .args(["-m", "node", "-T", &target, "-p", &portal, action])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run iscsiadm");
+    assert!(st.success(), "iscsiadm {action}");
+}
+
+/// Named to run last: it unplugs every device (and plugs them back in, possibly under new sg numbers).
+#[test]
+fn z_hot_unplug_reports_device_gone_and_uevents() {
+    use nix::sys::socket::{
+        bind, recv, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+    };
+    use std::os::fd::AsRawFd;
+
+    let Some((changer, _)) = vmlab() else { return };
+    let uevents = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkKObjectUEvent,
+    )
+    .expect("netlink socket");
+    bind(uevents.as_raw_fd(), &NetlinkAddr::new(0, 1)).expect("bind uevent group");
+
+    let mut t = SgTransport::open(&changer).expect("open sg");
+    for tag in 0..20 {
+        t.submit(tag, Command::none(TEST_UNIT_READY, T)).unwrap();
+    }
+    assert_eq!(t.pending(), 4);
+    iscsiadm("--logout");
+
+    let mut fds = [PollFd::new(t.fd(), PollFlags::POLLIN)];
+    let n = poll(&mut fds, PollTimeout::from(10_000u16)).expect("poll");
+    println!("after logout: poll {n}, revents {:?}", fds[0].revents());
+    assert_eq!(n, 1);
+
+    let mut tags = Vec::new();
+    let end = loop {
+        match t.reap() {
+            Ok(Some(c)) => {
+                assert!(matches!(c.result, Err(TransportError::DeviceGone)) || c.result.is_ok(), "{c:?}");
+                tags.push((c.tag, c.result.is_ok()));
+            }
+            Ok(None) => panic!("a gone device never reports Ok(None)"),
+            Err(e) => break e,
+        }
+    };
+    println!("completions after logout (tag, ok): {tags:?}; then {end:?}");
+    assert!(matches!(end, TransportError::DeviceGone));
+    let mut seen: Vec<Tag> = tags.iter().map(|(t, _)| *t).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>(), "every command completes exactly once");
+    assert!(t.is_gone());
+    assert!(matches!(t.submit(99, Command::none(TEST_UNIT_READY, T)), Err(TransportError::DeviceGone)));
+
+    let mut removed = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n) = recv(uevents.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+        if let Some(ev) = discover::parse_uevent(&buf[..n]) {
+            if ev.subsystem == "scsi_generic" {
+                println!("uevent {:?} {:?} {}", ev.action, ev.devname, ev.devpath);
+                if ev.action == discover::UeventAction::Remove {
+                    removed.extend(ev.devname);
+                }
+            }
+        }
+    }
+    let changer_name = changer.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(removed.contains(&changer_name), "a scsi_generic remove uevent names {changer_name}");
+    drop(t);
+    iscsiadm("--login");
+}
