@@ -11,53 +11,53 @@ use std::mem::{offset_of, size_of};
 
 /// `struct sg_io_hdr`: one command in the sg v3 interface, for `write()`/`read()` and `ioctl(SG_IO)`.
 ///
-/// Fields marked `[i]` are inputs, `[o]` outputs filled in by the driver when the command is read back.
+/// Fields marked (i) are inputs, (o) outputs filled in by the driver when the command is read back.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct sg_io_hdr {
-    /// [i] `'S'` for the v3 interface.
+    /// (i) `'S'` for the v3 interface.
     pub interface_id: c_int,
-    /// [i] One of the `SG_DXFER_*` values.
+    /// (i) One of the `SG_DXFER_*` values.
     pub dxfer_direction: c_int,
-    /// [i] Length of the CDB at `cmdp`.
+    /// (i) Length of the CDB at `cmdp`.
     pub cmd_len: c_uchar,
-    /// [i] Capacity of the sense buffer at `sbp`.
+    /// (i) Capacity of the sense buffer at `sbp`.
     pub mx_sb_len: c_uchar,
-    /// [i] 0: `dxferp` is a plain buffer, not an iovec array.
+    /// (i) 0: `dxferp` is a plain buffer, not an iovec array.
     pub iovec_count: c_ushort,
-    /// [i] Bytes to transfer.
+    /// (i) Bytes to transfer.
     pub dxfer_len: c_uint,
-    /// [i] Data buffer (`dxfer_len` bytes), or null.
+    /// (i) Data buffer (`dxfer_len` bytes), or null.
     pub dxferp: *mut c_void,
-    /// [i] The CDB (`cmd_len` bytes).
+    /// (i) The CDB (`cmd_len` bytes).
     pub cmdp: *const c_uchar,
-    /// [i] Sense buffer (`mx_sb_len` bytes).
+    /// (i) Sense buffer (`mx_sb_len` bytes).
     pub sbp: *mut c_uchar,
-    /// [i] Timeout in milliseconds (`u32::MAX`: none).
+    /// (i) Timeout in milliseconds (`u32::MAX`: none).
     pub timeout: c_uint,
-    /// [i] `SG_FLAG_*`; 0 is indirect I/O through kernel buffers.
+    /// (i) `SG_FLAG_*`; 0 is indirect I/O through kernel buffers.
     pub flags: c_uint,
-    /// [i->o] Caller's id, echoed back by `read()`.
+    /// (i->o) Caller's id, echoed back by `read()`.
     pub pack_id: c_int,
-    /// [i->o] Caller's pointer, echoed back. rsmd always passes null.
+    /// (i->o) Caller's pointer, echoed back. rsmd always passes null.
     pub usr_ptr: *mut c_void,
-    /// [o] SCSI status byte.
+    /// (o) SCSI status byte.
     pub status: c_uchar,
-    /// [o] Status shifted right by one and masked (obsolete).
+    /// (o) Status shifted right by one and masked (obsolete).
     pub masked_status: c_uchar,
-    /// [o] Messaging level data (unused).
+    /// (o) Messaging level data (unused).
     pub msg_status: c_uchar,
-    /// [o] Bytes actually written to `sbp`.
+    /// (o) Bytes actually written to `sbp`.
     pub sb_len_wr: c_uchar,
-    /// [o] Host adapter status (`DID_*`).
+    /// (o) Host adapter status (`DID_*`).
     pub host_status: c_ushort,
-    /// [o] Driver status (`DRIVER_*`, possibly with [`DRIVER_SENSE`]).
+    /// (o) Driver status (`DRIVER_*`, possibly with [`DRIVER_SENSE`]).
     pub driver_status: c_ushort,
-    /// [o] `dxfer_len` minus bytes actually transferred.
+    /// (o) `dxfer_len` minus bytes actually transferred.
     pub resid: c_int,
-    /// [o] Time the command took, in milliseconds.
+    /// (o) Time the command took, in milliseconds.
     pub duration: c_uint,
-    /// [o] `SG_INFO_*` bits.
+    /// (o) `SG_INFO_*` bits.
     pub info: c_uint,
 }
 

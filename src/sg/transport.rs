@@ -1,8 +1,9 @@
 //! [`SgTransport`]: one `/dev/sgN` driven through the sg v3 asynchronous interface.
 //!
 //! # Primer
-//! The sg driver queues up to [`SG_MAX_QUEUE`] commands per open fd. `write(fd, &sg_io_hdr)` submits one (the header
-//! names the CDB, data and sense buffers by pointer); the fd polls readable when a command has finished, and
+//! The sg driver queues up to [`SG_MAX_QUEUE`](super::sys::SG_MAX_QUEUE) commands per open fd.
+//! `write(fd, &sg_io_hdr)` submits one (the header names the CDB, data and sense buffers by pointer); the fd polls
+//! readable when a command has finished, and
 //! `read(fd, &mut sg_io_hdr)` returns one finished header, whose `pack_id` says which command it was. rsmd never uses
 //! `usr_ptr`: `pack_id` carries the caller's [`Tag`] and indexes a table that owns every buffer.
 //!
