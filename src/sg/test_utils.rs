@@ -4,12 +4,11 @@
 //! Like the kernel, it copies the CDB and data out when a header is written, and writes data and sense through the
 //! header's pointers when the header is read back.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use super::sys::{self, sg_io_hdr, SG_IO_HDR_SIZE};
 use super::transport::{pack_id_to_tag, tag_to_pack_id, SgFd};
@@ -73,8 +72,13 @@ pub(crate) struct FakeState {
     pub reads: usize,
 }
 
+// SAFETY: the raw pointers in the recorded headers point into buffers owned by the transport that wrote them; the
+// fake only dereferences them inside `SgFd` calls made by that transport, under the `SgFd` contract, from whichever
+// thread owns the transport at the time. Sending the state to another thread does not dereference anything.
+unsafe impl Send for FakeState {}
+
 /// The test's handle on the fake driver.
-pub(crate) type FakeHandle = Rc<RefCell<FakeState>>;
+pub(crate) type FakeHandle = Arc<Mutex<FakeState>>;
 
 /// The fake driver as the transport sees it.
 #[derive(Debug)]
@@ -86,7 +90,7 @@ pub(crate) struct FakeSg {
 
 /// A fake driver with the real queue limit, and the handle to script it.
 pub(crate) fn fake() -> (FakeSg, FakeHandle) {
-    let state = Rc::new(RefCell::new(FakeState {
+    let state = Arc::new(Mutex::new(FakeState {
         queue_limit: sys::SG_MAX_QUEUE,
         full_errno: libc::EDOM,
         queued: Vec::new(),
@@ -119,7 +123,7 @@ impl FakeState {
 
 impl SgFd for FakeSg {
     unsafe fn write_hdr(&self, hdr: &sg_io_hdr) -> io::Result<usize> {
-        let mut st = self.state.borrow_mut();
+        let mut st = self.state.lock().unwrap();
         st.writes += 1;
         if let Some(errno) = st.write_errors.pop_front().or(st.gone) {
             return Err(io::Error::from_raw_os_error(errno));
@@ -143,7 +147,7 @@ impl SgFd for FakeSg {
     }
 
     unsafe fn read_hdr(&self, out: &mut sg_io_hdr) -> io::Result<usize> {
-        let mut st = self.state.borrow_mut();
+        let mut st = self.state.lock().unwrap();
         st.reads += 1;
         assert_eq!(out.pack_id, -1, "reads ask for any finished command");
         assert!(out.dxfer_direction < 0, "a v3 read carries a negative dxfer_direction");

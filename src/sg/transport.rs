@@ -72,7 +72,7 @@ pub enum SgError {
 }
 
 /// The two syscalls the transport makes on an sg fd, so tests can substitute a fake driver.
-pub(crate) trait SgFd: fmt::Debug {
+pub(crate) trait SgFd: fmt::Debug + Send {
     /// `write()` one header: submits the command it describes.
     ///
     /// # Safety
@@ -605,7 +605,7 @@ mod tests {
         t.submit(7, Command::read(INQUIRY, 96, Duration::from_millis(1500))).unwrap();
         assert_eq!(t.in_flight(), 1);
         {
-            let st = f.borrow();
+            let st = f.lock().unwrap();
             let s = &st.queued[0];
             assert_eq!(s.cdb, INQUIRY);
             assert_eq!(s.hdr.dxfer_direction, sys::SG_DXFER_FROM_DEV);
@@ -616,7 +616,7 @@ mod tests {
         }
         assert!(t.reap().unwrap().is_none(), "nothing finished yet");
         let inquiry: Vec<u8> = (0..36).collect();
-        f.borrow_mut().complete(7, Reply { duration_ms: 12, ..good_data(&inquiry) });
+        f.lock().unwrap().complete(7, Reply { duration_ms: 12, ..good_data(&inquiry) });
         let c = t.reap().unwrap().unwrap();
         assert_eq!(c.tag, 7);
         let r = c.result.unwrap();
@@ -636,7 +636,7 @@ mod tests {
             t.submit(tag, Command::read(INQUIRY, 4, T)).unwrap();
         }
         for tag in [3, 1, 2] {
-            f.borrow_mut().complete(tag, good_data(&[u8::try_from(tag).unwrap(); 4]));
+            f.lock().unwrap().complete(tag, good_data(&[u8::try_from(tag).unwrap(); 4]));
         }
         let got: Vec<(Tag, Vec<u8>)> = reap_all(&mut t).into_iter().map(|c| (c.tag, c.result.unwrap().data)).collect();
         assert_eq!(got, [(3, vec![3; 4]), (1, vec![1; 4]), (2, vec![2; 4])]);
@@ -651,9 +651,9 @@ mod tests {
             timeout: T,
         };
         t.submit(1, cmd).unwrap();
-        assert_eq!(f.borrow().queued[0].data_out, [9, 8, 7, 6]);
-        assert_eq!(f.borrow().queued[0].hdr.dxfer_direction, sys::SG_DXFER_TO_DEV);
-        f.borrow_mut().complete(1, Reply { resid: Some(0), ..Reply::default() });
+        assert_eq!(f.lock().unwrap().queued[0].data_out, [9, 8, 7, 6]);
+        assert_eq!(f.lock().unwrap().queued[0].hdr.dxfer_direction, sys::SG_DXFER_TO_DEV);
+        f.lock().unwrap().complete(1, Reply { resid: Some(0), ..Reply::default() });
         let r = t.reap().unwrap().unwrap().result.unwrap();
         assert!(r.data.is_empty());
         assert_eq!(r.resid, 0);
@@ -663,7 +663,7 @@ mod tests {
     fn no_data_command_has_null_buffer() {
         let (mut t, f) = transport();
         t.submit(1, Command::none(TUR, T)).unwrap();
-        let hdr = f.borrow().queued[0].hdr;
+        let hdr = f.lock().unwrap().queued[0].hdr;
         assert_eq!(hdr.dxfer_direction, sys::SG_DXFER_NONE);
         assert_eq!(hdr.dxfer_len, 0);
         assert!(hdr.dxferp.is_null());
@@ -674,7 +674,7 @@ mod tests {
         let (mut t, f) = transport();
         t.submit(4, Command::none(TUR, T)).unwrap();
         let sense = vec![0x70, 0, 0x02, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x3a, 0x00, 0, 0, 0, 0];
-        f.borrow_mut().complete(
+        f.lock().unwrap().complete(
             4,
             Reply {
                 status: status::CHECK_CONDITION,
@@ -696,7 +696,7 @@ mod tests {
         for tag in 1..=4 {
             t.submit(tag, Command::none(TUR, T)).unwrap();
         }
-        let mut st = f.borrow_mut();
+        let mut st = f.lock().unwrap();
         st.complete(1, Reply { host_status: sys::DID_TIME_OUT, ..Reply::default() });
         st.complete(2, Reply { driver_status: sys::DRIVER_TIMEOUT | sys::DRIVER_SENSE, ..Reply::default() });
         st.complete(3, Reply { host_status: sys::DID_NO_CONNECT, ..Reply::default() });
@@ -715,28 +715,28 @@ mod tests {
     fn queue_full_keeps_commands_pending_in_order_without_spinning() {
         for errno in [libc::EAGAIN, libc::EDOM] {
             let (mut t, f) = transport();
-            f.borrow_mut().queue_limit = 2;
-            f.borrow_mut().full_errno = errno;
+            f.lock().unwrap().queue_limit = 2;
+            f.lock().unwrap().full_errno = errno;
             for tag in 10..15 {
                 t.submit(tag, Command::none(TUR, T)).unwrap();
             }
-            assert_eq!(f.borrow().queued_tags(), [10, 11]);
+            assert_eq!(f.lock().unwrap().queued_tags(), [10, 11]);
             assert_eq!(t.pending(), 3);
             assert_eq!(t.in_flight(), 5);
             // Only the first over-limit submit tried the driver; later ones queue behind it.
-            assert_eq!(f.borrow().writes, 3);
+            assert_eq!(f.lock().unwrap().writes, 3);
             assert!(t.reap().unwrap().is_none());
-            assert_eq!(f.borrow().writes, 4, "one retry per reap, no spinning");
-            f.borrow_mut().complete(11, Reply::default());
+            assert_eq!(f.lock().unwrap().writes, 4, "one retry per reap, no spinning");
+            f.lock().unwrap().complete(11, Reply::default());
             assert_eq!(t.reap().unwrap().unwrap().tag, 11);
             // The next reap fills the freed slot with the oldest pending command.
             assert!(t.reap().unwrap().is_none());
-            assert_eq!(f.borrow().queued_tags(), [10, 12]);
+            assert_eq!(f.lock().unwrap().queued_tags(), [10, 12]);
             assert_eq!(t.pending(), 2);
             let mut order = vec![11];
             while order.len() < 5 {
-                let tag = f.borrow().queued_tags()[0];
-                f.borrow_mut().complete(tag, Reply::default());
+                let tag = f.lock().unwrap().queued_tags()[0];
+                f.lock().unwrap().complete(tag, Reply::default());
                 order.extend(reap_all(&mut t).into_iter().map(|c| c.tag));
             }
             assert_eq!(order, [11, 10, 12, 13, 14]);
@@ -747,7 +747,7 @@ mod tests {
     #[test]
     fn queue_full_with_nothing_in_flight_fails_the_command() {
         let (mut t, f) = transport();
-        f.borrow_mut().queue_limit = 0;
+        f.lock().unwrap().queue_limit = 0;
         let e = t.submit(1, Command::none(TUR, T)).unwrap_err();
         assert!(matches!(e, TransportError::Io(_)));
         assert_eq!(t.in_flight(), 0);
@@ -756,25 +756,25 @@ mod tests {
     #[test]
     fn eintr_is_retried_on_write_and_read() {
         let (mut t, f) = transport();
-        f.borrow_mut().write_errors.push_back(libc::EINTR);
+        f.lock().unwrap().write_errors.push_back(libc::EINTR);
         t.submit(1, Command::none(TUR, T)).unwrap();
-        assert_eq!(f.borrow().writes, 2);
-        f.borrow_mut().complete(1, Reply::default());
-        f.borrow_mut().read_errors.push_back(libc::EINTR);
+        assert_eq!(f.lock().unwrap().writes, 2);
+        f.lock().unwrap().complete(1, Reply::default());
+        f.lock().unwrap().read_errors.push_back(libc::EINTR);
         assert_eq!(t.reap().unwrap().unwrap().tag, 1);
-        assert_eq!(f.borrow().reads, 2);
+        assert_eq!(f.lock().unwrap().reads, 2);
     }
 
     #[test]
     fn read_eio_returns_every_command_as_device_gone_then_errors_forever() {
         for errno in [libc::EIO, libc::ENODEV, libc::ENXIO] {
             let (mut t, f) = transport();
-            f.borrow_mut().queue_limit = 2;
+            f.lock().unwrap().queue_limit = 2;
             for tag in [5, 3, 9] {
                 t.submit(tag, Command::read(INQUIRY, 96, T)).unwrap();
             }
             assert_eq!(t.pending(), 1);
-            f.borrow_mut().gone = Some(errno);
+            f.lock().unwrap().gone = Some(errno);
             let mut tags = Vec::new();
             let end = loop {
                 match t.reap() {
@@ -796,11 +796,11 @@ mod tests {
     #[test]
     fn device_gone_drains_submitted_then_pending() {
         let (mut t, f) = transport();
-        f.borrow_mut().queue_limit = 2;
+        f.lock().unwrap().queue_limit = 2;
         for tag in [5, 3, 9] {
             t.submit(tag, Command::read(INQUIRY, 96, T)).unwrap();
         }
-        f.borrow_mut().read_errors.push_back(libc::EIO);
+        f.lock().unwrap().read_errors.push_back(libc::EIO);
         let mut tags = Vec::new();
         let end = loop {
             match t.reap() {
@@ -824,7 +824,7 @@ mod tests {
     fn write_enodev_fails_the_submit_and_kills_the_transport() {
         let (mut t, f) = transport();
         t.submit(1, Command::none(TUR, T)).unwrap();
-        f.borrow_mut().write_errors.push_back(libc::ENODEV);
+        f.lock().unwrap().write_errors.push_back(libc::ENODEV);
         assert!(matches!(t.submit(2, Command::none(TUR, T)), Err(TransportError::DeviceGone)));
         assert!(t.is_gone());
         let c = t.reap().unwrap().unwrap();
@@ -836,11 +836,11 @@ mod tests {
     #[test]
     fn pending_command_refused_by_driver_completes_with_the_error() {
         let (mut t, f) = transport();
-        f.borrow_mut().queue_limit = 1;
+        f.lock().unwrap().queue_limit = 1;
         t.submit(1, Command::none(TUR, T)).unwrap();
         t.submit(2, Command::none(TUR, T)).unwrap();
-        f.borrow_mut().complete(1, Reply::default());
-        f.borrow_mut().write_errors.push_back(libc::ENOMEM);
+        f.lock().unwrap().complete(1, Reply::default());
+        f.lock().unwrap().write_errors.push_back(libc::ENOMEM);
         // The reap first retries the pending command, which the driver refuses.
         let c = t.reap().unwrap().unwrap();
         assert_eq!(c.tag, 2);
@@ -856,8 +856,8 @@ mod tests {
         let (mut t, f) = transport();
         t.submit(1, Command::none(TUR, T)).unwrap();
         t.submit(2, Command::none(TUR, T)).unwrap();
-        f.borrow_mut().complete(1, Reply::default());
-        f.borrow_mut().short_read = Some(40);
+        f.lock().unwrap().complete(1, Reply::default());
+        f.lock().unwrap().short_read = Some(40);
         let c = t.reap().unwrap().unwrap();
         assert!(matches!(c.result, Err(TransportError::Protocol)));
         let c2 = t.reap().unwrap().unwrap();
@@ -873,7 +873,7 @@ mod tests {
     fn unknown_pack_id_is_a_protocol_error() {
         let (mut t, f) = transport();
         t.submit(1, Command::none(TUR, T)).unwrap();
-        f.borrow_mut().forged.push_back(pack_id(99));
+        f.lock().unwrap().forged.push_back(pack_id(99));
         assert!(matches!(t.reap(), Err(TransportError::Protocol)));
         assert_eq!(t.in_flight(), 1, "the real command is still in flight");
     }
@@ -883,8 +883,8 @@ mod tests {
         let (mut t, f) = transport();
         t.submit(1, Command::read(INQUIRY, 8, T)).unwrap();
         t.submit(2, Command::read(INQUIRY, 8, T)).unwrap();
-        f.borrow_mut().complete(1, Reply { data: vec![1; 8], resid: Some(1000), ..Reply::default() });
-        f.borrow_mut().complete(2, Reply { data: vec![1; 8], resid: Some(-5), ..Reply::default() });
+        f.lock().unwrap().complete(1, Reply { data: vec![1; 8], resid: Some(1000), ..Reply::default() });
+        f.lock().unwrap().complete(2, Reply { data: vec![1; 8], resid: Some(-5), ..Reply::default() });
         let r = t.reap().unwrap().unwrap().result.unwrap();
         assert_eq!((r.data.len(), r.resid), (0, 8));
         let r = t.reap().unwrap().unwrap().result.unwrap();
@@ -904,9 +904,9 @@ mod tests {
         let out =
             Command { cdb: TUR.to_vec(), direction: DataDirection::ToDevice(vec![0; TRANSFER_LIMIT + 1]), timeout: T };
         assert!(matches!(t.submit(3, out), Err(TransportError::InvalidCommand)));
-        assert_eq!(f.borrow().queued_tags(), [1, 2]);
+        assert_eq!(f.lock().unwrap().queued_tags(), [1, 2]);
         // A tag is free again once reaped.
-        f.borrow_mut().complete(1, Reply::default());
+        f.lock().unwrap().complete(1, Reply::default());
         assert_eq!(t.reap().unwrap().unwrap().tag, 1);
         t.submit(1, Command::none(TUR, T)).unwrap();
     }
@@ -921,9 +921,15 @@ mod tests {
         assert_eq!(timeout_ms(Duration::from_secs(u64::MAX)), u32::MAX);
         let (mut t, f) = transport();
         t.submit(u32::MAX, Command::none(TUR, Duration::from_secs(u64::MAX))).unwrap();
-        assert_eq!(f.borrow().queued[0].hdr.timeout, u32::MAX);
-        f.borrow_mut().complete(u32::MAX, Reply::default());
+        assert_eq!(f.lock().unwrap().queued[0].hdr.timeout, u32::MAX);
+        f.lock().unwrap().complete(u32::MAX, Reply::default());
         assert_eq!(t.reap().unwrap().unwrap().tag, u32::MAX);
+    }
+
+    #[test]
+    fn transport_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<SgTransport>();
     }
 
     #[test]
