@@ -264,14 +264,15 @@ fn encode_request(out: &mut Vec<u8>, tag: Tag, command: &Command) -> Result<usiz
     }
     let frame_len = REQUEST_HEADER + command.cdb.len() + data.len();
     let to_u32 = |n: usize| u32::try_from(n).map_err(|_| TransportError::InvalidCommand);
+    let (frame_len_field, dxfer_len_field) = (to_u32(frame_len)?, to_u32(dxfer_len)?);
     out.reserve(4 + frame_len);
-    out.extend_from_slice(&to_u32(frame_len)?.to_le_bytes());
+    out.extend_from_slice(&frame_len_field.to_le_bytes());
     out.extend_from_slice(&tag.to_le_bytes());
     out.extend_from_slice(&timeout_ms(command.timeout).to_le_bytes());
     out.push(direction);
     out.push(cdb_len);
     out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&to_u32(dxfer_len)?.to_le_bytes());
+    out.extend_from_slice(&dxfer_len_field.to_le_bytes());
     out.extend_from_slice(&command.cdb);
     out.extend_from_slice(data);
     Ok(if direction == 1 { dxfer_len } else { 0 })
@@ -652,5 +653,40 @@ mod tests {
             offset += 4 + len;
         }
         assert_eq!(offset, received.len());
+    }
+
+    /// Interop with a running vlib: `vlib --default --listen DIR`, then `RSMD_VLIB_DIR=DIR cargo test emu::`.
+    #[test]
+    fn vlib_interop() {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        const INITIALIZE_ELEMENT_STATUS: [u8; 6] = [0x07, 0, 0, 0, 0, 0];
+
+        let Ok(dir) = std::env::var("RSMD_VLIB_DIR") else {
+            println!("skipped: RSMD_VLIB_DIR not set");
+            return;
+        };
+        let dir = Path::new(&dir);
+        let mut changer = EmuTransport::connect(&dir.join("changer.sock")).unwrap();
+        let mut drive = EmuTransport::connect(&dir.join("drive0.sock")).unwrap();
+        for t in [&mut changer, &mut drive] {
+            t.submit(1, Command::read(INQUIRY, 96, T)).unwrap();
+            t.submit(2, Command::none(TUR, T)).unwrap();
+            t.submit(3, Command::none(INITIALIZE_ELEMENT_STATUS, Duration::from_millis(1))).unwrap();
+        }
+        for (name, t, ty) in [("changer", &mut changer, 8), ("drive0", &mut drive, 1)] {
+            let mut got = HashMap::new();
+            while got.len() < 3 {
+                let mut fds = [PollFd::new(t.fd(), PollFlags::POLLIN)];
+                assert_eq!(poll(&mut fds, PollTimeout::from(10_000u16)).unwrap(), 1, "{name} answers within 10 s");
+                while let Some(c) = t.reap().unwrap() {
+                    got.insert(c.tag, c.result);
+                }
+            }
+            let inquiry = got[&1].as_ref().unwrap();
+            println!("{name}: INQUIRY {:02x?}", &inquiry.data[..inquiry.data.len().min(36)]);
+            println!("{name}: TUR {:?}", got[&2]);
+            println!("{name}: INITIALIZE ELEMENT STATUS 1 ms {:?}", got[&3]);
+            assert_eq!(inquiry.data[0] & 0x1f, ty);
+        }
     }
 }
