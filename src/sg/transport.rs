@@ -399,10 +399,11 @@ impl SgTransport {
         };
         let hdr = slot.header(tag);
         loop {
-            // SAFETY: `hdr` points into the boxed cdb, data and sense buffers of `self.slots[tag]`. The slot is
-            // removed only when the header is read back, when the driver refused it, or when the device is gone and
-            // no read for it will happen; the boxes are never reallocated while it is in the table, and the fd is
-            // closed before the table is dropped (field order of `SgTransport`).
+            // SAFETY: `hdr` points into the boxed cdb, data and sense buffers of `self.slots[tag]`, which are never
+            // reallocated while the slot is in the table. With indirect I/O (flags 0) the driver touches them only
+            // inside this write() (cdb, data out) and inside the read() that returns this command (data in, sense).
+            // The slot is removed only when that read has happened, when the driver refused the write, or when the
+            // transport is dead and never calls read() again; the fd is closed before the table is dropped.
             match unsafe { self.fd.write_hdr(&hdr) } {
                 Ok(n) if n == SG_IO_HDR_SIZE => {
                     slot.state = SlotState::Submitted;
@@ -546,8 +547,8 @@ impl Transport for SgTransport {
                 continue;
             }
             let mut hdr = empty_header();
-            // SAFETY: every submitted command's buffers are owned by its slot in `self.slots` until this read
-            // returns it (see `try_write`), so whichever command the driver returns, it writes into live memory.
+            // SAFETY: every submitted command's buffers are owned by its slot in `self.slots` until a read returns
+            // it (see `try_write`), so whichever command the driver returns here, it writes into live memory.
             match unsafe { self.fd.read_hdr(&mut hdr) } {
                 Ok(n) if n == SG_IO_HDR_SIZE => return self.complete(&hdr).map(Some),
                 Ok(_) => {
