@@ -7,6 +7,7 @@
 //! - [`sys`]: the driver's ABI.
 
 pub mod discover;
+pub mod inherit;
 pub mod probe;
 pub mod sys;
 mod transport;
