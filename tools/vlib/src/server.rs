@@ -1,0 +1,1 @@
+//! Socket server (placeholder, filled in below).
