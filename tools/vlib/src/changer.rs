@@ -445,3 +445,407 @@ impl Target {
         Outcome::ok(Vec::new(), self.config.scaled(t.command_ms + t.init_per_element_ms * n as u64))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cdb;
+    use crate::config::{Config, DvcidUnsupported, Personality};
+    use crate::{Device, Direction, Response, Target};
+
+    fn lib() -> Target {
+        Target::new(Config::default_library()).unwrap()
+    }
+
+    fn run(t: &mut Target, cdb: &[u8], alloc: u32) -> Response {
+        t.execute(Device::Changer, cdb, Direction::FromDevice(alloc))
+    }
+
+    fn mv(t: &mut Target, src: u16, dst: u16) -> Response {
+        t.execute(Device::Changer, &cdb::move_medium(0, src, dst), Direction::None)
+    }
+
+    #[test]
+    fn inquiry_standard() {
+        let mut t = lib();
+        let r = run(&mut t, &cdb::inquiry(None, 96), 96);
+        assert!(r.is_good());
+        let d = &r.data;
+        assert_eq!(d.len(), 36);
+        assert_eq!(r.resid, 60);
+        assert_eq!(&d[0..5], &[0x08, 0x00, 0x06, 0x02, 31]);
+        assert_eq!(&d[8..16], b"VLIB    ");
+        assert_eq!(&d[16..32], b"VIRTUAL LIBRARY ");
+        assert_eq!(&d[32..36], b"0100");
+        // allocation length in the CDB truncates
+        let r = run(&mut t, &cdb::inquiry(None, 5), 96);
+        assert_eq!(r.data.len(), 5);
+        assert_eq!(r.resid, 91);
+    }
+
+    #[test]
+    fn inquiry_vpd() {
+        let mut t = lib();
+        let r = run(&mut t, &cdb::inquiry(Some(0), 255), 255);
+        assert_eq!(r.data, vec![0x08, 0x00, 0x00, 0x03, 0x00, 0x80, 0x83]);
+        let r = run(&mut t, &cdb::inquiry(Some(0x80), 255), 255);
+        assert_eq!(r.data, b"\x08\x80\x00\x08VLIB0000".to_vec());
+        let r = run(&mut t, &cdb::inquiry(Some(0x83), 255), 255);
+        let d = &r.data;
+        assert_eq!(&d[0..2], &[0x08, 0x83]);
+        assert_eq!(usize::from(u16::from_be_bytes([d[2], d[3]])), d.len() - 4);
+        // NAA designator: binary, type 3, length 8, NAA 5
+        assert_eq!(&d[4..8], &[0x01, 0x03, 0x00, 0x08]);
+        assert_eq!(d[8] >> 4, 5);
+        // T10 vendor id designator: ASCII, type 1
+        assert_eq!(&d[16..20], &[0x02, 0x01, 0x00, 16]);
+        assert_eq!(&d[20..36], b"VLIB    VLIB0000");
+        let r = run(&mut t, &cdb::inquiry(Some(0x99), 255), 255);
+        assert_eq!(r.status, 2);
+        let s = r.sense.clone();
+        assert_eq!(r.sense_code(), (5, 0x24, 0));
+        assert_eq!(&s[15..18], &[0xc0 | 0x08 | 7, 0, 2]);
+        // page code without EVPD
+        let r = run(&mut t, &[0x12, 0, 0x80, 0, 255, 0], 255);
+        assert_eq!(r.sense_code(), (5, 0x24, 0));
+    }
+
+    #[test]
+    fn page_1d_matches_tgt() {
+        let mut t = lib();
+        let r = run(&mut t, &cdb::mode_sense6(0x1d, true, 255), 255);
+        assert!(r.is_good());
+        assert_eq!(&r.data[0..4], &[23, 0, 0, 0]);
+        assert_eq!(
+            &r.data[4..22],
+            &[
+                0x1d, 0x12, 0x00, 0x01, 0x00, 0x01, 0x03, 0xe8, 0x00, 0x14, 0x00, 0x0a, 0x00, 0x02,
+                0x01, 0xf4, 0x00, 0x04
+            ]
+        );
+        assert_eq!(r.data.len(), 24);
+        let r = run(&mut t, &cdb::mode_sense10(0x1d, true, 255), 255);
+        assert_eq!(&r.data[0..8], &[0, 26, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&r.data[8..10], &[0x1d, 0x12]);
+    }
+
+    #[test]
+    fn mode_pages_all_and_capabilities() {
+        let mut t = lib();
+        let r = run(&mut t, &cdb::mode_sense6(0x3f, true, 255), 255);
+        let d = &r.data[4..];
+        assert_eq!(d[0], 0x1d);
+        assert_eq!(&d[20..24], &[0x1e, 0x02, 0, 0]);
+        assert_eq!(&d[24..26], &[0x1f, 0x12]);
+        assert_eq!(d[24 + 13], 0, "tgt personality has no EXCHANGE");
+        assert_eq!(d[24 + 5], 0x0e);
+        let mut g = Target::new(Config::new(Personality::Generic, 10, 1, 2)).unwrap();
+        let r = run(&mut g, &cdb::mode_sense6(0x1f, true, 255), 255);
+        assert_eq!(r.data[4 + 13], 0x0e, "generic has EXCHANGE");
+        assert_eq!(&r.data[4..10], &[0x1f, 0x12, 0x0e, 0, 0, 0x0e]);
+        let r = run(&mut t, &cdb::mode_sense6(0x08, true, 255), 255);
+        assert_eq!(r.sense_code(), (5, 0x24, 0));
+        let mut saved = cdb::mode_sense6(0x1d, true, 255);
+        saved[2] |= 0xc0;
+        assert_eq!(run(&mut t, &saved, 255).sense_code(), (5, 0x39, 0));
+        let mut ch = cdb::mode_sense6(0x1d, true, 255);
+        ch[2] |= 0x40;
+        let r = run(&mut t, &ch, 255);
+        assert_eq!(&r.data[4..6], &[0x1d, 0x12]);
+        assert!(r.data[6..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn res_drives_like_vmlab_capture() {
+        let mut t = lib();
+        assert!(mv(&mut t, 1000, 500).is_good());
+        let r = run(&mut t, &cdb::read_element_status(4, 500, 4, true, false, false, 0xffff), 0xffff);
+        assert!(r.is_good());
+        let d = &r.data;
+        assert_eq!(&d[0..8], &[0x01, 0xf4, 0x00, 0x04, 0x00, 0x00, 0x00, 0xd8]);
+        assert_eq!(&d[8..16], &[0x04, 0x80, 0x00, 0x34, 0x00, 0x00, 0x00, 0xd0]);
+        assert_eq!(d.len(), 8 + 8 + 4 * 52);
+        let e = &d[16..16 + 52];
+        assert_eq!(&e[0..2], &[0x01, 0xf4]);
+        assert_eq!(e[2], 0x09, "FULL | ACCESS");
+        assert_eq!(e[9], 0x81, "SVALID, medium type data");
+        assert_eq!(&e[10..12], &[0x03, 0xe8]);
+        assert_eq!(&e[12..20], b"ABC001L6");
+        assert!(e[20..44].iter().all(|&b| b == b' '));
+        assert_eq!(&e[44..52], &[0; 8]);
+        let e2 = &d[16 + 52..16 + 104];
+        assert_eq!(&e2[0..3], &[0x01, 0xf5, 0x08]);
+        assert!(e2[9..].iter().all(|&b| b == 0));
+        assert_eq!(r.resid, 0xffff - 224);
+    }
+
+    #[test]
+    fn res_all_types_order_and_layout() {
+        let mut cfg = Config::default_library();
+        cfg.descriptor_len = 0;
+        let mut t = Target::new(cfg).unwrap();
+        assert!(t
+            .try_inject(crate::Fault::ImportCartridge {
+                barcode: "NEW001L6".into()
+            })
+            .is_ok());
+        assert_eq!(run(&mut t, &cdb::test_unit_ready(), 0).sense_code(), (6, 0x28, 0));
+        let r = run(&mut t, &cdb::read_element_status(0, 0, 0xffff, false, false, false, 0xffff), 0xffff);
+        let d = &r.data;
+        let n = 1 + 20 + 2 + 4;
+        assert_eq!(&d[0..4], &[0x00, 0x01, 0x00, n as u8]);
+        assert_eq!(d.len(), 8 + 4 * 8 + n * 12);
+        // transport page
+        assert_eq!(&d[8..16], &[1, 0, 0, 12, 0, 0, 0, 12]);
+        assert_eq!(&d[16..18], &[0, 1]);
+        // storage page follows
+        let p = 28;
+        assert_eq!(&d[p..p + 8], &[2, 0, 0, 12, 0, 0, 0, 240]);
+        assert_eq!(&d[p + 8..p + 11], &[0x03, 0xe8, 0x09]);
+        assert_eq!(d[p + 8 + 9], 0x01, "no SVALID for initial placement");
+        // slot 20 holds the cleaning cartridge (medium type 2)
+        assert_eq!(d[p + 8 + 19 * 12 + 9], 0x02);
+        // I/E page with IMPEXP on the imported cartridge
+        let p = p + 8 + 240;
+        assert_eq!(&d[p..p + 8], &[3, 0, 0, 12, 0, 0, 0, 24]);
+        assert_eq!(&d[p + 8..p + 11], &[0x00, 0x0a, 0x01 | 0x02 | 0x08 | 0x10 | 0x20]);
+        assert_eq!(&d[p + 20..p + 23], &[0x00, 0x0b, 0x38]);
+        let p = p + 8 + 24;
+        assert_eq!(&d[p..p + 8], &[4, 0, 0, 12, 0, 0, 0, 48]);
+        assert_eq!(d.len(), p + 8 + 48);
+    }
+
+    #[test]
+    fn res_start_count_and_truncation() {
+        let mut t = lib();
+        let r = run(&mut t, &cdb::read_element_status(2, 1005, 3, true, false, false, 0xffff), 0xffff);
+        assert_eq!(&r.data[0..8], &[0x03, 0xed, 0, 3, 0, 0, 0, 8 + 3 * 52]);
+        assert_eq!(&r.data[16 + 12..16 + 20], b"ABC006L6");
+        // Truncated: the header still states the full report size.
+        let full = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, false, false, 0xffff), 0xffff);
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, false, false, 100), 0xffff);
+        assert_eq!(r.data.len(), 100);
+        assert_eq!(r.data[..], full.data[..100]);
+        assert_eq!(&r.data[5..8], &[0, 0x04, 0x18]); // 8 + 20*52 = 1048
+        assert_eq!(r.resid, 0xffff - 100);
+        // Allocation via the sg buffer smaller than the CDB's.
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, false, false, 0xffff), 16);
+        assert_eq!(r.data.len(), 16);
+        assert_eq!(r.resid, 0);
+        // bad element type, start beyond every element
+        let mut bad = cdb::read_element_status(2, 1000, 1, false, false, false, 255);
+        bad[1] = 7;
+        assert_eq!(run(&mut t, &bad, 255).sense_code(), (5, 0x24, 0));
+        let r = run(&mut t, &cdb::read_element_status(4, 600, 1, false, false, false, 255), 255);
+        assert_eq!(r.sense_code(), (5, 0x21, 0x01));
+    }
+
+    #[test]
+    fn res_barcode_styles() {
+        let mut cfg = Config::default_library();
+        cfg.barcode_len = Some(6);
+        cfg.barcode_pad = crate::config::BarcodePad::Nul;
+        let mut t = Target::new(cfg).unwrap();
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 1, true, false, false, 255), 255);
+        let tag = &r.data[16 + 12..16 + 48];
+        assert_eq!(&tag[..6], b"ABC001");
+        assert!(tag[6..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn res_dvcid() {
+        let mut g = Target::new(Config::new(Personality::Generic, 4, 1, 2)).unwrap();
+        let r = run(&mut g, &cdb::read_element_status(4, 500, 2, true, true, true, 255), 255);
+        // 12 + 36 + 4 + 8 ("VDRV0000" is 8 bytes, already a multiple of 4)
+        assert_eq!(&r.data[8..16], &[4, 0x80, 0, 60, 0, 0, 0, 120]);
+        let e = &r.data[16..76];
+        assert_eq!(&e[48..52], &[0x02, 0x00, 0x00, 8]);
+        assert_eq!(&e[52..60], b"VDRV0000");
+        // Storage descriptors carry no identifier.
+        let r = run(&mut g, &cdb::read_element_status(2, 1000, 1, false, false, true, 255), 255);
+        assert_eq!(&r.data[8..12], &[2, 0, 0, 12]);
+        // Odd-length serial padded to a multiple of 4.
+        let mut cfg = Config::new(Personality::Generic, 4, 1, 1);
+        cfg.drive_serials = vec!["SER12".into()];
+        let mut g = Target::new(cfg).unwrap();
+        let r = run(&mut g, &cdb::read_element_status(4, 500, 1, false, false, true, 255), 255);
+        assert_eq!(&r.data[8..12], &[4, 0, 0, 24]);
+        assert_eq!(&r.data[16 + 12..16 + 24], b"\x02\x00\x00\x08SER12   ");
+        // tgt ignores DVCID; reject when configured.
+        let mut t = lib();
+        let r = run(&mut t, &cdb::read_element_status(4, 500, 1, false, false, true, 255), 255);
+        assert!(r.is_good());
+        assert_eq!(&r.data[8..12], &[4, 0, 0, 52]);
+        let mut cfg = Config::default_library();
+        cfg.dvcid_unsupported = DvcidUnsupported::Reject;
+        let mut t = Target::new(cfg).unwrap();
+        let r = run(&mut t, &cdb::read_element_status(4, 500, 1, false, false, true, 255), 255);
+        assert_eq!(r.sense_code(), (5, 0x24, 0));
+        assert_eq!(&r.sense[15..18], &[0xc8, 0, 6]);
+    }
+
+    #[test]
+    fn move_errors() {
+        let mut t = lib();
+        assert_eq!(mv(&mut t, 1016, 1017).sense_code(), (5, 0x3b, 0x0e));
+        assert_eq!(mv(&mut t, 1000, 1001).sense_code(), (5, 0x3b, 0x0d));
+        assert_eq!(mv(&mut t, 1000, 1020).sense_code(), (5, 0x21, 0x01));
+        assert_eq!(mv(&mut t, 999, 1017).sense_code(), (5, 0x21, 0x01));
+        assert_eq!(mv(&mut t, 1, 1017).sense_code(), (5, 0x21, 0x01));
+        let r = t.execute(Device::Changer, &cdb::move_medium(7, 1000, 1017), Direction::None);
+        assert_eq!(r.sense_code(), (5, 0x21, 0x01));
+        let r = t.execute(Device::Changer, &cdb::move_medium(1, 1000, 1017), Direction::None);
+        assert!(r.is_good());
+        let s = t.snapshot();
+        let e = s.elements.iter().find(|e| e.address == 1017).unwrap();
+        assert_eq!((e.full, e.source), (true, Some(1000)));
+        assert!(!s.elements.iter().find(|e| e.address == 1000).unwrap().full);
+        assert_eq!(s.counters.moves, 1);
+    }
+
+    #[test]
+    fn prevent_blocks_ie_and_drive() {
+        let mut t = lib();
+        assert!(mv(&mut t, 1000, 10).is_good());
+        assert!(t.execute(Device::Changer, &cdb::prevent_allow(true), Direction::None).is_good());
+        assert_eq!(mv(&mut t, 10, 1000).sense_code(), (5, 0x53, 0x02));
+        assert!(t.execute(Device::Changer, &cdb::prevent_allow(false), Direction::None).is_good());
+        assert!(mv(&mut t, 10, 500).is_good());
+        assert!(t.execute(Device::Drive(0), &cdb::prevent_allow(true), Direction::None).is_good());
+        assert_eq!(mv(&mut t, 500, 1000).sense_code(), (5, 0x53, 0x02));
+        assert!(t.execute(Device::Drive(0), &cdb::prevent_allow(false), Direction::None).is_good());
+        assert!(mv(&mut t, 500, 1000).is_good());
+    }
+
+    #[test]
+    fn unload_before_move_personality() {
+        let mut cfg = Config::default_library();
+        cfg.unload_before_move = true;
+        let mut t = Target::new(cfg).unwrap();
+        assert!(mv(&mut t, 1000, 500).is_good());
+        assert_eq!(mv(&mut t, 500, 1000).sense_code(), (5, 0x53, 0x02));
+        let r = t.execute(Device::Drive(0), &cdb::load_unload(false, false), Direction::None);
+        assert!(r.is_good());
+        assert!(mv(&mut t, 500, 1000).is_good());
+        // Without the quirk the move unloads implicitly and takes longer.
+        let mut t = lib();
+        assert!(mv(&mut t, 1000, 500).is_good());
+        let r = mv(&mut t, 500, 1000);
+        assert!(r.is_good());
+        assert_eq!(r.duration_ms, 8000 + 15000);
+    }
+
+    #[test]
+    fn exchange_medium() {
+        let mut t = lib();
+        let r = t.execute(Device::Changer, &cdb::exchange_medium(0, 1000, 1001, 1000), Direction::None);
+        assert_eq!(r.sense_code(), (5, 0x20, 0));
+        let mut g = Target::new(Config::new(Personality::Generic, 4, 1, 1)).unwrap();
+        let mut c = g.config().clone();
+        c.cartridges = vec![
+            crate::config::Cartridge::new("AAA001L6", crate::config::Location::Slot(1)),
+            crate::config::Cartridge::new("BBB001L6", crate::config::Location::Slot(2)),
+        ];
+        g = Target::new(c).unwrap();
+        let r = g.execute(Device::Changer, &cdb::exchange_medium(0, 1000, 1001, 1000), Direction::None);
+        assert!(r.is_good());
+        assert_eq!(r.duration_ms, 16000);
+        let s = g.snapshot();
+        let bc = |a: u16| s.elements.iter().find(|e| e.address == a).unwrap().barcode.clone();
+        assert_eq!(bc(1000).as_deref(), Some("BBB001L6"));
+        assert_eq!(bc(1001).as_deref(), Some("AAA001L6"));
+        let r = g.execute(Device::Changer, &cdb::exchange_medium(0, 1000, 1002, 1003), Direction::None);
+        assert_eq!(r.sense_code(), (5, 0x3b, 0x0e));
+        let r = g.execute(Device::Changer, &cdb::exchange_medium(0, 1000, 1001, 1001), Direction::None);
+        assert_eq!(r.sense_code(), (5, 0x3b, 0x0d));
+    }
+
+    #[test]
+    fn position_and_initialize_costs() {
+        let mut t = lib();
+        let r = t.execute(Device::Changer, &cdb::position_to_element(0, 1005), Direction::None);
+        assert!(r.is_good());
+        assert_eq!(r.duration_ms, 2000);
+        let r = t.execute(Device::Changer, &cdb::position_to_element(0, 5), Direction::None);
+        assert_eq!(r.sense_code(), (5, 0x21, 1));
+        let r = t.execute(Device::Changer, &cdb::initialize_element_status(), Direction::None);
+        assert_eq!(r.duration_ms, 1 + 50 * 27);
+        let r = t.execute(
+            Device::Changer,
+            &cdb::initialize_element_status_range(1010, 100),
+            Direction::None,
+        );
+        assert_eq!(r.duration_ms, 1 + 50 * 10);
+        let r = t.execute(
+            Device::Changer,
+            &cdb::initialize_element_status_range(2000, 1),
+            Direction::None,
+        );
+        assert_eq!(r.sense_code(), (5, 0x21, 1));
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, false, false, 0xffff), 0xffff);
+        assert_eq!(r.duration_ms, 21);
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, true, false, 0xffff), 0xffff);
+        assert_eq!(r.duration_ms, 1);
+    }
+
+    #[test]
+    fn unknown_opcode_and_request_sense() {
+        let mut t = lib();
+        let r = t.execute(Device::Changer, &[0xc5, 0, 0, 0, 0, 0], Direction::None);
+        assert_eq!(r.sense_code(), (5, 0x20, 0));
+        t.inject(crate::Fault::DoorClosed);
+        let r = run(&mut t, &cdb::request_sense(18), 18);
+        assert!(r.is_good());
+        assert_eq!(r.data.len(), 18);
+        assert_eq!((r.data[0], r.data[2], r.data[12], r.data[13]), (0x70, 6, 0x28, 0));
+        let r = run(&mut t, &cdb::request_sense(18), 18);
+        assert_eq!(r.data[2], 0);
+        assert!(run(&mut t, &cdb::test_unit_ready(), 0).is_good());
+    }
+
+    #[test]
+    fn large_library_in_chunks() {
+        let mut cfg = Config::new(Personality::Generic, 50_000, 10, 64);
+        cfg.addresses.storage = 4096;
+        for n in 1..=40_000 {
+            cfg.cartridges.push(crate::config::Cartridge::new(
+                &crate::config::generated_barcode("X", n, "L8"),
+                crate::config::Location::Slot(n),
+            ));
+        }
+        cfg.time_scale = 0.0;
+        let mut t = Target::new(cfg).unwrap();
+        let mut seen = 0usize;
+        let mut full = 0usize;
+        let mut addr = 4096u16;
+        let desc = 12 + 36;
+        loop {
+            let r = run(
+                &mut t,
+                &cdb::read_element_status(2, addr, 500, true, false, false, 0xff_ffff),
+                0xff_ffff,
+            );
+            if !r.is_good() {
+                assert_eq!(r.sense_code(), (5, 0x21, 1));
+                break;
+            }
+            let d = &r.data;
+            let n = usize::from(u16::from_be_bytes([d[2], d[3]]));
+            assert_eq!(u16::from_be_bytes([d[0], d[1]]), addr);
+            assert_eq!(d.len(), 16 + n * desc);
+            for k in 0..n {
+                let e = &d[16 + k * desc..16 + (k + 1) * desc];
+                assert_eq!(u16::from_be_bytes([e[0], e[1]]), addr + k as u16);
+                full += usize::from(e[2] & 1);
+            }
+            seen += n;
+            addr = addr.wrapping_add(n as u16);
+            if seen == 50_000 {
+                break;
+            }
+        }
+        assert_eq!(seen, 50_000);
+        assert_eq!(full, 40_000);
+        let r = run(&mut t, &cdb::read_element_status(4, 0, 64, false, false, true, 0xffff), 0xffff);
+        assert_eq!(u16::from_be_bytes([r.data[2], r.data[3]]), 64);
+    }
+}
