@@ -248,3 +248,156 @@ impl Target {
         Ok(d)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cdb;
+    use crate::config::{Cartridge, Config, Location};
+    use crate::{Device, Direction, DriveStatus, Response, Target};
+
+    fn lib() -> Target {
+        Target::new(Config::default_library()).unwrap()
+    }
+
+    fn drv(t: &mut Target, i: usize, cdb: &[u8]) -> Response {
+        t.execute(Device::Drive(i), cdb, Direction::FromDevice(255))
+    }
+
+    fn mv(t: &mut Target, src: u16, dst: u16) -> Response {
+        t.execute(Device::Changer, &cdb::move_medium(0, src, dst), Direction::None)
+    }
+
+    #[test]
+    fn inquiry_bytes() {
+        let mut t = lib();
+        let r = drv(&mut t, 2, &cdb::inquiry(None, 36));
+        assert_eq!(&r.data[0..5], &[0x01, 0x80, 0x06, 0x02, 31]);
+        assert_eq!(&r.data[8..32], b"VLIB    VIRTUAL TAPE    ");
+        let r = drv(&mut t, 2, &cdb::inquiry(Some(0x80), 255));
+        assert_eq!(r.data, b"\x01\x80\x00\x08VDRV0002".to_vec());
+        let r = drv(&mut t, 2, &cdb::inquiry(Some(0x83), 255));
+        assert_eq!(&r.data[20..36], b"VLIB    VDRV0002");
+        let r = drv(&mut t, 2, &cdb::inquiry(Some(0), 255));
+        assert_eq!(r.data, vec![1, 0, 0, 3, 0, 0x80, 0x83]);
+        assert_eq!(t.drive_serial(2), "VDRV0002");
+    }
+
+    #[test]
+    fn tur_states_through_load_and_unload() {
+        let mut t = lib();
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert!(mv(&mut t, 1000, 500).is_good());
+        // Robot time elapsed; the drive is threading for load_ms.
+        assert_eq!(t.now(), 1 + 8000);
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x04, 0x01));
+        assert_eq!(drv(&mut t, 0, &cdb::read_position()).sense_code(), (2, 0x04, 0x01));
+        assert_eq!(t.snapshot().drives[0].status, DriveStatus::Loading);
+        t.advance(1 + 8000 + 20000);
+        assert!(drv(&mut t, 0, &cdb::test_unit_ready()).is_good());
+        let r = drv(&mut t, 0, &cdb::read_position());
+        assert_eq!(r.data.len(), 20);
+        assert_eq!(r.data[0], 0x80);
+        assert!(drv(&mut t, 0, &cdb::rewind()).is_good());
+        let r = drv(&mut t, 0, &cdb::load_unload(false, false));
+        assert!(r.is_good());
+        assert_eq!(r.duration_ms, 15000);
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert_eq!(t.snapshot().drives[0].status, DriveStatus::Ejected);
+        // Load after unload re-threads.
+        let r = drv(&mut t, 0, &cdb::load_unload(true, true));
+        assert!(r.is_good());
+        assert_eq!(r.duration_ms, 1);
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x04, 0x01));
+        let r = drv(&mut t, 0, &cdb::load_unload(true, false));
+        assert!(r.duration_ms >= 19_990);
+        assert!(drv(&mut t, 0, &cdb::test_unit_ready()).is_good());
+        // Unload without a tape.
+        assert_eq!(drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(), (2, 0x3a, 0));
+    }
+
+    #[test]
+    fn drive_prevent_and_wont_unload() {
+        let mut t = lib();
+        assert!(mv(&mut t, 1000, 501).is_good());
+        t.advance(100_000);
+        assert!(drv(&mut t, 1, &cdb::prevent_allow(true)).is_good());
+        assert_eq!(drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(), (5, 0x53, 2));
+        assert!(drv(&mut t, 1, &cdb::prevent_allow(false)).is_good());
+        t.inject(crate::Fault::DriveWontUnload { drive: 1 });
+        assert_eq!(drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(), (4, 0x53, 0));
+        assert_eq!(mv(&mut t, 501, 1000).sense_code(), (4, 0x44, 0));
+        t.inject(crate::Fault::Reset { device: Device::Drive(1) });
+        assert_eq!(drv(&mut t, 1, &cdb::test_unit_ready()).sense_code(), (6, 0x29, 0));
+        assert!(drv(&mut t, 1, &cdb::load_unload(false, false)).is_good());
+        assert!(mv(&mut t, 501, 1000).is_good());
+    }
+
+    #[test]
+    fn mode_sense_density_and_write_protect() {
+        let mut cfg = Config::default_library();
+        cfg.cartridges.push(Cartridge {
+            write_protected: true,
+            ..Cartridge::new("WPX001L7", Location::Slot(17))
+        });
+        let mut t = Target::new(cfg).unwrap();
+        let r = drv(&mut t, 0, &cdb::mode_sense6(0, false, 255));
+        assert_eq!(r.data, vec![11, 0, 0x10, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(mv(&mut t, 1000, 500).is_good());
+        assert!(mv(&mut t, 1016, 501).is_good());
+        let r = drv(&mut t, 0, &cdb::mode_sense6(0, false, 255));
+        assert_eq!(&r.data[0..5], &[11, 0, 0x10, 8, 0x5a]);
+        let r = drv(&mut t, 1, &cdb::mode_sense6(0, false, 255));
+        assert_eq!(&r.data[0..5], &[11, 0, 0x90, 8, 0x5c]);
+        let r = drv(&mut t, 1, &cdb::mode_sense10(0x3f, false, 255));
+        assert_eq!(&r.data[0..8], &[0, 30, 0, 0x90, 0, 0, 0, 8]);
+        assert_eq!(&r.data[16..18], &[0x0f, 0x0e]);
+        let r = drv(&mut t, 1, &cdb::mode_sense6(0x1d, false, 255));
+        assert_eq!(r.sense_code(), (5, 0x24, 0));
+    }
+
+    #[test]
+    fn tapealert_clean_now_and_cleaning_cartridge() {
+        let mut cfg = Config::default_library();
+        cfg.clean_after_loads = 2;
+        let mut t = Target::new(cfg).unwrap();
+        let flag = |t: &mut Target| {
+            let r = t.execute(
+                Device::Drive(0),
+                &cdb::log_sense(0x2e, 1024),
+                Direction::FromDevice(1024),
+            );
+            assert_eq!(&r.data[0..4], &[0x2e, 0, 0x01, 0x40]);
+            assert_eq!(r.data.len(), 4 + 64 * 5);
+            let p = 4 + (0x14 - 1) * 5;
+            assert_eq!(&r.data[p..p + 4], &[0x00, 0x14, 0x03, 0x01]);
+            r.data[p + 4]
+        };
+        assert_eq!(flag(&mut t), 0);
+        assert!(mv(&mut t, 1000, 500).is_good());
+        assert!(mv(&mut t, 500, 1000).is_good());
+        assert_eq!(flag(&mut t), 0);
+        assert!(mv(&mut t, 1000, 500).is_good());
+        assert_eq!(flag(&mut t), 1);
+        assert!(t.snapshot().drives[0].clean_now);
+        assert!(mv(&mut t, 500, 1000).is_good());
+        // cleaning cartridge in slot 20
+        assert!(mv(&mut t, 1019, 500).is_good());
+        t.advance(t.now() + 20_000);
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        assert_eq!(flag(&mut t), 0);
+        assert_eq!(t.snapshot().drives[0].loads_since_clean, 0);
+        let r = drv(&mut t, 0, &cdb::log_sense(0, 255));
+        assert_eq!(r.data, vec![0, 0, 0, 2, 0, 0x2e]);
+        assert_eq!(drv(&mut t, 0, &cdb::log_sense(0x30, 255)).sense_code(), (5, 0x24, 0));
+    }
+
+    #[test]
+    fn request_sense_reports_current_condition() {
+        let mut t = lib();
+        let r = drv(&mut t, 3, &cdb::request_sense(18));
+        assert!(r.is_good());
+        assert_eq!((r.data[2], r.data[12]), (2, 0x3a));
+        let r = drv(&mut t, 3, &[0x0a, 0, 0, 0, 1, 0]);
+        assert_eq!(r.sense_code(), (5, 0x20, 0));
+    }
+}

@@ -740,3 +740,268 @@ pub(crate) fn request_sense(cdb: &[u8], s: Option<Sense>) -> Vec<u8> {
     d.truncate(cdb.get(4).copied().map_or(18, usize::from));
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lib() -> Target {
+        Target::new(Config::default_library()).unwrap()
+    }
+
+    fn req(tag: u32, cdb: Vec<u8>) -> Request {
+        Request {
+            tag,
+            cdb,
+            direction: Direction::None,
+            timeout_ms: 0,
+        }
+    }
+
+    fn drain(t: &mut Target) -> Vec<(u64, Device, Response)> {
+        let mut v = Vec::new();
+        while let Some(at) = t.next_completion_at() {
+            let (d, r) = t.poll_completion(at).unwrap();
+            v.push((at, d, r));
+        }
+        v
+    }
+
+    #[test]
+    fn move_then_load_timing() {
+        let mut t = lib();
+        t.submit(Device::Changer, req(1, cdb::move_medium(0, 1000, 500)), 100);
+        assert_eq!(t.next_completion_at(), Some(8100));
+        assert!(t.poll_completion(8099).is_none());
+        let (d, r) = t.poll_completion(8100).unwrap();
+        assert_eq!((d, r.tag, r.status, r.duration_ms), (Device::Changer, 1, 0, 8000));
+        // TUR during the auto-load, then after it.
+        t.submit(Device::Drive(0), req(2, cdb::test_unit_ready()), 8100);
+        t.submit(Device::Drive(0), req(3, cdb::test_unit_ready()), 28_100);
+        let v = drain(&mut t);
+        assert_eq!(v[0].2.sense_code(), (2, 4, 1));
+        assert_eq!(v[0].0, 8101);
+        assert!(v[1].2.is_good());
+        assert_eq!(v[1].0, 28_101);
+        // A TUR submitted while the robot is still moving sees no tape yet.
+        t.submit(Device::Changer, req(4, cdb::move_medium(0, 1001, 501)), 30_000);
+        t.submit(Device::Drive(1), req(5, cdb::test_unit_ready()), 30_001);
+        let v = drain(&mut t);
+        assert_eq!(v[0].2.tag, 5);
+        assert_eq!(v[0].2.sense_code(), (2, 0x3a, 0));
+        assert_eq!(v[1].0, 38_000);
+    }
+
+    #[test]
+    fn robot_serializes_moves_drives_load_in_parallel() {
+        let mut t = lib();
+        t.submit(Device::Changer, req(1, cdb::move_medium(0, 1000, 500)), 0);
+        t.submit(Device::Changer, req(2, cdb::move_medium(0, 1001, 501)), 0);
+        let v = drain(&mut t);
+        assert_eq!((v[0].0, v[0].2.tag), (8000, 1));
+        assert_eq!((v[1].0, v[1].2.tag, v[1].2.duration_ms), (16_000, 2, 16_000));
+        // Drive 0 is ready at 28000, drive 1 at 36000: loads overlap.
+        t.submit(Device::Drive(0), req(3, cdb::test_unit_ready()), 28_000);
+        t.submit(Device::Drive(1), req(4, cdb::test_unit_ready()), 28_000);
+        let v = drain(&mut t);
+        assert!(v.iter().find(|x| x.2.tag == 3).unwrap().2.is_good());
+        assert_eq!(v.iter().find(|x| x.2.tag == 4).unwrap().2.sense_code(), (2, 4, 1));
+        // Explicit unload+load on both drives at once completes in parallel.
+        for (tag, d) in [(5, 0), (6, 1)] {
+            t.submit(Device::Drive(d), req(tag, cdb::load_unload(false, false)), 40_000);
+        }
+        for (tag, d) in [(7, 0), (8, 1)] {
+            t.submit(Device::Drive(d), req(tag, cdb::load_unload(true, false)), 40_000);
+        }
+        let v = drain(&mut t);
+        let at = |tag| v.iter().find(|x| x.2.tag == tag).unwrap().0;
+        assert_eq!(at(5), 55_000);
+        assert_eq!(at(6), 55_000);
+        assert_eq!(at(7), 75_000);
+        assert_eq!(at(8), 75_000);
+    }
+
+    #[test]
+    fn out_of_order_completion_between_devices() {
+        let mut t = lib();
+        t.submit(Device::Changer, req(1, cdb::move_medium(0, 1000, 1017)), 0);
+        t.submit(Device::Drive(2), req(2, cdb::test_unit_ready()), 5);
+        let v = drain(&mut t);
+        assert_eq!(v[0].2.tag, 2);
+        assert_eq!(v[0].1, Device::Drive(2));
+        assert_eq!(v[1].2.tag, 1);
+        // Same device: strictly in order even if the second is cheap.
+        t.submit(Device::Changer, req(3, cdb::initialize_element_status()), 100_000);
+        t.submit(Device::Changer, req(4, cdb::test_unit_ready()), 100_000);
+        let v = drain(&mut t);
+        assert_eq!((v[0].2.tag, v[1].2.tag), (3, 4));
+        assert_eq!(v[1].0, 100_000 + 1 + 27 * 50 + 1);
+    }
+
+    #[test]
+    fn timeout() {
+        let mut t = lib();
+        let mut r = req(9, cdb::move_medium(0, 1000, 500));
+        r.timeout_ms = 1000;
+        r.direction = Direction::FromDevice(0);
+        t.submit(Device::Changer, r, 50);
+        assert_eq!(t.next_completion_at(), Some(1050));
+        let (_, resp) = t.poll_completion(1050).unwrap();
+        assert_eq!((resp.status, resp.host_status, resp.duration_ms), (0, 3, 1000));
+        assert!(resp.data.is_empty() && resp.sense.is_empty());
+        assert_eq!(t.snapshot().counters.timeouts, 1);
+        // The device stays busy until the move really finishes.
+        t.submit(Device::Changer, req(10, cdb::test_unit_ready()), 1050);
+        assert_eq!(t.next_completion_at(), Some(8051));
+    }
+
+    #[test]
+    fn time_scale() {
+        let mut cfg = Config::default_library();
+        cfg.time_scale = 0.0;
+        let mut t = Target::new(cfg).unwrap();
+        t.submit(Device::Changer, req(1, cdb::move_medium(0, 1000, 500)), 7);
+        t.submit(Device::Drive(0), req(2, cdb::test_unit_ready()), 7);
+        let v = drain(&mut t);
+        assert!(v.iter().all(|x| x.0 == 7));
+        assert!(v[1].2.is_good());
+        let mut cfg = Config::default_library();
+        cfg.time_scale = 0.5;
+        let mut t = Target::new(cfg).unwrap();
+        t.submit(Device::Changer, req(1, cdb::move_medium(0, 1000, 500)), 0);
+        assert_eq!(t.next_completion_at(), Some(4000));
+    }
+
+    #[test]
+    fn unit_attention_faults() {
+        let mut cfg = Config::default_library();
+        cfg.power_on_unit_attention = true;
+        let mut t = Target::new(cfg).unwrap();
+        // INQUIRY does not consume the unit attention.
+        assert!(t.execute(Device::Changer, &cdb::inquiry(None, 36), Direction::FromDevice(36)).is_good());
+        let tur = cdb::test_unit_ready();
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (6, 0x29, 0));
+        assert!(t.execute(Device::Changer, &tur, Direction::None).is_good());
+        assert_eq!(t.execute(Device::Drive(3), &tur, Direction::None).sense_code(), (6, 0x29, 0));
+        t.inject(Fault::UnitAttentionAfter {
+            device: Device::Drive(3),
+            commands: 2,
+        });
+        assert_eq!(t.execute(Device::Drive(3), &tur, Direction::None).sense_code(), (2, 0x3a, 0));
+        assert_eq!(t.execute(Device::Drive(3), &tur, Direction::None).sense_code(), (2, 0x3a, 0));
+        assert_eq!(t.execute(Device::Drive(3), &tur, Direction::None).sense_code(), (6, 0x29, 0));
+        t.inject(Fault::Reset {
+            device: Device::Changer,
+        });
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (6, 0x29, 0));
+        t.inject(Fault::DoorClosed);
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (6, 0x28, 0));
+        assert!(t.execute(Device::Changer, &tur, Direction::None).is_good());
+    }
+
+    #[test]
+    fn not_ready_and_jam_faults() {
+        let mut t = lib();
+        t.advance(1000);
+        t.inject(Fault::NotReadyFor {
+            device: Device::Changer,
+            ms: 5000,
+        });
+        let tur = cdb::test_unit_ready();
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (2, 4, 1));
+        t.advance(6000);
+        assert!(t.execute(Device::Changer, &tur, Direction::None).is_good());
+        t.inject(Fault::RobotJam { next_moves: 1 });
+        let r = t.execute(Device::Changer, &cdb::move_medium(0, 1000, 500), Direction::None);
+        assert_eq!(r.sense_code(), (4, 0x15, 1));
+        assert_eq!(r.duration_ms, 8000);
+        assert!(t.snapshot().elements.iter().find(|e| e.address == 1000).unwrap().full);
+        let r = t.execute(Device::Changer, &cdb::move_medium(0, 1000, 500), Direction::None);
+        assert!(r.is_good());
+    }
+
+    #[test]
+    fn import_and_disappear() {
+        let mut t = lib();
+        t.try_inject(Fault::ImportCartridge {
+            barcode: "ABC999L6".into(),
+        })
+        .unwrap();
+        assert!(t
+            .try_inject(Fault::ImportCartridge {
+                barcode: "ABC999L6".into()
+            })
+            .is_err());
+        t.try_inject(Fault::ImportCartridge {
+            barcode: "ABC998L6".into(),
+        })
+        .unwrap();
+        let e = t
+            .try_inject(Fault::ImportCartridge {
+                barcode: "ABC997L6".into(),
+            })
+            .unwrap_err();
+        assert_eq!(e.0, "no free I/E slot");
+        let s = t.snapshot();
+        let ie: Vec<_> = s.elements.iter().filter(|e| e.kind == ElementType::ImportExport).collect();
+        assert_eq!(ie[0].barcode.as_deref(), Some("ABC999L6"));
+        assert!(ie[0].impexp && ie[1].impexp);
+        // Disappear: queued commands vanish, new ones never complete.
+        t.submit(Device::Drive(1), req(1, cdb::test_unit_ready()), 0);
+        t.inject(Fault::Disappear {
+            device: Device::Drive(1),
+        });
+        assert!(!t.is_present(Device::Drive(1)));
+        assert!(t.is_present(Device::Drive(0)));
+        assert!(!t.is_present(Device::Drive(9)));
+        assert_eq!(t.next_completion_at(), None);
+        t.submit(Device::Drive(1), req(2, cdb::test_unit_ready()), 0);
+        assert_eq!(t.next_completion_at(), None);
+        assert!(!t.snapshot().drives[1].present);
+        assert!(t.try_inject(Fault::Reset { device: Device::Drive(7) }).is_err());
+    }
+
+    #[test]
+    fn config_faults_applied_at_start() {
+        let cfg = Config::from_toml(
+            "[[fault]]\nkind = \"import\"\nbarcode = \"IMP001L6\"\n[[fault]]\nkind = \"jam\"\nmoves = 1",
+        )
+        .unwrap();
+        let mut t = Target::new(cfg).unwrap();
+        let tur = cdb::test_unit_ready();
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (6, 0x28, 0));
+        let r = t.execute(Device::Changer, &cdb::move_medium(0, 10, 1000), Direction::None);
+        assert_eq!(r.sense_code(), (4, 0x15, 1));
+    }
+
+    #[test]
+    fn snapshot_contents() {
+        let t = lib();
+        let s = t.snapshot();
+        assert_eq!(s.elements.len(), 1 + 20 + 2 + 4);
+        assert_eq!(s.elements[0].kind, ElementType::Transport);
+        assert_eq!(s.elements[0].address, 1);
+        assert_eq!(s.elements[20].address, 1019);
+        assert_eq!(s.elements[20].barcode.as_deref(), Some("CLN001L1"));
+        assert_eq!(s.elements[26].address, 503);
+        assert_eq!(s.drives.len(), 4);
+        assert_eq!(s.drives[0].status, DriveStatus::Empty);
+        assert_eq!(t.drive_count(), 4);
+        assert_eq!(t.locate(1019), Some((ElementType::Storage, 19)));
+        assert_eq!(t.locate(1020), None);
+    }
+
+    #[test]
+    fn data_direction_handling() {
+        let mut t = lib();
+        // No data buffer: data is dropped, resid 0.
+        let r = t.execute(Device::Changer, &cdb::inquiry(None, 36), Direction::None);
+        assert!(r.data.is_empty());
+        assert_eq!(r.resid, 0);
+        let r = t.execute(Device::Changer, &cdb::test_unit_ready(), Direction::FromDevice(10));
+        assert_eq!(r.resid, 10);
+        let r = t.execute(Device::Changer, &[0xff, 0, 0, 0, 0, 0], Direction::FromDevice(10));
+        assert_eq!((r.status, r.resid), (2, 10));
+        assert_eq!(t.snapshot().counters.check_conditions, 1);
+    }
+}
