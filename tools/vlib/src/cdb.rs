@@ -29,7 +29,18 @@ pub fn mode_sense6(page: u8, dbd: bool, alloc: u8) -> Vec<u8> {
 /// MODE SENSE(10) of `page` (page control 0), optionally with DBD.
 pub fn mode_sense10(page: u8, dbd: bool, alloc: u16) -> Vec<u8> {
     let a = alloc.to_be_bytes();
-    vec![0x5a, if dbd { 0x08 } else { 0 }, page & 0x3f, 0, 0, 0, 0, a[0], a[1], 0]
+    vec![
+        0x5a,
+        if dbd { 0x08 } else { 0 },
+        page & 0x3f,
+        0,
+        0,
+        0,
+        0,
+        a[0],
+        a[1],
+        0,
+    ]
 }
 
 /// READ ELEMENT STATUS: element type code (0 = all), start address, number of elements, VOLTAG,
@@ -77,7 +88,9 @@ pub fn exchange_medium(transport: u16, source: u16, first: u16, second: u16) -> 
     let s = source.to_be_bytes();
     let f = first.to_be_bytes();
     let d = second.to_be_bytes();
-    vec![0xa6, 0, t[0], t[1], s[0], s[1], f[0], f[1], d[0], d[1], 0, 0]
+    vec![
+        0xa6, 0, t[0], t[1], s[0], s[1], f[0], f[1], d[0], d[1], 0, 0,
+    ]
 }
 
 /// POSITION TO ELEMENT.
@@ -202,19 +215,33 @@ mod tests {
             vec![0xa5, 0, 0, 1, 0x03, 0xe8, 0x01, 0xf4, 0, 0, 0, 0]
         );
         assert_eq!(inquiry(Some(0x80), 255), vec![0x12, 1, 0x80, 0, 255, 0]);
-        assert_eq!(mode_sense10(0x1d, true, 300), vec![0x5a, 8, 0x1d, 0, 0, 0, 0, 1, 44, 0]);
+        assert_eq!(
+            mode_sense10(0x1d, true, 300),
+            vec![0x5a, 8, 0x1d, 0, 0, 0, 0, 1, 44, 0]
+        );
     }
 
     #[test]
     fn mode_header_lengths() {
         let r = mode_request(&mode_sense6(0x3f, false, 255)).unwrap();
-        let d = mode_data(&r, 0x10, Some([0x5a, 0, 0, 0, 0, 0, 0, 0]), &[0x0f, 0x01, 0xaa]);
-        assert_eq!(d, vec![14, 0, 0x10, 8, 0x5a, 0, 0, 0, 0, 0, 0, 0, 0x0f, 0x01, 0xaa]);
+        let d = mode_data(
+            &r,
+            0x10,
+            Some([0x5a, 0, 0, 0, 0, 0, 0, 0]),
+            &[0x0f, 0x01, 0xaa],
+        );
+        assert_eq!(
+            d,
+            vec![14, 0, 0x10, 8, 0x5a, 0, 0, 0, 0, 0, 0, 0, 0x0f, 0x01, 0xaa]
+        );
         let r = mode_request(&mode_sense10(0x3f, true, 255)).unwrap();
         let d = mode_data(&r, 0, Some([0; 8]), &[0x1d, 0]);
         assert_eq!(d, vec![0, 8, 0, 0, 0, 0, 0, 0, 0x1d, 0]);
         let mut saved = mode_sense6(0x1d, false, 255);
         saved[2] |= 0xc0;
-        assert_eq!(mode_request(&saved).unwrap_err(), sense::SAVING_NOT_SUPPORTED);
+        assert_eq!(
+            mode_request(&saved).unwrap_err(),
+            sense::SAVING_NOT_SUPPORTED
+        );
     }
 }

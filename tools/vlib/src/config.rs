@@ -266,7 +266,12 @@ pub fn generated_barcode(prefix: &str, n: u32, suffix: &str) -> String {
 
 impl Config {
     /// A configuration of `personality` with the given layout and no cartridges.
-    pub fn new(personality: Personality, storage_slots: u32, ie_slots: u32, drives: usize) -> Config {
+    pub fn new(
+        personality: Personality,
+        storage_slots: u32,
+        ie_slots: u32,
+        drives: usize,
+    ) -> Config {
         let p = personality;
         Config {
             personality: p,
@@ -334,7 +339,11 @@ impl Config {
             return 0;
         }
         // Durations are far below 2^52 ms; the float round trip is exact enough.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let v = (ms as f64 * self.time_scale).round() as u64;
         v
     }
@@ -345,7 +354,10 @@ impl Config {
             return Err(ConfigError::new("robots", "must be at least 1"));
         }
         if !(self.time_scale.is_finite() && self.time_scale >= 0.0) {
-            return Err(ConfigError::new("time_scale", "must be a finite number >= 0"));
+            return Err(ConfigError::new(
+                "time_scale",
+                "must be a finite number >= 0",
+            ));
         }
         if let Some(n) = self.barcode_len {
             if n != 6 && n != 8 {
@@ -359,7 +371,11 @@ impl Config {
             .map_err(|_| ConfigError::new("drives", "too many drives"))?;
         let ranges = [
             ("addresses.robot", self.addresses.robot, self.robots),
-            ("addresses.storage", self.addresses.storage, self.storage_slots),
+            (
+                "addresses.storage",
+                self.addresses.storage,
+                self.storage_slots,
+            ),
             ("addresses.ie", self.addresses.ie, self.ie_slots),
             ("addresses.drive", self.addresses.drive, drives),
         ];
@@ -417,7 +433,10 @@ impl Config {
                 return Err(ConfigError::new(key(field), "no such element"));
             }
             if !seen_loc.insert(c.location) {
-                return Err(ConfigError::new(key(field), "element already holds a cartridge"));
+                return Err(ConfigError::new(
+                    key(field),
+                    "element already holds a cartridge",
+                ));
             }
         }
         Ok(())
@@ -713,8 +732,8 @@ moves = 3
         assert_eq!(e.key, "addresses.ie", "{e}");
         let e = Config::from_toml("[[cartridge]]\nbarcode = \"A\"\nslot = 21").unwrap_err();
         assert_eq!(e.key, "cartridge[0].slot");
-        let e = Config::from_toml("[[cartridge]]\nbarcode = \"A\"\nslot = 1\ndrive = 0")
-            .unwrap_err();
+        let e =
+            Config::from_toml("[[cartridge]]\nbarcode = \"A\"\nslot = 1\ndrive = 0").unwrap_err();
         assert_eq!(e.key, "cartridge[0]");
         let e = Config::from_toml(
             "[[cartridge]]\nbarcode = \"A\"\nslot = 1\n[[cartridge]]\nbarcode = \"A\"\nslot = 2",

@@ -138,7 +138,10 @@ impl Target {
             }
             _ => Err(sense::INVALID_OPCODE),
         };
-        Outcome { result: r, cost: cmd }
+        Outcome {
+            result: r,
+            cost: cmd,
+        }
     }
 
     fn load_unload(&mut self, i: usize, cdb: &[u8], start: u64) -> Outcome {
@@ -201,9 +204,7 @@ impl Target {
 
     fn drive_mode_sense(&self, i: usize, cdb: &[u8], start: u64) -> Result<Vec<u8>, Sense> {
         let req = mode_request(cdb)?;
-        let compression = vec![
-            0x0f, 0x0e, 0xc0, 0x80, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0,
-        ];
+        let compression = vec![0x0f, 0x0e, 0xc0, 0x80, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0];
         let pages = match req.page {
             0x00 => Vec::new(),
             0x0f | 0x3f => compression,
@@ -264,7 +265,11 @@ mod tests {
     }
 
     fn mv(t: &mut Target, src: u16, dst: u16) -> Response {
-        t.execute(Device::Changer, &cdb::move_medium(0, src, dst), Direction::None)
+        t.execute(
+            Device::Changer,
+            &cdb::move_medium(0, src, dst),
+            Direction::None,
+        )
     }
 
     #[test]
@@ -285,12 +290,21 @@ mod tests {
     #[test]
     fn tur_states_through_load_and_unload() {
         let mut t = lib();
-        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert_eq!(
+            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
+            (2, 0x3a, 0)
+        );
         assert!(mv(&mut t, 1000, 500).is_good());
         // Robot time elapsed; the drive is threading for load_ms.
         assert_eq!(t.now(), 1 + 8000);
-        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x04, 0x01));
-        assert_eq!(drv(&mut t, 0, &cdb::read_position()).sense_code(), (2, 0x04, 0x01));
+        assert_eq!(
+            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
+            (2, 0x04, 0x01)
+        );
+        assert_eq!(
+            drv(&mut t, 0, &cdb::read_position()).sense_code(),
+            (2, 0x04, 0x01)
+        );
         assert_eq!(t.snapshot().drives[0].status, DriveStatus::Loading);
         t.advance(1 + 8000 + 20000);
         assert!(drv(&mut t, 0, &cdb::test_unit_ready()).is_good());
@@ -301,18 +315,27 @@ mod tests {
         let r = drv(&mut t, 0, &cdb::load_unload(false, false));
         assert!(r.is_good());
         assert_eq!(r.duration_ms, 15000);
-        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert_eq!(
+            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
+            (2, 0x3a, 0)
+        );
         assert_eq!(t.snapshot().drives[0].status, DriveStatus::Ejected);
         // Load after unload re-threads.
         let r = drv(&mut t, 0, &cdb::load_unload(true, true));
         assert!(r.is_good());
         assert_eq!(r.duration_ms, 1);
-        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x04, 0x01));
+        assert_eq!(
+            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
+            (2, 0x04, 0x01)
+        );
         let r = drv(&mut t, 0, &cdb::load_unload(true, false));
         assert!(r.duration_ms >= 19_990);
         assert!(drv(&mut t, 0, &cdb::test_unit_ready()).is_good());
         // Unload without a tape.
-        assert_eq!(drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(), (2, 0x3a, 0));
+        assert_eq!(
+            drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(),
+            (2, 0x3a, 0)
+        );
     }
 
     #[test]
@@ -321,13 +344,24 @@ mod tests {
         assert!(mv(&mut t, 1000, 501).is_good());
         t.advance(100_000);
         assert!(drv(&mut t, 1, &cdb::prevent_allow(true)).is_good());
-        assert_eq!(drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(), (5, 0x53, 2));
+        assert_eq!(
+            drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(),
+            (5, 0x53, 2)
+        );
         assert!(drv(&mut t, 1, &cdb::prevent_allow(false)).is_good());
         t.inject(crate::Fault::DriveWontUnload { drive: 1 });
-        assert_eq!(drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(), (4, 0x53, 0));
+        assert_eq!(
+            drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(),
+            (4, 0x53, 0)
+        );
         assert_eq!(mv(&mut t, 501, 1000).sense_code(), (4, 0x44, 0));
-        t.inject(crate::Fault::Reset { device: Device::Drive(1) });
-        assert_eq!(drv(&mut t, 1, &cdb::test_unit_ready()).sense_code(), (6, 0x29, 0));
+        t.inject(crate::Fault::Reset {
+            device: Device::Drive(1),
+        });
+        assert_eq!(
+            drv(&mut t, 1, &cdb::test_unit_ready()).sense_code(),
+            (6, 0x29, 0)
+        );
         assert!(drv(&mut t, 1, &cdb::load_unload(false, false)).is_good());
         assert!(mv(&mut t, 501, 1000).is_good());
     }
@@ -383,12 +417,18 @@ mod tests {
         // cleaning cartridge in slot 20
         assert!(mv(&mut t, 1019, 500).is_good());
         t.advance(t.now() + 20_000);
-        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        assert_eq!(
+            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
+            (2, 0x30, 0x03)
+        );
         assert_eq!(flag(&mut t), 0);
         assert_eq!(t.snapshot().drives[0].loads_since_clean, 0);
         let r = drv(&mut t, 0, &cdb::log_sense(0, 255));
         assert_eq!(r.data, vec![0, 0, 0, 2, 0, 0x2e]);
-        assert_eq!(drv(&mut t, 0, &cdb::log_sense(0x30, 255)).sense_code(), (5, 0x24, 0));
+        assert_eq!(
+            drv(&mut t, 0, &cdb::log_sense(0x30, 255)).sense_code(),
+            (5, 0x24, 0)
+        );
     }
 
     #[test]

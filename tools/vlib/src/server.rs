@@ -51,7 +51,9 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn now_ms(&self) -> u64 {
@@ -61,7 +63,11 @@ impl Shared {
     fn spawn(self: &Arc<Self>, name: String, f: impl FnOnce(Arc<Shared>) + Send + 'static) {
         let me = Arc::clone(self);
         match std::thread::Builder::new().name(name).spawn(move || f(me)) {
-            Ok(h) => self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(h),
+            Ok(h) => self
+                .threads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(h),
             Err(e) => log::error!("vlib: cannot spawn thread: {e}"),
         }
     }
@@ -117,7 +123,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("dir", &self.shared.dir).finish()
+        f.debug_struct("Server")
+            .field("dir", &self.shared.dir)
+            .finish()
     }
 }
 
@@ -238,7 +246,9 @@ impl Drop for Server {
 fn accept_loop(s: &Arc<Shared>, device: Option<Device>, l: &UnixListener) {
     for conn in l.incoming() {
         let Ok(stream) = conn else { continue };
-        let Ok(writer) = stream.try_clone() else { continue };
+        let Ok(writer) = stream.try_clone() else {
+            continue;
+        };
         let mut st = s.lock();
         if s.stop.load(Ordering::SeqCst) {
             return;
@@ -249,7 +259,9 @@ fn accept_loop(s: &Arc<Shared>, device: Option<Device>, l: &UnixListener) {
             None => {
                 st.controls.insert(id, Arc::new(writer));
                 drop(st);
-                s.spawn(format!("vlib-control{id}"), move |s| control_conn(&s, id, stream));
+                s.spawn(format!("vlib-control{id}"), move |s| {
+                    control_conn(&s, id, stream)
+                });
             }
             Some(d) => {
                 if !st.target.is_present(d) {
@@ -263,7 +275,9 @@ fn accept_loop(s: &Arc<Shared>, device: Option<Device>, l: &UnixListener) {
                     },
                 );
                 drop(st);
-                s.spawn(format!("vlib-{d}-conn{id}"), move |s| device_conn(&s, d, id, stream));
+                s.spawn(format!("vlib-{d}-conn{id}"), move |s| {
+                    device_conn(&s, d, id, stream)
+                });
             }
         }
     }
@@ -335,7 +349,11 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
     f.push(0);
     f.extend_from_slice(&r.resid.to_le_bytes());
     f.extend_from_slice(&r.duration_ms.to_le_bytes());
-    f.extend_from_slice(&u32::try_from(r.data.len()).unwrap_or(u32::MAX).to_le_bytes());
+    f.extend_from_slice(
+        &u32::try_from(r.data.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     f.extend_from_slice(sense);
     f.extend_from_slice(&r.data);
     f
@@ -372,7 +390,10 @@ pub fn read_response(r: &mut impl Read) -> io::Result<Option<Response>> {
     }
     let len = u32::from_le_bytes(len) as usize;
     if !(20..=MAX_FRAME as usize).contains(&len) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad response length"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad response length",
+        ));
     }
     let mut b = vec![0u8; len];
     r.read_exact(&mut b)?;
@@ -380,7 +401,10 @@ pub fn read_response(r: &mut impl Read) -> io::Result<Option<Response>> {
     let sense_len = usize::from(b[6]);
     let data_len = u32at(16) as usize;
     if 20 + sense_len + data_len != len {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "inconsistent response"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "inconsistent response",
+        ));
     }
     Ok(Some(Response {
         tag: u32at(0),
@@ -457,7 +481,10 @@ fn scheduler(s: &Arc<Shared>) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .0
             }
-            None => s.wake.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner),
+            None => s
+                .wake
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         };
     }
 }
@@ -483,14 +510,22 @@ fn control_line(s: &Shared, line: &str) -> Vec<String> {
             },
             ["fault", "unit_attention", ..] => Fault::UnitAttentionAfter {
                 device: dev(2)?,
-                commands: if w.len() > 3 { u32::try_from(num(3)?).map_err(|e| e.to_string())? } else { 0 },
+                commands: if w.len() > 3 {
+                    u32::try_from(num(3)?).map_err(|e| e.to_string())?
+                } else {
+                    0
+                },
             },
             ["fault", "not_ready", _, _] => Fault::NotReadyFor {
                 device: dev(2)?,
                 ms: num(3)?,
             },
             ["fault", "jam", ..] => Fault::RobotJam {
-                next_moves: if w.len() > 2 { u32::try_from(num(2)?).map_err(|e| e.to_string())? } else { 1 },
+                next_moves: if w.len() > 2 {
+                    u32::try_from(num(2)?).map_err(|e| e.to_string())?
+                } else {
+                    1
+                },
             },
             ["fault", "wont_unload", _] => match dev(2)? {
                 Device::Drive(drive) => Fault::DriveWontUnload { drive },
@@ -557,7 +592,9 @@ pub fn snapshot_lines(snap: &Snapshot) -> Vec<String> {
 }
 
 fn control_conn(s: &Arc<Shared>, id: u64, stream: UnixStream) {
-    let Ok(mut w) = stream.try_clone() else { return };
+    let Ok(mut w) = stream.try_clone() else {
+        return;
+    };
     for line in BufReader::new(&stream).lines() {
         let Ok(line) = line else { break };
         if s.stop.load(Ordering::SeqCst) {
@@ -625,7 +662,12 @@ mod tests {
             assert!(dir.path().join(format!("{name}.sock")).exists(), "{name}");
         }
         let mut c = connect(&srv.socket(Device::Changer));
-        send(&mut c, 77, cdb::inquiry(None, 96), Direction::FromDevice(96));
+        send(
+            &mut c,
+            77,
+            cdb::inquiry(None, 96),
+            Direction::FromDevice(96),
+        );
         let r = read_response(&mut c).unwrap().unwrap();
         assert_eq!((r.tag, r.status, r.host_status, r.resid), (77, 0, 0, 60));
         assert_eq!(&r.data[8..32], b"VLIB    VIRTUAL LIBRARY ");
@@ -636,7 +678,12 @@ mod tests {
         assert_eq!(r.sense_code(), (5, 0x3b, 0x0d));
         assert_eq!(r.sense.len(), 18);
         // Data-out direction is accepted.
-        send(&mut c, 79, cdb::test_unit_ready(), Direction::ToDevice(vec![1, 2, 3]));
+        send(
+            &mut c,
+            79,
+            cdb::test_unit_ready(),
+            Direction::ToDevice(vec![1, 2, 3]),
+        );
         assert!(read_response(&mut c).unwrap().unwrap().is_good());
         srv.stop();
         assert!(!dir.path().join("changer.sock").exists());
@@ -656,7 +703,11 @@ mod tests {
         while srv.snapshot().counters.commands == 0 {
             std::thread::yield_now();
         }
-        assert!(srv.snapshot().elements.iter().any(|e| e.address == 501 && e.full));
+        assert!(srv
+            .snapshot()
+            .elements
+            .iter()
+            .any(|e| e.address == 501 && e.full));
         send(&mut d0, 2, cdb::test_unit_ready(), Direction::None);
         let r = read_response(&mut d0).unwrap().unwrap();
         assert_eq!(r.tag, 2);
@@ -676,7 +727,12 @@ mod tests {
         let mut b = connect(&srv.socket(Device::Drive(1)));
         for i in 0..5 {
             send(&mut a, 5, cdb::test_unit_ready(), Direction::None);
-            send(&mut b, 5 + i, cdb::inquiry(Some(0x80), 64), Direction::FromDevice(64));
+            send(
+                &mut b,
+                5 + i,
+                cdb::inquiry(Some(0x80), 64),
+                Direction::FromDevice(64),
+            );
         }
         for i in 0..5 {
             assert_eq!(read_response(&mut a).unwrap().unwrap().tag, 5);
@@ -713,7 +769,10 @@ mod tests {
         for f in frames {
             let mut bad = connect(&p);
             bad.write_all(&f).unwrap();
-            assert!(read_response(&mut bad).unwrap().is_none(), "connection closed");
+            assert!(
+                read_response(&mut bad).unwrap().is_none(),
+                "connection closed"
+            );
         }
         send(&mut good, 9, cdb::test_unit_ready(), Direction::None);
         assert_eq!(read_response(&mut good).unwrap().unwrap().tag, 9);
@@ -729,7 +788,10 @@ mod tests {
         let mut ctl_r = BufReader::new(ctl.try_clone().unwrap());
         let mut d1 = connect(&srv.socket(Device::Drive(1)));
         send(&mut d1, 1, cdb::test_unit_ready(), Direction::None);
-        assert_eq!(control(&mut ctl, &mut ctl_r, "fault disappear drive1"), vec!["ok"]);
+        assert_eq!(
+            control(&mut ctl, &mut ctl_r, "fault disappear drive1"),
+            vec!["ok"]
+        );
         assert!(!dir.path().join("drive1.sock").exists());
         assert!(dir.path().join("drive0.sock").exists());
         // The open connection is closed; the in-flight command is never answered.
@@ -738,8 +800,14 @@ mod tests {
         assert!(!srv.snapshot().drives[1].present);
         assert_eq!(control(&mut ctl, &mut ctl_r, "import ABC999L6"), vec!["ok"]);
         let snap = control(&mut ctl, &mut ctl_r, "snapshot");
-        assert!(snap.iter().any(|l| l == "element ie 10 full ABC999L6 source - impexp"), "{snap:?}");
-        assert!(snap.iter().any(|l| l.starts_with("drive 1 serial VDRV0001") && l.ends_with("present false")));
+        assert!(
+            snap.iter()
+                .any(|l| l == "element ie 10 full ABC999L6 source - impexp"),
+            "{snap:?}"
+        );
+        assert!(snap
+            .iter()
+            .any(|l| l.starts_with("drive 1 serial VDRV0001") && l.ends_with("present false")));
         assert_eq!(snap.last().unwrap(), "ok");
         for line in [
             "door",
