@@ -710,6 +710,14 @@ moves = 3
     }
 
     #[test]
+    fn serde_deserialize_goes_through_validation() {
+        let c: Config = toml::from_str("storage_slots = 5\ndrives = 1").unwrap();
+        assert_eq!((c.storage_slots, c.drive_count()), (5, 1));
+        let e = toml::from_str::<Config>("robots = 0").unwrap_err();
+        assert!(e.to_string().contains("robots"), "{e}");
+    }
+
+    #[test]
     fn toml_empty_is_tgt_default_layout() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.personality, Personality::Tgt);

@@ -249,6 +249,8 @@ fn accept_loop(s: &Arc<Shared>, device: Option<Device>, l: &UnixListener) {
         let Ok(writer) = stream.try_clone() else {
             continue;
         };
+        // A client that stops reading must not stall the scheduler forever.
+        let _ = writer.set_write_timeout(Some(Duration::from_secs(10)));
         let mut st = s.lock();
         if s.stop.load(Ordering::SeqCst) {
             return;
@@ -468,7 +470,9 @@ fn scheduler(s: &Arc<Shared>) {
         if !out.is_empty() {
             drop(st);
             for (stream, frame) in out {
-                let _ = (&*stream).write_all(&frame);
+                if (&*stream).write_all(&frame).is_err() {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                }
             }
             st = s.lock();
             continue;
@@ -623,6 +627,15 @@ mod tests {
         c
     }
 
+    /// End of stream, or a reset when vlib closed with our bytes unread.
+    fn assert_closed(s: &mut UnixStream) {
+        match read_response(s) {
+            Ok(None) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected a closed connection, got {other:?}"),
+        }
+    }
+
     fn connect(p: &Path) -> UnixStream {
         let s = UnixStream::connect(p).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -720,6 +733,67 @@ mod tests {
     }
 
     #[test]
+    fn timeout_over_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(1.0);
+        c.timing.move_ms = 600_000;
+        let srv = Server::spawn(c, dir.path()).unwrap();
+        let mut ch = connect(&srv.socket(Device::Changer));
+        let f = encode_request(&Request {
+            tag: 4,
+            cdb: cdb::move_medium(0, 1000, 1017),
+            direction: Direction::None,
+            timeout_ms: 30,
+        });
+        ch.write_all(&f).unwrap();
+        let r = read_response(&mut ch).unwrap().unwrap();
+        assert_eq!(
+            (r.tag, r.status, r.host_status, r.duration_ms),
+            (4, 0, 3, 30)
+        );
+        assert!(r.sense.is_empty() && r.data.is_empty());
+    }
+
+    #[test]
+    fn frame_codec_roundtrip() {
+        let req = Request {
+            tag: 0xdead_beef,
+            cdb: cdb::read_element_status(0, 0, 10, true, false, false, 1000),
+            direction: Direction::ToDevice(vec![9, 8, 7]),
+            timeout_ms: 5,
+        };
+        let f = encode_request(&req);
+        assert_eq!(&f[0..4], &(16u32 + 12 + 3).to_le_bytes());
+        assert_eq!(&f[12..16], &[2, 12, 0, 0]);
+        assert_eq!(read_frame(&mut &f[..]).unwrap(), Some(req));
+        let resp = Response {
+            tag: 3,
+            status: 2,
+            host_status: 0,
+            sense: crate::sense::SOURCE_EMPTY.to_fixed(),
+            data: vec![1, 2],
+            resid: 7,
+            duration_ms: 8000,
+        };
+        let f = encode_response(&resp);
+        assert_eq!(&f[0..4], &(20u32 + 18 + 2).to_le_bytes());
+        assert_eq!(&f[8..12], &[2, 0, 18, 0]);
+        assert_eq!(read_response(&mut &f[..]).unwrap(), Some(resp));
+        // A frame length that disagrees with cdb_len/dxfer_len is a protocol error.
+        let mut wrong = encode_request(&Request {
+            tag: 0,
+            cdb: vec![0; 6],
+            direction: Direction::None,
+            timeout_ms: 0,
+        });
+        wrong[0] += 1;
+        wrong.push(0);
+        assert!(read_frame(&mut &wrong[..]).is_err());
+        // Clean end of stream between frames.
+        assert!(read_frame(&mut &[][..]).unwrap().is_none());
+    }
+
+    #[test]
     fn several_connections_keep_their_tags() {
         let dir = tempfile::tempdir().unwrap();
         let srv = Server::spawn(cfg(0.0), dir.path()).unwrap();
@@ -769,10 +843,7 @@ mod tests {
         for f in frames {
             let mut bad = connect(&p);
             bad.write_all(&f).unwrap();
-            assert!(
-                read_response(&mut bad).unwrap().is_none(),
-                "connection closed"
-            );
+            assert_closed(&mut bad);
         }
         send(&mut good, 9, cdb::test_unit_ready(), Direction::None);
         assert_eq!(read_response(&mut good).unwrap().unwrap().tag, 9);
@@ -795,7 +866,7 @@ mod tests {
         assert!(!dir.path().join("drive1.sock").exists());
         assert!(dir.path().join("drive0.sock").exists());
         // The open connection is closed; the in-flight command is never answered.
-        assert!(read_response(&mut d1).unwrap().is_none());
+        assert_closed(&mut d1);
         assert!(UnixStream::connect(dir.path().join("drive1.sock")).is_err());
         assert!(!srv.snapshot().drives[1].present);
         assert_eq!(control(&mut ctl, &mut ctl_r, "import ABC999L6"), vec!["ok"]);
