@@ -212,6 +212,8 @@ pub struct Config {
     pub barcode_len: Option<u8>,
     /// Padding of the volume tag field.
     pub barcode_pad: BarcodePad,
+    /// Sense data in descriptor format (72h) instead of fixed format (70h).
+    pub descriptor_sense: bool,
     /// Command durations.
     pub timing: Timing,
     /// Multiplier for every duration; 0 = instantaneous.
@@ -288,6 +290,7 @@ impl Config {
             descriptor_len: if p == Personality::Tgt { 52 } else { 0 },
             barcode_len: None,
             barcode_pad: BarcodePad::Space,
+            descriptor_sense: false,
             timing: Timing::default(),
             time_scale: 1.0,
             clean_after_loads: 0,
@@ -502,6 +505,7 @@ struct RawConfig {
     descriptor_len: Option<u16>,
     barcode_len: Option<u8>,
     barcode_pad: Option<BarcodePad>,
+    descriptor_sense: Option<bool>,
     timing: Option<Timing>,
     time_scale: Option<f64>,
     clean_after_loads: Option<u32>,
@@ -556,6 +560,7 @@ impl TryFrom<RawConfig> for Config {
         c.descriptor_len = r.descriptor_len.unwrap_or(c.descriptor_len);
         c.barcode_len = r.barcode_len.or(c.barcode_len);
         c.barcode_pad = r.barcode_pad.unwrap_or(c.barcode_pad);
+        c.descriptor_sense = r.descriptor_sense.unwrap_or(false);
         c.timing = r.timing.unwrap_or_default();
         c.time_scale = r.time_scale.unwrap_or(1.0);
         c.clean_after_loads = r.clean_after_loads.unwrap_or(0);

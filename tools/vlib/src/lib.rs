@@ -443,7 +443,7 @@ impl Target {
             Err(s) => {
                 self.counters.check_conditions += 1;
                 resp.status = sense::STATUS_CHECK_CONDITION;
-                resp.sense = s.to_fixed();
+                resp.sense = s.encode(self.config.descriptor_sense);
                 resp.resid = alloc;
             }
         }
@@ -497,7 +497,7 @@ impl Target {
                 .expect("submitted command vanished");
             let (d, r) = self.poll_completion(at).expect("due completion");
             if d == device && r.tag == u32::MAX {
-                return r;
+                return Response { tag: 0, ..r };
             }
         }
     }
@@ -747,9 +747,10 @@ pub(crate) fn inquiry(
     Ok(d)
 }
 
-/// Fixed-format sense for REQUEST SENSE data (status GOOD).
+/// REQUEST SENSE data (status GOOD): fixed format, or descriptor format when the DESC bit is set.
 pub(crate) fn request_sense(cdb: &[u8], s: Option<Sense>) -> Vec<u8> {
-    let mut d = s.unwrap_or(Sense::new(0, 0, 0)).to_fixed();
+    let desc = cdb.get(1).is_some_and(|b| b & 0x01 != 0);
+    let mut d = s.unwrap_or(Sense::new(0, 0, 0)).encode(desc);
     d.truncate(cdb.get(4).copied().map_or(18, usize::from));
     d
 }
@@ -1099,6 +1100,31 @@ mod tests {
         assert_eq!(t.drive_count(), 4);
         assert_eq!(t.locate(1019), Some((ElementType::Storage, 19)));
         assert_eq!(t.locate(1020), None);
+    }
+
+    #[test]
+    fn descriptor_sense_personality() {
+        let mut cfg = Config::default_library();
+        cfg.descriptor_sense = true;
+        let mut t = Target::new(cfg).unwrap();
+        let r = t.execute(
+            Device::Changer,
+            &cdb::move_medium(0, 1016, 1017),
+            Direction::None,
+        );
+        assert_eq!(r.sense, vec![0x72, 0x05, 0x3b, 0x0e, 0, 0, 0, 0]);
+        assert_eq!(r.sense_code(), (5, 0x3b, 0x0e));
+        assert_eq!(r.tag, 0);
+        // REQUEST SENSE with DESC set answers in descriptor format too.
+        t.inject(Fault::DoorClosed);
+        let r = t.execute(
+            Device::Changer,
+            &[0x03, 1, 0, 0, 252, 0],
+            Direction::FromDevice(252),
+        );
+        assert_eq!(r.data, vec![0x72, 0x06, 0x28, 0x00, 0, 0, 0, 0]);
+        let c = Config::from_toml("descriptor_sense = true").unwrap();
+        assert!(c.descriptor_sense);
     }
 
     #[test]

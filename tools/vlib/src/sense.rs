@@ -96,6 +96,27 @@ impl Sense {
         s
     }
 
+    /// Encodes as descriptor-format sense data: 72h, key, ASC, ASCQ at bytes 1-3, additional length at
+    /// byte 7, then (with a field pointer) a sense-key-specific descriptor (type 02h, length 06h).
+    pub fn to_descriptor(&self) -> Vec<u8> {
+        let mut s = vec![0x72, self.key & 0x0f, self.asc, self.ascq, 0, 0, 0, 0];
+        if let Some(f) = self.field {
+            let fixed = self.to_fixed();
+            s.extend_from_slice(&[0x02, 0x06, 0, 0, fixed[15], fixed[16], fixed[17], 0]);
+            s[7] = 8;
+        }
+        s
+    }
+
+    /// Encodes in descriptor format when `descriptor` is true, else fixed format.
+    pub fn encode(&self, descriptor: bool) -> Vec<u8> {
+        if descriptor {
+            self.to_descriptor()
+        } else {
+            self.to_fixed()
+        }
+    }
+
     /// Decodes fixed (70h/71h) or descriptor (72h/73h) format sense data; None if too short or unknown.
     pub fn parse(data: &[u8]) -> Option<Sense> {
         match data.first()? & 0x7f {
@@ -116,7 +137,28 @@ impl Sense {
                     field,
                 })
             }
-            0x72 | 0x73 if data.len() >= 4 => Some(Sense::new(data[1] & 0x0f, data[2], data[3])),
+            0x72 | 0x73 if data.len() >= 4 => {
+                let mut s = Sense::new(data[1] & 0x0f, data[2], data[3]);
+                // Walk the descriptors for a sense-key-specific one (type 02h).
+                let end = data
+                    .len()
+                    .min(8 + data.get(7).map_or(0, |&n| usize::from(n)));
+                let mut i = 8;
+                while i + 1 < end {
+                    let len = usize::from(data[i + 1]);
+                    if data[i] == 0x02 && len >= 6 && i + 8 <= data.len() && data[i + 4] & 0x80 != 0
+                    {
+                        let b = data[i + 4];
+                        s.field = Some(FieldPointer {
+                            in_cdb: b & 0x40 != 0,
+                            byte: u16::from_be_bytes([data[i + 5], data[i + 6]]),
+                            bit: (b & 0x08 != 0).then_some(b & 0x07),
+                        });
+                    }
+                    i += 2 + len;
+                }
+                Some(s)
+            }
             _ => None,
         }
     }
@@ -175,6 +217,22 @@ mod tests {
         let s = Sense::invalid_field(0x102, None).to_fixed();
         assert_eq!(s[15], 0xc0);
         assert_eq!(&s[16..18], &[1, 2]);
+    }
+
+    #[test]
+    fn descriptor_layout() {
+        assert_eq!(
+            REMOVAL_PREVENTED.to_descriptor(),
+            vec![0x72, 0x05, 0x53, 0x02, 0, 0, 0, 0]
+        );
+        let f = Sense::invalid_field(6, Some(0));
+        let d = f.to_descriptor();
+        assert_eq!(
+            d,
+            vec![0x72, 0x05, 0x24, 0x00, 0, 0, 0, 8, 0x02, 0x06, 0, 0, 0xc8, 0, 6, 0]
+        );
+        assert_eq!(Sense::parse(&d), Some(f));
+        assert_eq!(f.encode(false), f.to_fixed());
     }
 
     #[test]
