@@ -100,7 +100,7 @@ impl Sense {
     /// byte 7, then (with a field pointer) a sense-key-specific descriptor (type 02h, length 06h).
     pub fn to_descriptor(&self) -> Vec<u8> {
         let mut s = vec![0x72, self.key & 0x0f, self.asc, self.ascq, 0, 0, 0, 0];
-        if let Some(f) = self.field {
+        if self.field.is_some() {
             let fixed = self.to_fixed();
             s.extend_from_slice(&[0x02, 0x06, 0, 0, fixed[15], fixed[16], fixed[17], 0]);
             s[7] = 8;
