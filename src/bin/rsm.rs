@@ -149,37 +149,26 @@ fn parse_object_type(s: &str) -> Result<ObjectType, String> {
         "drives" => ObjectType::Drive,
         _ => {
             let names: Vec<&str> = ObjectType::ALL.iter().map(|t| t.wire_name()).collect();
-            return Err(format!(
-                "unknown object type '{s}' (one of: {})",
-                names.join(", ")
-            ));
+            return Err(format!("unknown object type '{s}' (one of: {})", names.join(", ")));
         }
     };
     Ok(t)
 }
 
 fn print_json(value: &impl Serialize) -> Result<(), NtmsError> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| NtmsError::Internal {
-        message: format!("cannot print JSON: {e}"),
-    })?;
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| NtmsError::Internal { message: format!("cannot print JSON: {e}") })?;
     println!("{text}");
     Ok(())
 }
 
 fn status(session: &Session, json: bool, mtx: bool) -> Result<(), NtmsError> {
     if json && mtx {
-        return Err(NtmsError::InvalidParameter {
-            message: "--mtx and --json exclude each other".into(),
-        });
+        return Err(NtmsError::InvalidParameter { message: "--mtx and --json exclude each other".into() });
     }
     let mut objects: Vec<ObjectInfo> = Vec::new();
-    for t in [
-        ObjectType::Library,
-        ObjectType::Changer,
-        ObjectType::Drive,
-        ObjectType::StorageSlot,
-        ObjectType::IePort,
-    ] {
+    for t in [ObjectType::Library, ObjectType::Changer, ObjectType::Drive, ObjectType::StorageSlot, ObjectType::IePort]
+    {
         objects.extend(session.enumerate(None, t)?);
     }
     if json {
@@ -188,9 +177,7 @@ fn status(session: &Session, json: bool, mtx: bool) -> Result<(), NtmsError> {
     if mtx {
         let text = format::mtx_status(&objects);
         if text.is_empty() {
-            return Err(NtmsError::ObjectNotFound {
-                message: "rsmd manages no library".into(),
-            });
+            return Err(NtmsError::ObjectNotFound { message: "rsmd manages no library".into() });
         }
         print!("{text}");
     } else {
@@ -199,27 +186,14 @@ fn status(session: &Session, json: bool, mtx: bool) -> Result<(), NtmsError> {
     Ok(())
 }
 
-fn inventory(
-    session: &Session,
-    json: bool,
-    library: Option<&str>,
-    mode: InventoryMode,
-) -> Result<(), NtmsError> {
+fn inventory(session: &Session, json: bool, library: Option<&str>, mode: InventoryMode) -> Result<(), NtmsError> {
     let libraries = session.enumerate(None, ObjectType::Library)?;
     let chosen: Vec<&ObjectInfo> = match library {
         Some(want) => {
             let found: Vec<&ObjectInfo> = libraries.iter().filter(|l| l.id == want).collect();
-            let found = if found.is_empty() {
-                libraries.iter().filter(|l| l.name == want).collect()
-            } else {
-                found
-            };
+            let found = if found.is_empty() { libraries.iter().filter(|l| l.name == want).collect() } else { found };
             match found.len() {
-                0 => {
-                    return Err(NtmsError::InvalidLibrary {
-                        message: format!("no library '{want}'"),
-                    })
-                }
+                0 => return Err(NtmsError::InvalidLibrary { message: format!("no library '{want}'") }),
                 1 => found,
                 _ => {
                     return Err(NtmsError::InvalidParameter {
@@ -228,10 +202,7 @@ fn inventory(
                 }
             }
         }
-        None => libraries
-            .iter()
-            .filter(|l| matches!(l.details, ObjectDetails::Library(_)))
-            .collect(),
+        None => libraries.iter().filter(|l| matches!(l.details, ObjectDetails::Library(_))).collect(),
     };
     let mut requests = Vec::new();
     for lib in chosen {
@@ -256,10 +227,7 @@ fn run(cli: Cli) -> Result<(), NtmsError> {
     let json = cli.json;
     match cli.command {
         Command::Status { mtx } => status(&session, json, mtx)?,
-        Command::View {
-            object_type,
-            container,
-        } => {
+        Command::View { object_type, container } => {
             let objects = session.enumerate(container.as_deref(), object_type)?;
             if json {
                 print_json(&objects)?;
@@ -275,23 +243,9 @@ fn run(cli: Cli) -> Result<(), NtmsError> {
                 print!("{}", format::object_info(&object));
             }
         }
-        Command::Mount {
-            barcode,
-            drive,
-            timeout,
-            write,
-            nowait,
-            error_if_unavailable,
-            priority,
-        } => {
+        Command::Mount { barcode, drive, timeout, write, nowait, error_if_unavailable, priority } => {
             let drive = drive.map(|d| session.resolve_drive(&d)).transpose()?;
-            let flags = MountFlags {
-                read: !write,
-                write,
-                nowait,
-                error_if_unavailable,
-                ..MountFlags::default()
-            };
+            let flags = MountFlags { read: !write, write, nowait, error_if_unavailable, ..MountFlags::default() };
             let reply = session.mount(
                 &[barcode.as_str()],
                 drive.as_deref(),
@@ -307,25 +261,16 @@ fn run(cli: Cli) -> Result<(), NtmsError> {
                 println!(
                     "{barcode} mounted in drive {}: {}",
                     reply.drive.as_deref().unwrap_or("-"),
-                    reply
-                        .device
-                        .as_deref()
-                        .unwrap_or("(no device node on this host)")
+                    reply.device.as_deref().unwrap_or("(no device node on this host)")
                 );
             }
         }
-        Command::Dismount {
-            barcode,
-            drive,
-            deferred,
-        } => {
+        Command::Dismount { barcode, drive, deferred } => {
             let target = match (barcode, drive) {
                 (Some(b), _) => DismountTarget::Media(b),
                 (None, Some(d)) => DismountTarget::Drive(session.resolve_drive(&d)?),
                 (None, None) => {
-                    return Err(NtmsError::InvalidParameter {
-                        message: "give a barcode or --drive".into(),
-                    })
+                    return Err(NtmsError::InvalidParameter { message: "give a barcode or --drive".into() })
                 }
             };
             session.dismount(target, deferred)?;
@@ -339,9 +284,7 @@ fn run(cli: Cli) -> Result<(), NtmsError> {
             }
         }
         Command::Cancel { id } => session.cancel_request(&id)?,
-        Command::Inventory { library, mode } => {
-            inventory(&session, json, library.as_deref(), mode.into())?
-        }
+        Command::Inventory { library, mode } => inventory(&session, json, library.as_deref(), mode.into())?,
     }
     session.close()
 }
@@ -369,24 +312,13 @@ mod tests {
 
     #[test]
     fn object_type_names() {
-        assert_eq!(
-            parse_object_type("storage_slot"),
-            Ok(ObjectType::StorageSlot)
-        );
-        assert_eq!(
-            parse_object_type("storageslot"),
-            Ok(ObjectType::StorageSlot)
-        );
+        assert_eq!(parse_object_type("storage_slot"), Ok(ObjectType::StorageSlot));
+        assert_eq!(parse_object_type("storageslot"), Ok(ObjectType::StorageSlot));
         assert_eq!(parse_object_type("opreq"), Ok(ObjectType::OpRequest));
         assert_eq!(parse_object_type("request"), Ok(ObjectType::LibRequest));
-        assert_eq!(
-            parse_object_type("Physical_Media"),
-            Ok(ObjectType::PhysicalMedia)
-        );
+        assert_eq!(parse_object_type("Physical_Media"), Ok(ObjectType::PhysicalMedia));
         assert_eq!(parse_object_type("ie-port"), Ok(ObjectType::IePort));
-        assert!(parse_object_type("toaster")
-            .unwrap_err()
-            .contains("storage_slot"));
+        assert!(parse_object_type("toaster").unwrap_err().contains("storage_slot"));
     }
 
     #[test]
@@ -394,8 +326,7 @@ mod tests {
         assert!(Cli::try_parse_from(["rsm", "dismount"]).is_err());
         assert!(Cli::try_parse_from(["rsm", "dismount", "ABC001L6", "--drive", "0"]).is_err());
         assert!(Cli::try_parse_from(["rsm", "dismount", "--drive", "0", "--deferred"]).is_ok());
-        let cli = Cli::try_parse_from(["rsm", "mount", "A", "--priority", "-3", "--socket", "/s"])
-            .unwrap();
+        let cli = Cli::try_parse_from(["rsm", "mount", "A", "--priority", "-3", "--socket", "/s"]).unwrap();
         assert_eq!(cli.socket, Some(PathBuf::from("/s")));
         assert!(matches!(cli.command, Command::Mount { priority: -3, .. }));
     }

@@ -1,1 +1,298 @@
-//! Deterministic simulation of Library against vlib (added when vlib lands).
+//! Deterministic simulation: a [`Library`] driven against `vlib::Target` in-process on a virtual clock.
+//!
+//! `Sim::drive_bounded` delivers commands and completions and advances time to the next deadline until a
+//! condition holds, failing after a step budget so a livelock shows up as a test failure, not a hang.
+
+use super::*;
+use crate::transport::DataDirection;
+use vlib::{Config as VConfig, Device, Direction, Fault, Request};
+
+struct Sim {
+    lib: Library,
+    target: vlib::Target,
+    now: Millis,
+    events: Vec<Event>,
+    /// Commands sent to a device that disappeared: completed as DeviceGone by the harness.
+    gone: Vec<Tag>,
+}
+
+fn to_vlib(d: DeviceRef) -> Device {
+    match d {
+        DeviceRef::Changer => Device::Changer,
+        DeviceRef::Drive(i) => Device::Drive(i),
+    }
+}
+
+impl Sim {
+    fn new(config: VConfig, options: LibraryOptions) -> Sim {
+        let drives = config.drive_count();
+        let target = vlib::Target::new(config).unwrap();
+        Sim { lib: Library::new(drives, options, 0), target, now: 0, events: Vec::new(), gone: Vec::new() }
+    }
+
+    fn default() -> Sim {
+        let mut c = VConfig::default_library();
+        c.dvcid = true;
+        Sim::new(c, LibraryOptions::default())
+    }
+
+    /// One step: submit everything, deliver one completion or advance time. False when nothing can happen.
+    fn step(&mut self) -> bool {
+        let mut progressed = false;
+        while let Some(o) = self.lib.poll_request() {
+            progressed = true;
+            let device = to_vlib(o.device);
+            if !self.target.is_present(device) {
+                self.gone.push(o.tag);
+                continue;
+            }
+            let direction = match o.command.direction {
+                DataDirection::None => Direction::None,
+                DataDirection::FromDevice(n) => Direction::FromDevice(n),
+                DataDirection::ToDevice(d) => Direction::ToDevice(d),
+            };
+            let timeout_ms = u32::try_from(o.command.timeout.as_millis()).unwrap_or(u32::MAX);
+            self.target.submit(device, Request { tag: o.tag, cdb: o.command.cdb, direction, timeout_ms }, self.now);
+        }
+        self.events.extend(std::iter::from_fn(|| self.lib.poll_event()));
+        if let Some(tag) = self.gone.pop() {
+            self.lib.handle_completion(tag, Err(TransportError::DeviceGone), self.now);
+            return true;
+        }
+        if let Some((_, r)) = self.target.poll_completion(self.now) {
+            let result = if r.host_status == 3 {
+                Err(TransportError::TimedOut)
+            } else {
+                Ok(Response {
+                    status: r.status,
+                    host_status: 0,
+                    driver_status: 0,
+                    sense: r.sense,
+                    data: r.data,
+                    resid: r.resid,
+                    duration: Duration::from_millis(u64::from(r.duration_ms)),
+                })
+            };
+            self.lib.handle_completion(r.tag, result, self.now);
+            return true;
+        }
+        let next = [self.target.next_completion_at(), self.lib.poll_timeout()].into_iter().flatten().min();
+        match next {
+            Some(t) if t > self.now => {
+                self.now = t;
+                self.lib.handle_timeout(t);
+                true
+            }
+            Some(_) => {
+                self.lib.handle_timeout(self.now);
+                progressed
+            }
+            None => progressed,
+        }
+    }
+
+    fn drive_bounded(&mut self, max_steps: usize, done: impl Fn(&Sim) -> bool) {
+        for _ in 0..max_steps {
+            if done(self) {
+                return;
+            }
+            if !self.step() && !done(self) {
+                panic!("stalled at {} ms in state {:?}", self.now, self.lib.state());
+            }
+        }
+        assert!(done(self), "not done after {max_steps} steps ({:?} at {} ms)", self.lib.state(), self.now);
+    }
+
+    fn ready(&mut self) {
+        self.drive_bounded(10_000, |s| s.lib.state() == LibraryState::Ready);
+        self.events.extend(std::iter::from_fn(|| self.lib.poll_event()));
+    }
+
+    fn move_and_wait(&mut self, id: u64, src: u16, dst: u16) -> Result<(), MoveError> {
+        self.lib.request_move(id, src, dst)?;
+        self.drive_bounded(10_000, |s| {
+            s.events.iter().any(|e| matches!(e, Event::MoveFinished { id: i, .. } if *i == id))
+        });
+        let r = self.events.iter().find_map(|e| match e {
+            Event::MoveFinished { id: i, result } if *i == id => Some(*result),
+            _ => None,
+        });
+        r.unwrap()
+    }
+
+    /// The library's view equals the emulator's (address, full, barcode) for every element.
+    fn assert_agrees(&self) {
+        let snap = self.target.snapshot();
+        for v in &snap.elements {
+            let e = self.lib.element(v.address).unwrap_or_else(|| panic!("element {} missing", v.address));
+            assert_eq!(e.full, v.full, "full at {}", v.address);
+            assert_eq!(e.barcode, v.barcode, "barcode at {}", v.address);
+        }
+        assert_eq!(self.lib.elements().len(), snap.elements.len());
+    }
+
+    fn inventories(&self) -> usize {
+        self.events.iter().filter(|e| matches!(e, Event::Inventory(_))).count()
+    }
+}
+
+#[test]
+fn probes_scans_and_maps_drives_by_dvcid() {
+    let mut s = Sim::default();
+    s.ready();
+    s.assert_agrees();
+    assert_eq!(s.inventories(), 1);
+    assert_eq!(s.lib.identity().serial, "VLIB0000");
+    let mapped: Vec<Option<usize>> =
+        s.lib.elements().iter().filter(|e| e.element_type == ElementType::DataTransfer).map(|e| e.device).collect();
+    assert_eq!(mapped, vec![Some(0), Some(1), Some(2), Some(3)]);
+    assert_eq!(s.lib.element(1000).unwrap().barcode.as_deref(), Some("ABC001L6"));
+}
+
+#[test]
+fn dvcid_rejected_falls_back_and_configuration_maps() {
+    let mut c = VConfig::default_library();
+    c.dvcid = false;
+    c.dvcid_unsupported = vlib::config::DvcidUnsupported::Reject;
+    let options = LibraryOptions { drive_map: vec![("VDRV0002".into(), 500)], ..LibraryOptions::default() };
+    let mut s = Sim::new(c, options);
+    s.ready();
+    s.assert_agrees();
+    assert_eq!(s.lib.element(500).unwrap().device, Some(2));
+    assert_eq!(s.lib.element(501).unwrap().device, None, "no guessing beyond the configured drive");
+}
+
+#[test]
+fn moves_update_the_cache_and_agree_with_the_emulator() {
+    let mut s = Sim::default();
+    s.ready();
+    s.move_and_wait(1, 1000, 500).unwrap();
+    let d = s.lib.element(500).unwrap();
+    assert!(d.full);
+    assert_eq!(d.source, Some(1000));
+    assert_eq!(d.barcode.as_deref(), Some("ABC001L6"));
+    s.move_and_wait(2, 500, 1000).unwrap();
+    s.assert_agrees();
+    // Refused before the robot moves: the cache knows.
+    assert_eq!(s.lib.request_move(3, 1016, 501), Err(MoveError::SourceEmpty(1016)));
+    assert_eq!(s.lib.request_move(3, 1000, 1001), Err(MoveError::DestinationFull(1001)));
+    assert_eq!(s.lib.request_move(3, 1000, 4242), Err(MoveError::NoSuchElement(4242)));
+}
+
+#[test]
+fn robot_moves_are_serialized_and_take_robot_time() {
+    let mut s = Sim::default();
+    s.ready();
+    let start = s.now;
+    s.lib.request_move(1, 1000, 500).unwrap();
+    s.lib.request_move(2, 1001, 501).unwrap();
+    assert_eq!(s.lib.moves_pending(), 2);
+    s.drive_bounded(10_000, |s| s.events.iter().filter(|e| matches!(e, Event::MoveFinished { .. })).count() == 2);
+    let robot = s.target.config().scaled(s.target.config().timing.move_ms);
+    assert!(s.now - start >= 2 * robot, "two moves in {} ms, robot {robot} ms each", s.now - start);
+    s.assert_agrees();
+}
+
+#[test]
+fn robot_jam_fails_the_move_with_hardware_error_and_rereads() {
+    let mut s = Sim::default();
+    s.ready();
+    s.target.inject(Fault::RobotJam { next_moves: 1 });
+    let r = s.move_and_wait(1, 1000, 500);
+    assert_eq!(r, Err(MoveError::Refused(Failure::Hardware(0x15, 0x01))));
+    s.drive_bounded(1000, |s| s.lib.changer_queue.is_empty() && !s.lib.changer_busy);
+    s.assert_agrees();
+    // The library stays usable.
+    s.move_and_wait(2, 1000, 500).unwrap();
+    s.assert_agrees();
+}
+
+#[test]
+fn unit_attention_mid_scan_restarts_the_scan() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    let mut s = Sim::new(c, LibraryOptions { chunk: 5, ..LibraryOptions::default() });
+    // Let probing finish and a few chunks be read, then a reset.
+    s.drive_bounded(10_000, |s| s.lib.state() == LibraryState::Scanning);
+    s.target.inject(Fault::UnitAttentionAfter { device: Device::Changer, commands: 2 });
+    s.ready();
+    s.assert_agrees();
+    assert!(s.events.iter().any(|e| matches!(e, Event::Attention { device: DeviceRef::Changer, .. })));
+    assert_eq!(s.inventories(), 1, "only the complete rescan is reported");
+}
+
+#[test]
+fn door_closed_while_ready_rescans_and_sees_the_import() {
+    let mut s = Sim::default();
+    s.ready();
+    s.target.inject(Fault::ImportCartridge { barcode: "NEW001L6".into() });
+    // The next changer command (the heartbeat) gets 28/00 and triggers a rescan.
+    s.drive_bounded(10_000, |s| s.inventories() == 2 && s.lib.state() == LibraryState::Ready);
+    s.assert_agrees();
+    assert!(s.lib.elements().iter().any(|e| e.barcode.as_deref() == Some("NEW001L6") && e.impexp));
+}
+
+#[test]
+fn device_gone_while_ready_goes_offline_and_fails_queued_moves() {
+    let mut s = Sim::default();
+    s.ready();
+    s.lib.request_move(7, 1000, 500).unwrap();
+    s.target.inject(Fault::Disappear { device: Device::Changer });
+    s.drive_bounded(1000, |s| s.lib.state() == LibraryState::Offline);
+    s.events.extend(std::iter::from_fn(|| s.lib.poll_event()));
+    assert!(s.events.iter().any(|e| matches!(e, Event::MoveFinished { id: 7, result: Err(MoveError::Offline) })));
+    assert_eq!(s.lib.request_move(8, 1001, 501), Err(MoveError::Offline));
+    // The inventory stays (stale) for clients.
+    assert_eq!(s.lib.elements().len(), 27);
+}
+
+#[test]
+fn chunk_boundaries_do_not_lose_or_repeat_elements() {
+    for chunk in [1, 3, 7, 19, 20, 21] {
+        let mut c = VConfig::default_library();
+        c.dvcid = true;
+        let mut s = Sim::new(c, LibraryOptions { chunk, ..LibraryOptions::default() });
+        s.ready();
+        s.assert_agrees();
+    }
+}
+
+#[test]
+fn fifty_thousand_slots_in_chunks() {
+    let mut c = VConfig::new(vlib::config::Personality::Generic, 50_000, 10, 64);
+    for n in (1..=50_000).step_by(2) {
+        c.cartridges.push(vlib::config::Cartridge::new(
+            &vlib::config::generated_barcode("L", n, "L8"),
+            vlib::config::Location::Slot(n),
+        ));
+    }
+    let mut s = Sim::new(c, LibraryOptions { chunk: 1024, ..LibraryOptions::default() });
+    s.drive_bounded(20_000, |s| s.lib.state() == LibraryState::Ready);
+    assert_eq!(s.lib.elements().iter().filter(|e| e.element_type == ElementType::Storage).count(), 50_000);
+    assert_eq!(s.lib.elements().iter().filter(|e| e.full).count(), 25_000);
+    assert_eq!(
+        s.lib.elements().iter().filter(|e| e.element_type == ElementType::DataTransfer && e.device.is_some()).count(),
+        64
+    );
+}
+
+#[test]
+fn device_gone_mid_scan_goes_offline() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    let mut s = Sim::new(c, LibraryOptions { chunk: 4, ..LibraryOptions::default() });
+    s.drive_bounded(10_000, |s| s.lib.state() == LibraryState::Scanning);
+    s.target.inject(Fault::Disappear { device: Device::Changer });
+    s.drive_bounded(1000, |s| s.lib.state() == LibraryState::Offline);
+    assert_eq!(s.inventories(), 0);
+    // Plugged back in: probing starts over and the library comes back.
+    s.target = vlib::Target::new({
+        let mut c = VConfig::default_library();
+        c.dvcid = true;
+        c
+    })
+    .unwrap();
+    s.lib.reattach(4, s.now);
+    s.ready();
+    s.assert_agrees();
+}

@@ -6,8 +6,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::proto::types::{
-    DriveDetails, IePortDetails, LibRequestDetails, LibraryDetails, ObjectDetails, ObjectInfo,
-    SlotDetails,
+    DriveDetails, IePortDetails, LibRequestDetails, LibraryDetails, ObjectDetails, ObjectInfo, SlotDetails,
 };
 
 /// Width of the volume tag field mtx prints: the 32-byte primary volume tag identifier (SMC-3 6.10.3), space
@@ -75,11 +74,8 @@ impl<'a> LibraryView<'a> {
 
     /// mtx's storage element number (1-based, mail slots after storage slots) by element address.
     fn mtx_numbers(&self) -> HashMap<u32, usize> {
-        let addresses = self
-            .slots
-            .iter()
-            .map(|s| s.element_address)
-            .chain(self.ports.iter().map(|p| p.element_address));
+        let addresses =
+            self.slots.iter().map(|s| s.element_address).chain(self.ports.iter().map(|p| p.element_address));
         addresses.enumerate().map(|(i, a)| (a, i + 1)).collect()
     }
 
@@ -125,11 +121,7 @@ pub fn mtx_status(objects: &[ObjectInfo]) -> String {
             .slots
             .iter()
             .map(|s| (s.full, s.barcode.as_deref(), false))
-            .chain(
-                lib.ports
-                    .iter()
-                    .map(|p| (p.full, p.barcode.as_deref(), true)),
-            );
+            .chain(lib.ports.iter().map(|p| (p.full, p.barcode.as_deref(), true)));
         for (index, (full, barcode, ie)) in elements.enumerate() {
             let _ = write!(
                 out,
@@ -215,10 +207,7 @@ pub fn status_table(objects: &[ObjectInfo]) -> String {
             .drives
             .iter()
             .map(|(info, d)| {
-                let from = d
-                    .source_element
-                    .and_then(|a| numbers.get(&a))
-                    .map(|n| format!("slot {n}"));
+                let from = d.source_element.and_then(|a| numbers.get(&a)).map(|n| format!("slot {n}"));
                 vec![
                     d.number.to_string(),
                     json_word(&d.state),
@@ -227,18 +216,11 @@ pub fn status_table(objects: &[ObjectInfo]) -> String {
                     or_dash(d.devices.nst.as_deref()).to_owned(),
                     or_dash(d.devices.sg.as_deref()).to_owned(),
                     or_dash(d.serial.as_deref()).to_owned(),
-                    if d.needs_cleaning {
-                        format!("{} (needs cleaning)", info.id)
-                    } else {
-                        info.id.clone()
-                    },
+                    if d.needs_cleaning { format!("{} (needs cleaning)", info.id) } else { info.id.clone() },
                 ]
             })
             .collect();
-        out.push_str(&indent(&table(
-            &["#", "STATE", "MEDIA", "FROM", "TAPE", "SG", "SERIAL", "ID"],
-            &rows,
-        )));
+        out.push_str(&indent(&table(&["#", "STATE", "MEDIA", "FROM", "TAPE", "SG", "SERIAL", "ID"], &rows)));
         out.push_str("\nSlots:\n");
         let rows: Vec<Vec<String>> = lib
             .slots
@@ -247,16 +229,8 @@ pub fn status_table(objects: &[ObjectInfo]) -> String {
                 vec![
                     s.number.to_string(),
                     s.element_address.to_string(),
-                    if s.full {
-                        or_dash(s.barcode.as_deref()).to_owned()
-                    } else {
-                        "empty".into()
-                    },
-                    if s.cleaner_slot {
-                        "cleaner slot".into()
-                    } else {
-                        String::new()
-                    },
+                    if s.full { or_dash(s.barcode.as_deref()).to_owned() } else { "empty".into() },
+                    if s.cleaner_slot { "cleaner slot".into() } else { String::new() },
                 ]
             })
             .collect();
@@ -271,11 +245,7 @@ pub fn status_table(objects: &[ObjectInfo]) -> String {
                     vec![
                         (lib.slots.len() + i + 1).to_string(),
                         p.element_address.to_string(),
-                        if p.full {
-                            or_dash(p.barcode.as_deref()).to_owned()
-                        } else {
-                            "empty".into()
-                        },
+                        if p.full { or_dash(p.barcode.as_deref()).to_owned() } else { "empty".into() },
                         match (p.import_enabled, p.export_enabled) {
                             (true, true) => "import/export",
                             (true, false) => "import",
@@ -303,22 +273,11 @@ fn indent(text: &str) -> String {
 /// A one-line summary of an object's type-specific part.
 pub fn summary(details: &ObjectDetails) -> String {
     match details {
-        ObjectDetails::Computer(c) => format!(
-            "{} rsmd {}, {} libraries",
-            c.host_name, c.version, c.library_count
-        ),
-        ObjectDetails::Library(l) => format!(
-            "{} {} drives {} slots {} ports",
-            json_word(&l.kind),
-            l.drive_count,
-            l.slot_count,
-            l.ie_port_count
-        ),
-        ObjectDetails::Changer(c) => format!(
-            "{} addr {}",
-            or_dash(c.device.as_deref()),
-            c.element_address
-        ),
+        ObjectDetails::Computer(c) => format!("{} rsmd {}, {} libraries", c.host_name, c.version, c.library_count),
+        ObjectDetails::Library(l) => {
+            format!("{} {} drives {} slots {} ports", json_word(&l.kind), l.drive_count, l.slot_count, l.ie_port_count)
+        }
+        ObjectDetails::Changer(c) => format!("{} addr {}", or_dash(c.device.as_deref()), c.element_address),
         ObjectDetails::Drive(d) => format!(
             "#{} {} {} {}",
             d.number,
@@ -331,11 +290,7 @@ pub fn summary(details: &ObjectDetails) -> String {
                 "#{} addr {} {}",
                 s.number,
                 s.element_address,
-                if s.full {
-                    or_dash(s.barcode.as_deref())
-                } else {
-                    "empty"
-                }
+                if s.full { or_dash(s.barcode.as_deref()) } else { "empty" }
             )
         }
         ObjectDetails::IePort(p) => {
@@ -343,11 +298,7 @@ pub fn summary(details: &ObjectDetails) -> String {
                 "#{} addr {} {}",
                 p.number,
                 p.element_address,
-                if p.full {
-                    or_dash(p.barcode.as_deref())
-                } else {
-                    "empty"
-                }
+                if p.full { or_dash(p.barcode.as_deref()) } else { "empty" }
             )
         }
         ObjectDetails::MediaType(t) => format!("{} sides {}", t.family, t.sides),
@@ -355,10 +306,7 @@ pub fn summary(details: &ObjectDetails) -> String {
             "{} in {}{} mounts {}",
             or_dash(m.barcode.as_deref()),
             json_word(&m.location.kind),
-            m.location
-                .element_address
-                .map(|a| format!(" {a}"))
-                .unwrap_or_default(),
+            m.location.element_address.map(|a| format!(" {a}")).unwrap_or_default(),
             m.mount_count
         ),
         ObjectDetails::MediaPool(p) => format!("{} {} media", json_word(&p.kind), p.media_count),
@@ -415,19 +363,7 @@ pub fn requests_table(objects: &[ObjectInfo]) -> String {
     if rows.is_empty() {
         return "No library requests.\n".into();
     }
-    table(
-        &[
-            "ID",
-            "OPERATION",
-            "STATE",
-            "PRIO",
-            "MEDIA",
-            "DRIVE",
-            "APPLICATION",
-            "ERROR",
-        ],
-        &rows,
-    )
+    table(&["ID", "OPERATION", "STATE", "PRIO", "MEDIA", "DRIVE", "APPLICATION", "ERROR"], &rows)
 }
 
 /// Every field of one object, `key: value` per line (`rsm info`).
@@ -462,10 +398,8 @@ fn write_fields(out: &mut String, prefix: &str, fields: &serde_json::Map<String,
                 let _ = writeln!(out, "{prefix}{key}: {s}");
             }
             Value::Array(items) => {
-                let words: Vec<String> = items
-                    .iter()
-                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                    .collect();
+                let words: Vec<String> =
+                    items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect();
                 let _ = writeln!(out, "{prefix}{key}: {}", words.join(", "));
             }
             other => {

@@ -37,9 +37,8 @@ use crate::proto::envelope::{Call, Response};
 use crate::proto::frame::FrameDecoder;
 use crate::proto::method::{DismountTarget, Method};
 use crate::proto::types::{
-    DescriptionReply, EnumerateReply, InventoryMode, MountFlags, MountReply, Notification,
-    ObjectDetails, ObjectInfo, ObjectReply, ObjectType, OpenSessionReply, RequestReply,
-    ServiceInfo,
+    DescriptionReply, EnumerateReply, InventoryMode, MountFlags, MountReply, Notification, ObjectDetails, ObjectInfo,
+    ObjectReply, ObjectType, OpenSessionReply, RequestReply, ServiceInfo,
 };
 use crate::proto::{NtmsError, PROTOCOL_VERSION};
 
@@ -61,9 +60,7 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
 }
 
 fn lost(path: &Path, what: &str) -> NtmsError {
-    NtmsError::NotConnected {
-        message: format!("connection to rsmd at {} lost: {what}", path.display()),
-    }
+    NtmsError::NotConnected { message: format!("connection to rsmd at {} lost: {what}", path.display()) }
 }
 
 /// One blocking Varlink connection.
@@ -81,22 +78,15 @@ impl Connection {
     /// this user may not open → `AccessDenied`.
     pub fn connect(path: &Path) -> Result<Connection, NtmsError> {
         let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-            ErrorKind::PermissionDenied => NtmsError::AccessDenied {
-                message: format!("cannot open rsmd's socket {}", path.display()),
-            },
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => NtmsError::NotConnected {
-                message: format!("cannot reach rsmd at {}", path.display()),
-            },
-            _ => NtmsError::NotConnected {
-                message: format!("cannot reach rsmd at {} ({e})", path.display()),
-            },
+            ErrorKind::PermissionDenied => {
+                NtmsError::AccessDenied { message: format!("cannot open rsmd's socket {}", path.display()) }
+            }
+            ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                NtmsError::NotConnected { message: format!("cannot reach rsmd at {}", path.display()) }
+            }
+            _ => NtmsError::NotConnected { message: format!("cannot reach rsmd at {} ({e})", path.display()) },
         })?;
-        Ok(Connection {
-            stream,
-            decoder: FrameDecoder::new(),
-            path: path.to_owned(),
-            broken: false,
-        })
+        Ok(Connection { stream, decoder: FrameDecoder::new(), path: path.to_owned(), broken: false })
     }
 
     /// Connects to the socket chosen by [`socket_path`] (`explicit`, `$RSMD_SOCKET`, or the default).
@@ -112,9 +102,7 @@ impl Connection {
     /// `org.varlink.service.GetInterfaceDescription`: the IDL text of `interface`.
     pub fn get_interface_description(&mut self, interface: &str) -> Result<String, NtmsError> {
         let reply: DescriptionReply =
-            decode(self.call_method(&Method::GetInterfaceDescription {
-                interface: interface.to_owned(),
-            })?)?;
+            decode(self.call_method(&Method::GetInterfaceDescription { interface: interface.to_owned() })?)?;
         Ok(reply.description)
     }
 
@@ -130,11 +118,7 @@ impl Connection {
 
     /// Calls `method` (fully qualified) and returns the reply's parameters as a JSON object. An error reply
     /// becomes the matching [`NtmsError`] (see [`NtmsError::from_reply`]).
-    pub fn call(
-        &mut self,
-        method: &str,
-        parameters: Map<String, Value>,
-    ) -> Result<Value, NtmsError> {
+    pub fn call(&mut self, method: &str, parameters: Map<String, Value>) -> Result<Value, NtmsError> {
         self.call_envelope(&Call::new(method, parameters))
     }
 
@@ -142,11 +126,10 @@ impl Connection {
     pub fn call_method(&mut self, method: &Method) -> Result<Value, NtmsError> {
         let call = method.to_call();
         if call.more {
-            return self.call_more_envelope(&call)?.next().unwrap_or_else(|| {
-                Err(NtmsError::InvalidMessage {
-                    message: "stream ended without a reply".into(),
-                })
-            });
+            return self
+                .call_more_envelope(&call)?
+                .next()
+                .unwrap_or_else(|| Err(NtmsError::InvalidMessage { message: "stream ended without a reply".into() }));
         }
         self.call_envelope(&call)
     }
@@ -156,9 +139,7 @@ impl Connection {
         match self.receive()? {
             Response::Reply(reply) if reply.continues => {
                 self.broken = true;
-                Err(NtmsError::InvalidMessage {
-                    message: "rsmd streamed replies to a single call".into(),
-                })
+                Err(NtmsError::InvalidMessage { message: "rsmd streamed replies to a single call".into() })
             }
             Response::Reply(reply) => Ok(Value::Object(reply.parameters)),
             Response::Error(e) => Err(NtmsError::from_reply(&e.error, &e.parameters)),
@@ -167,11 +148,7 @@ impl Connection {
 
     /// Calls `method` with `"more": true`; the iterator yields each reply's parameters until the last one (or an
     /// error, which ends the stream). Dropping the iterator early leaves the connection broken.
-    pub fn call_more(
-        &mut self,
-        method: &str,
-        parameters: Map<String, Value>,
-    ) -> Result<Replies<'_>, NtmsError> {
+    pub fn call_more(&mut self, method: &str, parameters: Map<String, Value>) -> Result<Replies<'_>, NtmsError> {
         let mut call = Call::new(method, parameters);
         call.more = true;
         self.call_more_envelope(&call)
@@ -181,10 +158,7 @@ impl Connection {
         let mut call = call.clone();
         call.more = true;
         self.send(&call)?;
-        Ok(Replies {
-            conn: self,
-            done: false,
-        })
+        Ok(Replies { conn: self, done: false })
     }
 
     fn send(&mut self, call: &Call) -> Result<(), NtmsError> {
@@ -282,9 +256,7 @@ pub struct SessionOptions {
 }
 
 fn decode<T: DeserializeOwned>(value: Value) -> Result<T, NtmsError> {
-    serde_json::from_value(value).map_err(|e| NtmsError::InvalidMessage {
-        message: format!("unexpected reply: {e}"),
-    })
+    serde_json::from_value(value).map_err(|e| NtmsError::InvalidMessage { message: format!("unexpected reply: {e}") })
 }
 
 /// An open RSM session (`OpenNtmsSession`). Send + Sync: share it between threads; calls run in parallel.
@@ -298,11 +270,7 @@ pub struct Session {
 
 impl Session {
     /// Opens a session on the default socket (`OpenNtmsSession(server, application, options)`).
-    pub fn open(
-        server: Option<&str>,
-        application: Option<&str>,
-        options: u32,
-    ) -> Result<Session, NtmsError> {
+    pub fn open(server: Option<&str>, application: Option<&str>, options: u32) -> Result<Session, NtmsError> {
         Session::open_with(&SessionOptions::default(), server, application, options)
     }
 
@@ -313,10 +281,7 @@ impl Session {
         application: Option<&str>,
         options: u32,
     ) -> Result<Session, NtmsError> {
-        let opts = SessionOptions {
-            socket: Some(socket.to_owned()),
-            ..SessionOptions::default()
-        };
+        let opts = SessionOptions { socket: Some(socket.to_owned()), ..SessionOptions::default() };
         Session::open_with(&opts, server, application, options)
     }
 
@@ -386,10 +351,7 @@ impl Session {
 
     fn give_back(&self, conn: Connection) {
         if !conn.is_broken() {
-            self.pool
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(conn);
+            self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
         }
     }
 
@@ -413,18 +375,11 @@ impl Session {
     /// `CloseNtmsSession`. Dropping a session closes it too, ignoring errors.
     pub fn close(self) -> Result<(), NtmsError> {
         self.closed.store(true, Ordering::SeqCst);
-        self.call(&Method::CloseSession {
-            session: self.id.clone(),
-        })
-        .map(|_| ())
+        self.call(&Method::CloseSession { session: self.id.clone() }).map(|_| ())
     }
 
     /// `EnumerateNtmsObject`: objects of `object_type` inside `container` (or everywhere).
-    pub fn enumerate(
-        &self,
-        container: Option<&str>,
-        object_type: ObjectType,
-    ) -> Result<Vec<ObjectInfo>, NtmsError> {
+    pub fn enumerate(&self, container: Option<&str>, object_type: ObjectType) -> Result<Vec<ObjectInfo>, NtmsError> {
         let reply: EnumerateReply = self.call_as(&Method::EnumerateObjects {
             session: self.id.clone(),
             container: container.map(str::to_owned),
@@ -435,10 +390,8 @@ impl Session {
 
     /// `GetNtmsObjectInformation`: one object by id, or a cartridge by barcode.
     pub fn get_object_information(&self, object: &str) -> Result<ObjectInfo, NtmsError> {
-        let reply: ObjectReply = self.call_as(&Method::GetObjectInformation {
-            session: self.id.clone(),
-            object: object.to_owned(),
-        })?;
+        let reply: ObjectReply =
+            self.call_as(&Method::GetObjectInformation { session: self.id.clone(), object: object.to_owned() })?;
         Ok(reply.object)
     }
 
@@ -464,21 +417,12 @@ impl Session {
 
     /// `DismountNtmsMedia` / `DismountNtmsDrive`.
     pub fn dismount(&self, target: DismountTarget, deferred: bool) -> Result<(), NtmsError> {
-        self.call(&Method::DismountMedia {
-            session: self.id.clone(),
-            target,
-            deferred,
-        })
-        .map(|_| ())
+        self.call(&Method::DismountMedia { session: self.id.clone(), target, deferred }).map(|_| ())
     }
 
     /// `CancelNtmsLibraryRequest`.
     pub fn cancel_request(&self, request: &str) -> Result<(), NtmsError> {
-        self.call(&Method::CancelLibraryRequest {
-            session: self.id.clone(),
-            request: request.to_owned(),
-        })
-        .map(|_| ())
+        self.call(&Method::CancelLibraryRequest { session: self.id.clone(), request: request.to_owned() }).map(|_| ())
     }
 
     /// The library requests the daemon knows (queued, running and recent).
@@ -488,25 +432,15 @@ impl Session {
 
     /// `InventoryNtmsLibrary`: queues an inventory and returns its request id.
     pub fn inventory(&self, library: &str, mode: InventoryMode) -> Result<String, NtmsError> {
-        let reply: RequestReply = self.call_as(&Method::InventoryLibrary {
-            session: self.id.clone(),
-            library: library.to_owned(),
-            mode,
-        })?;
+        let reply: RequestReply =
+            self.call_as(&Method::InventoryLibrary { session: self.id.clone(), library: library.to_owned(), mode })?;
         Ok(reply.request)
     }
 
     /// `OpenNtmsNotification` + `WaitForNtmsNotification`: a stream of changes on a dedicated connection.
-    pub fn notifications(
-        &self,
-        object_type: Option<ObjectType>,
-    ) -> Result<Notifications, NtmsError> {
+    pub fn notifications(&self, object_type: Option<ObjectType>) -> Result<Notifications, NtmsError> {
         let mut conn = Connection::connect(&self.socket)?;
-        let call = Method::WaitForNotification {
-            session: self.id.clone(),
-            object_type,
-        }
-        .to_call();
+        let call = Method::WaitForNotification { session: self.id.clone(), object_type }.to_call();
         conn.send(&call)?;
         Ok(Notifications { conn, done: false })
     }
@@ -518,19 +452,13 @@ impl Session {
             return Ok(spec.to_owned());
         };
         let drives = self.enumerate(None, ObjectType::Drive)?;
-        let matching: Vec<&ObjectInfo> = drives
-            .iter()
-            .filter(|d| matches!(&d.details, ObjectDetails::Drive(dd) if dd.number == number))
-            .collect();
+        let matching: Vec<&ObjectInfo> =
+            drives.iter().filter(|d| matches!(&d.details, ObjectDetails::Drive(dd) if dd.number == number)).collect();
         match matching.as_slice() {
             [one] => Ok(one.id.clone()),
-            [] => Err(NtmsError::ObjectNotFound {
-                message: format!("no drive number {number}"),
-            }),
+            [] => Err(NtmsError::ObjectNotFound { message: format!("no drive number {number}") }),
             _ => Err(NtmsError::InvalidParameter {
-                message: format!(
-                    "drive number {number} exists in several libraries; give the drive id"
-                ),
+                message: format!("drive number {number} exists in several libraries; give the drive id"),
             }),
         }
     }
@@ -539,9 +467,7 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         if !self.closed.swap(true, Ordering::SeqCst) {
-            let _ = self.call(&Method::CloseSession {
-                session: self.id.clone(),
-            });
+            let _ = self.call(&Method::CloseSession { session: self.id.clone() });
         }
     }
 }

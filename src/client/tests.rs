@@ -42,20 +42,11 @@ impl FakeServer {
                 thread::spawn(move || serve(stream, &*handler, &recorded));
             }
         });
-        FakeServer {
-            _dir: dir,
-            path,
-            calls,
-        }
+        FakeServer { _dir: dir, path, calls }
     }
 
     fn methods(&self) -> Vec<String> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|c| c.method.clone())
-            .collect()
+        self.calls.lock().unwrap().iter().map(|c| c.method.clone()).collect()
     }
 }
 
@@ -103,20 +94,14 @@ fn standard(call: &WireCall) -> Answer {
         Ok(Method::OpenSession { .. }) => reply(json!({"session": "S1", "version": 1})),
         Ok(Method::CloseSession { .. }) => reply(json!({})),
         Ok(Method::EnumerateObjects { object_type, .. }) => {
-            let objects: Vec<ObjectInfo> = samples::all()
-                .into_iter()
-                .filter(|o| o.object_type == object_type)
-                .collect();
+            let objects: Vec<ObjectInfo> =
+                samples::all().into_iter().filter(|o| o.object_type == object_type).collect();
             reply(json!({ "objects": objects }))
         }
-        Ok(Method::GetObjectInformation { object, .. }) => {
-            match samples::all().into_iter().find(|o| o.id == object) {
-                Some(o) => reply(json!({ "object": o })),
-                None => error(NtmsError::ObjectNotFound {
-                    message: format!("no object {object}"),
-                }),
-            }
-        }
+        Ok(Method::GetObjectInformation { object, .. }) => match samples::all().into_iter().find(|o| o.id == object) {
+            Some(o) => reply(json!({ "object": o })),
+            None => error(NtmsError::ObjectNotFound { message: format!("no object {object}") }),
+        },
         Ok(Method::MountMedia { .. }) => {
             reply(json!({"request": "R1", "media": "M", "drive": "D", "device": "/dev/nst0"}))
         }
@@ -126,21 +111,12 @@ fn standard(call: &WireCall) -> Answer {
             json!({"parameters": {"operation": "update", "object_type": "drive", "object": "a"}, "continues": true}),
             json!({"parameters": {"operation": "delete", "object_type": "library", "object": "b"}}),
         ]),
-        Ok(Method::GetInfo) => {
-            reply(serde_json::to_value(crate::proto::interface::service_info()).unwrap())
-        }
-        Ok(Method::GetInterfaceDescription { interface }) => {
-            match crate::proto::interface::description(&interface) {
-                Some(d) => reply(json!({ "description": d })),
-                None => Answer::Messages(vec![
-                    VarlinkError::InterfaceNotFound { interface }.to_reply()
-                ]),
-            }
-        }
-        Ok(_) => Answer::Messages(vec![VarlinkError::MethodNotImplemented {
-            method: call.method.clone(),
-        }
-        .to_reply()]),
+        Ok(Method::GetInfo) => reply(serde_json::to_value(crate::proto::interface::service_info()).unwrap()),
+        Ok(Method::GetInterfaceDescription { interface }) => match crate::proto::interface::description(&interface) {
+            Some(d) => reply(json!({ "description": d })),
+            None => Answer::Messages(vec![VarlinkError::InterfaceNotFound { interface }.to_reply()]),
+        },
+        Ok(_) => Answer::Messages(vec![VarlinkError::MethodNotImplemented { method: call.method.clone() }.to_reply()]),
         Err(e) => Answer::Messages(vec![e.to_reply()]),
     }
 }
@@ -157,13 +133,7 @@ fn missing_socket_is_not_connected() {
     let path = dir.path().join("nothing.sock");
     let e = Session::open_at(&path, None, None, 0).unwrap_err();
     assert_eq!(e.code(), 2250);
-    assert_eq!(
-        e.to_string(),
-        format!(
-            "cannot reach rsmd at {}: NotConnected (2250)",
-            path.display()
-        )
-    );
+    assert_eq!(e.to_string(), format!("cannot reach rsmd at {}: NotConnected (2250)", path.display()));
 }
 
 #[test]
@@ -177,10 +147,7 @@ fn refused_connection_is_not_connected() {
 
 #[test]
 fn socket_path_precedence() {
-    assert_eq!(
-        socket_path(Some(Path::new("/x.sock"))),
-        PathBuf::from("/x.sock")
-    );
+    assert_eq!(socket_path(Some(Path::new("/x.sock"))), PathBuf::from("/x.sock"));
     // The only test that touches the variable.
     std::env::set_var(SOCKET_ENV, "/tmp/env.sock");
     assert_eq!(socket_path(None), PathBuf::from("/tmp/env.sock"));
@@ -208,10 +175,7 @@ fn open_sends_version_and_close_closes() {
 fn drop_closes_the_session_once() {
     let server = FakeServer::start(standard);
     drop(Session::open_at(&server.path, None, None, 0).unwrap());
-    assert_eq!(
-        server.methods(),
-        ["io.rsmd.Ntms.OpenSession", "io.rsmd.Ntms.CloseSession"]
-    );
+    assert_eq!(server.methods(), ["io.rsmd.Ntms.OpenSession", "io.rsmd.Ntms.CloseSession"]);
 }
 
 #[test]
@@ -223,25 +187,14 @@ fn typed_calls_decode_replies() {
     assert_eq!(drives[0].object_type, ObjectType::Drive);
     let one = s.get_object_information(&drives[0].id).unwrap();
     assert_eq!(one, drives[0]);
-    let m = s
-        .mount(
-            &["ABC001L6"],
-            Some("D"),
-            MountFlags::default(),
-            0,
-            Some(Duration::from_secs(5)),
-        )
-        .unwrap();
+    let m = s.mount(&["ABC001L6"], Some("D"), MountFlags::default(), 0, Some(Duration::from_secs(5))).unwrap();
     assert_eq!(m.device.as_deref(), Some("/dev/nst0"));
     s.dismount(DismountTarget::Drive("D".into()), true).unwrap();
     s.cancel_request("R1").unwrap();
     assert_eq!(s.inventory("L", InventoryMode::Fast).unwrap(), "R2");
     assert_eq!(s.requests().unwrap().len(), 1);
     let calls = server.calls.lock().unwrap().clone();
-    let mount = calls
-        .iter()
-        .find(|c| c.method.ends_with("MountMedia"))
-        .unwrap();
+    let mount = calls.iter().find(|c| c.method.ends_with("MountMedia")).unwrap();
     assert_eq!(mount.parameters["timeout_ms"], 5000);
     assert_eq!(mount.parameters["session"], "S1");
     // Everything ran on the one pooled connection.
@@ -253,18 +206,8 @@ fn error_replies_become_ntms_errors() {
     let server = FakeServer::start(standard);
     let s = Session::open_at(&server.path, None, None, 0).unwrap();
     let e = s.get_object_information("nope").unwrap_err();
-    assert_eq!(
-        e,
-        NtmsError::ObjectNotFound {
-            message: "no object nope".into()
-        }
-    );
-    let e = s
-        .call(&Method::EjectMedia {
-            session: "S1".into(),
-            media: "m".into(),
-        })
-        .unwrap_err();
+    assert_eq!(e, NtmsError::ObjectNotFound { message: "no object nope".into() });
+    let e = s.call(&Method::EjectMedia { session: "S1".into(), media: "m".into() }).unwrap_err();
     assert_eq!(e.code(), 120);
     // An error reply leaves the connection usable.
     assert_eq!(s.idle_connections(), 1);
@@ -275,10 +218,7 @@ fn error_replies_become_ntms_errors() {
 fn resolve_drive_by_number_or_id() {
     let server = FakeServer::start(standard);
     let s = Session::open_at(&server.path, None, None, 0).unwrap();
-    let drive = samples::all()
-        .into_iter()
-        .find(|o| o.object_type == ObjectType::Drive)
-        .unwrap();
+    let drive = samples::all().into_iter().find(|o| o.object_type == ObjectType::Drive).unwrap();
     assert_eq!(s.resolve_drive("0").unwrap(), drive.id);
     assert_eq!(s.resolve_drive("some-id").unwrap(), "some-id");
     assert_eq!(s.resolve_drive("7").unwrap_err().code(), 4312);
@@ -286,18 +226,9 @@ fn resolve_drive_by_number_or_id() {
 
 #[test]
 fn not_ready_fails_at_once_without_wait() {
-    let server = FakeServer::start(|_| {
-        error(NtmsError::NotReady {
-            message: "loading".into(),
-        })
-    });
+    let server = FakeServer::start(|_| error(NtmsError::NotReady { message: "loading".into() }));
     let e = Session::open_at(&server.path, None, None, 0).unwrap_err();
-    assert_eq!(
-        e,
-        NtmsError::NotReady {
-            message: "loading".into()
-        }
-    );
+    assert_eq!(e, NtmsError::NotReady { message: "loading".into() });
     assert_eq!(server.methods().len(), 1);
 }
 
@@ -309,17 +240,12 @@ fn not_ready_is_retried_with_wait_ready() {
         let mut n = counter.lock().unwrap();
         *n += 1;
         if *n <= 2 {
-            error(NtmsError::NotReady {
-                message: "loading".into(),
-            })
+            error(NtmsError::NotReady { message: "loading".into() })
         } else {
             standard(call)
         }
     });
-    let opts = SessionOptions {
-        socket: Some(server.path.clone()),
-        wait_ready: Some(Duration::from_secs(30)),
-    };
+    let opts = SessionOptions { socket: Some(server.path.clone()), wait_ready: Some(Duration::from_secs(30)) };
     let s = Session::open_with(&opts, None, None, 0).unwrap();
     assert_eq!(s.id(), "S1");
     assert_eq!(*attempts.lock().unwrap(), 3);
@@ -327,21 +253,9 @@ fn not_ready_is_retried_with_wait_ready() {
 
 #[test]
 fn other_open_errors_are_not_retried() {
-    let server = FakeServer::start(|_| {
-        error(NtmsError::InvalidComputerName {
-            message: "bad".into(),
-        })
-    });
-    let opts = SessionOptions {
-        socket: Some(server.path.clone()),
-        wait_ready: Some(Duration::from_secs(30)),
-    };
-    assert_eq!(
-        Session::open_with(&opts, Some("a b"), None, 0)
-            .unwrap_err()
-            .code(),
-        1210
-    );
+    let server = FakeServer::start(|_| error(NtmsError::InvalidComputerName { message: "bad".into() }));
+    let opts = SessionOptions { socket: Some(server.path.clone()), wait_ready: Some(Duration::from_secs(30)) };
+    assert_eq!(Session::open_with(&opts, Some("a b"), None, 0).unwrap_err().code(), 1210);
     assert_eq!(server.methods().len(), 1);
 }
 
@@ -380,56 +294,33 @@ fn long_call_does_not_block_other_threads() {
 fn streamed_replies() {
     let server = FakeServer::start(standard);
     let s = Session::open_at(&server.path, None, None, 0).unwrap();
-    let got: Vec<Notification> = s
-        .notifications(Some(ObjectType::Drive))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let got: Vec<Notification> = s.notifications(Some(ObjectType::Drive)).unwrap().map(Result::unwrap).collect();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].object, "a");
     assert_eq!(got[1].object_type, ObjectType::Library);
     let calls = server.calls.lock().unwrap().clone();
-    let wait = calls
-        .iter()
-        .find(|c| c.method.ends_with("WaitForNotification"))
-        .unwrap();
+    let wait = calls.iter().find(|c| c.method.ends_with("WaitForNotification")).unwrap();
     assert!(wait.more);
 
     let mut conn = Connection::connect(&server.path).unwrap();
     let params = json!({"session": "S1"}).as_object().unwrap().clone();
-    let all: Vec<Value> = conn
-        .call_more("io.rsmd.Ntms.WaitForNotification", params.clone())
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let all: Vec<Value> =
+        conn.call_more("io.rsmd.Ntms.WaitForNotification", params.clone()).unwrap().map(Result::unwrap).collect();
     assert_eq!(all.len(), 2);
     assert!(!conn.is_broken());
     // Abandoning a stream makes the connection unusable.
-    let mut replies = conn
-        .call_more("io.rsmd.Ntms.WaitForNotification", params)
-        .unwrap();
+    let mut replies = conn.call_more("io.rsmd.Ntms.WaitForNotification", params).unwrap();
     assert!(replies.next().unwrap().is_ok());
     drop(replies);
     assert!(conn.is_broken());
-    assert_eq!(
-        conn.call("org.varlink.service.GetInfo", Map::new())
-            .unwrap_err()
-            .code(),
-        2250
-    );
+    assert_eq!(conn.call("org.varlink.service.GetInfo", Map::new()).unwrap_err().code(), 2250);
 }
 
 #[test]
 fn streamed_reply_to_plain_call_is_a_protocol_error() {
-    let server =
-        FakeServer::start(|_| Answer::Messages(vec![json!({"parameters": {}, "continues": true})]));
+    let server = FakeServer::start(|_| Answer::Messages(vec![json!({"parameters": {}, "continues": true})]));
     let mut conn = Connection::connect(&server.path).unwrap();
-    assert_eq!(
-        conn.call("io.rsmd.Ntms.CloseSession", Map::new())
-            .unwrap_err()
-            .code(),
-        13
-    );
+    assert_eq!(conn.call("io.rsmd.Ntms.CloseSession", Map::new()).unwrap_err().code(), 13);
     assert!(conn.is_broken());
 }
 
@@ -459,9 +350,7 @@ fn garbage_replies_are_invalid_messages() {
         let owned = bytes.to_vec();
         let server = FakeServer::start(move |_| Answer::Raw(owned.clone()));
         let mut conn = Connection::connect(&server.path).unwrap();
-        let e = conn
-            .call("org.varlink.service.GetInfo", Map::new())
-            .unwrap_err();
+        let e = conn.call("org.varlink.service.GetInfo", Map::new()).unwrap_err();
         assert_eq!(e.code(), code, "{bytes:?}: {e}");
         assert!(conn.is_broken());
     }
@@ -483,25 +372,17 @@ fn reply_of_wrong_shape_is_invalid_message() {
 fn oversized_reply_is_message_too_large() {
     let server = FakeServer::start(|_| Answer::Raw(vec![b' '; crate::proto::MAX_MESSAGE + 10]));
     let mut conn = Connection::connect(&server.path).unwrap();
-    assert_eq!(
-        conn.call("org.varlink.service.GetInfo", Map::new())
-            .unwrap_err()
-            .code(),
-        4336
-    );
+    assert_eq!(conn.call("org.varlink.service.GetInfo", Map::new()).unwrap_err().code(), 4336);
 }
 
 #[test]
 fn replies_split_across_reads_are_reassembled() {
     // A reply of ~200 KiB arrives in many reads.
     let big = "x".repeat(200 * 1024);
-    let server = FakeServer::start(move |_| {
-        Answer::Raw(Reply::new(json!({"big": big}).as_object().unwrap().clone()).encode())
-    });
+    let server =
+        FakeServer::start(move |_| Answer::Raw(Reply::new(json!({"big": big}).as_object().unwrap().clone()).encode()));
     let mut conn = Connection::connect(&server.path).unwrap();
-    let v = conn
-        .call("org.varlink.service.GetInfo", Map::new())
-        .unwrap();
+    let v = conn.call("org.varlink.service.GetInfo", Map::new()).unwrap();
     assert_eq!(v["big"].as_str().unwrap().len(), 200 * 1024);
 }
 

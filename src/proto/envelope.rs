@@ -59,9 +59,7 @@ pub enum EnvelopeError {
 impl From<EnvelopeError> for NtmsError {
     /// A bad envelope is answered with `InvalidMessage` (and the connection closed).
     fn from(e: EnvelopeError) -> NtmsError {
-        NtmsError::InvalidMessage {
-            message: e.to_string(),
-        }
+        NtmsError::InvalidMessage { message: e.to_string() }
     }
 }
 
@@ -69,12 +67,8 @@ impl From<frame::FrameError> for NtmsError {
     /// An oversized message is `MessageTooLarge`; invalid UTF-8 is `InvalidMessage`.
     fn from(e: frame::FrameError) -> NtmsError {
         match e {
-            frame::FrameError::TooLarge { .. } => NtmsError::MessageTooLarge {
-                message: e.to_string(),
-            },
-            frame::FrameError::InvalidUtf8 { .. } => NtmsError::InvalidMessage {
-                message: e.to_string(),
-            },
+            frame::FrameError::TooLarge { .. } => NtmsError::MessageTooLarge { message: e.to_string() },
+            frame::FrameError::InvalidUtf8 { .. } => NtmsError::InvalidMessage { message: e.to_string() },
         }
     }
 }
@@ -83,10 +77,7 @@ fn parse_object(message: &str) -> Result<Map<String, Value>, EnvelopeError> {
     match serde_json::from_str::<Value>(message) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(EnvelopeError::NotAnObject),
-        Err(e) => Err(EnvelopeError::Json {
-            line: e.line(),
-            column: e.column(),
-        }),
+        Err(e) => Err(EnvelopeError::Json { line: e.line(), column: e.column() }),
     }
 }
 
@@ -94,9 +85,7 @@ fn flag(map: &Map<String, Value>, key: &str) -> Result<bool, EnvelopeError> {
     match map.get(key) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(EnvelopeError::FlagNotBool {
-            key: key.to_owned(),
-        }),
+        Some(_) => Err(EnvelopeError::FlagNotBool { key: key.to_owned() }),
     }
 }
 
@@ -126,24 +115,15 @@ pub struct Call {
 impl Call {
     /// A plain call (no flags).
     pub fn new(method: impl Into<String>, parameters: Map<String, Value>) -> Call {
-        Call {
-            method: method.into(),
-            parameters,
-            oneway: false,
-            more: false,
-            upgrade: false,
-        }
+        Call { method: method.into(), parameters, oneway: false, more: false, upgrade: false }
     }
 
     /// Parses one framed message strictly.
     pub fn parse(message: &str) -> Result<Call, EnvelopeError> {
         let mut map = parse_object(message)?;
-        if let Some(key) = map.keys().find(|k| {
-            !matches!(
-                k.as_str(),
-                "method" | "parameters" | "oneway" | "more" | "upgrade"
-            )
-        }) {
+        if let Some(key) =
+            map.keys().find(|k| !matches!(k.as_str(), "method" | "parameters" | "oneway" | "more" | "upgrade"))
+        {
             return Err(EnvelopeError::UnknownKey { key: key.clone() });
         }
         let method = match map.remove("method") {
@@ -166,11 +146,7 @@ impl Call {
         let mut map = Map::new();
         map.insert("method".into(), Value::String(self.method.clone()));
         map.insert("parameters".into(), Value::Object(self.parameters.clone()));
-        for (key, set) in [
-            ("oneway", self.oneway),
-            ("more", self.more),
-            ("upgrade", self.upgrade),
-        ] {
+        for (key, set) in [("oneway", self.oneway), ("more", self.more), ("upgrade", self.upgrade)] {
             if set {
                 map.insert(key.into(), Value::Bool(true));
             }
@@ -196,10 +172,7 @@ pub struct Reply {
 impl Reply {
     /// A final reply.
     pub fn new(parameters: Map<String, Value>) -> Reply {
-        Reply {
-            parameters,
-            continues: false,
-        }
+        Reply { parameters, continues: false }
     }
 
     /// A final reply whose parameters are `value` serialised (one of the reply structs of
@@ -207,12 +180,8 @@ impl Reply {
     pub fn from_serialize<T: serde::Serialize>(value: &T) -> Result<Reply, NtmsError> {
         match serde_json::to_value(value) {
             Ok(Value::Object(parameters)) => Ok(Reply::new(parameters)),
-            Ok(_) => Err(NtmsError::Internal {
-                message: "reply parameters are not an object".into(),
-            }),
-            Err(e) => Err(NtmsError::Internal {
-                message: format!("cannot serialise reply: {e}"),
-            }),
+            Ok(_) => Err(NtmsError::Internal { message: "reply parameters are not an object".into() }),
+            Err(e) => Err(NtmsError::Internal { message: format!("cannot serialise reply: {e}") }),
         }
     }
 
@@ -271,10 +240,7 @@ impl Response {
         let mut map = parse_object(message)?;
         let parameters = parameters(&mut map)?;
         match map.remove("error") {
-            None | Some(Value::Null) => Ok(Response::Reply(Reply {
-                parameters,
-                continues: flag(&map, "continues")?,
-            })),
+            None | Some(Value::Null) => Ok(Response::Reply(Reply { parameters, continues: flag(&map, "continues")? })),
             Some(Value::String(error)) => Ok(Response::Error(ErrorReply { error, parameters })),
             Some(_) => Err(EnvelopeError::ErrorNotString),
         }
@@ -313,36 +279,12 @@ mod tests {
             ("{}", EnvelopeError::MissingMethod),
             (r#"{"method":3}"#, EnvelopeError::MethodNotString),
             (r#"{"method":null}"#, EnvelopeError::MethodNotString),
-            (
-                r#"{"method":"a.b.C","parameters":[]}"#,
-                EnvelopeError::ParametersNotObject,
-            ),
-            (
-                r#"{"method":"a.b.C","parameters":null}"#,
-                EnvelopeError::ParametersNotObject,
-            ),
-            (
-                r#"{"method":"a.b.C","more":"yes"}"#,
-                EnvelopeError::FlagNotBool { key: "more".into() },
-            ),
-            (
-                r#"{"method":"a.b.C","oneway":1}"#,
-                EnvelopeError::FlagNotBool {
-                    key: "oneway".into(),
-                },
-            ),
-            (
-                r#"{"method":"a.b.C","upgrade":{}}"#,
-                EnvelopeError::FlagNotBool {
-                    key: "upgrade".into(),
-                },
-            ),
-            (
-                r#"{"method":"a.b.C","extra":1}"#,
-                EnvelopeError::UnknownKey {
-                    key: "extra".into(),
-                },
-            ),
+            (r#"{"method":"a.b.C","parameters":[]}"#, EnvelopeError::ParametersNotObject),
+            (r#"{"method":"a.b.C","parameters":null}"#, EnvelopeError::ParametersNotObject),
+            (r#"{"method":"a.b.C","more":"yes"}"#, EnvelopeError::FlagNotBool { key: "more".into() }),
+            (r#"{"method":"a.b.C","oneway":1}"#, EnvelopeError::FlagNotBool { key: "oneway".into() }),
+            (r#"{"method":"a.b.C","upgrade":{}}"#, EnvelopeError::FlagNotBool { key: "upgrade".into() }),
+            (r#"{"method":"a.b.C","extra":1}"#, EnvelopeError::UnknownKey { key: "extra".into() }),
         ];
         for (text, want) in cases {
             assert_eq!(Call::parse(text), Err(want), "{text}");
@@ -369,28 +311,16 @@ mod tests {
         let mut r = Reply::new(json!({"session": "x"}).as_object().unwrap().clone());
         assert_eq!(r.to_value(), json!({"parameters": {"session": "x"}}));
         r.continues = true;
-        assert_eq!(
-            r.to_value(),
-            json!({"parameters": {"session": "x"}, "continues": true})
-        );
+        assert_eq!(r.to_value(), json!({"parameters": {"session": "x"}, "continues": true}));
         assert_eq!(r.encode().last(), Some(&0));
-        let e = ErrorReply {
-            error: "io.rsmd.Ntms.Busy".into(),
-            parameters: Map::new(),
-        };
-        assert_eq!(
-            e.to_value(),
-            json!({"error": "io.rsmd.Ntms.Busy", "parameters": {}})
-        );
+        let e = ErrorReply { error: "io.rsmd.Ntms.Busy".into(), parameters: Map::new() };
+        assert_eq!(e.to_value(), json!({"error": "io.rsmd.Ntms.Busy", "parameters": {}}));
         assert_eq!(e.encode().last(), Some(&0));
     }
 
     #[test]
     fn reply_from_serialize() {
-        let r = Reply::from_serialize(&crate::proto::types::RequestReply {
-            request: "r".into(),
-        })
-        .unwrap();
+        let r = Reply::from_serialize(&crate::proto::types::RequestReply { request: "r".into() }).unwrap();
         assert_eq!(r.to_value(), json!({"parameters": {"request": "r"}}));
         assert_eq!(Reply::from_serialize(&5).unwrap_err().code(), 1359);
     }
@@ -399,53 +329,27 @@ mod tests {
     fn response_parse() {
         assert_eq!(
             Response::parse(r#"{"parameters":{"a":1},"continues":true,"future":0}"#).unwrap(),
-            Response::Reply(Reply {
-                parameters: json!({"a": 1}).as_object().unwrap().clone(),
-                continues: true
-            })
+            Response::Reply(Reply { parameters: json!({"a": 1}).as_object().unwrap().clone(), continues: true })
         );
-        assert_eq!(
-            Response::parse(r#"{}"#).unwrap(),
-            Response::Reply(Reply::default())
-        );
+        assert_eq!(Response::parse(r#"{}"#).unwrap(), Response::Reply(Reply::default()));
         assert_eq!(
             Response::parse(r#"{"error":"x.y.Z"}"#).unwrap(),
-            Response::Error(ErrorReply {
-                error: "x.y.Z".into(),
-                parameters: Map::new()
-            })
+            Response::Error(ErrorReply { error: "x.y.Z".into(), parameters: Map::new() })
         );
-        assert_eq!(
-            Response::parse(r#"{"error":5}"#),
-            Err(EnvelopeError::ErrorNotString)
-        );
-        assert_eq!(
-            Response::parse(r#"{"parameters":1}"#),
-            Err(EnvelopeError::ParametersNotObject)
-        );
+        assert_eq!(Response::parse(r#"{"error":5}"#), Err(EnvelopeError::ErrorNotString));
+        assert_eq!(Response::parse(r#"{"parameters":1}"#), Err(EnvelopeError::ParametersNotObject));
         assert_eq!(
             Response::parse(r#"{"continues":"no"}"#),
-            Err(EnvelopeError::FlagNotBool {
-                key: "continues".into()
-            })
+            Err(EnvelopeError::FlagNotBool { key: "continues".into() })
         );
-        assert_eq!(
-            Response::parse("nul"),
-            Err(EnvelopeError::Json { line: 1, column: 3 })
-        );
+        assert_eq!(Response::parse("nul"), Err(EnvelopeError::Json { line: 1, column: 3 }));
         assert_eq!(Response::parse("[]"), Err(EnvelopeError::NotAnObject));
     }
 
     #[test]
     fn conversions_to_wire_errors() {
         assert_eq!(NtmsError::from(EnvelopeError::NotAnObject).code(), 13);
-        assert_eq!(
-            NtmsError::from(frame::FrameError::TooLarge { limit: 1 }).code(),
-            4336
-        );
-        assert_eq!(
-            NtmsError::from(frame::FrameError::InvalidUtf8 { offset: 0 }).code(),
-            13
-        );
+        assert_eq!(NtmsError::from(frame::FrameError::TooLarge { limit: 1 }).code(), 4336);
+        assert_eq!(NtmsError::from(frame::FrameError::InvalidUtf8 { offset: 0 }).code(), 13);
     }
 }

@@ -212,51 +212,37 @@ impl NtmsError {
     /// `InvalidMessage`.
     pub fn from_reply(error_name: &str, parameters: &Map<String, Value>) -> NtmsError {
         let text = |key: &str| parameters.get(key).and_then(Value::as_str).unwrap_or("");
-        if let Some(name) = error_name
-            .strip_prefix(NTMS_INTERFACE)
-            .and_then(|n| n.strip_prefix('.'))
-        {
+        if let Some(name) = error_name.strip_prefix(NTMS_INTERFACE).and_then(|n| n.strip_prefix('.')) {
             let message = text("message").to_owned();
-            return NtmsError::from_name(name, message.clone()).unwrap_or_else(|| {
-                NtmsError::Unknown {
-                    error: error_name.to_owned(),
-                    code: parameters
-                        .get("code")
-                        .and_then(Value::as_u64)
-                        .and_then(|c| u32::try_from(c).ok())
-                        .unwrap_or(1359),
-                    message,
-                }
+            return NtmsError::from_name(name, message.clone()).unwrap_or_else(|| NtmsError::Unknown {
+                error: error_name.to_owned(),
+                code: parameters
+                    .get("code")
+                    .and_then(Value::as_u64)
+                    .and_then(|c| u32::try_from(c).ok())
+                    .unwrap_or(1359),
+                message,
             });
         }
-        if let Some(name) = error_name
-            .strip_prefix(SERVICE_INTERFACE)
-            .and_then(|n| n.strip_prefix('.'))
-        {
+        if let Some(name) = error_name.strip_prefix(SERVICE_INTERFACE).and_then(|n| n.strip_prefix('.')) {
             return match name {
                 "InterfaceNotFound" => NtmsError::NoInterfaces {
                     message: format!("rsmd does not provide interface '{}'", text("interface")),
                 },
-                "MethodNotFound" => NtmsError::NoInterfaces {
-                    message: format!("rsmd does not know method '{}'", text("method")),
-                },
+                "MethodNotFound" => {
+                    NtmsError::NoInterfaces { message: format!("rsmd does not know method '{}'", text("method")) }
+                }
                 "MethodNotImplemented" => NtmsError::CallNotImplemented {
                     message: format!("rsmd does not implement '{}' yet", text("method")),
                 },
-                "InvalidParameter" => NtmsError::InvalidParameter {
-                    message: format!("invalid parameter '{}'", text("parameter")),
-                },
-                "PermissionDenied" => NtmsError::AccessDenied {
-                    message: "permission denied".into(),
-                },
-                other => NtmsError::InvalidMessage {
-                    message: format!("unexpected varlink error '{other}'"),
-                },
+                "InvalidParameter" => {
+                    NtmsError::InvalidParameter { message: format!("invalid parameter '{}'", text("parameter")) }
+                }
+                "PermissionDenied" => NtmsError::AccessDenied { message: "permission denied".into() },
+                other => NtmsError::InvalidMessage { message: format!("unexpected varlink error '{other}'") },
             };
         }
-        NtmsError::InvalidMessage {
-            message: format!("unexpected error '{error_name}'"),
-        }
+        NtmsError::InvalidMessage { message: format!("unexpected error '{error_name}'") }
     }
 }
 
@@ -311,9 +297,7 @@ pub enum VarlinkError {
 impl VarlinkError {
     /// Shorthand for [`VarlinkError::InvalidParameter`].
     pub fn invalid_parameter(parameter: impl Into<String>) -> VarlinkError {
-        VarlinkError::InvalidParameter {
-            parameter: parameter.into(),
-        }
+        VarlinkError::InvalidParameter { parameter: parameter.into() }
     }
 
     /// The full error name, `org.varlink.service.<Name>`.
@@ -336,8 +320,7 @@ impl VarlinkError {
             VarlinkError::InterfaceNotFound { interface } => {
                 map.insert("interface".into(), json!(interface));
             }
-            VarlinkError::MethodNotFound { method }
-            | VarlinkError::MethodNotImplemented { method } => {
+            VarlinkError::MethodNotFound { method } | VarlinkError::MethodNotImplemented { method } => {
                 map.insert("method".into(), json!(method));
             }
             VarlinkError::InvalidParameter { parameter } => {
@@ -448,9 +431,7 @@ mod tests {
 
     #[test]
     fn reply_shape() {
-        let e = NtmsError::NotReady {
-            message: "loading inventory".into(),
-        };
+        let e = NtmsError::NotReady { message: "loading inventory".into() };
         assert_eq!(
             e.to_reply(),
             json!({"error": "io.rsmd.Ntms.NotReady", "parameters": {"code": 21, "message": "loading inventory"}})
@@ -459,16 +440,9 @@ mod tests {
 
     #[test]
     fn display_puts_message_first() {
-        let e = NtmsError::NotConnected {
-            message: "cannot reach rsmd at /run/rsmd/rsmd.sock".into(),
-        };
-        assert_eq!(
-            e.to_string(),
-            "cannot reach rsmd at /run/rsmd/rsmd.sock: NotConnected (2250)"
-        );
-        let e = NtmsError::Busy {
-            message: String::new(),
-        };
+        let e = NtmsError::NotConnected { message: "cannot reach rsmd at /run/rsmd/rsmd.sock".into() };
+        assert_eq!(e.to_string(), "cannot reach rsmd at /run/rsmd/rsmd.sock: NotConnected (2250)");
+        let e = NtmsError::Busy { message: String::new() };
         assert_eq!(e.to_string(), "Busy (170)");
     }
 
@@ -487,36 +461,16 @@ mod tests {
     #[test]
     fn varlink_errors_map_on_the_client() {
         let cases = [
-            (
-                "org.varlink.service.InterfaceNotFound",
-                json!({"interface": "a.b"}),
-                1817,
-            ),
-            (
-                "org.varlink.service.MethodNotFound",
-                json!({"method": "a.b.C"}),
-                1817,
-            ),
-            (
-                "org.varlink.service.MethodNotImplemented",
-                json!({"method": "a.b.C"}),
-                120,
-            ),
-            (
-                "org.varlink.service.InvalidParameter",
-                json!({"parameter": "x"}),
-                87,
-            ),
+            ("org.varlink.service.InterfaceNotFound", json!({"interface": "a.b"}), 1817),
+            ("org.varlink.service.MethodNotFound", json!({"method": "a.b.C"}), 1817),
+            ("org.varlink.service.MethodNotImplemented", json!({"method": "a.b.C"}), 120),
+            ("org.varlink.service.InvalidParameter", json!({"parameter": "x"}), 87),
             ("org.varlink.service.PermissionDenied", json!({}), 5),
             ("org.varlink.service.ExpectedMore", json!({}), 13),
             ("com.example.Weird", json!({}), 13),
         ];
         for (name, params, code) in cases {
-            assert_eq!(
-                NtmsError::from_reply(name, params.as_object().unwrap()).code(),
-                code,
-                "{name}"
-            );
+            assert_eq!(NtmsError::from_reply(name, params.as_object().unwrap()).code(), code, "{name}");
         }
         let e = NtmsError::from_reply(
             "org.varlink.service.InvalidParameter",
@@ -529,21 +483,15 @@ mod tests {
     fn varlink_error_replies() {
         let cases = [
             (
-                VarlinkError::InterfaceNotFound {
-                    interface: "x.y".into(),
-                },
+                VarlinkError::InterfaceNotFound { interface: "x.y".into() },
                 json!({"error": "org.varlink.service.InterfaceNotFound", "parameters": {"interface": "x.y"}}),
             ),
             (
-                VarlinkError::MethodNotFound {
-                    method: "x.y.Z".into(),
-                },
+                VarlinkError::MethodNotFound { method: "x.y.Z".into() },
                 json!({"error": "org.varlink.service.MethodNotFound", "parameters": {"method": "x.y.Z"}}),
             ),
             (
-                VarlinkError::MethodNotImplemented {
-                    method: "x.y.Z".into(),
-                },
+                VarlinkError::MethodNotImplemented { method: "x.y.Z".into() },
                 json!({"error": "org.varlink.service.MethodNotImplemented", "parameters": {"method": "x.y.Z"}}),
             ),
             (
@@ -554,19 +502,14 @@ mod tests {
                 VarlinkError::PermissionDenied,
                 json!({"error": "org.varlink.service.PermissionDenied", "parameters": {}}),
             ),
-            (
-                VarlinkError::ExpectedMore,
-                json!({"error": "org.varlink.service.ExpectedMore", "parameters": {}}),
-            ),
+            (VarlinkError::ExpectedMore, json!({"error": "org.varlink.service.ExpectedMore", "parameters": {}})),
         ];
         for (e, want) in cases {
             assert_eq!(e.to_reply(), want);
             assert_eq!(WireError::from(e.clone()).to_reply(), want);
             assert_eq!(WireError::from(e.clone()).varlink_name(), want["error"]);
         }
-        let w = WireError::from(NtmsError::Busy {
-            message: "m".into(),
-        });
+        let w = WireError::from(NtmsError::Busy { message: "m".into() });
         assert_eq!(w.varlink_name(), "io.rsmd.Ntms.Busy");
         assert_eq!(w.to_reply()["parameters"]["code"], 170);
     }

@@ -83,9 +83,7 @@ impl FrameDecoder {
         let pending = &self.buf[self.start..];
         // Never look further than one byte past the limit: a NUL beyond it cannot end an acceptable message.
         let window = pending.len().min(MAX_MESSAGE + 1);
-        let found = pending[self.scanned.min(window)..window]
-            .iter()
-            .position(|&b| b == 0);
+        let found = pending[self.scanned.min(window)..window].iter().position(|&b| b == 0);
         let Some(rel) = found else {
             self.scanned = window;
             if window > MAX_MESSAGE {
@@ -105,11 +103,7 @@ impl FrameDecoder {
             self.buf.clear();
             self.start = 0;
         }
-        Some(
-            String::from_utf8(message).map_err(|e| FrameError::InvalidUtf8 {
-                offset: e.utf8_error().valid_up_to(),
-            }),
-        )
+        Some(String::from_utf8(message).map_err(|e| FrameError::InvalidUtf8 { offset: e.utf8_error().valid_up_to() }))
     }
 }
 
@@ -141,10 +135,7 @@ mod tests {
     fn several_messages_in_one_chunk() {
         let mut d = FrameDecoder::new();
         d.extend(b"{\"a\":1}\0{\"b\":2}\0{\"c\"");
-        assert_eq!(
-            drain(&mut d),
-            vec![Ok("{\"a\":1}".into()), Ok("{\"b\":2}".into())]
-        );
+        assert_eq!(drain(&mut d), vec![Ok("{\"a\":1}".into()), Ok("{\"b\":2}".into())]);
         assert_eq!(d.buffered(), 4);
         d.extend(b":3}\0");
         assert_eq!(drain(&mut d), vec![Ok("{\"c\":3}".into())]);
@@ -160,10 +151,7 @@ mod tests {
         ]
         .concat();
         let want = vec![
-            Ok(
-                r#"{"method":"io.rsmd.Ntms.OpenSession","parameters":{"application":"bäckup"}}"#
-                    .to_owned(),
-            ),
+            Ok(r#"{"method":"io.rsmd.Ntms.OpenSession","parameters":{"application":"bäckup"}}"#.to_owned()),
             Ok(r#"{"method":"org.varlink.service.GetInfo"}"#.to_owned()),
             Ok("{}".to_owned()),
         ];
@@ -183,21 +171,14 @@ mod tests {
 
     #[test]
     fn byte_at_a_time() {
-        let stream = [
-            encode(&json!({"x": [1, 2, 3]})),
-            encode(&json!({"y": null})),
-        ]
-        .concat();
+        let stream = [encode(&json!({"x": [1, 2, 3]})), encode(&json!({"y": null}))].concat();
         let mut d = FrameDecoder::new();
         let mut got = Vec::new();
         for b in &stream {
             d.extend(std::slice::from_ref(b));
             got.extend(drain(&mut d));
         }
-        assert_eq!(
-            got,
-            vec![Ok(r#"{"x":[1,2,3]}"#.into()), Ok(r#"{"y":null}"#.into())]
-        );
+        assert_eq!(got, vec![Ok(r#"{"x":[1,2,3]}"#.into()), Ok(r#"{"y":null}"#.into())]);
     }
 
     #[test]
@@ -211,10 +192,7 @@ mod tests {
     fn invalid_utf8_is_an_error_and_decoding_continues() {
         let mut d = FrameDecoder::new();
         d.extend(b"{\"a\xff\"}\0{}\0");
-        assert_eq!(
-            drain(&mut d),
-            vec![Err(FrameError::InvalidUtf8 { offset: 3 }), Ok("{}".into())]
-        );
+        assert_eq!(drain(&mut d), vec![Err(FrameError::InvalidUtf8 { offset: 3 }), Ok("{}".into())]);
     }
 
     #[test]
@@ -224,10 +202,7 @@ mod tests {
         d.extend(&body);
         assert_eq!(d.next_message(), None);
         d.extend(b"\0");
-        assert_eq!(
-            d.next_message().map(|r| r.map(|s| s.len())),
-            Some(Ok(MAX_MESSAGE))
-        );
+        assert_eq!(d.next_message().map(|r| r.map(|s| s.len())), Some(Ok(MAX_MESSAGE)));
     }
 
     #[test]
@@ -242,16 +217,10 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(
-            result,
-            Some(Err(FrameError::TooLarge { limit: MAX_MESSAGE }))
-        );
+        assert_eq!(result, Some(Err(FrameError::TooLarge { limit: MAX_MESSAGE })));
         assert!(d.is_overflowed());
         d.extend(b"\0{}\0");
-        assert_eq!(
-            d.next_message(),
-            Some(Err(FrameError::TooLarge { limit: MAX_MESSAGE }))
-        );
+        assert_eq!(d.next_message(), Some(Err(FrameError::TooLarge { limit: MAX_MESSAGE })));
         assert_eq!(d.buffered(), 0);
     }
 
@@ -261,10 +230,7 @@ mod tests {
         let mut body = vec![b' '; MAX_MESSAGE + 1];
         body.push(0);
         d.extend(&body);
-        assert_eq!(
-            d.next_message(),
-            Some(Err(FrameError::TooLarge { limit: MAX_MESSAGE }))
-        );
+        assert_eq!(d.next_message(), Some(Err(FrameError::TooLarge { limit: MAX_MESSAGE })));
     }
 
     #[test]

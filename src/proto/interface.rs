@@ -351,9 +351,7 @@ method InjectMedia(session: string, library: string) -> (request: string)
 pub static NTMS_DESCRIPTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let mut text = NTMS_BODY.to_owned();
     for (name, code) in NtmsError::ALL {
-        text.push_str(&format!(
-            "\n# Win32 error {code}.\nerror {name} (code: int, message: string)\n"
-        ));
+        text.push_str(&format!("\n# Win32 error {code}.\nerror {name} (code: int, message: string)\n"));
     }
     text
 });
@@ -410,8 +408,7 @@ mod tests {
     }
 
     fn is_member_name(s: &str) -> bool {
-        s.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-            && s.chars().all(|c| c.is_ascii_alphanumeric())
+        s.chars().next().is_some_and(|c| c.is_ascii_uppercase()) && s.chars().all(|c| c.is_ascii_alphanumeric())
     }
 
     /// Splits `( a: T, b: U )` (already without the parentheses) at top-level commas.
@@ -453,10 +450,7 @@ mod tests {
 
     fn check_type(ty: &str) -> Result<(), String> {
         let ty = ty.strip_prefix('?').unwrap_or(ty);
-        let ty = ty
-            .strip_prefix("[string]")
-            .or_else(|| ty.strip_prefix("[]"))
-            .unwrap_or(ty);
+        let ty = ty.strip_prefix("[string]").or_else(|| ty.strip_prefix("[]")).unwrap_or(ty);
         if ty.starts_with('?') {
             return Err(format!("double optional in '{ty}'"));
         }
@@ -491,23 +485,16 @@ mod tests {
     }
 
     fn parse_idl(text: &str) -> Result<Idl, String> {
-        let stripped: String = text
-            .lines()
-            .map(|l| l.split_once('#').map_or(l, |(code, _)| code))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let stripped: String =
+            text.lines().map(|l| l.split_once('#').map_or(l, |(code, _)| code)).collect::<Vec<_>>().join("\n");
         let mut idl = Idl::default();
         let mut rest = stripped.trim();
-        let iface = rest
-            .strip_prefix("interface ")
-            .ok_or("missing interface keyword")?;
+        let iface = rest.strip_prefix("interface ").ok_or("missing interface keyword")?;
         let end = iface.find(char::is_whitespace).unwrap_or(iface.len());
         idl.name = iface[..end].to_owned();
         // interface-name = [A-Za-z][A-Za-z]* ('.' [A-Za-z0-9]([-]*[A-Za-z0-9])*)+
         if !idl.name.split('.').enumerate().all(|(i, seg)| {
-            seg.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric() && (i > 0 || c.is_ascii_alphabetic()))
+            seg.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() && (i > 0 || c.is_ascii_alphabetic()))
                 && !seg.ends_with('-')
                 && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         }) || !idl.name.contains('.')
@@ -518,9 +505,7 @@ mod tests {
         while !rest.is_empty() {
             let (keyword, after) = rest.split_once(' ').ok_or("truncated member")?;
             let after = after.trim_start();
-            let name_end = after
-                .find(|c: char| c == '(' || c.is_whitespace())
-                .ok_or("truncated member")?;
+            let name_end = after.find(|c: char| c == '(' || c.is_whitespace()).ok_or("truncated member")?;
             let name = after[..name_end].to_owned();
             if !is_member_name(&name) {
                 return Err(format!("bad member name '{name}'"));
@@ -541,16 +526,9 @@ mod tests {
                     tail
                 }
                 "method" => {
-                    let tail = tail
-                        .trim_start()
-                        .strip_prefix("->")
-                        .ok_or(format!("method {name} lacks ->"))?;
+                    let tail = tail.trim_start().strip_prefix("->").ok_or(format!("method {name} lacks ->"))?;
                     let (out, tail) = parens(tail)?;
-                    if idl
-                        .methods
-                        .insert(name.clone(), (list, fields(out)?))
-                        .is_some()
-                    {
+                    if idl.methods.insert(name.clone(), (list, fields(out)?)).is_some() {
                         return Err(format!("duplicate method {name}"));
                     }
                     tail
@@ -561,17 +539,11 @@ mod tests {
         }
         // Every named type used must be defined.
         let mut used = Vec::new();
-        let all_fields = idl
-            .types
-            .values()
-            .chain(idl.errors.values())
-            .chain(idl.methods.values().flat_map(|(a, b)| [a, b]));
+        let all_fields =
+            idl.types.values().chain(idl.errors.values()).chain(idl.methods.values().flat_map(|(a, b)| [a, b]));
         for list in all_fields {
             for (_, ty) in list {
-                let base = ty
-                    .trim_start_matches('?')
-                    .trim_start_matches("[]")
-                    .trim_start_matches('?');
+                let base = ty.trim_start_matches('?').trim_start_matches("[]").trim_start_matches('?');
                 if base.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
                     used.push(base.to_owned());
                 }
@@ -617,10 +589,7 @@ mod tests {
     fn service_idl_parses() {
         let idl = parse_idl(SERVICE_DESCRIPTION).unwrap();
         assert_eq!(idl.name, SERVICE_INTERFACE);
-        assert_eq!(
-            names(&idl.methods["GetInterfaceDescription"].0),
-            ["interface"]
-        );
+        assert_eq!(names(&idl.methods["GetInterfaceDescription"].0), ["interface"]);
         let info = serde_json::to_value(service_info()).unwrap();
         assert_eq!(keys(&info), names(&idl.methods["GetInfo"].1));
         assert_eq!(idl.errors.len(), 6);
@@ -651,10 +620,7 @@ mod tests {
         }
         for (method, (params, _)) in &idl.methods {
             for (p, _) in params {
-                assert!(
-                    seen.get(method).is_some_and(|s| s.contains(p)),
-                    "{method}.{p} never sent by Method"
-                );
+                assert!(seen.get(method).is_some_and(|s| s.contains(p)), "{method}.{p} never sent by Method");
             }
         }
     }
@@ -666,35 +632,23 @@ mod tests {
             let v = serde_json::to_value(&obj).unwrap();
             assert_eq!(keys(&v), names(&idl.types["ObjectInfo"]));
             let (tag, details) = v["details"].as_object().unwrap().iter().next().unwrap();
-            let member = idl.types["ObjectDetails"]
-                .iter()
-                .find(|(n, _)| n == tag)
-                .unwrap();
+            let member = idl.types["ObjectDetails"].iter().find(|(n, _)| n == tag).unwrap();
             let type_name = member.1.trim_start_matches('?');
             assert_eq!(keys(details), names(&idl.types[type_name]), "{type_name}");
             for (field, ty) in &idl.types[type_name] {
                 let value = &details[field];
                 let base = ty.trim_start_matches('?');
-                if let Some(values) = idl
-                    .types
-                    .get(base)
-                    .filter(|f| f.iter().all(|(_, t)| t.is_empty()))
-                {
+                if let Some(values) = idl.types.get(base).filter(|f| f.iter().all(|(_, t)| t.is_empty())) {
                     let s = value.as_str().unwrap();
-                    assert!(
-                        values.iter().any(|(n, _)| n == s),
-                        "{type_name}.{field} = {s}"
-                    );
+                    assert!(values.iter().any(|(n, _)| n == s), "{type_name}.{field} = {s}");
                 } else if let Some(sub) = idl.types.get(base) {
                     assert_eq!(keys(value), names(sub), "{type_name}.{field}");
                 }
             }
         }
         let obj_types = names(&idl.types["ObjectType"]);
-        let mut ours: Vec<String> = crate::proto::types::ObjectType::ALL
-            .iter()
-            .map(|t| t.wire_name().to_owned())
-            .collect();
+        let mut ours: Vec<String> =
+            crate::proto::types::ObjectType::ALL.iter().map(|t| t.wire_name().to_owned()).collect();
         ours.sort();
         assert_eq!(obj_types, ours);
         let flags = serde_json::to_value(crate::proto::types::MountFlags::default()).unwrap();

@@ -195,10 +195,7 @@ fn invalid(name: &str) -> VarlinkError {
 
 impl<'a> Params<'a> {
     fn new(map: &'a Map<String, Value>) -> Params<'a> {
-        Params {
-            map,
-            declared: Vec::new(),
-        }
+        Params { map, declared: Vec::new() }
     }
 
     /// The value, with `null` treated as absent.
@@ -222,11 +219,7 @@ impl<'a> Params<'a> {
     fn opt_int<T: TryFrom<i64>>(&mut self, name: &'static str) -> Result<Option<T>, VarlinkError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .and_then(|i| T::try_from(i).ok())
-                .map(Some)
-                .ok_or_else(|| invalid(name)),
+            Some(v) => v.as_i64().and_then(|i| T::try_from(i).ok()).map(Some).ok_or_else(|| invalid(name)),
         }
     }
 
@@ -244,24 +237,18 @@ impl<'a> Params<'a> {
 
     fn string_array(&mut self, name: &'static str) -> Result<Vec<String>, VarlinkError> {
         match self.get(name) {
-            Some(Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| invalid(name)))
-                .collect(),
+            Some(Value::Array(items)) if !items.is_empty() => {
+                items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| invalid(name))).collect()
+            }
             _ => Err(invalid(name)),
         }
     }
 
     /// A Varlink enum value (a string naming a serde variant).
-    fn opt_enum<T: DeserializeOwned>(
-        &mut self,
-        name: &'static str,
-    ) -> Result<Option<T>, VarlinkError> {
+    fn opt_enum<T: DeserializeOwned>(&mut self, name: &'static str) -> Result<Option<T>, VarlinkError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v @ Value::String(_)) => serde_json::from_value(v.clone())
-                .map(Some)
-                .map_err(|_| invalid(name)),
+            Some(v @ Value::String(_)) => serde_json::from_value(v.clone()).map(Some).map_err(|_| invalid(name)),
             Some(_) => Err(invalid(name)),
         }
     }
@@ -289,11 +276,7 @@ impl<'a> Params<'a> {
 
     /// Fails on the first parameter the method does not declare.
     fn finish(self) -> Result<(), VarlinkError> {
-        match self
-            .map
-            .keys()
-            .find(|k| !self.declared.contains(&k.as_str()))
-        {
+        match self.map.keys().find(|k| !self.declared.contains(&k.as_str())) {
             Some(key) => Err(invalid(key)),
             None => Ok(()),
         }
@@ -302,10 +285,7 @@ impl<'a> Params<'a> {
 
 fn put<T: Serialize>(map: &mut Map<String, Value>, name: &str, value: T) {
     // Serialising these plain types (strings, integers, bools, enums, flag structs) cannot fail.
-    map.insert(
-        name.to_owned(),
-        serde_json::to_value(value).unwrap_or(Value::Null),
-    );
+    map.insert(name.to_owned(), serde_json::to_value(value).unwrap_or(Value::Null));
 }
 
 fn put_opt<T: Serialize>(map: &mut Map<String, Value>, name: &str, value: Option<T>) {
@@ -317,20 +297,13 @@ fn put_opt<T: Serialize>(map: &mut Map<String, Value>, name: &str, value: Option
 impl Method {
     /// Parses a call. See the module documentation for the errors.
     pub fn parse(call: &Call) -> Result<Method, VarlinkError> {
-        let (interface, name) = call
-            .method
-            .rsplit_once('.')
-            .unwrap_or(("", call.method.as_str()));
-        let not_found = || VarlinkError::MethodNotFound {
-            method: call.method.clone(),
-        };
+        let (interface, name) = call.method.rsplit_once('.').unwrap_or(("", call.method.as_str()));
+        let not_found = || VarlinkError::MethodNotFound { method: call.method.clone() };
         let mut p = Params::new(&call.parameters);
         let method = match interface {
             SERVICE_INTERFACE => match name {
                 "GetInfo" => Method::GetInfo,
-                "GetInterfaceDescription" => Method::GetInterfaceDescription {
-                    interface: p.string("interface")?,
-                },
+                "GetInterfaceDescription" => Method::GetInterfaceDescription { interface: p.string("interface")? },
                 _ => return Err(not_found()),
             },
             NTMS_INTERFACE => match name {
@@ -340,20 +313,15 @@ impl Method {
                     options: p.int("options")?,
                     version: p.opt_int("version")?,
                 },
-                "CloseSession" => Method::CloseSession {
-                    session: p.string("session")?,
-                },
+                "CloseSession" => Method::CloseSession { session: p.string("session")? },
                 "EnumerateObjects" => Method::EnumerateObjects {
                     session: p.string("session")?,
                     container: p.opt_string("container")?,
-                    object_type: p
-                        .opt_enum("object_type")?
-                        .ok_or_else(|| invalid("object_type"))?,
+                    object_type: p.opt_enum("object_type")?.ok_or_else(|| invalid("object_type"))?,
                 },
-                "GetObjectInformation" => Method::GetObjectInformation {
-                    session: p.string("session")?,
-                    object: p.string("object")?,
-                },
+                "GetObjectInformation" => {
+                    Method::GetObjectInformation { session: p.string("session")?, object: p.string("object")? }
+                }
                 "MountMedia" => Method::MountMedia {
                     session: p.string("session")?,
                     media: p.string_array("media")?,
@@ -370,16 +338,11 @@ impl Method {
                         (None, None) => return Err(invalid("media")),
                         (Some(_), Some(_)) => return Err(invalid("drive")),
                     };
-                    Method::DismountMedia {
-                        session,
-                        target,
-                        deferred: p.opt_bool("deferred")?.unwrap_or(false),
-                    }
+                    Method::DismountMedia { session, target, deferred: p.opt_bool("deferred")?.unwrap_or(false) }
                 }
-                "CancelLibraryRequest" => Method::CancelLibraryRequest {
-                    session: p.string("session")?,
-                    request: p.string("request")?,
-                },
+                "CancelLibraryRequest" => {
+                    Method::CancelLibraryRequest { session: p.string("session")?, request: p.string("request")? }
+                }
                 "InventoryLibrary" => Method::InventoryLibrary {
                     session: p.string("session")?,
                     library: p.string("library")?,
@@ -389,21 +352,11 @@ impl Method {
                     session: p.string("session")?,
                     object_type: p.opt_enum("object_type")?,
                 },
-                "EjectMedia" => Method::EjectMedia {
-                    session: p.string("session")?,
-                    media: p.string("media")?,
-                },
-                "InjectMedia" => Method::InjectMedia {
-                    session: p.string("session")?,
-                    library: p.string("library")?,
-                },
+                "EjectMedia" => Method::EjectMedia { session: p.string("session")?, media: p.string("media")? },
+                "InjectMedia" => Method::InjectMedia { session: p.string("session")?, library: p.string("library")? },
                 _ => return Err(not_found()),
             },
-            _ => {
-                return Err(VarlinkError::InterfaceNotFound {
-                    interface: interface.to_owned(),
-                })
-            }
+            _ => return Err(VarlinkError::InterfaceNotFound { interface: interface.to_owned() }),
         };
         p.finish()?;
         if method.requires_more() && !call.more {
@@ -448,9 +401,7 @@ impl Method {
     /// The session handle the call carries, if the method takes one.
     pub fn session(&self) -> Option<&str> {
         match self {
-            Method::GetInfo
-            | Method::GetInterfaceDescription { .. }
-            | Method::OpenSession { .. } => None,
+            Method::GetInfo | Method::GetInterfaceDescription { .. } | Method::OpenSession { .. } => None,
             Method::CloseSession { session }
             | Method::EnumerateObjects { session, .. }
             | Method::GetObjectInformation { session, .. }
@@ -471,23 +422,14 @@ impl Method {
         match self {
             Method::GetInfo => {}
             Method::GetInterfaceDescription { interface } => put(&mut m, "interface", interface),
-            Method::OpenSession {
-                server,
-                application,
-                options,
-                version,
-            } => {
+            Method::OpenSession { server, application, options, version } => {
                 put_opt(&mut m, "server", server.as_ref());
                 put_opt(&mut m, "application", application.as_ref());
                 put(&mut m, "options", options);
                 put_opt(&mut m, "version", *version);
             }
             Method::CloseSession { session } => put(&mut m, "session", session),
-            Method::EnumerateObjects {
-                session,
-                container,
-                object_type,
-            } => {
+            Method::EnumerateObjects { session, container, object_type } => {
                 put(&mut m, "session", session);
                 put_opt(&mut m, "container", container.as_ref());
                 put(&mut m, "object_type", object_type);
@@ -496,14 +438,7 @@ impl Method {
                 put(&mut m, "session", session);
                 put(&mut m, "object", object);
             }
-            Method::MountMedia {
-                session,
-                media,
-                drive,
-                flags,
-                priority,
-                timeout_ms,
-            } => {
+            Method::MountMedia { session, media, drive, flags, priority, timeout_ms } => {
                 put(&mut m, "session", session);
                 put(&mut m, "media", media);
                 put_opt(&mut m, "drive", drive.as_ref());
@@ -515,11 +450,7 @@ impl Method {
                 }
                 put_opt(&mut m, "timeout_ms", *timeout_ms);
             }
-            Method::DismountMedia {
-                session,
-                target,
-                deferred,
-            } => {
+            Method::DismountMedia { session, target, deferred } => {
                 put(&mut m, "session", session);
                 match target {
                     DismountTarget::Media(media) => put(&mut m, "media", media),
@@ -533,21 +464,14 @@ impl Method {
                 put(&mut m, "session", session);
                 put(&mut m, "request", request);
             }
-            Method::InventoryLibrary {
-                session,
-                library,
-                mode,
-            } => {
+            Method::InventoryLibrary { session, library, mode } => {
                 put(&mut m, "session", session);
                 put(&mut m, "library", library);
                 if *mode != InventoryMode::Default {
                     put(&mut m, "mode", mode);
                 }
             }
-            Method::WaitForNotification {
-                session,
-                object_type,
-            } => {
+            Method::WaitForNotification { session, object_type } => {
                 put(&mut m, "session", session);
                 put_opt(&mut m, "object_type", *object_type);
             }
@@ -575,9 +499,7 @@ pub(crate) mod samples {
         let s = || "sess".to_owned();
         vec![
             Method::GetInfo,
-            Method::GetInterfaceDescription {
-                interface: "io.rsmd.Ntms".into(),
-            },
+            Method::GetInterfaceDescription { interface: "io.rsmd.Ntms".into() },
             Method::OpenSession {
                 server: Some("host".into()),
                 application: Some("bacula".into()),
@@ -590,10 +512,7 @@ pub(crate) mod samples {
                 container: Some("lib".into()),
                 object_type: ObjectType::StorageSlot,
             },
-            Method::GetObjectInformation {
-                session: s(),
-                object: "ABC001L6".into(),
-            },
+            Method::GetObjectInformation { session: s(), object: "ABC001L6".into() },
             Method::MountMedia {
                 session: s(),
                 media: vec!["ABC001L6".into(), "ABC002L6".into()],
@@ -608,37 +527,13 @@ pub(crate) mod samples {
                 priority: -3,
                 timeout_ms: Some(60_000),
             },
-            Method::DismountMedia {
-                session: s(),
-                target: DismountTarget::Media("m".into()),
-                deferred: true,
-            },
-            Method::DismountMedia {
-                session: s(),
-                target: DismountTarget::Drive("d".into()),
-                deferred: false,
-            },
-            Method::CancelLibraryRequest {
-                session: s(),
-                request: "r".into(),
-            },
-            Method::InventoryLibrary {
-                session: s(),
-                library: "l".into(),
-                mode: InventoryMode::Full,
-            },
-            Method::WaitForNotification {
-                session: s(),
-                object_type: Some(ObjectType::Drive),
-            },
-            Method::EjectMedia {
-                session: s(),
-                media: "m".into(),
-            },
-            Method::InjectMedia {
-                session: s(),
-                library: "l".into(),
-            },
+            Method::DismountMedia { session: s(), target: DismountTarget::Media("m".into()), deferred: true },
+            Method::DismountMedia { session: s(), target: DismountTarget::Drive("d".into()), deferred: false },
+            Method::CancelLibraryRequest { session: s(), request: "r".into() },
+            Method::InventoryLibrary { session: s(), library: "l".into(), mode: InventoryMode::Full },
+            Method::WaitForNotification { session: s(), object_type: Some(ObjectType::Drive) },
+            Method::EjectMedia { session: s(), media: "m".into() },
+            Method::InjectMedia { session: s(), library: "l".into() },
         ]
     }
 }
@@ -681,22 +576,11 @@ mod tests {
     #[test]
     fn defaults_apply_when_optionals_are_absent_or_null() {
         assert_eq!(
-            parse(
-                "io.rsmd.Ntms.OpenSession",
-                json!({"options": 0, "server": null})
-            ),
-            Ok(Method::OpenSession {
-                server: None,
-                application: None,
-                options: 0,
-                version: None
-            })
+            parse("io.rsmd.Ntms.OpenSession", json!({"options": 0, "server": null})),
+            Ok(Method::OpenSession { server: None, application: None, options: 0, version: None })
         );
         assert_eq!(
-            parse(
-                "io.rsmd.Ntms.MountMedia",
-                json!({"session": "s", "media": ["a"]})
-            ),
+            parse("io.rsmd.Ntms.MountMedia", json!({"session": "s", "media": ["a"]})),
             Ok(Method::MountMedia {
                 session: "s".into(),
                 media: vec!["a".into()],
@@ -707,32 +591,19 @@ mod tests {
             })
         );
         assert_eq!(
-            parse(
-                "io.rsmd.Ntms.MountMedia",
-                json!({"session": "s", "media": ["a"], "flags": {"write": true}})
-            ),
+            parse("io.rsmd.Ntms.MountMedia", json!({"session": "s", "media": ["a"], "flags": {"write": true}})),
             Ok(Method::MountMedia {
                 session: "s".into(),
                 media: vec!["a".into()],
                 drive: None,
-                flags: MountFlags {
-                    write: true,
-                    ..MountFlags::default()
-                },
+                flags: MountFlags { write: true, ..MountFlags::default() },
                 priority: 0,
                 timeout_ms: None,
             })
         );
         assert_eq!(
-            parse(
-                "io.rsmd.Ntms.InventoryLibrary",
-                json!({"session": "s", "library": "l"})
-            ),
-            Ok(Method::InventoryLibrary {
-                session: "s".into(),
-                library: "l".into(),
-                mode: InventoryMode::Default
-            })
+            parse("io.rsmd.Ntms.InventoryLibrary", json!({"session": "s", "library": "l"})),
+            Ok(Method::InventoryLibrary { session: "s".into(), library: "l".into(), mode: InventoryMode::Default })
         );
     }
 
@@ -740,33 +611,20 @@ mod tests {
     fn unknown_interface_and_method() {
         assert_eq!(
             parse("com.example.Foo", json!({})),
-            Err(VarlinkError::InterfaceNotFound {
-                interface: "com.example".into()
-            })
+            Err(VarlinkError::InterfaceNotFound { interface: "com.example".into() })
         );
-        assert_eq!(
-            parse("NoDots", json!({})),
-            Err(VarlinkError::InterfaceNotFound {
-                interface: String::new()
-            })
-        );
+        assert_eq!(parse("NoDots", json!({})), Err(VarlinkError::InterfaceNotFound { interface: String::new() }));
         assert_eq!(
             parse("io.rsmd.Ntms.Frobnicate", json!({})),
-            Err(VarlinkError::MethodNotFound {
-                method: "io.rsmd.Ntms.Frobnicate".into()
-            })
+            Err(VarlinkError::MethodNotFound { method: "io.rsmd.Ntms.Frobnicate".into() })
         );
         assert_eq!(
             parse("org.varlink.service.Frobnicate", json!({})),
-            Err(VarlinkError::MethodNotFound {
-                method: "org.varlink.service.Frobnicate".into()
-            })
+            Err(VarlinkError::MethodNotFound { method: "org.varlink.service.Frobnicate".into() })
         );
         assert_eq!(
             parse("io.rsmd.Ntms.openSession", json!({"options": 0})),
-            Err(VarlinkError::MethodNotFound {
-                method: "io.rsmd.Ntms.openSession".into()
-            })
+            Err(VarlinkError::MethodNotFound { method: "io.rsmd.Ntms.openSession".into() })
         );
     }
 
@@ -780,132 +638,45 @@ mod tests {
         assert_eq!(parse(o, json!({"options": 4294967296_i64})), bad("options"));
         assert_eq!(parse(o, json!({"options": 1.5})), bad("options"));
         assert_eq!(parse(o, json!({"options": 0, "server": 7})), bad("server"));
-        assert_eq!(
-            parse(o, json!({"options": 0, "application": []})),
-            bad("application")
-        );
-        assert_eq!(
-            parse(o, json!({"options": 0, "version": -2})),
-            bad("version")
-        );
+        assert_eq!(parse(o, json!({"options": 0, "application": []})), bad("application"));
+        assert_eq!(parse(o, json!({"options": 0, "version": -2})), bad("version"));
         assert_eq!(parse(o, json!({"options": 0, "bogus": 1})), bad("bogus"));
-        assert_eq!(
-            parse("org.varlink.service.GetInfo", json!({"x": 1})),
-            bad("x")
-        );
-        assert_eq!(
-            parse("org.varlink.service.GetInterfaceDescription", json!({})),
-            bad("interface")
-        );
+        assert_eq!(parse("org.varlink.service.GetInfo", json!({"x": 1})), bad("x"));
+        assert_eq!(parse("org.varlink.service.GetInterfaceDescription", json!({})), bad("interface"));
 
         let e = "io.rsmd.Ntms.EnumerateObjects";
         assert_eq!(parse(e, json!({"session": "s"})), bad("object_type"));
-        assert_eq!(
-            parse(e, json!({"session": "s", "object_type": "StorageSlot"})),
-            bad("object_type")
-        );
-        assert_eq!(
-            parse(e, json!({"session": "s", "object_type": 3})),
-            bad("object_type")
-        );
+        assert_eq!(parse(e, json!({"session": "s", "object_type": "StorageSlot"})), bad("object_type"));
+        assert_eq!(parse(e, json!({"session": "s", "object_type": 3})), bad("object_type"));
         assert_eq!(parse(e, json!({"object_type": "drive"})), bad("session"));
-        assert_eq!(
-            parse(e, json!({"session": 1, "object_type": "drive"})),
-            bad("session")
-        );
-        assert_eq!(
-            parse(
-                e,
-                json!({"session": "s", "object_type": "drive", "container": false})
-            ),
-            bad("container")
-        );
+        assert_eq!(parse(e, json!({"session": 1, "object_type": "drive"})), bad("session"));
+        assert_eq!(parse(e, json!({"session": "s", "object_type": "drive", "container": false})), bad("container"));
 
         let m = "io.rsmd.Ntms.MountMedia";
         assert_eq!(parse(m, json!({"session": "s"})), bad("media"));
         assert_eq!(parse(m, json!({"session": "s", "media": []})), bad("media"));
-        assert_eq!(
-            parse(m, json!({"session": "s", "media": "a"})),
-            bad("media")
-        );
-        assert_eq!(
-            parse(m, json!({"session": "s", "media": ["a", 1]})),
-            bad("media")
-        );
-        assert_eq!(
-            parse(m, json!({"session": "s", "media": ["a"], "flags": true})),
-            bad("flags")
-        );
-        assert_eq!(
-            parse(
-                m,
-                json!({"session": "s", "media": ["a"], "flags": {"read": 1}})
-            ),
-            bad("flags")
-        );
-        assert_eq!(
-            parse(
-                m,
-                json!({"session": "s", "media": ["a"], "flags": {"fast": true}})
-            ),
-            bad("flags")
-        );
-        assert_eq!(
-            parse(
-                m,
-                json!({"session": "s", "media": ["a"], "priority": 2147483648_i64})
-            ),
-            bad("priority")
-        );
-        assert_eq!(
-            parse(m, json!({"session": "s", "media": ["a"], "timeout_ms": -1})),
-            bad("timeout_ms")
-        );
-        assert_eq!(
-            parse(m, json!({"session": "s", "media": ["a"], "drive": 0})),
-            bad("drive")
-        );
+        assert_eq!(parse(m, json!({"session": "s", "media": "a"})), bad("media"));
+        assert_eq!(parse(m, json!({"session": "s", "media": ["a", 1]})), bad("media"));
+        assert_eq!(parse(m, json!({"session": "s", "media": ["a"], "flags": true})), bad("flags"));
+        assert_eq!(parse(m, json!({"session": "s", "media": ["a"], "flags": {"read": 1}})), bad("flags"));
+        assert_eq!(parse(m, json!({"session": "s", "media": ["a"], "flags": {"fast": true}})), bad("flags"));
+        assert_eq!(parse(m, json!({"session": "s", "media": ["a"], "priority": 2147483648_i64})), bad("priority"));
+        assert_eq!(parse(m, json!({"session": "s", "media": ["a"], "timeout_ms": -1})), bad("timeout_ms"));
+        assert_eq!(parse(m, json!({"session": "s", "media": ["a"], "drive": 0})), bad("drive"));
 
         let d = "io.rsmd.Ntms.DismountMedia";
         assert_eq!(parse(d, json!({"session": "s"})), bad("media"));
-        assert_eq!(
-            parse(d, json!({"session": "s", "media": "m", "drive": "d"})),
-            bad("drive")
-        );
-        assert_eq!(
-            parse(d, json!({"session": "s", "media": "m", "deferred": "yes"})),
-            bad("deferred")
-        );
+        assert_eq!(parse(d, json!({"session": "s", "media": "m", "drive": "d"})), bad("drive"));
+        assert_eq!(parse(d, json!({"session": "s", "media": "m", "deferred": "yes"})), bad("deferred"));
 
         let i = "io.rsmd.Ntms.InventoryLibrary";
-        assert_eq!(
-            parse(i, json!({"session": "s", "library": "l", "mode": "slow"})),
-            bad("mode")
-        );
+        assert_eq!(parse(i, json!({"session": "s", "library": "l", "mode": "slow"})), bad("mode"));
         assert_eq!(parse(i, json!({"session": "s"})), bad("library"));
-        assert_eq!(
-            parse("io.rsmd.Ntms.CancelLibraryRequest", json!({"session": "s"})),
-            bad("request")
-        );
-        assert_eq!(
-            parse("io.rsmd.Ntms.GetObjectInformation", json!({"session": "s"})),
-            bad("object")
-        );
-        assert_eq!(
-            parse("io.rsmd.Ntms.EjectMedia", json!({"session": "s"})),
-            bad("media")
-        );
-        assert_eq!(
-            parse("io.rsmd.Ntms.InjectMedia", json!({"session": "s"})),
-            bad("library")
-        );
-        assert_eq!(
-            parse(
-                "io.rsmd.Ntms.CloseSession",
-                json!({"session": "s", "force": true})
-            ),
-            bad("force")
-        );
+        assert_eq!(parse("io.rsmd.Ntms.CancelLibraryRequest", json!({"session": "s"})), bad("request"));
+        assert_eq!(parse("io.rsmd.Ntms.GetObjectInformation", json!({"session": "s"})), bad("object"));
+        assert_eq!(parse("io.rsmd.Ntms.EjectMedia", json!({"session": "s"})), bad("media"));
+        assert_eq!(parse("io.rsmd.Ntms.InjectMedia", json!({"session": "s"})), bad("library"));
+        assert_eq!(parse("io.rsmd.Ntms.CloseSession", json!({"session": "s", "force": true})), bad("force"));
     }
 
     #[test]
@@ -914,19 +685,10 @@ mod tests {
         assert_eq!(Method::parse(&c), Err(VarlinkError::ExpectedMore));
         let mut c = c;
         c.more = true;
-        assert_eq!(
-            Method::parse(&c),
-            Ok(Method::WaitForNotification {
-                session: "s".into(),
-                object_type: None
-            })
-        );
+        assert_eq!(Method::parse(&c), Ok(Method::WaitForNotification { session: "s".into(), object_type: None }));
         assert_eq!(
             Method::parse(&{
-                let mut c = call(
-                    "io.rsmd.Ntms.WaitForNotification",
-                    json!({"session": "s", "object_type": "x"}),
-                );
+                let mut c = call("io.rsmd.Ntms.WaitForNotification", json!({"session": "s", "object_type": "x"}));
                 c.more = true;
                 c
             }),
@@ -938,9 +700,7 @@ mod tests {
     fn session_accessor() {
         for m in samples::all() {
             match m {
-                Method::GetInfo
-                | Method::GetInterfaceDescription { .. }
-                | Method::OpenSession { .. } => {
+                Method::GetInfo | Method::GetInterfaceDescription { .. } | Method::OpenSession { .. } => {
                     assert_eq!(m.session(), None)
                 }
                 _ => assert_eq!(m.session(), Some("sess")),

@@ -728,11 +728,7 @@ pub(crate) mod samples {
                     vendor: None,
                     product: None,
                     serial: Some("D0".into()),
-                    devices: DeviceNodes {
-                        sg: Some("/dev/sg1".into()),
-                        nst: Some("/dev/nst0".into()),
-                        by_id: None,
-                    },
+                    devices: DeviceNodes { sg: Some("/dev/sg1".into()), nst: Some("/dev/nst0".into()), by_id: None },
                     media: Some("m".into()),
                     barcode: Some("ABC001L6".into()),
                     source_element: Some(1000),
@@ -855,10 +851,7 @@ mod tests {
     #[test]
     fn object_type_names() {
         for t in ObjectType::ALL {
-            assert_eq!(
-                serde_json::to_value(t).unwrap(),
-                Value::String(t.wire_name().into())
-            );
+            assert_eq!(serde_json::to_value(t).unwrap(), Value::String(t.wire_name().into()));
             assert_eq!(ObjectType::from_wire_name(t.wire_name()), Some(t));
         }
         assert_eq!(ObjectType::from_wire_name("StorageSlot"), None);
@@ -880,19 +873,11 @@ mod tests {
 
     #[test]
     fn mount_flags_and_modes() {
-        let f: MountFlags = serde_json::from_value(
-            json!({"read": true, "write": false, "error_if_unavailable": false,
-            "error_if_offline": true, "nowait": false}),
-        )
+        let f: MountFlags = serde_json::from_value(json!({"read": true, "write": false, "error_if_unavailable": false,
+            "error_if_offline": true, "nowait": false}))
         .unwrap();
         assert!(f.read && f.error_if_offline && !f.write);
-        assert_eq!(
-            serde_json::to_value(InventoryMode::Omid).unwrap(),
-            json!("omid")
-        );
-        assert_eq!(
-            serde_json::to_value(DriveState::BeingCleaned).unwrap(),
-            json!("being_cleaned")
-        );
+        assert_eq!(serde_json::to_value(InventoryMode::Omid).unwrap(), json!("omid"));
+        assert_eq!(serde_json::to_value(DriveState::BeingCleaned).unwrap(), json!("being_cleaned"));
     }
 }

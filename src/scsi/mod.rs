@@ -18,6 +18,8 @@ pub mod sense;
 pub mod tape;
 
 #[cfg(test)]
+mod cross_tests;
+#[cfg(test)]
 mod proptests;
 
 pub use reader::ParseError;

@@ -104,11 +104,7 @@ fn sample_library() -> Vec<ObjectInfo> {
                 library: LIB.into(),
                 number: d,
                 element_address: 500 + d,
-                state: if loaded {
-                    DriveState::Loaded
-                } else {
-                    DriveState::Empty
-                },
+                state: if loaded { DriveState::Loaded } else { DriveState::Empty },
                 vendor: None,
                 product: None,
                 serial: Some(format!("SER{d}")),
@@ -187,14 +183,8 @@ fn mtx_status_without_barcode_reader_or_source() {
     }
     let text = mtx_status(&objects);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(
-        lines[0],
-        "  Storage Changer tgt:4 Drives, 22 Slots ( 2 Import/Export )"
-    );
-    assert_eq!(
-        lines[2],
-        "Data Transfer Element 1:Full (Unknown Storage Element Loaded)"
-    );
+    assert_eq!(lines[0], "  Storage Changer tgt:4 Drives, 22 Slots ( 2 Import/Export )");
+    assert_eq!(lines[2], "Data Transfer Element 1:Full (Unknown Storage Element Loaded)");
     assert_eq!(lines[5], "      Storage Element 1:Full ");
     assert_eq!(lines[26], "      Storage Element 22 IMPORT/EXPORT:Empty");
     assert!(!text.contains("VolumeTag"));
@@ -215,34 +205,18 @@ fn volume_tag_padding() {
 #[test]
 fn status_table_shows_drives_slots_and_ports() {
     let text = status_table(&sample_library());
-    assert!(text.starts_with(
-        "Library tgt (11111111-0000-0000-0000-000000000000): online, ready, changer /dev/sg5\n"
-    ));
+    assert!(text.starts_with("Library tgt (11111111-0000-0000-0000-000000000000): online, ready, changer /dev/sg5\n"));
     assert!(text.contains("4 drives, 20 slots, 2 mail slots"));
-    let drive1 = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("1  loaded"))
-        .unwrap();
-    for word in [
-        "ABC002L6",
-        "slot 2",
-        "/dev/nst1",
-        "/dev/sg2",
-        "SER1",
-        "drive-1",
-    ] {
+    let drive1 = text.lines().find(|l| l.trim_start().starts_with("1  loaded")).unwrap();
+    for word in ["ABC002L6", "slot 2", "/dev/nst1", "/dev/sg2", "SER1", "drive-1"] {
         assert!(drive1.contains(word), "{drive1}");
     }
-    assert!(text.lines().any(|l| l.trim_start().starts_with("20")
-        && l.contains("CLN001L1")
-        && l.contains("cleaner slot")));
     assert!(text
         .lines()
-        .any(|l| l.trim_start().starts_with("17") && l.contains("empty")));
+        .any(|l| l.trim_start().starts_with("20") && l.contains("CLN001L1") && l.contains("cleaner slot")));
+    assert!(text.lines().any(|l| l.trim_start().starts_with("17") && l.contains("empty")));
     assert!(text.contains("Mail slots:"));
-    assert!(text
-        .lines()
-        .any(|l| l.trim_start().starts_with("22") && l.contains("import/export")));
+    assert!(text.lines().any(|l| l.trim_start().starts_with("22") && l.contains("import/export")));
     assert!(text.lines().all(|l| l == l.trim_end()));
     assert_eq!(status_table(&[]), "No libraries.\n");
 }
@@ -259,17 +233,11 @@ fn tables_and_info_cover_every_type() {
         assert!(i.contains(&format!("id: {}", o.id)));
         assert!(i.contains(&format!("type: {}", o.object_type.wire_name())));
     }
-    let drive = all
-        .iter()
-        .find(|o| o.object_type == ObjectType::Drive)
-        .unwrap();
+    let drive = all.iter().find(|o| o.object_type == ObjectType::Drive).unwrap();
     let i = object_info(drive);
     assert!(i.contains("devices.nst: /dev/nst0"), "{i}");
     assert!(i.contains("last_cleaned: -"));
-    let lib = all
-        .iter()
-        .find(|o| o.object_type == ObjectType::Library)
-        .unwrap();
+    let lib = all.iter().find(|o| o.object_type == ObjectType::Library).unwrap();
     assert!(object_info(lib).contains("changers: c"));
     assert_eq!(objects_table(&[]), "No objects.\n");
 }

@@ -29,18 +29,7 @@ pub fn mode_sense6(page: u8, dbd: bool, alloc: u8) -> Vec<u8> {
 /// MODE SENSE(10) of `page` (page control 0), optionally with DBD.
 pub fn mode_sense10(page: u8, dbd: bool, alloc: u16) -> Vec<u8> {
     let a = alloc.to_be_bytes();
-    vec![
-        0x5a,
-        if dbd { 0x08 } else { 0 },
-        page & 0x3f,
-        0,
-        0,
-        0,
-        0,
-        a[0],
-        a[1],
-        0,
-    ]
+    vec![0x5a, if dbd { 0x08 } else { 0 }, page & 0x3f, 0, 0, 0, 0, a[0], a[1], 0]
 }
 
 /// READ ELEMENT STATUS: element type code (0 = all), start address, number of elements, VOLTAG,
@@ -88,9 +77,7 @@ pub fn exchange_medium(transport: u16, source: u16, first: u16, second: u16) -> 
     let s = source.to_be_bytes();
     let f = first.to_be_bytes();
     let d = second.to_be_bytes();
-    vec![
-        0xa6, 0, t[0], t[1], s[0], s[1], f[0], f[1], d[0], d[1], 0, 0,
-    ]
+    vec![0xa6, 0, t[0], t[1], s[0], s[1], f[0], f[1], d[0], d[1], 0, 0]
 }
 
 /// POSITION TO ELEMENT.
@@ -163,28 +150,16 @@ pub(crate) fn mode_request(cdb: &[u8]) -> Result<ModeRequest, Sense> {
         ten,
         dbd: cdb[1] & 0x08 != 0,
         page: cdb[2] & 0x3f,
-        alloc: if ten {
-            usize::from(u16::from_be_bytes([cdb[7], cdb[8]]))
-        } else {
-            usize::from(cdb[4])
-        },
+        alloc: if ten { usize::from(u16::from_be_bytes([cdb[7], cdb[8]])) } else { usize::from(cdb[4]) },
     })
 }
 
 /// Frames mode pages with a MODE SENSE(6) or (10) header and an optional block descriptor.
-pub(crate) fn mode_data(
-    req: &ModeRequest,
-    device_specific: u8,
-    block: Option<[u8; 8]>,
-    pages: &[u8],
-) -> Vec<u8> {
+pub(crate) fn mode_data(req: &ModeRequest, device_specific: u8, block: Option<[u8; 8]>, pages: &[u8]) -> Vec<u8> {
     let block = if req.dbd { None } else { block };
     let bd_len = block.map_or(0u8, |_| 8);
-    let mut d = if req.ten {
-        vec![0, 0, 0, device_specific, 0, 0, 0, bd_len]
-    } else {
-        vec![0, 0, device_specific, bd_len]
-    };
+    let mut d =
+        if req.ten { vec![0, 0, 0, device_specific, 0, 0, 0, bd_len] } else { vec![0, 0, device_specific, bd_len] };
     if let Some(b) = block {
         d.extend_from_slice(&b);
     }
@@ -210,38 +185,21 @@ mod tests {
             read_element_status(4, 500, 4, true, false, true, 0x01_0203),
             vec![0xb8, 0x14, 0x01, 0xf4, 0, 4, 0x01, 0x01, 0x02, 0x03, 0, 0]
         );
-        assert_eq!(
-            move_medium(1, 1000, 500),
-            vec![0xa5, 0, 0, 1, 0x03, 0xe8, 0x01, 0xf4, 0, 0, 0, 0]
-        );
+        assert_eq!(move_medium(1, 1000, 500), vec![0xa5, 0, 0, 1, 0x03, 0xe8, 0x01, 0xf4, 0, 0, 0, 0]);
         assert_eq!(inquiry(Some(0x80), 255), vec![0x12, 1, 0x80, 0, 255, 0]);
-        assert_eq!(
-            mode_sense10(0x1d, true, 300),
-            vec![0x5a, 8, 0x1d, 0, 0, 0, 0, 1, 44, 0]
-        );
+        assert_eq!(mode_sense10(0x1d, true, 300), vec![0x5a, 8, 0x1d, 0, 0, 0, 0, 1, 44, 0]);
     }
 
     #[test]
     fn mode_header_lengths() {
         let r = mode_request(&mode_sense6(0x3f, false, 255)).unwrap();
-        let d = mode_data(
-            &r,
-            0x10,
-            Some([0x5a, 0, 0, 0, 0, 0, 0, 0]),
-            &[0x0f, 0x01, 0xaa],
-        );
-        assert_eq!(
-            d,
-            vec![14, 0, 0x10, 8, 0x5a, 0, 0, 0, 0, 0, 0, 0, 0x0f, 0x01, 0xaa]
-        );
+        let d = mode_data(&r, 0x10, Some([0x5a, 0, 0, 0, 0, 0, 0, 0]), &[0x0f, 0x01, 0xaa]);
+        assert_eq!(d, vec![14, 0, 0x10, 8, 0x5a, 0, 0, 0, 0, 0, 0, 0, 0x0f, 0x01, 0xaa]);
         let r = mode_request(&mode_sense10(0x3f, true, 255)).unwrap();
         let d = mode_data(&r, 0, Some([0; 8]), &[0x1d, 0]);
         assert_eq!(d, vec![0, 8, 0, 0, 0, 0, 0, 0, 0x1d, 0]);
         let mut saved = mode_sense6(0x1d, false, 255);
         saved[2] |= 0xc0;
-        assert_eq!(
-            mode_request(&saved).unwrap_err(),
-            sense::SAVING_NOT_SUPPORTED
-        );
+        assert_eq!(mode_request(&saved).unwrap_err(), sense::SAVING_NOT_SUPPORTED);
     }
 }

@@ -4,9 +4,7 @@
 use crate::cdb::{mode_data, mode_request};
 use crate::config::{BarcodePad, DvcidUnsupported};
 use crate::sense::{self, Sense};
-use crate::{
-    be, inquiry, request_sense, std_inquiry, ElementType, Medium, Outcome, Request, Target,
-};
+use crate::{be, inquiry, request_sense, std_inquiry, ElementType, Medium, Outcome, Request, Target};
 
 /// Changer INQUIRY vendor identification.
 pub const VENDOR: &str = "VLIB    ";
@@ -22,12 +20,7 @@ impl Target {
         let r = match cdb[0] {
             0x00 => Ok(Vec::new()),
             0x03 => Ok(request_sense(cdb, self.changer.pending_ua.take())),
-            0x12 => inquiry(
-                cdb,
-                std_inquiry(0x08, false, VENDOR, PRODUCT, REVISION),
-                &self.config.serial,
-                VENDOR,
-            ),
+            0x12 => inquiry(cdb, std_inquiry(0x08, false, VENDOR, PRODUCT, REVISION), &self.config.serial, VENDOR),
             0x1a | 0x5a => self.changer_mode_sense(cdb),
             0x1e => {
                 if cdb.len() < 6 {
@@ -44,10 +37,7 @@ impl Target {
             0x07 | 0x37 => return self.initialize_element_status(cdb),
             _ => Err(sense::INVALID_OPCODE),
         };
-        Outcome {
-            result: r,
-            cost: cmd,
-        }
+        Outcome { result: r, cost: cmd }
     }
 
     fn page_1d(&self) -> Vec<u8> {
@@ -118,12 +108,7 @@ impl Target {
             };
             t[..32].fill(pad);
             let b = m.barcode.as_bytes();
-            let n = self
-                .config
-                .barcode_len
-                .map_or(b.len(), usize::from)
-                .min(b.len())
-                .min(32);
+            let n = self.config.barcode_len.map_or(b.len(), usize::from).min(b.len()).min(32);
             t[..n].copy_from_slice(&b[..n]);
         }
         t
@@ -151,11 +136,8 @@ impl Target {
                 DvcidUnsupported::Reject => return err(Sense::invalid_field(6, Some(0))),
             }
         }
-        let types: &[ElementType] = if code == 0 {
-            &ElementType::ALL
-        } else {
-            &ElementType::ALL[usize::from(code - 1)..usize::from(code)]
-        };
+        let types: &[ElementType] =
+            if code == 0 { &ElementType::ALL } else { &ElementType::ALL[usize::from(code - 1)..usize::from(code)] };
         // Select (type, first index, n) with address >= start, up to `count` elements in total.
         let mut left = count;
         let mut sel = Vec::new();
@@ -178,12 +160,7 @@ impl Target {
             return err(sense::INVALID_ELEMENT);
         }
         let id_len = if dvcid {
-            let m = self
-                .drives
-                .iter()
-                .map(|d| d.serial.len())
-                .max()
-                .unwrap_or(0);
+            let m = self.drives.iter().map(|d| d.serial.len()).max().unwrap_or(0);
             m.div_ceil(4) * 4
         } else {
             0
@@ -249,9 +226,7 @@ impl Target {
                 }
             }
         }
-        let report = u32::try_from(out.len() - 8)
-            .unwrap_or(u32::MAX)
-            .to_be_bytes();
+        let report = u32::try_from(out.len() - 8).unwrap_or(u32::MAX).to_be_bytes();
         out[5..8].copy_from_slice(&report[1..4]);
         out.truncate(alloc);
         let t = &self.config.timing;
@@ -319,10 +294,7 @@ impl Target {
             }
             self.drives[i].removed();
         }
-        self.elements[ty.index()][i]
-            .medium
-            .take()
-            .expect("checked full")
+        self.elements[ty.index()][i].medium.take().expect("checked full")
     }
 
     fn put(&mut self, ty: ElementType, i: usize, m: Medium, from: u16, at: u64) {
@@ -427,10 +399,7 @@ impl Target {
             .check_transport(u16::from_be_bytes([cdb[2], cdb[3]]))
             .and_then(|()| self.slot(u16::from_be_bytes([cdb[4], cdb[5]])));
         match r {
-            Ok(_) => Outcome::ok(
-                Vec::new(),
-                self.config.scaled(self.config.timing.position_ms),
-            ),
+            Ok(_) => Outcome::ok(Vec::new(), self.config.scaled(self.config.timing.position_ms)),
             Err(s) => Outcome::err(s, cmd),
         }
     }
@@ -465,11 +434,7 @@ impl Target {
         } else {
             all
         };
-        Outcome::ok(
-            Vec::new(),
-            self.config
-                .scaled(t.command_ms + t.init_per_element_ms * n as u64),
-        )
+        Outcome::ok(Vec::new(), self.config.scaled(t.command_ms + t.init_per_element_ms * n as u64))
     }
 }
 
@@ -489,11 +454,7 @@ mod tests {
     }
 
     fn mv(t: &mut Target, src: u16, dst: u16) -> Response {
-        t.execute(
-            Device::Changer,
-            &cdb::move_medium(0, src, dst),
-            Direction::None,
-        )
+        t.execute(Device::Changer, &cdb::move_medium(0, src, dst), Direction::None)
     }
 
     #[test]
@@ -550,8 +511,8 @@ mod tests {
         assert_eq!(
             &r.data[4..22],
             &[
-                0x1d, 0x12, 0x00, 0x01, 0x00, 0x01, 0x03, 0xe8, 0x00, 0x14, 0x00, 0x0a, 0x00, 0x02,
-                0x01, 0xf4, 0x00, 0x04
+                0x1d, 0x12, 0x00, 0x01, 0x00, 0x01, 0x03, 0xe8, 0x00, 0x14, 0x00, 0x0a, 0x00, 0x02, 0x01, 0xf4, 0x00,
+                0x04
             ]
         );
         assert_eq!(r.data.len(), 24);
@@ -590,11 +551,7 @@ mod tests {
     fn res_drives_like_vmlab_capture() {
         let mut t = lib();
         assert!(mv(&mut t, 1000, 500).is_good());
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(4, 500, 4, true, false, false, 0xffff),
-            0xffff,
-        );
+        let r = run(&mut t, &cdb::read_element_status(4, 500, 4, true, false, false, 0xffff), 0xffff);
         assert!(r.is_good());
         let d = &r.data;
         assert_eq!(&d[0..8], &[0x01, 0xf4, 0x00, 0x04, 0x00, 0x00, 0x00, 0xd8]);
@@ -619,20 +576,9 @@ mod tests {
         let mut cfg = Config::default_library();
         cfg.descriptor_len = 0;
         let mut t = Target::new(cfg).unwrap();
-        assert!(t
-            .try_inject(crate::Fault::ImportCartridge {
-                barcode: "NEW001L6".into()
-            })
-            .is_ok());
-        assert_eq!(
-            run(&mut t, &cdb::test_unit_ready(), 0).sense_code(),
-            (6, 0x28, 0)
-        );
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(0, 0, 0xffff, false, false, false, 0xffff),
-            0xffff,
-        );
+        assert!(t.try_inject(crate::Fault::ImportCartridge { barcode: "NEW001L6".into() }).is_ok());
+        assert_eq!(run(&mut t, &cdb::test_unit_ready(), 0).sense_code(), (6, 0x28, 0));
+        let r = run(&mut t, &cdb::read_element_status(0, 0, 0xffff, false, false, false, 0xffff), 0xffff);
         let d = &r.data;
         let n = 1 + 20 + 2 + 4;
         assert_eq!(&d[0..4], &[0x00, 0x01, 0x00, n as u8]);
@@ -650,10 +596,7 @@ mod tests {
         // I/E page with IMPEXP on the imported cartridge
         let p = p + 8 + 240;
         assert_eq!(&d[p..p + 8], &[3, 0, 0, 12, 0, 0, 0, 24]);
-        assert_eq!(
-            &d[p + 8..p + 11],
-            &[0x00, 0x0a, 0x01 | 0x02 | 0x08 | 0x10 | 0x20]
-        );
+        assert_eq!(&d[p + 8..p + 11], &[0x00, 0x0a, 0x01 | 0x02 | 0x08 | 0x10 | 0x20]);
         assert_eq!(&d[p + 20..p + 23], &[0x00, 0x0b, 0x38]);
         let p = p + 8 + 24;
         assert_eq!(&d[p..p + 8], &[4, 0, 0, 12, 0, 0, 0, 48]);
@@ -663,45 +606,25 @@ mod tests {
     #[test]
     fn res_start_count_and_truncation() {
         let mut t = lib();
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(2, 1005, 3, true, false, false, 0xffff),
-            0xffff,
-        );
+        let r = run(&mut t, &cdb::read_element_status(2, 1005, 3, true, false, false, 0xffff), 0xffff);
         assert_eq!(&r.data[0..8], &[0x03, 0xed, 0, 3, 0, 0, 0, 8 + 3 * 52]);
         assert_eq!(&r.data[16 + 12..16 + 20], b"ABC006L6");
         // Truncated: the header still states the full report size.
-        let full = run(
-            &mut t,
-            &cdb::read_element_status(2, 1000, 20, true, false, false, 0xffff),
-            0xffff,
-        );
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(2, 1000, 20, true, false, false, 100),
-            0xffff,
-        );
+        let full = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, false, false, 0xffff), 0xffff);
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, false, false, 100), 0xffff);
         assert_eq!(r.data.len(), 100);
         assert_eq!(r.data[..], full.data[..100]);
         assert_eq!(&r.data[5..8], &[0, 0x04, 0x18]); // 8 + 20*52 = 1048
         assert_eq!(r.resid, 0xffff - 100);
         // Allocation via the sg buffer smaller than the CDB's.
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(2, 1000, 20, true, false, false, 0xffff),
-            16,
-        );
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, false, false, 0xffff), 16);
         assert_eq!(r.data.len(), 16);
         assert_eq!(r.resid, 0);
         // bad element type, start beyond every element
         let mut bad = cdb::read_element_status(2, 1000, 1, false, false, false, 255);
         bad[1] = 7;
         assert_eq!(run(&mut t, &bad, 255).sense_code(), (5, 0x24, 0));
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(4, 600, 1, false, false, false, 255),
-            255,
-        );
+        let r = run(&mut t, &cdb::read_element_status(4, 600, 1, false, false, false, 255), 255);
         assert_eq!(r.sense_code(), (5, 0x21, 0x01));
     }
 
@@ -711,11 +634,7 @@ mod tests {
         cfg.barcode_len = Some(6);
         cfg.barcode_pad = crate::config::BarcodePad::Nul;
         let mut t = Target::new(cfg).unwrap();
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(2, 1000, 1, true, false, false, 255),
-            255,
-        );
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 1, true, false, false, 255), 255);
         let tag = &r.data[16 + 12..16 + 48];
         assert_eq!(&tag[..6], b"ABC001");
         assert!(tag[6..].iter().all(|&b| b == 0));
@@ -724,51 +643,31 @@ mod tests {
     #[test]
     fn res_dvcid() {
         let mut g = Target::new(Config::new(Personality::Generic, 4, 1, 2)).unwrap();
-        let r = run(
-            &mut g,
-            &cdb::read_element_status(4, 500, 2, true, true, true, 255),
-            255,
-        );
+        let r = run(&mut g, &cdb::read_element_status(4, 500, 2, true, true, true, 255), 255);
         // 12 + 36 + 4 + 8 ("VDRV0000" is 8 bytes, already a multiple of 4)
         assert_eq!(&r.data[8..16], &[4, 0x80, 0, 60, 0, 0, 0, 120]);
         let e = &r.data[16..76];
         assert_eq!(&e[48..52], &[0x02, 0x00, 0x00, 8]);
         assert_eq!(&e[52..60], b"VDRV0000");
         // Storage descriptors carry no identifier.
-        let r = run(
-            &mut g,
-            &cdb::read_element_status(2, 1000, 1, false, false, true, 255),
-            255,
-        );
+        let r = run(&mut g, &cdb::read_element_status(2, 1000, 1, false, false, true, 255), 255);
         assert_eq!(&r.data[8..12], &[2, 0, 0, 12]);
         // Odd-length serial padded to a multiple of 4.
         let mut cfg = Config::new(Personality::Generic, 4, 1, 1);
         cfg.drive_serials = vec!["SER12".into()];
         let mut g = Target::new(cfg).unwrap();
-        let r = run(
-            &mut g,
-            &cdb::read_element_status(4, 500, 1, false, false, true, 255),
-            255,
-        );
+        let r = run(&mut g, &cdb::read_element_status(4, 500, 1, false, false, true, 255), 255);
         assert_eq!(&r.data[8..12], &[4, 0, 0, 24]);
         assert_eq!(&r.data[16 + 12..16 + 24], b"\x02\x00\x00\x08SER12   ");
         // tgt ignores DVCID; reject when configured.
         let mut t = lib();
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(4, 500, 1, false, false, true, 255),
-            255,
-        );
+        let r = run(&mut t, &cdb::read_element_status(4, 500, 1, false, false, true, 255), 255);
         assert!(r.is_good());
         assert_eq!(&r.data[8..12], &[4, 0, 0, 52]);
         let mut cfg = Config::default_library();
         cfg.dvcid_unsupported = DvcidUnsupported::Reject;
         let mut t = Target::new(cfg).unwrap();
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(4, 500, 1, false, false, true, 255),
-            255,
-        );
+        let r = run(&mut t, &cdb::read_element_status(4, 500, 1, false, false, true, 255), 255);
         assert_eq!(r.sense_code(), (5, 0x24, 0));
         assert_eq!(&r.sense[15..18], &[0xc8, 0, 6]);
     }
@@ -781,17 +680,9 @@ mod tests {
         assert_eq!(mv(&mut t, 1000, 1020).sense_code(), (5, 0x21, 0x01));
         assert_eq!(mv(&mut t, 999, 1017).sense_code(), (5, 0x21, 0x01));
         assert_eq!(mv(&mut t, 1, 1017).sense_code(), (5, 0x21, 0x01));
-        let r = t.execute(
-            Device::Changer,
-            &cdb::move_medium(7, 1000, 1017),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::move_medium(7, 1000, 1017), Direction::None);
         assert_eq!(r.sense_code(), (5, 0x21, 0x01));
-        let r = t.execute(
-            Device::Changer,
-            &cdb::move_medium(1, 1000, 1017),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::move_medium(1, 1000, 1017), Direction::None);
         assert!(r.is_good());
         let s = t.snapshot();
         let e = s.elements.iter().find(|e| e.address == 1017).unwrap();
@@ -804,25 +695,13 @@ mod tests {
     fn prevent_blocks_ie_and_drive() {
         let mut t = lib();
         assert!(mv(&mut t, 1000, 10).is_good());
-        assert!(t
-            .execute(Device::Changer, &cdb::prevent_allow(true), Direction::None)
-            .is_good());
+        assert!(t.execute(Device::Changer, &cdb::prevent_allow(true), Direction::None).is_good());
         assert_eq!(mv(&mut t, 10, 1000).sense_code(), (5, 0x53, 0x02));
-        assert!(t
-            .execute(Device::Changer, &cdb::prevent_allow(false), Direction::None)
-            .is_good());
+        assert!(t.execute(Device::Changer, &cdb::prevent_allow(false), Direction::None).is_good());
         assert!(mv(&mut t, 10, 500).is_good());
-        assert!(t
-            .execute(Device::Drive(0), &cdb::prevent_allow(true), Direction::None)
-            .is_good());
+        assert!(t.execute(Device::Drive(0), &cdb::prevent_allow(true), Direction::None).is_good());
         assert_eq!(mv(&mut t, 500, 1000).sense_code(), (5, 0x53, 0x02));
-        assert!(t
-            .execute(
-                Device::Drive(0),
-                &cdb::prevent_allow(false),
-                Direction::None
-            )
-            .is_good());
+        assert!(t.execute(Device::Drive(0), &cdb::prevent_allow(false), Direction::None).is_good());
         assert!(mv(&mut t, 500, 1000).is_good());
     }
 
@@ -833,11 +712,7 @@ mod tests {
         let mut t = Target::new(cfg).unwrap();
         assert!(mv(&mut t, 1000, 500).is_good());
         assert_eq!(mv(&mut t, 500, 1000).sense_code(), (5, 0x53, 0x02));
-        let r = t.execute(
-            Device::Drive(0),
-            &cdb::load_unload(false, false),
-            Direction::None,
-        );
+        let r = t.execute(Device::Drive(0), &cdb::load_unload(false, false), Direction::None);
         assert!(r.is_good());
         assert!(mv(&mut t, 500, 1000).is_good());
         // Without the quirk the move unloads implicitly and takes longer.
@@ -851,11 +726,7 @@ mod tests {
     #[test]
     fn exchange_medium() {
         let mut t = lib();
-        let r = t.execute(
-            Device::Changer,
-            &cdb::exchange_medium(0, 1000, 1001, 1000),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::exchange_medium(0, 1000, 1001, 1000), Direction::None);
         assert_eq!(r.sense_code(), (5, 0x20, 0));
         let mut g = Target::new(Config::new(Personality::Generic, 4, 1, 1)).unwrap();
         let mut c = g.config().clone();
@@ -864,83 +735,36 @@ mod tests {
             crate::config::Cartridge::new("BBB001L6", crate::config::Location::Slot(2)),
         ];
         g = Target::new(c).unwrap();
-        let r = g.execute(
-            Device::Changer,
-            &cdb::exchange_medium(0, 1000, 1001, 1000),
-            Direction::None,
-        );
+        let r = g.execute(Device::Changer, &cdb::exchange_medium(0, 1000, 1001, 1000), Direction::None);
         assert!(r.is_good());
         assert_eq!(r.duration_ms, 16000);
         let s = g.snapshot();
-        let bc = |a: u16| {
-            s.elements
-                .iter()
-                .find(|e| e.address == a)
-                .unwrap()
-                .barcode
-                .clone()
-        };
+        let bc = |a: u16| s.elements.iter().find(|e| e.address == a).unwrap().barcode.clone();
         assert_eq!(bc(1000).as_deref(), Some("BBB001L6"));
         assert_eq!(bc(1001).as_deref(), Some("AAA001L6"));
-        let r = g.execute(
-            Device::Changer,
-            &cdb::exchange_medium(0, 1000, 1002, 1003),
-            Direction::None,
-        );
+        let r = g.execute(Device::Changer, &cdb::exchange_medium(0, 1000, 1002, 1003), Direction::None);
         assert_eq!(r.sense_code(), (5, 0x3b, 0x0e));
-        let r = g.execute(
-            Device::Changer,
-            &cdb::exchange_medium(0, 1000, 1001, 1001),
-            Direction::None,
-        );
+        let r = g.execute(Device::Changer, &cdb::exchange_medium(0, 1000, 1001, 1001), Direction::None);
         assert_eq!(r.sense_code(), (5, 0x3b, 0x0d));
     }
 
     #[test]
     fn position_and_initialize_costs() {
         let mut t = lib();
-        let r = t.execute(
-            Device::Changer,
-            &cdb::position_to_element(0, 1005),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::position_to_element(0, 1005), Direction::None);
         assert!(r.is_good());
         assert_eq!(r.duration_ms, 2000);
-        let r = t.execute(
-            Device::Changer,
-            &cdb::position_to_element(0, 5),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::position_to_element(0, 5), Direction::None);
         assert_eq!(r.sense_code(), (5, 0x21, 1));
-        let r = t.execute(
-            Device::Changer,
-            &cdb::initialize_element_status(),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::initialize_element_status(), Direction::None);
         assert_eq!(r.duration_ms, 1 + 50 * 27);
-        let r = t.execute(
-            Device::Changer,
-            &cdb::initialize_element_status_range(1010, 100),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::initialize_element_status_range(1010, 100), Direction::None);
         assert_eq!(r.duration_ms, 1 + 50 * 10);
-        let r = t.execute(
-            Device::Changer,
-            &cdb::initialize_element_status_range(2000, 1),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::initialize_element_status_range(2000, 1), Direction::None);
         assert_eq!(r.sense_code(), (5, 0x21, 1));
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(2, 1000, 20, true, false, false, 0xffff),
-            0xffff,
-        );
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, false, false, 0xffff), 0xffff);
         assert_eq!(r.duration_ms, 21);
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(2, 1000, 20, true, true, false, 0xffff),
-            0xffff,
-        );
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 20, true, true, false, 0xffff), 0xffff);
         assert_eq!(r.duration_ms, 1);
     }
 
@@ -953,10 +777,7 @@ mod tests {
         let r = run(&mut t, &cdb::request_sense(18), 18);
         assert!(r.is_good());
         assert_eq!(r.data.len(), 18);
-        assert_eq!(
-            (r.data[0], r.data[2], r.data[12], r.data[13]),
-            (0x70, 6, 0x28, 0)
-        );
+        assert_eq!((r.data[0], r.data[2], r.data[12], r.data[13]), (0x70, 6, 0x28, 0));
         let r = run(&mut t, &cdb::request_sense(18), 18);
         assert_eq!(r.data[2], 0);
         assert!(run(&mut t, &cdb::test_unit_ready(), 0).is_good());
@@ -979,11 +800,7 @@ mod tests {
         let mut addr = 4096u16;
         let desc = 12 + 36;
         loop {
-            let r = run(
-                &mut t,
-                &cdb::read_element_status(2, addr, 500, true, false, false, 0xff_ffff),
-                0xff_ffff,
-            );
+            let r = run(&mut t, &cdb::read_element_status(2, addr, 500, true, false, false, 0xff_ffff), 0xff_ffff);
             if !r.is_good() {
                 assert_eq!(r.sense_code(), (5, 0x21, 1));
                 break;
@@ -1005,11 +822,7 @@ mod tests {
         }
         assert_eq!(seen, 50_000);
         assert_eq!(full, 40_000);
-        let r = run(
-            &mut t,
-            &cdb::read_element_status(4, 0, 64, false, false, true, 0xffff),
-            0xffff,
-        );
+        let r = run(&mut t, &cdb::read_element_status(4, 0, 64, false, false, true, 0xffff), 0xffff);
         assert_eq!(u16::from_be_bytes([r.data[2], r.data[3]]), 64);
     }
 }

@@ -16,10 +16,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-        ConfigError {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError { key: key.into(), message: message.into() }
     }
 }
 
@@ -231,24 +228,9 @@ pub struct Config {
 impl Personality {
     fn addresses(self) -> Addresses {
         match self {
-            Personality::Tgt => Addresses {
-                robot: 1,
-                storage: 1000,
-                ie: 10,
-                drive: 500,
-            },
-            Personality::Ibm => Addresses {
-                robot: 0,
-                storage: 1025,
-                ie: 769,
-                drive: 257,
-            },
-            Personality::Generic => Addresses {
-                robot: 0,
-                storage: 1000,
-                ie: 10,
-                drive: 500,
-            },
+            Personality::Tgt => Addresses { robot: 1, storage: 1000, ie: 10, drive: 500 },
+            Personality::Ibm => Addresses { robot: 0, storage: 1025, ie: 769, drive: 257 },
+            Personality::Generic => Addresses { robot: 0, storage: 1000, ie: 10, drive: 500 },
         }
     }
 }
@@ -268,12 +250,7 @@ pub fn generated_barcode(prefix: &str, n: u32, suffix: &str) -> String {
 
 impl Config {
     /// A configuration of `personality` with the given layout and no cartridges.
-    pub fn new(
-        personality: Personality,
-        storage_slots: u32,
-        ie_slots: u32,
-        drives: usize,
-    ) -> Config {
+    pub fn new(personality: Personality, storage_slots: u32, ie_slots: u32, drives: usize) -> Config {
         let p = personality;
         Config {
             personality: p,
@@ -305,13 +282,9 @@ impl Config {
     pub fn default_library() -> Config {
         let mut c = Config::new(Personality::Tgt, 20, 2, 4);
         for n in 1..=16 {
-            c.cartridges.push(Cartridge::new(
-                &generated_barcode("ABC", n, "L6"),
-                Location::Slot(n),
-            ));
+            c.cartridges.push(Cartridge::new(&generated_barcode("ABC", n, "L6"), Location::Slot(n)));
         }
-        c.cartridges
-            .push(Cartridge::new("CLN001L1", Location::Slot(20)));
+        c.cartridges.push(Cartridge::new("CLN001L1", Location::Slot(20)));
         c
     }
 
@@ -320,12 +293,7 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().to_string();
             // serde's messages name unknown/missing fields; add the line for the rest.
-            let key = msg
-                .split('`')
-                .nth(1)
-                .filter(|_| msg.contains("field"))
-                .unwrap_or("")
-                .to_string();
+            let key = msg.split('`').nth(1).filter(|_| msg.contains("field")).unwrap_or("").to_string();
             ConfigError::new(key, e.to_string().trim().to_string())
         })?;
         Config::try_from(raw)
@@ -342,11 +310,7 @@ impl Config {
             return 0;
         }
         // Durations are far below 2^52 ms; the float round trip is exact enough.
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
         let v = (ms as f64 * self.time_scale).round() as u64;
         v
     }
@@ -357,10 +321,7 @@ impl Config {
             return Err(ConfigError::new("robots", "must be at least 1"));
         }
         if !(self.time_scale.is_finite() && self.time_scale >= 0.0) {
-            return Err(ConfigError::new(
-                "time_scale",
-                "must be a finite number >= 0",
-            ));
+            return Err(ConfigError::new("time_scale", "must be a finite number >= 0"));
         }
         if let Some(n) = self.barcode_len {
             if n != 6 && n != 8 {
@@ -370,15 +331,10 @@ impl Config {
         if self.serial.is_empty() || self.serial.len() > 64 {
             return Err(ConfigError::new("serial", "must be 1..=64 characters"));
         }
-        let drives = u32::try_from(self.drive_count())
-            .map_err(|_| ConfigError::new("drives", "too many drives"))?;
+        let drives = u32::try_from(self.drive_count()).map_err(|_| ConfigError::new("drives", "too many drives"))?;
         let ranges = [
             ("addresses.robot", self.addresses.robot, self.robots),
-            (
-                "addresses.storage",
-                self.addresses.storage,
-                self.storage_slots,
-            ),
+            ("addresses.storage", self.addresses.storage, self.storage_slots),
             ("addresses.ie", self.addresses.ie, self.ie_slots),
             ("addresses.drive", self.addresses.drive, drives),
         ];
@@ -402,30 +358,21 @@ impl Config {
         }
         for (i, s) in self.drive_serials.iter().enumerate() {
             if s.is_empty() || s.len() > 32 || !s.is_ascii() {
-                return Err(ConfigError::new(
-                    format!("drive_serials[{i}]"),
-                    "must be 1..=32 ASCII characters",
-                ));
+                return Err(ConfigError::new(format!("drive_serials[{i}]"), "must be 1..=32 ASCII characters"));
             }
         }
         let mut seen_loc = std::collections::HashSet::new();
         let mut seen_code = std::collections::HashSet::new();
         for (i, c) in self.cartridges.iter().enumerate() {
             let key = |f: &str| format!("cartridge[{i}].{f}");
-            if c.barcode.is_empty()
-                || c.barcode.len() > 32
-                || !c.barcode.bytes().all(|b| b.is_ascii_graphic())
-            {
+            if c.barcode.is_empty() || c.barcode.len() > 32 || !c.barcode.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(ConfigError::new(
                     key("barcode"),
                     "must be 1..=32 printable ASCII characters without spaces",
                 ));
             }
             if !seen_code.insert(c.barcode.as_str()) {
-                return Err(ConfigError::new(
-                    key("barcode"),
-                    format!("duplicate barcode {}", c.barcode),
-                ));
+                return Err(ConfigError::new(key("barcode"), format!("duplicate barcode {}", c.barcode)));
             }
             let (field, ok) = match c.location {
                 Location::Slot(n) => ("slot", n >= 1 && n <= self.storage_slots),
@@ -436,10 +383,7 @@ impl Config {
                 return Err(ConfigError::new(key(field), "no such element"));
             }
             if !seen_loc.insert(c.location) {
-                return Err(ConfigError::new(
-                    key(field),
-                    "element already holds a cartridge",
-                ));
+                return Err(ConfigError::new(key(field), "element already holds a cartridge"));
             }
         }
         Ok(())
@@ -524,20 +468,12 @@ impl TryFrom<RawConfig> for Config {
         let p = r.personality.unwrap_or(Personality::Tgt);
         let drives = match (&r.drive_serials, r.drives) {
             (Some(s), Some(n)) if s.len() != n => {
-                return Err(ConfigError::new(
-                    "drive_serials",
-                    format!("{} serials for drives = {n}", s.len()),
-                ))
+                return Err(ConfigError::new("drive_serials", format!("{} serials for drives = {n}", s.len())))
             }
             (Some(s), _) => s.len(),
             (None, n) => n.unwrap_or(4),
         };
-        let mut c = Config::new(
-            p,
-            r.storage_slots.unwrap_or(20),
-            r.ie_slots.unwrap_or(2),
-            drives,
-        );
+        let mut c = Config::new(p, r.storage_slots.unwrap_or(20), r.ie_slots.unwrap_or(2), drives);
         if let Some(s) = r.serial {
             c.serial = s;
         }
@@ -574,10 +510,7 @@ impl TryFrom<RawConfig> for Config {
                 ));
             }
             for n in 1..=f.count {
-                c.cartridges.push(Cartridge::new(
-                    &generated_barcode(&f.prefix, n, &f.suffix),
-                    Location::Slot(n),
-                ));
+                c.cartridges.push(Cartridge::new(&generated_barcode(&f.prefix, n, &f.suffix), Location::Slot(n)));
             }
             for k in 0..f.cleaning {
                 let mut cart = Cartridge::new(
@@ -608,9 +541,7 @@ impl TryFrom<RawConfig> for Config {
             c.cartridges.push(cart);
         }
         for (i, fc) in r.fault.iter().enumerate() {
-            let f = fc
-                .to_fault()
-                .map_err(|(k, m)| ConfigError::new(format!("fault[{i}].{k}"), m))?;
+            let f = fc.to_fault().map_err(|(k, m)| ConfigError::new(format!("fault[{i}].{k}"), m))?;
             c.faults.push(f);
         }
         c.validate()?;
@@ -704,13 +635,7 @@ moves = 3
         assert!(c.cartridges[11].write_protected);
         assert_eq!(
             c.faults,
-            vec![
-                Fault::UnitAttentionAfter {
-                    device: Device::Changer,
-                    commands: 2
-                },
-                Fault::RobotJam { next_moves: 3 }
-            ]
+            vec![Fault::UnitAttentionAfter { device: Device::Changer, commands: 2 }, Fault::RobotJam { next_moves: 3 }]
         );
     }
 
@@ -745,13 +670,10 @@ moves = 3
         assert_eq!(e.key, "addresses.ie", "{e}");
         let e = Config::from_toml("[[cartridge]]\nbarcode = \"A\"\nslot = 21").unwrap_err();
         assert_eq!(e.key, "cartridge[0].slot");
-        let e =
-            Config::from_toml("[[cartridge]]\nbarcode = \"A\"\nslot = 1\ndrive = 0").unwrap_err();
+        let e = Config::from_toml("[[cartridge]]\nbarcode = \"A\"\nslot = 1\ndrive = 0").unwrap_err();
         assert_eq!(e.key, "cartridge[0]");
-        let e = Config::from_toml(
-            "[[cartridge]]\nbarcode = \"A\"\nslot = 1\n[[cartridge]]\nbarcode = \"A\"\nslot = 2",
-        )
-        .unwrap_err();
+        let e = Config::from_toml("[[cartridge]]\nbarcode = \"A\"\nslot = 1\n[[cartridge]]\nbarcode = \"A\"\nslot = 2")
+            .unwrap_err();
         assert_eq!(e.key, "cartridge[1].barcode");
         let e = Config::from_toml("[[fault]]\nkind = \"reset\"\ndevice = \"robot\"").unwrap_err();
         assert_eq!(e.key, "fault[0].device");

@@ -6,8 +6,7 @@ use crate::changer::REVISION;
 use crate::config::Cartridge;
 use crate::sense::{self, Sense};
 use crate::{
-    be, inquiry, request_sense, std_inquiry, DevState, DriveStatus, ElementType, Medium, Outcome,
-    Request, Target,
+    be, inquiry, request_sense, std_inquiry, DevState, DriveStatus, ElementType, Medium, Outcome, Request, Target,
 };
 
 /// Drive INQUIRY vendor identification.
@@ -37,11 +36,7 @@ impl DriveState {
     pub(crate) fn new(serial: &str, ua: Option<Sense>) -> DriveState {
         DriveState {
             serial: serial.to_string(),
-            dev: DevState {
-                present: true,
-                pending_ua: ua,
-                ..DevState::default()
-            },
+            dev: DevState { present: true, pending_ua: ua, ..DevState::default() },
             present_from: 0,
             ready_at: 0,
             ejected_at: None,
@@ -110,19 +105,10 @@ impl Target {
         let r = match cdb[0] {
             0x00 => self.drive_ready(i, start).map(|()| Vec::new()),
             0x03 => {
-                let s = self.drives[i]
-                    .dev
-                    .pending_ua
-                    .take()
-                    .or_else(|| self.drive_ready(i, start).err());
+                let s = self.drives[i].dev.pending_ua.take().or_else(|| self.drive_ready(i, start).err());
                 Ok(request_sense(cdb, s))
             }
-            0x12 => inquiry(
-                cdb,
-                std_inquiry(0x01, true, VENDOR, PRODUCT, REVISION),
-                &self.drives[i].serial,
-                VENDOR,
-            ),
+            0x12 => inquiry(cdb, std_inquiry(0x01, true, VENDOR, PRODUCT, REVISION), &self.drives[i].serial, VENDOR),
             0x1b => return self.load_unload(i, cdb, start),
             0x01 => self.drive_ready(i, start).map(|()| Vec::new()),
             0x34 => self.read_position(i, cdb, start),
@@ -138,10 +124,7 @@ impl Target {
             }
             _ => Err(sense::INVALID_OPCODE),
         };
-        Outcome {
-            result: r,
-            cost: cmd,
-        }
+        Outcome { result: r, cost: cmd }
     }
 
     fn load_unload(&mut self, i: usize, cdb: &[u8], start: u64) -> Outcome {
@@ -210,10 +193,7 @@ impl Target {
             0x0f | 0x3f => compression,
             _ => return Err(Sense::invalid_field(2, Some(5))),
         };
-        let present = !matches!(
-            self.drive_status(i, start),
-            DriveStatus::Empty | DriveStatus::Ejected
-        );
+        let present = !matches!(self.drive_status(i, start), DriveStatus::Empty | DriveStatus::Ejected);
         let m = self.drive_medium(i).filter(|_| present);
         let mut block = [0u8; 8];
         let mut ds = 0x10; // buffered mode 1
@@ -265,11 +245,7 @@ mod tests {
     }
 
     fn mv(t: &mut Target, src: u16, dst: u16) -> Response {
-        t.execute(
-            Device::Changer,
-            &cdb::move_medium(0, src, dst),
-            Direction::None,
-        )
+        t.execute(Device::Changer, &cdb::move_medium(0, src, dst), Direction::None)
     }
 
     #[test]
@@ -290,21 +266,12 @@ mod tests {
     #[test]
     fn tur_states_through_load_and_unload() {
         let mut t = lib();
-        assert_eq!(
-            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
-            (2, 0x3a, 0)
-        );
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
         assert!(mv(&mut t, 1000, 500).is_good());
         // Robot time elapsed; the drive is threading for load_ms.
         assert_eq!(t.now(), 1 + 8000);
-        assert_eq!(
-            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
-            (2, 0x04, 0x01)
-        );
-        assert_eq!(
-            drv(&mut t, 0, &cdb::read_position()).sense_code(),
-            (2, 0x04, 0x01)
-        );
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x04, 0x01));
+        assert_eq!(drv(&mut t, 0, &cdb::read_position()).sense_code(), (2, 0x04, 0x01));
         assert_eq!(t.snapshot().drives[0].status, DriveStatus::Loading);
         t.advance(1 + 8000 + 20000);
         assert!(drv(&mut t, 0, &cdb::test_unit_ready()).is_good());
@@ -315,27 +282,18 @@ mod tests {
         let r = drv(&mut t, 0, &cdb::load_unload(false, false));
         assert!(r.is_good());
         assert_eq!(r.duration_ms, 15000);
-        assert_eq!(
-            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
-            (2, 0x3a, 0)
-        );
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
         assert_eq!(t.snapshot().drives[0].status, DriveStatus::Ejected);
         // Load after unload re-threads.
         let r = drv(&mut t, 0, &cdb::load_unload(true, true));
         assert!(r.is_good());
         assert_eq!(r.duration_ms, 1);
-        assert_eq!(
-            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
-            (2, 0x04, 0x01)
-        );
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x04, 0x01));
         let r = drv(&mut t, 0, &cdb::load_unload(true, false));
         assert!(r.duration_ms >= 19_990);
         assert!(drv(&mut t, 0, &cdb::test_unit_ready()).is_good());
         // Unload without a tape.
-        assert_eq!(
-            drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(),
-            (2, 0x3a, 0)
-        );
+        assert_eq!(drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(), (2, 0x3a, 0));
     }
 
     #[test]
@@ -344,24 +302,13 @@ mod tests {
         assert!(mv(&mut t, 1000, 501).is_good());
         t.advance(100_000);
         assert!(drv(&mut t, 1, &cdb::prevent_allow(true)).is_good());
-        assert_eq!(
-            drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(),
-            (5, 0x53, 2)
-        );
+        assert_eq!(drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(), (5, 0x53, 2));
         assert!(drv(&mut t, 1, &cdb::prevent_allow(false)).is_good());
         t.inject(crate::Fault::DriveWontUnload { drive: 1 });
-        assert_eq!(
-            drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(),
-            (4, 0x53, 0)
-        );
+        assert_eq!(drv(&mut t, 1, &cdb::load_unload(false, false)).sense_code(), (4, 0x53, 0));
         assert_eq!(mv(&mut t, 501, 1000).sense_code(), (4, 0x44, 0));
-        t.inject(crate::Fault::Reset {
-            device: Device::Drive(1),
-        });
-        assert_eq!(
-            drv(&mut t, 1, &cdb::test_unit_ready()).sense_code(),
-            (6, 0x29, 0)
-        );
+        t.inject(crate::Fault::Reset { device: Device::Drive(1) });
+        assert_eq!(drv(&mut t, 1, &cdb::test_unit_ready()).sense_code(), (6, 0x29, 0));
         assert!(drv(&mut t, 1, &cdb::load_unload(false, false)).is_good());
         assert!(mv(&mut t, 501, 1000).is_good());
     }
@@ -369,10 +316,7 @@ mod tests {
     #[test]
     fn mode_sense_density_and_write_protect() {
         let mut cfg = Config::default_library();
-        cfg.cartridges.push(Cartridge {
-            write_protected: true,
-            ..Cartridge::new("WPX001L7", Location::Slot(17))
-        });
+        cfg.cartridges.push(Cartridge { write_protected: true, ..Cartridge::new("WPX001L7", Location::Slot(17)) });
         let mut t = Target::new(cfg).unwrap();
         let r = drv(&mut t, 0, &cdb::mode_sense6(0, false, 255));
         assert_eq!(r.data, vec![11, 0, 0x10, 8, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -395,11 +339,7 @@ mod tests {
         cfg.clean_after_loads = 2;
         let mut t = Target::new(cfg).unwrap();
         let flag = |t: &mut Target| {
-            let r = t.execute(
-                Device::Drive(0),
-                &cdb::log_sense(0x2e, 1024),
-                Direction::FromDevice(1024),
-            );
+            let r = t.execute(Device::Drive(0), &cdb::log_sense(0x2e, 1024), Direction::FromDevice(1024));
             assert_eq!(&r.data[0..4], &[0x2e, 0, 0x01, 0x40]);
             assert_eq!(r.data.len(), 4 + 64 * 5);
             let p = 4 + (0x14 - 1) * 5;
@@ -417,18 +357,12 @@ mod tests {
         // cleaning cartridge in slot 20
         assert!(mv(&mut t, 1019, 500).is_good());
         t.advance(t.now() + 20_000);
-        assert_eq!(
-            drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(),
-            (2, 0x30, 0x03)
-        );
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
         assert_eq!(flag(&mut t), 0);
         assert_eq!(t.snapshot().drives[0].loads_since_clean, 0);
         let r = drv(&mut t, 0, &cdb::log_sense(0, 255));
         assert_eq!(r.data, vec![0, 0, 0, 2, 0, 0x2e]);
-        assert_eq!(
-            drv(&mut t, 0, &cdb::log_sense(0x30, 255)).sense_code(),
-            (5, 0x24, 0)
-        );
+        assert_eq!(drv(&mut t, 0, &cdb::log_sense(0x30, 255)).sense_code(), (5, 0x24, 0));
     }
 
     #[test]

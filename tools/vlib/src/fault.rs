@@ -107,16 +107,8 @@ impl FaultConfig {
     /// Converts to a `Fault`; the error names the missing or bad key.
     pub fn to_fault(&self) -> Result<Fault, (String, String)> {
         let device = || -> Result<Device, (String, String)> {
-            let d = self
-                .device
-                .as_deref()
-                .ok_or_else(|| ("device".to_string(), "missing".to_string()))?;
-            parse_device(d).ok_or_else(|| {
-                (
-                    "device".to_string(),
-                    format!("`{d}` is not `changer` or `driveN`"),
-                )
-            })
+            let d = self.device.as_deref().ok_or_else(|| ("device".to_string(), "missing".to_string()))?;
+            parse_device(d).ok_or_else(|| ("device".to_string(), format!("`{d}` is not `changer` or `driveN`")))
         };
         let missing = |k: &str| (k.to_string(), "missing".to_string());
         Ok(match self.kind.as_str() {
@@ -174,22 +166,10 @@ mod tests {
             drive: None,
             barcode: None,
         };
-        assert_eq!(
-            fc.to_fault(),
-            Ok(Fault::NotReadyFor {
-                device: Device::Drive(1),
-                ms: 5000
-            })
-        );
-        let bad = FaultConfig {
-            ms: None,
-            ..fc.clone()
-        };
+        assert_eq!(fc.to_fault(), Ok(Fault::NotReadyFor { device: Device::Drive(1), ms: 5000 }));
+        let bad = FaultConfig { ms: None, ..fc.clone() };
         assert_eq!(bad.to_fault().unwrap_err().0, "ms");
-        let bad = FaultConfig {
-            kind: "explode".into(),
-            ..fc
-        };
+        let bad = FaultConfig { kind: "explode".into(), ..fc };
         assert_eq!(bad.to_fault().unwrap_err().0, "kind");
     }
 }

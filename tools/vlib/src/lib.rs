@@ -88,9 +88,7 @@ impl Response {
 
     /// `(key, asc, ascq)` of the sense, or `(0, 0, 0)` when there is none.
     pub fn sense_code(&self) -> (u8, u8, u8) {
-        self.sense()
-            .map(|s| (s.key, s.asc, s.ascq))
-            .unwrap_or((0, 0, 0))
+        self.sense().map(|s| (s.key, s.asc, s.ascq)).unwrap_or((0, 0, 0))
     }
 
     /// True for status GOOD and host status OK.
@@ -114,12 +112,8 @@ pub enum ElementType {
 
 impl ElementType {
     /// All types in report order.
-    pub const ALL: [ElementType; 4] = [
-        ElementType::Transport,
-        ElementType::Storage,
-        ElementType::ImportExport,
-        ElementType::Drive,
-    ];
+    pub const ALL: [ElementType; 4] =
+        [ElementType::Transport, ElementType::Storage, ElementType::ImportExport, ElementType::Drive];
 
     /// SMC element type code (1..=4).
     pub fn code(self) -> u8 {
@@ -260,17 +254,11 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     pub(crate) fn ok(data: Vec<u8>, cost: u64) -> Outcome {
-        Outcome {
-            result: Ok(data),
-            cost,
-        }
+        Outcome { result: Ok(data), cost }
     }
 
     pub(crate) fn err(sense: Sense, cost: u64) -> Outcome {
-        Outcome {
-            result: Err(sense),
-            cost,
-        }
+        Outcome { result: Err(sense), cost }
     }
 }
 
@@ -310,20 +298,10 @@ impl Target {
             n(config.ie_slots),
             vec![Element::default(); config.drive_count()],
         ];
-        let ua = config
-            .power_on_unit_attention
-            .then_some(sense::POWER_ON_RESET);
+        let ua = config.power_on_unit_attention.then_some(sense::POWER_ON_RESET);
         let mut t = Target {
-            changer: DevState {
-                present: true,
-                pending_ua: ua,
-                ..DevState::default()
-            },
-            drives: config
-                .drive_serials
-                .iter()
-                .map(|s| drive::DriveState::new(s, ua))
-                .collect(),
+            changer: DevState { present: true, pending_ua: ua, ..DevState::default() },
+            drives: config.drive_serials.iter().map(|s| drive::DriveState::new(s, ua)).collect(),
             elements,
             robot_busy_until: 0,
             jam_moves: 0,
@@ -334,11 +312,7 @@ impl Target {
             config,
         };
         for c in t.config.cartridges.clone() {
-            let m = Medium {
-                barcode: c.barcode.clone(),
-                write_protected: c.write_protected,
-                cleaning: c.cleaning,
-            };
+            let m = Medium { barcode: c.barcode.clone(), write_protected: c.write_protected, cleaning: c.cleaning };
             let (ty, idx) = match c.location {
                 config::Location::Slot(s) => (ElementType::Storage, s as usize - 1),
                 config::Location::Ie(s) => (ElementType::ImportExport, s as usize - 1),
@@ -350,10 +324,7 @@ impl Target {
             }
         }
         for f in t.config.faults.clone() {
-            t.try_inject(f).map_err(|e| ConfigError {
-                key: "fault".into(),
-                message: e.0,
-            })?;
+            t.try_inject(f).map_err(|e| ConfigError { key: "fault".into(), message: e.0 })?;
         }
         Ok(t)
     }
@@ -412,8 +383,7 @@ impl Target {
             return;
         }
         self.counters.commands += 1;
-        let is_move =
-            device == Device::Changer && matches!(request.cdb.first(), Some(0xa5 | 0xa6 | 0x2b));
+        let is_move = device == Device::Changer && matches!(request.cdb.first(), Some(0xa5 | 0xa6 | 0x2b));
         let mut start = now_ms.max(self.dev(device).map_or(0, |d| d.busy_until));
         if is_move {
             start = start.max(self.robot_busy_until);
@@ -426,10 +396,7 @@ impl Target {
         if is_move {
             self.robot_busy_until = done;
         }
-        let mut resp = Response {
-            tag: request.tag,
-            ..Response::default()
-        };
+        let mut resp = Response { tag: request.tag, ..Response::default() };
         let alloc = match &request.direction {
             Direction::FromDevice(n) => *n,
             _ => 0,
@@ -451,12 +418,8 @@ impl Target {
         if request.timeout_ms > 0 && done - now_ms > u64::from(request.timeout_ms) {
             self.counters.timeouts += 1;
             due = now_ms + u64::from(request.timeout_ms);
-            resp = Response {
-                tag: request.tag,
-                host_status: sense::HOST_TIMED_OUT,
-                resid: alloc,
-                ..Response::default()
-            };
+            resp =
+                Response { tag: request.tag, host_status: sense::HOST_TIMED_OUT, resid: alloc, ..Response::default() };
         }
         resp.duration_ms = sat32(due - now_ms);
         self.seq += 1;
@@ -483,18 +446,11 @@ impl Target {
     /// Panics if the device is absent.
     pub fn execute(&mut self, device: Device, cdb: &[u8], direction: Direction) -> Response {
         assert!(self.is_present(device), "execute on absent {device}");
-        let req = Request {
-            tag: u32::MAX,
-            cdb: cdb.to_vec(),
-            direction,
-            timeout_ms: 0,
-        };
+        let req = Request { tag: u32::MAX, cdb: cdb.to_vec(), direction, timeout_ms: 0 };
         let now = self.now;
         self.submit(device, req, now);
         loop {
-            let at = self
-                .next_completion_at()
-                .expect("submitted command vanished");
+            let at = self.next_completion_at().expect("submitted command vanished");
             let (d, r) = self.poll_completion(at).expect("due completion");
             if d == device && r.tag == u32::MAX {
                 return Response { tag: 0, ..r };
@@ -560,26 +516,13 @@ impl Target {
                 if barcode.is_empty() || barcode.len() > 32 || !barcode.is_ascii() {
                     return Err(InjectError(format!("bad barcode {barcode:?}")));
                 }
-                if self
-                    .elements
-                    .iter()
-                    .flatten()
-                    .any(|e| e.medium.as_ref().is_some_and(|m| m.barcode == barcode))
-                {
-                    return Err(InjectError(format!(
-                        "barcode {barcode} already in the library"
-                    )));
+                if self.elements.iter().flatten().any(|e| e.medium.as_ref().is_some_and(|m| m.barcode == barcode)) {
+                    return Err(InjectError(format!("barcode {barcode} already in the library")));
                 }
                 let ie = &mut self.elements[ElementType::ImportExport.index()];
-                let slot = ie
-                    .iter_mut()
-                    .find(|e| e.medium.is_none())
-                    .ok_or_else(|| InjectError("no free I/E slot".into()))?;
-                slot.medium = Some(Medium {
-                    cleaning: barcode.starts_with("CLN"),
-                    barcode,
-                    write_protected: false,
-                });
+                let slot =
+                    ie.iter_mut().find(|e| e.medium.is_none()).ok_or_else(|| InjectError("no free I/E slot".into()))?;
+                slot.medium = Some(Medium { cleaning: barcode.starts_with("CLN"), barcode, write_protected: false });
                 slot.impexp = true;
                 slot.source = None;
                 self.changer.pending_ua = Some(sense::MEDIUM_MAY_HAVE_CHANGED);
@@ -699,12 +642,7 @@ pub(crate) fn std_inquiry(ptype: u8, rmb: bool, vendor: &str, product: &str, rev
 }
 
 /// INQUIRY for any device: standard data or VPD pages 00h, 80h, 83h.
-pub(crate) fn inquiry(
-    cdb: &[u8],
-    std: Vec<u8>,
-    serial: &str,
-    vendor: &str,
-) -> Result<Vec<u8>, Sense> {
+pub(crate) fn inquiry(cdb: &[u8], std: Vec<u8>, serial: &str, vendor: &str) -> Result<Vec<u8>, Sense> {
     if cdb.len() < 6 {
         return Err(Sense::invalid_field(0, None));
     }
@@ -723,9 +661,9 @@ pub(crate) fn inquiry(
                 let mut b = Vec::new();
                 // NAA 5 (IEEE registered) designator, binary code set, LU association.
                 b.extend_from_slice(&[0x01, 0x03, 0x00, 0x08]);
-                let h = serial.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
-                    (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3)
-                });
+                let h = serial
+                    .bytes()
+                    .fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3));
                 let naa = (0x5u64 << 60) | (0x00_1234u64 << 36) | (h & 0xf_ffff_ffff);
                 b.extend_from_slice(&naa.to_be_bytes());
                 // T10 vendor ID designator, ASCII: vendor (8) + serial.
@@ -764,12 +702,7 @@ mod tests {
     }
 
     fn req(tag: u32, cdb: Vec<u8>) -> Request {
-        Request {
-            tag,
-            cdb,
-            direction: Direction::None,
-            timeout_ms: 0,
-        }
+        Request { tag, cdb, direction: Direction::None, timeout_ms: 0 }
     }
 
     fn drain(t: &mut Target) -> Vec<(u64, Device, Response)> {
@@ -788,10 +721,7 @@ mod tests {
         assert_eq!(t.next_completion_at(), Some(8100));
         assert!(t.poll_completion(8099).is_none());
         let (d, r) = t.poll_completion(8100).unwrap();
-        assert_eq!(
-            (d, r.tag, r.status, r.duration_ms),
-            (Device::Changer, 1, 0, 8000)
-        );
+        assert_eq!((d, r.tag, r.status, r.duration_ms), (Device::Changer, 1, 0, 8000));
         // TUR during the auto-load, then after it.
         t.submit(Device::Drive(0), req(2, cdb::test_unit_ready()), 8100);
         t.submit(Device::Drive(0), req(3, cdb::test_unit_ready()), 28_100);
@@ -801,11 +731,7 @@ mod tests {
         assert!(v[1].2.is_good());
         assert_eq!(v[1].0, 28_101);
         // A TUR submitted while the robot is still moving sees no tape yet.
-        t.submit(
-            Device::Changer,
-            req(4, cdb::move_medium(0, 1001, 501)),
-            30_000,
-        );
+        t.submit(Device::Changer, req(4, cdb::move_medium(0, 1001, 501)), 30_000);
         t.submit(Device::Drive(1), req(5, cdb::test_unit_ready()), 30_001);
         let v = drain(&mut t);
         assert_eq!(v[0].2.tag, 5);
@@ -820,33 +746,19 @@ mod tests {
         t.submit(Device::Changer, req(2, cdb::move_medium(0, 1001, 501)), 0);
         let v = drain(&mut t);
         assert_eq!((v[0].0, v[0].2.tag), (8000, 1));
-        assert_eq!(
-            (v[1].0, v[1].2.tag, v[1].2.duration_ms),
-            (16_000, 2, 16_000)
-        );
+        assert_eq!((v[1].0, v[1].2.tag, v[1].2.duration_ms), (16_000, 2, 16_000));
         // Drive 0 is ready at 28000, drive 1 at 36000: loads overlap.
         t.submit(Device::Drive(0), req(3, cdb::test_unit_ready()), 28_000);
         t.submit(Device::Drive(1), req(4, cdb::test_unit_ready()), 28_000);
         let v = drain(&mut t);
         assert!(v.iter().find(|x| x.2.tag == 3).unwrap().2.is_good());
-        assert_eq!(
-            v.iter().find(|x| x.2.tag == 4).unwrap().2.sense_code(),
-            (2, 4, 1)
-        );
+        assert_eq!(v.iter().find(|x| x.2.tag == 4).unwrap().2.sense_code(), (2, 4, 1));
         // Explicit unload+load on both drives at once completes in parallel.
         for (tag, d) in [(5, 0), (6, 1)] {
-            t.submit(
-                Device::Drive(d),
-                req(tag, cdb::load_unload(false, false)),
-                40_000,
-            );
+            t.submit(Device::Drive(d), req(tag, cdb::load_unload(false, false)), 40_000);
         }
         for (tag, d) in [(7, 0), (8, 1)] {
-            t.submit(
-                Device::Drive(d),
-                req(tag, cdb::load_unload(true, false)),
-                40_000,
-            );
+            t.submit(Device::Drive(d), req(tag, cdb::load_unload(true, false)), 40_000);
         }
         let v = drain(&mut t);
         let at = |tag| v.iter().find(|x| x.2.tag == tag).unwrap().0;
@@ -866,11 +778,7 @@ mod tests {
         assert_eq!(v[0].1, Device::Drive(2));
         assert_eq!(v[1].2.tag, 1);
         // Same device: strictly in order even if the second is cheap.
-        t.submit(
-            Device::Changer,
-            req(3, cdb::initialize_element_status()),
-            100_000,
-        );
+        t.submit(Device::Changer, req(3, cdb::initialize_element_status()), 100_000);
         t.submit(Device::Changer, req(4, cdb::test_unit_ready()), 100_000);
         let v = drain(&mut t);
         assert_eq!((v[0].2.tag, v[1].2.tag), (3, 4));
@@ -886,10 +794,7 @@ mod tests {
         t.submit(Device::Changer, r, 50);
         assert_eq!(t.next_completion_at(), Some(1050));
         let (_, resp) = t.poll_completion(1050).unwrap();
-        assert_eq!(
-            (resp.status, resp.host_status, resp.duration_ms),
-            (0, 3, 1000)
-        );
+        assert_eq!((resp.status, resp.host_status, resp.duration_ms), (0, 3, 1000));
         assert!(resp.data.is_empty() && resp.sense.is_empty());
         assert_eq!(t.snapshot().counters.timeouts, 1);
         // The device stays busy until the move really finishes.
@@ -920,58 +825,19 @@ mod tests {
         cfg.power_on_unit_attention = true;
         let mut t = Target::new(cfg).unwrap();
         // INQUIRY does not consume the unit attention.
-        assert!(t
-            .execute(
-                Device::Changer,
-                &cdb::inquiry(None, 36),
-                Direction::FromDevice(36)
-            )
-            .is_good());
+        assert!(t.execute(Device::Changer, &cdb::inquiry(None, 36), Direction::FromDevice(36)).is_good());
         let tur = cdb::test_unit_ready();
-        assert_eq!(
-            t.execute(Device::Changer, &tur, Direction::None)
-                .sense_code(),
-            (6, 0x29, 0)
-        );
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (6, 0x29, 0));
         assert!(t.execute(Device::Changer, &tur, Direction::None).is_good());
-        assert_eq!(
-            t.execute(Device::Drive(3), &tur, Direction::None)
-                .sense_code(),
-            (6, 0x29, 0)
-        );
-        t.inject(Fault::UnitAttentionAfter {
-            device: Device::Drive(3),
-            commands: 2,
-        });
-        assert_eq!(
-            t.execute(Device::Drive(3), &tur, Direction::None)
-                .sense_code(),
-            (2, 0x3a, 0)
-        );
-        assert_eq!(
-            t.execute(Device::Drive(3), &tur, Direction::None)
-                .sense_code(),
-            (2, 0x3a, 0)
-        );
-        assert_eq!(
-            t.execute(Device::Drive(3), &tur, Direction::None)
-                .sense_code(),
-            (6, 0x29, 0)
-        );
-        t.inject(Fault::Reset {
-            device: Device::Changer,
-        });
-        assert_eq!(
-            t.execute(Device::Changer, &tur, Direction::None)
-                .sense_code(),
-            (6, 0x29, 0)
-        );
+        assert_eq!(t.execute(Device::Drive(3), &tur, Direction::None).sense_code(), (6, 0x29, 0));
+        t.inject(Fault::UnitAttentionAfter { device: Device::Drive(3), commands: 2 });
+        assert_eq!(t.execute(Device::Drive(3), &tur, Direction::None).sense_code(), (2, 0x3a, 0));
+        assert_eq!(t.execute(Device::Drive(3), &tur, Direction::None).sense_code(), (2, 0x3a, 0));
+        assert_eq!(t.execute(Device::Drive(3), &tur, Direction::None).sense_code(), (6, 0x29, 0));
+        t.inject(Fault::Reset { device: Device::Changer });
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (6, 0x29, 0));
         t.inject(Fault::DoorClosed);
-        assert_eq!(
-            t.execute(Device::Changer, &tur, Direction::None)
-                .sense_code(),
-            (6, 0x28, 0)
-        );
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (6, 0x28, 0));
         assert!(t.execute(Device::Changer, &tur, Direction::None).is_good());
     }
 
@@ -979,77 +845,35 @@ mod tests {
     fn not_ready_and_jam_faults() {
         let mut t = lib();
         t.advance(1000);
-        t.inject(Fault::NotReadyFor {
-            device: Device::Changer,
-            ms: 5000,
-        });
+        t.inject(Fault::NotReadyFor { device: Device::Changer, ms: 5000 });
         let tur = cdb::test_unit_ready();
-        assert_eq!(
-            t.execute(Device::Changer, &tur, Direction::None)
-                .sense_code(),
-            (2, 4, 1)
-        );
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (2, 4, 1));
         t.advance(6000);
         assert!(t.execute(Device::Changer, &tur, Direction::None).is_good());
         t.inject(Fault::RobotJam { next_moves: 1 });
-        let r = t.execute(
-            Device::Changer,
-            &cdb::move_medium(0, 1000, 500),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::move_medium(0, 1000, 500), Direction::None);
         assert_eq!(r.sense_code(), (4, 0x15, 1));
         assert_eq!(r.duration_ms, 8000);
-        assert!(
-            t.snapshot()
-                .elements
-                .iter()
-                .find(|e| e.address == 1000)
-                .unwrap()
-                .full
-        );
-        let r = t.execute(
-            Device::Changer,
-            &cdb::move_medium(0, 1000, 500),
-            Direction::None,
-        );
+        assert!(t.snapshot().elements.iter().find(|e| e.address == 1000).unwrap().full);
+        let r = t.execute(Device::Changer, &cdb::move_medium(0, 1000, 500), Direction::None);
         assert!(r.is_good());
     }
 
     #[test]
     fn import_and_disappear() {
         let mut t = lib();
-        t.try_inject(Fault::ImportCartridge {
-            barcode: "ABC999L6".into(),
-        })
-        .unwrap();
-        assert!(t
-            .try_inject(Fault::ImportCartridge {
-                barcode: "ABC999L6".into()
-            })
-            .is_err());
-        t.try_inject(Fault::ImportCartridge {
-            barcode: "ABC998L6".into(),
-        })
-        .unwrap();
-        let e = t
-            .try_inject(Fault::ImportCartridge {
-                barcode: "ABC997L6".into(),
-            })
-            .unwrap_err();
+        t.try_inject(Fault::ImportCartridge { barcode: "ABC999L6".into() }).unwrap();
+        assert!(t.try_inject(Fault::ImportCartridge { barcode: "ABC999L6".into() }).is_err());
+        t.try_inject(Fault::ImportCartridge { barcode: "ABC998L6".into() }).unwrap();
+        let e = t.try_inject(Fault::ImportCartridge { barcode: "ABC997L6".into() }).unwrap_err();
         assert_eq!(e.0, "no free I/E slot");
         let s = t.snapshot();
-        let ie: Vec<_> = s
-            .elements
-            .iter()
-            .filter(|e| e.kind == ElementType::ImportExport)
-            .collect();
+        let ie: Vec<_> = s.elements.iter().filter(|e| e.kind == ElementType::ImportExport).collect();
         assert_eq!(ie[0].barcode.as_deref(), Some("ABC999L6"));
         assert!(ie[0].impexp && ie[1].impexp);
         // Disappear: queued commands vanish, new ones never complete.
         t.submit(Device::Drive(1), req(1, cdb::test_unit_ready()), 0);
-        t.inject(Fault::Disappear {
-            device: Device::Drive(1),
-        });
+        t.inject(Fault::Disappear { device: Device::Drive(1) });
         assert!(!t.is_present(Device::Drive(1)));
         assert!(t.is_present(Device::Drive(0)));
         assert!(!t.is_present(Device::Drive(9)));
@@ -1057,11 +881,7 @@ mod tests {
         t.submit(Device::Drive(1), req(2, cdb::test_unit_ready()), 0);
         assert_eq!(t.next_completion_at(), None);
         assert!(!t.snapshot().drives[1].present);
-        assert!(t
-            .try_inject(Fault::Reset {
-                device: Device::Drive(7)
-            })
-            .is_err());
+        assert!(t.try_inject(Fault::Reset { device: Device::Drive(7) }).is_err());
     }
 
     #[test]
@@ -1072,16 +892,8 @@ mod tests {
         .unwrap();
         let mut t = Target::new(cfg).unwrap();
         let tur = cdb::test_unit_ready();
-        assert_eq!(
-            t.execute(Device::Changer, &tur, Direction::None)
-                .sense_code(),
-            (6, 0x28, 0)
-        );
-        let r = t.execute(
-            Device::Changer,
-            &cdb::move_medium(0, 10, 1000),
-            Direction::None,
-        );
+        assert_eq!(t.execute(Device::Changer, &tur, Direction::None).sense_code(), (6, 0x28, 0));
+        let r = t.execute(Device::Changer, &cdb::move_medium(0, 10, 1000), Direction::None);
         assert_eq!(r.sense_code(), (4, 0x15, 1));
     }
 
@@ -1107,21 +919,13 @@ mod tests {
         let mut cfg = Config::default_library();
         cfg.descriptor_sense = true;
         let mut t = Target::new(cfg).unwrap();
-        let r = t.execute(
-            Device::Changer,
-            &cdb::move_medium(0, 1016, 1017),
-            Direction::None,
-        );
+        let r = t.execute(Device::Changer, &cdb::move_medium(0, 1016, 1017), Direction::None);
         assert_eq!(r.sense, vec![0x72, 0x05, 0x3b, 0x0e, 0, 0, 0, 0]);
         assert_eq!(r.sense_code(), (5, 0x3b, 0x0e));
         assert_eq!(r.tag, 0);
         // REQUEST SENSE with DESC set answers in descriptor format too.
         t.inject(Fault::DoorClosed);
-        let r = t.execute(
-            Device::Changer,
-            &[0x03, 1, 0, 0, 252, 0],
-            Direction::FromDevice(252),
-        );
+        let r = t.execute(Device::Changer, &[0x03, 1, 0, 0, 252, 0], Direction::FromDevice(252));
         assert_eq!(r.data, vec![0x72, 0x06, 0x28, 0x00, 0, 0, 0, 0]);
         let c = Config::from_toml("descriptor_sense = true").unwrap();
         assert!(c.descriptor_sense);
@@ -1134,17 +938,9 @@ mod tests {
         let r = t.execute(Device::Changer, &cdb::inquiry(None, 36), Direction::None);
         assert!(r.data.is_empty());
         assert_eq!(r.resid, 0);
-        let r = t.execute(
-            Device::Changer,
-            &cdb::test_unit_ready(),
-            Direction::FromDevice(10),
-        );
+        let r = t.execute(Device::Changer, &cdb::test_unit_ready(), Direction::FromDevice(10));
         assert_eq!(r.resid, 10);
-        let r = t.execute(
-            Device::Changer,
-            &[0xff, 0, 0, 0, 0, 0],
-            Direction::FromDevice(10),
-        );
+        let r = t.execute(Device::Changer, &[0xff, 0, 0, 0, 0, 0], Direction::FromDevice(10));
         assert_eq!((r.status, r.resid), (2, 10));
         assert_eq!(t.snapshot().counters.check_conditions, 1);
     }

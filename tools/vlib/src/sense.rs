@@ -51,26 +51,12 @@ pub struct FieldPointer {
 impl Sense {
     /// A sense condition without field pointer.
     pub const fn new(key: u8, asc: u8, ascq: u8) -> Sense {
-        Sense {
-            key,
-            asc,
-            ascq,
-            field: None,
-        }
+        Sense { key, asc, ascq, field: None }
     }
 
     /// ILLEGAL REQUEST 24/00 "invalid field in CDB" pointing at `byte` (and optionally `bit`) of the CDB.
     pub const fn invalid_field(byte: u16, bit: Option<u8>) -> Sense {
-        Sense {
-            key: ILLEGAL_REQUEST,
-            asc: 0x24,
-            ascq: 0x00,
-            field: Some(FieldPointer {
-                in_cdb: true,
-                byte,
-                bit,
-            }),
-        }
+        Sense { key: ILLEGAL_REQUEST, asc: 0x24, ascq: 0x00, field: Some(FieldPointer { in_cdb: true, byte, bit }) }
     }
 
     /// Encodes as fixed-format sense data: 70h, key at byte 2, additional length 10 at byte 7,
@@ -130,24 +116,16 @@ impl Sense {
                 } else {
                     None
                 };
-                Some(Sense {
-                    key: data[2] & 0x0f,
-                    asc: data[12],
-                    ascq: data[13],
-                    field,
-                })
+                Some(Sense { key: data[2] & 0x0f, asc: data[12], ascq: data[13], field })
             }
             0x72 | 0x73 if data.len() >= 4 => {
                 let mut s = Sense::new(data[1] & 0x0f, data[2], data[3]);
                 // Walk the descriptors for a sense-key-specific one (type 02h).
-                let end = data
-                    .len()
-                    .min(8 + data.get(7).map_or(0, |&n| usize::from(n)));
+                let end = data.len().min(8 + data.get(7).map_or(0, |&n| usize::from(n)));
                 let mut i = 8;
                 while i + 1 < end {
                     let len = usize::from(data[i + 1]);
-                    if data[i] == 0x02 && len >= 6 && i + 8 <= data.len() && data[i + 4] & 0x80 != 0
-                    {
+                    if data[i] == 0x02 && len >= 6 && i + 8 <= data.len() && data[i + 4] & 0x80 != 0 {
                         let b = data[i + 4];
                         s.field = Some(FieldPointer {
                             in_cdb: b & 0x40 != 0,
@@ -221,16 +199,10 @@ mod tests {
 
     #[test]
     fn descriptor_layout() {
-        assert_eq!(
-            REMOVAL_PREVENTED.to_descriptor(),
-            vec![0x72, 0x05, 0x53, 0x02, 0, 0, 0, 0]
-        );
+        assert_eq!(REMOVAL_PREVENTED.to_descriptor(), vec![0x72, 0x05, 0x53, 0x02, 0, 0, 0, 0]);
         let f = Sense::invalid_field(6, Some(0));
         let d = f.to_descriptor();
-        assert_eq!(
-            d,
-            vec![0x72, 0x05, 0x24, 0x00, 0, 0, 0, 8, 0x02, 0x06, 0, 0, 0xc8, 0, 6, 0]
-        );
+        assert_eq!(d, vec![0x72, 0x05, 0x24, 0x00, 0, 0, 0, 8, 0x02, 0x06, 0, 0, 0xc8, 0, 6, 0]);
         assert_eq!(Sense::parse(&d), Some(f));
         assert_eq!(f.encode(false), f.to_fixed());
     }
@@ -239,10 +211,7 @@ mod tests {
     fn parse_roundtrip() {
         let f = Sense::invalid_field(2, Some(4));
         assert_eq!(Sense::parse(&f.to_fixed()), Some(f));
-        assert_eq!(
-            Sense::parse(&[0x72, 0x06, 0x29, 0x00, 0, 0, 0, 0]),
-            Some(POWER_ON_RESET)
-        );
+        assert_eq!(Sense::parse(&[0x72, 0x06, 0x29, 0x00, 0, 0, 0, 0]), Some(POWER_ON_RESET));
         assert_eq!(Sense::parse(&[0x70, 0, 2]), None);
     }
 }

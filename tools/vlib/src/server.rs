@@ -51,9 +51,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn now_ms(&self) -> u64 {
@@ -63,11 +61,7 @@ impl Shared {
     fn spawn(self: &Arc<Self>, name: String, f: impl FnOnce(Arc<Shared>) + Send + 'static) {
         let me = Arc::clone(self);
         match std::thread::Builder::new().name(name).spawn(move || f(me)) {
-            Ok(h) => self
-                .threads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(h),
+            Ok(h) => self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(h),
             Err(e) => log::error!("vlib: cannot spawn thread: {e}"),
         }
     }
@@ -83,12 +77,7 @@ impl Shared {
         st.target.advance(now);
         st.target.try_inject(fault)?;
         if let Some(device) = gone {
-            let ids: Vec<u64> = st
-                .conns
-                .iter()
-                .filter(|(_, c)| c.device == device)
-                .map(|(&id, _)| id)
-                .collect();
+            let ids: Vec<u64> = st.conns.iter().filter(|(_, c)| c.device == device).map(|(&id, _)| id).collect();
             for id in ids {
                 if let Some(c) = st.conns.remove(&id) {
                     let _ = c.stream.shutdown(std::net::Shutdown::Both);
@@ -123,9 +112,7 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("dir", &self.shared.dir)
-            .finish()
+        f.debug_struct("Server").field("dir", &self.shared.dir).finish()
     }
 }
 
@@ -133,8 +120,7 @@ impl Server {
     /// Builds the target from `config`, binds `dir/changer.sock`, `dir/driveN.sock` and
     /// `dir/control.sock` (replacing stale files) and starts serving in background threads.
     pub fn spawn(config: Config, dir: &Path) -> io::Result<Server> {
-        let target =
-            Target::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let target = Target::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut devices = vec![Device::Changer];
         devices.extend((0..target.drive_count()).map(Device::Drive));
         let mut listeners = Vec::new();
@@ -218,12 +204,7 @@ impl Server {
         }
         self.shared.wake.notify_all();
         loop {
-            let next = self
-                .shared
-                .threads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pop();
+            let next = self.shared.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
             match next {
                 Some(h) => {
                     let _ = h.join();
@@ -261,25 +242,15 @@ fn accept_loop(s: &Arc<Shared>, device: Option<Device>, l: &UnixListener) {
             None => {
                 st.controls.insert(id, Arc::new(writer));
                 drop(st);
-                s.spawn(format!("vlib-control{id}"), move |s| {
-                    control_conn(&s, id, stream)
-                });
+                s.spawn(format!("vlib-control{id}"), move |s| control_conn(&s, id, stream));
             }
             Some(d) => {
                 if !st.target.is_present(d) {
                     return;
                 }
-                st.conns.insert(
-                    id,
-                    Conn {
-                        device: d,
-                        stream: Arc::new(writer),
-                    },
-                );
+                st.conns.insert(id, Conn { device: d, stream: Arc::new(writer) });
                 drop(st);
-                s.spawn(format!("vlib-{d}-conn{id}"), move |s| {
-                    device_conn(&s, d, id, stream)
-                });
+                s.spawn(format!("vlib-{d}-conn{id}"), move |s| device_conn(&s, d, id, stream));
             }
         }
     }
@@ -330,12 +301,7 @@ fn read_frame(r: &mut impl Read) -> io::Result<Option<Request>> {
             Direction::ToDevice(d)
         }
     };
-    Ok(Some(Request {
-        tag,
-        cdb,
-        direction,
-        timeout_ms,
-    }))
+    Ok(Some(Request { tag, cdb, direction, timeout_ms }))
 }
 
 /// Encodes a response frame.
@@ -351,11 +317,7 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
     f.push(0);
     f.extend_from_slice(&r.resid.to_le_bytes());
     f.extend_from_slice(&r.duration_ms.to_le_bytes());
-    f.extend_from_slice(
-        &u32::try_from(r.data.len())
-            .unwrap_or(u32::MAX)
-            .to_le_bytes(),
-    );
+    f.extend_from_slice(&u32::try_from(r.data.len()).unwrap_or(u32::MAX).to_le_bytes());
     f.extend_from_slice(sense);
     f.extend_from_slice(&r.data);
     f
@@ -392,10 +354,7 @@ pub fn read_response(r: &mut impl Read) -> io::Result<Option<Response>> {
     }
     let len = u32::from_le_bytes(len) as usize;
     if !(20..=MAX_FRAME as usize).contains(&len) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad response length",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad response length"));
     }
     let mut b = vec![0u8; len];
     r.read_exact(&mut b)?;
@@ -403,10 +362,7 @@ pub fn read_response(r: &mut impl Read) -> io::Result<Option<Response>> {
     let sense_len = usize::from(b[6]);
     let data_len = u32at(16) as usize;
     if 20 + sense_len + data_len != len {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "inconsistent response",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "inconsistent response"));
     }
     Ok(Some(Response {
         tag: u32at(0),
@@ -480,15 +436,9 @@ fn scheduler(s: &Arc<Shared>) {
         st = match st.target.next_completion_at() {
             Some(at) => {
                 let wait = Duration::from_millis(at.saturating_sub(now).max(1));
-                s.wake
-                    .wait_timeout(st, wait)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .0
+                s.wake.wait_timeout(st, wait).unwrap_or_else(std::sync::PoisonError::into_inner).0
             }
-            None => s
-                .wake
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            None => s.wake.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner),
         };
     }
 }
@@ -509,27 +459,14 @@ fn control_line(s: &Shared, line: &str) -> Vec<String> {
             [] => return Ok(None),
             ["snapshot"] => return Err(String::new()),
             ["door"] => Fault::DoorClosed,
-            ["import", b] => Fault::ImportCartridge {
-                barcode: (*b).to_string(),
-            },
+            ["import", b] => Fault::ImportCartridge { barcode: (*b).to_string() },
             ["fault", "unit_attention", ..] => Fault::UnitAttentionAfter {
                 device: dev(2)?,
-                commands: if w.len() > 3 {
-                    u32::try_from(num(3)?).map_err(|e| e.to_string())?
-                } else {
-                    0
-                },
+                commands: if w.len() > 3 { u32::try_from(num(3)?).map_err(|e| e.to_string())? } else { 0 },
             },
-            ["fault", "not_ready", _, _] => Fault::NotReadyFor {
-                device: dev(2)?,
-                ms: num(3)?,
-            },
+            ["fault", "not_ready", _, _] => Fault::NotReadyFor { device: dev(2)?, ms: num(3)? },
             ["fault", "jam", ..] => Fault::RobotJam {
-                next_moves: if w.len() > 2 {
-                    u32::try_from(num(2)?).map_err(|e| e.to_string())?
-                } else {
-                    1
-                },
+                next_moves: if w.len() > 2 { u32::try_from(num(2)?).map_err(|e| e.to_string())? } else { 1 },
             },
             ["fault", "wont_unload", _] => match dev(2)? {
                 Device::Drive(drive) => Fault::DriveWontUnload { drive },
@@ -643,12 +580,7 @@ mod tests {
     }
 
     fn send(s: &mut UnixStream, tag: u32, cdb: Vec<u8>, direction: Direction) {
-        let f = encode_request(&Request {
-            tag,
-            cdb,
-            direction,
-            timeout_ms: 0,
-        });
+        let f = encode_request(&Request { tag, cdb, direction, timeout_ms: 0 });
         s.write_all(&f).unwrap();
     }
 
@@ -675,12 +607,7 @@ mod tests {
             assert!(dir.path().join(format!("{name}.sock")).exists(), "{name}");
         }
         let mut c = connect(&srv.socket(Device::Changer));
-        send(
-            &mut c,
-            77,
-            cdb::inquiry(None, 96),
-            Direction::FromDevice(96),
-        );
+        send(&mut c, 77, cdb::inquiry(None, 96), Direction::FromDevice(96));
         let r = read_response(&mut c).unwrap().unwrap();
         assert_eq!((r.tag, r.status, r.host_status, r.resid), (77, 0, 0, 60));
         assert_eq!(&r.data[8..32], b"VLIB    VIRTUAL LIBRARY ");
@@ -691,12 +618,7 @@ mod tests {
         assert_eq!(r.sense_code(), (5, 0x3b, 0x0d));
         assert_eq!(r.sense.len(), 18);
         // Data-out direction is accepted.
-        send(
-            &mut c,
-            79,
-            cdb::test_unit_ready(),
-            Direction::ToDevice(vec![1, 2, 3]),
-        );
+        send(&mut c, 79, cdb::test_unit_ready(), Direction::ToDevice(vec![1, 2, 3]));
         assert!(read_response(&mut c).unwrap().unwrap().is_good());
         srv.stop();
         assert!(!dir.path().join("changer.sock").exists());
@@ -716,11 +638,7 @@ mod tests {
         while srv.snapshot().counters.commands == 0 {
             std::thread::yield_now();
         }
-        assert!(srv
-            .snapshot()
-            .elements
-            .iter()
-            .any(|e| e.address == 501 && e.full));
+        assert!(srv.snapshot().elements.iter().any(|e| e.address == 501 && e.full));
         send(&mut d0, 2, cdb::test_unit_ready(), Direction::None);
         let r = read_response(&mut d0).unwrap().unwrap();
         assert_eq!(r.tag, 2);
@@ -747,10 +665,7 @@ mod tests {
         });
         ch.write_all(&f).unwrap();
         let r = read_response(&mut ch).unwrap().unwrap();
-        assert_eq!(
-            (r.tag, r.status, r.host_status, r.duration_ms),
-            (4, 0, 3, 30)
-        );
+        assert_eq!((r.tag, r.status, r.host_status, r.duration_ms), (4, 0, 3, 30));
         assert!(r.sense.is_empty() && r.data.is_empty());
     }
 
@@ -780,12 +695,7 @@ mod tests {
         assert_eq!(&f[8..12], &[2, 0, 18, 0]);
         assert_eq!(read_response(&mut &f[..]).unwrap(), Some(resp));
         // A frame length that disagrees with cdb_len/dxfer_len is a protocol error.
-        let mut wrong = encode_request(&Request {
-            tag: 0,
-            cdb: vec![0; 6],
-            direction: Direction::None,
-            timeout_ms: 0,
-        });
+        let mut wrong = encode_request(&Request { tag: 0, cdb: vec![0; 6], direction: Direction::None, timeout_ms: 0 });
         wrong[0] += 1;
         wrong.push(0);
         assert!(read_frame(&mut &wrong[..]).is_err());
@@ -801,12 +711,7 @@ mod tests {
         let mut b = connect(&srv.socket(Device::Drive(1)));
         for i in 0..5 {
             send(&mut a, 5, cdb::test_unit_ready(), Direction::None);
-            send(
-                &mut b,
-                5 + i,
-                cdb::inquiry(Some(0x80), 64),
-                Direction::FromDevice(64),
-            );
+            send(&mut b, 5 + i, cdb::inquiry(Some(0x80), 64), Direction::FromDevice(64));
         }
         for i in 0..5 {
             assert_eq!(read_response(&mut a).unwrap().unwrap().tag, 5);
@@ -823,20 +728,10 @@ mod tests {
         let p = srv.socket(Device::Changer);
         let mut good = connect(&p);
         let mut frames = Vec::new();
-        let mut f = encode_request(&Request {
-            tag: 1,
-            cdb: vec![0; 6],
-            direction: Direction::None,
-            timeout_ms: 0,
-        });
+        let mut f = encode_request(&Request { tag: 1, cdb: vec![0; 6], direction: Direction::None, timeout_ms: 0 });
         f[13] = 3; // cdb_len 3
         frames.push(f);
-        let mut f = encode_request(&Request {
-            tag: 1,
-            cdb: vec![0; 6],
-            direction: Direction::None,
-            timeout_ms: 0,
-        });
+        let mut f = encode_request(&Request { tag: 1, cdb: vec![0; 6], direction: Direction::None, timeout_ms: 0 });
         f[12] = 3; // direction 3
         frames.push(f);
         frames.push((MAX_FRAME + 1).to_le_bytes().to_vec());
@@ -859,10 +754,7 @@ mod tests {
         let mut ctl_r = BufReader::new(ctl.try_clone().unwrap());
         let mut d1 = connect(&srv.socket(Device::Drive(1)));
         send(&mut d1, 1, cdb::test_unit_ready(), Direction::None);
-        assert_eq!(
-            control(&mut ctl, &mut ctl_r, "fault disappear drive1"),
-            vec!["ok"]
-        );
+        assert_eq!(control(&mut ctl, &mut ctl_r, "fault disappear drive1"), vec!["ok"]);
         assert!(!dir.path().join("drive1.sock").exists());
         assert!(dir.path().join("drive0.sock").exists());
         // The open connection is closed; the in-flight command is never answered.
@@ -871,14 +763,8 @@ mod tests {
         assert!(!srv.snapshot().drives[1].present);
         assert_eq!(control(&mut ctl, &mut ctl_r, "import ABC999L6"), vec!["ok"]);
         let snap = control(&mut ctl, &mut ctl_r, "snapshot");
-        assert!(
-            snap.iter()
-                .any(|l| l == "element ie 10 full ABC999L6 source - impexp"),
-            "{snap:?}"
-        );
-        assert!(snap
-            .iter()
-            .any(|l| l.starts_with("drive 1 serial VDRV0001") && l.ends_with("present false")));
+        assert!(snap.iter().any(|l| l == "element ie 10 full ABC999L6 source - impexp"), "{snap:?}");
+        assert!(snap.iter().any(|l| l.starts_with("drive 1 serial VDRV0001") && l.ends_with("present false")));
         assert_eq!(snap.last().unwrap(), "ok");
         for line in [
             "door",
