@@ -8,11 +8,13 @@
 pub mod changer;
 pub mod client;
 pub mod config;
+pub mod devices;
 pub mod emu;
 pub mod media;
 pub mod model;
 pub mod proto;
 pub mod scsi;
+pub mod server;
 #[allow(unsafe_code)]
 pub mod sg;
 pub mod store;

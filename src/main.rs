@@ -1,3 +1,119 @@
-fn main() {
-    println!("rsmd: not yet");
+//! `rsmd`: the Removable Storage Manager daemon.
+//!
+//! `rsmd --demo` serves an embedded virtual library without hardware or root; `rsmd [--config FILE]` serves the
+//! configured (or discovered) libraries; `rsmd --list-devices` and `rsmd --map-drives` are one-shot tools for
+//! administrators. Errors are printed once, with their chain, and the exit status is 1.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Removable Storage Manager daemon: brokers tape libraries to many applications.
+#[derive(Debug, Parser)]
+#[command(name = "rsmd", version)]
+struct Cli {
+    /// Serve an embedded virtual library (vlib's default: 20 slots, 2 mail slots, 4 drives); state and socket go
+    /// under $XDG_RUNTIME_DIR/rsmd-demo unless --socket/--state-dir say otherwise
+    #[arg(long)]
+    demo: bool,
+    /// Configuration file [default: /etc/rsmd/rsmd.toml when it exists]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen on this socket (overrides the configuration; systemd socket activation overrides both)
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Keep the inventory database here (overrides the configuration)
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Print the changers and tape drives found (serials, element mapping, device nodes) and exit
+    #[arg(long)]
+    list_devices: bool,
+    /// Discover which drive sits in which drive element by moving a cartridge through each, persist the mapping
+    /// in the state directory, print it and exit
+    #[arg(long)]
+    map_drives: bool,
+    /// With --map-drives: the changer to map (default: every changer found)
+    #[arg(long, value_name = "DEVICE", requires = "map_drives")]
+    changer: Option<PathBuf>,
+    /// With --list-devices / --map-drives: print JSON
+    #[arg(long)]
+    json: bool,
+    /// Root of sysfs (for tests)
+    #[arg(long, value_name = "DIR", default_value = "/sys", hide = true)]
+    sysfs_root: PathBuf,
+    /// Root of /dev (for tests)
+    #[arg(long, value_name = "DIR", default_value = "/dev", hide = true)]
+    dev_root: PathBuf,
+    /// More log output (-v debug, -vv trace)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn print_chain(e: &dyn std::error::Error) {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    eprintln!("rsmd: {text}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Info,
+        1 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    rsmd::server::notify::Logger::install(level);
+    let config = match rsmd::server::start::load_config(cli.config.as_deref(), cli.demo) {
+        Ok(c) => c,
+        Err(e) => {
+            print_chain(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let state_dir = cli.state_dir.clone().unwrap_or_else(|| config.state_dir.clone());
+    if cli.list_devices || cli.map_drives {
+        let o = rsmd::devices::ListOptions {
+            sysfs: cli.sysfs_root.clone(),
+            dev: cli.dev_root.clone(),
+            state_dir,
+            json: cli.json,
+        };
+        let out = if cli.list_devices {
+            rsmd::devices::list_devices(&o)
+        } else {
+            rsmd::devices::map_drives(&o, cli.changer.as_deref())
+        };
+        return match out {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                print_chain(&e);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = rsmd::server::start::DaemonArgs {
+        config,
+        demo: cli.demo,
+        socket: cli.socket,
+        state_dir: cli.state_dir,
+        sysfs_root: cli.sysfs_root,
+        dev_root: cli.dev_root,
+        config_path: cli.config,
+    };
+    match rsmd::server::start::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            print_chain(&e);
+            ExitCode::FAILURE
+        }
+    }
 }

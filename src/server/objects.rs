@@ -1,0 +1,432 @@
+//! The wire objects (`proto::types::ObjectInfo`) built from the cached inventory, without touching hardware.
+
+use crate::media::Inventory;
+use crate::model::{ElementKind, ElementRecord, Guid, LibraryState, MediaKind, MediaRecord};
+use crate::proto::types::*;
+
+/// What the server knows about a library beyond the inventory.
+#[derive(Debug, Clone, Default)]
+pub struct LibraryView {
+    /// Library id.
+    pub id: Guid,
+    /// Changer device (sg node or vlib socket).
+    pub device: String,
+    /// Current state.
+    pub state: Option<LibraryState>,
+}
+
+/// Everything objects are built from.
+#[derive(Debug)]
+pub struct View<'a> {
+    /// The inventory.
+    pub inventory: &'a Inventory,
+    /// This host's name.
+    pub host: &'a str,
+    /// Libraries served now.
+    pub libraries: &'a [LibraryView],
+    /// Mounted cartridges: media id → (session id, drive state).
+    pub mounted: &'a dyn Fn(Guid) -> Option<String>,
+    /// Library requests.
+    pub requests: &'a [ObjectInfo],
+}
+
+/// Id of the computer object.
+pub fn computer_id(host: &str) -> Guid {
+    Guid::derive("computer", host)
+}
+
+/// Id of a library's changer object.
+pub fn changer_id(library: Guid) -> Guid {
+    Guid::derive("changer", &library.to_string())
+}
+
+/// The system pools, as RSM has them.
+pub const POOLS: [(&str, PoolKind); 3] =
+    [("Free", PoolKind::Free), ("Import", PoolKind::Import), ("Unrecognized", PoolKind::Unrecognized)];
+
+/// Id of a system pool.
+pub fn pool_id(name: &str) -> Guid {
+    Guid::derive("pool", name)
+}
+
+/// The media type of a cartridge, from the LTO barcode suffix (`L6` LTO-6, `LW`/`LX` WORM, `CU`/`CLN` cleaner).
+pub fn media_type_of(barcode: Option<&str>) -> Option<(String, Option<u32>, bool, bool)> {
+    let b = barcode?.to_ascii_uppercase();
+    if b.starts_with("CLN") || b.ends_with("CU") {
+        return Some(("LTO-Cleaner".into(), None, true, false));
+    }
+    let suffix = b.get(b.len().checked_sub(2)?..)?;
+    let mut chars = suffix.chars();
+    match (chars.next(), chars.next()) {
+        (Some('L'), Some(g)) if g.is_ascii_digit() => {
+            let gen = g.to_digit(10)?;
+            Some((format!("LTO-{gen}"), Some(gen), false, true))
+        }
+        (Some('L'), Some(w @ 'T'..='Z')) => {
+            // WORM: LT = LTO-3 ... LZ = LTO-9.
+            let gen = u32::from(w) - u32::from('T') + 3;
+            Some((format!("LTO-{gen}-WORM"), Some(gen), false, true))
+        }
+        (Some('M'), Some('8')) => Some(("LTO-M8".into(), Some(8), false, true)),
+        _ => None,
+    }
+}
+
+fn media_type_id(name: &str) -> Guid {
+    Guid::derive("media-type", name)
+}
+
+fn info(id: Guid, name: String, state: &str, details: ObjectDetails) -> ObjectInfo {
+    ObjectInfo {
+        id: id.to_string(),
+        name,
+        description: String::new(),
+        object_type: details.object_type(),
+        enabled: true,
+        state: state.into(),
+        created: 0,
+        modified: 0,
+        details,
+    }
+}
+
+fn state_name(s: Option<LibraryState>) -> &'static str {
+    match s {
+        Some(LibraryState::Probing) => "probing",
+        Some(LibraryState::Scanning) => "scanning",
+        Some(LibraryState::Ready) => "ready",
+        Some(LibraryState::Busy) => "busy",
+        Some(LibraryState::Offline) | None => "offline",
+    }
+}
+
+impl View<'_> {
+    fn live(&self, lib: Guid) -> Option<&LibraryView> {
+        self.libraries.iter().find(|l| l.id == lib)
+    }
+
+    fn library_state(&self, lib: Guid) -> Option<LibraryState> {
+        self.live(lib).and_then(|l| l.state)
+    }
+
+    /// Every object of `t`, optionally only inside `container`.
+    pub fn enumerate(&self, t: ObjectType, container: Option<Guid>) -> Vec<ObjectInfo> {
+        let in_lib = |lib: Guid| container.is_none_or(|c| c == lib);
+        let inv = self.inventory;
+        match t {
+            ObjectType::Computer => vec![self.computer()],
+            ObjectType::Library => inv.libraries().filter(|l| in_lib(l.id)).map(|l| self.library(l.id)).collect(),
+            ObjectType::Changer => inv.libraries().filter(|l| in_lib(l.id)).map(|l| self.changer(l.id)).collect(),
+            ObjectType::Drive | ObjectType::StorageSlot | ObjectType::IePort => {
+                let kind = match t {
+                    ObjectType::Drive => ElementKind::Drive,
+                    ObjectType::StorageSlot => ElementKind::Storage,
+                    _ => ElementKind::ImportExport,
+                };
+                let mut v: Vec<&ElementRecord> =
+                    inv.all_elements().filter(|e| e.kind == kind && in_lib(e.library)).collect();
+                v.sort_by_key(|e| (e.library, e.number));
+                v.into_iter().map(|e| self.element(e)).collect()
+            }
+            ObjectType::MediaType => {
+                let mut names: Vec<(String, Option<u32>, bool, bool)> =
+                    inv.media().filter_map(|m| media_type_of(m.barcode.as_deref())).collect();
+                names.sort_by(|a, b| a.0.cmp(&b.0));
+                names.dedup_by(|a, b| a.0 == b.0);
+                names
+                    .into_iter()
+                    .map(|(family, generation, cleaner, writable)| {
+                        info(
+                            media_type_id(&family),
+                            family.clone(),
+                            "ready",
+                            ObjectDetails::MediaType(MediaTypeDetails {
+                                family,
+                                generation,
+                                sides: 1,
+                                cleaner,
+                                writable,
+                            }),
+                        )
+                    })
+                    .collect()
+            }
+            ObjectType::PhysicalMedia => {
+                let pool = container.and_then(|c| POOLS.iter().find(|p| pool_id(p.0) == c).map(|p| p.1));
+                let mut v: Vec<&MediaRecord> = inv
+                    .media()
+                    .filter(|m| match (container, pool) {
+                        (None, _) => true,
+                        (Some(_), Some(kind)) => pool_kind_of(m) == kind,
+                        (Some(c), None) => m.location.is_some_and(|l| l.library == c),
+                    })
+                    .collect();
+                v.sort_by(|a, b| a.barcode.cmp(&b.barcode).then(a.id.cmp(&b.id)));
+                v.into_iter().map(|m| self.medium(m)).collect()
+            }
+            ObjectType::MediaPool => POOLS
+                .iter()
+                .map(|(name, kind)| {
+                    let count = inv.media().filter(|m| pool_kind_of(m) == *kind).count();
+                    info(
+                        pool_id(name),
+                        (*name).into(),
+                        "ready",
+                        ObjectDetails::MediaPool(PoolDetails {
+                            kind: *kind,
+                            media_type: None,
+                            parent: None,
+                            draw_from_free: false,
+                            return_to_free: false,
+                            max_allocations: None,
+                            media_count: u32::try_from(count).unwrap_or(u32::MAX),
+                        }),
+                    )
+                })
+                .collect(),
+            ObjectType::LibRequest => self.requests.to_vec(),
+            ObjectType::OpRequest => Vec::new(),
+        }
+    }
+
+    /// The object with this id (or, for cartridges, barcode).
+    pub fn find(&self, key: &str) -> Option<ObjectInfo> {
+        let inv = self.inventory;
+        if let Some(m) = inv.media_by_barcode(key) {
+            return Some(self.medium(m));
+        }
+        let id: Guid = key.parse().ok()?;
+        if id == computer_id(self.host) {
+            return Some(self.computer());
+        }
+        if inv.library(id).is_some() {
+            return Some(self.library(id));
+        }
+        if let Some(l) = inv.libraries().find(|l| changer_id(l.id) == id) {
+            return Some(self.changer(l.id));
+        }
+        if let Some(m) = inv.medium(id) {
+            return Some(self.medium(m));
+        }
+        if let Some(e) = inv.all_elements().find(|e| e.id() == id) {
+            return Some(self.element(e));
+        }
+        if let Some(r) = self.requests.iter().find(|r| r.id == key) {
+            return Some(r.clone());
+        }
+        [ObjectType::MediaPool, ObjectType::MediaType]
+            .into_iter()
+            .flat_map(|t| self.enumerate(t, None))
+            .find(|o| o.id == id.to_string())
+    }
+
+    fn computer(&self) -> ObjectInfo {
+        let drive_count = self.inventory.all_elements().filter(|e| e.kind == ElementKind::Drive).count();
+        info(
+            computer_id(self.host),
+            self.host.into(),
+            "ready",
+            ObjectDetails::Computer(ComputerDetails {
+                host_name: self.host.into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                library_count: u32::try_from(self.inventory.libraries().count()).unwrap_or(u32::MAX),
+                drive_count: u32::try_from(drive_count).unwrap_or(u32::MAX),
+            }),
+        )
+    }
+
+    fn library(&self, id: Guid) -> ObjectInfo {
+        let inv = self.inventory;
+        let rec = inv.library(id);
+        let count = |k| u32::try_from(inv.elements(id).filter(|e| e.kind == k).count()).unwrap_or(u32::MAX);
+        let state = self.library_state(id);
+        let kind = if matches!(state, None | Some(LibraryState::Offline)) {
+            LibraryKind::Offline
+        } else {
+            LibraryKind::Online
+        };
+        let mut o = info(
+            id,
+            rec.map_or_else(String::new, |r| r.name.clone()),
+            state_name(state),
+            ObjectDetails::Library(LibraryDetails {
+                kind,
+                changers: vec![changer_id(id).to_string()],
+                slot_count: count(ElementKind::Storage),
+                drive_count: count(ElementKind::Drive),
+                ie_port_count: count(ElementKind::ImportExport),
+                door_open: None,
+                barcode_reader: inv
+                    .elements(id)
+                    .any(|e| e.media.and_then(|m| inv.medium(m)).is_some_and(|m| m.barcode.is_some())),
+                vendor: rec.map(|r| r.vendor.clone()),
+                product: rec.map(|r| r.product.clone()),
+                serial: rec.map(|r| r.serial.clone()),
+            }),
+        );
+        o.enabled = kind == LibraryKind::Online;
+        if rec.is_some_and(|r| r.stale) && kind == LibraryKind::Offline {
+            o.description = "inventory not verified since the library went offline".into();
+        }
+        o
+    }
+
+    fn changer(&self, lib: Guid) -> ObjectInfo {
+        let rec = self.inventory.library(lib);
+        let transport = self.inventory.elements(lib).find(|e| e.kind == ElementKind::Transport);
+        info(
+            changer_id(lib),
+            format!("{} changer", rec.map_or("", |r| r.name.as_str())),
+            state_name(self.library_state(lib)),
+            ObjectDetails::Changer(ChangerDetails {
+                library: lib.to_string(),
+                device: self.live(lib).map(|l| l.device.clone()).or_else(|| rec.map(|r| r.device.clone())),
+                element_address: transport.map_or(0, |t| u32::from(t.address)),
+                vendor: rec.map(|r| r.vendor.clone()),
+                product: rec.map(|r| r.product.clone()),
+                serial: rec.map(|r| r.serial.clone()),
+            }),
+        )
+    }
+
+    fn element(&self, e: &ElementRecord) -> ObjectInfo {
+        let inv = self.inventory;
+        let m = e.media.and_then(|id| inv.medium(id));
+        let barcode = m.and_then(|m| m.barcode.clone());
+        let media = e.media.map(|g| g.to_string());
+        let lib = e.library.to_string();
+        let address = u32::from(e.address);
+        let state = if e.exception.is_some() { "error" } else { state_name(self.library_state(e.library)) };
+        match e.kind {
+            ElementKind::Drive => {
+                let d = e.drive.clone().unwrap_or_default();
+                let mounted_by = e.media.and_then(|id| (self.mounted)(id));
+                let cleaner = m.is_some_and(|m| m.kind == MediaKind::Cleaning);
+                let drive_state = match (e.media, &mounted_by) {
+                    _ if e.exception.is_some() => DriveState::Error,
+                    (None, _) => DriveState::Empty,
+                    (Some(_), _) if cleaner => DriveState::BeingCleaned,
+                    (Some(_), Some(_)) => DriveState::Mounted,
+                    (Some(_), None) => DriveState::Loaded,
+                };
+                let (vendor, product) = match d.product.as_deref().map(|p| p.split_once(' ')) {
+                    Some(Some((v, p))) => (Some(v.to_owned()), Some(p.trim().to_owned())),
+                    Some(None) => (None, d.product.clone()),
+                    None => (None, None),
+                };
+                info(
+                    e.id(),
+                    format!("Drive {}", e.number),
+                    state,
+                    ObjectDetails::Drive(DriveDetails {
+                        library: lib,
+                        number: e.number,
+                        element_address: address,
+                        state: drive_state,
+                        vendor,
+                        product,
+                        serial: d.serial,
+                        devices: DeviceNodes { sg: d.device, nst: d.nst, by_id: None },
+                        media,
+                        barcode,
+                        source_element: m.and_then(|m| m.home).map(|h| u32::from(h.address)),
+                        mounted_by,
+                        mount_count: 0,
+                        needs_cleaning: false,
+                        last_cleaned: None,
+                    }),
+                )
+            }
+            ElementKind::ImportExport => info(
+                e.id(),
+                format!("Mail slot {}", e.number),
+                state,
+                ObjectDetails::IePort(IePortDetails {
+                    library: lib,
+                    number: e.number,
+                    element_address: address,
+                    full: e.media.is_some(),
+                    media,
+                    barcode,
+                    import_enabled: true,
+                    export_enabled: true,
+                }),
+            ),
+            _ => info(
+                e.id(),
+                format!("Slot {}", e.number),
+                state,
+                ObjectDetails::StorageSlot(SlotDetails {
+                    library: lib,
+                    number: e.number,
+                    element_address: address,
+                    full: e.media.is_some(),
+                    media,
+                    cleaner_slot: m.is_some_and(|m| m.kind == MediaKind::Cleaning),
+                    barcode,
+                }),
+            ),
+        }
+    }
+
+    fn medium(&self, m: &MediaRecord) -> ObjectInfo {
+        let inv = self.inventory;
+        let (kind, library, element, address) = match m.location {
+            None => (LocationKind::Offline, None, None, None),
+            Some(l) => {
+                let kind = match l.kind {
+                    ElementKind::Storage => LocationKind::Slot,
+                    ElementKind::Drive => LocationKind::Drive,
+                    ElementKind::ImportExport => LocationKind::IePort,
+                    ElementKind::Transport => LocationKind::Transport,
+                };
+                let element = inv.element(l.library, l.kind, l.address).map(|e| e.id().to_string());
+                (kind, Some(l.library.to_string()), element, Some(u32::from(l.address)))
+            }
+        };
+        let home_slot = m.home.and_then(|h| inv.element(h.library, h.kind, h.address)).map(|e| e.id().to_string());
+        let mt = media_type_of(m.barcode.as_deref());
+        let state = match (m.location, (self.mounted)(m.id)) {
+            (None, _) => "offline",
+            (Some(_), Some(_)) => "in_use",
+            (Some(_), None) => "idle",
+        };
+        info(
+            m.id,
+            m.barcode.clone().unwrap_or_else(|| "(no label)".into()),
+            state,
+            ObjectDetails::PhysicalMedia(MediaDetails {
+                barcode: m.barcode.clone(),
+                location: Location { kind, library, element, element_address: address },
+                home_slot,
+                media_type: mt.as_ref().map(|t| media_type_id(&t.0).to_string()),
+                pool: Some(pool_id(POOLS.iter().find(|p| p.1 == pool_kind_of(m)).map_or("Free", |p| p.0)).to_string()),
+                mount_count: m.mount_count,
+                cleaner: m.kind == MediaKind::Cleaning,
+                cleaning_count: None,
+            }),
+        )
+    }
+}
+
+fn pool_kind_of(m: &MediaRecord) -> PoolKind {
+    match (&m.barcode, m.location.map(|l| l.kind)) {
+        (None, _) => PoolKind::Unrecognized,
+        (Some(_), Some(ElementKind::ImportExport)) => PoolKind::Import,
+        _ => PoolKind::Free,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_from_barcodes() {
+        assert_eq!(media_type_of(Some("ABC001L6")).unwrap().0, "LTO-6");
+        assert_eq!(media_type_of(Some("ABC001LW")).unwrap().0, "LTO-6-WORM");
+        assert!(media_type_of(Some("CLN001L1")).unwrap().2);
+        assert_eq!(media_type_of(Some("XYZ")), None);
+        assert_eq!(media_type_of(None), None);
+    }
+}

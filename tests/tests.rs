@@ -1,0 +1,4 @@
+//! The integration test binary: the real `rsmd` and `rsm` against vlib processes, and (in `vmlab`) against a
+//! real kernel sg stack inside a VM. One binary, many modules (each a `mod` here).
+
+mod vmlab;

@@ -1,0 +1,1 @@
+//! Real-kernel tests in ../shared/vmlab (written on the devices branch).
