@@ -24,8 +24,8 @@ pub struct View<'a> {
     pub host: &'a str,
     /// Libraries served now.
     pub libraries: &'a [LibraryView],
-    /// Mounted cartridges: media id → (session id, drive state).
-    pub mounted: &'a dyn Fn(Guid) -> Option<String>,
+    /// Mounted cartridges: media id → the session that mounted it.
+    pub mounted: &'a std::collections::HashMap<Guid, String>,
     /// Library requests.
     pub requests: &'a [ObjectInfo],
 }
@@ -300,7 +300,7 @@ impl View<'_> {
         match e.kind {
             ElementKind::Drive => {
                 let d = e.drive.clone().unwrap_or_default();
-                let mounted_by = e.media.and_then(|id| (self.mounted)(id));
+                let mounted_by = e.media.and_then(|id| self.mounted.get(&id).cloned());
                 let cleaner = m.is_some_and(|m| m.kind == MediaKind::Cleaning);
                 let drive_state = match (e.media, &mounted_by) {
                     _ if e.exception.is_some() => DriveState::Error,
@@ -386,7 +386,7 @@ impl View<'_> {
         };
         let home_slot = m.home.and_then(|h| inv.element(h.library, h.kind, h.address)).map(|e| e.id().to_string());
         let mt = media_type_of(m.barcode.as_deref());
-        let state = match (m.location, (self.mounted)(m.id)) {
+        let state = match (m.location, self.mounted.get(&m.id).cloned()) {
             (None, _) => "offline",
             (Some(_), Some(_)) => "in_use",
             (Some(_), None) => "idle",
