@@ -389,6 +389,11 @@ impl Library {
         self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(drive), tag, command });
     }
 
+    /// Replaces the configured drive map (serial → element address); applied at the next scan.
+    pub fn set_drive_map(&mut self, map: Vec<(String, u16)>) {
+        self.options.drive_map = map;
+    }
+
     /// Asks for a full rescan (an administrator's inventory request, or a restart's verification).
     pub fn request_rescan(&mut self) {
         if self.phase != Phase::Offline {

@@ -1,8 +1,17 @@
-//! Building the daemon from its arguments: configuration, demo mode, library sources.
+//! Building the daemon from its arguments: configuration, demo mode, the socket, library sources.
 
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError, DEFAULT_PATH};
+use super::{DriveDevice, Lib};
+use crate::changer::LibraryOptions;
+use crate::config::{Config, ConfigError, LibraryConfig, Source, DEFAULT_PATH};
+use crate::emu::EmuTransport;
+use crate::sg::discover::{self, DeviceKind};
+use crate::sg::SgTransport;
+use crate::store::StoreError;
+use crate::transport::Transport;
 
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -10,9 +19,15 @@ pub enum ServerError {
     /// Configuration.
     #[error("Configuration error")]
     Config(#[from] ConfigError),
-    /// Not implemented yet.
-    #[error("Not implemented")]
-    NotImplemented,
+    /// An operating-system call failed.
+    #[error("Failed {0}")]
+    Io(String, #[source] std::io::Error),
+    /// The inventory database failed.
+    #[error("Inventory database failed")]
+    Store(#[source] StoreError),
+    /// Another rsmd already serves the socket.
+    #[error("Another rsmd is already listening on {0}")]
+    AlreadyRunning(PathBuf),
 }
 
 /// What `rsmd` was asked to do.
@@ -34,6 +49,27 @@ pub struct DaemonArgs {
     pub config_path: Option<PathBuf>,
 }
 
+/// The resolved setup the server runs with.
+#[derive(Debug)]
+pub struct Setup {
+    /// Configuration.
+    pub config: Config,
+    /// Socket path.
+    pub socket: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// sysfs root.
+    pub sysfs_root: PathBuf,
+    /// /dev root.
+    pub dev_root: PathBuf,
+    /// Configuration file, for SIGHUP.
+    pub config_path: Option<PathBuf>,
+    /// Demo: the directory for the embedded vlib.
+    pub demo_dir: Option<PathBuf>,
+    /// Demo: the embedded vlib, once started.
+    pub demo: Option<vlib::server::Server>,
+}
+
 /// Loads `path`, or the default file when it exists, or the default configuration (discovery). Demo mode ignores
 /// the default file.
 pub fn load_config(path: Option<&Path>, demo: bool) -> Result<Config, ConfigError> {
@@ -44,7 +80,246 @@ pub fn load_config(path: Option<&Path>, demo: bool) -> Result<Config, ConfigErro
     }
 }
 
+/// Where demo mode keeps its socket, state and emulator: `$XDG_RUNTIME_DIR/rsmd-demo` or `/tmp/rsmd-demo-UID`.
+pub fn demo_root() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("rsmd-demo"),
+        _ => PathBuf::from(format!("/tmp/rsmd-demo-{}", nix::unistd::getuid())),
+    }
+}
+
 /// Runs the daemon until SIGTERM.
-pub fn run(_args: DaemonArgs) -> Result<(), ServerError> {
-    Err(ServerError::NotImplemented)
+pub fn run(args: DaemonArgs) -> Result<(), ServerError> {
+    let mut config = args.config;
+    let mut demo_dir = None;
+    let (socket, state_dir) = if args.demo {
+        let root = demo_root();
+        std::fs::create_dir_all(&root).map_err(|e| ServerError::Io(format!("creating {}", root.display()), e))?;
+        let vdir = root.join("vlib");
+        config.libraries = vec![LibraryConfig::vlib("demo", &vdir)];
+        config.discover = false;
+        demo_dir = Some(vdir);
+        (args.socket.unwrap_or_else(|| root.join("rsmd.sock")), args.state_dir.unwrap_or_else(|| root.join("state")))
+    } else {
+        (
+            args.socket.unwrap_or_else(|| config.socket.clone()),
+            args.state_dir.unwrap_or_else(|| config.state_dir.clone()),
+        )
+    };
+    if args.demo {
+        eprintln!(
+            "rsmd: demo mode: a virtual library (20 slots, 2 mail slots, 4 drives) in {}\n\
+             rsmd: listening on {}\nrsmd: try: RSMD_SOCKET={} rsm status",
+            demo_dir.as_deref().unwrap_or(Path::new("")).display(),
+            socket.display(),
+            socket.display()
+        );
+    }
+    let setup = Setup {
+        config,
+        socket,
+        state_dir,
+        sysfs_root: args.sysfs_root,
+        dev_root: args.dev_root,
+        config_path: args.config_path,
+        demo_dir,
+        demo: None,
+    };
+    super::Server::new(setup)?.run()
+}
+
+/// The listening socket: systemd's (socket activation) or one we bind. Returns the path to unlink at exit when we
+/// bound it.
+pub fn listen(path: &Path) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
+    if let Some(l) = super::notify::activation_listener() {
+        l.set_nonblocking(true).map_err(|e| ServerError::Io("configuring the activated socket".into(), e))?;
+        log::info!("using the socket passed by systemd");
+        return Ok((l, None));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::Io(format!("creating {}", dir.display()), e))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServerError::AlreadyRunning(path.into()));
+        }
+        // A stale socket from a crashed run.
+        let _ = std::fs::remove_file(path);
+    }
+    let l = UnixListener::bind(path).map_err(|e| ServerError::Io(format!("binding {}", path.display()), e))?;
+    l.set_nonblocking(true).map_err(|e| ServerError::Io("configuring the socket".into(), e))?;
+    Ok((l, Some(path.into())))
+}
+
+/// The hot-plug event source: `$RSMD_UEVENT_SOCKET` (a datagram socket tests write uevents to), else the kernel's
+/// uevent netlink multicast group. None when neither is available (hot-plug then needs SIGHUP).
+pub fn uevent_socket() -> Option<OwnedFd> {
+    if let Some(p) = std::env::var_os("RSMD_UEVENT_SOCKET") {
+        let _ = std::fs::remove_file(&p);
+        return match std::os::unix::net::UnixDatagram::bind(&p) {
+            Ok(s) => {
+                let _ = s.set_nonblocking(true);
+                Some(OwnedFd::from(s))
+            }
+            Err(e) => {
+                log::warn!("cannot bind the uevent test socket: {e}");
+                None
+            }
+        };
+    }
+    use nix::sys::socket::{bind, socket, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType};
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkKObjectUEvent,
+    );
+    match fd.and_then(|fd| {
+        use std::os::fd::AsRawFd;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 1)).map(|()| fd)
+    }) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            log::warn!("no kernel uevents ({e}); hot-plugged changers appear on SIGHUP");
+            None
+        }
+    }
+}
+
+fn options(lc: Option<&LibraryConfig>) -> LibraryOptions {
+    LibraryOptions {
+        chunk: lc.map_or(256, |l| l.chunk),
+        drive_map: lc.map(|l| l.drives.iter().map(|(s, a)| (s.clone(), *a)).collect()).unwrap_or_default(),
+        ..LibraryOptions::default()
+    }
+}
+
+/// A library served by a vlib emulator in `dir`: `changer.sock`, `drive0.sock`, ...
+pub fn open_vlib(dir: &Path, lc: Option<&LibraryConfig>, now: u64) -> std::io::Result<Lib> {
+    let changer_path = dir.join("changer.sock");
+    let changer = EmuTransport::connect(&changer_path)?;
+    let mut drives = Vec::new();
+    for i in 0.. {
+        let p = dir.join(format!("drive{i}.sock"));
+        if !p.exists() {
+            break;
+        }
+        match EmuTransport::connect(&p) {
+            Ok(t) => drives.push(DriveDevice {
+                transport: Some(Box::new(t) as Box<dyn Transport>),
+                path: p.display().to_string(),
+                nst: None,
+            }),
+            Err(e) => {
+                log::warn!("{}: {e}", p.display());
+                drives.push(DriveDevice { transport: None, path: p.display().to_string(), nst: None });
+            }
+        }
+    }
+    let label = changer_path.display().to_string();
+    Ok(Lib::new(
+        label.clone(),
+        format!("vlib:{}", dir.display()),
+        lc.and_then(|l| l.name.clone()),
+        Box::new(changer),
+        drives,
+        options(lc),
+        now,
+    ))
+}
+
+/// Every library of the setup: configured vlib endpoints, configured and (with discovery) all sg changers.
+pub fn open_libraries(setup: &mut Setup, now: u64) -> Vec<Lib> {
+    if let (Some(dir), None) = (&setup.demo_dir, &setup.demo) {
+        let scale = std::env::var("RSMD_DEMO_TIME_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(0.05);
+        let mut c = vlib::Config::default_library();
+        c.time_scale = scale;
+        // The demo shows a modern library: drives report their serials (DVCID), so they map by themselves.
+        c.dvcid = true;
+        let _ = std::fs::create_dir_all(dir);
+        match vlib::server::Server::spawn(c, dir) {
+            Ok(s) => setup.demo = Some(s),
+            Err(e) => log::error!("cannot start the demo library in {}: {e}", dir.display()),
+        }
+    }
+    open_new_libraries(setup, &[], now)
+}
+
+/// Libraries of the setup not already served by `existing` (after a uevent or a reload).
+pub fn open_new_libraries(setup: &mut Setup, existing: &[Lib], now: u64) -> Vec<Lib> {
+    let live = |key: &str| existing.iter().any(|l| l.key == key && l.changer.is_some());
+    let mut out: Vec<Lib> = Vec::new();
+    for lc in &setup.config.libraries {
+        if let Source::Vlib(dir) = &lc.source {
+            let key = format!("vlib:{}", dir.display());
+            if live(&key) || out.iter().any(|l| l.key == key) {
+                continue;
+            }
+            match open_vlib(dir, Some(lc), now) {
+                Ok(l) => out.push(l),
+                Err(e) => log::warn!("library {:?} (vlib {}): {e}", lc.name, dir.display()),
+            }
+        }
+    }
+    let wants_hw = setup.config.discover || setup.config.libraries.iter().any(|l| !matches!(l.source, Source::Vlib(_)));
+    if !wants_hw {
+        return out;
+    }
+    let devices = match discover::scan(&setup.sysfs_root, &setup.dev_root) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn!("scanning {}: {e}", setup.sysfs_root.display());
+            return out;
+        }
+    };
+    let tapes: Vec<&discover::ScsiDevice> = devices.iter().filter(|d| d.kind == DeviceKind::Tape).collect();
+    for ch in devices.iter().filter(|d| d.kind == DeviceKind::Changer) {
+        let key = ch.sg.display().to_string();
+        if live(&key) {
+            continue;
+        }
+        // Which configuration entry names this changer by path (serials are matched after probing).
+        let by_path = setup.config.libraries.iter().find(|l| match &l.source {
+            Source::Path(p) => std::fs::canonicalize(p).ok().as_deref() == Some(ch.sg.as_path()) || p == &ch.sg,
+            _ => false,
+        });
+        let wanted = setup.config.discover
+            || by_path.is_some()
+            || setup.config.libraries.iter().any(|l| matches!(l.source, Source::Auto | Source::Serial(_)));
+        if !wanted {
+            continue;
+        }
+        let changer = match SgTransport::open(&ch.sg) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("{}: {e}", ch.sg.display());
+                continue;
+            }
+        };
+        let drives = tapes
+            .iter()
+            .map(|t| DriveDevice {
+                transport: match SgTransport::open(&t.sg) {
+                    Ok(x) => Some(Box::new(x) as Box<dyn Transport>),
+                    Err(e) => {
+                        log::warn!("{}: {e}", t.sg.display());
+                        None
+                    }
+                },
+                path: t.sg.display().to_string(),
+                nst: t.nst.as_ref().map(|p| p.display().to_string()),
+            })
+            .collect();
+        log::info!("changer {} ({} {}) with {} tape drives on the system", key, ch.vendor, ch.model, tapes.len());
+        out.push(Lib::new(
+            key.clone(),
+            key,
+            by_path.and_then(|l| l.name.clone()),
+            Box::new(changer),
+            drives,
+            options(by_path),
+            now,
+        ));
+    }
+    out
 }

@@ -1,0 +1,227 @@
+//! One client connection: NUL-framed Varlink in, replies out in call order, with limits.
+//!
+//! # Primer
+//! Each call gets a slot in `slots`, in arrival order. A slot is filled at once (most calls), later (a call waiting
+//! on the hardware or on a flush), or repeatedly (a `more` stream). Bytes leave only from the head slot, so replies
+//! keep call order. Limits keep one client from hurting the others: at most [`MAX_PIPELINE`] unanswered calls and
+//! [`MAX_OUTPUT`] bytes of unsent replies, beyond which the connection stops being read (the client must read its
+//! replies first); a connection that stays stuck that way, or keeps half a message, for [`STALL_MS`] is closed.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+
+use mio::net::UnixStream;
+
+use super::session::Peer;
+use crate::proto::{FrameDecoder, MAX_MESSAGE};
+
+/// Unanswered calls per connection before it stops being read.
+pub const MAX_PIPELINE: usize = 128;
+/// Unsent reply bytes per connection before it stops being read.
+pub const MAX_OUTPUT: usize = 8 << 20;
+/// How long a connection may stay stuck (output full, or a partial message) before it is closed.
+pub const STALL_MS: u64 = 30_000;
+
+/// What one call's slot holds.
+#[derive(Debug)]
+pub enum Slot {
+    /// The reply, to send once `durable` (a store batch) is on disk (0: no wait).
+    Ready {
+        /// Framed bytes.
+        bytes: Vec<u8>,
+        /// Store batch that must be durable first.
+        durable: u64,
+    },
+    /// Waiting for the daemon to finish the call (`key` names it).
+    Waiting {
+        /// The pending call's key.
+        key: u64,
+    },
+    /// A `more` stream: replies queue here; the slot never completes until the session ends.
+    Stream {
+        /// Queued framed replies, each with its durability requirement.
+        queued: VecDeque<(Vec<u8>, u64)>,
+        /// Session the stream belongs to.
+        session: String,
+        /// Object type filter (wire name), none for all.
+        filter: Option<crate::proto::ObjectType>,
+    },
+}
+
+/// A client connection.
+#[derive(Debug)]
+pub struct Client {
+    /// The socket.
+    pub stream: UnixStream,
+    /// The peer process.
+    pub peer: Peer,
+    /// Incoming bytes.
+    pub decoder: FrameDecoder,
+    /// Replies in call order.
+    pub slots: VecDeque<Slot>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The peer closed its writing side (or an error): finish replies, then close.
+    pub read_closed: bool,
+    /// Close after flushing what is queued (a fatal protocol error).
+    pub closing: bool,
+    /// Last time the connection made progress (bytes in or out), for stall detection.
+    pub last_progress: u64,
+    /// Reading stopped at a limit with bytes possibly left in the socket: read again once the limit clears
+    /// (readiness is edge-triggered, no new event will come).
+    pub paused: bool,
+}
+
+/// Result of reading.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The socket is drained (WouldBlock).
+    Drained,
+    /// End of stream.
+    Eof,
+    /// Reading stopped at a limit; call again after handling what arrived.
+    Paused,
+}
+
+impl Client {
+    /// A new connection.
+    pub fn new(stream: UnixStream, peer: Peer, now: u64) -> Client {
+        Client {
+            stream,
+            peer,
+            decoder: FrameDecoder::new(),
+            slots: VecDeque::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            read_closed: false,
+            closing: false,
+            last_progress: now,
+            paused: false,
+        }
+    }
+
+    /// Unsent bytes.
+    pub fn pending_output(&self) -> usize {
+        self.out.len() - self.out_pos + self.slots.iter().map(slot_bytes).sum::<usize>()
+    }
+
+    /// True when the connection should not be read now (limits reached, or closing).
+    pub fn backpressured(&self) -> bool {
+        self.closing || self.read_closed || self.slots.len() >= MAX_PIPELINE || self.pending_output() >= MAX_OUTPUT
+    }
+
+    /// The interest to register: readable unless backpressured, writable while output is queued.
+    pub fn interest(&self) -> Option<mio::Interest> {
+        let read = !self.backpressured();
+        let write = self.out_pos < self.out.len();
+        match (read, write) {
+            (true, true) => Some(mio::Interest::READABLE | mio::Interest::WRITABLE),
+            (true, false) => Some(mio::Interest::READABLE),
+            (false, true) => Some(mio::Interest::WRITABLE),
+            // Still watch for hang-ups while backpressured: readable reports them.
+            (false, false) => Some(mio::Interest::READABLE),
+        }
+    }
+
+    /// Reads until WouldBlock, EOF, or a limit (backpressure, or more than one maximal message buffered).
+    pub fn read(&mut self, now: u64) -> io::Result<ReadOutcome> {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            if self.backpressured() || self.decoder.buffered() > MAX_MESSAGE {
+                self.paused = true;
+                return Ok(ReadOutcome::Paused);
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.read_closed = true;
+                    return Ok(ReadOutcome::Eof);
+                }
+                Ok(n) => {
+                    self.last_progress = now;
+                    self.decoder.extend(&buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.paused = false;
+                    return Ok(ReadOutcome::Drained);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves finished head slots into the output buffer (replies whose store batch is durable).
+    pub fn collect(&mut self, durable: u64) {
+        loop {
+            match self.slots.front_mut() {
+                Some(Slot::Ready { durable: d, .. }) if *d <= durable => {
+                    if let Some(Slot::Ready { bytes, .. }) = self.slots.pop_front() {
+                        self.out.extend_from_slice(&bytes);
+                    }
+                }
+                Some(Slot::Stream { queued, .. }) => {
+                    while queued.front().is_some_and(|q| q.1 <= durable) {
+                        if let Some((b, _)) = queued.pop_front() {
+                            self.out.extend_from_slice(&b);
+                        }
+                    }
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// Writes until WouldBlock. Returns true when everything queued went out.
+    pub fn write(&mut self, now: u64) -> io::Result<bool> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out_pos += n;
+                    self.last_progress = now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Ok(true)
+    }
+
+    /// Fills the waiting slot `key` with a reply.
+    pub fn complete(&mut self, key: u64, bytes: Vec<u8>, durable: u64) -> bool {
+        for s in &mut self.slots {
+            if matches!(s, Slot::Waiting { key: k } if *k == key) {
+                *s = Slot::Ready { bytes, durable };
+                return true;
+            }
+        }
+        false
+    }
+
+    /// True when the connection is done: nothing more to read, nothing left to send.
+    pub fn finished(&self) -> bool {
+        let drained = self.out_pos >= self.out.len();
+        let nothing_pending = self.slots.iter().all(|s| matches!(s, Slot::Stream { .. })) || self.slots.is_empty();
+        (self.closing && drained && self.slots.iter().all(|s| !matches!(s, Slot::Ready { .. })))
+            || (self.read_closed && drained && (self.slots.is_empty() || nothing_pending))
+    }
+
+    /// True when the connection made no progress for [`STALL_MS`] while stuck (output not drained, or a partial
+    /// message buffered).
+    pub fn stalled(&self, now: u64) -> bool {
+        let stuck = self.out_pos < self.out.len() || self.decoder.buffered() > 0;
+        stuck && now.saturating_sub(self.last_progress) >= STALL_MS
+    }
+}
+
+fn slot_bytes(s: &Slot) -> usize {
+    match s {
+        Slot::Ready { bytes, .. } => bytes.len(),
+        Slot::Waiting { .. } => 0,
+        Slot::Stream { queued, .. } => queued.iter().map(|q| q.0.len()).sum(),
+    }
+}

@@ -1,0 +1,266 @@
+//! Maps parsed methods to the daemon's domain calls, and domain errors to the wire's closed vocabulary. The only
+//! place where internal errors become `proto` errors.
+
+use serde_json::{Map, Value};
+
+use super::objects::View;
+use super::session::{HandleError, Peer};
+use super::Daemon;
+use crate::model::Guid;
+use crate::proto::types::{
+    DescriptionReply, EnumerateReply, ObjectReply, ObjectType, OpenSessionReply, RequestOperation, RequestReply,
+};
+use crate::proto::{interface, Method, NtmsError, VarlinkError, WireError, PROTOCOL_VERSION};
+
+/// What to do with a call.
+#[derive(Debug)]
+pub enum Answer {
+    /// Reply now (after the store batch `durable` is on disk; 0 = at once).
+    Reply(Result<Map<String, Value>, WireError>, u64),
+    /// A `more` stream of notifications for a session.
+    Stream {
+        /// The session.
+        session: String,
+        /// Only this object type.
+        filter: Option<ObjectType>,
+    },
+}
+
+fn reply<T: serde::Serialize>(v: &T) -> Result<Map<String, Value>, WireError> {
+    match serde_json::to_value(v) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(NtmsError::Internal { message: "reply did not serialize to an object".into() }.into()),
+    }
+}
+
+fn ntms(e: NtmsError) -> Result<Map<String, Value>, WireError> {
+    Err(WireError::Ntms(e))
+}
+
+/// How a `server` argument of OpenSession relates to this host.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerName {
+    /// This daemon.
+    Local,
+    /// A well-formed name of another computer.
+    Remote,
+    /// Not a valid computer name.
+    Invalid,
+}
+
+/// Classifies an OpenSession `server` name against this host's name: null, empty, `localhost`, or this host's
+/// name in any case, short or fully qualified, is local; a valid DNS or NetBIOS name is remote; anything else is
+/// invalid.
+pub fn classify_server_name(name: Option<&str>, host: &str) -> ServerName {
+    let Some(name) = name else { return ServerName::Local };
+    let name = name.strip_prefix("\\\\").unwrap_or(name);
+    if name.is_empty() || name == "." {
+        return ServerName::Local;
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let trimmed = name.strip_suffix('.').unwrap_or(name);
+    if trimmed.len() > 253 || !trimmed.split('.').all(valid_label) {
+        return ServerName::Invalid;
+    }
+    let short = |s: &str| s.split('.').next().unwrap_or("").to_ascii_lowercase();
+    let lower = trimmed.to_ascii_lowercase();
+    if lower == "localhost" || lower == host.to_ascii_lowercase() || (short(trimmed) == short(host) && !host.is_empty())
+    {
+        ServerName::Local
+    } else {
+        ServerName::Remote
+    }
+}
+
+impl Daemon {
+    fn session_of(&self, handle: &str, peer: Peer) -> Result<(), WireError> {
+        match self.sessions.check(handle, peer) {
+            Ok(_) => Ok(()),
+            Err(HandleError::Unknown) => {
+                Err(NtmsError::InvalidHandle { message: format!("no session {handle:?} (closed or never opened)") }
+                    .into())
+            }
+            Err(HandleError::Foreign) => Err(NtmsError::InvalidHandle {
+                message: "the session belongs to another process; open one in this process".into(),
+            }
+            .into()),
+        }
+    }
+
+    /// Handles one parsed call from `peer`.
+    pub fn dispatch(&mut self, method: Method, peer: Peer) -> Answer {
+        let now = Answer::Reply;
+        // Session-bound methods check the handle first; everything but the service methods needs the inventory.
+        if let Some(handle) = method.session() {
+            if let Err(e) = self.session_of(handle, peer) {
+                return now(Err(e), 0);
+            }
+        }
+        let needs_inventory =
+            !matches!(method, Method::GetInfo | Method::GetInterfaceDescription { .. } | Method::CloseSession { .. });
+        if needs_inventory && self.inventory.is_none() {
+            return now(
+                ntms(NtmsError::NotReady { message: "rsmd is loading its inventory; retry shortly".into() }),
+                0,
+            );
+        }
+        match method {
+            Method::GetInfo => now(reply(&interface::service_info()), 0),
+            Method::GetInterfaceDescription { interface: name } => match interface::description(&name) {
+                Some(d) => now(reply(&DescriptionReply { description: d.into() }), 0),
+                None => now(Err(VarlinkError::InterfaceNotFound { interface: name }.into()), 0),
+            },
+            Method::OpenSession { server, application, options, version } => {
+                if options != 0 {
+                    return now(
+                        ntms(NtmsError::InvalidParameter { message: format!("options must be 0, not {options}") }),
+                        0,
+                    );
+                }
+                if version.unwrap_or(1) > PROTOCOL_VERSION {
+                    return now(
+                        ntms(NtmsError::NoInterfaces {
+                            message: format!(
+                                "the client needs protocol version {}, this rsmd speaks {PROTOCOL_VERSION}",
+                                version.unwrap_or(1)
+                            ),
+                        }),
+                        0,
+                    );
+                }
+                match classify_server_name(server.as_deref(), &self.host) {
+                    ServerName::Invalid => {
+                        return now(
+                            ntms(NtmsError::InvalidComputerName {
+                                message: format!("{:?} is not a valid computer name", server.unwrap_or_default()),
+                            }),
+                            0,
+                        )
+                    }
+                    ServerName::Remote => {
+                        return now(
+                            ntms(NtmsError::NoNetwork {
+                                message: format!(
+                                    "{} is not this computer ({}); remote servers are not reachable",
+                                    server.unwrap_or_default(),
+                                    self.host
+                                ),
+                            }),
+                            0,
+                        )
+                    }
+                    ServerName::Local => {}
+                }
+                let s = self.sessions.open(peer, application);
+                log::info!("session {} opened by pid {} ({:?})", s.handle, peer.pid, s.application);
+                now(reply(&OpenSessionReply { session: s.handle.clone(), version: PROTOCOL_VERSION }), 0)
+            }
+            Method::CloseSession { session } => {
+                let _ = self.sessions.close(&session, peer);
+                self.session_ended(&session);
+                now(Ok(Map::new()), 0)
+            }
+            Method::EnumerateObjects { container, object_type, .. } => {
+                let container = match container.as_deref().map(|c| self.resolve_container(c)) {
+                    None => None,
+                    Some(Ok(g)) => Some(g),
+                    Some(Err(e)) => return now(Err(e), 0),
+                };
+                let objects = self.with_view(|v| v.enumerate(object_type, container));
+                now(reply(&EnumerateReply { objects }), 0)
+            }
+            Method::GetObjectInformation { object, .. } => match self.with_view(|v| v.find(&object)) {
+                Some(object) => now(reply(&ObjectReply { object }), 0),
+                None => now(ntms(NtmsError::ObjectNotFound { message: format!("no object {object:?}") }), 0),
+            },
+            Method::InventoryLibrary { session, library, .. } => {
+                let Ok(id) = library.parse::<Guid>() else {
+                    return now(ntms(NtmsError::InvalidLibrary { message: format!("no library {library:?}") }), 0);
+                };
+                match self.start_inventory(id, &session) {
+                    Ok(request) => now(reply(&RequestReply { request }), self.batch_for_reply()),
+                    Err(e) => now(ntms(e), 0),
+                }
+            }
+            Method::WaitForNotification { session, object_type } => Answer::Stream { session, filter: object_type },
+            Method::CancelLibraryRequest { request, .. } => match self.cancel_request(&request) {
+                Ok(()) => now(Ok(Map::new()), self.batch_for_reply()),
+                Err(e) => now(ntms(e), 0),
+            },
+            m @ (Method::MountMedia { .. }
+            | Method::DismountMedia { .. }
+            | Method::EjectMedia { .. }
+            | Method::InjectMedia { .. }) => {
+                now(Err(VarlinkError::MethodNotImplemented { method: m.full_name() }.into()), 0)
+            }
+        }
+    }
+
+    fn resolve_container(&self, c: &str) -> Result<Guid, WireError> {
+        c.parse::<Guid>()
+            .map_err(|_| NtmsError::ObjectNotFound { message: format!("no container {c:?}") }.into())
+            .and_then(|g| {
+                let known = self.with_view(|v| v.find(c).is_some());
+                if known {
+                    Ok(g)
+                } else {
+                    Err(NtmsError::ObjectNotFound { message: format!("no container {c:?}") }.into())
+                }
+            })
+    }
+
+    /// Runs `f` on a view of the objects.
+    pub fn with_view<T>(&self, f: impl FnOnce(&View<'_>) -> T) -> T {
+        let empty = crate::media::Inventory::default();
+        let libraries: Vec<_> = self.libs.iter().filter_map(|l| l.view()).collect();
+        let requests = self.requests.objects();
+        let view = View {
+            inventory: self.inventory.as_ref().unwrap_or(&empty),
+            host: &self.host,
+            libraries: &libraries,
+            mounted: &self.mounted,
+            requests: &requests,
+        };
+        f(&view)
+    }
+
+    /// Records a request operation for the objects table.
+    pub fn operation_name(op: RequestOperation) -> &'static str {
+        match op {
+            RequestOperation::Mount => "mount",
+            RequestOperation::Dismount => "dismount",
+            RequestOperation::Inject => "inject",
+            RequestOperation::Eject => "eject",
+            RequestOperation::Inventory => "inventory",
+            RequestOperation::Clean => "clean",
+            RequestOperation::Door => "door",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_names() {
+        let host = "backup01.example.com";
+        assert_eq!(classify_server_name(None, host), ServerName::Local);
+        assert_eq!(classify_server_name(Some(""), host), ServerName::Local);
+        assert_eq!(classify_server_name(Some("BACKUP01"), host), ServerName::Local);
+        assert_eq!(classify_server_name(Some("backup01.EXAMPLE.com"), host), ServerName::Local);
+        assert_eq!(classify_server_name(Some("\\\\backup01"), host), ServerName::Local);
+        assert_eq!(classify_server_name(Some("localhost"), host), ServerName::Local);
+        assert_eq!(classify_server_name(Some("other-host"), host), ServerName::Remote);
+        assert_eq!(classify_server_name(Some("tape.example.org"), host), ServerName::Remote);
+        for bad in ["bad name", "a..b", "-lead", "trail-", "under_score", "x/y", &"a".repeat(64)] {
+            assert_eq!(classify_server_name(Some(bad), host), ServerName::Invalid, "{bad}");
+        }
+    }
+}
