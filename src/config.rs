@@ -10,6 +10,7 @@
 //! name = "main"                       # shown to clients; default: vendor + product
 //! changer = "serial:00L4U78C4823_LL0" # or "auto", "/dev/tape/by-id/scsi-…", "/dev/sg5"
 //! chunk = 256                         # elements per READ ELEMENT STATUS
+//! heartbeat_ms = 30000                # TEST UNIT READY on an idle changer: notices resets and door openings
 //! [library.drives]                    # drive serial → data transfer element address, for libraries without DVCID
 //! "HU1234567" = 256
 //!
@@ -79,12 +80,20 @@ pub struct LibraryConfig {
     pub chunk: u16,
     /// Explicit drive mapping: serial → element address.
     pub drives: BTreeMap<String, u16>,
+    /// Interval of the TEST UNIT READY heartbeat that notices door openings and resets (ms).
+    pub heartbeat_ms: u64,
 }
 
 impl LibraryConfig {
     /// A library served by a vlib emulator in `dir`.
     pub fn vlib(name: &str, dir: &Path) -> LibraryConfig {
-        LibraryConfig { name: Some(name.into()), source: Source::Vlib(dir.into()), chunk: 256, drives: BTreeMap::new() }
+        LibraryConfig {
+            name: Some(name.into()),
+            source: Source::Vlib(dir.into()),
+            chunk: 256,
+            drives: BTreeMap::new(),
+            heartbeat_ms: 30_000,
+        }
     }
 }
 
@@ -129,6 +138,7 @@ struct RawLibrary {
     changer: Option<String>,
     vlib: Option<PathBuf>,
     chunk: Option<i64>,
+    heartbeat_ms: Option<i64>,
     #[serde(default)]
     drives: BTreeMap<String, i64>,
 }
@@ -180,7 +190,13 @@ impl Config {
                     return Err(ConfigError::Value { key: key("name"), reason: "empty".into() });
                 }
             }
-            libraries.push(LibraryConfig { name: l.name, source, chunk, drives });
+            let heartbeat_ms = match l.heartbeat_ms {
+                None => 30_000,
+                Some(n) => u64::try_from(n).ok().filter(|n| (100..=86_400_000).contains(n)).ok_or_else(|| {
+                    ConfigError::Value { key: key("heartbeat_ms"), reason: format!("{n} is not in 100..=86400000") }
+                })?,
+            };
+            libraries.push(LibraryConfig { name: l.name, source, chunk, drives, heartbeat_ms });
         }
         Ok(Config {
             socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
@@ -245,6 +261,7 @@ mod tests {
         assert!(err("[[library]]\n[library.drives]\nX = 70000").contains("library[0].drives.X"));
         assert!(err("[[library]]\nname = \" \"").contains("library[0].name"));
         assert!(err("[[library]]\ncolour = 1").contains("colour"));
+        assert!(err("[[library]]\nheartbeat_ms = 5").contains("library[0].heartbeat_ms"));
         assert!(matches!(Config::load(Path::new("/nonexistent/rsmd.toml")), Err(ConfigError::Read { .. })));
     }
 }

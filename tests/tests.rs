@@ -1,4 +1,6 @@
-//! The integration test binary: the real `rsmd` and `rsm` against vlib processes, and (in `vmlab`) against a
-//! real kernel sg stack inside a VM. One binary, many modules (each a `mod` here).
+//! The integration test binary: the real `rsmd` and `rsm` against vlib, and (in `vmlab`) against a real kernel sg
+//! stack inside a VM. One binary, many modules (each a `mod` here).
 
+mod daemon;
+mod util;
 mod vmlab;

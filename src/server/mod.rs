@@ -190,6 +190,10 @@ pub struct Daemon {
     last_batch: u64,
     /// Milliseconds since start.
     pub now: u64,
+    /// Configured libraries (matched by serial once probed).
+    pub configured: Vec<crate::config::LibraryConfig>,
+    /// State directory (persisted drive mappings).
+    pub state_dir: PathBuf,
 }
 
 impl Daemon {
@@ -274,6 +278,21 @@ impl Daemon {
                 let key = if changer.serial.is_empty() { lib.label.clone() } else { changer.serial.clone() };
                 let id = Guid::derive("library", &key);
                 lib.id = Some(id);
+                // Configuration naming this changer by serial, and mappings persisted by --map-drives.
+                let by_serial = self.configured.iter().find(|c| {
+                    matches!(&c.source, crate::config::Source::Serial(s) if *s == changer.serial && !s.is_empty())
+                });
+                let mut map = match by_serial {
+                    Some(c) => {
+                        if lib.name.is_none() {
+                            lib.name.clone_from(&c.name);
+                        }
+                        c.drives.iter().map(|(s, a)| (s.clone(), *a)).collect()
+                    }
+                    None => lib.drive_map.clone(),
+                };
+                map.extend(crate::devices::load_mapping(&self.state_dir, &changer.serial));
+                lib.library.set_drive_map(map);
                 let name = lib.name.clone().unwrap_or_else(|| format!("{} {}", changer.vendor, changer.product));
                 log::info!(
                     "library {name} ({id}) on {}: {} {} serial {:?}, {} drive devices",
@@ -376,6 +395,7 @@ pub struct Server {
     setup: start::Setup,
     watchdog_at: Option<u64>,
     touched: HashSet<usize>,
+    last_status: String,
 }
 
 impl Server {
@@ -454,6 +474,8 @@ impl Server {
                 writer: None,
                 last_batch: 0,
                 now: 0,
+                configured: setup.config.libraries.clone(),
+                state_dir: setup.state_dir.clone(),
             },
             listener: Some(listener),
             clients: Vec::new(),
@@ -470,6 +492,7 @@ impl Server {
             setup,
             watchdog_at: None,
             touched: HashSet::new(),
+            last_status: String::new(),
         })
     }
 
@@ -909,7 +932,29 @@ impl Server {
         }
     }
 
+    /// A one-line summary of the libraries for `STATUS=` (and for tests, which wait for it).
+    fn status_line(&self) -> String {
+        let libs = &self.daemon.libs;
+        let count = |s: LibraryState| libs.iter().filter(|l| l.library.state() == s).count();
+        format!(
+            "{} libraries: {} ready, {} busy, {} probing, {} scanning, {} offline",
+            libs.len(),
+            count(LibraryState::Ready),
+            count(LibraryState::Busy),
+            count(LibraryState::Probing),
+            count(LibraryState::Scanning),
+            count(LibraryState::Offline)
+        )
+    }
+
     fn end_turn(&mut self) {
+        if self.daemon.inventory.is_some() {
+            let status = self.status_line();
+            if status != self.last_status {
+                self.notifier.status(&status);
+                self.last_status = status;
+            }
+        }
         // Persist this turn's changes as one batch.
         if !self.daemon.changes.is_empty() {
             let changes = std::mem::take(&mut self.daemon.changes);

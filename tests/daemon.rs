@@ -1,0 +1,148 @@
+//! Issue 4 acceptance: the real rsmd against vlib: ready, inventory matches, kill -9 loses nothing acknowledged,
+//! UNIT ATTENTION triggers a rescan, SIGTERM exits cleanly.
+
+use rsmd::client::Session;
+use rsmd::proto::types::{InventoryMode, ObjectDetails, ObjectType};
+use vlib::Fault;
+
+use crate::util::{vlib_config, Daemon, Vlib};
+
+/// (address, barcode) of every full storage/IE slot as rsmd reports it.
+fn rsmd_slots(s: &Session) -> Vec<(u32, Option<String>)> {
+    let mut out = Vec::new();
+    for t in [ObjectType::StorageSlot, ObjectType::IePort] {
+        for o in s.enumerate(None, t).unwrap() {
+            match o.details {
+                ObjectDetails::StorageSlot(d) => out.push((d.element_address, d.barcode.filter(|_| d.full))),
+                ObjectDetails::IePort(d) => out.push((d.element_address, d.barcode.filter(|_| d.full))),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn vlib_slots(v: &Vlib) -> Vec<(u32, Option<String>)> {
+    let mut out: Vec<_> = v
+        .server
+        .snapshot()
+        .elements
+        .into_iter()
+        .filter(|e| matches!(e.kind, vlib::ElementType::Storage | vlib::ElementType::ImportExport))
+        .map(|e| (u32::from(e.address), e.barcode.filter(|_| e.full)))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn becomes_ready_and_serves_the_emulators_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, Some("test"), 0).unwrap();
+    assert_eq!(rsmd_slots(&s), vlib_slots(&v));
+    let drives = s.enumerate(None, ObjectType::Drive).unwrap();
+    assert_eq!(drives.len(), 4);
+    for (i, o) in drives.iter().enumerate() {
+        let ObjectDetails::Drive(dd) = &o.details else { panic!() };
+        assert_eq!(dd.serial.as_deref(), Some(format!("VDRV{i:04}").as_str()), "DVCID mapped drive {i}");
+        assert!(dd.devices.sg.as_deref().is_some_and(|p| p.ends_with(&format!("drive{i}.sock"))));
+    }
+    // rsm --mtx prints the same library as mtx would.
+    let out = std::process::Command::new(crate::util::rsm_bin())
+        .args(["--socket", d.socket.to_str().unwrap(), "status", "--mtx"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("4 Drives, 22 Slots ( 2 Import/Export )"), "{text}");
+    assert!(text.contains("Storage Element 20:Full :VolumeTag=CLN001L1"), "{text}");
+}
+
+#[test]
+fn unit_attention_triggers_a_rescan_that_sees_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, "heartbeat_ms = 200"));
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let notes = s.notifications(Some(ObjectType::PhysicalMedia)).unwrap();
+    // An operator puts a cartridge in the mail slot: the changer raises UNIT ATTENTION 28/00.
+    v.server.inject(Fault::ImportCartridge { barcode: "NEW001L6".into() }).unwrap();
+    for n in notes {
+        let n = n.unwrap();
+        let o = s.get_object_information(&n.object).unwrap();
+        if o.name == "NEW001L6" {
+            break;
+        }
+    }
+    assert_eq!(rsmd_slots(&s), vlib_slots(&v));
+    assert!(d.statuses.iter().all(|m| !m.contains("offline")));
+}
+
+#[test]
+fn kill_9_loses_nothing_acknowledged_and_a_restart_serves_the_cache_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let vdir = dir.path().join("vlib");
+    let root = dir.path().join("rsmd");
+    let v = Vlib::default_fast(&vdir);
+    let mut d = Daemon::start(&root, &vlib_config(&vdir, ""));
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let lib = s.enumerate(None, ObjectType::Library).unwrap().remove(0).id;
+    v.server.inject(Fault::ImportCartridge { barcode: "ACK001L6".into() }).unwrap();
+    // An explicit inventory: its completion (a notification the client sees) is the acknowledgement.
+    let notes = s.notifications(Some(ObjectType::LibRequest)).unwrap();
+    let request = s.inventory(&lib, InventoryMode::Default).unwrap();
+    for n in notes {
+        let n = n.unwrap();
+        if n.object == request && s.get_object_information(&request).unwrap().state == "complete" {
+            break;
+        }
+    }
+    let acknowledged = rsmd_slots(&s);
+    assert!(acknowledged.iter().any(|(_, b)| b.as_deref() == Some("ACK001L6")));
+    drop(s);
+    d.kill9();
+    // The library is gone too: the restarted daemon can only serve what it had on disk.
+    v.server.stop();
+    let mut d = Daemon::start(&root, &vlib_config(&vdir, ""));
+    d.wait_notify(|m| m == "READY=1");
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    assert_eq!(rsmd_slots(&s), acknowledged);
+    let l = s.get_object_information(&lib).unwrap();
+    assert_eq!(l.state, "offline");
+    assert!(!l.enabled);
+}
+
+#[test]
+fn sigterm_exits_cleanly_and_removes_its_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let _s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait_notify(|m| m == "STOPPING=1");
+    let status = d.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(!d.socket.exists());
+}
+
+#[test]
+fn device_that_vanishes_takes_its_library_offline_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, "heartbeat_ms = 200"));
+    d.wait_ready(1);
+    v.server.inject(Fault::Disappear { device: vlib::Device::Changer }).unwrap();
+    d.wait_notify(|m| m.contains("1 offline"));
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let l = s.enumerate(None, ObjectType::Library).unwrap().remove(0);
+    assert_eq!(l.state, "offline");
+    // The stale inventory is still served.
+    assert_eq!(rsmd_slots(&s).len(), 22);
+}
