@@ -815,8 +815,9 @@ fn map_changer_on(
     let robot = a.transport.first;
     let storage = read_elements(dev, ElementType::Storage, a.storage, false)?;
     let elements = read_elements(dev, ElementType::DataTransfer, a.data_transfer, false)?;
-    // A full, reachable slot holding a data cartridge (cleaning cartridges last).
-    let mut full: Vec<&ElementDescriptor> = storage.iter().filter(|s| s.full && s.access && !s.except).collect();
+    // A full slot holding a data cartridge (cleaning cartridges last). Not every library sets ACCESS on storage
+    // elements (tgt does not), so only an exception rules a slot out.
+    let mut full: Vec<&ElementDescriptor> = storage.iter().filter(|s| s.full && !s.except).collect();
     full.sort_by_key(|s| s.barcode().is_some_and(|b| b.starts_with("CLN")));
     let Some(slot) = full.first().map(|s| s.address) else {
         return Err(CommandError::Mapping("No full storage slot to map drives with".to_owned()));

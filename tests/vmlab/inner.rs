@@ -260,7 +260,7 @@ fn element_status(changer: &Path) {
     let by_address = assert_agrees_with_mtx(changer);
     let full = by_address.values().filter(|e| e.full).count();
     println!("  {} elements agree with mtx, {full} full", by_address.len());
-    assert_eq!(by_address.len(), 1 + 4 + 20 + 2);
+    assert_eq!(by_address.len(), 4 + 20 + 2, "drives, slots and mail slots");
     assert_eq!(by_address[&1019].barcode(), Some("CLN001L1"), "the last slot's label survives tgt's short transfer");
 }
 
