@@ -60,15 +60,6 @@ pub enum DevicesError {
     /// `--changer` names no changer sysfs knows about.
     #[error("No changer at {0}")]
     NoSuchChanger(PathBuf),
-    /// A changer could not be used.
-    #[error("Changer {device}")]
-    Changer {
-        /// The changer's sg node.
-        device: PathBuf,
-        /// What went wrong.
-        #[source]
-        source: CommandError,
-    },
     /// The drive mapping file could not be written.
     #[error("Cannot write {}", path.display())]
     Persist {
@@ -143,15 +134,20 @@ impl CommandError {
 
     /// The error with its sources, on one line.
     fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
+        chain(self)
     }
+}
+
+/// An error with its sources, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Options of `--list-devices`.
@@ -718,11 +714,15 @@ enum TurState {
 
 fn tur(dev: &Dev) -> TurState {
     let command = cdb::test_unit_ready().into_command(PROBE_TIMEOUT);
-    let Ok(r) = dev.raw("TEST UNIT READY", &command) else { return TurState::Other };
+    dev.raw("TEST UNIT READY", &command).map_or(TurState::Other, |r| classify_tur(&r))
+}
+
+/// What a TEST UNIT READY answer says about the drive's medium.
+fn classify_tur(r: &Response) -> TurState {
     if r.is_good() {
         return TurState::Ready;
     }
-    match check_sense(&r) {
+    match check_sense(r) {
         Some(s) if s.key == SenseKey::NotReady && s.asc == asc::MEDIUM_NOT_PRESENT => TurState::Empty,
         Some(s) if s.key == SenseKey::NotReady || s.key == SenseKey::UnitAttention => TurState::Changing,
         _ => TurState::Other,
@@ -797,10 +797,7 @@ fn map_changer(sg: &Path, drives: &[(DriveInfo, Option<Dev>)], state_dir: &Path)
     if let (Some(serial), false) = (&result.serial, pairs.is_empty()) {
         match save_mapping(state_dir, serial, &pairs) {
             Ok(path) => result.saved = Some(path),
-            Err(e) => {
-                result.error =
-                    Some(format!("{e}: {}", std::error::Error::source(&e).map_or(String::new(), |s| s.to_string())))
-            }
+            Err(e) => result.error = Some(chain(&e)),
         }
     }
     result
@@ -1159,6 +1156,28 @@ mod tests {
         assert!(!state.join(format!(".{DRIVE_MAP_FILE}.tmp")).exists());
         std::fs::write(&path, "not json").unwrap();
         assert!(load_mapping(&state, "C1").is_empty());
+    }
+
+    fn check(key: u8, asc: u8, ascq: u8) -> Response {
+        let mut sense = vec![0u8; 18];
+        sense[0] = 0x70;
+        sense[2] = key;
+        sense[7] = 10;
+        sense[12] = asc;
+        sense[13] = ascq;
+        Response { status: status::CHECK_CONDITION, sense, ..Response::default() }
+    }
+
+    #[test]
+    fn test_unit_ready_answers_are_classified() {
+        assert_eq!(classify_tur(&Response::default()), TurState::Ready);
+        assert_eq!(classify_tur(&check(0x02, 0x3A, 0x00)), TurState::Empty);
+        assert_eq!(classify_tur(&check(0x02, 0x04, 0x01)), TurState::Changing);
+        assert_eq!(classify_tur(&check(0x06, 0x28, 0x00)), TurState::Changing);
+        assert_eq!(classify_tur(&check(0x04, 0x44, 0x00)), TurState::Other);
+        assert_eq!(classify_tur(&Response { status: status::BUSY, ..Response::default() }), TurState::Other);
+        let gone = Response { host_status: crate::transport::host_status::NO_CONNECT, ..Response::default() };
+        assert_eq!(classify_tur(&gone), TurState::Other);
     }
 
     #[test]
