@@ -1,1 +1,59 @@
-//! Real-kernel tests in ../shared/vmlab (written on the devices branch).
+//! Real-kernel tests in ../shared/vmlab: the host side boots the VM once and runs [`inner::all`] (this same test
+//! binary) inside it, next to a copy of `rsmd`.
+//!
+//! Run: `cargo test --test tests vmlab -- --nocapture`. Where vmlab is not set up (no `run` script or no
+//! `/var/cache/vmlab/vmlinuz`) or the VM cannot boot, the test prints "skipped: vmlab unavailable: <why>".
+
+pub mod inner;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The items [`inner::all`] checks, each announced by a `VMLAB-OK <item>` line.
+const ITEMS: [&str; 8] =
+    ["discovery", "list-devices", "element-status", "move", "concurrency", "timeout", "map-drives", "removal"];
+
+fn vmlab_dir() -> PathBuf {
+    match std::env::var_os("VMLAB_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vmlab"),
+    }
+}
+
+#[test]
+fn real_kernel_batch() {
+    let vmlab = vmlab_dir();
+    if !vmlab.join("run").is_file() {
+        println!("skipped: vmlab unavailable: no {}", vmlab.join("run").display());
+        return;
+    }
+    if !Path::new("/var/cache/vmlab/vmlinuz").is_file() {
+        println!("skipped: vmlab unavailable: /var/cache/vmlab/vmlinuz missing (run {}/setup)", vmlab.display());
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let me = std::env::current_exe().expect("current_exe");
+    std::fs::copy(&me, dir.path().join("tests-bin")).expect("copy the test binary");
+    std::fs::copy(env!("CARGO_BIN_EXE_rsmd"), dir.path().join("rsmd")).expect("copy rsmd");
+    let out = Command::new(vmlab.join("run"))
+        .arg(dir.path())
+        .arg("--")
+        .arg("RSMD_IN_VMLAB=1 ./tests-bin --exact --test-threads 1 --nocapture vmlab::inner::all")
+        .output()
+        .expect("run vmlab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    let code = out.status.code();
+    if !stdout.contains("VMLAB-BEGIN") {
+        // The inner test never started: the VM did not boot or the library did not come up.
+        println!("skipped: vmlab unavailable: the VM did not start the tests (exit status {code:?})");
+        return;
+    }
+    assert_eq!(code, Some(0), "the in-VM tests failed");
+    for item in ITEMS {
+        let marker = format!("VMLAB-OK {item}\n");
+        assert!(stdout.contains(&marker), "missing marker line {marker:?}");
+    }
+}

@@ -1,0 +1,503 @@
+//! The in-VM half: run by the host test inside vmlab with `RSMD_IN_VMLAB=1`; returns at once elsewhere.
+//!
+//! Each check prints `VMLAB-OK <item>` when it passes; the host test requires every marker.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rsmd::scsi::cdb::{self, ReadElementStatus};
+use rsmd::scsi::element::{allocation_for, ElementDescriptor, ElementStatusReport, ElementType};
+use rsmd::scsi::inquiry;
+use rsmd::scsi::mode::ElementAddressAssignment;
+use rsmd::scsi::sense::Sense;
+use rsmd::sg::discover::{self, DeviceKind};
+use rsmd::sg::{probe, SgTransport};
+use rsmd::transport::{status, Command, Completion, Response, Tag, Transport, TransportError};
+
+const T: Duration = Duration::from_secs(60);
+
+/// What vmlab's init exported.
+struct Lab {
+    changer: PathBuf,
+    drives: Vec<PathBuf>,
+    tapes: Vec<PathBuf>,
+    rsmd: PathBuf,
+}
+
+fn lab() -> Option<Lab> {
+    if std::env::var("RSMD_IN_VMLAB").as_deref() != Ok("1") {
+        println!("not in vmlab (RSMD_IN_VMLAB unset): nothing to do");
+        return None;
+    }
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("vmlab sets {name}"));
+    let list = |name: &str| var(name).split_whitespace().map(PathBuf::from).collect::<Vec<_>>();
+    let rsmd = std::env::current_exe().expect("current_exe").parent().expect("a directory").join("rsmd");
+    Some(Lab { changer: PathBuf::from(var("CHANGER")), drives: list("DRIVES"), tapes: list("TAPES"), rsmd })
+}
+
+/// The whole batch, in order (removal last: it unplugs every device).
+#[test]
+fn all() {
+    let Some(lab) = lab() else { return };
+    println!("VMLAB-BEGIN changer {} drives {:?} tapes {:?}", lab.changer.display(), lab.drives, lab.tapes);
+    let serials = discovery(&lab);
+    ok("discovery");
+    let dvcid_map = list_devices(&lab, &serials);
+    ok("list-devices");
+    element_status(&lab.changer);
+    ok("element-status");
+    move_medium(&lab.changer);
+    ok("move");
+    concurrency(&lab);
+    ok("concurrency");
+    timeout(&lab.changer);
+    ok("timeout");
+    map_drives(&lab, &serials, &dvcid_map);
+    ok("map-drives");
+    removal(&lab, &serials);
+    ok("removal");
+}
+
+fn ok(item: &str) {
+    println!("VMLAB-OK {item}");
+}
+
+/// A blocking command that must answer GOOD (one UNIT ATTENTION is read through).
+fn blocking(path: &Path, command: &Command) -> Response {
+    for _ in 0..3 {
+        let r = probe::execute_blocking(path, command).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if r.status == status::CHECK_CONDITION && Sense::parse(&r.sense).is_ok_and(|s| s.is_unit_attention()) {
+            continue;
+        }
+        assert!(
+            r.is_good(),
+            "{}: {:02x?} answered {:#04x}, sense {:02x?}",
+            path.display(),
+            command.cdb,
+            r.status,
+            r.sense
+        );
+        return r;
+    }
+    panic!("{}: UNIT ATTENTION three times", path.display());
+}
+
+fn serial_of(path: &Path) -> String {
+    let r = blocking(path, &cdb::inquiry_vpd(0x80, 255).into_command(T));
+    inquiry::parse_unit_serial(&r.data).expect("VPD 80h")
+}
+
+// a. ---------------------------------------------------------------------------------------------------------------
+
+/// Returns (changer serial, drive serials in DRIVES order).
+fn discovery(lab: &Lab) -> (String, Vec<String>) {
+    let devices = discover::scan(Path::new("/sys"), Path::new("/dev")).expect("scan /sys");
+    for d in &devices {
+        println!("  {} {:?} {} {} {} {:?} nst={:?}", d.name, d.kind, d.vendor, d.model, d.rev, d.hctl, d.nst);
+    }
+    let find = |p: &Path| devices.iter().find(|d| d.sg == p).unwrap_or_else(|| panic!("{} not found", p.display()));
+    let c = find(&lab.changer);
+    assert_eq!(c.kind, DeviceKind::Changer);
+    assert_eq!(c.kind, DeviceKind::from_type(8));
+    assert_eq!(lab.drives.len(), 4);
+    assert_eq!(lab.drives.len(), lab.tapes.len());
+    for (drive, tape) in lab.drives.iter().zip(&lab.tapes) {
+        let d = find(drive);
+        assert_eq!(d.kind, DeviceKind::Tape);
+        assert_eq!(d.nst.as_ref(), Some(tape), "{}'s nst node", drive.display());
+        assert!(tape.exists(), "{} exists", tape.display());
+    }
+    assert_eq!(devices.iter().filter(|d| d.kind == DeviceKind::Changer).count(), 1);
+    assert_eq!(devices.iter().filter(|d| d.kind == DeviceKind::Tape).count(), 4);
+    let changer = serial_of(&lab.changer);
+    let drives: Vec<String> = lab.drives.iter().map(|d| serial_of(d)).collect();
+    println!("  serials: changer {changer}, drives {drives:?}");
+    let mut all: Vec<&String> = drives.iter().chain(std::iter::once(&changer)).collect();
+    assert!(all.iter().all(|s| !s.is_empty()), "serials are non-empty");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 5, "serials are unique");
+    (changer, drives)
+}
+
+// b. ---------------------------------------------------------------------------------------------------------------
+
+fn rsmd(lab: &Lab, args: &[&str]) -> String {
+    let out = Process::new(&lab.rsmd).args(args).output().expect("run rsmd");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("$ rsmd {}\n{stdout}{}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "rsmd {args:?} exits 0");
+    stdout
+}
+
+/// Returns the DVCID mapping rsmd found: drive serial → element address.
+fn list_devices(lab: &Lab, (changer, drives): &(String, Vec<String>)) -> BTreeMap<String, u16> {
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.path().to_str().expect("utf-8 path");
+    let text = rsmd(lab, &["--list-devices", "--state-dir", state_dir]);
+    assert!(text.contains(&format!("Changer {}: IET VIRTUAL-CHANGER", lab.changer.display())), "changer line");
+    assert!(text.contains(&format!("serial {changer}")), "changer serial");
+    assert!(text.contains("robots 1 (1), slots 20 (1000-1019), mail slots 2 (10-11), drives 4 (500-503)"));
+    assert_eq!(text.matches("  drive element ").count(), 4);
+    assert!(!text.contains("unmapped"), "every drive element is mapped");
+    assert!(!text.contains("Drives not in any changer"), "every drive is in the changer");
+    for (drive, (sg, nst)) in drives.iter().zip(lab.drives.iter().zip(&lab.tapes)) {
+        assert!(text.contains(&format!(": {drive} {} {} (", sg.display(), nst.display())), "drive {drive} listed");
+    }
+
+    let json: serde_json::Value =
+        serde_json::from_str(&rsmd(lab, &["--list-devices", "--json", "--state-dir", state_dir])).expect("JSON");
+    let c = &json["changers"][0];
+    assert_eq!(json["changers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(c["serial"], changer.as_str());
+    assert!(c["wwn"].as_str().is_some_and(|w| w.starts_with("naa.")));
+    assert_eq!(json["drives"].as_array().map(Vec::len), Some(0));
+    let elements = c["drive_elements"].as_array().expect("drive elements");
+    assert_eq!(elements.len(), 4);
+    let mut map = BTreeMap::new();
+    let mut sources = Vec::new();
+    for e in elements {
+        let serial = e["drive"]["serial"].as_str().expect("mapped drive").to_owned();
+        assert!(drives.contains(&serial));
+        let address = u16::try_from(e["address"].as_u64().expect("address")).expect("u16");
+        sources.push(e["source"].as_str().expect("source").to_owned());
+        map.insert(serial, address);
+    }
+    println!("  mapping {map:?}, sources {sources:?}");
+    assert_eq!(map.len(), 4, "four distinct drives");
+    assert!(sources.iter().filter(|s| *s == "dvcid").count() >= 3, "tgt reports DVCID (the last may be cut)");
+    map
+}
+
+// c. ---------------------------------------------------------------------------------------------------------------
+
+fn assignment(changer: &Path) -> ElementAddressAssignment {
+    let r = blocking(changer, &cdb::mode_sense_6(0x1D, true, 255).into_command(T));
+    ElementAddressAssignment::parse_mode6(&r.data).expect("page 1Dh")
+}
+
+/// READ ELEMENT STATUS of one element type, with VOLTAG, sorted by address.
+fn read_type(changer: &Path, a: &ElementAddressAssignment, t: ElementType) -> Vec<ElementDescriptor> {
+    let range = a.range(t).expect("a range");
+    let c = cdb::read_element_status(&ReadElementStatus {
+        element_type: t,
+        start: range.first,
+        count: range.count,
+        voltag: true,
+        curdata: false,
+        dvcid: false,
+        alloc: allocation_for(range.count),
+    });
+    let r = blocking(changer, &c.into_command(T));
+    let mut elements = ElementStatusReport::parse(&r.data).expect("element status").elements;
+    elements.sort_by_key(|e| e.address);
+    assert_eq!(elements.len(), usize::from(range.count), "{t:?}: every element reported");
+    elements
+}
+
+/// One line of `mtx status`, or of our own report numbered like mtx: (drive?, number, full, barcode).
+type MtxEntry = (bool, u32, bool, Option<String>);
+
+/// Our view in mtx's numbering: drives from 0, storage from 1 by address order, I/E after storage.
+fn our_status(changer: &Path) -> (Vec<MtxEntry>, BTreeMap<u16, ElementDescriptor>) {
+    let a = assignment(changer);
+    let drives = read_type(changer, &a, ElementType::DataTransfer);
+    let slots = read_type(changer, &a, ElementType::Storage);
+    let mail = read_type(changer, &a, ElementType::ImportExport);
+    let entry = |drive: bool, n: usize, e: &ElementDescriptor| -> MtxEntry {
+        (drive, u32::try_from(n).unwrap(), e.full, e.barcode().map(str::to_owned))
+    };
+    let mut out: Vec<MtxEntry> = drives.iter().enumerate().map(|(i, e)| entry(true, i, e)).collect();
+    out.extend(slots.iter().chain(&mail).enumerate().map(|(i, e)| entry(false, i + 1, e)));
+    let by_address = drives.into_iter().chain(slots).chain(mail).map(|e| (e.address, e)).collect();
+    (out, by_address)
+}
+
+/// Parses `mtx status`.
+fn parse_mtx(text: &str) -> Vec<MtxEntry> {
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let (drive, rest) = if let Some(r) = line.strip_prefix("Data Transfer Element ") {
+            (true, r)
+        } else if let Some(r) = line.strip_prefix("Storage Element ") {
+            (false, r)
+        } else {
+            continue;
+        };
+        let (head, state) = rest.split_once(':').expect("element line has a colon");
+        let number: u32 = head.split_whitespace().next().and_then(|n| n.parse().ok()).expect("element number");
+        let full = state.trim_start().starts_with("Full");
+        let barcode = state
+            .split_once("VolumeTag")
+            .and_then(|(_, t)| t.split_once('='))
+            .map(|(_, t)| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
+        out.push((drive, number, full, barcode));
+    }
+    out
+}
+
+fn mtx_status(changer: &Path) -> Vec<MtxEntry> {
+    let out = Process::new("mtx").arg("-f").arg(changer).arg("status").output().expect("run mtx");
+    assert!(out.status.success(), "mtx status: {}", String::from_utf8_lossy(&out.stderr));
+    parse_mtx(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn assert_agrees_with_mtx(changer: &Path) -> BTreeMap<u16, ElementDescriptor> {
+    let (ours, by_address) = our_status(changer);
+    let theirs = mtx_status(changer);
+    assert_eq!(ours.len(), theirs.len(), "element count vs mtx");
+    for (o, m) in ours.iter().zip(&theirs) {
+        assert_eq!(o, m, "element vs mtx");
+    }
+    by_address
+}
+
+fn element_status(changer: &Path) {
+    let by_address = assert_agrees_with_mtx(changer);
+    let full = by_address.values().filter(|e| e.full).count();
+    println!("  {} elements agree with mtx, {full} full", by_address.len());
+    assert_eq!(by_address.len(), 4 + 20 + 2, "drives, slots and mail slots");
+    assert_eq!(by_address[&1019].barcode(), Some("CLN001L1"), "the last slot's label survives tgt's short transfer");
+}
+
+// d. ---------------------------------------------------------------------------------------------------------------
+
+/// Polls every transport and reaps until none has a command in flight. Returns completions per transport.
+fn run_to_completion(transports: &mut [SgTransport]) -> Vec<Vec<Completion>> {
+    let mut done: Vec<Vec<Completion>> = transports.iter().map(|_| Vec::new()).collect();
+    for _ in 0..1000 {
+        if transports.iter().all(|t| t.in_flight() == 0) {
+            return done;
+        }
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = transports.iter().map(|t| PollFd::new(t.fd(), PollFlags::POLLIN)).collect();
+            let n = poll(&mut fds, PollTimeout::from(30_000u16)).expect("poll");
+            assert!(n > 0, "no completion within 30 s");
+            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
+        };
+        for (i, t) in transports.iter_mut().enumerate() {
+            if ready[i] {
+                while let Some(c) = t.reap().expect("reap") {
+                    done[i].push(c);
+                }
+            }
+        }
+    }
+    panic!("commands still in flight after 1000 polls");
+}
+
+/// One command on a transport, to completion.
+fn one(t: &mut SgTransport, tag: Tag, command: Command) -> Result<Response, TransportError> {
+    t.submit(tag, command).expect("submit");
+    let mut done = run_to_completion(std::slice::from_mut(t));
+    let c = done[0].pop().expect("a completion");
+    assert_eq!(c.tag, tag);
+    c.result
+}
+
+fn move_medium(changer: &Path) {
+    let before = assert_agrees_with_mtx(changer);
+    let a = assignment(changer);
+    let robot = a.transport.first;
+    let slot = before.values().find(|e| e.element_type == ElementType::Storage && e.full).expect("a full slot");
+    let (slot, barcode) = (slot.address, slot.barcode().expect("labelled").to_owned());
+    let drive = before.values().find(|e| e.element_type == ElementType::DataTransfer && !e.full).expect("empty drive");
+    let drive = drive.address;
+    let mut t = SgTransport::open(changer).expect("open the changer");
+    let r = one(&mut t, 1, cdb::move_medium(robot, slot, drive, false).into_command(Duration::from_secs(600)));
+    assert!(r.as_ref().is_ok_and(Response::is_good), "move {slot} -> {drive}: {r:?}");
+
+    let after = assert_agrees_with_mtx(changer);
+    let d = &after[&drive];
+    println!("  after {slot} -> {drive}: drive full {} barcode {:?} source {:?}", d.full, d.barcode(), d.source);
+    assert!(d.full);
+    assert_eq!(d.barcode(), Some(barcode.as_str()));
+    assert_eq!(d.source, Some(slot));
+    assert!(!after[&slot].full);
+
+    let r = one(&mut t, 2, cdb::move_medium(robot, drive, slot, false).into_command(Duration::from_secs(600)));
+    assert!(r.as_ref().is_ok_and(Response::is_good), "move {drive} -> {slot}: {r:?}");
+    let back = assert_agrees_with_mtx(changer);
+    let summary = |m: &BTreeMap<u16, ElementDescriptor>| -> Vec<(u16, bool, Option<String>)> {
+        m.values().map(|e| (e.address, e.full, e.barcode().map(str::to_owned))).collect()
+    };
+    assert_eq!(summary(&back), summary(&before), "back to the start");
+}
+
+// e. ---------------------------------------------------------------------------------------------------------------
+
+fn concurrency(lab: &Lab) {
+    let paths: Vec<&PathBuf> = std::iter::once(&lab.changer).chain(&lab.drives).collect();
+    let mut transports: Vec<SgTransport> = paths.iter().map(|p| SgTransport::open(p).expect("open")).collect();
+    for t in &mut transports {
+        t.submit(1, cdb::inquiry(96).into_command(T)).expect("submit INQUIRY");
+        t.submit(2, cdb::test_unit_ready().into_command(T)).expect("submit TUR");
+    }
+    let in_flight: usize = transports.iter().map(Transport::in_flight).sum();
+    println!("  {in_flight} commands in flight on {} devices", transports.len());
+    assert!(in_flight > 1);
+    assert_eq!(in_flight, 2 * paths.len());
+    let done = run_to_completion(&mut transports);
+    for (i, completions) in done.iter().enumerate() {
+        let mut tags: Vec<Tag> = completions.iter().map(|c| c.tag).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, [1, 2], "{}", paths[i].display());
+        for c in completions {
+            let r = c.result.as_ref().unwrap_or_else(|e| panic!("{}: {e}", paths[i].display()));
+            if c.tag == 1 {
+                assert!(r.is_good());
+                assert_eq!(r.data[0] & 0x1F, if i == 0 { 8 } else { 1 });
+            } else {
+                assert!(r.status == status::GOOD || r.status == status::CHECK_CONDITION);
+            }
+        }
+    }
+}
+
+// f. ---------------------------------------------------------------------------------------------------------------
+
+/// TEST UNIT READY until GOOD, reading through UNIT ATTENTIONs (a timeout's abort may reset the device).
+fn tur_good(t: &mut SgTransport, tag: Tag) {
+    for i in 0..5 {
+        let r = one(t, tag + i, cdb::test_unit_ready().into_command(T)).expect("TUR completes");
+        if r.is_good() {
+            return;
+        }
+        let sense = Sense::parse(&r.sense).expect("sense");
+        println!("  TUR: {sense}");
+        assert!(sense.is_unit_attention(), "only UNIT ATTENTION before GOOD: {sense}");
+    }
+    panic!("TEST UNIT READY never GOOD");
+}
+
+fn timeout(changer: &Path) {
+    let mut t = SgTransport::open(changer).expect("open");
+    let a = assignment(changer);
+    let commands = [
+        ("INITIALIZE ELEMENT STATUS", cdb::initialize_element_status().into_command(Duration::from_millis(1))),
+        (
+            "READ ELEMENT STATUS",
+            cdb::read_element_status(&ReadElementStatus {
+                element_type: ElementType::Storage,
+                start: a.storage.first,
+                count: a.storage.count,
+                voltag: true,
+                curdata: false,
+                dvcid: false,
+                alloc: allocation_for(a.storage.count),
+            })
+            .into_command(Duration::from_millis(1)),
+        ),
+    ];
+    for (tag, (name, command)) in (10..).zip(commands) {
+        match one(&mut t, tag, command) {
+            Ok(r) => println!("  {name} with a 1 ms timeout: completed normally, status {:#04x}", r.status),
+            Err(TransportError::TimedOut) => println!("  {name} with a 1 ms timeout: timed out"),
+            Err(e) => panic!("{name}: unexpected transport error {e:?}"),
+        }
+        tur_good(&mut t, 100 + tag * 10);
+    }
+}
+
+// h. ---------------------------------------------------------------------------------------------------------------
+
+fn map_drives(lab: &Lab, (changer, _): &(String, Vec<String>), dvcid_map: &BTreeMap<String, u16>) {
+    let state = tempfile::tempdir().expect("temp dir");
+    let state_dir = state.path().join("state");
+    let text = rsmd(lab, &["--map-drives", "--state-dir", state_dir.to_str().expect("utf-8")]);
+    assert!(text.contains("4 of 4 drive elements mapped"), "all four mapped");
+    let file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("drive-map.json")).expect("drive-map.json written"))
+            .expect("JSON");
+    let persisted: BTreeMap<String, u16> =
+        serde_json::from_value(file["changers"][changer.as_str()].clone()).expect("the changer's map");
+    println!("  persisted {persisted:?}");
+    assert_eq!(&persisted, dvcid_map, "moving cartridges finds the DVCID mapping");
+    assert_eq!(rsmd::devices::load_mapping(&state_dir, changer).len(), 4);
+    // The library is back as it was: every drive empty.
+    let (_, now) = our_status(&lab.changer);
+    assert!(now.values().filter(|e| e.element_type == ElementType::DataTransfer).all(|e| !e.full));
+    // And --list-devices with that state still maps everything.
+    let listed = rsmd(lab, &["--list-devices", "--state-dir", state_dir.to_str().expect("utf-8")]);
+    assert!(!listed.contains("unmapped"));
+}
+
+// g. ---------------------------------------------------------------------------------------------------------------
+
+fn iscsiadm(action: &str) {
+    let target = std::env::var("VMLAB_TARGET").expect("vmlab sets VMLAB_TARGET");
+    let portal = std::env::var("VMLAB_PORTAL").expect("vmlab sets VMLAB_PORTAL");
+    let st = Process::new("iscsiadm")
+        .args(["-m", "node", "-T", &target, "-p", &portal, action])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run iscsiadm");
+    assert!(st.success(), "iscsiadm {action}");
+}
+
+fn removal(lab: &Lab, (changer_serial, drive_serials): &(String, Vec<String>)) {
+    let paths = [&lab.changer, &lab.drives[0]];
+    let mut transports: Vec<SgTransport> = paths.iter().map(|p| SgTransport::open(p).expect("open")).collect();
+    for t in &mut transports {
+        for tag in 0..20 {
+            t.submit(tag, cdb::test_unit_ready().into_command(T)).expect("submit");
+        }
+    }
+    iscsiadm("--logout");
+    for (t, p) in transports.iter_mut().zip(paths) {
+        let mut fds = [PollFd::new(t.fd(), PollFlags::POLLIN)];
+        assert_eq!(poll(&mut fds, PollTimeout::from(10_000u16)).expect("poll"), 1, "{} readable", p.display());
+        let mut results = Vec::new();
+        let end = loop {
+            match t.reap() {
+                Ok(Some(c)) => {
+                    assert!(matches!(c.result, Err(TransportError::DeviceGone) | Ok(_)), "{c:?}");
+                    results.push((c.tag, c.result.is_ok()));
+                }
+                Ok(None) => panic!("a gone device never reports Ok(None)"),
+                Err(e) => break e,
+            }
+        };
+        let gone = results.iter().filter(|(_, ok)| !ok).count();
+        println!("  {}: {} completions ({gone} DeviceGone), then {end:?}", p.display(), results.len());
+        assert!(matches!(end, TransportError::DeviceGone));
+        let mut tags: Vec<Tag> = results.iter().map(|r| r.0).collect();
+        tags.sort_unstable();
+        assert_eq!(tags, (0..20).collect::<Vec<_>>(), "every command completes exactly once");
+        assert_eq!(t.in_flight(), 0);
+        assert!(matches!(t.submit(99, cdb::test_unit_ready().into_command(T)), Err(TransportError::DeviceGone)));
+    }
+    drop(transports);
+    iscsiadm("--login");
+    // Wait (bounded) for the changer and every drive to come back, possibly under new sg numbers.
+    let mut found = None;
+    for _ in 0..300 {
+        let devices = discover::scan(Path::new("/sys"), Path::new("/dev")).expect("scan");
+        let changer = devices.iter().find(|d| d.kind == DeviceKind::Changer && d.sg.exists());
+        let tapes = devices.iter().filter(|d| d.kind == DeviceKind::Tape && d.sg.exists()).count();
+        if let (Some(c), 4) = (changer, tapes) {
+            found = Some(c.sg.clone());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let changer = found.expect("the changer and four drives come back within 30 s");
+    println!("  after login: changer at {}", changer.display());
+    assert_eq!(&serial_of(&changer), changer_serial);
+    let devices = discover::scan(Path::new("/sys"), Path::new("/dev")).expect("scan");
+    let mut serials: Vec<String> =
+        devices.iter().filter(|d| d.kind == DeviceKind::Tape).map(|d| serial_of(&d.sg)).collect();
+    serials.sort();
+    let mut expected = drive_serials.clone();
+    expected.sort();
+    assert_eq!(serials, expected);
+    // The surviving process can use the new device.
+    let mut t = SgTransport::open(&changer).expect("open the new changer");
+    tur_good(&mut t, 500);
+    let r = one(&mut t, 600, cdb::inquiry(96).into_command(T)).expect("INQUIRY");
+    assert_eq!(r.data[0] & 0x1F, 8);
+}
