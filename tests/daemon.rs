@@ -80,7 +80,7 @@ fn unit_attention_triggers_a_rescan_that_sees_the_change() {
         }
     }
     assert_eq!(rsmd_slots(&s), vlib_slots(&v));
-    assert!(d.statuses.iter().all(|m| !m.contains("offline")));
+    assert!(d.statuses.iter().all(|m| !m.contains(" 1 offline")), "{:?}", d.statuses);
 }
 
 #[test]

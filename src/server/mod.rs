@@ -279,9 +279,9 @@ impl Daemon {
                 let id = Guid::derive("library", &key);
                 lib.id = Some(id);
                 // Configuration naming this changer by serial, and mappings persisted by --map-drives.
-                let by_serial = self.configured.iter().find(|c| {
-                    matches!(&c.source, crate::config::Source::Serial(s) if *s == changer.serial && !s.is_empty())
-                });
+                let by_serial = self.configured.iter().find(
+                    |c| matches!(&c.source, crate::config::Source::Serial(s) if *s == changer.serial && !s.is_empty()),
+                );
                 let mut map = match by_serial {
                     Some(c) => {
                         if lib.name.is_none() {
