@@ -2,5 +2,6 @@
 //! stack inside a VM. One binary, many modules (each a `mod` here).
 
 mod daemon;
+mod protocol;
 mod util;
 mod vmlab;

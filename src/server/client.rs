@@ -70,6 +70,8 @@ pub struct Client {
     /// Reading stopped at a limit with bytes possibly left in the socket: read again once the limit clears
     /// (readiness is edge-triggered, no new event will come).
     pub paused: bool,
+    /// Our writing side is shut (after the last reply of a closing connection).
+    pub write_shut: bool,
 }
 
 /// Result of reading.
@@ -97,6 +99,7 @@ impl Client {
             closing: false,
             last_progress: now,
             paused: false,
+            write_shut: false,
         }
     }
 
@@ -144,6 +147,32 @@ impl Client {
                     self.paused = false;
                     return Ok(ReadOutcome::Drained);
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// For a closing connection: once the last reply is out, shut our writing side, then read and discard until
+    /// the peer closes. (Closing with unread input would reset the connection and could destroy the error reply
+    /// before the peer reads it.)
+    pub fn linger(&mut self, now: u64) -> io::Result<()> {
+        if self.out_pos < self.out.len() || self.slots.iter().any(|s| matches!(s, Slot::Ready { .. })) {
+            return Ok(());
+        }
+        if !self.write_shut {
+            self.write_shut = true;
+            let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        }
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.read_closed = true;
+                    return Ok(());
+                }
+                Ok(_) => self.last_progress = now,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -206,14 +235,14 @@ impl Client {
     pub fn finished(&self) -> bool {
         let drained = self.out_pos >= self.out.len();
         let nothing_pending = self.slots.iter().all(|s| matches!(s, Slot::Stream { .. })) || self.slots.is_empty();
-        (self.closing && drained && self.slots.iter().all(|s| !matches!(s, Slot::Ready { .. })))
-            || (self.read_closed && drained && (self.slots.is_empty() || nothing_pending))
+        (self.closing && self.write_shut && self.read_closed)
+            || (!self.closing && self.read_closed && drained && (self.slots.is_empty() || nothing_pending))
     }
 
     /// True when the connection made no progress for [`STALL_MS`] while stuck (output not drained, or a partial
     /// message buffered).
     pub fn stalled(&self, now: u64) -> bool {
-        let stuck = self.out_pos < self.out.len() || self.decoder.buffered() > 0;
+        let stuck = self.out_pos < self.out.len() || self.decoder.buffered() > 0 || self.closing;
         stuck && now.saturating_sub(self.last_progress) >= STALL_MS
     }
 }

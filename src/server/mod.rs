@@ -613,9 +613,15 @@ impl Server {
                 }
             }
         }
-        if c.read_closed {
+        if c.read_closed && !c.closing {
             // Calls that arrived with the EOF still get answered.
             self.handle_messages(&mut c);
+        }
+        if c.closing && !dead {
+            c.collect(self.daemon.durable());
+            if c.write(now).is_err() || c.linger(now).is_err() {
+                dead = true;
+            }
         }
         self.clients[idx] = Some(c);
         if dead {
@@ -998,7 +1004,7 @@ impl Server {
             }
             if let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) {
                 c.collect(durable);
-                if c.write(now).is_err() || c.finished() {
+                if c.write(now).is_err() || (c.closing && c.linger(now).is_err()) || c.finished() {
                     dead = true;
                 } else if let Some(interest) = c.interest() {
                     if self.poll.registry().reregister(&mut c.stream, Src::Client(i).into(), interest).is_err() {
