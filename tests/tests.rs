@@ -3,5 +3,6 @@
 
 mod daemon;
 mod protocol;
+mod units;
 mod util;
 mod vmlab;
