@@ -662,6 +662,9 @@ impl Library {
     }
 
     fn go_offline(&mut self, why: &str) {
+        if self.phase == Phase::Offline && self.state == LibraryState::Offline {
+            return;
+        }
         log::warn!("library offline: {why}");
         self.phase = Phase::Offline;
         self.set_state(LibraryState::Offline);

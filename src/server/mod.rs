@@ -125,6 +125,9 @@ pub struct Lib {
     pub drive_map: Vec<(String, u16)>,
     /// Source description for de-duplication on hot-plug.
     pub key: String,
+    /// Replaced by a newer instance of the same library (its device came back under a new node): kept only so
+    /// that token indexes stay stable, ignored everywhere else.
+    pub retired: bool,
     /// Sources whose interest must be re-registered this turn.
     dirty: bool,
 }
@@ -150,11 +153,15 @@ impl Lib {
             drives,
             drive_map,
             key,
+            retired: false,
             dirty: true,
         }
     }
 
     fn view(&self) -> Option<LibraryView> {
+        if self.retired {
+            return None;
+        }
         Some(LibraryView { id: self.id?, device: self.label.clone(), state: Some(self.library.state()) })
     }
 
@@ -243,7 +250,7 @@ impl Daemon {
 
     /// Queues an inventory of library `id` for `session`; returns the request id.
     pub fn start_inventory(&mut self, id: Guid, session: &str) -> Result<String, NtmsError> {
-        let Some(lib) = self.libs.iter_mut().find(|l| l.id == Some(id)) else {
+        let Some(lib) = self.libs.iter_mut().find(|l| l.id == Some(id) && !l.retired) else {
             return Err(NtmsError::InvalidLibrary { message: format!("no library {id}") });
         };
         if lib.library.state() == LibraryState::Offline {
@@ -272,7 +279,22 @@ impl Daemon {
     /// Applies one library event to the inventory.
     fn apply_event(&mut self, li: usize, event: Event) {
         let Some(inv) = self.inventory.as_mut() else { return };
+        if let Event::Identified { changer, .. } = &event {
+            // A library whose device came back (hot-plug) replaces its gone instance.
+            let key = if changer.serial.is_empty() { self.libs[li].label.clone() } else { changer.serial.clone() };
+            let id = Guid::derive("library", &key);
+            let label = self.libs[li].label.clone();
+            for (i, other) in self.libs.iter_mut().enumerate() {
+                if i != li && other.id == Some(id) && other.changer.is_none() && !other.retired {
+                    log::info!("library {id} is back on {label}");
+                    other.retired = true;
+                }
+            }
+        }
         let lib = &mut self.libs[li];
+        if lib.retired {
+            return;
+        }
         match event {
             Event::Identified { changer, drives, .. } => {
                 let key = if changer.serial.is_empty() { lib.label.clone() } else { changer.serial.clone() };
@@ -940,7 +962,7 @@ impl Server {
 
     /// A one-line summary of the libraries for `STATUS=` (and for tests, which wait for it).
     fn status_line(&self) -> String {
-        let libs = &self.daemon.libs;
+        let libs: Vec<&Lib> = self.daemon.libs.iter().filter(|l| !l.retired).collect();
         let count = |s: LibraryState| libs.iter().filter(|l| l.library.state() == s).count();
         format!(
             "{} libraries: {} ready, {} busy, {} probing, {} scanning, {} offline",

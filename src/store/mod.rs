@@ -130,7 +130,12 @@ fn decode<T: DeserializeOwned>(v: &[u8], tree: &'static str) -> Result<T, StoreE
 impl Store {
     /// Opens (creating) the database in `dir`, checking and migrating the schema.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir.join("inventory.sled")).mode(sled::Mode::HighThroughput).open()?;
+        let db = sled::Config::new()
+            .path(dir.join("inventory.sled"))
+            .mode(sled::Mode::HighThroughput)
+            // A fixed page cache: sled's default asks the cgroup and complains in small VMs and containers.
+            .cache_capacity(64 << 20)
+            .open()?;
         let store = Store {
             libraries: db.open_tree("libraries")?,
             elements: db.open_tree("elements")?,

@@ -15,7 +15,7 @@ fn units_pass_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     let service = std::fs::read_to_string(Path::new(ROOT).join("systemd/rsmd.service")).unwrap();
     // verify checks that ExecStart exists: point it at the binary under test.
-    let service = service.replace("/usr/bin/rsmd", crate::util::rsmd_bin());
+    let service = service.replace("/usr/bin/rsmd", &crate::util::rsmd_bin());
     std::fs::write(dir.path().join("rsmd.service"), service).unwrap();
     std::fs::copy(Path::new(ROOT).join("systemd/rsmd.socket"), dir.path().join("rsmd.socket")).unwrap();
     let out = Command::new("systemd-analyze")

@@ -49,8 +49,9 @@ pub struct Daemon {
     pub ready: bool,
 }
 
-pub fn rsmd_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_rsmd")
+/// The rsmd binary under test (`$RSMD_BIN` overrides: inside vmlab it is a copy next to the test binary).
+pub fn rsmd_bin() -> String {
+    std::env::var("RSMD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rsmd").to_owned())
 }
 
 pub fn rsm_bin() -> &'static str {

@@ -57,6 +57,8 @@ fn all() {
     ok("timeout");
     map_drives(&lab, &serials, &dvcid_map);
     ok("map-drives");
+    daemon_hotplug(&lab);
+    ok("daemon-hotplug");
     removal(&lab, &serials);
     ok("removal");
 }
@@ -440,7 +442,11 @@ fn iscsiadm(action: &str) {
 }
 
 fn removal(lab: &Lab, (changer_serial, drive_serials): &(String, Vec<String>)) {
-    let paths = [&lab.changer, &lab.drives[0]];
+    // The devices as they are now (an earlier check may have re-plugged them under new numbers).
+    let now = discover::scan(Path::new("/sys"), Path::new("/dev")).expect("scan");
+    let changer_now = now.iter().find(|d| d.kind == DeviceKind::Changer).map_or(lab.changer.clone(), |d| d.sg.clone());
+    let drive_now = now.iter().find(|d| d.kind == DeviceKind::Tape).map_or(lab.drives[0].clone(), |d| d.sg.clone());
+    let paths = [&changer_now, &drive_now];
     let mut transports: Vec<SgTransport> = paths.iter().map(|p| SgTransport::open(p).expect("open")).collect();
     for t in &mut transports {
         for tag in 0..20 {
@@ -500,4 +506,40 @@ fn removal(lab: &Lab, (changer_serial, drive_serials): &(String, Vec<String>)) {
     tur_good(&mut t, 500);
     let r = one(&mut t, 600, cdb::inquiry(96).into_command(T)).expect("INQUIRY");
     assert_eq!(r.data[0] & 0x1F, 8);
+}
+
+// i. ---------------------------------------------------------------------------------------------------------------
+
+/// The daemon in discovery mode on the real devices: ready with every drive mapped; the iSCSI session logged out →
+/// the library goes offline and the daemon keeps serving its stale inventory; logged back in → the library is
+/// back (from the uevents, without a restart).
+fn daemon_hotplug(lab: &Lab) {
+    use crate::util::Daemon;
+    use rsmd::proto::types::{ObjectDetails, ObjectType};
+    std::env::set_var("RSMD_BIN", &lab.rsmd);
+    let root = std::env::temp_dir().join("rsmd-daemon");
+    let _ = std::fs::remove_dir_all(&root);
+    let mut d = Daemon::start(&root, "");
+    d.wait_ready(1);
+    let s = rsmd::client::Session::open_at(&d.socket, None, Some("vmlab"), 0).expect("session");
+    let drives = s.enumerate(None, ObjectType::Drive).expect("drives");
+    assert_eq!(drives.len(), 4);
+    for o in &drives {
+        let ObjectDetails::Drive(dd) = &o.details else { panic!() };
+        assert!(dd.devices.nst.is_some() && dd.serial.is_some(), "drive mapped with its nodes: {dd:?}");
+    }
+    let slots = s.enumerate(None, ObjectType::StorageSlot).expect("slots").len();
+    println!("  daemon ready: 4 drives mapped, {slots} slots");
+    iscsiadm("--logout");
+    d.wait_notify(|m| m.contains(" 1 offline"));
+    assert_eq!(s.enumerate(None, ObjectType::StorageSlot).expect("stale slots").len(), slots);
+    println!("  after logout: library offline, stale inventory still served");
+    iscsiadm("--login");
+    d.wait_notify(|m| m.starts_with("STATUS=1 libraries: 1 ready"));
+    let lib = s.enumerate(None, ObjectType::Library).expect("libraries");
+    assert_eq!(lib.len(), 1);
+    assert_eq!(lib[0].state, "ready");
+    println!("  after login: library ready again on the new devices");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit().success());
 }

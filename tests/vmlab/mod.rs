@@ -10,8 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The items [`inner::all`] checks, each announced by a `VMLAB-OK <item>` line.
-const ITEMS: [&str; 8] =
-    ["discovery", "list-devices", "element-status", "move", "concurrency", "timeout", "map-drives", "removal"];
+const ITEMS: [&str; 9] = [
+    "discovery",
+    "list-devices",
+    "element-status",
+    "move",
+    "concurrency",
+    "timeout",
+    "map-drives",
+    "daemon-hotplug",
+    "removal",
+];
 
 fn vmlab_dir() -> PathBuf {
     match std::env::var_os("VMLAB_DIR") {
