@@ -19,6 +19,7 @@
 //! ATTENTION makes the cached inventory suspect: the library rescans (re-probing after a reset) and reports the
 //! result as a full inventory for the caller to reconcile.
 
+pub mod mounts;
 mod policy;
 #[cfg(test)]
 mod tests;
@@ -686,7 +687,10 @@ impl Library {
         if let Action::Rescan { reprobe } = action {
             let asc = crate::scsi::sense::Sense::parse(&r.sense).map(|s| s.asc).unwrap_or(Asc(0, 0));
             self.events.push_back(Event::Attention { device, asc });
-            self.rescan = Some(self.rescan.unwrap_or(false) || reprobe);
+            // A drive's unit attention (a tape loaded, a drive reset) says nothing about the changer's elements.
+            if device == DeviceRef::Changer {
+                self.rescan = Some(self.rescan.unwrap_or(false) || reprobe);
+            }
         }
         Some(action)
     }

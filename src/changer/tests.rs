@@ -3,6 +3,7 @@
 //! `Sim::drive_bounded` delivers commands and completions and advances time to the next deadline until a
 //! condition holds, failing after a step budget so a livelock shows up as a test failure, not a hang.
 
+use super::mounts::{DriveChoice, JobError, JobKind, Mounts, Outcome};
 use super::*;
 use crate::transport::DataDirection;
 use vlib::{Config as VConfig, Device, Direction, Fault, Request};
@@ -14,6 +15,10 @@ struct Sim {
     events: Vec<Event>,
     /// Commands sent to a device that disappeared: completed as DeviceGone by the harness.
     gone: Vec<Tag>,
+    mounts: Mounts,
+    outcomes: Vec<Outcome>,
+    /// Commands submitted and not completed, by device: a device that disappears fails them (as POLLHUP does).
+    outstanding: std::collections::HashMap<Tag, Device>,
 }
 
 fn to_vlib(d: DeviceRef) -> Device {
@@ -27,7 +32,16 @@ impl Sim {
     fn new(config: VConfig, options: LibraryOptions) -> Sim {
         let drives = config.drive_count();
         let target = vlib::Target::new(config).unwrap();
-        Sim { lib: Library::new(drives, options, 0), target, now: 0, events: Vec::new(), gone: Vec::new() }
+        Sim {
+            lib: Library::new(drives, options, 0),
+            target,
+            now: 0,
+            events: Vec::new(),
+            gone: Vec::new(),
+            mounts: Mounts::default(),
+            outcomes: Vec::new(),
+            outstanding: std::collections::HashMap::new(),
+        }
     }
 
     fn default() -> Sim {
@@ -38,6 +52,7 @@ impl Sim {
 
     /// One step: submit everything, deliver one completion or advance time. False when nothing can happen.
     fn step(&mut self) -> bool {
+        self.pump_mounts();
         let mut progressed = false;
         while let Some(o) = self.lib.poll_request() {
             progressed = true;
@@ -52,14 +67,22 @@ impl Sim {
                 DataDirection::ToDevice(d) => Direction::ToDevice(d),
             };
             let timeout_ms = u32::try_from(o.command.timeout.as_millis()).unwrap_or(u32::MAX);
+            self.outstanding.insert(o.tag, device);
             self.target.submit(device, Request { tag: o.tag, cdb: o.command.cdb, direction, timeout_ms }, self.now);
         }
-        self.events.extend(std::iter::from_fn(|| self.lib.poll_event()));
+        self.pump_mounts();
+        let vanished: Vec<Tag> =
+            self.outstanding.iter().filter(|(_, d)| !self.target.is_present(**d)).map(|(t, _)| *t).collect();
+        for t in vanished {
+            self.outstanding.remove(&t);
+            self.gone.push(t);
+        }
         if let Some(tag) = self.gone.pop() {
             self.lib.handle_completion(tag, Err(TransportError::DeviceGone), self.now);
             return true;
         }
         if let Some((_, r)) = self.target.poll_completion(self.now) {
+            self.outstanding.remove(&r.tag);
             let result = if r.host_status == 3 {
                 Err(TransportError::TimedOut)
             } else {
@@ -74,13 +97,18 @@ impl Sim {
                 })
             };
             self.lib.handle_completion(r.tag, result, self.now);
+            self.pump_mounts();
             return true;
         }
-        let next = [self.target.next_completion_at(), self.lib.poll_timeout()].into_iter().flatten().min();
+        let next = [self.target.next_completion_at(), self.lib.poll_timeout(), self.mounts.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
         match next {
             Some(t) if t > self.now => {
                 self.now = t;
                 self.lib.handle_timeout(t);
+                self.pump_mounts();
                 true
             }
             Some(_) => {
@@ -89,6 +117,26 @@ impl Sim {
             }
             None => progressed,
         }
+    }
+
+    /// Library events go through the scheduler first; it then starts what it can.
+    fn pump_mounts(&mut self) {
+        while let Some(e) = self.lib.poll_event() {
+            if let Some(e) = self.mounts.handle_event(e, &mut self.lib, self.now) {
+                self.events.push(e);
+            }
+        }
+        self.mounts.poll(&mut self.lib, self.now);
+        self.outcomes.extend(std::iter::from_fn(|| self.mounts.poll_outcome()));
+    }
+
+    fn outcome(&self, id: u64) -> Option<&Outcome> {
+        self.outcomes.iter().find(|o| o.id == id)
+    }
+
+    fn wait_outcome(&mut self, id: u64) -> Outcome {
+        self.drive_bounded(100_000, |s| s.outcome(id).is_some());
+        self.outcome(id).cloned().unwrap()
     }
 
     fn drive_bounded(&mut self, max_steps: usize, done: impl Fn(&Sim) -> bool) {
@@ -295,4 +343,147 @@ fn device_gone_mid_scan_goes_offline() {
     s.lib.reattach(4, s.now);
     s.ready();
     s.assert_agrees();
+}
+
+fn timed() -> Sim {
+    // Realistic timings scaled down: robot 8 s → 80 ms, load 20 s → 200 ms, unload 15 s → 150 ms.
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.01;
+    let mut s = Sim::new(c, LibraryOptions::default());
+    // Polls scaled like the timings: 1 s backing off to 2 s, on a 100× faster clock.
+    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
+    s
+}
+
+#[test]
+fn mount_waits_for_drive_ready_and_dismount_returns_home() {
+    let mut s = timed();
+    s.ready();
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
+    let o = s.wait_outcome(1);
+    assert_eq!(o.result, Ok(()));
+    let drive = o.drive.unwrap();
+    let load = s.target.config().scaled(s.target.config().timing.load_ms);
+    let robot = s.target.config().scaled(s.target.config().timing.move_ms);
+    assert!(s.now >= robot + load, "ready only after the load ({} ms)", s.now);
+    // The emulator agrees the drive is loaded and ready.
+    let snap = s.target.snapshot();
+    assert_eq!(snap.drives[0].status, vlib::DriveStatus::Ready);
+    s.mounts.submit(2, JobKind::Dismount { drive, home: Some(1000) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Ok(()));
+    s.assert_agrees();
+    assert_eq!(s.lib.element(1000).unwrap().barcode.as_deref(), Some("ABC001L6"));
+}
+
+#[test]
+fn the_robot_serves_the_next_mount_while_a_drive_threads() {
+    let mut s = timed();
+    s.ready();
+    let start = s.now;
+    for (id, slot) in [(1, 1000), (2, 1001), (3, 1002), (4, 1003)] {
+        s.mounts.submit(id, JobKind::Mount { source: slot, drive: DriveChoice::Any }, 0, None);
+    }
+    for id in 1..=4 {
+        assert_eq!(s.wait_outcome(id).result, Ok(()));
+    }
+    let robot = s.target.config().scaled(s.target.config().timing.move_ms);
+    let load = s.target.config().scaled(s.target.config().timing.load_ms);
+    let makespan = s.now - start;
+    // Robot-bound floor: 4 moves back to back, then the last drive's load.
+    let floor = 4 * robot + load;
+    assert!(makespan >= floor, "{makespan} < floor {floor}");
+    assert!(makespan < 4 * (robot + load), "pipelined ({makespan} ms), not serial ({} ms)", 4 * (robot + load));
+    assert!(makespan <= floor + floor / 20 + MAX_POLL_SLACK, "within 5% of the floor: {makespan} vs {floor}");
+    let drives: std::collections::HashSet<u16> = (1..=4).map(|id| s.outcome(id).unwrap().drive.unwrap()).collect();
+    assert_eq!(drives.len(), 4);
+}
+
+/// TEST UNIT READY polling can notice readiness up to one (scaled) poll interval late.
+const MAX_POLL_SLACK: u64 = super::mounts::MAX_POLL_MS / 100;
+
+#[test]
+fn priority_reorders_the_queue_and_cancel_drops_a_queued_job() {
+    let mut s = timed();
+    s.ready();
+    // Occupy the robot, then queue a low and a high priority mount.
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    s.pump_mounts();
+    s.mounts.submit(2, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, -5, None);
+    s.mounts.submit(3, JobKind::Mount { source: 1002, drive: DriveChoice::Any }, 10, None);
+    s.mounts.submit(4, JobKind::Mount { source: 1003, drive: DriveChoice::Any }, 0, None);
+    assert!(s.mounts.cancel(4));
+    for id in [1, 2, 3] {
+        assert_eq!(s.wait_outcome(id).result, Ok(()));
+    }
+    assert_eq!(s.outcome(4).unwrap().result, Err(JobError::Cancelled));
+    let pos = |id| s.outcomes.iter().position(|o| o.id == id).unwrap();
+    assert!(pos(3) < pos(2), "priority 10 before priority -5");
+    s.assert_agrees();
+    assert!(s.lib.element(1003).unwrap().full, "the cancelled cartridge never moved");
+}
+
+#[test]
+fn cancel_after_the_move_undoes_the_mount() {
+    let mut s = timed();
+    s.ready();
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(501) }, 0, None);
+    // Let the move finish, then cancel while the drive threads.
+    s.drive_bounded(10_000, |s| s.lib.element(501).is_some_and(|e| e.full));
+    assert!(s.mounts.cancel(1));
+    assert_eq!(s.wait_outcome(1).result, Err(JobError::Cancelled));
+    s.assert_agrees();
+    assert!(s.lib.element(1000).unwrap().full && !s.lib.element(501).unwrap().full, "back home");
+}
+
+#[test]
+fn a_timeout_in_the_queue_or_on_the_drive_leaves_a_known_state() {
+    let mut s = timed();
+    s.ready();
+    let deadline = s.now + 50;
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, Some(deadline));
+    assert_eq!(s.wait_outcome(1).result, Err(JobError::TimedOut));
+    s.drive_bounded(10_000, |s| s.mounts.is_empty() && s.lib.moves_pending() == 0);
+    s.assert_agrees();
+    assert!(s.lib.element(1000).unwrap().full);
+}
+
+#[test]
+fn robot_jam_and_a_drive_that_will_not_unload_fail_specifically() {
+    let mut s = timed();
+    s.ready();
+    s.target.inject(Fault::RobotJam { next_moves: 1 });
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
+    assert_eq!(s.wait_outcome(1).result, Err(JobError::Move(MoveError::Refused(Failure::Hardware(0x15, 0x01)))));
+    // The library stays usable: the same mount works now.
+    s.mounts.submit(2, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Ok(()));
+    s.target.inject(Fault::DriveWontUnload { drive: 0 });
+    s.mounts.submit(3, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    let o = s.wait_outcome(3);
+    assert!(matches!(o.result, Err(JobError::UnloadRefused(_)) | Err(JobError::Move(_))), "{o:?}");
+    s.drive_bounded(10_000, |s| s.lib.moves_pending() == 0 && s.lib.changer_queue.is_empty());
+    s.assert_agrees();
+    // Other drives are not disturbed.
+    s.mounts.submit(4, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, 0, None);
+    assert_eq!(s.wait_outcome(4).result, Ok(()));
+}
+
+#[test]
+fn destination_full_and_device_gone_mid_move() {
+    let mut s = timed();
+    s.ready();
+    // The cache says 500 is empty but the hardware disagrees: vlib refuses with 3B/0D, the library re-reads.
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(1).result, Ok(()));
+    s.lib.elements.iter_mut().find(|e| e.address == 500).unwrap().full = false;
+    s.mounts.submit(2, JobKind::Mount { source: 1001, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Err(JobError::Move(MoveError::Refused(Failure::DestinationFull))));
+    s.drive_bounded(10_000, |s| s.lib.element(500).is_some_and(|e| e.full));
+    // The changer vanishes while the robot moves.
+    s.mounts.submit(3, JobKind::Mount { source: 1002, drive: DriveChoice::Element(501) }, 0, None);
+    s.drive_bounded(10_000, |s| s.lib.moves_pending() == 1 && !s.lib.in_flight.is_empty());
+    s.target.inject(Fault::Disappear { device: Device::Changer });
+    let o = s.wait_outcome(3);
+    assert_eq!(o.result, Err(JobError::Move(MoveError::Offline)));
 }

@@ -1,0 +1,592 @@
+//! Mount and dismount jobs on top of a [`Library`]: the robot queue (by priority), drive state machines, and
+//! pipelining. Sans-IO like the library: the server feeds library events in and drains outcomes.
+//!
+//! # Primer
+//! A mount is: reserve a drive (the one asked for, or any free mapped drive when it starts), MOVE MEDIUM slot →
+//! drive, then poll TEST UNIT READY on the drive (with backoff; "becoming ready" and a unit attention are waited
+//! out) until it answers GOOD. A dismount is: LOAD UNLOAD (unload) on the drive, then MOVE MEDIUM drive → home slot
+//! (the slot it came from, or a free one when that is taken). The robot is one serial resource and drives are
+//! parallel: a job hands the robot back as soon as its move is done, so while one drive threads a tape the robot
+//! already serves the next job. Jobs wait in a queue ordered by priority, then age.
+//!
+//! A job cancelled or timed out before its move is dropped; after its move, a mount is undone (unload and move
+//! back), so the hardware is left in a known state either way.
+
+use std::collections::VecDeque;
+
+use super::{Event, Library, Millis, MoveError};
+use crate::model::LibraryState;
+use crate::scsi::action::{classify, Action, Failure};
+use crate::scsi::cdb;
+use crate::scsi::element::ElementType;
+use crate::transport::{Response, TransportError};
+
+/// Which drive a mount may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriveChoice {
+    /// This data transfer element.
+    Element(u16),
+    /// Any free mapped drive of the library.
+    Any,
+}
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    /// Put the cartridge in `source` into a drive and wait until the drive is ready.
+    Mount {
+        /// Element holding the cartridge.
+        source: u16,
+        /// The drive to use.
+        drive: DriveChoice,
+    },
+    /// Take the cartridge out of drive element `drive` and put it in `home` (or a free slot if taken).
+    Dismount {
+        /// The drive element.
+        drive: u16,
+        /// Preferred destination.
+        home: Option<u16>,
+    },
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The robot move failed.
+    #[error("The robot move failed")]
+    Move(#[source] MoveError),
+    /// No free drive or element (for `Element`: it is not empty, unmapped, or busy).
+    #[error("Drive element {0} is not available")]
+    DriveUnavailable(u16),
+    /// The drive has no device mapped: it cannot be polled or unloaded.
+    #[error("Drive element {0} has no mapped drive device")]
+    Unmapped(u16),
+    /// The drive refused LOAD UNLOAD.
+    #[error("The drive refused to unload")]
+    UnloadRefused(#[source] Failure),
+    /// The drive did not become ready.
+    #[error("The drive did not become ready")]
+    NotReady(#[source] Failure),
+    /// The drive cannot be reached.
+    #[error("The drive is gone")]
+    DriveGone,
+    /// No empty storage slot to put the cartridge in.
+    #[error("No free storage slot")]
+    NoFreeSlot,
+    /// Cancelled (a mount already in the drive was taken back out).
+    #[error("Cancelled")]
+    Cancelled,
+    /// Timed out (a mount already in the drive was taken back out).
+    #[error("Timed out")]
+    TimedOut,
+    /// The library is offline.
+    #[error("The library is offline")]
+    Offline,
+}
+
+/// A finished job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The job id.
+    pub id: u64,
+    /// The drive element it used (mounts: where the cartridge now is).
+    pub drive: Option<u16>,
+    /// The result.
+    pub result: Result<(), JobError>,
+}
+
+/// A progress report (for request objects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// The job left the queue: the robot is moving for it.
+    Started {
+        /// Job id.
+        id: u64,
+        /// The drive element it uses.
+        drive: u16,
+    },
+    /// The move is done; waiting for the drive to become ready.
+    WaitingForDrive {
+        /// Job id.
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Queued,
+    /// The library has our move (`move_id`).
+    Moving,
+    /// Unloading the drive before the move out.
+    Unloading,
+    /// Polling TEST UNIT READY; next poll at `next_at` (None: a poll is in flight).
+    WaitingReady {
+        next_at: Option<Millis>,
+        interval: Millis,
+    },
+    /// Undoing a mount after cancel/timeout: unload then move back; the outcome is `undo`'s error.
+    Undoing,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    id: u64,
+    kind: JobKind,
+    priority: i32,
+    deadline: Option<Millis>,
+    step: Step,
+    drive: Option<u16>,
+    device: Option<usize>,
+    /// Set when cancelled/timed out mid-flight: the error to report once the hardware is back in a known state.
+    abort: Option<JobError>,
+    /// A dismount's destination once chosen.
+    dest: Option<u16>,
+    ready_by: Millis,
+}
+
+/// How long a drive may take to become ready after a load.
+pub const READY_TIMEOUT_MS: Millis = 15 * 60 * 1000;
+/// First TEST UNIT READY poll interval after a load.
+pub const FIRST_POLL_MS: Millis = 250;
+/// Longest poll interval (the polls back off by half each time up to this).
+pub const MAX_POLL_MS: Millis = 2_000;
+
+/// The job scheduler of one library.
+#[derive(Debug)]
+pub struct Mounts {
+    queue: Vec<Job>,
+    active: Vec<Job>,
+    outcomes: VecDeque<Outcome>,
+    progress: VecDeque<Progress>,
+    seq: u64,
+    poll_first: Millis,
+    poll_max: Millis,
+}
+
+impl Default for Mounts {
+    fn default() -> Self {
+        Mounts::with_polling(FIRST_POLL_MS, MAX_POLL_MS)
+    }
+}
+
+/// Ids of library moves and drive commands issued by the scheduler carry this bit, so they never collide with
+/// the server's own.
+const JOB_BIT: u64 = 1 << 62;
+
+impl Mounts {
+    /// A scheduler polling drives every `first` ms at first, backing off to every `max` ms.
+    pub fn with_polling(first: Millis, max: Millis) -> Mounts {
+        Mounts {
+            queue: Vec::new(),
+            active: Vec::new(),
+            outcomes: VecDeque::new(),
+            progress: VecDeque::new(),
+            seq: 0,
+            poll_first: first.max(1),
+            poll_max: max.max(first.max(1)),
+        }
+    }
+
+    /// Queues a job. `deadline`: give up (and undo) at this time.
+    pub fn submit(&mut self, id: u64, kind: JobKind, priority: i32, deadline: Option<Millis>) {
+        self.seq += 1;
+        self.queue.push(Job {
+            id,
+            kind,
+            priority,
+            deadline,
+            step: Step::Queued,
+            drive: None,
+            device: None,
+            abort: None,
+            dest: None,
+            ready_by: 0,
+        });
+    }
+
+    /// Number of jobs queued or running.
+    pub fn len(&self) -> usize {
+        self.queue.len() + self.active.len()
+    }
+
+    /// True when idle.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Changes the priority of a queued job. False when it is not queued.
+    pub fn reprioritize(&mut self, id: u64, priority: i32) -> bool {
+        match self.queue.iter_mut().find(|j| j.id == id) {
+            Some(j) => {
+                j.priority = priority;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels a job: a queued one at once; a running one after its current step, undoing a mount.
+    pub fn cancel(&mut self, id: u64) -> bool {
+        if let Some(i) = self.queue.iter().position(|j| j.id == id) {
+            let j = self.queue.remove(i);
+            self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Cancelled) });
+            return true;
+        }
+        match self.active.iter_mut().find(|j| j.id == id) {
+            Some(j) if j.abort.is_none() => {
+                j.abort = Some(JobError::Cancelled);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The next finished job.
+    pub fn poll_outcome(&mut self) -> Option<Outcome> {
+        self.outcomes.pop_front()
+    }
+
+    /// The next progress report.
+    pub fn poll_progress(&mut self) -> Option<Progress> {
+        self.progress.pop_front()
+    }
+
+    /// When `poll` should run next for timers.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let polls = self.active.iter().filter_map(|j| match j.step {
+            Step::WaitingReady { next_at, .. } => next_at,
+            _ => None,
+        });
+        let deadlines = self.queue.iter().chain(&self.active).filter(|j| j.abort.is_none()).filter_map(|j| j.deadline);
+        polls.chain(deadlines).min()
+    }
+
+    fn drive_busy(&self, address: u16) -> bool {
+        self.active.iter().any(|j| j.drive == Some(address))
+    }
+
+    /// Starts what can start and runs timers. Call after every input.
+    pub fn poll(&mut self, lib: &mut Library, now: Millis) {
+        // Deadlines.
+        for i in (0..self.queue.len()).rev() {
+            if self.queue[i].deadline.is_some_and(|d| d <= now) {
+                let j = self.queue.remove(i);
+                self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::TimedOut) });
+            }
+        }
+        for j in &mut self.active {
+            if j.abort.is_none() && j.deadline.is_some_and(|d| d <= now) {
+                j.abort = Some(JobError::TimedOut);
+            }
+        }
+        // Aborted jobs waiting for the drive: undo now.
+        let aborting: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|j| j.abort.is_some() && matches!(j.step, Step::WaitingReady { .. }))
+            .map(|j| j.id)
+            .collect();
+        for id in aborting {
+            self.start_undo(id, lib);
+        }
+        // TEST UNIT READY polls that are due.
+        for j in &mut self.active {
+            if let Step::WaitingReady { next_at: Some(t), interval } = j.step {
+                if t <= now {
+                    if let Some(dev) = j.device {
+                        lib.drive_command(
+                            JOB_BIT | j.id,
+                            dev,
+                            cdb::test_unit_ready().into_command(std::time::Duration::from_secs(60)),
+                        );
+                        j.step = Step::WaitingReady { next_at: None, interval };
+                    }
+                }
+            }
+        }
+        if lib.state() == LibraryState::Offline {
+            for j in self.queue.drain(..) {
+                self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Offline) });
+            }
+            return;
+        }
+        // The robot takes one move at a time: give it the best queued job when it is idle.
+        if lib.moves_pending() > 0 || !matches!(lib.state(), LibraryState::Ready | LibraryState::Busy) {
+            return;
+        }
+        self.queue.sort_by_key(|j| std::cmp::Reverse(j.priority));
+        let mut i = 0;
+        while i < self.queue.len() {
+            match self.try_start(i, lib, now) {
+                Start::Started => return,
+                Start::Failed => {}
+                Start::Wait => i += 1,
+            }
+        }
+    }
+
+    fn try_start(&mut self, i: usize, lib: &mut Library, now: Millis) -> Start {
+        let job = self.queue[i].clone();
+        match &job.kind {
+            JobKind::Mount { source, drive } => {
+                let src_busy =
+                    self.active.iter().any(|j| matches!(&j.kind, JobKind::Mount { source: s, .. } if s == source));
+                if src_busy {
+                    return Start::Wait;
+                }
+                let free = |e: &super::Element| {
+                    e.element_type == ElementType::DataTransfer
+                        && !e.full
+                        && e.device.is_some()
+                        && !self.drive_busy(e.address)
+                };
+                let target = match drive {
+                    DriveChoice::Element(a) => match lib.element(*a) {
+                        Some(e) if free(e) => Some((e.address, e.device)),
+                        Some(e) if e.element_type == ElementType::DataTransfer && e.device.is_none() => {
+                            self.fail(i, JobError::Unmapped(*a));
+                            return Start::Failed;
+                        }
+                        Some(e) if e.element_type == ElementType::DataTransfer => None,
+                        _ => {
+                            self.fail(i, JobError::DriveUnavailable(*a));
+                            return Start::Failed;
+                        }
+                    },
+                    DriveChoice::Any => lib.elements().iter().find(|e| free(e)).map(|e| (e.address, e.device)),
+                };
+                let Some((address, device)) = target else { return Start::Wait };
+                let mut job = self.queue.remove(i);
+                match lib.request_move(JOB_BIT | job.id, *source, address) {
+                    Ok(()) => {
+                        job.drive = Some(address);
+                        job.device = device;
+                        job.step = Step::Moving;
+                        job.ready_by = now + READY_TIMEOUT_MS;
+                        self.progress.push_back(Progress::Started { id: job.id, drive: address });
+                        self.active.push(job);
+                        Start::Started
+                    }
+                    Err(e) => {
+                        self.outcomes.push_back(Outcome { id: job.id, drive: None, result: Err(JobError::Move(e)) });
+                        Start::Failed
+                    }
+                }
+            }
+            JobKind::Dismount { drive, .. } => {
+                if self.drive_busy(*drive) {
+                    return Start::Wait;
+                }
+                let device = lib.element(*drive).and_then(|e| e.device);
+                let mut job = self.queue.remove(i);
+                job.drive = Some(*drive);
+                job.device = device;
+                self.progress.push_back(Progress::Started { id: job.id, drive: *drive });
+                match device {
+                    Some(dev) => {
+                        job.step = Step::Unloading;
+                        lib.drive_command(
+                            JOB_BIT | job.id,
+                            dev,
+                            cdb::load_unload(false, false).into_command(std::time::Duration::from_secs(15 * 60)),
+                        );
+                        self.active.push(job);
+                        Start::Started
+                    }
+                    None => {
+                        // No drive device to unload through: the library must eject by itself.
+                        self.active.push(job);
+                        self.move_out(self.active.len() - 1, lib)
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, i: usize, e: JobError) {
+        let j = self.queue.remove(i);
+        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result: Err(e) });
+    }
+
+    fn finish(&mut self, idx: usize, result: Result<(), JobError>) {
+        let j = self.active.remove(idx);
+        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result });
+    }
+
+    /// Moves the cartridge out of the job's drive to its home or a free slot.
+    fn move_out(&mut self, idx: usize, lib: &mut Library) -> Start {
+        let j = &self.active[idx];
+        let Some(drive) = j.drive else { return Start::Failed };
+        let home = match &j.kind {
+            JobKind::Dismount { home, .. } => *home,
+            JobKind::Mount { source, .. } => Some(*source),
+        }
+        .or_else(|| lib.element(drive).and_then(|e| e.source));
+        let reserved: Vec<u16> = self.active.iter().filter_map(|x| x.dest).collect();
+        let free_home = home.filter(|h| lib.element(*h).is_some_and(|e| !e.full) && !reserved.contains(h));
+        let dest = free_home.or_else(|| {
+            lib.elements()
+                .iter()
+                .find(|e| e.element_type == ElementType::Storage && !e.full && !reserved.contains(&e.address))
+                .map(|e| e.address)
+        });
+        let Some(dest) = dest else {
+            let abort = self.active[idx].abort.clone();
+            self.finish(idx, Err(abort.unwrap_or(JobError::NoFreeSlot)));
+            return Start::Failed;
+        };
+        let id = self.active[idx].id;
+        self.active[idx].dest = Some(dest);
+        self.active[idx].step = if self.active[idx].abort.is_some() { Step::Undoing } else { Step::Moving };
+        match lib.request_move(JOB_BIT | id, drive, dest) {
+            Ok(()) => Start::Started,
+            Err(e) => {
+                let abort = self.active[idx].abort.clone();
+                self.finish(idx, Err(abort.unwrap_or(JobError::Move(e))));
+                Start::Failed
+            }
+        }
+    }
+
+    fn start_undo(&mut self, id: u64, lib: &mut Library) {
+        let Some(idx) = self.active.iter().position(|j| j.id == id) else { return };
+        match self.active[idx].device {
+            Some(dev) => {
+                self.active[idx].step = Step::Undoing;
+                self.active[idx].dest = None;
+                lib.drive_command(
+                    JOB_BIT | id,
+                    dev,
+                    cdb::load_unload(false, false).into_command(std::time::Duration::from_secs(15 * 60)),
+                );
+            }
+            None => {
+                self.move_out(idx, lib);
+            }
+        }
+    }
+
+    /// Offers a library event. Returns it back when it is not the scheduler's.
+    pub fn handle_event(&mut self, event: Event, lib: &mut Library, now: Millis) -> Option<Event> {
+        match event {
+            Event::MoveFinished { id, result } if id & JOB_BIT != 0 => {
+                self.on_move(id & !JOB_BIT, result, lib, now);
+                None
+            }
+            Event::DriveCommand { id, result, .. } if id & JOB_BIT != 0 => {
+                self.on_drive(id & !JOB_BIT, result, lib, now);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    fn on_move(&mut self, id: u64, result: Result<(), MoveError>, lib: &mut Library, now: Millis) {
+        let Some(idx) = self.active.iter().position(|j| j.id == id) else { return };
+        let job = &self.active[idx];
+        let undoing = job.step == Step::Undoing;
+        match (&job.kind, result) {
+            (_, Err(e)) => {
+                let abort = job.abort.clone();
+                self.finish(idx, Err(abort.unwrap_or(JobError::Move(e))));
+            }
+            (_, Ok(())) if undoing => {
+                let abort = job.abort.clone().unwrap_or(JobError::Cancelled);
+                self.finish(idx, Err(abort));
+            }
+            (JobKind::Mount { .. }, Ok(())) => {
+                if job.abort.is_some() {
+                    let id = job.id;
+                    self.start_undo(id, lib);
+                } else if job.device.is_none() {
+                    // Nothing to poll: the move is all we can do.
+                    self.finish(idx, Ok(()));
+                } else {
+                    self.progress.push_back(Progress::WaitingForDrive { id });
+                    let first = self.poll_first;
+                    self.active[idx].step = Step::WaitingReady { next_at: Some(now), interval: first };
+                }
+            }
+            (JobKind::Dismount { .. }, Ok(())) => self.finish(idx, Ok(())),
+        }
+    }
+
+    fn on_drive(&mut self, id: u64, result: Result<Response, TransportError>, lib: &mut Library, now: Millis) {
+        let Some(idx) = self.active.iter().position(|j| j.id == id) else { return };
+        let step = self.active[idx].step.clone();
+        let r = match result {
+            Ok(r) => r,
+            Err(TransportError::TimedOut) => {
+                if let Step::WaitingReady { interval, .. } = step {
+                    self.active[idx].step = Step::WaitingReady { next_at: Some(now + interval), interval };
+                    return;
+                }
+                return self.finish(idx, Err(JobError::DriveGone));
+            }
+            Err(_) => {
+                let abort = self.active[idx].abort.clone();
+                return self.finish(idx, Err(abort.unwrap_or(JobError::DriveGone)));
+            }
+        };
+        let action = classify(r.status, &r.sense);
+        match step {
+            Step::Unloading | Step::Undoing => match action {
+                // No medium: already ejected. A unit attention: the command did not run; the move still works on
+                // libraries that eject by themselves, so go on.
+                Action::Done | Action::Fail(Failure::MediumNotPresent) | Action::Rescan { .. } => {
+                    self.move_out(idx, lib);
+                }
+                Action::Retry { after_ms } | Action::WaitReady { after_ms } if after_ms < 60_000 => {
+                    // Simplest correct reaction: try the move; a library that needs the unload will refuse it.
+                    self.move_out(idx, lib);
+                }
+                Action::Fail(f) => {
+                    let abort = self.active[idx].abort.clone();
+                    self.finish(idx, Err(abort.unwrap_or(JobError::UnloadRefused(f))));
+                }
+                Action::Retry { .. } | Action::WaitReady { .. } => {
+                    self.finish(idx, Err(JobError::UnloadRefused(Failure::RetriesExhausted)))
+                }
+            },
+            Step::WaitingReady { interval, .. } => {
+                if self.active[idx].abort.is_some() {
+                    let id = self.active[idx].id;
+                    return self.start_undo(id, lib);
+                }
+                let again = |s: &mut Self, interval: Millis| {
+                    let next = (interval + interval / 2).min(s.poll_max);
+                    s.active[idx].step = Step::WaitingReady { next_at: Some(now + interval), interval: next };
+                };
+                match action {
+                    Action::Done => self.finish(idx, Ok(())),
+                    // Not threaded yet, becoming ready, or the unit attention of a new medium: poll again.
+                    Action::WaitReady { .. }
+                    | Action::Retry { .. }
+                    | Action::Rescan { .. }
+                    | Action::Fail(Failure::MediumNotPresent)
+                        if now < self.active[idx].ready_by =>
+                    {
+                        again(self, interval)
+                    }
+                    Action::Fail(f) => {
+                        let id = self.active[idx].id;
+                        self.active[idx].abort = Some(JobError::NotReady(f));
+                        self.start_undo(id, lib);
+                    }
+                    _ => {
+                        let id = self.active[idx].id;
+                        self.active[idx].abort = Some(JobError::NotReady(Failure::RetriesExhausted));
+                        self.start_undo(id, lib);
+                    }
+                }
+            }
+            Step::Queued | Step::Moving => {}
+        }
+    }
+}
+
+enum Start {
+    Started,
+    Failed,
+    Wait,
+}
