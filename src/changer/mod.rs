@@ -414,6 +414,11 @@ impl Library {
         self.start_probe();
     }
 
+    /// True when commands wait for [`Library::poll_request`].
+    pub fn has_requests(&self) -> bool {
+        !self.outgoing.is_empty()
+    }
+
     /// The server's next command to submit.
     pub fn poll_request(&mut self) -> Option<Outgoing> {
         self.outgoing.pop_front()

@@ -261,6 +261,27 @@ impl Mounts {
         polls.chain(deadlines).min()
     }
 
+    /// True when a queued mount waits and no free mapped drive exists: a loaded but unmounted cartridge (a
+    /// deferred dismount) should make room.
+    pub fn starved(&self, lib: &Library) -> bool {
+        let waiting = self.queue.iter().any(|j| matches!(j.kind, JobKind::Mount { .. }));
+        let free = lib.elements().iter().any(|e| {
+            e.element_type == ElementType::DataTransfer && !e.full && e.device.is_some() && !self.drive_busy(e.address)
+        });
+        waiting && !free
+    }
+
+    /// True when a job uses drive element `address` (or will: a queued dismount of it).
+    pub fn uses_drive(&self, address: u16) -> bool {
+        self.drive_busy(address)
+            || self.queue.iter().any(|j| matches!(j.kind, JobKind::Dismount { drive, .. } if drive == address))
+    }
+
+    /// True when a job (queued or running) mounts the cartridge in `source`.
+    pub fn uses_source(&self, source: u16) -> bool {
+        self.queue.iter().chain(&self.active).any(|j| matches!(j.kind, JobKind::Mount { source: s, .. } if s == source))
+    }
+
     fn drive_busy(&self, address: u16) -> bool {
         self.active.iter().any(|j| j.drive == Some(address))
     }

@@ -72,6 +72,8 @@ pub struct Client {
     pub paused: bool,
     /// Our writing side is shut (after the last reply of a closing connection).
     pub write_shut: bool,
+    /// Registered with the poll (see [`Client::interest`]).
+    pub registered: bool,
 }
 
 /// Result of reading.
@@ -100,6 +102,7 @@ impl Client {
             last_progress: now,
             paused: false,
             write_shut: false,
+            registered: true,
         }
     }
 
@@ -113,16 +116,17 @@ impl Client {
         self.closing || self.read_closed || self.slots.len() >= MAX_PIPELINE || self.pending_output() >= MAX_OUTPUT
     }
 
-    /// The interest to register: readable unless backpressured, writable while output is queued.
+    /// The interest to register, computed from the state: readable while we accept input (or linger to discard
+    /// it), writable while output is queued; None when neither (the connection is then deregistered: a readable
+    /// socket we will not read, or a half-closed one, would otherwise wake the loop forever).
     pub fn interest(&self) -> Option<mio::Interest> {
-        let read = !self.backpressured();
+        let read = !self.read_closed && (self.closing || !self.backpressured());
         let write = self.out_pos < self.out.len();
         match (read, write) {
             (true, true) => Some(mio::Interest::READABLE | mio::Interest::WRITABLE),
             (true, false) => Some(mio::Interest::READABLE),
             (false, true) => Some(mio::Interest::WRITABLE),
-            // Still watch for hang-ups while backpressured: readable reports them.
-            (false, false) => Some(mio::Interest::READABLE),
+            (false, false) => None,
         }
     }
 

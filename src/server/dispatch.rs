@@ -17,6 +17,11 @@ use crate::proto::{interface, Method, NtmsError, VarlinkError, WireError, PROTOC
 pub enum Answer {
     /// Reply now (after the store batch `durable` is on disk; 0 = at once).
     Reply(Result<Map<String, Value>, WireError>, u64),
+    /// The reply comes when the job with this request key finishes.
+    Later {
+        /// Request key.
+        key: u64,
+    },
     /// A `more` stream of notifications for a session.
     Stream {
         /// The session.
@@ -193,10 +198,11 @@ impl Daemon {
                 Ok(()) => now(Ok(Map::new()), self.batch_for_reply()),
                 Err(e) => now(ntms(e), 0),
             },
-            m @ (Method::MountMedia { .. }
-            | Method::DismountMedia { .. }
-            | Method::EjectMedia { .. }
-            | Method::InjectMedia { .. }) => {
+            Method::MountMedia { session, media, drive, flags, priority, timeout_ms } => {
+                self.mount(&session, &media, drive.as_deref(), flags, priority, timeout_ms)
+            }
+            Method::DismountMedia { session, target, deferred } => self.dismount(&session, &target, deferred),
+            m @ (Method::EjectMedia { .. } | Method::InjectMedia { .. }) => {
                 now(Err(VarlinkError::MethodNotImplemented { method: m.full_name() }.into()), 0)
             }
         }

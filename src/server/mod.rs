@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod dispatch;
+pub mod mounting;
 pub mod notify;
 pub mod objects;
 pub mod requests;
@@ -33,6 +34,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::changer::mounts::Mounts;
 use crate::changer::{DeviceRef, Event, Library, LibraryOptions};
 use crate::media::Inventory;
 use crate::model::{DriveInfo, Guid, LibraryRecord, LibraryState};
@@ -128,8 +130,26 @@ pub struct Lib {
     /// Replaced by a newer instance of the same library (its device came back under a new node): kept only so
     /// that token indexes stay stable, ignored everywhere else.
     pub retired: bool,
+    /// Mount and dismount jobs.
+    pub mounts: Mounts,
     /// Sources whose interest must be re-registered this turn.
     dirty: bool,
+}
+
+/// A finished call to answer: (request key, reply, store batch to wait for).
+pub type Completed = (u64, Result<serde_json::Map<String, serde_json::Value>, WireError>, u64);
+
+/// A deferred dismount: the cartridge stays loaded until `due` in case it is asked for again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred {
+    /// When to dismount.
+    pub due: u64,
+    /// Library index.
+    pub li: usize,
+    /// Drive element.
+    pub drive: u16,
+    /// The cartridge.
+    pub media: Guid,
 }
 
 impl Lib {
@@ -154,6 +174,7 @@ impl Lib {
             drive_map,
             key,
             retired: false,
+            mounts: Mounts::default(),
             dirty: true,
         }
     }
@@ -201,6 +222,12 @@ pub struct Daemon {
     pub configured: Vec<crate::config::LibraryConfig>,
     /// State directory (persisted drive mappings).
     pub state_dir: PathBuf,
+    /// Mount/dismount jobs by request key: (library index, cartridge).
+    pub jobs: HashMap<u64, (usize, Guid)>,
+    /// Deferred dismounts.
+    pub deferred: Vec<Deferred>,
+    /// Finished calls to answer: (request key, reply, store batch to wait for).
+    pub completions: Vec<Completed>,
 }
 
 impl Daemon {
@@ -241,6 +268,9 @@ impl Daemon {
 
     /// A session ended (closed, or its process's last connection went): cancel its queued requests.
     pub fn session_ended(&mut self, handle: &str) {
+        for key in self.requests.open_of_session(handle) {
+            self.cancel_job(key);
+        }
         let cancelled = self.requests.cancel_session(handle, self.now);
         for id in cancelled {
             self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
@@ -271,6 +301,16 @@ impl Daemon {
 
     /// Cancels a library request.
     pub fn cancel_request(&mut self, id: &str) -> Result<(), NtmsError> {
+        if let Some(key) = self.requests.key_of(id) {
+            if self.jobs.contains_key(&key) {
+                // The job reports Cancelled (after undoing what it did) and that finishes the request.
+                return if self.cancel_job(key) {
+                    Ok(())
+                } else {
+                    Err(NtmsError::InvalidOperation { message: format!("request {id} is past cancelling") })
+                };
+            }
+        }
         self.requests.cancel(id, self.now)?;
         self.note(NotificationOperation::Update, ObjectType::LibRequest, id.to_owned());
         Ok(())
@@ -418,6 +458,8 @@ pub struct Server {
     watchdog_at: Option<u64>,
     touched: HashSet<usize>,
     last_status: String,
+    /// Calls waiting for a job: request key → client slot.
+    waiting: HashMap<u64, usize>,
 }
 
 impl Server {
@@ -498,6 +540,9 @@ impl Server {
                 now: 0,
                 configured: setup.config.libraries.clone(),
                 state_dir: setup.state_dir.clone(),
+                jobs: HashMap::new(),
+                deferred: Vec::new(),
+                completions: Vec::new(),
             },
             listener: Some(listener),
             clients: Vec::new(),
@@ -515,6 +560,7 @@ impl Server {
             watchdog_at: None,
             touched: HashSet::new(),
             last_status: String::new(),
+            waiting: HashMap::new(),
         })
     }
 
@@ -559,14 +605,15 @@ impl Server {
     }
 
     fn next_deadline(&self) -> Option<u64> {
-        let libs = self.daemon.libs.iter().filter_map(|l| l.library.poll_timeout());
+        let libs = self.daemon.libs.iter().flat_map(|l| [l.library.poll_timeout(), l.mounts.poll_timeout()]).flatten();
+        let deferred = self.daemon.deferred.iter().map(|d| d.due);
         let stall = self
             .clients
             .iter()
             .flatten()
             .filter(|c| c.decoder.buffered() > 0 || c.pending_output() > 0)
             .map(|c| c.last_progress + client::STALL_MS);
-        libs.chain(stall).chain(self.watchdog_at).min()
+        libs.chain(deferred).chain(stall).chain(self.watchdog_at).min()
     }
 
     fn process_listener(&mut self) {
@@ -622,7 +669,7 @@ impl Server {
         while !dead && !c.closing && !c.read_closed {
             match c.read(now) {
                 Ok(outcome) => {
-                    self.handle_messages(&mut c);
+                    self.handle_messages(idx, &mut c);
                     match outcome {
                         ReadOutcome::Drained | ReadOutcome::Eof => break,
                         ReadOutcome::Paused if c.backpressured() => break,
@@ -637,7 +684,7 @@ impl Server {
         }
         if c.read_closed && !c.closing {
             // Calls that arrived with the EOF still get answered.
-            self.handle_messages(&mut c);
+            self.handle_messages(idx, &mut c);
         }
         if c.closing && !dead {
             c.collect(self.daemon.durable());
@@ -651,7 +698,7 @@ impl Server {
         }
     }
 
-    fn handle_messages(&mut self, c: &mut Client) {
+    fn handle_messages(&mut self, idx: usize, c: &mut Client) {
         while !c.closing && c.slots.len() < client::MAX_PIPELINE {
             let Some(msg) = c.decoder.next_message() else { break };
             let message = match msg {
@@ -690,6 +737,10 @@ impl Server {
                     };
                     c.slots.push_back(Slot::Ready { bytes, durable });
                 }
+                dispatch::Answer::Later { key } => {
+                    c.slots.push_back(Slot::Waiting { key });
+                    self.waiting.insert(key, idx);
+                }
                 dispatch::Answer::Stream { session, filter } => {
                     if !more {
                         c.slots.push_back(Slot::Ready {
@@ -707,7 +758,10 @@ impl Server {
 
     fn drop_client(&mut self, idx: usize) {
         let Some(mut c) = self.clients.get_mut(idx).and_then(Option::take) else { return };
-        let _ = self.poll.registry().deregister(&mut c.stream);
+        if c.registered {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+        self.waiting.retain(|_, i| *i != idx);
         for s in self.daemon.sessions.disconnected(c.peer) {
             log::info!("session {} ended with its process's last connection", s.handle);
             self.daemon.session_ended(&s.handle);
@@ -930,6 +984,9 @@ impl Server {
 
     fn pump_libraries(&mut self) {
         let now = self.daemon.now;
+        if self.daemon.inventory.is_some() {
+            self.daemon.housekeeping();
+        }
         for li in 0..self.daemon.libs.len() {
             loop {
                 let mut progressed = false;
@@ -951,7 +1008,24 @@ impl Server {
                 }
                 while let Some(ev) = self.daemon.libs[li].library.poll_event() {
                     progressed = true;
-                    self.daemon.apply_event(li, ev);
+                    let lib = &mut self.daemon.libs[li];
+                    if let Some(ev) = lib.mounts.handle_event(ev, &mut lib.library, now) {
+                        self.daemon.apply_event(li, ev);
+                    }
+                }
+                {
+                    let lib = &mut self.daemon.libs[li];
+                    lib.mounts.poll(&mut lib.library, now);
+                    // The scheduler may have queued commands (a move, a TEST UNIT READY poll): submit them now.
+                    progressed |= lib.library.has_requests();
+                }
+                while let Some(p) = self.daemon.libs[li].mounts.poll_progress() {
+                    progressed = true;
+                    self.daemon.on_progress(li, p);
+                }
+                while let Some(o) = self.daemon.libs[li].mounts.poll_outcome() {
+                    progressed = true;
+                    self.daemon.on_outcome(li, o);
                 }
                 if !progressed {
                     break;
@@ -987,13 +1061,29 @@ impl Server {
         if !self.daemon.changes.is_empty() {
             let changes = std::mem::take(&mut self.daemon.changes);
             if let Some(w) = self.daemon.writer.as_mut() {
+                let n = changes.len();
                 match w.submit(changes) {
-                    Ok(seq) => self.daemon.last_batch = seq,
+                    Ok(seq) => {
+                        log::trace!("batch {seq}: {n} changes submitted");
+                        self.daemon.last_batch = seq;
+                    }
                     Err(e) => self.exit = Some(Err(ServerError::Store(e))),
                 }
             }
         }
         let batch = self.daemon.last_batch;
+        for (key, reply, durable) in std::mem::take(&mut self.daemon.completions) {
+            log::debug!("request {key} finished; waiting client: {:?}", self.waiting.get(&key));
+            let Some(idx) = self.waiting.remove(&key) else { continue };
+            let bytes = match reply {
+                Ok(params) => Reply::new(params).encode(),
+                Err(e) => error_bytes(&e),
+            };
+            if let Some(c) = self.clients.get_mut(idx).and_then(Option::as_mut) {
+                c.complete(key, bytes, durable.min(batch));
+                self.touched.insert(idx);
+            }
+        }
         // Notifications go to every stream whose session filter matches, after the batch is durable.
         let notes = std::mem::take(&mut self.daemon.notes);
         if !notes.is_empty() {
@@ -1028,8 +1118,16 @@ impl Server {
                 c.collect(durable);
                 if c.write(now).is_err() || (c.closing && c.linger(now).is_err()) || c.finished() {
                     dead = true;
-                } else if let Some(interest) = c.interest() {
-                    if self.poll.registry().reregister(&mut c.stream, Src::Client(i).into(), interest).is_err() {
+                } else {
+                    let registry = self.poll.registry();
+                    let r = match (c.interest(), c.registered) {
+                        (Some(interest), true) => registry.reregister(&mut c.stream, Src::Client(i).into(), interest),
+                        (Some(interest), false) => registry.register(&mut c.stream, Src::Client(i).into(), interest),
+                        (None, true) => registry.deregister(&mut c.stream),
+                        (None, false) => Ok(()),
+                    };
+                    c.registered = c.interest().is_some();
+                    if r.is_err() {
                         dead = true;
                     }
                 }

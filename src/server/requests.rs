@@ -19,6 +19,9 @@ struct Request {
     started: Option<u64>,
     completed: Option<u64>,
     error: Option<String>,
+    priority: i32,
+    drive: Option<String>,
+    media: Option<String>,
 }
 
 /// The requests table.
@@ -62,10 +65,86 @@ impl Requests {
                 started: None,
                 completed: None,
                 error: None,
+                priority: 0,
+                drive: None,
+                media: None,
             },
         );
         self.trim();
         id.to_string()
+    }
+
+    /// The internal key of the request added last.
+    pub fn last_key(&self) -> u64 {
+        self.next
+    }
+
+    /// The internal key of request `id`.
+    pub fn key_of(&self, id: &str) -> Option<u64> {
+        self.items.iter().find(|(_, r)| r.id.to_string() == id).map(|(k, _)| *k)
+    }
+
+    /// The public id of request `key`.
+    pub fn id_of(&self, key: u64) -> Option<String> {
+        self.items.get(&key).map(|r| r.id.to_string())
+    }
+
+    /// The session that made request `key`.
+    pub fn session_of(&self, key: u64) -> Option<&str> {
+        self.items.get(&key).map(|r| r.session.as_str())
+    }
+
+    /// True while request `key` has not finished.
+    pub fn is_open(&self, key: u64) -> bool {
+        self.items
+            .get(&key)
+            .is_some_and(|r| matches!(r.state, RequestState::Queued | RequestState::Waiting | RequestState::InProgress))
+    }
+
+    /// The operation of request `key`.
+    pub fn operation_of(&self, key: u64) -> Option<RequestOperation> {
+        self.items.get(&key).map(|r| r.operation)
+    }
+
+    /// Sets the details of request `key`.
+    pub fn describe(&mut self, key: u64, priority: i32, media: Option<String>, drive: Option<String>) {
+        if let Some(r) = self.items.get_mut(&key) {
+            r.priority = priority;
+            r.media = media;
+            r.drive = drive;
+        }
+    }
+
+    /// Moves request `key` to `state` (and records the drive once known).
+    pub fn set_state(&mut self, key: u64, state: RequestState, drive: Option<String>, now: u64) {
+        if let Some(r) = self.items.get_mut(&key) {
+            if r.started.is_none() && state != RequestState::Queued {
+                r.started = Some(now);
+            }
+            r.state = state;
+            if drive.is_some() {
+                r.drive = drive;
+            }
+        }
+    }
+
+    /// Finishes request `key`: complete, or failed/cancelled with an error text.
+    pub fn finish(&mut self, key: u64, state: RequestState, error: Option<String>, now: u64) {
+        if let Some(r) = self.items.get_mut(&key) {
+            r.state = state;
+            r.error = error;
+            r.completed = Some(now);
+        }
+    }
+
+    /// Unfinished requests of a session (keys).
+    pub fn open_of_session(&self, session: &str) -> Vec<u64> {
+        self.items
+            .iter()
+            .filter(|(_, r)| r.session == session)
+            .filter(|(_, r)| matches!(r.state, RequestState::Queued | RequestState::Waiting | RequestState::InProgress))
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     fn trim(&mut self) {
@@ -166,13 +245,13 @@ impl Requests {
                 details: ObjectDetails::LibRequest(LibRequestDetails {
                     operation: r.operation,
                     state: r.state,
-                    priority: 0,
+                    priority: r.priority,
                     submitted: r.submitted,
                     started: r.started,
                     completed: r.completed,
                     library: r.library.map(|l| l.to_string()),
-                    drive: None,
-                    media: None,
+                    drive: r.drive.clone(),
+                    media: r.media.clone(),
                     application: r.application.clone(),
                     uid: None,
                     error: r.error.clone(),

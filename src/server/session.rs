@@ -104,6 +104,11 @@ impl Sessions {
         ended.into_iter().filter_map(|h| self.sessions.remove(&h)).collect()
     }
 
+    /// True when session `handle` is open.
+    pub fn exists(&self, handle: &str) -> bool {
+        self.sessions.contains_key(handle)
+    }
+
     /// Number of open sessions.
     pub fn len(&self) -> usize {
         self.sessions.len()

@@ -285,6 +285,7 @@ impl Writer {
                         seq = s;
                         batch.extend(more);
                     }
+                    log::trace!("writer: batch {seq} with {} changes", batch.len());
                     match store.apply(&batch).and_then(|()| store.flush()) {
                         Ok(()) => d.store(seq, Ordering::Release),
                         Err(e) => {

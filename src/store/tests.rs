@@ -110,3 +110,24 @@ fn newer_schema_is_refused_and_corrupt_records_are_reported() {
     store.media.insert([0u8; 16], b"not json".as_slice()).unwrap();
     assert!(matches!(store.load(), Err(StoreError::Record { tree: "media", .. })));
 }
+
+#[test]
+fn rewriting_a_record_through_the_writer_becomes_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = Guid::derive("library", "S1");
+    let store = Store::open(dir.path()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let mut w = Writer::spawn(store, move || {
+        let _ = tx.send(());
+    });
+    let mut m = media("ABC001L6", lib, 1000);
+    let mut last = 0;
+    for i in 0..5 {
+        m.mount_count = i;
+        last = w.submit(vec![Change::Media(m.clone())]).unwrap();
+        while w.durable() < last {
+            rx.recv_timeout(std::time::Duration::from_secs(10)).expect("durable in time");
+        }
+    }
+    assert_eq!(w.durable(), last);
+}

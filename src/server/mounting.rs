@@ -1,0 +1,413 @@
+//! MountMedia / DismountMedia: turning calls into scheduler jobs and job outcomes into replies.
+
+use serde_json::{Map, Value};
+
+use super::dispatch::Answer;
+use super::Daemon;
+use crate::changer::mounts::{DriveChoice, JobError, JobKind, Outcome, Progress};
+use crate::changer::MoveError;
+use crate::model::{ElementKind, Guid, MediaRecord};
+use crate::proto::types::{MountFlags, MountReply, NotificationOperation, ObjectType, RequestOperation, RequestState};
+use crate::proto::{DismountTarget, NtmsError, WireError};
+use crate::scsi::action::Failure;
+
+/// How long a deferred dismount leaves the cartridge loaded.
+pub const DEFERRED_DISMOUNT_MS: u64 = 60_000;
+
+fn err(e: NtmsError) -> Answer {
+    Answer::Reply(Err(WireError::Ntms(e)), 0)
+}
+
+/// The wire error for a failed job.
+pub fn job_error(e: &JobError, mount: bool) -> NtmsError {
+    let message = {
+        let mut m = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            m.push_str(": ");
+            m.push_str(&s.to_string());
+            src = s.source();
+        }
+        m
+    };
+    match e {
+        JobError::Cancelled => NtmsError::Cancelled { message },
+        JobError::TimedOut => NtmsError::Timeout { message },
+        JobError::Offline | JobError::Move(MoveError::Offline) => NtmsError::LibraryOffline { message },
+        JobError::DriveUnavailable(_) | JobError::Unmapped(_) | JobError::DriveGone => {
+            NtmsError::DeviceNotAvailable { message }
+        }
+        JobError::Move(MoveError::Refused(Failure::CleaningCartridgeInstalled))
+        | JobError::NotReady(Failure::CleaningCartridgeInstalled) => NtmsError::CleanerCartridgeInstalled { message },
+        JobError::NoFreeSlot => NtmsError::LibraryFull { message },
+        JobError::UnloadRefused(_) => NtmsError::DeviceNotAvailable { message },
+        _ if mount => NtmsError::UnableToLoadMedium { message },
+        _ => NtmsError::MediumNotAccessible { message },
+    }
+}
+
+impl Daemon {
+    fn resolve_media(&self, key: &str) -> Option<MediaRecord> {
+        let inv = self.inventory.as_ref()?;
+        inv.media_by_barcode(key).or_else(|| key.parse::<Guid>().ok().and_then(|g| inv.medium(g))).cloned()
+    }
+
+    fn lib_index(&self, library: Guid) -> Option<usize> {
+        self.libs.iter().position(|l| l.id == Some(library) && !l.retired)
+    }
+
+    /// The drive element (library, address) an id names.
+    fn resolve_drive(&self, id: &str) -> Option<(Guid, u16)> {
+        let g: Guid = id.parse().ok()?;
+        self.inventory
+            .as_ref()?
+            .all_elements()
+            .find(|e| e.kind == ElementKind::Drive && e.id() == g)
+            .map(|e| (e.library, e.address))
+    }
+
+    /// `MountMedia`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mount(
+        &mut self,
+        session: &str,
+        media: &[String],
+        drive: Option<&str>,
+        flags: MountFlags,
+        priority: i32,
+        timeout_ms: Option<u64>,
+    ) -> Answer {
+        if !(-15..=15).contains(&priority) {
+            return err(NtmsError::InvalidParameter { message: format!("priority {priority} is not in -15..=15") });
+        }
+        if media.is_empty() {
+            return err(NtmsError::InvalidParameter { message: "no media to mount".into() });
+        }
+        let mut candidates = Vec::new();
+        for m in media {
+            match self.resolve_media(m) {
+                Some(r) => candidates.push(r),
+                None => return err(NtmsError::ObjectNotFound { message: format!("no cartridge {m:?}") }),
+            }
+        }
+        let drive = match drive {
+            None => None,
+            Some(d) => match self.resolve_drive(d) {
+                Some(x) => Some(x),
+                None => return err(NtmsError::ObjectNotFound { message: format!("no drive {d:?}") }),
+            },
+        };
+        let mut saw_offline = false;
+        let mut saw_busy = false;
+        for m in &candidates {
+            let Some(loc) = m.location else {
+                saw_offline = true;
+                continue;
+            };
+            if self.mounted.contains_key(&m.id) {
+                saw_busy = true;
+                continue;
+            }
+            let Some(li) = self.lib_index(loc.library) else {
+                saw_offline = true;
+                continue;
+            };
+            if let Some((dl, _)) = drive {
+                if dl != loc.library {
+                    return err(NtmsError::DriveMediaMismatch {
+                        message: "the drive is in another library than the cartridge".into(),
+                    });
+                }
+            }
+            let lib = &self.libs[li];
+            if lib.library.state() == crate::model::LibraryState::Offline {
+                saw_offline = true;
+                continue;
+            }
+            if lib.mounts.uses_source(loc.address)
+                || (loc.kind == ElementKind::Drive && lib.mounts.uses_drive(loc.address))
+            {
+                saw_busy = true;
+                continue;
+            }
+            return self.start_mount(
+                li,
+                session,
+                m.clone(),
+                loc.kind,
+                loc.address,
+                drive.map(|d| d.1),
+                flags,
+                priority,
+                timeout_ms,
+            );
+        }
+        if saw_busy && !saw_offline {
+            return err(NtmsError::MediaUnavailable { message: "every requested cartridge is in use".into() });
+        }
+        if saw_offline && flags.error_if_offline || !saw_busy {
+            return err(NtmsError::MediaOffline {
+                message: "the requested cartridges are not in an online library".into(),
+            });
+        }
+        err(NtmsError::MediaUnavailable { message: "every requested cartridge is in use or offline".into() })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_mount(
+        &mut self,
+        li: usize,
+        session: &str,
+        m: MediaRecord,
+        kind: ElementKind,
+        address: u16,
+        drive: Option<u16>,
+        flags: MountFlags,
+        priority: i32,
+        timeout_ms: Option<u64>,
+    ) -> Answer {
+        let lib_id = self.libs[li].id;
+        let request = self.requests.add(RequestOperation::Mount, lib_id, session, None, self.now);
+        let key = self.requests.last_key();
+        self.requests.describe(key, priority, Some(m.id.to_string()), None);
+        self.note(NotificationOperation::Insert, ObjectType::LibRequest, request.clone());
+        if kind == ElementKind::Drive {
+            // Already loaded and not mounted (a deferred dismount): mount in place.
+            if drive.is_some_and(|d| d != address) {
+                self.requests.finish(
+                    key,
+                    RequestState::Failed,
+                    Some("the cartridge is loaded in another drive".into()),
+                    self.now,
+                );
+                return err(NtmsError::MediaUnavailable { message: "the cartridge is loaded in another drive".into() });
+            }
+            self.deferred.retain(|d| d.media != m.id);
+            self.mounted.insert(m.id, session.to_owned());
+            let reply = self.mount_reply(li, key, address, m.id);
+            self.requests.finish(key, RequestState::Complete, None, self.now);
+            return Answer::Reply(reply, self.batch_for_reply());
+        }
+        if drive.is_none() && flags.error_if_unavailable && !self.has_free_drive(li) {
+            self.requests.finish(key, RequestState::Failed, Some("no free drive".into()), self.now);
+            return err(NtmsError::DeviceNotAvailable { message: "no drive is free".into() });
+        }
+        if let Some(d) = drive {
+            let busy = self
+                .inventory
+                .as_ref()
+                .and_then(|i| i.element(lib_id.unwrap_or_default(), ElementKind::Drive, d))
+                .is_some_and(|e| e.media.is_some());
+            if busy && flags.error_if_unavailable {
+                self.requests.finish(key, RequestState::Failed, Some("the drive is in use".into()), self.now);
+                return err(NtmsError::DeviceNotAvailable { message: "the drive is in use".into() });
+            }
+        }
+        let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
+        let choice = drive.map_or(DriveChoice::Any, DriveChoice::Element);
+        self.libs[li].mounts.submit(key, JobKind::Mount { source: address, drive: choice }, priority, deadline);
+        self.libs[li].dirty = true;
+        self.jobs.insert(key, (li, m.id));
+        if flags.nowait {
+            let mut r = Map::new();
+            r.insert("request".into(), Value::String(request));
+            r.insert("media".into(), Value::String(m.id.to_string()));
+            return Answer::Reply(Ok(r), 0);
+        }
+        Answer::Later { key }
+    }
+
+    fn has_free_drive(&self, li: usize) -> bool {
+        let lib = &self.libs[li];
+        lib.library.elements().iter().any(|e| {
+            e.element_type == crate::scsi::element::ElementType::DataTransfer
+                && !e.full
+                && e.device.is_some()
+                && !lib.mounts.uses_drive(e.address)
+        })
+    }
+
+    fn mount_reply(&self, li: usize, key: u64, drive: u16, media: Guid) -> Result<Map<String, Value>, WireError> {
+        let lib = &self.libs[li];
+        let element = lib.id.and_then(|id| self.inventory.as_ref()?.element(id, ElementKind::Drive, drive).cloned());
+        let device =
+            element.as_ref().and_then(|e| e.drive.as_ref()).and_then(|d| d.nst.clone().or_else(|| d.device.clone()));
+        let reply = MountReply {
+            request: self.requests.id_of(key).unwrap_or_default(),
+            media: Some(media.to_string()),
+            drive: element.map(|e| e.id().to_string()),
+            device,
+        };
+        match serde_json::to_value(reply) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(NtmsError::Internal { message: "reply encoding".into() }.into()),
+        }
+    }
+
+    /// `DismountMedia`.
+    pub fn dismount(&mut self, session: &str, target: &DismountTarget, deferred: bool) -> Answer {
+        let Some(inv) = self.inventory.as_ref() else { return err(NtmsError::NotReady { message: "loading".into() }) };
+        let media = match target {
+            DismountTarget::Media(m) => match self.resolve_media(m) {
+                Some(r) => r,
+                None => return err(NtmsError::ObjectNotFound { message: format!("no cartridge {m:?}") }),
+            },
+            DismountTarget::Drive(d) => {
+                let Some((lib, addr)) = self.resolve_drive(d) else {
+                    return err(NtmsError::ObjectNotFound { message: format!("no drive {d:?}") });
+                };
+                match inv.element(lib, ElementKind::Drive, addr).and_then(|e| e.media).and_then(|m| inv.medium(m)) {
+                    Some(m) => m.clone(),
+                    None => return err(NtmsError::Empty { message: "the drive is empty".into() }),
+                }
+            }
+        };
+        // Only the session that mounted a cartridge dismounts it. A cartridge whose session ended (or a deferred
+        // dismount) is loaded but mounted by nobody: any session may take it out.
+        if let Some(s) = self.mounted.get(&media.id) {
+            if s != session {
+                return err(NtmsError::AccessDenied { message: "another session mounted this cartridge".into() });
+            }
+        }
+        let Some(loc) = media.location.filter(|l| l.kind == ElementKind::Drive) else {
+            return err(NtmsError::MediaNotAvailable { message: "the cartridge is not in a drive".into() });
+        };
+        let busy = self.lib_index(loc.library).is_some_and(|li| self.libs[li].mounts.uses_drive(loc.address));
+        if busy {
+            return err(NtmsError::MediaNotAvailable { message: "the cartridge is being moved".into() });
+        }
+        let Some(li) = self.lib_index(loc.library) else {
+            return err(NtmsError::LibraryOffline { message: "the library is not served".into() });
+        };
+        self.mounted.remove(&media.id);
+        self.note(NotificationOperation::Update, ObjectType::PhysicalMedia, media.id.to_string());
+        if deferred {
+            self.deferred.push(super::Deferred {
+                due: self.now + DEFERRED_DISMOUNT_MS,
+                li,
+                drive: loc.address,
+                media: media.id,
+            });
+            return Answer::Reply(Ok(Map::new()), self.batch_for_reply());
+        }
+        let key = self.submit_dismount(li, session, &media, loc.address);
+        Answer::Later { key }
+    }
+
+    /// Queues a dismount job; returns its request key.
+    pub fn submit_dismount(&mut self, li: usize, session: &str, media: &MediaRecord, drive: u16) -> u64 {
+        let lib_id = self.libs[li].id;
+        let request = self.requests.add(RequestOperation::Dismount, lib_id, session, None, self.now);
+        let key = self.requests.last_key();
+        self.requests.describe(key, 0, Some(media.id.to_string()), None);
+        self.note(NotificationOperation::Insert, ObjectType::LibRequest, request);
+        let home = media.home.filter(|h| h.kind == ElementKind::Storage).map(|h| h.address);
+        self.libs[li].mounts.submit(key, JobKind::Dismount { drive, home }, 0, None);
+        self.libs[li].dirty = true;
+        self.jobs.insert(key, (li, media.id));
+        key
+    }
+
+    /// A job's progress.
+    pub fn on_progress(&mut self, li: usize, p: Progress) {
+        let (key, state, drive) = match p {
+            Progress::Started { id, drive } => (id, RequestState::InProgress, Some(drive)),
+            Progress::WaitingForDrive { id } => (id, RequestState::Waiting, None),
+        };
+        let drive_id = drive.and_then(|d| {
+            let lib = self.libs[li].id?;
+            self.inventory.as_ref()?.element(lib, ElementKind::Drive, d).map(|e| e.id().to_string())
+        });
+        self.requests.set_state(key, state, drive_id, self.now);
+        if let Some(id) = self.requests.id_of(key) {
+            self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
+        }
+    }
+
+    /// A job finished: update the request, the mount table, and answer the waiting call.
+    pub fn on_outcome(&mut self, li: usize, o: Outcome) {
+        let Some((_, media)) = self.jobs.remove(&o.id) else { return };
+        let op = self.requests.operation_of(o.id);
+        let session = self.requests.session_of(o.id).unwrap_or_default().to_owned();
+        let mount = op == Some(RequestOperation::Mount);
+        let reply = match &o.result {
+            Ok(()) => {
+                self.requests.finish(o.id, RequestState::Complete, None, self.now);
+                if mount {
+                    if self.sessions.exists(&session) {
+                        self.mounted.insert(media, session);
+                    }
+                    if let Some(inv) = self.inventory.as_mut() {
+                        let c = inv.count_mount(media);
+                        self.push_changes(c);
+                    }
+                    self.mount_reply(li, o.id, o.drive.unwrap_or_default(), media)
+                } else {
+                    Ok(Map::new())
+                }
+            }
+            Err(e) => {
+                let state = if *e == JobError::Cancelled { RequestState::Cancelled } else { RequestState::Failed };
+                self.requests.finish(o.id, state, Some(e.to_string()), self.now);
+                Err(WireError::Ntms(job_error(e, mount)))
+            }
+        };
+        if let Some(id) = self.requests.id_of(o.id) {
+            self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
+        }
+        let batch = self.batch_for_reply();
+        self.completions.push((o.id, reply, batch));
+    }
+
+    /// Deferred dismounts that are due, and loaded-but-unmounted cartridges blocking a waiting mount.
+    pub fn housekeeping(&mut self) {
+        let now = self.now;
+        let due: Vec<super::Deferred> = {
+            let (due, keep): (Vec<_>, Vec<_>) = self.deferred.drain(..).partition(|d| d.due <= now);
+            self.deferred = keep;
+            due
+        };
+        for d in due {
+            self.dismount_idle(d.li, d.drive, d.media);
+        }
+        for li in 0..self.libs.len() {
+            if self.libs[li].retired || !self.libs[li].mounts.starved(&self.libs[li].library) {
+                continue;
+            }
+            let Some(lib_id) = self.libs[li].id else { continue };
+            let idle = self.inventory.as_ref().and_then(|inv| {
+                inv.elements(lib_id)
+                    .filter(|e| e.kind == ElementKind::Drive)
+                    .filter_map(|e| e.media.map(|m| (e.address, m)))
+                    .find(|(a, m)| !self.mounted.contains_key(m) && !self.libs[li].mounts.uses_drive(*a))
+            });
+            if let Some((addr, media)) = idle {
+                self.deferred.retain(|d| d.media != media);
+                self.dismount_idle(li, addr, media);
+            }
+        }
+    }
+
+    fn dismount_idle(&mut self, li: usize, drive: u16, media: Guid) {
+        if self.mounted.contains_key(&media) || self.libs[li].mounts.uses_drive(drive) {
+            return;
+        }
+        let Some(m) = self.inventory.as_ref().and_then(|i| i.medium(media)).cloned() else { return };
+        if m.location.is_some_and(|l| l.kind == ElementKind::Drive && l.address == drive) {
+            self.submit_dismount(li, "rsmd", &m, drive);
+        }
+    }
+
+    /// Cancels the unfinished mount/dismount jobs of a request key or a session.
+    pub fn cancel_job(&mut self, key: u64) -> bool {
+        match self.jobs.get(&key) {
+            Some((li, _)) => {
+                let li = *li;
+                let ok = self.libs[li].mounts.cancel(key);
+                self.libs[li].dirty = true;
+                ok
+            }
+            None => false,
+        }
+    }
+}
