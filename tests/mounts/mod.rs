@@ -1,0 +1,193 @@
+//! Issue 6: mount and dismount through the real daemon, with vlib's realistic (scaled) timings and faults.
+
+use std::time::Duration;
+
+use rsmd::client::Session;
+use rsmd::proto::types::{MountFlags, ObjectDetails, ObjectType};
+use rsmd::proto::{DismountTarget, NtmsError};
+use vlib::Fault;
+
+use crate::util::{vlib_config, Daemon, Vlib};
+
+fn library(dir: &std::path::Path, scale: f64) -> (Vlib, Daemon) {
+    let mut c = vlib::Config::default_library();
+    c.dvcid = true;
+    c.time_scale = scale;
+    let v = Vlib::start(&dir.join("vlib"), c);
+    let mut d = Daemon::start(&dir.join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    (v, d)
+}
+
+fn flags() -> MountFlags {
+    MountFlags { read: true, ..MountFlags::default() }
+}
+
+fn drive_holding(v: &Vlib, barcode: &str) -> Option<u16> {
+    v.server
+        .snapshot()
+        .elements
+        .iter()
+        .find(|e| e.kind == vlib::ElementType::Drive && e.barcode.as_deref() == Some(barcode))
+        .map(|e| e.address)
+}
+
+#[test]
+fn mount_returns_a_ready_drive_with_its_nodes_and_dismount_puts_it_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library(dir.path(), 0.01);
+    let s = Session::open_at(&d.socket, None, Some("bacula"), 0).unwrap();
+    let reply = s.mount(&["ABC003L6"], None, flags(), 0, None).unwrap();
+    let device = reply.device.clone().unwrap();
+    assert!(device.ends_with(".sock"), "{device}");
+    let drive = s.get_object_information(reply.drive.as_deref().unwrap()).unwrap();
+    let ObjectDetails::Drive(dd) = &drive.details else { panic!() };
+    assert_eq!(dd.barcode.as_deref(), Some("ABC003L6"));
+    assert_eq!(dd.mounted_by.as_deref(), Some(s.id()));
+    assert_eq!(dd.devices.sg.as_deref(), Some(device.as_str()));
+    // The emulator agrees: the tape is in that drive, threaded and ready.
+    let snap = v.server.snapshot();
+    assert_eq!(drive_holding(&v, "ABC003L6"), Some(u16::try_from(dd.element_address).unwrap()));
+    assert!(snap
+        .drives
+        .iter()
+        .any(|x| x.barcode.as_deref() == Some("ABC003L6") && x.status == vlib::DriveStatus::Ready));
+    // Visible as a completed library request.
+    let reqs = s.requests().unwrap();
+    assert!(reqs.iter().any(|r| r.id == reply.request && r.state == "complete"));
+    s.dismount(DismountTarget::Media("ABC003L6".into()), false).unwrap();
+    assert_eq!(drive_holding(&v, "ABC003L6"), None);
+    let slot = v.server.snapshot().elements.into_iter().find(|e| e.address == 1002).unwrap();
+    assert_eq!(slot.barcode.as_deref(), Some("ABC003L6"), "back in its home slot");
+}
+
+#[test]
+fn a_cartridge_is_mounted_by_one_session_and_dismounted_only_by_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, d) = library(dir.path(), 0.0);
+    let a = Session::open_at(&d.socket, None, Some("a"), 0).unwrap();
+    let b = Session::open_at(&d.socket, None, Some("b"), 0).unwrap();
+    a.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+    let busy = MountFlags { error_if_unavailable: true, ..flags() };
+    assert!(matches!(b.mount(&["ABC001L6"], None, busy, 0, None), Err(NtmsError::MediaUnavailable { .. })));
+    assert!(matches!(b.dismount(DismountTarget::Media("ABC001L6".into()), false), Err(NtmsError::AccessDenied { .. })));
+    assert!(matches!(
+        a.dismount(DismountTarget::Media("ABC002L6".into()), false),
+        Err(NtmsError::MediaNotAvailable { .. })
+    ));
+    assert!(matches!(a.mount(&["NOPE01L6"], None, flags(), 0, None), Err(NtmsError::ObjectNotFound { .. })));
+    assert!(matches!(a.mount(&["ABC002L6"], None, flags(), 99, None), Err(NtmsError::InvalidParameter { .. })));
+    a.dismount(DismountTarget::Media("ABC001L6".into()), false).unwrap();
+    // Now b may have it.
+    b.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+}
+
+#[test]
+fn mounts_wait_for_a_free_drive_and_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library(dir.path(), 0.01);
+    let socket = d.socket.clone();
+    // Six mounts for four drives, from six threads: two wait until a dismount frees a drive.
+    let handles: Vec<_> = (1..=6)
+        .map(|n| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let s = Session::open_at(&socket, None, Some("worker"), 0).unwrap();
+                let barcode = format!("ABC{n:03}L6");
+                s.mount(&[barcode.as_str()], None, flags(), 0, None).unwrap();
+                s.dismount(DismountTarget::Media(barcode), false).unwrap();
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let snap = v.server.snapshot();
+    assert!(snap.elements.iter().filter(|e| e.kind == vlib::ElementType::Drive).all(|e| !e.full));
+    assert_eq!(snap.counters.moves, 12);
+}
+
+#[test]
+fn a_queued_mount_can_be_cancelled_and_a_timeout_leaves_a_known_state() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow robot: 8 s moves scaled to 4 s, so the second request is still queued.
+    let (v, d) = library(dir.path(), 0.5);
+    let s = Session::open_at(&d.socket, None, Some("t"), 0).unwrap();
+    let nowait = MountFlags { nowait: true, ..flags() };
+    let first = s.mount(&["ABC001L6"], None, nowait, 0, None).unwrap();
+    let second = s.mount(&["ABC002L6"], None, nowait, 0, None).unwrap();
+    s.cancel_request(&second.request).unwrap();
+    let notes = s.notifications(Some(ObjectType::LibRequest)).unwrap();
+    let state = |id: &str| s.get_object_information(id).unwrap().state;
+    if state(&second.request) != "cancelled" {
+        for n in notes {
+            if n.unwrap().object == second.request && state(&second.request) == "cancelled" {
+                break;
+            }
+        }
+    }
+    assert_eq!(state(&second.request), "cancelled");
+    assert!(v.server.snapshot().elements.iter().any(|e| e.address == 1001 && e.full), "never moved");
+    // A mount with a timeout shorter than the robot: fails with Timeout, and the cartridge ends up home.
+    let e = s.mount(&["ABC003L6"], None, flags(), 0, Some(Duration::from_millis(100))).unwrap_err();
+    assert!(matches!(e, NtmsError::Timeout { .. }), "{e:?}");
+    let _ = first;
+}
+
+#[test]
+fn robot_jam_drive_that_will_not_unload_and_cleaning_cartridge_fail_specifically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library(dir.path(), 0.0);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    v.server.inject(Fault::RobotJam { next_moves: 1 }).unwrap();
+    let e = s.mount(&["ABC001L6"], None, flags(), 0, None).unwrap_err();
+    assert!(matches!(e, NtmsError::UnableToLoadMedium { .. }), "{e:?}");
+    // The library stays usable.
+    let r = s.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+    let drive = s.get_object_information(r.drive.as_deref().unwrap()).unwrap();
+    let ObjectDetails::Drive(dd) = drive.details else { panic!() };
+    let index = usize::try_from(dd.element_address - 500).unwrap();
+    v.server.inject(Fault::DriveWontUnload { drive: index }).unwrap();
+    let e = s.dismount(DismountTarget::Media("ABC001L6".into()), false).unwrap_err();
+    assert!(matches!(e, NtmsError::DeviceNotAvailable { .. }), "{e:?}");
+    // A cleaning cartridge mounted for data: the drive says so, the mount fails and the cartridge goes home.
+    let e = s.mount(&["CLN001L1"], None, flags(), 0, None).unwrap_err();
+    assert!(matches!(e, NtmsError::CleanerCartridgeInstalled { .. } | NtmsError::UnableToLoadMedium { .. }), "{e:?}");
+    assert_eq!(drive_holding(&v, "CLN001L1"), None);
+    // Other mounts go on.
+    s.mount(&["ABC002L6"], None, flags(), 0, None).unwrap();
+}
+
+#[test]
+fn the_changer_vanishing_mid_move_fails_the_mount_and_the_daemon_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library(dir.path(), 0.2);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let nowait = MountFlags { nowait: true, ..flags() };
+    let r = s.mount(&["ABC001L6"], None, nowait, 0, None).unwrap();
+    let notes = s.notifications(Some(ObjectType::LibRequest)).unwrap();
+    v.server.inject(Fault::Disappear { device: vlib::Device::Changer }).unwrap();
+    for n in notes {
+        let n = n.unwrap();
+        if n.object == r.request && s.get_object_information(&r.request).unwrap().state == "failed" {
+            break;
+        }
+    }
+    let lib = s.enumerate(None, ObjectType::Library).unwrap().remove(0);
+    assert_eq!(lib.state, "offline");
+    let e = s.mount(&["ABC002L6"], None, flags(), 0, None).unwrap_err();
+    assert!(matches!(e, NtmsError::MediaOffline { .. } | NtmsError::LibraryOffline { .. }), "{e:?}");
+}
+
+#[test]
+fn a_unit_attention_in_the_middle_of_a_mount_rescans_and_the_mount_still_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library(dir.path(), 0.0);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    // The next changer command (the MOVE MEDIUM) gets UNIT ATTENTION: not executed, inventory suspect.
+    v.server.inject(Fault::UnitAttentionAfter { device: vlib::Device::Changer, commands: 0 }).unwrap();
+    let r = s.mount(&["ABC004L6"], None, flags(), 0, None).unwrap();
+    assert!(r.drive.is_some());
+    assert!(drive_holding(&v, "ABC004L6").is_some());
+    assert!(v.server.snapshot().counters.check_conditions >= 1, "the unit attention was raised");
+}
