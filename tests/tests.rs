@@ -2,6 +2,7 @@
 //! stack inside a VM. One binary, many modules (each a `mod` here).
 
 mod daemon;
+mod hotplug;
 mod mounts;
 mod protocol;
 mod units;

@@ -506,6 +506,12 @@ impl Server {
         std::thread::Builder::new()
             .name("rsmd-loader".into())
             .spawn(move || {
+                // Test hook: hold the load until a byte can be read from this FIFO, so that tests can observe the
+                // NotReady window deterministically.
+                if let Some(gate) = std::env::var_os("RSMD_TEST_HOLD_LOAD") {
+                    use std::io::Read;
+                    let _ = std::fs::File::open(gate).and_then(|mut f| f.read(&mut [0u8; 1]));
+                }
                 let r = std::fs::create_dir_all(&dir)
                     .map_err(|e| StoreError::Db(sled::Error::Io(e)))
                     .and_then(|()| Store::open(&dir))

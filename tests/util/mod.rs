@@ -70,6 +70,17 @@ impl Daemon {
     }
 
     pub fn start_with(root: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(root, config, env, &[], false).0
+    }
+
+    /// Starts rsmd with extra arguments; with `capture`, its stderr lines arrive on the returned channel.
+    pub fn start_full(
+        root: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        capture: bool,
+    ) -> (Daemon, Option<std::sync::mpsc::Receiver<String>>) {
         std::fs::create_dir_all(root).unwrap();
         let config_path = root.join("rsmd.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -89,14 +100,38 @@ impl Daemon {
             .env("NOTIFY_SOCKET", &notify_path)
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(if capture { Stdio::piped() } else { Stdio::inherit() });
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap();
-        Daemon { child, socket, state, config: config_path, notify, notify_path, statuses: Vec::new(), ready: false }
+        let mut child = cmd.spawn().unwrap();
+        let lines = child.stderr.take().map(|err| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
+        let d = Daemon {
+            child,
+            socket,
+            state,
+            config: config_path,
+            notify,
+            notify_path,
+            statuses: Vec::new(),
+            ready: false,
+        };
+        (d, lines)
     }
 
     /// Waits (bounded) for a notification satisfying `pred`; returns it.
