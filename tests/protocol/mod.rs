@@ -251,11 +251,8 @@ fn not_ready_while_loading_and_the_client_library_waits() {
     // A client that asks to wait gets its session once loading finishes.
     let socket = d.socket.clone();
     let waiter = std::thread::spawn(move || {
-        let opts = rsmd::client::SessionOptions {
-            socket: Some(socket),
-            wait_ready: Some(std::time::Duration::from_secs(60)),
-            ..Default::default()
-        };
+        let opts =
+            rsmd::client::SessionOptions { socket: Some(socket), wait_ready: Some(std::time::Duration::from_secs(60)) };
         rsmd::client::Session::open_with(&opts, None, Some("patient"), 0)
     });
     std::fs::OpenOptions::new().write(true).open(&gate).unwrap().write_all(b"x").unwrap();
