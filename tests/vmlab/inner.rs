@@ -403,6 +403,100 @@ fn timeout(changer: &Path) {
         }
         tur_good(&mut t, 100 + tag * 10);
     }
+    // tgt answers those too fast to time out. A transfer that cannot finish in 1 ms can: load a tape and WRITE
+    // 8 MiB to it with a 1 ms timeout. The kernel aborts it (SCSI error handling) and reports DID_TIME_OUT.
+    one(
+        &mut t,
+        200,
+        cdb::move_medium(a.transport.first, a.storage.first, a.data_transfer.first, false).into_command(T),
+    )
+    .expect("load a tape");
+    let mut d = SgTransport::open(&first_drive()).expect("open the drive");
+    let len: u32 = 8 << 20;
+    let b = len.to_be_bytes();
+    let write = Command {
+        cdb: vec![0x0A, 0x00, b[1], b[2], b[3], 0x00],
+        direction: rsmd::transport::DataDirection::ToDevice(vec![0x5A; 8 << 20]),
+        timeout: Duration::from_millis(1),
+    };
+    let timed_out = match one(&mut d, 300, write) {
+        Ok(r) => {
+            println!("  WRITE 8 MiB with a 1 ms timeout: completed, status {:#04x}", r.status);
+            false
+        }
+        Err(TransportError::TimedOut) => {
+            println!("  WRITE 8 MiB with a 1 ms timeout: timed out (TransportError::TimedOut)");
+            true
+        }
+        Err(e) => panic!("WRITE: unexpected transport error {e:?}"),
+    };
+    // The drive and the changer are still usable afterwards (after the abort, possibly a unit attention).
+    let mut good = false;
+    for tag in 400..420 {
+        if let Ok(r) = one(&mut d, tag, cdb::test_unit_ready().into_command(T)) {
+            if r.status == 0 {
+                good = true;
+                break;
+            }
+        }
+    }
+    assert!(good, "the drive answers TEST UNIT READY again after the timeout");
+    one(&mut d, 500, cdb::rewind(false).into_command(T)).expect("rewind");
+    // Still no timeout (the block layer rounds timeouts up to whole seconds)? Then stall the target itself: stop
+    // tgtd for 4 s while a TEST UNIT READY with a 1 s timeout is outstanding. The kernel times it out, aborts it
+    // once tgtd answers again, and the command completes as timed out; the device stays usable.
+    let timed_out = timed_out || {
+        let pids: Vec<String> = String::from_utf8(Process::new("pidof").arg("tgtd").output().expect("pidof").stdout)
+            .expect("utf-8")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if pids.is_empty() {
+            println!("  no tgtd process visible: cannot stall the target");
+            false
+        } else {
+            let signal = |sig: &str, pids: &[String]| {
+                Process::new("kill").arg(sig).args(pids).status().expect("kill");
+            };
+            signal("-STOP", &pids);
+            let resume_pids = pids.clone();
+            let resume = std::thread::spawn(move || {
+                // Fault injection, not synchronisation: the target is unresponsive for this long.
+                std::thread::sleep(Duration::from_secs(4));
+                Process::new("kill").arg("-CONT").args(&resume_pids).status().expect("kill -CONT");
+            });
+            let r = one(&mut d, 600, cdb::test_unit_ready().into_command(Duration::from_secs(1)));
+            resume.join().expect("resume");
+            println!("  TEST UNIT READY (1 s timeout) while tgtd ({pids:?}) is stopped: {r:?}");
+            matches!(r, Err(TransportError::TimedOut))
+        }
+    };
+    let mut good = false;
+    for tag in 700..740 {
+        if let Ok(r) = one(&mut d, tag, cdb::test_unit_ready().into_command(T)) {
+            if r.status == 0 {
+                good = true;
+                break;
+            }
+        }
+    }
+    assert!(good, "the drive answers TEST UNIT READY again after the stall");
+    one(
+        &mut t,
+        201,
+        cdb::move_medium(a.transport.first, a.data_transfer.first, a.storage.first, false).into_command(T),
+    )
+    .expect("unload the tape");
+    tur_good(&mut t, 202);
+    println!("  a real sg timeout observed: {timed_out}");
+    assert!(timed_out, "a command timed out through the real sg driver");
+}
+
+/// The sg node of tgt's first drive element: its first tape LUN, `$DRIVES[0]` (the DVCID mapping checked in
+/// `list-devices` pairs them: 500 ↔ beaf11 ↔ the first drive).
+fn first_drive() -> PathBuf {
+    let drives = std::env::var("DRIVES").expect("vmlab sets DRIVES");
+    PathBuf::from(drives.split_whitespace().next().expect("a drive"))
 }
 
 // h. ---------------------------------------------------------------------------------------------------------------
