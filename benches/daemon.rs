@@ -1,2 +1,277 @@
-//! Benchmark (being written).
-fn main() {}
+//! Benchmark for issue "The daemon": start-up and restart with a 50,000-cartridge library, and a full inventory
+//! against the emulator's own scan cost.
+//!
+//! `CARGO_TARGET_DIR=/work/target-bench cargo bench -j1 --bench daemon`
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rsmd::client::Session;
+use rsmd::proto::types::{InventoryMode, ObjectType};
+use rsmd::scsi::cdb::{self, ReadElementStatus};
+use rsmd::scsi::element::{allocation_for, chunks, ElementStatusReport, ElementType};
+use vlib::config::{generated_barcode, Cartridge, Location, Personality};
+
+use common::{ms, now, rss_kib, Daemon, Direct, Samples, Vlib};
+
+const SLOTS: u32 = 50_000;
+const IE: u32 = 10;
+const DRIVES: usize = 64;
+const CHUNK: u16 = 1024;
+/// Restarts measured in part 1.
+const RESTARTS: usize = 3;
+/// Inventories measured per time scale in part 2.
+const INVENTORIES: usize = 3;
+/// The time scale of the "realistic" scan (vlib's default [timing]: 1 ms per element with VOLTAG, 1 ms per
+/// command).
+const TIME_SCALE: f64 = 0.05;
+
+fn big_library(time_scale: f64) -> vlib::Config {
+    let mut c = vlib::Config::new(Personality::Generic, SLOTS, IE, DRIVES);
+    for n in 1..=SLOTS {
+        c.cartridges.push(Cartridge::new(&generated_barcode("L", n, "L8"), Location::Slot(n)));
+    }
+    c.time_scale = time_scale;
+    c
+}
+
+fn rsmd_config(vlib_dir: &Path) -> String {
+    format!("[[library]]\nname = \"big\"\nvlib = \"{}\"\nchunk = {CHUNK}\n", vlib_dir.display())
+}
+
+/// One start of rsmd: times from spawn to READY=1 and to the library's ready status, memory at ready.
+struct Start {
+    ready: Duration,
+    lib_ready: Duration,
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+fn start(root: &Path, config: &str) -> (Daemon, Start) {
+    let t0 = now();
+    let mut d = Daemon::start(root, config);
+    d.wait_notify(|m| m == "READY=1");
+    let ready = t0.elapsed();
+    d.wait_ready(1);
+    let lib_ready = t0.elapsed();
+    let (rss, hwm) = rss_kib(d.pid());
+    (d, Start { ready, lib_ready, rss_kib: rss, hwm_kib: hwm })
+}
+
+fn stop(mut d: Daemon) -> Duration {
+    let t0 = now();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = d.wait_exit();
+    assert!(status.success(), "rsmd exited with {status:?}");
+    t0.elapsed()
+}
+
+/// The READ ELEMENT STATUS commands rsmd sends for a whole scan: (type, start, count, dvcid).
+fn scan_commands(d: &mut Direct) -> Vec<(ElementType, u16, u16, bool)> {
+    let ea = d.addresses();
+    let mut out = Vec::new();
+    for ty in [ElementType::MediumTransport, ElementType::Storage, ElementType::ImportExport, ElementType::DataTransfer]
+    {
+        let Some(range) = ea.range(ty) else { continue };
+        for (start, count) in chunks(range.first, range.count, CHUNK) {
+            out.push((ty, start, count, ty == ElementType::DataTransfer));
+        }
+    }
+    out
+}
+
+/// vlib's own cost of the scan: per command `scaled(command_ms + res_voltag_per_element_ms × count)`, rounded per
+/// command as vlib rounds it.
+fn vlib_floor(config: &vlib::Config, commands: &[(ElementType, u16, u16, bool)]) -> Duration {
+    let t = &config.timing;
+    let total: u64 =
+        commands.iter().map(|&(_, _, count, _)| config.scaled(t.command_ms + t.res_voltag_per_element_ms * u64::from(count))).sum();
+    Duration::from_millis(total)
+}
+
+/// A direct client's chunked scan: the same commands, one at a time; returns the number of full elements.
+fn direct_scan(d: &mut Direct, commands: &[(ElementType, u16, u16, bool)]) -> usize {
+    let mut full = 0;
+    for &(element_type, start, count, dvcid) in commands {
+        let r = d.run(cdb::read_element_status(&ReadElementStatus {
+            element_type,
+            start,
+            count,
+            voltag: true,
+            curdata: false,
+            dvcid,
+            alloc: allocation_for(count),
+        }));
+        let report = ElementStatusReport::parse(&r.data).unwrap();
+        assert!(!report.truncated);
+        full += report.elements.iter().filter(|e| e.full).count();
+    }
+    full
+}
+
+/// Times `INVENTORIES` rsmd inventories of the library.
+fn rsmd_inventories(d: &Daemon) -> Samples {
+    let s = Session::open_at(&d.socket, None, Some("bench"), 0).unwrap();
+    let lib = s.enumerate(None, ObjectType::Library).unwrap().remove(0).id;
+    let mut notes = s.notifications(Some(ObjectType::LibRequest)).unwrap();
+    // A round trip on the session so the notification subscription is registered before the first request.
+    s.get_object_information(&lib).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..INVENTORIES {
+        let t0 = now();
+        let request = s.inventory(&lib, InventoryMode::Default).unwrap();
+        loop {
+            let n = notes.next().expect("notification stream ended").unwrap();
+            if n.object == request && s.get_object_information(&request).unwrap().state == "complete" {
+                break;
+            }
+        }
+        times.push(t0.elapsed());
+    }
+    Samples::new(times)
+}
+
+struct InventoryRow {
+    scale: f64,
+    rsmd: Samples,
+    direct: Samples,
+    floor: Duration,
+    commands: usize,
+}
+
+fn inventory_row(v: &Vlib, d: &Daemon, config: &vlib::Config) -> InventoryRow {
+    let rsmd = rsmd_inventories(d);
+    let mut direct = Direct::connect(&v.dir.join("changer.sock"));
+    let commands = scan_commands(&mut direct);
+    let mut times = Vec::new();
+    for _ in 0..INVENTORIES {
+        let t0 = now();
+        let full = direct_scan(&mut direct, &commands);
+        times.push(t0.elapsed());
+        assert_eq!(full, SLOTS as usize, "direct scan saw {full} full elements");
+    }
+    InventoryRow {
+        scale: config.time_scale,
+        rsmd,
+        direct: Samples::new(times),
+        floor: vlib_floor(config, &commands),
+        commands: commands.len(),
+    }
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    println!("rsmd daemon benchmark: {SLOTS} storage slots (all full), {IE} I/E slots, {DRIVES} drives, chunk {CHUNK}");
+    println!("machine: {} CPUs available; times are wall clock from spawn (includes exec)", cpus());
+
+    // Part 1: start, restart, memory (time_scale 0).
+    let config = big_library(0.0);
+    let v = Vlib::start(&dir.path().join("vlib0"), config.clone());
+    let root = dir.path().join("rsmd0");
+    let cfg = rsmd_config(&v.dir);
+    let (d, first) = start(&root, &cfg);
+    println!();
+    println!("== 1. start-up, time_scale 0 ==");
+    println!(
+        "first start (empty database): READY after {:.1} ms, library ready after {:.1} ms",
+        ms(first.ready),
+        ms(first.lib_ready)
+    );
+    let first_stop = stop(d);
+    let mut restarts = Vec::new();
+    let mut stops = vec![first_stop];
+    let mut last = None;
+    for i in 0..RESTARTS {
+        let (d, s) = start(&root, &cfg);
+        restarts.push(s);
+        if i + 1 == RESTARTS {
+            last = Some(d);
+        } else {
+            stops.push(stop(d));
+        }
+    }
+    println!("{:<28} {:>10} {:>16} {:>12} {:>12}", "run", "READY ms", "lib ready ms", "VmRSS MiB", "VmHWM MiB");
+    let row = |name: &str, s: &Start| {
+        println!(
+            "{:<28} {:>10.1} {:>16.1} {:>12.1} {:>12.1}",
+            name,
+            ms(s.ready),
+            ms(s.lib_ready),
+            kib_to_mib(s.rss_kib),
+            kib_to_mib(s.hwm_kib)
+        );
+    };
+    row("first start (builds db)", &first);
+    for (i, s) in restarts.iter().enumerate() {
+        row(&format!("restart {} (db from sled)", i + 1), s);
+    }
+    let ready = Samples::new(restarts.iter().map(|s| s.ready).collect());
+    let lib_ready = Samples::new(restarts.iter().map(|s| s.lib_ready).collect());
+    println!("restart READY=1 min/median/max: {}", ready.summary_ms());
+    println!("restart library ready min/median/max: {}", lib_ready.summary_ms());
+    println!("SIGTERM to exit: {}", Samples::new(stops).summary_ms());
+
+    // Part 2: inventory versus the emulator. time_scale 0 (pure overhead) on the daemon still running, then
+    // the realistic scale on a fresh library and daemon.
+    println!();
+    println!("== 2. full inventory (InventoryLibrary → request complete) vs direct chunked READ ELEMENT STATUS ==");
+    let d = last.take().unwrap();
+    let mut rows = vec![inventory_row(&v, &d, &config)];
+    drop(d);
+    v.server.stop();
+    let config = big_library(TIME_SCALE);
+    let v = Vlib::start(&dir.path().join("vlib1"), config.clone());
+    let (d, s) = start(&dir.path().join("rsmd1"), &rsmd_config(&v.dir));
+    println!(
+        "(time_scale {TIME_SCALE}: first start READY {:.1} ms, library ready {:.1} ms)",
+        ms(s.ready),
+        ms(s.lib_ready)
+    );
+    rows.push(inventory_row(&v, &d, &config));
+    drop(d);
+    println!(
+        "{:<10} {:>9} {:>18} {:>22} {:>14} {:>14} {:>16}",
+        "scale", "commands", "rsmd inventory ms", "direct chunked scan ms", "vlib floor ms", "overhead %", "vs direct %"
+    );
+    for r in &rows {
+        let rsmd = ms(r.rsmd.median());
+        let direct = ms(r.direct.median());
+        let floor = ms(r.floor);
+        let pct = |base: f64| if base > 0.0 { format!("{:.1}", (rsmd - base) / base * 100.0) } else { "n/a".into() };
+        println!(
+            "{:<10} {:>9} {:>18.1} {:>22.1} {:>14.1} {:>14} {:>16}",
+            r.scale,
+            r.commands,
+            rsmd,
+            direct,
+            floor,
+            pct(floor),
+            pct(direct)
+        );
+    }
+    for r in &rows {
+        println!(
+            "scale {}: rsmd min/median/max {}; direct {}",
+            r.scale,
+            r.rsmd.summary_ms(),
+            r.direct.summary_ms()
+        );
+    }
+    println!("overhead % = (rsmd median − vlib floor) / vlib floor; vs direct % = (rsmd − direct) / direct.");
+    println!(
+        "vlib floor = Σ per READ ELEMENT STATUS round((command_ms + res_voltag_per_element_ms × elements) × time_scale)"
+    );
+}
+
+fn kib_to_mib(k: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let m = k as f64 / 1024.0;
+    m
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(1)
+}
