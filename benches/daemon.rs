@@ -87,8 +87,10 @@ fn scan_commands(d: &mut Direct) -> Vec<(ElementType, u16, u16, bool)> {
 /// command as vlib rounds it.
 fn vlib_floor(config: &vlib::Config, commands: &[(ElementType, u16, u16, bool)]) -> Duration {
     let t = &config.timing;
-    let total: u64 =
-        commands.iter().map(|&(_, _, count, _)| config.scaled(t.command_ms + t.res_voltag_per_element_ms * u64::from(count))).sum();
+    let total: u64 = commands
+        .iter()
+        .map(|&(_, _, count, _)| config.scaled(t.command_ms + t.res_voltag_per_element_ms * u64::from(count)))
+        .sum();
     Duration::from_millis(total)
 }
 
@@ -212,7 +214,8 @@ fn main() {
     let lib_ready = Samples::new(restarts.iter().map(|s| s.lib_ready).collect());
     println!("restart READY=1 min/median/max: {}", ready.summary_ms());
     println!("restart library ready min/median/max: {}", lib_ready.summary_ms());
-    println!("SIGTERM to exit: {}", Samples::new(stops).summary_ms());
+    let stops: Vec<String> = stops.iter().map(|d| format!("{:.1}", ms(*d))).collect();
+    println!("SIGTERM to exit, ms, in order (after first start, restart 1, ...): {}", stops.join(", "));
 
     // Part 2: inventory versus the emulator. time_scale 0 (pure overhead) on the daemon still running, then
     // the realistic scale on a fresh library and daemon.
@@ -234,7 +237,13 @@ fn main() {
     drop(d);
     println!(
         "{:<10} {:>9} {:>18} {:>22} {:>14} {:>14} {:>16}",
-        "scale", "commands", "rsmd inventory ms", "direct chunked scan ms", "vlib floor ms", "overhead %", "vs direct %"
+        "scale",
+        "commands",
+        "rsmd inventory ms",
+        "direct chunked scan ms",
+        "vlib floor ms",
+        "overhead %",
+        "vs direct %"
     );
     for r in &rows {
         let rsmd = ms(r.rsmd.median());
@@ -253,12 +262,14 @@ fn main() {
         );
     }
     for r in &rows {
-        println!(
-            "scale {}: rsmd min/median/max {}; direct {}",
-            r.scale,
-            r.rsmd.summary_ms(),
-            r.direct.summary_ms()
-        );
+        println!("scale {}: rsmd min/median/max {}; direct {}", r.scale, r.rsmd.summary_ms(), r.direct.summary_ms());
+    }
+    for root in [root.as_path(), dir.path().join("rsmd1").as_path()] {
+        let problems = common::log_problems(root);
+        println!("rsmd log {}: {} warning/error lines", root.display(), problems.len());
+        for l in problems.iter().take(5) {
+            println!("  {l}");
+        }
     }
     println!("overhead % = (rsmd median − vlib floor) / vlib floor; vs direct % = (rsmd − direct) / direct.");
     println!(

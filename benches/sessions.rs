@@ -227,7 +227,11 @@ fn main() {
     let mut probe = client(&socket);
     let drive = probe
         .conn
-        .call_method(&Method::EnumerateObjects { session: probe.session.clone(), container: None, object_type: ObjectType::Drive })
+        .call_method(&Method::EnumerateObjects {
+            session: probe.session.clone(),
+            container: None,
+            object_type: ObjectType::Drive,
+        })
         .unwrap()["objects"][0]["id"]
         .as_str()
         .unwrap()
@@ -283,7 +287,10 @@ fn main() {
     rows.push(run("rsm status --mtx (process)", 1, RSM_SPAWNS, |_| (), |()| rsm_status(rsm, &socket)));
 
     println!();
-    println!("{:<40} {:>7} {:>8} {:>9} {:>9} {:>9} {:>11} {:>6}", "scenario", "clients", "calls", "min µs", "p50 µs", "p99 µs", "calls/s", "errors");
+    println!(
+        "{:<40} {:>7} {:>8} {:>9} {:>9} {:>9} {:>11} {:>6}",
+        "scenario", "clients", "calls", "min µs", "p50 µs", "p99 µs", "calls/s", "errors"
+    );
     for r in &rows {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         #[allow(clippy::cast_precision_loss)]
@@ -302,7 +309,9 @@ fn main() {
     }
     println!();
     println!("calls = timed calls over all clients; calls/s = calls / wall time from the start barrier to the last client done.");
-    println!("A: same client code (rsmd::client::Connection, typed decode) against a thread-per-connection std echo server");
+    println!(
+        "A: same client code (rsmd::client::Connection, typed decode) against a thread-per-connection std echo server"
+    );
     println!("   that parses each request with serde_json and serialises rsmd's own reply for that object.");
     println!("B: INQUIRY, MODE SENSE(6) 1Dh, READ ELEMENT STATUS (VOLTAG) per element type, on a fresh connection to");
     println!("   vlib's changer.sock each call. Real mtx needs a /dev/sg node: this is the same command sequence over");

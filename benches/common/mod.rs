@@ -40,6 +40,7 @@ impl Vlib {
 /// The rsmd daemon under test.
 pub struct Daemon {
     pub child: Child,
+    /// rsmd's stderr (its log) goes to `root/rsmd.log`, appended to by each start.
     pub socket: PathBuf,
     pub state: PathBuf,
     pub config: PathBuf,
@@ -90,7 +91,13 @@ impl Daemon {
             .env_remove("LISTEN_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(root.join("rsmd.log"))
+                    .map_or_else(|_| Stdio::inherit(), Stdio::from),
+            );
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -269,13 +276,7 @@ impl Samples {
 
     /// "min / median / max ms (n=N)".
     pub fn summary_ms(&self) -> String {
-        format!(
-            "{:.1} / {:.1} / {:.1} ms (n={})",
-            ms(self.min()),
-            ms(self.median()),
-            ms(self.max()),
-            self.sorted.len()
-        )
+        format!("{:.1} / {:.1} / {:.1} ms (n={})", ms(self.min()), ms(self.median()), ms(self.max()), self.sorted.len())
     }
 }
 
@@ -301,7 +302,13 @@ impl Direct {
             if let Some(c) = self.transport.reap().unwrap() {
                 assert_eq!(c.tag, tag);
                 let r = c.result.unwrap();
-                assert!(r.is_good(), "command {:02x} failed: status {:02x} sense {:02x?}", cdb.opcode(), r.status, r.sense);
+                assert!(
+                    r.is_good(),
+                    "command {:02x} failed: status {:02x} sense {:02x?}",
+                    cdb.opcode(),
+                    r.status,
+                    r.sense
+                );
                 return r;
             }
             let mut flags = PollFlags::POLLIN;
@@ -322,4 +329,14 @@ impl Direct {
         let r = self.run(rsmd::scsi::cdb::mode_sense_6(0x1D, true, 255));
         rsmd::scsi::mode::ElementAddressAssignment::parse_mode6(&r.data).unwrap()
     }
+}
+
+/// Lines of `root/rsmd.log` (rsmd's stderr) at warning level or worse.
+pub fn log_problems(root: &Path) -> Vec<String> {
+    std::fs::read_to_string(root.join("rsmd.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("warn") || l.contains("error") || l.contains("panic"))
+        .map(str::to_owned)
+        .collect()
 }
