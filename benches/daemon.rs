@@ -28,10 +28,16 @@ const INVENTORIES: usize = 3;
 /// The time scale of the "realistic" scan (vlib's default [timing]: 1 ms per element with VOLTAG, 1 ms per
 /// command).
 const TIME_SCALE: f64 = 0.05;
+/// Library sizes of part 3.
+const SCALING: [u32; 3] = [5_000, 12_500, 25_000];
 
 fn big_library(time_scale: f64) -> vlib::Config {
-    let mut c = vlib::Config::new(Personality::Generic, SLOTS, IE, DRIVES);
-    for n in 1..=SLOTS {
+    library(SLOTS, time_scale)
+}
+
+fn library(slots: u32, time_scale: f64) -> vlib::Config {
+    let mut c = vlib::Config::new(Personality::Generic, slots, IE, DRIVES);
+    for n in 1..=slots {
         c.cartridges.push(Cartridge::new(&generated_barcode("L", n, "L8"), Location::Slot(n)));
     }
     c.time_scale = time_scale;
@@ -137,6 +143,7 @@ fn rsmd_inventories(d: &Daemon) -> Samples {
 }
 
 struct InventoryRow {
+    slots: u32,
     scale: f64,
     rsmd: Samples,
     direct: Samples,
@@ -153,9 +160,10 @@ fn inventory_row(v: &Vlib, d: &Daemon, config: &vlib::Config) -> InventoryRow {
         let t0 = now();
         let full = direct_scan(&mut direct, &commands);
         times.push(t0.elapsed());
-        assert_eq!(full, SLOTS as usize, "direct scan saw {full} full elements");
+        assert_eq!(full, config.storage_slots as usize, "direct scan saw {full} full elements");
     }
     InventoryRow {
+        slots: config.storage_slots,
         scale: config.time_scale,
         rsmd,
         direct: Samples::new(times),
@@ -264,6 +272,27 @@ fn main() {
     for r in &rows {
         println!("scale {}: rsmd min/median/max {}; direct {}", r.scale, r.rsmd.summary_ms(), r.direct.summary_ms());
     }
+    // Part 3: how rsmd's inventory time grows with the library (time_scale 0: no emulated scan cost).
+    println!();
+    println!("== 3. inventory time vs library size, time_scale 0 ==");
+    println!("{:>8} {:>18} {:>22} {:>20}", "slots", "rsmd inventory ms", "direct chunked scan ms", "rsmd µs per slot");
+    for slots in SCALING {
+        let config = library(slots, 0.0);
+        let v = Vlib::start(&dir.path().join(format!("vlib-{slots}")), config.clone());
+        let (d, _) = start(&dir.path().join(format!("rsmd-{slots}")), &rsmd_config(&v.dir));
+        let r = inventory_row(&v, &d, &config);
+        drop(d);
+        v.server.stop();
+        println!(
+            "{:>8} {:>18.1} {:>22.1} {:>20.1}",
+            r.slots,
+            ms(r.rsmd.median()),
+            ms(r.direct.median()),
+            ms(r.rsmd.median()) * 1000.0 / f64::from(r.slots)
+        );
+    }
+    println!("(medians of {INVENTORIES}; 50,000 is the time_scale 0 row of part 2)");
+    println!();
     for root in [root.as_path(), dir.path().join("rsmd1").as_path()] {
         let problems = common::log_problems(root);
         println!("rsmd log {}: {} warning/error lines", root.display(), problems.len());
