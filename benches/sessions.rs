@@ -39,11 +39,14 @@ struct Row {
     samples: Samples,
     wall: Duration,
     errors: usize,
+    /// CPU time rsmd spent during the timed calls, when it is rsmd being measured.
+    rsmd_cpu: Option<Duration>,
 }
 
 /// Runs `clients` threads, each set up with `setup(i)` and then making `calls` timed calls of `call`; an `Err`
 /// from `call` counts as an error (its time is not recorded).
 fn run<C>(
+    rsmd_pid: Option<i32>,
     scenario: &str,
     clients: usize,
     calls: usize,
@@ -51,7 +54,7 @@ fn run<C>(
     call: impl Fn(&mut C) -> Result<(), String> + Sync,
 ) -> Row {
     let barrier = Barrier::new(clients + 1);
-    let (samples, wall, errors) = std::thread::scope(|scope| {
+    let (samples, wall, errors, rsmd_cpu) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|i| {
                 let (barrier, setup, call) = (&barrier, &setup, &call);
@@ -75,6 +78,7 @@ fn run<C>(
             })
             .collect();
         barrier.wait();
+        let cpu0 = rsmd_pid.map(common::cpu_ns);
         let t0 = now();
         let mut all = Vec::with_capacity(clients * calls);
         let mut errors = 0;
@@ -86,9 +90,11 @@ fn run<C>(
             }
             errors += errs.len();
         }
-        (all, t0.elapsed(), errors)
+        let wall = t0.elapsed();
+        let cpu = rsmd_pid.zip(cpu0).map(|(pid, c0)| Duration::from_nanos(common::cpu_ns(pid).saturating_sub(c0)));
+        (all, wall, errors, cpu)
     });
-    Row { scenario: scenario.to_owned(), clients, samples: Samples::new(samples), wall, errors }
+    Row { scenario: scenario.to_owned(), clients, samples: Samples::new(samples), wall, errors, rsmd_cpu }
 }
 
 /// A connection with its own session.
@@ -260,10 +266,12 @@ fn main() {
     let echo = dir.path().join("echo.sock");
     echo_server(echo.clone(), replies);
 
+    let pid = d.pid();
     let mut rows = Vec::new();
     for clients in [1, 64] {
         for (what, object) in [("cartridge", &cartridge), ("drive", &drive)] {
             rows.push(run(
+                Some(pid),
                 &format!("rsmd GetObjectInformation({what})"),
                 clients,
                 GOI_CALLS,
@@ -271,6 +279,7 @@ fn main() {
                 |c| get_object_information(c, object),
             ));
             rows.push(run(
+                None,
                 &format!("A: echo server, {what}-size reply"),
                 clients,
                 GOI_CALLS,
@@ -280,23 +289,27 @@ fn main() {
         }
     }
     for (clients, calls) in [(1, STATUS_CALLS_1), (64, STATUS_CALLS_64)] {
-        rows.push(run("B: mtx-style status on changer.sock", clients, calls, |_| (), |()| mtx_status(&changer)));
-        rows.push(run("rsmd Enumerate slots+IE+drives", clients, calls, |_| client(&socket), rsmd_status));
+        rows.push(run(None, "B: mtx-style status on changer.sock", clients, calls, |_| (), |()| mtx_status(&changer)));
+        rows.push(run(Some(pid), "rsmd Enumerate slots+IE+drives", clients, calls, |_| client(&socket), rsmd_status));
     }
     let rsm = env!("CARGO_BIN_EXE_rsm");
-    rows.push(run("rsm status --mtx (process)", 1, RSM_SPAWNS, |_| (), |()| rsm_status(rsm, &socket)));
+    rows.push(run(Some(pid), "rsm status --mtx (process)", 1, RSM_SPAWNS, |_| (), |()| rsm_status(rsm, &socket)));
 
     println!();
     println!(
-        "{:<40} {:>7} {:>8} {:>9} {:>9} {:>9} {:>11} {:>6}",
-        "scenario", "clients", "calls", "min µs", "p50 µs", "p99 µs", "calls/s", "errors"
+        "{:<40} {:>7} {:>8} {:>9} {:>9} {:>9} {:>11} {:>6} {:>14}",
+        "scenario", "clients", "calls", "min µs", "p50 µs", "p99 µs", "calls/s", "errors", "rsmd CPU µs/call"
     );
     for r in &rows {
         let us = |d: Duration| d.as_secs_f64() * 1e6;
         #[allow(clippy::cast_precision_loss)]
         let rate = r.samples.sorted.len() as f64 / r.wall.as_secs_f64();
+        #[allow(clippy::cast_precision_loss)]
+        let cpu = r
+            .rsmd_cpu
+            .map_or_else(|| "-".to_owned(), |c| format!("{:.1}", us(c) / r.samples.sorted.len().max(1) as f64));
         println!(
-            "{:<40} {:>7} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>11.0} {:>6}",
+            "{:<40} {:>7} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>11.0} {:>6} {:>14}",
             r.scenario,
             r.clients,
             r.samples.sorted.len(),
@@ -304,10 +317,14 @@ fn main() {
             us(r.samples.median()),
             us(r.samples.pct(99.0)),
             rate,
-            r.errors
+            r.errors,
+            cpu
         );
     }
     println!();
+    println!(
+        "rsmd CPU µs/call = rsmd's CPU time (all threads, /proc/PID/task/*/schedstat) during the timed calls / calls."
+    );
     println!("calls = timed calls over all clients; calls/s = calls / wall time from the start barrier to the last client done.");
     println!(
         "A: same client code (rsmd::client::Connection, typed decode) against a thread-per-connection std echo server"

@@ -340,3 +340,13 @@ pub fn log_problems(root: &Path) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// CPU time `pid` has used so far, all threads, in ns (the first field of /proc/PID/task/*/schedstat).
+pub fn cpu_ns(pid: i32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+        .sum()
+}
