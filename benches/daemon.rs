@@ -28,6 +28,8 @@ const INVENTORIES: usize = 3;
 /// The time scale of the "realistic" scan (vlib's default [timing]: 1 ms per element with VOLTAG, 1 ms per
 /// command).
 const TIME_SCALE: f64 = 0.05;
+/// GetObjectInformation calls per object in part 1b (bounded by ~3 s per object too).
+const LOOKUP_CALLS: u32 = 2000;
 /// Library sizes of part 3.
 const SCALING: [u32; 3] = [5_000, 12_500, 25_000];
 
@@ -225,6 +227,11 @@ fn main() {
     let stops: Vec<String> = stops.iter().map(|d| format!("{:.1}", ms(*d))).collect();
     println!("SIGTERM to exit, ms, in order (after first start, restart 1, ...): {}", stops.join(", "));
 
+    // Part 1b: lookups on the big inventory (the restarted daemon, library ready).
+    println!();
+    println!("== 1b. GetObjectInformation / EnumerateObjects on the 50,000-slot inventory, 1 client ==");
+    lookups(last.as_ref().unwrap());
+
     // Part 2: inventory versus the emulator. time_scale 0 (pure overhead) on the daemon still running, then
     // the realistic scale on a fresh library and daemon.
     println!();
@@ -304,6 +311,55 @@ fn main() {
     println!(
         "vlib floor = Σ per READ ELEMENT STATUS round((command_ms + res_voltag_per_element_ms × elements) × time_scale)"
     );
+}
+
+/// Latency of single lookups on the big inventory: by barcode, by slot id (first, last) and by drive id.
+fn lookups(d: &Daemon) {
+    let s = Session::open_at(&d.socket, None, Some("bench"), 0).unwrap();
+    let mut enumerations = Vec::new();
+    let mut slots = Vec::new();
+    for _ in 0..3 {
+        let t0 = now();
+        slots = s.enumerate(None, ObjectType::StorageSlot).unwrap();
+        enumerations.push(t0.elapsed());
+    }
+    let drives = s.enumerate(None, ObjectType::Drive).unwrap();
+    println!("EnumerateObjects(storage_slot) → {} objects: {}", slots.len(), Samples::new(enumerations).summary_ms());
+    let objects = [
+        ("cartridge barcode", generated_barcode("L", 1, "L8")),
+        ("cartridge barcode (last)", generated_barcode("L", SLOTS, "L8")),
+        ("first storage slot id", slots.first().unwrap().id.clone()),
+        ("last storage slot id", slots.last().unwrap().id.clone()),
+        ("drive 0 id", drives.first().unwrap().id.clone()),
+    ];
+    println!(
+        "{:<26} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "GetObjectInformation on", "calls", "min µs", "p50 µs", "p99 µs", "calls/s"
+    );
+    for (what, object) in &objects {
+        let mut times = Vec::new();
+        let t_all = now();
+        let mut calls = 0;
+        // At most LOOKUP_CALLS calls or about 3 s, whichever comes first.
+        while calls < LOOKUP_CALLS && t_all.elapsed() < Duration::from_secs(3) {
+            let t0 = now();
+            s.get_object_information(object).unwrap();
+            times.push(t0.elapsed());
+            calls += 1;
+        }
+        let wall = t_all.elapsed();
+        let samples = Samples::new(times);
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "{:<26} {:>6} {:>10.1} {:>10.1} {:>10.1} {:>10.0}",
+            what,
+            calls,
+            us(samples.min()),
+            us(samples.median()),
+            us(samples.pct(99.0)),
+            f64::from(calls) / wall.as_secs_f64()
+        );
+    }
 }
 
 fn kib_to_mib(k: u64) -> f64 {
