@@ -10,9 +10,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use rsmd::client::Session;
+use rsmd::model::{element_id, ElementKind, Guid};
 use rsmd::proto::types::{InventoryMode, ObjectType};
 use rsmd::scsi::cdb::{self, ReadElementStatus};
 use rsmd::scsi::element::{allocation_for, chunks, ElementStatusReport, ElementType};
+use serde_json::json;
 use vlib::config::{generated_barcode, Cartridge, Location, Personality};
 
 use common::{ms, now, rss_kib, Daemon, Direct, Samples, Vlib};
@@ -316,21 +318,40 @@ fn main() {
 /// Latency of single lookups on the big inventory: by barcode, by slot id (first, last) and by drive id.
 fn lookups(d: &Daemon) {
     let s = Session::open_at(&d.socket, None, Some("bench"), 0).unwrap();
+    // The typed client first: its frame decoder refuses replies over MAX_MESSAGE.
+    match s.enumerate(None, ObjectType::StorageSlot) {
+        Ok(slots) => println!("client EnumerateObjects(storage_slot): {} objects", slots.len()),
+        Err(e) => println!("client EnumerateObjects(storage_slot) FAILED: {e:?}"),
+    }
+    // Then raw: how big the reply is and how long it takes.
+    let mut raw = common::Raw::connect(&d.socket);
+    let session = raw.open_session();
     let mut enumerations = Vec::new();
-    let mut slots = Vec::new();
+    let (mut objects, mut bytes) = (0, 0);
     for _ in 0..3 {
         let t0 = now();
-        slots = s.enumerate(None, ObjectType::StorageSlot).unwrap();
+        let v = raw.call("io.rsmd.Ntms.EnumerateObjects", json!({"session": session, "object_type": "storage_slot"}));
         enumerations.push(t0.elapsed());
+        objects = v["parameters"]["objects"].as_array().map_or(0, Vec::len);
+        bytes = serde_json::to_vec(&v).unwrap().len();
     }
+    println!(
+        "raw EnumerateObjects(storage_slot): {objects} objects, reply ≈ {:.1} MiB (MAX_MESSAGE is {} MiB); {}",
+        kib_to_mib(bytes as u64 / 1024),
+        rsmd::proto::MAX_MESSAGE >> 20,
+        Samples::new(enumerations).summary_ms()
+    );
+    let library: Guid = s.enumerate(None, ObjectType::Library).unwrap().remove(0).id.parse().unwrap();
+    let first_storage: u16 = 1000; // the Generic personality's first storage address
+    let last_storage = u16::try_from(u32::from(first_storage) + SLOTS - 1).unwrap();
     let drives = s.enumerate(None, ObjectType::Drive).unwrap();
-    println!("EnumerateObjects(storage_slot) → {} objects: {}", slots.len(), Samples::new(enumerations).summary_ms());
     let objects = [
         ("cartridge barcode", generated_barcode("L", 1, "L8")),
         ("cartridge barcode (last)", generated_barcode("L", SLOTS, "L8")),
-        ("first storage slot id", slots.first().unwrap().id.clone()),
-        ("last storage slot id", slots.last().unwrap().id.clone()),
+        ("first storage slot id", element_id(library, ElementKind::Storage, first_storage).to_string()),
+        ("last storage slot id", element_id(library, ElementKind::Storage, last_storage).to_string()),
         ("drive 0 id", drives.first().unwrap().id.clone()),
+        ("drive 63 id", drives.last().unwrap().id.clone()),
     ];
     println!(
         "{:<26} {:>6} {:>10} {:>10} {:>10} {:>10}",
