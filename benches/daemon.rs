@@ -341,6 +341,14 @@ fn lookups(d: &Daemon) {
         rsmd::proto::MAX_MESSAGE >> 20,
         Samples::new(enumerations).summary_ms()
     );
+    // The failed call broke the session's only connection; whether the session survives that is reported.
+    let s = match s.enumerate(None, ObjectType::Library) {
+        Ok(_) => s,
+        Err(e) => {
+            println!("the same Session afterwards: {e:?}; opening a new session");
+            Session::open_at(&d.socket, None, Some("bench"), 0).unwrap()
+        }
+    };
     let library: Guid = s.enumerate(None, ObjectType::Library).unwrap().remove(0).id.parse().unwrap();
     let first_storage: u16 = 1000; // the Generic personality's first storage address
     let last_storage = u16::try_from(u32::from(first_storage) + SLOTS - 1).unwrap();
