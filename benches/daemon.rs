@@ -232,7 +232,7 @@ fn main() {
     // Part 1b: lookups on the big inventory (the restarted daemon, library ready).
     println!();
     println!("== 1b. GetObjectInformation / EnumerateObjects on the 50,000-slot inventory, 1 client ==");
-    lookups(last.as_ref().unwrap());
+    lookups(last.as_mut().unwrap());
 
     // Part 2: inventory versus the emulator. time_scale 0 (pure overhead) on the daemon still running, then
     // the realistic scale on a fresh library and daemon.
@@ -316,7 +316,7 @@ fn main() {
 }
 
 /// Latency of single lookups on the big inventory: by barcode, by slot id (first, last) and by drive id.
-fn lookups(d: &Daemon) {
+fn lookups(d: &mut Daemon) {
     let s = Session::open_at(&d.socket, None, Some("bench"), 0).unwrap();
     // The typed client first: its frame decoder refuses replies over MAX_MESSAGE.
     match s.enumerate(None, ObjectType::StorageSlot) {
@@ -373,7 +373,15 @@ fn lookups(d: &Daemon) {
         // At most LOOKUP_CALLS calls or about 3 s, whichever comes first.
         while calls < LOOKUP_CALLS && t_all.elapsed() < Duration::from_secs(3) {
             let t0 = now();
-            s.get_object_information(object).unwrap();
+            if let Err(e) = s.get_object_information(object) {
+                println!(
+                    "GetObjectInformation({what}) call {} FAILED after {:.1} ms: {e:?}",
+                    calls + 1,
+                    ms(t0.elapsed())
+                );
+                report_daemon(d);
+                return;
+            }
             times.push(t0.elapsed());
             calls += 1;
         }
@@ -392,6 +400,17 @@ fn lookups(d: &Daemon) {
             f64::from(calls) / wall.as_secs_f64(),
             cpu
         );
+    }
+}
+
+/// Whether rsmd is still running, and the end of its log.
+fn report_daemon(d: &mut Daemon) {
+    println!("rsmd process: {:?} (None = still running)", d.child.try_wait());
+    let root = d.socket.parent().unwrap().to_owned();
+    let log = std::fs::read_to_string(root.join("rsmd.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    for l in &lines[lines.len().saturating_sub(8)..] {
+        println!("  rsmd.log: {l}");
     }
 }
 
