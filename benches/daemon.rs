@@ -125,21 +125,33 @@ fn direct_scan(d: &mut Direct, commands: &[(ElementType, u16, u16, bool)]) -> us
 }
 
 /// Times `INVENTORIES` rsmd inventories of the library.
-fn rsmd_inventories(d: &Daemon) -> Samples {
+fn rsmd_inventories(d: &mut Daemon) -> Samples {
     let s = Session::open_at(&d.socket, None, Some("bench"), 0).unwrap();
     let lib = s.enumerate(None, ObjectType::Library).unwrap().remove(0).id;
     let mut notes = s.notifications(Some(ObjectType::LibRequest)).unwrap();
     // A round trip on the session so the notification subscription is registered before the first request.
     s.get_object_information(&lib).unwrap();
     let mut times = Vec::new();
-    for _ in 0..INVENTORIES {
+    for i in 0..INVENTORIES {
         let t0 = now();
-        let request = s.inventory(&lib, InventoryMode::Default).unwrap();
-        loop {
-            let n = notes.next().expect("notification stream ended").unwrap();
-            if n.object == request && s.get_object_information(&request).unwrap().state == "complete" {
-                break;
+        let result = (|| -> Result<(), String> {
+            let request = s.inventory(&lib, InventoryMode::Default).map_err(|e| format!("InventoryLibrary: {e:?}"))?;
+            loop {
+                let n = notes
+                    .next()
+                    .ok_or("notification stream ended")?
+                    .map_err(|e| format!("notification stream: {e:?}"))?;
+                let info =
+                    s.get_object_information(&request).map_err(|e| format!("GetObjectInformation(request): {e:?}"))?;
+                if n.object == request && info.state == "complete" {
+                    return Ok(());
+                }
             }
+        })();
+        if let Err(e) = result {
+            println!("rsmd inventory {} FAILED after {:.1} ms: {e}", i + 1, ms(t0.elapsed()));
+            report_daemon(d);
+            break;
         }
         times.push(t0.elapsed());
     }
@@ -155,7 +167,7 @@ struct InventoryRow {
     commands: usize,
 }
 
-fn inventory_row(v: &Vlib, d: &Daemon, config: &vlib::Config) -> InventoryRow {
+fn inventory_row(v: &Vlib, d: &mut Daemon, config: &vlib::Config) -> InventoryRow {
     let rsmd = rsmd_inventories(d);
     let mut direct = Direct::connect(&v.dir.join("changer.sock"));
     let commands = scan_commands(&mut direct);
@@ -238,19 +250,19 @@ fn main() {
     // the realistic scale on a fresh library and daemon.
     println!();
     println!("== 2. full inventory (InventoryLibrary → request complete) vs direct chunked READ ELEMENT STATUS ==");
-    let d = last.take().unwrap();
-    let mut rows = vec![inventory_row(&v, &d, &config)];
+    let mut d = last.take().unwrap();
+    let mut rows = vec![inventory_row(&v, &mut d, &config)];
     drop(d);
     v.server.stop();
     let config = big_library(TIME_SCALE);
     let v = Vlib::start(&dir.path().join("vlib1"), config.clone());
-    let (d, s) = start(&dir.path().join("rsmd1"), &rsmd_config(&v.dir));
+    let (mut d, s) = start(&dir.path().join("rsmd1"), &rsmd_config(&v.dir));
     println!(
         "(time_scale {TIME_SCALE}: first start READY {:.1} ms, library ready {:.1} ms)",
         ms(s.ready),
         ms(s.lib_ready)
     );
-    rows.push(inventory_row(&v, &d, &config));
+    rows.push(inventory_row(&v, &mut d, &config));
     drop(d);
     println!(
         "{:<10} {:>9} {:>18} {:>22} {:>14} {:>14} {:>16}",
@@ -288,8 +300,8 @@ fn main() {
     for slots in SCALING {
         let config = library(slots, 0.0);
         let v = Vlib::start(&dir.path().join(format!("vlib-{slots}")), config.clone());
-        let (d, _) = start(&dir.path().join(format!("rsmd-{slots}")), &rsmd_config(&v.dir));
-        let r = inventory_row(&v, &d, &config);
+        let (mut d, _) = start(&dir.path().join(format!("rsmd-{slots}")), &rsmd_config(&v.dir));
+        let r = inventory_row(&v, &mut d, &config);
         drop(d);
         v.server.stop();
         println!(
