@@ -189,7 +189,7 @@ fn inventory_row(v: &Vlib, d: &mut Daemon, config: &vlib::Config) -> InventoryRo
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::Scratch::new();
     println!("rsmd daemon benchmark: {SLOTS} storage slots (all full), {IE} I/E slots, {DRIVES} drives, chunk {CHUNK}");
     println!("machine: {} CPUs available; times are wall clock from spawn (includes exec)", cpus());
 

@@ -222,7 +222,7 @@ fn rsm_status(rsm: &str, socket: &Path) -> Result<(), String> {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = common::Scratch::new();
     let v = Vlib::default_fast(&dir.path().join("vlib"));
     let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
     d.wait_ready(1);

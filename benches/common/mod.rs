@@ -350,3 +350,26 @@ pub fn cpu_ns(pid: i32) -> u64 {
         .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
         .sum()
 }
+
+/// A temporary directory that is kept (and its path printed) when the bench panics, for rsmd's log.
+pub struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        Scratch(Some(tempfile::tempdir().unwrap()))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().unwrap().path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(d) = self.0.take() {
+                eprintln!("bench failed: keeping {} (rsmd logs: */rsmd.log)", d.keep().display());
+            }
+        }
+    }
+}
