@@ -191,7 +191,11 @@ fn inventory_row(v: &Vlib, d: &mut Daemon, config: &vlib::Config) -> InventoryRo
 fn main() {
     let dir = common::Scratch::new();
     println!("rsmd daemon benchmark: {SLOTS} storage slots (all full), {IE} I/E slots, {DRIVES} drives, chunk {CHUNK}");
-    println!("machine: {} CPUs available; times are wall clock from spawn (includes exec)", cpus());
+    println!(
+        "machine: {} CPUs available, load average {} at start; times are wall clock from spawn (includes exec)",
+        cpus(),
+        common::loadavg()
+    );
 
     // Part 1: start, restart, memory (time_scale 0).
     let config = big_library(0.0);

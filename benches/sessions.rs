@@ -246,8 +246,9 @@ fn main() {
     let mut replies = Vec::new();
     println!("rsmd sessions benchmark: default vlib library (20 slots, 2 I/E, 4 drives, time_scale 0)");
     println!(
-        "machine: {} CPUs available; per-call wall-clock latency, {WARMUP} warm-up calls per client not counted",
-        std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(1)
+        "machine: {} CPUs available, load average {} at start; per-call wall-clock latency, {WARMUP} warm-up calls per client not counted",
+        std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(1),
+        common::loadavg()
     );
     for object in [&cartridge, &drive] {
         let params = probe
@@ -333,6 +334,7 @@ fn main() {
     println!("B: INQUIRY, MODE SENSE(6) 1Dh, READ ELEMENT STATUS (VOLTAG) per element type, on a fresh connection to");
     println!("   vlib's changer.sock each call. Real mtx needs a /dev/sg node: this is the same command sequence over");
     println!("   vlib's socket. rsmd's counterpart: EnumerateObjects(storage_slot, ie_port, drive) from its cache.");
+    println!("load average at end: {}", common::loadavg());
     assert!(d.child.try_wait().unwrap().is_none(), "rsmd exited during the benchmark");
     drop(probe);
 }
