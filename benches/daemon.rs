@@ -300,23 +300,35 @@ fn main() {
     // Part 3: how rsmd's inventory time grows with the library (time_scale 0: no emulated scan cost).
     println!();
     println!("== 3. inventory time vs library size, time_scale 0 ==");
-    println!("{:>8} {:>18} {:>22} {:>20}", "slots", "rsmd inventory ms", "direct chunked scan ms", "rsmd µs per slot");
+    println!(
+        "{:>8} {:>18} {:>22} {:>17} {:>24} {:>22}",
+        "slots",
+        "rsmd inventory ms",
+        "direct chunked scan ms",
+        "rsmd µs per slot",
+        "Enumerate(slots) raw ms",
+        "GOI(last drive id) µs"
+    );
     for slots in SCALING {
         let config = library(slots, 0.0);
         let v = Vlib::start(&dir.path().join(format!("vlib-{slots}")), config.clone());
         let (mut d, _) = start(&dir.path().join(format!("rsmd-{slots}")), &rsmd_config(&v.dir));
         let r = inventory_row(&v, &mut d, &config);
+        let (_, _, enumerations) = raw_enumerate_slots(&d);
+        let goi = goi_last_drive(&d, 50);
         drop(d);
         v.server.stop();
         println!(
-            "{:>8} {:>18.1} {:>22.1} {:>20.1}",
+            "{:>8} {:>18.1} {:>22.1} {:>17.1} {:>24.1} {:>22.1}",
             r.slots,
             ms(r.rsmd.median()),
             ms(r.direct.median()),
-            ms(r.rsmd.median()) * 1000.0 / f64::from(r.slots)
+            ms(r.rsmd.median()) * 1000.0 / f64::from(r.slots),
+            ms(enumerations.median()),
+            goi.as_secs_f64() * 1e6
         );
     }
-    println!("(medians of {INVENTORIES}; 50,000 is the time_scale 0 row of part 2)");
+    println!("(medians: {INVENTORIES} inventories, 3 enumerations, 50 lookups; 50,000 slots: see parts 1b and 2)");
     println!();
     for root in [root.as_path(), dir.path().join("rsmd1").as_path()] {
         let problems = common::log_problems(root);
@@ -340,22 +352,12 @@ fn lookups(d: &mut Daemon) {
         Err(e) => println!("client EnumerateObjects(storage_slot) FAILED: {e:?}"),
     }
     // Then raw: how big the reply is and how long it takes.
-    let mut raw = common::Raw::connect(&d.socket);
-    let session = raw.open_session();
-    let mut enumerations = Vec::new();
-    let (mut objects, mut bytes) = (0, 0);
-    for _ in 0..3 {
-        let t0 = now();
-        let v = raw.call("io.rsmd.Ntms.EnumerateObjects", json!({"session": session, "object_type": "storage_slot"}));
-        enumerations.push(t0.elapsed());
-        objects = v["parameters"]["objects"].as_array().map_or(0, Vec::len);
-        bytes = serde_json::to_vec(&v).unwrap().len();
-    }
+    let (objects, bytes, enumerations) = raw_enumerate_slots(d);
     println!(
         "raw EnumerateObjects(storage_slot): {objects} objects, reply ≈ {:.1} MiB (MAX_MESSAGE is {} MiB); {}",
         kib_to_mib(bytes as u64 / 1024),
         rsmd::proto::MAX_MESSAGE >> 20,
-        Samples::new(enumerations).summary_ms()
+        enumerations.summary_ms()
     );
     // The failed call broke the session's only connection; whether the session survives that is reported.
     let s = match s.enumerate(None, ObjectType::Library) {
@@ -417,6 +419,36 @@ fn lookups(d: &mut Daemon) {
             cpu
         );
     }
+}
+
+/// EnumerateObjects(storage_slot) on a raw connection (no reply size limit), 3 times: (objects, reply bytes, times).
+fn raw_enumerate_slots(d: &Daemon) -> (usize, usize, Samples) {
+    let mut raw = common::Raw::connect(&d.socket);
+    let session = raw.open_session();
+    let mut enumerations = Vec::new();
+    let (mut objects, mut bytes) = (0, 0);
+    for _ in 0..3 {
+        let t0 = now();
+        let v = raw.call("io.rsmd.Ntms.EnumerateObjects", json!({"session": session, "object_type": "storage_slot"}));
+        enumerations.push(t0.elapsed());
+        objects = v["parameters"]["objects"].as_array().map_or(0, Vec::len);
+        bytes = serde_json::to_vec(&v).unwrap().len();
+    }
+    (objects, bytes, Samples::new(enumerations))
+}
+
+/// Median GetObjectInformation latency on the last drive's id (`calls` calls).
+fn goi_last_drive(d: &Daemon, calls: usize) -> Duration {
+    let s = Session::open_at(&d.socket, None, Some("bench"), 0).unwrap();
+    let drive = s.enumerate(None, ObjectType::Drive).unwrap().pop().unwrap().id;
+    let times = (0..calls)
+        .map(|_| {
+            let t0 = now();
+            s.get_object_information(&drive).unwrap();
+            t0.elapsed()
+        })
+        .collect();
+    Samples::new(times).median()
 }
 
 /// Whether rsmd is still running, and the end of its log.
