@@ -337,6 +337,7 @@ fn main() {
             println!("  {l}");
         }
     }
+    println!("load average at end: {}", common::loadavg());
     println!("overhead % = (rsmd median − vlib floor) / vlib floor; vs direct % = (rsmd − direct) / direct.");
     println!(
         "vlib floor = Σ per READ ELEMENT STATUS round((command_ms + res_voltag_per_element_ms × elements) × time_scale)"
