@@ -7,6 +7,7 @@
 mod common;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rsmd::client::Session;
@@ -162,13 +163,35 @@ struct InventoryRow {
     slots: u32,
     scale: f64,
     rsmd: Samples,
+    /// GetObjectInformation latencies of another client while the rsmd inventories ran.
+    during: Samples,
     direct: Samples,
     floor: Duration,
     commands: usize,
 }
 
 fn inventory_row(v: &Vlib, d: &mut Daemon, config: &vlib::Config) -> InventoryRow {
-    let rsmd = rsmd_inventories(d);
+    // A second client looks a cartridge up in a loop while the inventories run: how long does it wait?
+    let stop = AtomicBool::new(false);
+    let socket = d.socket.clone();
+    let barcode = generated_barcode("L", 1, "L8");
+    let (rsmd, during) = std::thread::scope(|scope| {
+        let prober = scope.spawn(|| {
+            let s = Session::open_at(&socket, None, Some("prober"), 0).unwrap();
+            let mut times = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = now();
+                if s.get_object_information(&barcode).is_err() {
+                    break;
+                }
+                times.push(t0.elapsed());
+            }
+            Samples::new(times)
+        });
+        let rsmd = rsmd_inventories(d);
+        stop.store(true, Ordering::Relaxed);
+        (rsmd, prober.join().unwrap())
+    });
     let mut direct = Direct::connect(&v.dir.join("changer.sock"));
     let commands = scan_commands(&mut direct);
     let mut times = Vec::new();
@@ -182,6 +205,7 @@ fn inventory_row(v: &Vlib, d: &mut Daemon, config: &vlib::Config) -> InventoryRo
         slots: config.storage_slots,
         scale: config.time_scale,
         rsmd,
+        during,
         direct: Samples::new(times),
         floor: vlib_floor(config, &commands),
         commands: commands.len(),
@@ -296,6 +320,17 @@ fn main() {
     }
     for r in &rows {
         println!("scale {}: rsmd min/median/max {}; direct {}", r.scale, r.rsmd.summary_ms(), r.direct.summary_ms());
+    }
+    for r in &rows {
+        println!(
+            "scale {}: another client's GetObjectInformation(barcode) during the inventories: {} calls, p50 {:.1} µs, \
+             p99 {:.1} ms, max {:.1} ms",
+            r.scale,
+            r.during.sorted.len(),
+            r.during.median().as_secs_f64() * 1e6,
+            ms(r.during.pct(99.0)),
+            ms(r.during.max())
+        );
     }
     // Part 3: how rsmd's inventory time grows with the library (time_scale 0: no emulated scan cost).
     println!();
