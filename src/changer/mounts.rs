@@ -331,11 +331,27 @@ impl Mounts {
             }
             return;
         }
-        // The robot takes one move at a time: give it the best queued job when it is idle.
-        if lib.moves_pending() > 0 || !matches!(lib.state(), LibraryState::Ready | LibraryState::Busy) {
+        if !matches!(lib.state(), LibraryState::Ready | LibraryState::Busy) {
             return;
         }
         self.queue.sort_by_key(|j| std::cmp::Reverse(j.priority));
+        // Dismounts start at once, robot or not: unloading is the drive's work, and it overlaps the robot's moves.
+        // Their move out then queues for the robot.
+        let mut i = 0;
+        while i < self.queue.len() {
+            if matches!(self.queue[i].kind, JobKind::Dismount { .. }) {
+                match self.try_start(i, lib, now) {
+                    Start::Started | Start::Failed => continue,
+                    Start::Wait => {}
+                }
+            }
+            i += 1;
+        }
+        // The robot takes one move at a time: give it the best queued mount when it is idle, so that priorities
+        // decide until the last moment.
+        if lib.moves_pending() > 0 {
+            return;
+        }
         let mut i = 0;
         while i < self.queue.len() {
             match self.try_start(i, lib, now) {

@@ -86,7 +86,12 @@ impl Connection {
             }
             _ => NtmsError::NotConnected { message: format!("cannot reach rsmd at {} ({e})", path.display()) },
         })?;
-        Ok(Connection { stream, decoder: FrameDecoder::new(), path: path.to_owned(), broken: false })
+        Ok(Connection {
+            stream,
+            decoder: FrameDecoder::with_limit(crate::proto::frame::MAX_REPLY),
+            path: path.to_owned(),
+            broken: false,
+        })
     }
 
     /// Connects to the socket chosen by [`socket_path`] (`explicit`, `$RSMD_SOCKET`, or the default).

@@ -6,7 +6,7 @@
 //! location `None`); elements are numbered for people the way mtx numbers them (drives from 0, storage slots from
 //! 1, import/export slots after the storage slots).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::changer::Element;
 use crate::model::{DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord};
@@ -46,6 +46,8 @@ pub struct Inventory {
     elements: BTreeMap<(Guid, ElementKind, u16), ElementRecord>,
     media: HashMap<Guid, MediaRecord>,
     by_barcode: HashMap<String, Guid>,
+    /// Element id → key, so that lookups by id do not derive every element's id.
+    by_element_id: HashMap<Guid, (Guid, ElementKind, u16)>,
 }
 
 impl Inventory {
@@ -56,6 +58,7 @@ impl Inventory {
             inv.libraries.insert(l.id, l);
         }
         for e in s.elements {
+            inv.by_element_id.insert(e.id(), (e.library, e.kind, e.address));
             inv.elements.insert((e.library, e.kind, e.address), e);
         }
         for m in s.media {
@@ -90,6 +93,11 @@ impl Inventory {
     /// The element at an address.
     pub fn element(&self, library: Guid, kind: ElementKind, address: u16) -> Option<&ElementRecord> {
         self.elements.get(&(library, kind, address))
+    }
+
+    /// The element with this id.
+    pub fn element_by_id(&self, id: Guid) -> Option<&ElementRecord> {
+        self.by_element_id.get(&id).and_then(|k| self.elements.get(k))
     }
 
     /// All cartridges.
@@ -145,8 +153,8 @@ impl Inventory {
         } else {
             self.elements(library).filter(|e| e.kind == ElementKind::Storage).count()
         };
-        let mut seen_media = Vec::new();
-        let mut seen_elements = Vec::new();
+        let mut seen_media: HashSet<Guid> = HashSet::new();
+        let mut seen_elements: HashSet<(ElementKind, u16)> = HashSet::new();
         // Numbering by rank within type, as mtx does.
         let mut rank: HashMap<ElementKind, u32> = HashMap::new();
         let mut sorted: Vec<&Element> = reported.iter().collect();
@@ -180,10 +188,9 @@ impl Inventory {
                     pool: None,
                     mount_count: 0,
                 });
-                if seen_media.contains(&id) {
+                if !seen_media.insert(id) {
                     log::warn!("barcode {:?} seen twice in library {library}; keeping the first", e.barcode);
                 } else {
-                    seen_media.push(id);
                     m.location = Some(here);
                     if home.is_some() {
                         m.home = home;
@@ -210,7 +217,7 @@ impl Inventory {
                     info
                 }),
             };
-            seen_elements.push((kind, e.address));
+            seen_elements.insert((kind, e.address));
             // The cartridge that was here before and is not here now moved or left.
             if let Some(old) = self.elements.get(&(library, kind, e.address)) {
                 if let Some(prev) = old.media.filter(|p| Some(*p) != media && !seen_media.contains(p)) {
@@ -223,6 +230,7 @@ impl Inventory {
                 }
             }
             if self.elements.get(&(library, kind, e.address)) != Some(&rec) {
+                self.by_element_id.entry(rec.id()).or_insert((library, kind, e.address));
                 self.elements.insert((library, kind, e.address), rec.clone());
                 changes.push(Change::Element(rec));
             }
@@ -231,7 +239,9 @@ impl Inventory {
             let stale: Vec<(ElementKind, u16)> =
                 self.elements(library).map(|e| (e.kind, e.address)).filter(|k| !seen_elements.contains(k)).collect();
             for (kind, address) in stale {
-                self.elements.remove(&(library, kind, address));
+                if let Some(old) = self.elements.remove(&(library, kind, address)) {
+                    self.by_element_id.remove(&old.id());
+                }
                 changes.push(Change::RemoveElement { library, kind: kind.code(), address });
             }
             let gone: Vec<MediaRecord> = self

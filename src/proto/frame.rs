@@ -17,6 +17,10 @@ use serde_json::Value;
 /// The largest message accepted, in bytes, not counting the NUL terminator.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
+/// The limit a client applies to replies: a whole large library's objects are one reply (50,000 slots are about
+/// 18 MiB), so replies may be far larger than calls.
+pub const MAX_REPLY: usize = 256 << 20;
+
 /// A framing failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -45,12 +49,27 @@ pub struct FrameDecoder {
     scanned: usize,
     /// Set once the stream exceeded the limit: every later call reports [`FrameError::TooLarge`].
     overflowed: bool,
+    /// The largest message accepted (0 means [`MAX_MESSAGE`]).
+    limit: usize,
 }
 
 impl FrameDecoder {
     /// An empty decoder.
     pub fn new() -> FrameDecoder {
         FrameDecoder::default()
+    }
+
+    /// A decoder accepting messages of up to `limit` bytes (clients reading replies use [`MAX_REPLY`]).
+    pub fn with_limit(limit: usize) -> FrameDecoder {
+        FrameDecoder { limit, ..FrameDecoder::default() }
+    }
+
+    fn limit(&self) -> usize {
+        if self.limit == 0 {
+            MAX_MESSAGE
+        } else {
+            self.limit
+        }
     }
 
     /// Appends received bytes.
@@ -77,21 +96,22 @@ impl FrameDecoder {
 
     /// The next complete message, if any: `None` means more bytes are needed.
     pub fn next_message(&mut self) -> Option<Result<String, FrameError>> {
+        let limit = self.limit();
         if self.overflowed {
-            return Some(Err(FrameError::TooLarge { limit: MAX_MESSAGE }));
+            return Some(Err(FrameError::TooLarge { limit }));
         }
         let pending = &self.buf[self.start..];
         // Never look further than one byte past the limit: a NUL beyond it cannot end an acceptable message.
-        let window = pending.len().min(MAX_MESSAGE + 1);
+        let window = pending.len().min(limit + 1);
         let found = pending[self.scanned.min(window)..window].iter().position(|&b| b == 0);
         let Some(rel) = found else {
             self.scanned = window;
-            if window > MAX_MESSAGE {
+            if window > limit {
                 self.overflowed = true;
                 self.buf = Vec::new();
                 self.start = 0;
                 self.scanned = 0;
-                return Some(Err(FrameError::TooLarge { limit: MAX_MESSAGE }));
+                return Some(Err(FrameError::TooLarge { limit }));
             }
             return None;
         };

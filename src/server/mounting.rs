@@ -61,8 +61,8 @@ impl Daemon {
         let g: Guid = id.parse().ok()?;
         self.inventory
             .as_ref()?
-            .all_elements()
-            .find(|e| e.kind == ElementKind::Drive && e.id() == g)
+            .element_by_id(g)
+            .filter(|e| e.kind == ElementKind::Drive)
             .map(|e| (e.library, e.address))
     }
 

@@ -208,7 +208,7 @@ impl View<'_> {
         if let Some(m) = inv.medium(id) {
             return Some(self.medium(m));
         }
-        if let Some(e) = inv.all_elements().find(|e| e.id() == id) {
+        if let Some(e) = inv.element_by_id(id) {
             return Some(self.element(e));
         }
         if let Some(r) = self.requests.iter().find(|r| r.id == key) {
