@@ -99,6 +99,12 @@ impl Connection {
         Connection::connect(&socket_path(explicit))
     }
 
+    /// Sets the largest reply this connection accepts (default [`crate::proto::frame::MAX_REPLY`]); a larger one
+    /// fails the call with `MessageTooLarge`. Call before any call.
+    pub fn set_reply_limit(&mut self, limit: usize) {
+        self.decoder = FrameDecoder::with_limit(limit);
+    }
+
     /// `org.varlink.service.GetInfo`.
     pub fn get_info(&mut self) -> Result<ServiceInfo, NtmsError> {
         decode(self.call_method(&Method::GetInfo)?)

@@ -372,6 +372,7 @@ fn reply_of_wrong_shape_is_invalid_message() {
 fn oversized_reply_is_message_too_large() {
     let server = FakeServer::start(|_| Answer::Raw(vec![b' '; crate::proto::MAX_MESSAGE + 10]));
     let mut conn = Connection::connect(&server.path).unwrap();
+    conn.set_reply_limit(crate::proto::MAX_MESSAGE);
     assert_eq!(conn.call("org.varlink.service.GetInfo", Map::new()).unwrap_err().code(), 4336);
 }
 
