@@ -14,7 +14,6 @@
 //!   `LB_drive = ceil(K/D)·(2·move + load + H + unload)`.
 //! * `LB = max(LB_robot, LB_drive)`. Command overheads (1 ms each, scaled to 0) are ignored, which keeps it sound.
 
-use std::os::fd::AsFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -280,7 +279,7 @@ fn run_serial(scale: f64, k: usize, d: usize, hold: Duration) -> Run {
                     }
                     std::thread::sleep(poll_every);
                 }
-                let mounted = start.elapsed();
+                let mounted = now();
                 std::thread::sleep(hold);
                 let r = exec(&mut drives[di], tag, cdb::load_unload(false, false).into_command(timeout));
                 good("LOAD UNLOAD (unload)", &r);
@@ -307,7 +306,7 @@ fn main() {
     let scale = scale();
     let cfg = vlib_config(scale);
     let t = Timings::of(&cfg);
-    let d = cfg.drives;
+    let d = cfg.drive_serials.len();
     let k = 16;
     println!("mounts bench: vlib default library (tgt, {d} drives, robot 1, slots 1000.., drives 500..)");
     println!(
