@@ -66,6 +66,28 @@ impl Timings {
         Timings { mv: s(c.timing.move_ms), load: s(c.timing.load_ms), unload: s(c.timing.unload_ms) }
     }
 
+    /// A greedy schedule with perfect knowledge (no polling delay, unload as soon as the hold ends, no protocol
+    /// latency): whenever the robot is free it moves out a cartridge whose unload is done, else mounts into a free
+    /// drive, else waits for the first unload to finish. Achievable, so LB <= greedy; not necessarily optimal.
+    fn greedy(&self, k: usize, d: usize, hold: f64) -> f64 {
+        let mut robot = 0.0f64;
+        let mut left = k;
+        // Times at which cartridges in drives are unloaded and ready to move out.
+        let mut in_drives: Vec<f64> = Vec::new();
+        while left > 0 || !in_drives.is_empty() {
+            in_drives.sort_by(f64::total_cmp);
+            if in_drives.first().is_some_and(|&t| t <= robot) || (left == 0 || in_drives.len() == d.min(k)) {
+                let t = in_drives.remove(0);
+                robot = robot.max(t) + self.mv;
+            } else {
+                left -= 1;
+                robot += self.mv;
+                in_drives.push(robot + self.load + hold + self.unload);
+            }
+        }
+        robot
+    }
+
     fn lower_bound(&self, k: usize, d: usize, hold: f64) -> (f64, f64) {
         let dd = d.min(k);
         let robot = f(2 * k - dd + 1) * self.mv + self.load + hold + self.unload;
@@ -121,7 +143,7 @@ impl Daemon {
             .env_remove("LISTEN_PID")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(std::fs::File::create(root.join("rsmd.log")).unwrap()))
             .spawn()
             .unwrap();
         let d = Daemon { child, socket, notify_path };
@@ -313,14 +335,18 @@ fn main() {
         "time_scale {scale}: robot move {:.3} s, load/thread {:.3} s, unload {:.3} s (unscaled {} / {} / {} ms)",
         t.mv, t.load, t.unload, cfg.timing.move_ms, cfg.timing.load_ms, cfg.timing.unload_ms
     );
-    println!("rsmd TUR polling: first {} ms, x1.5 back-off up to {} ms (real time, not scaled)",
-        rsmd::changer::mounts::FIRST_POLL_MS, rsmd::changer::mounts::MAX_POLL_MS);
+    println!(
+        "rsmd TUR polling: first {} ms, x1.5 back-off up to {} ms (real time, not scaled)",
+        rsmd::changer::mounts::FIRST_POLL_MS,
+        rsmd::changer::mounts::MAX_POLL_MS
+    );
     println!(
         "serial baseline TUR polling: every {} ms (mtx-changer's 1 s sleep, scaled)",
         cfg.scaled(MTX_POLL_UNSCALED_MS).max(1)
     );
     println!("LB = max(LB_robot = (2K - min(K,D) + 1)*move + load + H + unload,");
     println!("         LB_drive = ceil(K/D)*(2*move + load + H + unload))");
+    println!("greedy schedule = simulated list schedule with zero polling/protocol latency (achievable reference)");
     println!("serial ideal = K*(2*move + load + H + unload) (baseline without polling/command overheads)");
     // The "backup" hold: 40 s of writing, scaled like the hardware (a real backup holds for an hour).
     let backup = Duration::from_millis(cfg.scaled(40_000));
@@ -335,10 +361,14 @@ fn main() {
         eprintln!("running {name}: serial baseline ...");
         let s = run_serial(scale, k, d, hold);
         let ideal = f(k) * (2.0 * t.mv + t.load + h + t.unload);
+        let greedy = t.greedy(k, d, h);
         let (mn, avg, mx) = stats(&r.mount_latency);
         println!(
-            "{name}: LB_robot {lbr:.3} s, LB_drive {lbd:.3} s; rsmd moves {}, mount latency min/avg/max \
+            "{name}: LB_robot {lbr:.3} s, LB_drive {lbd:.3} s, greedy schedule {greedy:.3} s \
+             ({:+.1}% vs LB, rsmd {:+.1}% vs it); rsmd moves {}, mount latency min/avg/max \
              {mn:.3}/{avg:.3}/{mx:.3} s; serial moves {}, serial ideal {ideal:.3} s, serial first mount {:.3} s",
+            (greedy / lb - 1.0) * 100.0,
+            (r.makespan / greedy - 1.0) * 100.0,
             r.moves,
             s.moves,
             stats(&s.mount_latency).0
