@@ -399,10 +399,14 @@ fn main() {
         "scenario", "K", "D", "hold s", "makespan s", "lower bound s", "vs LB %", "serial baseline s", "speedup"
     );
     for (name, h, m, lb, s) in rows {
+        let (serial, speedup) = if s.is_nan() {
+            ("skipped".to_owned(), "-".to_owned())
+        } else {
+            (format!("{s:.3}"), format!("{:.2}x", s / m))
+        };
         println!(
-            "{name:<12} | {k:>3} | {d:>2} | {h:>7.3} | {m:>10.3} | {lb:>13.3} | {:>+8.1} | {s:>17.3} | {:>6.2}x",
-            (m / lb - 1.0) * 100.0,
-            s / m
+            "{name:<12} | {k:>3} | {d:>2} | {h:>7.3} | {m:>10.3} | {lb:>13.3} | {:>+8.1} | {serial:>17} | {speedup:>7}",
+            (m / lb - 1.0) * 100.0
         );
     }
 }
