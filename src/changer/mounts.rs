@@ -142,6 +142,8 @@ struct Job {
     /// A dismount's destination once chosen.
     dest: Option<u16>,
     ready_by: Millis,
+    /// When the move into the drive finished (for learning how long this library's drives take to load).
+    loaded_at: Millis,
 }
 
 /// How long a drive may take to become ready after a load.
@@ -161,6 +163,8 @@ pub struct Mounts {
     seq: u64,
     poll_first: Millis,
     poll_max: Millis,
+    /// Learned time from a move into a drive to the drive being ready (moving average), once observed.
+    load_estimate: Option<Millis>,
 }
 
 impl Default for Mounts {
@@ -184,6 +188,7 @@ impl Mounts {
             seq: 0,
             poll_first: first.max(1),
             poll_max: max.max(first.max(1)),
+            load_estimate: None,
         }
     }
 
@@ -201,6 +206,7 @@ impl Mounts {
             abort: None,
             dest: None,
             ready_by: 0,
+            loaded_at: 0,
         });
     }
 
@@ -540,8 +546,14 @@ impl Mounts {
                     self.finish(idx, Ok(()));
                 } else {
                     self.progress.push_back(Progress::WaitingForDrive { id });
-                    let first = self.poll_first;
-                    self.active[idx].step = Step::WaitingReady { next_at: Some(now), interval: first };
+                    // Poll at once the first time; once the drives' load time is known, first poll just before it
+                    // is due and then often (a twentieth of it), so readiness is seen within a few percent.
+                    let (next_at, interval) = match self.load_estimate {
+                        None => (now, self.poll_first),
+                        Some(est) => (now + est * 9 / 10, (est / 20).clamp(10, self.poll_max)),
+                    };
+                    self.active[idx].loaded_at = now;
+                    self.active[idx].step = Step::WaitingReady { next_at: Some(next_at), interval };
                 }
             }
             (JobKind::Dismount { .. }, Ok(())) => self.finish(idx, Ok(())),
@@ -591,11 +603,20 @@ impl Mounts {
                     return self.start_undo(id, lib);
                 }
                 let again = |s: &mut Self, interval: Millis| {
-                    let next = (interval + interval / 2).min(s.poll_max);
+                    // Back off while the load time is unknown; with an estimate, keep polling at its twentieth.
+                    let next =
+                        if s.load_estimate.is_some() { interval } else { (interval + interval / 2).min(s.poll_max) };
                     s.active[idx].step = Step::WaitingReady { next_at: Some(now + interval), interval: next };
                 };
                 match action {
-                    Action::Done => self.finish(idx, Ok(())),
+                    Action::Done => {
+                        let took = now.saturating_sub(self.active[idx].loaded_at);
+                        self.load_estimate = Some(match self.load_estimate {
+                            None => took,
+                            Some(est) => (3 * est + took) / 4,
+                        });
+                        self.finish(idx, Ok(()));
+                    }
                     // Not threaded yet, becoming ready, or the unit attention of a new medium: poll again.
                     Action::WaitReady { .. }
                     | Action::Retry { .. }

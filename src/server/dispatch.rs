@@ -225,13 +225,13 @@ impl Daemon {
     pub fn with_view<T>(&self, f: impl FnOnce(&View<'_>) -> T) -> T {
         let empty = crate::media::Inventory::default();
         let libraries: Vec<_> = self.libs.iter().filter_map(|l| l.view()).collect();
-        let requests = self.requests.objects();
+        let requests = &self.requests;
         let view = View {
             inventory: self.inventory.as_ref().unwrap_or(&empty),
             host: &self.host,
             libraries: &libraries,
             mounted: &self.mounted,
-            requests: &requests,
+            requests,
         };
         f(&view)
     }

@@ -26,8 +26,8 @@ pub struct View<'a> {
     pub libraries: &'a [LibraryView],
     /// Mounted cartridges: media id → the session that mounted it.
     pub mounted: &'a std::collections::HashMap<Guid, String>,
-    /// Library requests.
-    pub requests: &'a [ObjectInfo],
+    /// Library requests (turned into objects only when asked for).
+    pub requests: &'a super::requests::Requests,
 }
 
 /// Id of the computer object.
@@ -184,7 +184,7 @@ impl View<'_> {
                     )
                 })
                 .collect(),
-            ObjectType::LibRequest => self.requests.to_vec(),
+            ObjectType::LibRequest => self.requests.objects(),
             ObjectType::OpRequest => Vec::new(),
         }
     }
@@ -211,8 +211,8 @@ impl View<'_> {
         if let Some(e) = inv.element_by_id(id) {
             return Some(self.element(e));
         }
-        if let Some(r) = self.requests.iter().find(|r| r.id == key) {
-            return Some(r.clone());
+        if let Some(r) = self.requests.object(key) {
+            return Some(r);
         }
         [ObjectType::MediaPool, ObjectType::MediaType]
             .into_iter()

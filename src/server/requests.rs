@@ -229,11 +229,19 @@ impl Requests {
         out
     }
 
+    /// Request `id` as a wire object.
+    pub fn object(&self, id: &str) -> Option<ObjectInfo> {
+        self.items.values().find(|r| r.id.to_string() == id).map(Self::to_object)
+    }
+
     /// The requests as wire objects.
     pub fn objects(&self) -> Vec<ObjectInfo> {
-        self.items
-            .values()
-            .map(|r| ObjectInfo {
+        self.items.values().map(Self::to_object).collect()
+    }
+
+    fn to_object(r: &Request) -> ObjectInfo {
+        {
+            ObjectInfo {
                 id: r.id.to_string(),
                 name: format!("{:?} request", r.operation).to_lowercase(),
                 description: String::new(),
@@ -256,8 +264,8 @@ impl Requests {
                     uid: None,
                     error: r.error.clone(),
                 }),
-            })
-            .collect()
+            }
+        }
     }
 }
 
