@@ -353,9 +353,10 @@ impl Mounts {
             }
             i += 1;
         }
-        // The robot takes one move at a time: give it the best queued mount when it is idle, so that priorities
-        // decide until the last moment.
-        if lib.moves_pending() > 0 {
+        // The robot takes one move at a time: keep exactly one mount queued behind the move it is doing, so that it
+        // goes on without a gap and a drive freed meanwhile is refilled first, while priorities still decide until
+        // the last moment.
+        if lib.moves_queued() > 0 {
             return;
         }
         let mut i = 0;
