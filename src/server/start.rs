@@ -88,8 +88,22 @@ pub fn demo_root() -> PathBuf {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every client connection and device is an fd, and
+/// systemd's default soft limit (1024) is below what a busy backup server's clients need.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::debug!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM.
 pub fn run(args: DaemonArgs) -> Result<(), ServerError> {
+    raise_fd_limit();
     let mut config = args.config;
     let mut demo_dir = None;
     let (socket, state_dir) = if args.demo {
