@@ -295,8 +295,9 @@ impl Daemon {
         Ok(rid)
     }
 
-    fn sessions_app(&self, _session: &str) -> Option<String> {
-        None
+    /// The application name the session gave to OpenSession (requests are attributed to it).
+    pub fn sessions_app(&self, session: &str) -> Option<String> {
+        self.sessions.application(session)
     }
 
     /// Cancels a library request.

@@ -167,7 +167,8 @@ impl Daemon {
         timeout_ms: Option<u64>,
     ) -> Answer {
         let lib_id = self.libs[li].id;
-        let request = self.requests.add(RequestOperation::Mount, lib_id, session, None, self.now);
+        let app = self.sessions_app(session);
+        let request = self.requests.add(RequestOperation::Mount, lib_id, session, app, self.now);
         let key = self.requests.last_key();
         self.requests.describe(key, priority, Some(m.id.to_string()), None);
         self.note(NotificationOperation::Insert, ObjectType::LibRequest, request.clone());
@@ -297,7 +298,8 @@ impl Daemon {
     /// Queues a dismount job; returns its request key.
     pub fn submit_dismount(&mut self, li: usize, session: &str, media: &MediaRecord, drive: u16) -> u64 {
         let lib_id = self.libs[li].id;
-        let request = self.requests.add(RequestOperation::Dismount, lib_id, session, None, self.now);
+        let app = self.sessions_app(session);
+        let request = self.requests.add(RequestOperation::Dismount, lib_id, session, app, self.now);
         let key = self.requests.last_key();
         self.requests.describe(key, 0, Some(media.id.to_string()), None);
         self.note(NotificationOperation::Insert, ObjectType::LibRequest, request);

@@ -104,6 +104,11 @@ impl Sessions {
         ended.into_iter().filter_map(|h| self.sessions.remove(&h)).collect()
     }
 
+    /// The application name of session `handle`.
+    pub fn application(&self, handle: &str) -> Option<String> {
+        self.sessions.get(handle).and_then(|s| s.application.clone())
+    }
+
     /// True when session `handle` is open.
     pub fn exists(&self, handle: &str) -> bool {
         self.sessions.contains_key(handle)

@@ -54,7 +54,10 @@ fn mount_returns_a_ready_drive_with_its_nodes_and_dismount_puts_it_home() {
         .any(|x| x.barcode.as_deref() == Some("ABC003L6") && x.status == vlib::DriveStatus::Ready));
     // Visible as a completed library request.
     let reqs = s.requests().unwrap();
-    assert!(reqs.iter().any(|r| r.id == reply.request && r.state == "complete"));
+    let req = reqs.iter().find(|r| r.id == reply.request).unwrap();
+    assert_eq!(req.state, "complete");
+    let ObjectDetails::LibRequest(rd) = &req.details else { panic!() };
+    assert_eq!(rd.application.as_deref(), Some("bacula"), "requests are attributed to the application");
     s.dismount(DismountTarget::Media("ABC003L6".into()), false).unwrap();
     assert_eq!(drive_holding(&v, "ABC003L6"), None);
     let slot = v.server.snapshot().elements.into_iter().find(|e| e.address == 1002).unwrap();
