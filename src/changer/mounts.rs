@@ -232,7 +232,7 @@ impl Mounts {
     }
 
     /// Cancels a job: a queued one at once; a running one after its current step, undoing a mount.
-    pub fn cancel(&mut self, id: u64) -> bool {
+    pub fn cancel(&mut self, id: u64, lib: &mut Library) -> bool {
         if let Some(i) = self.queue.iter().position(|j| j.id == id) {
             let j = self.queue.remove(i);
             self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Cancelled) });
@@ -241,6 +241,11 @@ impl Mounts {
         match self.active.iter_mut().find(|j| j.id == id) {
             Some(j) if j.abort.is_none() => {
                 j.abort = Some(JobError::Cancelled);
+                // A mount whose move still waits for the robot is simply taken off the robot's queue: the library
+                // reports the move cancelled and the job ends with nothing to undo.
+                if j.step == Step::Moving && matches!(j.kind, JobKind::Mount { .. }) {
+                    lib.cancel_move(JOB_BIT | id);
+                }
                 true
             }
             _ => false,
@@ -304,6 +309,10 @@ impl Mounts {
         for j in &mut self.active {
             if j.abort.is_none() && j.deadline.is_some_and(|d| d <= now) {
                 j.abort = Some(JobError::TimedOut);
+                // Still waiting for the robot: take the move back, nothing to undo.
+                if j.step == Step::Moving && matches!(j.kind, JobKind::Mount { .. }) {
+                    lib.cancel_move(JOB_BIT | j.id);
+                }
             }
         }
         // Aborted jobs waiting for the drive: undo now.

@@ -412,7 +412,7 @@ fn priority_reorders_the_queue_and_cancel_drops_a_queued_job() {
     s.mounts.submit(2, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, -5, None);
     s.mounts.submit(3, JobKind::Mount { source: 1002, drive: DriveChoice::Any }, 10, None);
     s.mounts.submit(4, JobKind::Mount { source: 1003, drive: DriveChoice::Any }, 0, None);
-    assert!(s.mounts.cancel(4));
+    assert!(s.mounts.cancel(4, &mut s.lib));
     for id in [1, 2, 3] {
         assert_eq!(s.wait_outcome(id).result, Ok(()));
     }
@@ -430,7 +430,7 @@ fn cancel_after_the_move_undoes_the_mount() {
     s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(501) }, 0, None);
     // Let the move finish, then cancel while the drive threads.
     s.drive_bounded(10_000, |s| s.lib.element(501).is_some_and(|e| e.full));
-    assert!(s.mounts.cancel(1));
+    assert!(s.mounts.cancel(1, &mut s.lib));
     assert_eq!(s.wait_outcome(1).result, Err(JobError::Cancelled));
     s.assert_agrees();
     assert!(s.lib.element(1000).unwrap().full && !s.lib.element(501).unwrap().full, "back home");

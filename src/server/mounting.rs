@@ -405,7 +405,8 @@ impl Daemon {
         match self.jobs.get(&key) {
             Some((li, _)) => {
                 let li = *li;
-                let ok = self.libs[li].mounts.cancel(key);
+                let lib = &mut self.libs[li];
+                let ok = lib.mounts.cancel(key, &mut lib.library);
                 self.libs[li].dirty = true;
                 ok
             }
