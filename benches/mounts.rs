@@ -349,7 +349,7 @@ fn main() {
         t.mv, t.load, t.unload, cfg.timing.move_ms, cfg.timing.load_ms, cfg.timing.unload_ms
     );
     println!(
-        "rsmd TUR polling: first {} ms, x1.5 back-off up to {} ms (real time, not scaled)",
+        "rsmd TUR polling: first {} ms, x1.5 back-off up to {} ms until the load time is learned, then a twentieth of it",
         rsmd::changer::mounts::FIRST_POLL_MS,
         rsmd::changer::mounts::MAX_POLL_MS
     );

@@ -150,7 +150,7 @@ struct Job {
 pub const READY_TIMEOUT_MS: Millis = 15 * 60 * 1000;
 /// First TEST UNIT READY poll interval after a load.
 pub const FIRST_POLL_MS: Millis = 250;
-/// Longest poll interval (the polls back off by half each time up to this).
+/// Longest poll interval (until the load time is learned, the polls back off by half each time up to this).
 pub const MAX_POLL_MS: Millis = 2_000;
 
 /// The job scheduler of one library.

@@ -332,6 +332,9 @@ impl Daemon {
         let op = self.requests.operation_of(o.id);
         let session = self.requests.session_of(o.id).unwrap_or_default().to_owned();
         let mount = op == Some(RequestOperation::Mount);
+        // What the reply tells (the cartridge is in the drive / back home) was changed when the robot moved it; the
+        // reply waits for that. The mount counter written now is bookkeeping the reply does not report.
+        let batch = self.batch_for_reply();
         let reply = match &o.result {
             Ok(()) => {
                 self.requests.finish(o.id, RequestState::Complete, None, self.now);
@@ -357,7 +360,6 @@ impl Daemon {
         if let Some(id) = self.requests.id_of(o.id) {
             self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
         }
-        let batch = self.batch_for_reply();
         self.completions.push((o.id, reply, batch));
     }
 
