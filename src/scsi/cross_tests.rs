@@ -227,3 +227,55 @@ fn clean_now_after_n_loads() {
     let a = TapeAlerts::parse(&run(&mut t, Device::Drive(0), cdb::log_sense(0x2E, 4096)).data).unwrap();
     assert!(a.needs_cleaning(), "flags {:?}", a.flags());
 }
+
+#[test]
+fn the_remaining_changer_commands() {
+    // EXCHANGE MEDIUM: supported by the generic personality, refused (invalid opcode) by tgt's.
+    let mut c = Config::new(vlib::config::Personality::Generic, 10, 1, 2);
+    c.cartridges.push(vlib::config::Cartridge::new("AAA001L6", vlib::config::Location::Slot(1)));
+    c.cartridges.push(vlib::config::Cartridge::new("AAA002L6", vlib::config::Location::Slot(2)));
+    let mut g = Target::new(c).unwrap();
+    let ea =
+        ElementAddressAssignment::parse_mode6(&run(&mut g, Device::Changer, cdb::mode_sense_6(0x1D, true, 255)).data)
+            .unwrap();
+    let (s1, s2, s3) = (ea.storage.first, ea.storage.first + 1, ea.storage.first + 2);
+    let robot = ea.transport.first;
+    let caps =
+        ModeParameters::parse_mode6(&run(&mut g, Device::Changer, cdb::mode_sense_6(0x1F, true, 255)).data).unwrap();
+    assert!(DeviceCapabilities::parse_page(caps.page(0x1F).unwrap()).unwrap().can_exchange());
+    // s1 → s2 and s2's cartridge → s3.
+    assert_eq!(run(&mut g, Device::Changer, cdb::exchange_medium(robot, s1, s2, s3, false, false)).status, 0);
+    let res = |t: &mut Target| {
+        let r = ReadElementStatus {
+            element_type: ElementType::Storage,
+            start: s1,
+            count: 3,
+            voltag: true,
+            curdata: true,
+            dvcid: false,
+            alloc: allocation_for(3),
+        };
+        ElementStatusReport::parse(&run(t, Device::Changer, cdb::read_element_status(&r)).data).unwrap()
+    };
+    let rep = res(&mut g);
+    let labels: Vec<Option<&str>> = rep.elements.iter().map(|e| e.barcode()).collect();
+    assert_eq!(labels, vec![None, Some("AAA001L6"), Some("AAA002L6")]);
+    let mut t = library();
+    let r = run(&mut t, Device::Changer, cdb::exchange_medium(1, 1000, 1001, 1016, false, false));
+    assert_eq!(classify(r.status, &r.sense), Action::Fail(Failure::Unsupported));
+    // POSITION TO ELEMENT, INITIALIZE ELEMENT STATUS (whole and with range): GOOD, inventory unchanged.
+    assert_eq!(run(&mut g, Device::Changer, cdb::position_to_element(robot, s2, false)).status, 0);
+    assert_eq!(run(&mut g, Device::Changer, cdb::initialize_element_status()).status, 0);
+    assert_eq!(run(&mut g, Device::Changer, cdb::initialize_element_status_with_range(s1, 3)).status, 0);
+    assert_eq!(res(&mut g).elements.iter().filter(|e| e.full).count(), 2);
+    // An address outside the library is refused with 21/01 by POSITION TO ELEMENT too.
+    let r = run(&mut g, Device::Changer, cdb::position_to_element(robot, 9999, false));
+    assert_eq!(classify(r.status, &r.sense), Action::Fail(Failure::InvalidElementAddress));
+    // MODE SENSE(10) carries the same page 1Dh.
+    let m10 =
+        ModeParameters::parse_mode10(&run(&mut g, Device::Changer, cdb::mode_sense_10(0x1D, true, 255)).data).unwrap();
+    assert_eq!(ElementAddressAssignment::parse_page(m10.page(0x1D).unwrap()).unwrap(), ea);
+    // REQUEST SENSE answers fixed-format sense data the parser reads (no pending condition: NO SENSE).
+    let s = Sense::parse(&run(&mut g, Device::Changer, cdb::request_sense(18)).data).unwrap();
+    assert!(matches!(s.key, SenseKey::NoSense | SenseKey::UnitAttention));
+}
