@@ -63,7 +63,7 @@ struct Start {
 
 fn start(root: &Path, config: &str) -> (Daemon, Start) {
     let t0 = now();
-    let mut d = Daemon::start(root, config);
+    let mut d = common::start_daemon(root, config);
     d.wait_notify(|m| m == "READY=1");
     let ready = t0.elapsed();
     d.wait_ready(1);

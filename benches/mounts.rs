@@ -17,9 +17,9 @@
 //!   them starts no earlier than (r−1)·move: `LB_drive = q·c + min(c, (r−1)·move)`.
 //! * `LB = max(LB_robot, LB_drive)`. Command overheads (1 ms each, scaled to 0) are ignored, which keeps it sound.
 
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -39,10 +39,7 @@ const HANG: Duration = Duration::from_secs(300);
 /// mtx-changer's wait_for_drive sleeps 1 s between `mt status` calls; scaled like everything else.
 const MTX_POLL_UNSCALED_MS: u64 = 1000;
 
-#[allow(clippy::disallowed_methods)]
-fn now() -> Instant {
-    Instant::now()
-}
+use common::now;
 
 fn scale() -> f64 {
     std::env::var("RSMD_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SCALE)
@@ -127,59 +124,6 @@ fn flags() -> MountFlags {
     MountFlags { read: true, ..MountFlags::default() }
 }
 
-/// The rsmd child (killed on drop).
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    notify_path: PathBuf,
-}
-
-impl Daemon {
-    fn start(root: &Path, vlib_dir: &Path) -> Daemon {
-        std::fs::create_dir_all(root).unwrap();
-        let config_path = root.join("rsmd.toml");
-        let config = format!("[[library]]\nname = \"bench\"\nvlib = \"{}\"\n", vlib_dir.display());
-        std::fs::write(&config_path, config).unwrap();
-        let notify_path = root.join("notify");
-        let notify = UnixDatagram::bind(&notify_path).unwrap();
-        notify.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let socket = root.join("rsmd.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_rsmd"))
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(root.join("state"))
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(root.join("rsmd.log")).unwrap()))
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, socket, notify_path };
-        let (mut ready, mut libs) = (false, false);
-        while !(ready && libs) {
-            let mut buf = [0u8; 4096];
-            let n = notify.recv(&mut buf).expect("rsmd sent no sd_notify message within 60 s");
-            let msg = String::from_utf8_lossy(&buf[..n]);
-            ready |= msg == "READY=1";
-            libs |= msg.starts_with("STATUS=1 libraries: 1 ready");
-        }
-        d
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.notify_path);
-    }
-}
-
 /// What one run measured.
 struct Run {
     makespan: f64,
@@ -216,7 +160,8 @@ fn run_rsmd(scale: f64, k: usize, hold: Duration) -> Run {
     let vdir = dir.path().join("vlib");
     std::fs::create_dir_all(&vdir).unwrap();
     let v = vlib::server::Server::spawn(vlib_config(scale), &vdir).unwrap();
-    let d = Daemon::start(&dir.path().join("rsmd"), &vdir);
+    let mut d = common::start_daemon(&dir.path().join("rsmd"), &common::vlib_config(&vdir, ""));
+    d.wait_ready(1);
     let barrier = Arc::new(Barrier::new(k + 1));
     let (tx, rx) = mpsc::channel();
     for n in 1..=k {

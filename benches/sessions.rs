@@ -21,7 +21,7 @@ use rsmd::scsi::cdb::{self, ReadElementStatus};
 use rsmd::scsi::element::{allocation_for, ElementStatusReport, ElementType};
 use serde_json::{json, Value};
 
-use common::{now, vlib_config, Daemon, Direct, Samples, Vlib};
+use common::{now, vlib_config, Direct, Samples, Vlib};
 
 /// GetObjectInformation calls per client (1 and 64 clients).
 const GOI_CALLS: usize = 2000;
@@ -224,7 +224,7 @@ fn rsm_status(rsm: &str, socket: &Path) -> Result<(), String> {
 fn main() {
     let dir = common::Scratch::new();
     let v = Vlib::default_fast(&dir.path().join("vlib"));
-    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    let mut d = common::start_daemon(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
     d.wait_ready(1);
     let socket = d.socket.clone();
     let changer = v.dir.join("changer.sock");

@@ -160,7 +160,6 @@ pub struct Mounts {
     active: Vec<Job>,
     outcomes: VecDeque<Outcome>,
     progress: VecDeque<Progress>,
-    seq: u64,
     poll_first: Millis,
     poll_max: Millis,
     /// Learned time from a move into a drive to the drive being ready (moving average), once observed.
@@ -185,7 +184,6 @@ impl Mounts {
             active: Vec::new(),
             outcomes: VecDeque::new(),
             progress: VecDeque::new(),
-            seq: 0,
             poll_first: first.max(1),
             poll_max: max.max(first.max(1)),
             load_estimate: None,
@@ -194,7 +192,6 @@ impl Mounts {
 
     /// Queues a job. `deadline`: give up (and undo) at this time.
     pub fn submit(&mut self, id: u64, kind: JobKind, priority: i32, deadline: Option<Millis>) {
-        self.seq += 1;
         self.queue.push(Job {
             id,
             kind,
@@ -218,17 +215,6 @@ impl Mounts {
     /// True when idle.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Changes the priority of a queued job. False when it is not queued.
-    pub fn reprioritize(&mut self, id: u64, priority: i32) -> bool {
-        match self.queue.iter_mut().find(|j| j.id == id) {
-            Some(j) => {
-                j.priority = priority;
-                true
-            }
-            None => false,
-        }
     }
 
     /// Cancels a job: a queued one at once; a running one after its current step, undoing a mount.

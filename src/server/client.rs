@@ -72,8 +72,8 @@ pub struct Client {
     pub paused: bool,
     /// Our writing side is shut (after the last reply of a closing connection).
     pub write_shut: bool,
-    /// Registered with the poll (see [`Client::interest`]).
-    pub registered: bool,
+    /// The interest the connection is registered with now (None: not registered; see [`Client::interest`]).
+    pub registered: Option<mio::Interest>,
 }
 
 /// Result of reading.
@@ -102,7 +102,7 @@ impl Client {
             last_progress: now,
             paused: false,
             write_shut: false,
-            registered: true,
+            registered: Some(mio::Interest::READABLE),
         }
     }
 
@@ -233,6 +233,15 @@ impl Client {
             }
         }
         false
+    }
+
+    /// True when a reply or a notification is held until a store batch is durable.
+    pub fn awaits_durable(&self) -> bool {
+        self.slots.iter().any(|s| match s {
+            Slot::Ready { .. } => true,
+            Slot::Stream { queued, .. } => !queued.is_empty(),
+            Slot::Waiting { .. } => false,
+        })
     }
 
     /// True when the connection is done: nothing more to read, nothing left to send.

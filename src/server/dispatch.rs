@@ -7,9 +7,7 @@ use super::objects::View;
 use super::session::{HandleError, Peer};
 use super::Daemon;
 use crate::model::Guid;
-use crate::proto::types::{
-    DescriptionReply, EnumerateReply, ObjectReply, ObjectType, OpenSessionReply, RequestOperation, RequestReply,
-};
+use crate::proto::types::{DescriptionReply, EnumerateReply, ObjectReply, ObjectType, OpenSessionReply, RequestReply};
 use crate::proto::{interface, Method, NtmsError, VarlinkError, WireError, PROTOCOL_VERSION};
 
 /// What to do with a call.
@@ -234,19 +232,6 @@ impl Daemon {
             requests,
         };
         f(&view)
-    }
-
-    /// Records a request operation for the objects table.
-    pub fn operation_name(op: RequestOperation) -> &'static str {
-        match op {
-            RequestOperation::Mount => "mount",
-            RequestOperation::Dismount => "dismount",
-            RequestOperation::Inject => "inject",
-            RequestOperation::Eject => "eject",
-            RequestOperation::Inventory => "inventory",
-            RequestOperation::Clean => "clean",
-            RequestOperation::Door => "door",
-        }
     }
 }
 

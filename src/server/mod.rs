@@ -765,7 +765,7 @@ impl Server {
 
     fn drop_client(&mut self, idx: usize) {
         let Some(mut c) = self.clients.get_mut(idx).and_then(Option::take) else { return };
-        if c.registered {
+        if c.registered.is_some() {
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
         self.waiting.retain(|_, i| *i != idx);
@@ -799,9 +799,9 @@ impl Server {
                 self.exit = Some(Err(ServerError::Store(StoreError::WriterGone)));
             }
         }
-        // Durable batches release replies.
-        for i in 0..self.clients.len() {
-            if self.clients[i].is_some() {
+        // Durable batches release held replies and notifications.
+        for (i, c) in self.clients.iter().enumerate() {
+            if c.as_ref().is_some_and(Client::awaits_durable) {
                 self.touched.insert(i);
             }
         }
@@ -1126,14 +1126,18 @@ impl Server {
                 if c.write(now).is_err() || (c.closing && c.linger(now).is_err()) || c.finished() {
                     dead = true;
                 } else {
+                    // Edge-triggered: an unchanged interest needs no system call.
                     let registry = self.poll.registry();
-                    let r = match (c.interest(), c.registered) {
-                        (Some(interest), true) => registry.reregister(&mut c.stream, Src::Client(i).into(), interest),
-                        (Some(interest), false) => registry.register(&mut c.stream, Src::Client(i).into(), interest),
-                        (None, true) => registry.deregister(&mut c.stream),
-                        (None, false) => Ok(()),
+                    let want = c.interest();
+                    let r = match (want, c.registered) {
+                        (w, r) if w == r => Ok(()),
+                        (Some(interest), Some(_)) => {
+                            registry.reregister(&mut c.stream, Src::Client(i).into(), interest)
+                        }
+                        (Some(interest), None) => registry.register(&mut c.stream, Src::Client(i).into(), interest),
+                        (None, _) => registry.deregister(&mut c.stream),
                     };
-                    c.registered = c.interest().is_some();
+                    c.registered = want;
                     if r.is_err() {
                         dead = true;
                     }

@@ -4,7 +4,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
-use crate::util::{Daemon, WAIT};
+use crate::util::{Daemon, Stderr, WAIT};
 
 /// A fake sysfs entry for a changer `sgN` (type 8), as the kernel lays it out.
 fn fake_changer(sys: &Path, dev: &Path, n: u32) {
@@ -49,7 +49,7 @@ fn a_uevent_makes_the_daemon_rescan_sysfs_and_try_the_new_changer() {
         "discover = true\n",
         &[("RSMD_UEVENT_SOCKET", uevents.to_str().unwrap())],
         &["--sysfs-root", sys.to_str().unwrap(), "--dev-root", dev.to_str().unwrap()],
-        true,
+        Stderr::Capture,
     );
     let lines = lines.unwrap();
     d.wait_notify(|m| m == "READY=1");

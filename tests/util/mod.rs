@@ -37,6 +37,16 @@ impl Vlib {
     }
 }
 
+/// Where the daemon's stderr (its log) goes.
+pub enum Stderr {
+    /// This process's stderr.
+    Inherit,
+    /// Lines on a channel (and echoed to this process's stderr).
+    Capture,
+    /// Appended to a file.
+    Append(PathBuf),
+}
+
 /// The rsmd daemon under test.
 pub struct Daemon {
     pub child: Child,
@@ -70,16 +80,16 @@ impl Daemon {
     }
 
     pub fn start_with(root: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
-        Daemon::start_full(root, config, env, &[], false).0
+        Daemon::start_full(root, config, env, &[], Stderr::Inherit).0
     }
 
-    /// Starts rsmd with extra arguments; with `capture`, its stderr lines arrive on the returned channel.
+    /// Starts rsmd with extra arguments; with [`Stderr::Capture`], its stderr lines arrive on the returned channel.
     pub fn start_full(
         root: &Path,
         config: &str,
         env: &[(&str, &str)],
         args: &[&str],
-        capture: bool,
+        stderr: Stderr,
     ) -> (Daemon, Option<std::sync::mpsc::Receiver<String>>) {
         std::fs::create_dir_all(root).unwrap();
         let config_path = root.join("rsmd.toml");
@@ -103,7 +113,15 @@ impl Daemon {
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(if capture { Stdio::piped() } else { Stdio::inherit() });
+            .stderr(match stderr {
+                Stderr::Inherit => Stdio::inherit(),
+                Stderr::Capture => Stdio::piped(),
+                Stderr::Append(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_or_else(|_| Stdio::inherit(), Stdio::from),
+            });
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -134,13 +152,19 @@ impl Daemon {
         (d, lines)
     }
 
+    /// Changes how long a single wait may take (benchmarks on large libraries need longer than [`WAIT`]).
+    pub fn set_wait(&mut self, wait: Duration) {
+        self.notify.set_read_timeout(Some(wait)).unwrap();
+    }
+
     /// Waits (bounded) for a notification satisfying `pred`; returns it.
     pub fn wait_notify(&mut self, pred: impl Fn(&str) -> bool) -> String {
         loop {
             let mut buf = [0u8; 4096];
-            let n = self.notify.recv(&mut buf).unwrap_or_else(|e| {
-                panic!("no sd_notify message within {WAIT:?} (last: {:?}): {e}", self.statuses.last())
-            });
+            let n = self
+                .notify
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no sd_notify message in time (last: {:?}): {e}", self.statuses.last()));
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
             if msg == "READY=1" {
                 self.ready = true;
