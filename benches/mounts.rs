@@ -5,17 +5,10 @@
 //! Run: `cargo bench --bench mounts`. `RSMD_BENCH_SCALE` overrides the time scale (default 0.05);
 //! `RSMD_BENCH_NO_SERIAL=1` skips the (slow) serial baseline.
 //!
-//! Lower bound (every figure below scaled; D' = min(K, D)):
-//! * robot: each cartridge needs two robot moves, the robot is serial. When the last mount move ends, every
-//!   cartridge not yet dismounted is in a drive (at most D' of them), so at least K + (K − D') moves are done by
-//!   then; after it the last cartridge still needs load + H + unload + its move out:
-//!   `LB_robot = (2K − D' + 1)·move + load + H + unload`.
-//! * drives: some drive serves at least ceil(K/D) cartridges, each occupying it for move in + load + H + unload +
-//!   move out (robot moves into and out of one drive cannot overlap):
-//!   `c = 2·move + load + H + unload`, `q = ceil(K/D)`. Either a drive serves q + 1 cartridges (≥ (q+1)·c), or at
-//!   least r = K − (q−1)·D drives serve exactly q; their first mount moves are distinct robot moves, so one of
-//!   them starts no earlier than (r−1)·move: `LB_drive = q·c + min(c, (r−1)·move)`.
-//! * `LB = max(LB_robot, LB_drive)`. Command overheads (1 ms each, scaled to 0) are ignored, which keeps it sound.
+//! The reference is the optimal makespan of the ideal model (`rsmd::changer::bound::optimum`: exhaustive search
+//! over the robot's choices with no polling, protocol or command latency), printed beside the closed-form bounds
+//! it improves on (robot-bound, drive-bound) and two list schedules (mount first, which is rsmd's policy, and out
+//! first). rsmd's makespan is compared against the optimum: no scheduler can do better on these timings.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -52,57 +45,26 @@ fn vlib_config(scale: f64) -> vlib::Config {
     c
 }
 
-/// Scaled timings in seconds.
+/// Scaled timings in ms.
 #[derive(Debug, Clone, Copy)]
 struct Timings {
-    mv: f64,
-    load: f64,
-    unload: f64,
+    mv: u64,
+    load: u64,
+    unload: u64,
 }
 
 impl Timings {
     fn of(c: &vlib::Config) -> Timings {
-        let s = |ms: u64| ms_f(c.scaled(ms));
-        Timings { mv: s(c.timing.move_ms), load: s(c.timing.load_ms), unload: s(c.timing.unload_ms) }
+        Timings {
+            mv: c.scaled(c.timing.move_ms),
+            load: c.scaled(c.timing.load_ms),
+            unload: c.scaled(c.timing.unload_ms),
+        }
     }
 
-    /// The better of two greedy schedules with perfect knowledge (no polling delay, unload as soon as the hold
-    /// ends, no protocol latency). Whenever the robot is free it either (out first) moves out a cartridge whose
-    /// unload is done, else mounts into a free drive, else waits for the first unload; or (mount first) mounts
-    /// into a free drive first. Achievable, so LB <= greedy; not necessarily optimal.
-    fn greedy(&self, k: usize, d: usize, hold: f64) -> f64 {
-        let run = |out_first: bool| {
-            let mut robot = 0.0f64;
-            let mut left = k;
-            // Times at which cartridges in drives are unloaded and ready to move out.
-            let mut in_drives: Vec<f64> = Vec::new();
-            while left > 0 || !in_drives.is_empty() {
-                in_drives.sort_by(f64::total_cmp);
-                let can_mount = left > 0 && in_drives.len() < d;
-                let out_ready = in_drives.first().is_some_and(|&t| t <= robot);
-                if !can_mount || (out_first && out_ready) {
-                    let t = in_drives.remove(0);
-                    robot = robot.max(t) + self.mv;
-                } else {
-                    left -= 1;
-                    robot += self.mv;
-                    in_drives.push(robot + self.load + hold + self.unload);
-                }
-            }
-            robot
-        };
-        run(true).min(run(false))
-    }
-
-    fn lower_bound(&self, k: usize, d: usize, hold: f64) -> (f64, f64) {
-        let dd = d.min(k);
-        let robot = f(2 * k - dd + 1) * self.mv + self.load + hold + self.unload;
-        // Either a drive serves q + 1 cartridges, or at least r drives serve exactly q: their first mount moves
-        // are distinct robot moves, so the last of them starts after (r - 1) moves.
-        let (q, c) = (k.div_ceil(d), 2.0 * self.mv + self.load + hold + self.unload);
-        let r = k - (q - 1) * d;
-        let drive = f(q) * c + c.min(f(r - 1) * self.mv);
-        (robot, drive)
+    /// What a cartridge needs in its drive between its moves: load + hold + unload.
+    fn busy(&self, hold: Duration) -> u64 {
+        self.load + u64::try_from(hold.as_millis()).unwrap() + self.unload
     }
 }
 
@@ -130,6 +92,8 @@ struct Run {
     /// Per client: seconds from the common start until the mount returned.
     mount_latency: Vec<f64>,
     moves: u64,
+    /// Robot idle time between the clients' start and the last move's end: (before the first move, between moves).
+    robot_idle: (f64, f64),
 }
 
 impl Run {
@@ -138,8 +102,38 @@ impl Run {
         let t0 = spans.iter().map(|s| s.0).min().unwrap();
         let end = spans.iter().map(|s| s.2).max().unwrap();
         let mount_latency = spans.iter().map(|s| (s.1 - s.0).as_secs_f64()).collect();
-        Run { makespan: (end - t0).as_secs_f64(), mount_latency, moves }
+        Run { makespan: (end - t0).as_secs_f64(), mount_latency, moves, robot_idle: (f64::NAN, f64::NAN) }
     }
+
+    /// Fills `robot_idle` from vlib's robot log; `t0_ms` is the clients' start on vlib's clock. With
+    /// `RSMD_BENCH_TRACE=1`, prints every idle gap over 10 ms and the moves around it.
+    fn with_robot_log(mut self, log: &[vlib::RobotMove], t0_ms: f64) -> Run {
+        let Some(first) = log.first() else { return self };
+        let before = f64_ms(first.start_ms) - t0_ms;
+        let mut between = 0.0;
+        let trace = std::env::var_os("RSMD_BENCH_TRACE").is_some();
+        for w in log.windows(2) {
+            let gap = f64_ms(w[1].start_ms) - f64_ms(w[0].end_ms);
+            between += gap;
+            if trace && gap > 10.0 {
+                println!(
+                    "  robot idle {gap:>6.0} ms at {:>7.0} ms: after {}->{}, before {}->{}",
+                    f64_ms(w[0].end_ms) - t0_ms,
+                    w[0].source,
+                    w[0].destination,
+                    w[1].source,
+                    w[1].destination
+                );
+            }
+        }
+        self.robot_idle = (before / 1000.0, between / 1000.0);
+        self
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn f64_ms(ms: u64) -> f64 {
+    ms as f64
 }
 
 /// Checks the library is back in its initial state and returns the move count.
@@ -194,7 +188,11 @@ fn run_rsmd(scale: f64, k: usize, hold: Duration) -> Run {
     }
     let moves = check_home(&v, k);
     drop(d);
-    Run::of(&spans, moves)
+    // vlib's clock is ms since its start: map the clients' first start onto it.
+    let snap = v.snapshot();
+    let t0 = spans.iter().map(|s| s.0).min().unwrap();
+    let t0_ms = f64_ms(snap.now_ms) - t0.elapsed().as_secs_f64() * 1000.0;
+    Run::of(&spans, moves).with_robot_log(&snap.robot_log, t0_ms)
 }
 
 /// Sends one command and waits (blocking, poll(2) on the fd) for its completion.
@@ -283,75 +281,109 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
 }
 
 fn main() {
+    use rsmd::changer::bound;
     let scale = scale();
     let cfg = vlib_config(scale);
     let t = Timings::of(&cfg);
     let d = cfg.drive_serials.len();
     let k = 16;
+    let (ku, du) = (k as u64, d as u64);
     println!("mounts bench: vlib default library (tgt, {d} drives, robot 1, slots 1000.., drives 500..)");
     println!(
-        "time_scale {scale}: robot move {:.3} s, load/thread {:.3} s, unload {:.3} s (unscaled {} / {} / {} ms)",
+        "time_scale {scale}: robot move {} ms, load/thread {} ms, unload {} ms (unscaled {} / {} / {} ms)",
         t.mv, t.load, t.unload, cfg.timing.move_ms, cfg.timing.load_ms, cfg.timing.unload_ms
     );
     println!(
-        "rsmd TUR polling: first {} ms, x1.5 back-off up to {} ms until the load time is learned, then a twentieth of it",
+        "rsmd TUR polling: every {} ms for the first {} ms, then backing off x1.5 up to {} ms, until the load time is \
+         learned; then from just before it, every twentieth of it",
         rsmd::changer::mounts::FIRST_POLL_MS,
+        rsmd::changer::mounts::FAST_POLL_FOR_MS,
         rsmd::changer::mounts::MAX_POLL_MS
     );
     println!(
         "serial baseline TUR polling: every {} ms (mtx-changer's 1 s sleep, scaled)",
         cfg.scaled(MTX_POLL_UNSCALED_MS).max(1)
     );
-    println!("LB = max(LB_robot = (2K - min(K,D) + 1)*move + load + H + unload,");
-    println!("         LB_drive = q*c + min(c, (r-1)*move)),  c = 2*move + load + H + unload, q = ceil(K/D),");
-    println!("         r = K - (q-1)*D (drives that must serve q; their first moves are serial)");
-    println!("greedy schedule = simulated list schedule with zero polling/protocol latency (achievable reference)");
-    println!("serial ideal = K*(2*move + load + H + unload) (baseline without polling/command overheads)");
+    println!("closed-form bounds: LB_robot = (2K - min(K,D) + 1)*move + busy, LB_drive = q*c + min(c, (r-1)*move),");
+    println!("         busy = load + H + unload, c = 2*move + busy, q = ceil(K/D), r = K - (q-1)*D");
+    println!("optimum = exact best schedule of the ideal model (no polling/protocol latency), by exhaustive search;");
+    println!("         LB <= optimum <= mount-first / out-first list schedules");
+    println!("serial ideal = K*(2*move + busy) (baseline without polling/command overheads)");
     // The "backup" hold: 40 s of writing, scaled like the hardware (a real backup holds for an hour).
     let backup = Duration::from_millis(cfg.scaled(40_000));
     let scenarios = [("no hold", Duration::ZERO), ("backup hold", backup)];
+    let model_only = std::env::var_os("RSMD_BENCH_MODEL_ONLY").is_some();
+    let secs = |ms: u64| ms_f(ms);
     let mut rows = Vec::new();
     for (name, hold) in scenarios {
-        let h = hold.as_secs_f64();
-        let (lbr, lbd) = t.lower_bound(k, d, h);
-        let lb = lbr.max(lbd);
+        let busy = t.busy(hold);
+        let (lbr, lbd) = bound::closed_form(ku, du, t.mv, busy);
+        let opt = bound::optimum(ku, du, t.mv, busy);
+        let (mf, of) = (bound::mount_first(ku, du, t.mv, busy), bound::out_first(ku, du, t.mv, busy));
+        println!(
+            "{name}: LB_robot {:.3} s, LB_drive {:.3} s, optimum {:.3} s ({:+.1}% over LB), mount-first {:.3} s, \
+             out-first {:.3} s",
+            secs(lbr),
+            secs(lbd),
+            secs(opt),
+            (ms_f(opt) / ms_f(lbr.max(lbd)) - 1.0) * 100.0,
+            secs(mf),
+            secs(of)
+        );
+        if model_only {
+            continue;
+        }
         eprintln!("running {name}: rsmd ...");
         let r = run_rsmd(scale, k, hold);
         eprintln!("running {name}: serial baseline ...");
         let s = if std::env::var_os("RSMD_BENCH_NO_SERIAL").is_some() {
-            Run { makespan: f64::NAN, mount_latency: vec![f64::NAN], moves: 0 }
+            Run { makespan: f64::NAN, mount_latency: vec![f64::NAN], moves: 0, robot_idle: (f64::NAN, f64::NAN) }
         } else {
             run_serial(scale, k, d, hold)
         };
-        let ideal = f(k) * (2.0 * t.mv + t.load + h + t.unload);
-        let greedy = t.greedy(k, d, h);
         let (mn, avg, mx) = stats(&r.mount_latency);
         println!(
-            "{name}: LB_robot {lbr:.3} s, LB_drive {lbd:.3} s, greedy schedule {greedy:.3} s \
-             ({:+.1}% vs LB, rsmd {:+.1}% vs it); rsmd moves {}, mount latency min/avg/max \
-             {mn:.3}/{avg:.3}/{mx:.3} s; serial moves {}, serial ideal {ideal:.3} s, serial first mount {:.3} s",
-            (greedy / lb - 1.0) * 100.0,
-            (r.makespan / greedy - 1.0) * 100.0,
+            "{name}: rsmd moves {}, robot idle {:.3} s before the first move and {:.3} s between moves (optimum: \
+             {:.3} s between); mount latency min/avg/max {mn:.3}/{avg:.3}/{mx:.3} s (optimum first: {:.3} s); \
+             serial moves {}, serial ideal {:.3} s, serial first mount {:.3} s",
             r.moves,
+            r.robot_idle.0,
+            r.robot_idle.1,
+            secs(opt - 2 * ku * t.mv),
+            secs(t.mv + t.load),
             s.moves,
+            secs(ku * (2 * t.mv + busy)),
             stats(&s.mount_latency).0
         );
-        rows.push((name, h, r.makespan, lb, s.makespan));
+        rows.push((name, hold.as_secs_f64(), r.makespan, secs(opt), secs(lbr.max(lbd)), s.makespan));
+    }
+    if model_only {
+        return;
     }
     println!();
     println!(
-        "{:<12} | {:>3} | {:>2} | {:>7} | {:>10} | {:>13} | {:>8} | {:>17} | {:>7}",
-        "scenario", "K", "D", "hold s", "makespan s", "lower bound s", "vs LB %", "serial baseline s", "speedup"
+        "{:<12} | {:>3} | {:>2} | {:>7} | {:>10} | {:>9} | {:>8} | {:>19} | {:>17} | {:>7}",
+        "scenario",
+        "K",
+        "D",
+        "hold s",
+        "makespan s",
+        "optimum s",
+        "vs opt %",
+        "closed-form LB s",
+        "serial baseline s",
+        "speedup"
     );
-    for (name, h, m, lb, s) in rows {
+    for (name, h, m, opt, lb, s) in rows {
         let (serial, speedup) = if s.is_nan() {
             ("skipped".to_owned(), "-".to_owned())
         } else {
             (format!("{s:.3}"), format!("{:.2}x", s / m))
         };
         println!(
-            "{name:<12} | {k:>3} | {d:>2} | {h:>7.3} | {m:>10.3} | {lb:>13.3} | {:>+8.1} | {serial:>17} | {speedup:>7}",
-            (m / lb - 1.0) * 100.0
+            "{name:<12} | {k:>3} | {d:>2} | {h:>7.3} | {m:>10.3} | {opt:>9.3} | {:>+8.1} | {lb:>19.3} | {serial:>17} | \
+             {speedup:>7}",
+            (m / opt - 1.0) * 100.0
         );
     }
 }

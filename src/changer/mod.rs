@@ -19,6 +19,7 @@
 //! ATTENTION makes the cached inventory suspect: the library rescans (re-probing after a reset) and reports the
 //! result as a full inventory for the caller to reconcile.
 
+pub mod bound;
 pub mod mounts;
 mod policy;
 #[cfg(test)]

@@ -119,6 +119,8 @@ enum Step {
     Moving,
     /// Unloading the drive before the move out.
     Unloading,
+    /// Unloaded (or nothing to unload): the move out waits for the robot.
+    AwaitingRobot,
     /// Polling TEST UNIT READY; next poll at `next_at` (None: a poll is in flight).
     WaitingReady {
         next_at: Option<Millis>,
@@ -144,13 +146,19 @@ struct Job {
     ready_by: Millis,
     /// When the move into the drive finished (for learning how long this library's drives take to load).
     loaded_at: Millis,
+    /// When the drive last answered "not ready" (the load ended between that and the GOOD answer).
+    not_ready_at: Millis,
 }
 
 /// How long a drive may take to become ready after a load.
 pub const READY_TIMEOUT_MS: Millis = 15 * 60 * 1000;
-/// First TEST UNIT READY poll interval after a load.
-pub const FIRST_POLL_MS: Millis = 250;
-/// Longest poll interval (until the load time is learned, the polls back off by half each time up to this).
+/// TEST UNIT READY poll interval after a load, until the load time is learned.
+pub const FIRST_POLL_MS: Millis = 100;
+/// How long the polls stay at [`FIRST_POLL_MS`] before backing off ([`FAST_POLLS`] polls).
+pub const FAST_POLL_FOR_MS: Millis = FIRST_POLL_MS * FAST_POLLS;
+/// Polls at the first interval before backing off.
+const FAST_POLLS: Millis = 50;
+/// Longest poll interval (after the fast polls, the interval grows by half each time up to this).
 pub const MAX_POLL_MS: Millis = 2_000;
 
 /// The job scheduler of one library.
@@ -177,7 +185,8 @@ impl Default for Mounts {
 const JOB_BIT: u64 = 1 << 62;
 
 impl Mounts {
-    /// A scheduler polling drives every `first` ms at first, backing off to every `max` ms.
+    /// A scheduler polling drives every `first` ms at first (50 times), then backing off to every `max` ms, until
+    /// it has learned how long a load takes.
     pub fn with_polling(first: Millis, max: Millis) -> Mounts {
         Mounts {
             queue: Vec::new(),
@@ -204,6 +213,7 @@ impl Mounts {
             dest: None,
             ready_by: 0,
             loaded_at: 0,
+            not_ready_at: 0,
         });
     }
 
@@ -330,6 +340,11 @@ impl Mounts {
             for j in self.queue.drain(..) {
                 self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Offline) });
             }
+            // Moves out that were waiting for the robot cannot happen either.
+            while let Some(idx) = self.active.iter().position(|j| j.step == Step::AwaitingRobot) {
+                let abort = self.active[idx].abort.clone();
+                self.finish(idx, Err(abort.unwrap_or(JobError::Offline)));
+            }
             return;
         }
         if !matches!(lib.state(), LibraryState::Ready | LibraryState::Busy) {
@@ -337,7 +352,7 @@ impl Mounts {
         }
         self.queue.sort_by_key(|j| std::cmp::Reverse(j.priority));
         // Dismounts start at once, robot or not: unloading is the drive's work, and it overlaps the robot's moves.
-        // Their move out then queues for the robot.
+        // Their move out then waits for the robot.
         let mut i = 0;
         while i < self.queue.len() {
             if matches!(self.queue[i].kind, JobKind::Dismount { .. }) {
@@ -348,18 +363,43 @@ impl Mounts {
             }
             i += 1;
         }
-        // The robot takes one move at a time: keep exactly one mount queued behind the move it is doing, so that it
-        // goes on without a gap and a drive freed meanwhile is refilled first, while priorities still decide until
-        // the last moment.
-        if lib.moves_queued() > 0 {
-            return;
-        }
-        let mut i = 0;
-        while i < self.queue.len() {
-            match self.try_start(i, lib, now) {
-                Start::Started => return,
-                Start::Failed => {}
-                Start::Wait => i += 1,
+        self.next_move(lib, now);
+    }
+
+    /// Decides the robot's next move, once it is free (so priorities and freed drives count until the last
+    /// moment): the highest priority first; at equal priority a mount into a free drive before a move out of one.
+    /// Refilling a drive as soon as it is emptied keeps the drives busy while the robot serves the others; moving
+    /// all unloaded cartridges out first would leave every drive empty at once (out-first costs 6-12 % of
+    /// makespan on the mounts bench, where mount-first matches the optimal schedule).
+    fn next_move(&mut self, lib: &mut Library, now: Millis) {
+        while lib.moves_pending() == 0 {
+            let out = self
+                .active
+                .iter()
+                .enumerate()
+                .filter(|(_, j)| j.step == Step::AwaitingRobot)
+                .min_by_key(|(i, j)| (std::cmp::Reverse(j.priority), *i))
+                .map(|(i, j)| (i, j.priority));
+            let mut i = 0;
+            while i < self.queue.len() && out.is_none_or(|(_, p)| self.queue[i].priority >= p) {
+                if matches!(self.queue[i].kind, JobKind::Dismount { .. }) {
+                    i += 1;
+                    continue;
+                }
+                match self.try_start(i, lib, now) {
+                    Start::Started => return,
+                    Start::Failed => {}
+                    Start::Wait => i += 1,
+                }
+            }
+            match out {
+                // A failed move out ends its job: look again.
+                Some((idx, _)) => {
+                    if let Start::Started = self.move_out(idx, lib) {
+                        return;
+                    }
+                }
+                None => return,
             }
         }
     }
@@ -434,8 +474,9 @@ impl Mounts {
                     }
                     None => {
                         // No drive device to unload through: the library must eject by itself.
+                        job.step = Step::AwaitingRobot;
                         self.active.push(job);
-                        self.move_out(self.active.len() - 1, lib)
+                        Start::Started
                     }
                 }
             }
@@ -499,9 +540,7 @@ impl Mounts {
                     cdb::load_unload(false, false).into_command(std::time::Duration::from_secs(15 * 60)),
                 );
             }
-            None => {
-                self.move_out(idx, lib);
-            }
+            None => self.active[idx].step = Step::AwaitingRobot,
         }
     }
 
@@ -549,10 +588,22 @@ impl Mounts {
                         Some(est) => (now + est * 9 / 10, (est / 20).clamp(10, self.poll_max)),
                     };
                     self.active[idx].loaded_at = now;
+                    self.active[idx].not_ready_at = now;
                     self.active[idx].step = Step::WaitingReady { next_at: Some(next_at), interval };
                 }
             }
             (JobKind::Dismount { .. }, Ok(())) => self.finish(idx, Ok(())),
+        }
+    }
+
+    /// With a (new) load estimate, the drives still loading are polled from just before it is due, often.
+    fn replan_polls(&mut self, est: Millis, now: Millis) {
+        let interval = (est / 20).clamp(10, self.poll_max);
+        for j in &mut self.active {
+            if let Step::WaitingReady { next_at, .. } = j.step {
+                let due = (j.loaded_at + est * 9 / 10).max(now);
+                j.step = Step::WaitingReady { next_at: next_at.map(|t| t.min(due).max(now)), interval };
+            }
         }
     }
 
@@ -579,11 +630,11 @@ impl Mounts {
                 // No medium: already ejected. A unit attention: the command did not run; the move still works on
                 // libraries that eject by themselves, so go on.
                 Action::Done | Action::Fail(Failure::MediumNotPresent) | Action::Rescan { .. } => {
-                    self.move_out(idx, lib);
+                    self.active[idx].step = Step::AwaitingRobot;
                 }
                 Action::Retry { after_ms } | Action::WaitReady { after_ms } if after_ms < 60_000 => {
                     // Simplest correct reaction: try the move; a library that needs the unload will refuse it.
-                    self.move_out(idx, lib);
+                    self.active[idx].step = Step::AwaitingRobot;
                 }
                 Action::Fail(f) => {
                     let abort = self.active[idx].abort.clone();
@@ -599,19 +650,29 @@ impl Mounts {
                     return self.start_undo(id, lib);
                 }
                 let again = |s: &mut Self, interval: Millis| {
-                    // Back off while the load time is unknown; with an estimate, keep polling at its twentieth.
-                    let next =
-                        if s.load_estimate.is_some() { interval } else { (interval + interval / 2).min(s.poll_max) };
+                    // While the load time is unknown: often at first, then backing off. With an estimate, keep
+                    // polling at its twentieth.
+                    let fast = now.saturating_sub(s.active[idx].loaded_at) < s.poll_first * FAST_POLLS;
+                    let next = if s.load_estimate.is_some() || fast {
+                        interval
+                    } else {
+                        (interval + interval / 2).min(s.poll_max)
+                    };
+                    s.active[idx].not_ready_at = now;
                     s.active[idx].step = Step::WaitingReady { next_at: Some(now + interval), interval: next };
                 };
                 match action {
                     Action::Done => {
-                        let took = now.saturating_sub(self.active[idx].loaded_at);
-                        self.load_estimate = Some(match self.load_estimate {
+                        // The load ended between the last "not ready" and now: take the middle.
+                        let j = &self.active[idx];
+                        let took = (j.not_ready_at + now).div_ceil(2).saturating_sub(j.loaded_at);
+                        let est = match self.load_estimate {
                             None => took,
                             Some(est) => (3 * est + took) / 4,
-                        });
+                        };
+                        self.load_estimate = Some(est);
                         self.finish(idx, Ok(()));
+                        self.replan_polls(est, now);
                     }
                     // Not threaded yet, becoming ready, or the unit attention of a new medium: poll again.
                     Action::WaitReady { .. }
@@ -634,7 +695,7 @@ impl Mounts {
                     }
                 }
             }
-            Step::Queued | Step::Moving => {}
+            Step::Queued | Step::Moving | Step::AwaitingRobot => {}
         }
     }
 }

@@ -487,3 +487,60 @@ fn destination_full_and_device_gone_mid_move() {
     let o = s.wait_outcome(3);
     assert_eq!(o.result, Err(JobError::Move(MoveError::Offline)));
 }
+
+/// K applications each mount a cartridge and dismount it as soon as the mount is done, over the default library's
+/// 4 drives: the robot refills a drive as soon as it is emptied (mount first), and the whole run ends within 5 % of
+/// the optimal schedule of the ideal model ([`super::bound::optimum`]), polling delays included. The second round
+/// adds a 40 s (scaled) hold per cartridge, as a longer unload: the drives bound that one.
+#[test]
+fn mounts_and_dismounts_run_close_to_the_optimal_schedule() {
+    for hold_ms in [0, 40_000] {
+        let mut c = VConfig::default_library();
+        c.dvcid = true;
+        c.time_scale = 0.01;
+        c.timing.unload_ms += hold_ms;
+        let mut s = Sim::new(c, LibraryOptions::default());
+        s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
+        s.ready();
+        let start = s.now;
+        let k = 16u64;
+        for n in 0..k {
+            let source = 1000 + u16::try_from(n).unwrap();
+            s.mounts.submit(n + 1, JobKind::Mount { source, drive: DriveChoice::Any }, 0, None);
+        }
+        let (mut seen, mut dismounted) = (0, 0);
+        while dismounted < k {
+            s.drive_bounded(100_000, |s| s.outcomes.len() > seen);
+            for i in seen..s.outcomes.len() {
+                let o = s.outcomes[i].clone();
+                assert_eq!(o.result, Ok(()), "job {}", o.id);
+                if o.id <= k {
+                    let home = Some(999 + u16::try_from(o.id).unwrap());
+                    s.mounts.submit(100 + o.id, JobKind::Dismount { drive: o.drive.unwrap(), home }, 0, None);
+                } else {
+                    dismounted += 1;
+                }
+            }
+            seen = s.outcomes.len();
+        }
+        let makespan = s.now - start;
+        let cfg = s.target.config();
+        let mv = cfg.scaled(cfg.timing.move_ms);
+        let busy = cfg.scaled(cfg.timing.load_ms) + cfg.scaled(cfg.timing.unload_ms);
+        let opt = super::bound::optimum(k, 4, mv, busy);
+        assert!(makespan >= opt, "hold {hold_ms}: {makespan} ms beats the optimum {opt} ms: the model is wrong");
+        assert!(makespan * 100 <= opt * 105, "hold {hold_ms}: {makespan} ms is over 5 % above the optimum {opt} ms");
+        s.assert_agrees();
+        // Mount first: while cartridges wait, every move out of a drive is followed by a move into a drive.
+        let log = s.target.snapshot().robot_log;
+        assert_eq!(log.len(), 2 * usize::try_from(k).unwrap());
+        let is_drive = |a: u16| (500..504).contains(&a);
+        let mut mounted = 0;
+        for w in log.windows(2) {
+            mounted += usize::from(is_drive(w[0].destination));
+            if is_drive(w[0].source) && mounted < 16 {
+                assert!(is_drive(w[1].destination), "hold {hold_ms}: a move out followed by another: {w:?}");
+            }
+        }
+    }
+}

@@ -689,6 +689,10 @@ mod tests {
         assert_eq!((e.full, e.source), (true, Some(1000)));
         assert!(!s.elements.iter().find(|e| e.address == 1000).unwrap().full);
         assert_eq!(s.counters.moves, 1);
+        // Only the move that succeeded is in the robot log, with its cost.
+        let [m] = s.robot_log[..] else { panic!("one move logged: {:?}", s.robot_log) };
+        assert_eq!((m.source, m.destination), (1000, 1017));
+        assert_eq!(m.end_ms - m.start_ms, t.config.scaled(t.config.timing.move_ms));
     }
 
     #[test]

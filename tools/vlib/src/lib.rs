@@ -232,6 +232,21 @@ pub struct Snapshot {
     pub changer_prevent: bool,
     /// Counters.
     pub counters: Counters,
+    /// Every successful robot move, in order.
+    pub robot_log: Vec<RobotMove>,
+}
+
+/// One successful robot move (MOVE MEDIUM, or EXCHANGE MEDIUM as one entry), in virtual ms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RobotMove {
+    /// When the robot started it (after any earlier move).
+    pub start_ms: u64,
+    /// When it ended.
+    pub end_ms: u64,
+    /// Source element address.
+    pub source: u16,
+    /// Destination element address.
+    pub destination: u16,
 }
 
 /// Per-device common state.
@@ -272,6 +287,7 @@ pub struct Target {
     pub(crate) jam_moves: u32,
     pub(crate) drives: Vec<drive::DriveState>,
     pub(crate) counters: Counters,
+    robot_log: Vec<RobotMove>,
     now: u64,
     seq: u64,
     queue: BTreeMap<(u64, u64), (Device, Response)>,
@@ -306,6 +322,7 @@ impl Target {
             robot_busy_until: 0,
             jam_moves: 0,
             counters: Counters::default(),
+            robot_log: Vec::new(),
             now: 0,
             seq: 0,
             queue: BTreeMap::new(),
@@ -395,6 +412,15 @@ impl Target {
         }
         if is_move {
             self.robot_busy_until = done;
+            if out.result.is_ok() && request.cdb.first() != Some(&0x2b) && request.cdb.len() >= 8 {
+                let (source, destination) = (be(&request.cdb[4..6]), be(&request.cdb[6..8]));
+                self.robot_log.push(RobotMove {
+                    start_ms: start,
+                    end_ms: done,
+                    source: u16::try_from(source).unwrap_or(u16::MAX),
+                    destination: u16::try_from(destination).unwrap_or(u16::MAX),
+                });
+            }
         }
         let mut resp = Response { tag: request.tag, ..Response::default() };
         let alloc = match &request.direction {
@@ -587,6 +613,7 @@ impl Target {
             changer_present: self.changer.present,
             changer_prevent: self.changer.prevent,
             counters: self.counters,
+            robot_log: self.robot_log.clone(),
         }
     }
 
