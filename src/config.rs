@@ -108,6 +108,9 @@ pub struct Config {
     pub discover: bool,
     /// Configured libraries.
     pub libraries: Vec<LibraryConfig>,
+    /// User ids whose sessions administer rsmd: they may dismount a cartridge another session mounted, and
+    /// cancel or reorder other sessions' requests. Default: root only.
+    pub administrators: Vec<u32>,
 }
 
 impl Default for Config {
@@ -117,6 +120,7 @@ impl Default for Config {
             state_dir: DEFAULT_STATE_DIR.into(),
             discover: true,
             libraries: Vec::new(),
+            administrators: vec![0],
         }
     }
 }
@@ -127,6 +131,7 @@ struct RawConfig {
     socket: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     discover: Option<bool>,
+    administrators: Option<Vec<i64>>,
     #[serde(default)]
     library: Vec<RawLibrary>,
 }
@@ -198,7 +203,20 @@ impl Config {
             };
             libraries.push(LibraryConfig { name: l.name, source, chunk, drives, heartbeat_ms });
         }
+        let administrators = match raw.administrators {
+            None => vec![0],
+            Some(uids) => uids
+                .into_iter()
+                .map(|u| {
+                    u32::try_from(u).map_err(|_| ConfigError::Value {
+                        key: "administrators".into(),
+                        reason: format!("{u} is not a user id (0..=4294967295)"),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
         Ok(Config {
+            administrators,
             socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             state_dir: raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
             discover: raw.discover.unwrap_or(libraries.is_empty()),
@@ -248,6 +266,9 @@ mod tests {
         assert_eq!(c.libraries[0].drives.get("HU1"), Some(&256));
         assert_eq!(c.libraries[1].source, Source::Vlib("/run/vlib".into()));
         assert_eq!(c.libraries[2].source, Source::Path("/dev/tape/by-id/scsi-1".into()));
+        assert_eq!(c.administrators, vec![0], "root administers by default");
+        assert_eq!(Config::parse("administrators = [0, 1000]").unwrap().administrators, vec![0, 1000]);
+        assert!(Config::parse("administrators = []").unwrap().administrators.is_empty());
     }
 
     #[test]
@@ -262,6 +283,8 @@ mod tests {
         assert!(err("[[library]]\nname = \" \"").contains("library[0].name"));
         assert!(err("[[library]]\ncolour = 1").contains("colour"));
         assert!(err("[[library]]\nheartbeat_ms = 5").contains("library[0].heartbeat_ms"));
+        assert!(err("administrators = [-1]").contains("administrators"));
+        assert!(err("administrators = \"root\"").contains("administrators"));
         assert!(matches!(Config::load(Path::new("/nonexistent/rsmd.toml")), Err(ConfigError::Read { .. })));
     }
 }

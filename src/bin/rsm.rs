@@ -97,6 +97,14 @@ enum Command {
         /// Request id
         id: String,
     },
+    /// Move a queued mount or dismount up or down the robot's queue
+    Reorder {
+        /// Request id
+        id: String,
+        /// New priority, -15 (lowest) to 15 (highest)
+        #[arg(long, allow_negative_numbers = true)]
+        priority: i32,
+    },
     /// Re-read a library's inventory (all libraries when none is given)
     Inventory {
         /// Library id or name
@@ -284,6 +292,7 @@ fn run(cli: Cli) -> Result<(), NtmsError> {
             }
         }
         Command::Cancel { id } => session.cancel_request(&id)?,
+        Command::Reorder { id, priority } => session.set_request_priority(&id, priority)?,
         Command::Inventory { library, mode } => inventory(&session, json, library.as_deref(), mode.into())?,
     }
     session.close()

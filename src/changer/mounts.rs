@@ -248,6 +248,18 @@ impl Mounts {
         }
     }
 
+    /// Changes the priority of a job still waiting in the queue; false when it has started or is unknown. The
+    /// queue is ordered again at the next [`Mounts::poll`].
+    pub fn set_priority(&mut self, id: u64, priority: i32) -> bool {
+        match self.queue.iter_mut().find(|j| j.id == id) {
+            Some(j) => {
+                j.priority = priority;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The next finished job.
     pub fn poll_outcome(&mut self) -> Option<Outcome> {
         self.outcomes.pop_front()
@@ -350,7 +362,8 @@ impl Mounts {
         if !matches!(lib.state(), LibraryState::Ready | LibraryState::Busy) {
             return;
         }
-        self.queue.sort_by_key(|j| std::cmp::Reverse(j.priority));
+        // Priority first, then age (ids grow with submission).
+        self.queue.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.id));
         // Dismounts start at once, robot or not: unloading is the drive's work, and it overlaps the robot's moves.
         // Their move out then waits for the robot.
         let mut i = 0;

@@ -412,13 +412,20 @@ fn priority_reorders_the_queue_and_cancel_drops_a_queued_job() {
     s.mounts.submit(2, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, -5, None);
     s.mounts.submit(3, JobKind::Mount { source: 1002, drive: DriveChoice::Any }, 10, None);
     s.mounts.submit(4, JobKind::Mount { source: 1003, drive: DriveChoice::Any }, 0, None);
+    s.mounts.submit(5, JobKind::Mount { source: 1004, drive: DriveChoice::Any }, -5, None);
     assert!(s.mounts.cancel(4, &mut s.lib));
-    for id in [1, 2, 3] {
+    // Reordered while queued: job 5 goes before job 3; job 1 has started and cannot be reordered.
+    assert!(s.mounts.set_priority(5, 12));
+    assert!(!s.mounts.set_priority(1, 15), "a started job keeps its place");
+    assert!(!s.mounts.set_priority(4, 15), "a cancelled job is gone");
+    for id in [1, 2, 3, 5] {
         assert_eq!(s.wait_outcome(id).result, Ok(()));
     }
     assert_eq!(s.outcome(4).unwrap().result, Err(JobError::Cancelled));
     let pos = |id| s.outcomes.iter().position(|o| o.id == id).unwrap();
     assert!(pos(3) < pos(2), "priority 10 before priority -5");
+    assert!(pos(5) < pos(3), "raised to 12: before priority 10");
+    assert!(pos(1) < pos(5), "the running job first");
     s.assert_agrees();
     assert!(s.lib.element(1003).unwrap().full, "the cancelled cartridge never moved");
 }

@@ -436,6 +436,12 @@ impl Session {
         self.call(&Method::CancelLibraryRequest { session: self.id.clone(), request: request.to_owned() }).map(|_| ())
     }
 
+    /// Moves a queued mount or dismount up or down its library's robot queue (`SetNtmsRequestOrder`, by priority).
+    pub fn set_request_priority(&self, request: &str, priority: i32) -> Result<(), NtmsError> {
+        let m = Method::SetRequestPriority { session: self.id.clone(), request: request.to_owned(), priority };
+        self.call(&m).map(|_| ())
+    }
+
     /// The library requests the daemon knows (queued, running and recent).
     pub fn requests(&self) -> Result<Vec<ObjectInfo>, NtmsError> {
         self.enumerate(None, ObjectType::LibRequest)

@@ -331,6 +331,9 @@ method DismountMedia(session: string, media: ?string, drive: ?string, deferred: 
 # Cancel a library request.
 method CancelLibraryRequest(session: string, request: string) -> ()
 
+# Move a queued mount or dismount up or down its library's robot queue (-15 lowest .. 15 highest).
+method SetRequestPriority(session: string, request: string, priority: int) -> ()
+
 # Queue an inventory of a library.
 method InventoryLibrary(session: string, library: string, mode: ?InventoryMode) -> (request: string)
 

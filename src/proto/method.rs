@@ -132,6 +132,18 @@ pub enum Method {
         /// Id of the library request.
         request: String,
     },
+    /// `SetRequestPriority(session, request, priority)` → `()`: moves a queued mount or dismount up or down its
+    /// library's robot queue (priority first, then age). `InvalidParameter` (priority out of range),
+    /// `ObjectNotFound`, `AccessDenied` (another session's request, unless an administrator asks),
+    /// `InvalidOperation` (the request has started, finished, or is not a robot job). No `more`.
+    SetRequestPriority {
+        /// The session handle.
+        session: String,
+        /// Id of the library request.
+        request: String,
+        /// The new priority, -15 (lowest) to 15 (highest).
+        priority: i32,
+    },
     /// `InventoryLibrary(session, library, mode)` → [`super::types::RequestReply`]: queues an inventory and
     /// replies with its request id at once. `InvalidLibrary` / `LibraryOffline` when it cannot run. No `more`.
     InventoryLibrary {
@@ -177,6 +189,7 @@ pub const NTMS_METHODS: &[&str] = &[
     "MountMedia",
     "DismountMedia",
     "CancelLibraryRequest",
+    "SetRequestPriority",
     "InventoryLibrary",
     "WaitForNotification",
     "EjectMedia",
@@ -343,6 +356,11 @@ impl Method {
                 "CancelLibraryRequest" => {
                     Method::CancelLibraryRequest { session: p.string("session")?, request: p.string("request")? }
                 }
+                "SetRequestPriority" => Method::SetRequestPriority {
+                    session: p.string("session")?,
+                    request: p.string("request")?,
+                    priority: p.int("priority")?,
+                },
                 "InventoryLibrary" => Method::InventoryLibrary {
                     session: p.string("session")?,
                     library: p.string("library")?,
@@ -386,6 +404,7 @@ impl Method {
             Method::MountMedia { .. } => "MountMedia",
             Method::DismountMedia { .. } => "DismountMedia",
             Method::CancelLibraryRequest { .. } => "CancelLibraryRequest",
+            Method::SetRequestPriority { .. } => "SetRequestPriority",
             Method::InventoryLibrary { .. } => "InventoryLibrary",
             Method::WaitForNotification { .. } => "WaitForNotification",
             Method::EjectMedia { .. } => "EjectMedia",
@@ -408,6 +427,7 @@ impl Method {
             | Method::MountMedia { session, .. }
             | Method::DismountMedia { session, .. }
             | Method::CancelLibraryRequest { session, .. }
+            | Method::SetRequestPriority { session, .. }
             | Method::InventoryLibrary { session, .. }
             | Method::WaitForNotification { session, .. }
             | Method::EjectMedia { session, .. }
@@ -463,6 +483,11 @@ impl Method {
             Method::CancelLibraryRequest { session, request } => {
                 put(&mut m, "session", session);
                 put(&mut m, "request", request);
+            }
+            Method::SetRequestPriority { session, request, priority } => {
+                put(&mut m, "session", session);
+                put(&mut m, "request", request);
+                put(&mut m, "priority", priority);
             }
             Method::InventoryLibrary { session, library, mode } => {
                 put(&mut m, "session", session);
@@ -530,6 +555,7 @@ pub(crate) mod samples {
             Method::DismountMedia { session: s(), target: DismountTarget::Media("m".into()), deferred: true },
             Method::DismountMedia { session: s(), target: DismountTarget::Drive("d".into()), deferred: false },
             Method::CancelLibraryRequest { session: s(), request: "r".into() },
+            Method::SetRequestPriority { session: s(), request: "r".into(), priority: -15 },
             Method::InventoryLibrary { session: s(), library: "l".into(), mode: InventoryMode::Full },
             Method::WaitForNotification { session: s(), object_type: Some(ObjectType::Drive) },
             Method::EjectMedia { session: s(), media: "m".into() },
@@ -673,6 +699,12 @@ mod tests {
         assert_eq!(parse(i, json!({"session": "s", "library": "l", "mode": "slow"})), bad("mode"));
         assert_eq!(parse(i, json!({"session": "s"})), bad("library"));
         assert_eq!(parse("io.rsmd.Ntms.CancelLibraryRequest", json!({"session": "s"})), bad("request"));
+        let r = "io.rsmd.Ntms.SetRequestPriority";
+        assert_eq!(parse(r, json!({"session": "s", "request": "r"})), bad("priority"));
+        assert_eq!(parse(r, json!({"session": "s", "request": "r", "priority": "high"})), bad("priority"));
+        assert_eq!(parse(r, json!({"session": "s", "request": "r", "priority": 1.5})), bad("priority"));
+        assert_eq!(parse(r, json!({"session": "s", "request": "r", "priority": 4_294_967_296_i64})), bad("priority"));
+        assert_eq!(parse(r, json!({"session": "s", "priority": 1})), bad("request"));
         assert_eq!(parse("io.rsmd.Ntms.GetObjectInformation", json!({"session": "s"})), bad("object"));
         assert_eq!(parse("io.rsmd.Ntms.EjectMedia", json!({"session": "s"})), bad("media"));
         assert_eq!(parse("io.rsmd.Ntms.InjectMedia", json!({"session": "s"})), bad("library"));

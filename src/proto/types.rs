@@ -10,6 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Lowest request priority (`MountMedia`, `SetRequestPriority`).
+pub const PRIORITY_MIN: i32 = -15;
+/// Highest request priority.
+pub const PRIORITY_MAX: i32 = 15;
+
 /// The RSM object types (`NTMS_*`), snake_case on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

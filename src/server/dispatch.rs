@@ -96,6 +96,11 @@ impl Daemon {
         }
     }
 
+    /// Whether `peer` administers rsmd (its uid is in the configuration's `administrators`).
+    pub fn is_admin(&self, peer: Peer) -> bool {
+        self.administrators.contains(&peer.uid)
+    }
+
     /// Handles one parsed call from `peer`.
     pub fn dispatch(&mut self, method: Method, peer: Peer) -> Answer {
         let now = Answer::Reply;
@@ -192,14 +197,25 @@ impl Daemon {
                 }
             }
             Method::WaitForNotification { session, object_type } => Answer::Stream { session, filter: object_type },
-            Method::CancelLibraryRequest { request, .. } => match self.cancel_request(&request) {
-                Ok(()) => now(Ok(Map::new()), self.batch_for_reply()),
-                Err(e) => now(ntms(e), 0),
-            },
+            Method::CancelLibraryRequest { session, request } => {
+                match self.cancel_request(&request, &session, self.is_admin(peer)) {
+                    Ok(()) => now(Ok(Map::new()), self.batch_for_reply()),
+                    Err(e) => now(ntms(e), 0),
+                }
+            }
+            Method::SetRequestPriority { session, request, priority } => {
+                match self.set_request_priority(&request, priority, &session, self.is_admin(peer)) {
+                    Ok(()) => now(Ok(Map::new()), self.batch_for_reply()),
+                    Err(e) => now(ntms(e), 0),
+                }
+            }
             Method::MountMedia { session, media, drive, flags, priority, timeout_ms } => {
                 self.mount(&session, &media, drive.as_deref(), flags, priority, timeout_ms)
             }
-            Method::DismountMedia { session, target, deferred } => self.dismount(&session, &target, deferred),
+            Method::DismountMedia { session, target, deferred } => {
+                let admin = self.is_admin(peer);
+                self.dismount(&session, &target, deferred, admin)
+            }
             m @ (Method::EjectMedia { .. } | Method::InjectMedia { .. }) => {
                 now(Err(VarlinkError::MethodNotImplemented { method: m.full_name() }.into()), 0)
             }

@@ -38,7 +38,9 @@ use crate::changer::mounts::Mounts;
 use crate::changer::{DeviceRef, Event, Library, LibraryOptions};
 use crate::media::Inventory;
 use crate::model::{DriveInfo, Guid, LibraryRecord, LibraryState};
-use crate::proto::types::{Notification, NotificationOperation, ObjectType, RequestOperation};
+use crate::proto::types::{
+    Notification, NotificationOperation, ObjectType, RequestOperation, PRIORITY_MAX, PRIORITY_MIN,
+};
 use crate::proto::{Call, ErrorReply, Method, NtmsError, Reply, WireError};
 use crate::store::{Change, Snapshot, Store, StoreError, Writer};
 use crate::transport::{Completion, Transport, TransportError};
@@ -228,6 +230,8 @@ pub struct Daemon {
     pub deferred: Vec<Deferred>,
     /// Finished calls to answer: (request key, reply, store batch to wait for).
     pub completions: Vec<Completed>,
+    /// User ids that administer rsmd (the configuration's `administrators`).
+    pub administrators: Vec<u32>,
 }
 
 impl Daemon {
@@ -301,7 +305,8 @@ impl Daemon {
     }
 
     /// Cancels a library request.
-    pub fn cancel_request(&mut self, id: &str) -> Result<(), NtmsError> {
+    pub fn cancel_request(&mut self, id: &str, session: &str, admin: bool) -> Result<(), NtmsError> {
+        self.requests.check_owner(id, session, admin)?;
         if let Some(key) = self.requests.key_of(id) {
             if self.jobs.contains_key(&key) {
                 // The job reports Cancelled (after undoing what it did) and that finishes the request.
@@ -313,6 +318,43 @@ impl Daemon {
             }
         }
         self.requests.cancel(id, self.now)?;
+        self.note(NotificationOperation::Update, ObjectType::LibRequest, id.to_owned());
+        Ok(())
+    }
+
+    /// `SetRequestPriority`: a queued mount or dismount moves up or down the robot's queue.
+    pub fn set_request_priority(
+        &mut self,
+        id: &str,
+        priority: i32,
+        session: &str,
+        admin: bool,
+    ) -> Result<(), NtmsError> {
+        if !(PRIORITY_MIN..=PRIORITY_MAX).contains(&priority) {
+            return Err(NtmsError::InvalidParameter {
+                message: format!("priority {priority} is not in {PRIORITY_MIN}..={PRIORITY_MAX}"),
+            });
+        }
+        self.requests.check_owner(id, session, admin)?;
+        let key = self
+            .requests
+            .key_of(id)
+            .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id}") })?;
+        let queued = match self.jobs.get(&key) {
+            Some(&(li, _)) => self.libs[li].mounts.set_priority(key, priority),
+            None => false,
+        };
+        if !queued {
+            return Err(NtmsError::InvalidOperation {
+                message: format!(
+                    "request {id} is not waiting in a robot queue: only queued mounts and dismounts are reordered"
+                ),
+            });
+        }
+        self.requests.set_priority(key, priority);
+        if let Some(&(li, _)) = self.jobs.get(&key) {
+            self.libs[li].dirty = true;
+        }
         self.note(NotificationOperation::Update, ObjectType::LibRequest, id.to_owned());
         Ok(())
     }
@@ -546,6 +588,7 @@ impl Server {
                 last_batch: 0,
                 now: 0,
                 configured: setup.config.libraries.clone(),
+                administrators: setup.config.administrators.clone(),
                 state_dir: setup.state_dir.clone(),
                 jobs: HashMap::new(),
                 deferred: Vec::new(),
@@ -882,6 +925,7 @@ impl Server {
         match crate::config::Config::load(&path) {
             Ok(c) => {
                 log::info!("SIGHUP: reloaded {}", path.display());
+                self.daemon.administrators.clone_from(&c.administrators);
                 self.setup.config = c;
                 let now = self.daemon.now;
                 for lib in start::open_new_libraries(&mut self.setup, &self.daemon.libs, now) {

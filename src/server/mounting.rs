@@ -8,6 +8,7 @@ use crate::changer::mounts::{DriveChoice, JobError, JobKind, Outcome, Progress};
 use crate::changer::MoveError;
 use crate::model::{ElementKind, Guid, MediaRecord};
 use crate::proto::types::{MountFlags, MountReply, NotificationOperation, ObjectType, RequestOperation, RequestState};
+use crate::proto::types::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{DismountTarget, NtmsError, WireError};
 use crate::scsi::action::Failure;
 
@@ -77,8 +78,10 @@ impl Daemon {
         priority: i32,
         timeout_ms: Option<u64>,
     ) -> Answer {
-        if !(-15..=15).contains(&priority) {
-            return err(NtmsError::InvalidParameter { message: format!("priority {priority} is not in -15..=15") });
+        if !(PRIORITY_MIN..=PRIORITY_MAX).contains(&priority) {
+            return err(NtmsError::InvalidParameter {
+                message: format!("priority {priority} is not in {PRIORITY_MIN}..={PRIORITY_MAX}"),
+            });
         }
         if media.is_empty() {
             return err(NtmsError::InvalidParameter { message: "no media to mount".into() });
@@ -245,8 +248,8 @@ impl Daemon {
         }
     }
 
-    /// `DismountMedia`.
-    pub fn dismount(&mut self, session: &str, target: &DismountTarget, deferred: bool) -> Answer {
+    /// `DismountMedia`. `admin`: the caller administers rsmd and may dismount what another session mounted.
+    pub fn dismount(&mut self, session: &str, target: &DismountTarget, deferred: bool, admin: bool) -> Answer {
         let Some(inv) = self.inventory.as_ref() else { return err(NtmsError::NotReady { message: "loading".into() }) };
         let media = match target {
             DismountTarget::Media(m) => match self.resolve_media(m) {
@@ -263,10 +266,10 @@ impl Daemon {
                 }
             }
         };
-        // Only the session that mounted a cartridge dismounts it. A cartridge whose session ended (or a deferred
-        // dismount) is loaded but mounted by nobody: any session may take it out.
+        // Only the session that mounted a cartridge (or an administrator) dismounts it. A cartridge whose session
+        // ended (or a deferred dismount) is loaded but mounted by nobody: any session may take it out.
         if let Some(s) = self.mounted.get(&media.id) {
-            if s != session {
+            if s != session && !admin {
                 return err(NtmsError::AccessDenied { message: "another session mounted this cartridge".into() });
             }
         }

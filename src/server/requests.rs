@@ -106,6 +106,28 @@ impl Requests {
         self.items.get(&key).map(|r| r.operation)
     }
 
+    /// Checks that `session` may cancel or reorder request `id`: the session that made it may, and an
+    /// administrator may.
+    pub fn check_owner(&self, id: &str, session: &str, admin: bool) -> Result<(), NtmsError> {
+        let r = self
+            .items
+            .values()
+            .find(|r| r.id.to_string() == id)
+            .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id:?}") })?;
+        if r.session == session || admin {
+            Ok(())
+        } else {
+            Err(NtmsError::AccessDenied { message: format!("request {id} belongs to another session") })
+        }
+    }
+
+    /// Changes the priority of request `key`.
+    pub fn set_priority(&mut self, key: u64, priority: i32) {
+        if let Some(r) = self.items.get_mut(&key) {
+            r.priority = priority;
+        }
+    }
+
     /// Sets the details of request `key`.
     pub fn describe(&mut self, key: u64, priority: i32, media: Option<String>, drive: Option<String>) {
         if let Some(r) = self.items.get_mut(&key) {

@@ -8,11 +8,12 @@
 //! puts it on disk. The server never waits for a flush on its loop: [`Writer`] runs them on a thread, merging every
 //! batch that arrives while a flush runs into the next one (group commit), and reports the highest durable batch.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
@@ -21,6 +22,10 @@ use crate::model::{ElementRecord, Guid, LibraryRecord, MediaRecord};
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// How often, and how far apart, [`Store::open`] tries a locked database (5 s in all).
+const LOCK_ATTEMPTS: u32 = 250;
+const LOCK_RETRY: Duration = Duration::from_millis(20);
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +41,12 @@ pub enum StoreError {
         /// The decoding error.
         #[source]
         source: serde_json::Error,
+    },
+    /// Another process holds the database (another rsmd on the same state directory).
+    #[error("{path} is locked by another process (is another rsmd using this state directory?)")]
+    Locked {
+        /// The database path.
+        path: PathBuf,
     },
     /// The database was written by a newer rsmd.
     #[error("Database schema version {found} is newer than this rsmd supports ({supported})")]
@@ -129,13 +140,35 @@ fn decode<T: DeserializeOwned>(v: &[u8], tree: &'static str) -> Result<T, StoreE
 
 impl Store {
     /// Opens (creating) the database in `dir`, checking and migrating the schema.
+    ///
+    /// Fails with [`StoreError::Locked`] when another process keeps the database locked for 5 s.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir.join("inventory.sled"))
+        Store::open_waiting(dir, LOCK_ATTEMPTS)
+    }
+
+    /// [`Store::open`], trying a locked database `lock_attempts` times.
+    fn open_waiting(dir: &Path, lock_attempts: u32) -> Result<Store, StoreError> {
+        let path = dir.join("inventory.sled");
+        let config = sled::Config::new()
+            .path(&path)
             .mode(sled::Mode::HighThroughput)
             // A fixed page cache: sled's default asks the cgroup and complains in small VMs and containers.
-            .cache_capacity(64 << 20)
-            .open()?;
+            .cache_capacity(64 << 20);
+        // sled's background threads may hold the file lock briefly after the last handle is dropped (a store
+        // reopened in the same process), as may a previous rsmd that is still exiting: wait for it a while.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    if attempts >= lock_attempts {
+                        return Err(StoreError::Locked { path });
+                    }
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                r => break r?,
+            }
+        };
         let store = Store {
             libraries: db.open_tree("libraries")?,
             elements: db.open_tree("elements")?,

@@ -131,3 +131,15 @@ fn rewriting_a_record_through_the_writer_becomes_durable() {
     }
     assert_eq!(w.durable(), last);
 }
+
+#[test]
+fn a_database_held_by_another_handle_is_reported_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = Store::open(dir.path()).unwrap();
+    let Err(e) = Store::open_waiting(dir.path(), 2) else { panic!("opened a database another handle holds") };
+    assert!(matches!(&e, StoreError::Locked { path } if path.ends_with("inventory.sled")), "{e:?}");
+    assert!(e.to_string().contains("another rsmd"), "{e}");
+    drop(held);
+    // Released (sled's threads may take a moment: open waits for them).
+    Store::open(dir.path()).unwrap();
+}

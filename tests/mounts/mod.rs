@@ -10,13 +10,37 @@ use vlib::Fault;
 use crate::util::{vlib_config, Daemon, Vlib};
 
 fn library(dir: &std::path::Path, scale: f64) -> (Vlib, Daemon) {
+    library_with(dir, scale, "")
+}
+
+/// The default vlib library with `top` as the configuration's top-level keys.
+fn library_with(dir: &std::path::Path, scale: f64, top: &str) -> (Vlib, Daemon) {
     let mut c = vlib::Config::default_library();
     c.dvcid = true;
     c.time_scale = scale;
     let v = Vlib::start(&dir.join("vlib"), c);
-    let mut d = Daemon::start(&dir.join("rsmd"), &vlib_config(&v.dir, ""));
+    let mut d = Daemon::start(&dir.join("rsmd"), &format!("{top}\n{}", vlib_config(&v.dir, "")));
     d.wait_ready(1);
     (v, d)
+}
+
+/// Waits (on notifications, subscribed before the requests were made) until every request in `ids` is complete.
+fn wait_complete(
+    s: &Session,
+    notes: impl Iterator<Item = Result<rsmd::proto::types::Notification, NtmsError>>,
+    ids: &[&str],
+) {
+    let done = |s: &Session| ids.iter().all(|id| s.get_object_information(id).unwrap().state == "complete");
+    if done(s) {
+        return;
+    }
+    for n in notes {
+        n.unwrap();
+        if done(s) {
+            return;
+        }
+    }
+    panic!("the notification stream ended before {ids:?} completed");
 }
 
 fn flags() -> MountFlags {
@@ -67,7 +91,8 @@ fn mount_returns_a_ready_drive_with_its_nodes_and_dismount_puts_it_home() {
 #[test]
 fn a_cartridge_is_mounted_by_one_session_and_dismounted_only_by_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (_v, d) = library(dir.path(), 0.0);
+    // Nobody administers this daemon: the test's user (often root) is an ordinary user here.
+    let (_v, d) = library_with(dir.path(), 0.0, "administrators = []");
     let a = Session::open_at(&d.socket, None, Some("a"), 0).unwrap();
     let b = Session::open_at(&d.socket, None, Some("b"), 0).unwrap();
     a.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
@@ -193,4 +218,58 @@ fn a_unit_attention_in_the_middle_of_a_mount_rescans_and_the_mount_still_succeed
     assert!(r.drive.is_some());
     assert!(drive_holding(&v, "ABC004L6").is_some());
     assert!(v.server.snapshot().counters.check_conditions >= 1, "the unit attention was raised");
+}
+
+#[test]
+fn an_administrator_may_dismount_what_another_session_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = nix::unistd::getuid().as_raw();
+    let (v, d) = library_with(dir.path(), 0.0, &format!("administrators = [{uid}]"));
+    let a = Session::open_at(&d.socket, None, Some("a"), 0).unwrap();
+    let admin = Session::open_at(&d.socket, None, Some("operator"), 0).unwrap();
+    a.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+    admin.dismount(DismountTarget::Media("ABC001L6".into()), false).unwrap();
+    assert_eq!(drive_holding(&v, "ABC001L6"), None);
+}
+
+#[test]
+fn queued_requests_are_reordered_by_priority_by_their_session_only() {
+    let dir = tempfile::tempdir().unwrap();
+    // Robot 8 s scaled to 0.8 s: the second and third mounts stay queued while the first moves.
+    let (v, d) = library_with(dir.path(), 0.1, "administrators = []");
+    let s = Session::open_at(&d.socket, None, Some("bacula"), 0).unwrap();
+    let other = Session::open_at(&d.socket, None, Some("amanda"), 0).unwrap();
+    let notes = s.notifications(Some(ObjectType::LibRequest)).unwrap();
+    let nowait = MountFlags { nowait: true, ..flags() };
+    let first = s.mount(&["ABC001L6"], None, nowait, 0, None).unwrap();
+    let second = s.mount(&["ABC002L6"], None, nowait, 0, None).unwrap();
+    let third = s.mount(&["ABC003L6"], None, nowait, 0, None).unwrap();
+    // Bad input first: each is refused with its own error and changes nothing.
+    let e = s.set_request_priority(&third.request, 16).unwrap_err();
+    assert!(matches!(e, NtmsError::InvalidParameter { .. }), "{e:?}");
+    let e = s.set_request_priority("00000000-0000-0000-0000-000000000000", 1).unwrap_err();
+    assert!(matches!(e, NtmsError::ObjectNotFound { .. }), "{e:?}");
+    let e = other.set_request_priority(&third.request, 5).unwrap_err();
+    assert!(matches!(e, NtmsError::AccessDenied { .. }), "{e:?}");
+    let e = other.cancel_request(&third.request).unwrap_err();
+    assert!(matches!(e, NtmsError::AccessDenied { .. }), "{e:?}");
+    let e = s.set_request_priority(&first.request, 5).unwrap_err();
+    assert!(matches!(e, NtmsError::InvalidOperation { .. }), "the first mount is moving: {e:?}");
+    // The third goes before the second, and says so.
+    s.set_request_priority(&third.request, 5).unwrap();
+    let info = s.get_object_information(&third.request).unwrap();
+    let ObjectDetails::LibRequest(rd) = &info.details else { panic!() };
+    assert_eq!(rd.priority, 5);
+    wait_complete(&s, notes, &[&first.request, &second.request, &third.request]);
+    let order: Vec<u16> = v.server.snapshot().robot_log.iter().map(|m| m.source).collect();
+    assert_eq!(order, [1000, 1002, 1001], "robot moves by source slot");
+    let e = s.set_request_priority(&third.request, 1).unwrap_err();
+    assert!(matches!(e, NtmsError::InvalidOperation { .. }), "complete: {e:?}");
+    // `rsm reorder` runs in its own process, so its own session: not the request's owner.
+    let out = std::process::Command::new(crate::util::rsm_bin())
+        .args(["--socket", d.socket.to_str().unwrap(), "reorder", &third.request, "--priority", "-2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("another session"), "{err}");
 }
