@@ -271,6 +271,9 @@ fn run(cli: Cli) -> Result<(), NtmsError> {
                     reply.drive.as_deref().unwrap_or("-"),
                     reply.device.as_deref().unwrap_or("(no device node on this host)")
                 );
+                if let Some(d) = &reply.devices {
+                    println!("  sg {}  nst {}", d.sg.as_deref().unwrap_or("-"), d.nst.as_deref().unwrap_or("-"));
+                }
             }
         }
         Command::Dismount { barcode, drive, deferred } => {

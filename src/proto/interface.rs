@@ -323,7 +323,7 @@ method MountMedia(
   flags: ?MountFlags,
   priority: ?int,
   timeout_ms: ?int
-) -> (request: string, media: ?string, drive: ?string, device: ?string)
+) -> (request: string, media: ?string, drive: ?string, device: ?string, devices: ?DeviceNodes)
 
 # Dismount a cartridge (media) or whatever is in a drive (drive): exactly one of them.
 method DismountMedia(session: string, media: ?string, drive: ?string, deferred: ?bool) -> ()

@@ -620,6 +620,9 @@ pub struct MountReply {
     pub drive: Option<String>,
     /// The device node to open (`/dev/nst0`); absent with `nowait` or when the drive is not visible here.
     pub device: Option<String>,
+    /// All of the drive's nodes (sg for SCSI tools, nst for data); absent with `nowait`.
+    #[serde(default)]
+    pub devices: Option<DeviceNodes>,
 }
 
 /// Reply of methods that start library work (`InventoryLibrary`, `EjectMedia`, `InjectMedia`).

@@ -7,7 +7,9 @@ use super::Daemon;
 use crate::changer::mounts::{DriveChoice, JobError, JobKind, Outcome, Progress};
 use crate::changer::MoveError;
 use crate::model::{ElementKind, Guid, MediaRecord};
-use crate::proto::types::{MountFlags, MountReply, NotificationOperation, ObjectType, RequestOperation, RequestState};
+use crate::proto::types::{
+    DeviceNodes, MountFlags, MountReply, NotificationOperation, ObjectType, RequestOperation, RequestState,
+};
 use crate::proto::types::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{DismountTarget, NtmsError, WireError};
 use crate::scsi::action::Failure;
@@ -234,13 +236,15 @@ impl Daemon {
     fn mount_reply(&self, li: usize, key: u64, drive: u16, media: Guid) -> Result<Map<String, Value>, WireError> {
         let lib = &self.libs[li];
         let element = lib.id.and_then(|id| self.inventory.as_ref()?.element(id, ElementKind::Drive, drive).cloned());
-        let device =
-            element.as_ref().and_then(|e| e.drive.as_ref()).and_then(|d| d.nst.clone().or_else(|| d.device.clone()));
+        let info = element.as_ref().and_then(|e| e.drive.as_ref());
+        let device = info.and_then(|d| d.nst.clone().or_else(|| d.device.clone()));
+        let devices = info.map(|d| DeviceNodes { sg: d.device.clone(), nst: d.nst.clone(), by_id: None });
         let reply = MountReply {
             request: self.requests.id_of(key).unwrap_or_default(),
             media: Some(media.to_string()),
             drive: element.map(|e| e.id().to_string()),
             device,
+            devices,
         };
         match serde_json::to_value(reply) {
             Ok(Value::Object(m)) => Ok(m),

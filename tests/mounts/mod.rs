@@ -64,6 +64,8 @@ fn mount_returns_a_ready_drive_with_its_nodes_and_dismount_puts_it_home() {
     let reply = s.mount(&["ABC003L6"], None, flags(), 0, None).unwrap();
     let device = reply.device.clone().unwrap();
     assert!(device.ends_with(".sock"), "{device}");
+    let nodes = reply.devices.clone().unwrap();
+    assert_eq!(nodes.sg.as_deref(), Some(device.as_str()), "vlib drives have an sg-like socket and no nst");
     let drive = s.get_object_information(reply.drive.as_deref().unwrap()).unwrap();
     let ObjectDetails::Drive(dd) = &drive.details else { panic!() };
     assert_eq!(dd.barcode.as_deref(), Some("ABC003L6"));

@@ -624,6 +624,25 @@ fn daemon_hotplug(lab: &Lab) {
     }
     let slots = s.enumerate(None, ObjectType::StorageSlot).expect("slots").len();
     println!("  daemon ready: 4 drives mapped, {slots} slots");
+    // A mount and a dismount through the daemon on the real devices: MOVE MEDIUM, TEST UNIT READY polling until
+    // the tape is ready, LOAD UNLOAD, MOVE MEDIUM home.
+    let media = s.enumerate(None, ObjectType::PhysicalMedia).expect("media");
+    let barcode = media.iter().map(|m| m.name.clone()).find(|n| !n.starts_with("CLN")).expect("a data cartridge");
+    let flags = rsmd::proto::types::MountFlags { read: true, ..Default::default() };
+    let r = s.mount(&[barcode.as_str()], None, flags, 0, Some(Duration::from_secs(120))).expect("mount on real sg");
+    let nodes = r.devices.expect("the reply names the drive's nodes");
+    let nst = nodes.nst.expect("an nst node");
+    assert!(nst.starts_with("/dev/nst") && nodes.sg.is_some_and(|sg| sg.starts_with("/dev/sg")), "{nst}");
+    let in_drive = assert_agrees_with_mtx(&lab.changer)
+        .into_values()
+        .any(|e| e.element_type == ElementType::DataTransfer && e.barcode() == Some(barcode.as_str()));
+    assert!(in_drive, "{barcode} is in a drive as the library reports it");
+    s.dismount(rsmd::proto::DismountTarget::Media(barcode.clone()), false).expect("dismount on real sg");
+    let home = assert_agrees_with_mtx(&lab.changer)
+        .into_values()
+        .any(|e| e.element_type == ElementType::Storage && e.barcode() == Some(barcode.as_str()));
+    assert!(home, "{barcode} is back in a slot");
+    println!("  mount + dismount through the daemon: {barcode} was ready in {nst}");
     iscsiadm("--logout");
     d.wait_notify(|m| m.contains(" 1 offline"));
     assert_eq!(s.enumerate(None, ObjectType::StorageSlot).expect("stale slots").len(), slots);
