@@ -172,6 +172,10 @@ pub struct Mounts {
     poll_max: Millis,
     /// Learned time from a move into a drive to the drive being ready (moving average), once observed.
     load_estimate: Option<Millis>,
+    /// How long a drive may take to become ready after a load.
+    ready_timeout: Millis,
+    /// Drives whose last load never became ready: mounts for any drive avoid them while a sound drive exists.
+    suspect: Vec<u16>,
 }
 
 impl Default for Mounts {
@@ -196,7 +200,16 @@ impl Mounts {
             poll_first: first.max(1),
             poll_max: max.max(first.max(1)),
             load_estimate: None,
+            ready_timeout: READY_TIMEOUT_MS,
+            suspect: Vec::new(),
         }
+    }
+
+    /// The same, giving up on a drive that is not ready `ms` after its load (default [`READY_TIMEOUT_MS`]).
+    #[must_use]
+    pub fn with_ready_timeout(mut self, ms: Millis) -> Mounts {
+        self.ready_timeout = ms;
+        self
     }
 
     /// Queues a job. `deadline`: give up (and undo) at this time.
@@ -445,7 +458,16 @@ impl Mounts {
                             return Start::Failed;
                         }
                     },
-                    DriveChoice::Any => lib.elements().iter().find(|e| free(e)).map(|e| (e.address, e.device)),
+                    DriveChoice::Any => {
+                        // A drive that failed to become ready is used only when every mapped drive did.
+                        let sound = |e: &super::Element| !self.suspect.contains(&e.address);
+                        let any_sound = lib
+                            .elements()
+                            .iter()
+                            .any(|e| e.element_type == ElementType::DataTransfer && e.device.is_some() && sound(e));
+                        let mut candidates = lib.elements().iter().filter(|e| free(e));
+                        candidates.find(|e| !any_sound || sound(e)).map(|e| (e.address, e.device))
+                    }
                 };
                 let Some((address, device)) = target else { return Start::Wait };
                 let mut job = self.queue.remove(i);
@@ -454,7 +476,7 @@ impl Mounts {
                         job.drive = Some(address);
                         job.device = device;
                         job.step = Step::Moving;
-                        job.ready_by = now + READY_TIMEOUT_MS;
+                        job.ready_by = now + self.ready_timeout;
                         self.progress.push_back(Progress::Started { id: job.id, drive: address });
                         self.active.push(job);
                         Start::Started
@@ -676,6 +698,8 @@ impl Mounts {
                 };
                 match action {
                     Action::Done => {
+                        let drive = self.active[idx].drive;
+                        self.suspect.retain(|d| Some(*d) != drive);
                         // The load ended between the last "not ready" and now: take the middle.
                         let j = &self.active[idx];
                         let took = (j.not_ready_at + now).div_ceil(2).saturating_sub(j.loaded_at);
@@ -702,7 +726,11 @@ impl Mounts {
                         self.start_undo(id, lib);
                     }
                     _ => {
-                        let id = self.active[idx].id;
+                        let (id, drive) = (self.active[idx].id, self.active[idx].drive);
+                        if let Some(d) = drive.filter(|d| !self.suspect.contains(d)) {
+                            log::warn!("drive element {d} did not become ready; mounts avoid it until it does");
+                            self.suspect.push(d);
+                        }
                         self.active[idx].abort = Some(JobError::NotReady(Failure::RetriesExhausted));
                         self.start_undo(id, lib);
                     }

@@ -495,6 +495,36 @@ fn destination_full_and_device_gone_mid_move() {
     assert_eq!(o.result, Err(JobError::Move(MoveError::Offline)));
 }
 
+#[test]
+fn source_empty_and_a_drive_that_never_becomes_ready_fail_specifically() {
+    let mut s = timed();
+    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK).with_ready_timeout(2_000);
+    s.ready();
+    // The cache believes slot 1016 holds a cartridge (an operator took it out by hand): vlib refuses with 3B/0E
+    // and the library re-reads the slot.
+    let e = s.lib.elements.iter_mut().find(|e| e.address == 1016).unwrap();
+    (e.full, e.barcode) = (true, Some("GONE01L6".into()));
+    s.mounts.submit(1, JobKind::Mount { source: 1016, drive: DriveChoice::Any }, 0, None);
+    assert_eq!(s.wait_outcome(1).result, Err(JobError::Move(MoveError::Refused(Failure::SourceEmpty))));
+    s.drive_bounded(10_000, |s| s.lib.element(1016).is_some_and(|e| !e.full));
+    s.assert_agrees();
+    // Drive 0 keeps answering "becoming ready": the mount gives up after the ready timeout with its own error and
+    // takes the cartridge back home.
+    s.target.inject(Fault::NotReadyFor { device: Device::Drive(0), ms: 3_600_000 });
+    s.mounts.submit(2, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    let o = s.wait_outcome(2);
+    assert!(matches!(o.result, Err(JobError::NotReady(_))), "{o:?}");
+    assert!(s.now >= 2_000, "waited for the ready timeout");
+    s.drive_bounded(10_000, |s| s.mounts.is_empty() && s.lib.moves_pending() == 0);
+    s.assert_agrees();
+    assert!(s.lib.element(1000).unwrap().full && !s.lib.element(500).unwrap().full, "back home");
+    // The other drives are not disturbed, and a mount for any drive avoids the one that failed.
+    s.mounts.submit(3, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, 0, None);
+    let o = s.wait_outcome(3);
+    assert_eq!(o.result, Ok(()));
+    assert_ne!(o.drive, Some(500));
+}
+
 /// K applications each mount a cartridge and dismount it as soon as the mount is done, over the default library's
 /// 4 drives: the robot refills a drive as soon as it is emptied (mount first), and the whole run ends within 5 % of
 /// the optimal schedule of the ideal model ([`super::bound::optimum`]), polling delays included. The second round
