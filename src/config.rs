@@ -30,6 +30,9 @@ pub const DEFAULT_PATH: &str = "/etc/rsmd/rsmd.toml";
 pub const DEFAULT_SOCKET: &str = "/run/rsmd/rsmd.sock";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rsmd";
+/// Default time a drive may take to become ready after a load: 15 minutes. An LTO-9 drive calibrating new media
+/// on its first load takes up to two hours: raise `ready_timeout_ms` for such libraries.
+pub const DEFAULT_READY_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,8 @@ pub struct LibraryConfig {
     pub drives: BTreeMap<String, u16>,
     /// Interval of the TEST UNIT READY heartbeat that notices door openings and resets (ms).
     pub heartbeat_ms: u64,
+    /// How long a drive may take to become ready after a load before the mount fails (ms).
+    pub ready_timeout_ms: u64,
 }
 
 impl LibraryConfig {
@@ -93,6 +98,7 @@ impl LibraryConfig {
             chunk: 256,
             drives: BTreeMap::new(),
             heartbeat_ms: 30_000,
+            ready_timeout_ms: DEFAULT_READY_TIMEOUT_MS,
         }
     }
 }
@@ -144,6 +150,7 @@ struct RawLibrary {
     vlib: Option<PathBuf>,
     chunk: Option<i64>,
     heartbeat_ms: Option<i64>,
+    ready_timeout_ms: Option<i64>,
     #[serde(default)]
     drives: BTreeMap<String, i64>,
 }
@@ -201,7 +208,13 @@ impl Config {
                     ConfigError::Value { key: key("heartbeat_ms"), reason: format!("{n} is not in 100..=86400000") }
                 })?,
             };
-            libraries.push(LibraryConfig { name: l.name, source, chunk, drives, heartbeat_ms });
+            let ready_timeout_ms = match l.ready_timeout_ms {
+                None => DEFAULT_READY_TIMEOUT_MS,
+                Some(n) => u64::try_from(n).ok().filter(|n| (100..=86_400_000).contains(n)).ok_or_else(|| {
+                    ConfigError::Value { key: key("ready_timeout_ms"), reason: format!("{n} is not in 100..=86400000") }
+                })?,
+            };
+            libraries.push(LibraryConfig { name: l.name, source, chunk, drives, heartbeat_ms, ready_timeout_ms });
         }
         let administrators = match raw.administrators {
             None => vec![0],
@@ -283,6 +296,7 @@ mod tests {
         assert!(err("[[library]]\nname = \" \"").contains("library[0].name"));
         assert!(err("[[library]]\ncolour = 1").contains("colour"));
         assert!(err("[[library]]\nheartbeat_ms = 5").contains("library[0].heartbeat_ms"));
+        assert!(err("[[library]]\nready_timeout_ms = 0").contains("library[0].ready_timeout_ms"));
         assert!(err("administrators = [-1]").contains("administrators"));
         assert!(err("administrators = \"root\"").contains("administrators"));
         assert!(matches!(Config::load(Path::new("/nonexistent/rsmd.toml")), Err(ConfigError::Read { .. })));

@@ -78,6 +78,8 @@ pub struct LibraryOptions {
     pub scan_timeout: Duration,
     /// Timeout of probing commands.
     pub probe_timeout: Duration,
+    /// How long a drive may take to become ready after a load before the mount fails (the mount scheduler's).
+    pub ready_timeout_ms: Millis,
 }
 
 impl Default for LibraryOptions {
@@ -89,6 +91,7 @@ impl Default for LibraryOptions {
             move_timeout: Duration::from_secs(15 * 60),
             scan_timeout: Duration::from_secs(10 * 60),
             probe_timeout: Duration::from_secs(60),
+            ready_timeout_ms: mounts::READY_TIMEOUT_MS,
         }
     }
 }

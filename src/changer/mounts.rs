@@ -151,7 +151,7 @@ struct Job {
 }
 
 /// How long a drive may take to become ready after a load.
-pub const READY_TIMEOUT_MS: Millis = 15 * 60 * 1000;
+pub const READY_TIMEOUT_MS: Millis = crate::config::DEFAULT_READY_TIMEOUT_MS;
 /// TEST UNIT READY poll interval after a load, until the load time is learned.
 pub const FIRST_POLL_MS: Millis = 100;
 /// How long the polls stay at [`FIRST_POLL_MS`] before backing off ([`FAST_POLLS`] polls).
@@ -271,6 +271,11 @@ impl Mounts {
             }
             None => false,
         }
+    }
+
+    /// Drive elements whose last load did not become ready in time.
+    pub fn suspect_drives(&self) -> &[u16] {
+        &self.suspect
     }
 
     /// The next finished job.
@@ -671,6 +676,8 @@ impl Mounts {
                     // Simplest correct reaction: try the move; a library that needs the unload will refuse it.
                     self.active[idx].step = Step::AwaitingRobot;
                 }
+                // A drive without LOAD UNLOAD: the library ejects by itself (or refuses the move, which says so).
+                Action::Fail(Failure::Unsupported) => self.active[idx].step = Step::AwaitingRobot,
                 Action::Fail(f) => {
                     let abort = self.active[idx].abort.clone();
                     self.finish(idx, Err(abort.unwrap_or(JobError::UnloadRefused(f))));

@@ -525,6 +525,23 @@ fn source_empty_and_a_drive_that_never_becomes_ready_fail_specifically() {
     assert_ne!(o.drive, Some(500));
 }
 
+#[test]
+fn a_drive_without_load_unload_is_unloaded_by_the_move_out() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.01;
+    c.drive_load_unload = false;
+    let mut s = Sim::new(c, LibraryOptions::default());
+    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
+    s.ready();
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(1).result, Ok(()));
+    s.mounts.submit(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Ok(()), "LOAD UNLOAD refused as unsupported, the move out still works");
+    s.assert_agrees();
+    assert!(s.lib.element(1000).unwrap().full && s.target.snapshot().counters.unloads == 1);
+}
+
 /// K applications each mount a cartridge and dismount it as soon as the mount is done, over the default library's
 /// 4 drives: the robot refills a drive as soon as it is emptied (mount first), and the whole run ends within 5 % of
 /// the optimal schedule of the ideal model ([`super::bound::optimum`]), polling delays included. The second round

@@ -166,6 +166,7 @@ impl Lib {
         now: u64,
     ) -> Lib {
         let drive_map = options.drive_map.clone();
+        let mounts = Mounts::default().with_ready_timeout(options.ready_timeout_ms);
         Lib {
             library: Library::new(drives.len(), options, now),
             id: None,
@@ -176,7 +177,7 @@ impl Lib {
             drive_map,
             key,
             retired: false,
-            mounts: Mounts::default(),
+            mounts,
             dirty: true,
         }
     }
@@ -185,7 +186,12 @@ impl Lib {
         if self.retired {
             return None;
         }
-        Some(LibraryView { id: self.id?, device: self.label.clone(), state: Some(self.library.state()) })
+        Some(LibraryView {
+            id: self.id?,
+            device: self.label.clone(),
+            state: Some(self.library.state()),
+            suspect_drives: self.mounts.suspect_drives().to_vec(),
+        })
     }
 
     fn transport_mut(&mut self, d: usize) -> Option<&mut Box<dyn Transport>> {

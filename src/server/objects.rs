@@ -13,6 +13,8 @@ pub struct LibraryView {
     pub device: String,
     /// Current state.
     pub state: Option<LibraryState>,
+    /// Drive elements whose last load never became ready (shown in error until one does).
+    pub suspect_drives: Vec<u16>,
 }
 
 /// Everything objects are built from.
@@ -296,14 +298,16 @@ impl View<'_> {
         let media = e.media.map(|g| g.to_string());
         let lib = e.library.to_string();
         let address = u32::from(e.address);
-        let state = if e.exception.is_some() { "error" } else { state_name(self.library_state(e.library)) };
+        let suspect =
+            e.kind == ElementKind::Drive && self.live(e.library).is_some_and(|l| l.suspect_drives.contains(&e.address));
+        let state = if e.exception.is_some() || suspect { "error" } else { state_name(self.library_state(e.library)) };
         match e.kind {
             ElementKind::Drive => {
                 let d = e.drive.clone().unwrap_or_default();
                 let mounted_by = e.media.and_then(|id| self.mounted.get(&id).cloned());
                 let cleaner = m.is_some_and(|m| m.kind == MediaKind::Cleaning);
                 let drive_state = match (e.media, &mounted_by) {
-                    _ if e.exception.is_some() => DriveState::Error,
+                    _ if e.exception.is_some() || suspect => DriveState::Error,
                     (None, _) => DriveState::Empty,
                     (Some(_), _) if cleaner => DriveState::BeingCleaned,
                     (Some(_), Some(_)) => DriveState::Mounted,

@@ -205,6 +205,7 @@ fn options(lc: Option<&LibraryConfig>) -> LibraryOptions {
         chunk: lc.map_or(256, |l| l.chunk),
         drive_map: lc.map(|l| l.drives.iter().map(|(s, a)| (s.clone(), *a)).collect()).unwrap_or_default(),
         heartbeat_ms: lc.map_or(30_000, |l| l.heartbeat_ms),
+        ready_timeout_ms: lc.map_or(crate::changer::mounts::READY_TIMEOUT_MS, |l| l.ready_timeout_ms),
         ..LibraryOptions::default()
     }
 }

@@ -15,11 +15,16 @@ fn library(dir: &std::path::Path, scale: f64) -> (Vlib, Daemon) {
 
 /// The default vlib library with `top` as the configuration's top-level keys.
 fn library_with(dir: &std::path::Path, scale: f64, top: &str) -> (Vlib, Daemon) {
+    library_full(dir, scale, top, "")
+}
+
+/// The same with `library` added to the library's section.
+fn library_full(dir: &std::path::Path, scale: f64, top: &str, library: &str) -> (Vlib, Daemon) {
     let mut c = vlib::Config::default_library();
     c.dvcid = true;
     c.time_scale = scale;
     let v = Vlib::start(&dir.join("vlib"), c);
-    let mut d = Daemon::start(&dir.join("rsmd"), &format!("{top}\n{}", vlib_config(&v.dir, "")));
+    let mut d = Daemon::start(&dir.join("rsmd"), &format!("{top}\n{}", vlib_config(&v.dir, library)));
     d.wait_ready(1);
     (v, d)
 }
@@ -274,4 +279,23 @@ fn queued_requests_are_reordered_by_priority_by_their_session_only() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("another session"), "{err}");
+}
+
+#[test]
+fn a_drive_that_never_becomes_ready_fails_the_mount_and_shows_in_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library_full(dir.path(), 0.0, "", "ready_timeout_ms = 300");
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    // Drive 0 answers "becoming ready" for an hour.
+    v.server.inject(Fault::NotReadyFor { device: vlib::Device::Drive(0), ms: 3_600_000 }).unwrap();
+    let drive0 = s.resolve_drive("0").unwrap();
+    let e = s.mount(&["ABC001L6"], Some(&drive0), flags(), 0, None).unwrap_err();
+    assert!(matches!(e, NtmsError::UnableToLoadMedium { .. }), "{e:?}");
+    assert_eq!(drive_holding(&v, "ABC001L6"), None, "taken back out of the drive");
+    let o = s.get_object_information(&drive0).unwrap();
+    let ObjectDetails::Drive(dd) = &o.details else { panic!() };
+    assert_eq!((o.state.as_str(), dd.state), ("error", rsmd::proto::types::DriveState::Error));
+    // Mounts for any drive go to a sound one.
+    let r = s.mount(&["ABC002L6"], None, flags(), 0, None).unwrap();
+    assert_ne!(r.drive.as_deref(), Some(drive0.as_str()));
 }

@@ -203,6 +203,8 @@ pub struct Config {
     /// 05/53/02 "medium removal prevented" (as IBM libraries report). When false the move unloads the
     /// drive itself (taking `unload_ms` extra).
     pub unload_before_move: bool,
+    /// Drives support LOAD UNLOAD (else 05/20/00 invalid opcode: the library unloads them as it moves).
+    pub drive_load_unload: bool,
     /// Minimum element descriptor length; descriptors are zero-padded up to it (tgt: 52). 0 = natural.
     pub descriptor_len: u16,
     /// Report only the first N characters of barcodes (6 or 8); None = full label.
@@ -264,6 +266,7 @@ impl Config {
             dvcid_unsupported: DvcidUnsupported::Ignore,
             exchange: p == Personality::Generic,
             unload_before_move: p == Personality::Ibm,
+            drive_load_unload: true,
             descriptor_len: if p == Personality::Tgt { 52 } else { 0 },
             barcode_len: None,
             barcode_pad: BarcodePad::Space,
@@ -446,6 +449,7 @@ struct RawConfig {
     dvcid_unsupported: Option<DvcidUnsupported>,
     exchange: Option<bool>,
     unload_before_move: Option<bool>,
+    drive_load_unload: Option<bool>,
     descriptor_len: Option<u16>,
     barcode_len: Option<u8>,
     barcode_pad: Option<BarcodePad>,
@@ -493,6 +497,7 @@ impl TryFrom<RawConfig> for Config {
         c.dvcid_unsupported = r.dvcid_unsupported.unwrap_or(c.dvcid_unsupported);
         c.exchange = r.exchange.unwrap_or(c.exchange);
         c.unload_before_move = r.unload_before_move.unwrap_or(c.unload_before_move);
+        c.drive_load_unload = r.drive_load_unload.unwrap_or(c.drive_load_unload);
         c.descriptor_len = r.descriptor_len.unwrap_or(c.descriptor_len);
         c.barcode_len = r.barcode_len.or(c.barcode_len);
         c.barcode_pad = r.barcode_pad.unwrap_or(c.barcode_pad);

@@ -109,7 +109,7 @@ impl Target {
                 Ok(request_sense(cdb, s))
             }
             0x12 => inquiry(cdb, std_inquiry(0x01, true, VENDOR, PRODUCT, REVISION), &self.drives[i].serial, VENDOR),
-            0x1b => return self.load_unload(i, cdb, start),
+            0x1b if self.config.drive_load_unload => return self.load_unload(i, cdb, start),
             0x01 => self.drive_ready(i, start).map(|()| Vec::new()),
             0x34 => self.read_position(i, cdb, start),
             0x1a | 0x5a => self.drive_mode_sense(i, cdb, start),
