@@ -7,7 +7,9 @@
 //! out) until it answers GOOD. A dismount is: LOAD UNLOAD (unload) on the drive, then MOVE MEDIUM drive → home slot
 //! (the slot it came from, or a free one when that is taken). The robot is one serial resource and drives are
 //! parallel: a job hands the robot back as soon as its move is done, so while one drive threads a tape the robot
-//! already serves the next job. Jobs wait in a queue ordered by priority, then age.
+//! already serves the next job. Jobs wait in a queue ordered by priority, then age; the robot's next move is chosen
+//! only when it is free: the highest priority first and, at equal priority, a mount into an empty drive before a
+//! move out (see [`super::bound`] for why that order is the optimal one on the benchmark).
 //!
 //! A job cancelled or timed out before its move is dropped; after its move, a mount is undone (unload and move
 //! back), so the hardware is left in a known state either way.
@@ -400,7 +402,7 @@ impl Mounts {
     /// Decides the robot's next move, once it is free (so priorities and freed drives count until the last
     /// moment): the highest priority first; at equal priority a mount into a free drive before a move out of one.
     /// Refilling a drive as soon as it is emptied keeps the drives busy while the robot serves the others; moving
-    /// all unloaded cartridges out first would leave every drive empty at once (out-first costs 6-12 % of
+    /// all unloaded cartridges out first would leave every drive empty at once (out-first costs 8-12 % of
     /// makespan on the mounts bench, where mount-first matches the optimal schedule).
     fn next_move(&mut self, lib: &mut Library, now: Millis) {
         while lib.moves_pending() == 0 {

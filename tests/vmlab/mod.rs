@@ -2,7 +2,8 @@
 //! binary) inside it, next to a copy of `rsmd`.
 //!
 //! Run: `cargo test --test tests vmlab -- --nocapture`. Where vmlab is not set up (no `run` script or no
-//! `/var/cache/vmlab/vmlinuz`) or the VM cannot boot, the test prints "skipped: vmlab unavailable: <why>".
+//! `/var/cache/vmlab/vmlinuz`) or the VM cannot boot, the test prints "skipped: vmlab unavailable: <why>" — unless
+//! `RSMD_REQUIRE_VMLAB=1` (CI sets it): then a vmlab that is there but cannot run the batch fails the test.
 
 pub mod inner;
 
@@ -36,7 +37,13 @@ fn real_kernel_batch() {
         println!("skipped: vmlab unavailable: no {}", vmlab.join("run").display());
         return;
     }
+    let required = std::env::var("RSMD_REQUIRE_VMLAB").as_deref() == Ok("1");
     if !Path::new("/var/cache/vmlab/vmlinuz").is_file() {
+        assert!(
+            !required,
+            "RSMD_REQUIRE_VMLAB=1 but /var/cache/vmlab/vmlinuz is missing (run {}/setup)",
+            vmlab.display()
+        );
         println!("skipped: vmlab unavailable: /var/cache/vmlab/vmlinuz missing (run {}/setup)", vmlab.display());
         return;
     }
@@ -57,6 +64,7 @@ fn real_kernel_batch() {
     let code = out.status.code();
     if !stdout.contains("VMLAB-BEGIN") {
         // The inner test never started: the VM did not boot or the library did not come up.
+        assert!(!required, "RSMD_REQUIRE_VMLAB=1 but the VM did not start the tests (exit status {code:?})");
         println!("skipped: vmlab unavailable: the VM did not start the tests (exit status {code:?})");
         return;
     }
