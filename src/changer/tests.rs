@@ -542,6 +542,23 @@ fn a_drive_without_load_unload_is_unloaded_by_the_move_out() {
     assert!(s.lib.element(1000).unwrap().full && s.target.snapshot().counters.unloads == 1);
 }
 
+#[test]
+fn a_dismount_whose_changer_vanishes_fails_offline_and_leaves_the_drive_unloaded() {
+    let mut s = timed();
+    s.ready();
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(1).result, Ok(()));
+    // The changer goes while the drive unloads: the move out cannot happen.
+    s.mounts.submit(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    s.pump_mounts();
+    s.target.inject(Fault::Disappear { device: Device::Changer });
+    let o = s.wait_outcome(2);
+    assert!(matches!(o.result, Err(JobError::Offline | JobError::Move(MoveError::Offline))), "{o:?}");
+    assert_eq!(s.lib.state(), LibraryState::Offline);
+    assert!(s.mounts.is_empty(), "nothing left waiting for a robot that is gone");
+    assert_eq!(s.target.snapshot().drives[0].status, vlib::DriveStatus::Ejected, "unloaded, ready for an operator");
+}
+
 /// K applications each mount a cartridge and dismount it as soon as the mount is done, over the default library's
 /// 4 drives: the robot refills a drive as soon as it is emptied (mount first), and the whole run ends within 5 % of
 /// the optimal schedule of the ideal model ([`super::bound::optimum`]), polling delays included. The second round
