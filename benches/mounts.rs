@@ -38,8 +38,19 @@ fn scale() -> f64 {
     std::env::var("RSMD_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SCALE)
 }
 
-fn vlib_config(scale: f64) -> vlib::Config {
-    let mut c = vlib::Config::default_library();
+/// The default library (16 cartridges, 4 drives) for K <= 16 over 4 drives; else a tgt-like library with K
+/// cartridges ABC001L6.. in slots 1000.. and D drives at 500...
+fn vlib_config(scale: f64, k: usize, d: usize) -> vlib::Config {
+    let mut c = if k <= 16 && d == 4 {
+        vlib::Config::default_library()
+    } else {
+        let slots = u32::try_from(k + 4).unwrap();
+        let mut c = vlib::Config::new(vlib::config::Personality::Tgt, slots, 2, d);
+        c.cartridges = (1..=k)
+            .map(|n| vlib::config::Cartridge::new(&barcode(n), vlib::config::Location::Slot(u32::try_from(n).unwrap())))
+            .collect();
+        c
+    };
     c.dvcid = true;
     c.time_scale = scale;
     c
@@ -126,7 +137,8 @@ impl Run {
                 );
             }
         }
-        self.robot_idle = (before / 1000.0, between / 1000.0);
+        // The clients' start is mapped onto vlib's clock to a millisecond or so: clamp that noise at zero.
+        self.robot_idle = (before.max(0.0) / 1000.0, between / 1000.0);
         self
     }
 }
@@ -149,11 +161,11 @@ fn check_home(v: &vlib::server::Server, k: usize) -> u64 {
 }
 
 /// Runs K clients with their own sessions against a fresh vlib + rsmd; joins them with a hang guard.
-fn run_rsmd(scale: f64, k: usize, hold: Duration) -> Run {
+fn run_rsmd(scale: f64, k: usize, d: usize, hold: Duration) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let vdir = dir.path().join("vlib");
     std::fs::create_dir_all(&vdir).unwrap();
-    let v = vlib::server::Server::spawn(vlib_config(scale), &vdir).unwrap();
+    let v = vlib::server::Server::spawn(vlib_config(scale, k, d), &vdir).unwrap();
     let mut d = common::start_daemon(&dir.path().join("rsmd"), &common::vlib_config(&vdir, ""));
     d.wait_ready(1);
     let barrier = Arc::new(Barrier::new(k + 1));
@@ -221,7 +233,7 @@ fn good(what: &str, r: &Response) {
 /// MOVE drive→slot.
 fn run_serial(scale: f64, k: usize, d: usize, hold: Duration) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = vlib_config(scale);
+    let cfg = vlib_config(scale, k, d);
     let poll_every = Duration::from_millis(cfg.scaled(MTX_POLL_UNSCALED_MS).max(1));
     let v = vlib::server::Server::spawn(cfg, dir.path()).unwrap();
     struct Devs {
@@ -283,12 +295,10 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
 fn main() {
     use rsmd::changer::bound;
     let scale = scale();
-    let cfg = vlib_config(scale);
+    let cfg = vlib_config(scale, 16, 4);
     let t = Timings::of(&cfg);
-    let d = cfg.drive_serials.len();
-    let k = 16;
-    let (ku, du) = (k as u64, d as u64);
-    println!("mounts bench: vlib default library (tgt, {d} drives, robot 1, slots 1000.., drives 500..)");
+    println!("mounts bench: vlib libraries (tgt addressing: robot 1, slots 1000.., drives 500..); 16 over 4 is the");
+    println!("default library, 32 over 8 a larger one with the same timings");
     println!(
         "time_scale {scale}: robot move {} ms, load/thread {} ms, unload {} ms (unscaled {} / {} / {} ms)",
         t.mv, t.load, t.unload, cfg.timing.move_ms, cfg.timing.load_ms, cfg.timing.unload_ms
@@ -311,17 +321,23 @@ fn main() {
     println!("serial ideal = K*(2*move + busy) (baseline without polling/command overheads)");
     // The "backup" hold: 40 s of writing, scaled like the hardware (a real backup holds for an hour).
     let backup = Duration::from_millis(cfg.scaled(40_000));
-    let scenarios = [("no hold", Duration::ZERO), ("backup hold", backup)];
+    // (name, K, D, hold, run the serial baseline): the serial baseline of 32 over 8 would take 82 s more.
+    let scenarios = [
+        ("no hold", 16, 4, Duration::ZERO, true),
+        ("backup hold", 16, 4, backup, true),
+        ("no hold", 32, 8, Duration::ZERO, false),
+    ];
     let model_only = std::env::var_os("RSMD_BENCH_MODEL_ONLY").is_some();
     let secs = |ms: u64| ms_f(ms);
     let mut rows = Vec::new();
-    for (name, hold) in scenarios {
+    for (name, k, d, hold, serial) in scenarios {
+        let (ku, du) = (k as u64, d as u64);
         let busy = t.busy(hold);
         let (lbr, lbd) = bound::closed_form(ku, du, t.mv, busy);
         let opt = bound::optimum(ku, du, t.mv, busy);
         let (mf, of) = (bound::mount_first(ku, du, t.mv, busy), bound::out_first(ku, du, t.mv, busy));
         println!(
-            "{name}: LB_robot {:.3} s, LB_drive {:.3} s, optimum {:.3} s ({:+.1}% over LB), mount-first {:.3} s, \
+            "{name}, {k} over {d}: LB_robot {:.3} s, LB_drive {:.3} s, optimum {:.3} s ({:+.1}% over LB), mount-first {:.3} s, \
              out-first {:.3} s",
             secs(lbr),
             secs(lbd),
@@ -333,17 +349,17 @@ fn main() {
         if model_only {
             continue;
         }
-        eprintln!("running {name}: rsmd ...");
-        let r = run_rsmd(scale, k, hold);
-        eprintln!("running {name}: serial baseline ...");
-        let s = if std::env::var_os("RSMD_BENCH_NO_SERIAL").is_some() {
+        eprintln!("running {name}, {k} over {d}: rsmd ...");
+        let r = run_rsmd(scale, k, d, hold);
+        eprintln!("running {name}, {k} over {d}: serial baseline ...");
+        let s = if !serial || std::env::var_os("RSMD_BENCH_NO_SERIAL").is_some() {
             Run { makespan: f64::NAN, mount_latency: vec![f64::NAN], moves: 0, robot_idle: (f64::NAN, f64::NAN) }
         } else {
             run_serial(scale, k, d, hold)
         };
         let (mn, avg, mx) = stats(&r.mount_latency);
         println!(
-            "{name}: rsmd moves {}, robot idle {:.3} s before the first move and {:.3} s between moves (optimum: \
+            "{name}, {k} over {d}: rsmd moves {}, robot idle {:.3} s before the first move and {:.3} s between moves (optimum: \
              {:.3} s between); mount latency min/avg/max {mn:.3}/{avg:.3}/{mx:.3} s (optimum first: {:.3} s); \
              serial moves {}, serial ideal {:.3} s, serial first mount {:.3} s",
             r.moves,
@@ -355,7 +371,7 @@ fn main() {
             secs(ku * (2 * t.mv + busy)),
             stats(&s.mount_latency).0
         );
-        rows.push((name, hold.as_secs_f64(), r.makespan, secs(opt), secs(lbr.max(lbd)), s.makespan));
+        rows.push((name, k, d, hold.as_secs_f64(), r.makespan, secs(opt), secs(lbr.max(lbd)), s.makespan));
     }
     if model_only {
         return;
@@ -374,7 +390,7 @@ fn main() {
         "serial baseline s",
         "speedup"
     );
-    for (name, h, m, opt, lb, s) in rows {
+    for (name, k, d, h, m, opt, lb, s) in rows {
         let (serial, speedup) = if s.is_nan() {
             ("skipped".to_owned(), "-".to_owned())
         } else {

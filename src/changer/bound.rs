@@ -146,6 +146,13 @@ mod tests {
     }
 
     #[test]
+    fn larger_libraries_stay_tractable() {
+        // 32 over 8: the memoised search still answers quickly, and mount first still matches it.
+        assert_eq!(optimum(32, 8, 400, 1750), mount_first(32, 8, 400, 1750));
+        assert_eq!(optimum(32, 8, 400, 3750), mount_first(32, 8, 400, 3750));
+    }
+
+    #[test]
     fn bounds_bracket_the_optimum() {
         for k in 1..=10 {
             for d in 1..=4 {
