@@ -266,9 +266,17 @@ fn run(cli: Cli) -> Result<(), NtmsError> {
             } else if nowait {
                 println!("Mount of {barcode} queued as request {}", reply.request);
             } else {
+                // Name the drive as people and mtx count it, with its serial; the id is for scripts.
+                let id = reply.drive.as_deref().unwrap_or("-");
+                let drive = reply.drive.as_deref().and_then(|d| session.get_object_information(d).ok());
+                let name = match drive.as_ref().map(|o| &o.details) {
+                    Some(ObjectDetails::Drive(dd)) => {
+                        format!("drive {} ({}, id {id})", dd.number, dd.serial.as_deref().unwrap_or("no serial"))
+                    }
+                    _ => format!("drive {id}"),
+                };
                 println!(
-                    "{barcode} mounted in drive {}: {}",
-                    reply.drive.as_deref().unwrap_or("-"),
+                    "{barcode} mounted in {name}: {}",
                     reply.device.as_deref().unwrap_or("(no device node on this host)")
                 );
                 if let Some(d) = &reply.devices {

@@ -93,6 +93,22 @@ fn mount_returns_a_ready_drive_with_its_nodes_and_dismount_puts_it_home() {
     assert_eq!(drive_holding(&v, "ABC003L6"), None);
     let slot = v.server.snapshot().elements.into_iter().find(|e| e.address == 1002).unwrap();
     assert_eq!(slot.barcode.as_deref(), Some("ABC003L6"), "back in its home slot");
+    // The same from the command line: the output names the drive as mtx counts it, its serial and its nodes.
+    let rsm = |args: &[&str]| {
+        let out = std::process::Command::new(crate::util::rsm_bin())
+            .args(["--socket", d.socket.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rsm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = rsm(&["mount", "ABC005L6", "--drive", "2"]);
+    assert!(text.starts_with("ABC005L6 mounted in drive 2 (VDRV0002, id "), "{text}");
+    assert!(text.contains("drive2.sock") && text.contains("  sg "), "{text}");
+    assert_eq!(drive_holding(&v, "ABC005L6"), Some(502));
+    rsm(&["dismount", "ABC005L6"]);
+    assert_eq!(drive_holding(&v, "ABC005L6"), None);
 }
 
 #[test]
