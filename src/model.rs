@@ -204,6 +204,10 @@ pub struct LibraryRecord {
     /// True when the inventory has not been verified against the hardware since the daemon started or since the
     /// device went away.
     pub stale: bool,
+    /// How long its drives take from a move in until they are ready (ms), as last learned: a restarted daemon
+    /// polls the first loads from just before it instead of learning it again.
+    #[serde(default)]
+    pub load_ms: Option<u64>,
 }
 
 /// A drive's identity and device nodes, when known.

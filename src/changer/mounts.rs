@@ -275,6 +275,18 @@ impl Mounts {
         }
     }
 
+    /// The learned time from a move into a drive until it is ready, once known.
+    pub fn load_estimate(&self) -> Option<Millis> {
+        self.load_estimate
+    }
+
+    /// Starts from a load time learned earlier (persisted), unless one is already learned.
+    pub fn assume_load_time(&mut self, ms: Millis) {
+        if self.load_estimate.is_none() && ms > 0 {
+            self.load_estimate = Some(ms);
+        }
+    }
+
     /// Drive elements whose last load did not become ready in time.
     pub fn suspect_drives(&self) -> &[u16] {
         &self.suspect

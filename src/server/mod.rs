@@ -423,7 +423,11 @@ impl Daemon {
                     device: lib.label.clone(),
                     state: lib.library.state(),
                     stale: true,
+                    load_ms: inv.library(id).and_then(|r| r.load_ms),
                 };
+                if let Some(ms) = rec.load_ms {
+                    lib.mounts.assume_load_time(ms);
+                }
                 let c = inv.put_library(rec);
                 self.push_changes(c);
             }

@@ -252,6 +252,19 @@ impl Daemon {
         }
     }
 
+    /// Keeps the library's learned load time in its record once it moved by more than 5 % from what is stored.
+    fn persist_load_time(&mut self, li: usize) {
+        let (Some(est), Some(id)) = (self.libs[li].mounts.load_estimate(), self.libs[li].id) else { return };
+        let Some(inv) = self.inventory.as_mut() else { return };
+        let Some(mut rec) = inv.library(id).cloned() else { return };
+        if rec.load_ms.is_some_and(|ms| ms.abs_diff(est) * 20 <= ms) {
+            return;
+        }
+        rec.load_ms = Some(est);
+        let c = inv.put_library(rec);
+        self.push_changes(c);
+    }
+
     /// `DismountMedia`. `admin`: the caller administers rsmd and may dismount what another session mounted.
     pub fn dismount(&mut self, session: &str, target: &DismountTarget, deferred: bool, admin: bool) -> Answer {
         let Some(inv) = self.inventory.as_ref() else { return err(NtmsError::NotReady { message: "loading".into() }) };
@@ -335,6 +348,7 @@ impl Daemon {
 
     /// A job finished: update the request, the mount table, and answer the waiting call.
     pub fn on_outcome(&mut self, li: usize, o: Outcome) {
+        self.persist_load_time(li);
         let Some((_, media)) = self.jobs.remove(&o.id) else { return };
         let op = self.requests.operation_of(o.id);
         let session = self.requests.session_of(o.id).unwrap_or_default().to_owned();

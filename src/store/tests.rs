@@ -14,6 +14,7 @@ fn library(id: Guid) -> LibraryRecord {
         device: "/dev/sg1".into(),
         state: LibraryState::Ready,
         stale: false,
+        load_ms: Some(20_000),
     }
 }
 

@@ -315,3 +315,33 @@ fn a_drive_that_never_becomes_ready_fails_the_mount_and_shows_in_error() {
     let r = s.mount(&["ABC002L6"], None, flags(), 0, None).unwrap();
     assert_ne!(r.drive.as_deref(), Some(drive0.as_str()));
 }
+
+#[test]
+fn a_restarted_daemon_remembers_how_long_its_drives_take_to_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // Loads take 1 s (20 s scaled by 0.05).
+    let mut c = vlib::Config::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.05;
+    let v = Vlib::start(&dir.path().join("vlib"), c);
+    let (root, config) = (dir.path().join("rsmd"), vlib_config(&v.dir, ""));
+    // Commands the library saw for one mount (the move and the TEST UNIT READY polls), then a dismount.
+    let commands_for = |d: &Daemon, barcode: &str| -> u64 {
+        let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+        let before = v.server.snapshot().counters.commands;
+        s.mount(&[barcode], None, flags(), 0, None).unwrap();
+        let n = v.server.snapshot().counters.commands - before;
+        s.dismount(DismountTarget::Media(barcode.into()), false).unwrap();
+        n
+    };
+    let mut d = Daemon::start(&root, &config);
+    d.wait_ready(1);
+    let learning = commands_for(&d, "ABC001L6");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(d.wait_exit().success());
+    let mut d = Daemon::start(&root, &config);
+    d.wait_ready(1);
+    let remembered = commands_for(&d, "ABC002L6");
+    // Learning polls every 100 ms through the whole load; remembering polls from just before it is due.
+    assert!(remembered + 4 <= learning, "first daemon: {learning} commands, restarted: {remembered}");
+}
