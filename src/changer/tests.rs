@@ -615,3 +615,115 @@ fn mounts_and_dismounts_run_close_to_the_optimal_schedule() {
         }
     }
 }
+
+mod random {
+    //! Random programs of mounts, dismounts, cancels, reorders, timeouts and faults against the simulation: every
+    //! job ends exactly once, nothing is left running, no cartridge is lost, and the library's view agrees with
+    //! the hardware's.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Mount { slot: u16, drive: Option<u16>, priority: i32, deadline: Option<Millis> },
+        Dismount { drive: u16 },
+        Cancel { back: usize },
+        Reorder { back: usize, priority: i32 },
+        Run { steps: usize },
+        Jam,
+        NotReady { drive: usize, ms: u64 },
+        Attention { drive: Option<usize> },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..16u16, proptest::option::of(0..4u16), -3..4i32, proptest::option::of(50..2_000u64)).prop_map(
+                |(slot, drive, priority, deadline)| Op::Mount { slot, drive, priority, deadline }
+            ),
+            2 => (0..4u16).prop_map(|drive| Op::Dismount { drive }),
+            1 => (0..8usize).prop_map(|back| Op::Cancel { back }),
+            1 => (0..8usize, -3..4i32).prop_map(|(back, priority)| Op::Reorder { back, priority }),
+            3 => (1..400usize).prop_map(|steps| Op::Run { steps }),
+            1 => Just(Op::Jam),
+            1 => (0..4usize, 10..3_000u64).prop_map(|(drive, ms)| Op::NotReady { drive, ms }),
+            1 => proptest::option::of(0..4usize).prop_map(|drive| Op::Attention { drive }),
+        ]
+    }
+
+    fn barcodes(snap: &vlib::Snapshot) -> Vec<String> {
+        let mut b: Vec<String> = snap.elements.iter().filter_map(|e| e.barcode.clone()).collect();
+        b.sort();
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn every_job_ends_once_and_the_library_stays_consistent(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut s = timed();
+            s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK).with_ready_timeout(1_000);
+            s.ready();
+            let start = barcodes(&s.target.snapshot());
+            let mut ids: Vec<u64> = Vec::new();
+            for op in ops {
+                let id = ids.len() as u64 + 1;
+                match op {
+                    Op::Mount { slot, drive, priority, deadline } => {
+                        let drive = drive.map_or(DriveChoice::Any, |d| DriveChoice::Element(500 + d));
+                        let kind = JobKind::Mount { source: 1000 + slot, drive };
+                        s.mounts.submit(id, kind, priority, deadline.map(|d| s.now + d));
+                        ids.push(id);
+                    }
+                    Op::Dismount { drive } => {
+                        s.mounts.submit(id, JobKind::Dismount { drive: 500 + drive, home: None }, 0, None);
+                        ids.push(id);
+                    }
+                    Op::Cancel { back } => {
+                        if let Some(&id) = ids.iter().rev().nth(back) {
+                            s.mounts.cancel(id, &mut s.lib);
+                        }
+                    }
+                    Op::Reorder { back, priority } => {
+                        if let Some(&id) = ids.iter().rev().nth(back) {
+                            s.mounts.set_priority(id, priority);
+                        }
+                    }
+                    Op::Run { steps } => {
+                        for _ in 0..steps {
+                            if !s.step() {
+                                break;
+                            }
+                        }
+                    }
+                    Op::Jam => s.target.inject(Fault::RobotJam { next_moves: 1 }),
+                    Op::NotReady { drive, ms } => s.target.inject(Fault::NotReadyFor { device: Device::Drive(drive), ms }),
+                    Op::Attention { drive } => {
+                        let device = drive.map_or(Device::Changer, Device::Drive);
+                        s.target.inject(Fault::UnitAttentionAfter { device, commands: 0 });
+                    }
+                }
+            }
+            // A mount for a busy drive waits for it as long as its client does: the clients give up now.
+            s.drive_bounded(100_000, |s| s.lib.state() == LibraryState::Ready || s.lib.state() == LibraryState::Offline);
+            for id in &ids {
+                if s.outcome(*id).is_none() {
+                    s.mounts.cancel(*id, &mut s.lib);
+                }
+            }
+            s.pump_mounts();
+            s.drive_bounded(500_000, |s| {
+                s.mounts.is_empty()
+                    && s.lib.moves_pending() == 0
+                    && s.lib.state() == LibraryState::Ready
+                    && s.lib.in_flight.is_empty()
+            });
+            for id in &ids {
+                let n = s.outcomes.iter().filter(|o| o.id == *id).count();
+                prop_assert_eq!(n, 1, "job {} ended {} times: {:?}", id, n, s.outcomes);
+            }
+            prop_assert_eq!(barcodes(&s.target.snapshot()), start, "no cartridge lost or duplicated");
+            s.assert_agrees();
+        }
+    }
+}
