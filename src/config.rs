@@ -33,6 +33,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/rsmd";
 /// Default time a drive may take to become ready after a load: 15 minutes. An LTO-9 drive calibrating new media
 /// on its first load takes up to two hours: raise `ready_timeout_ms` for such libraries.
 pub const DEFAULT_READY_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+/// Default time a deferred dismount leaves the cartridge loaded: one minute.
+pub const DEFAULT_DEFERRED_DISMOUNT_MS: u64 = 60_000;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,8 @@ pub struct LibraryConfig {
     pub heartbeat_ms: u64,
     /// How long a drive may take to become ready after a load before the mount fails (ms).
     pub ready_timeout_ms: u64,
+    /// How long a deferred dismount leaves the cartridge loaded (ms).
+    pub deferred_dismount_ms: u64,
 }
 
 impl LibraryConfig {
@@ -99,6 +103,7 @@ impl LibraryConfig {
             drives: BTreeMap::new(),
             heartbeat_ms: 30_000,
             ready_timeout_ms: DEFAULT_READY_TIMEOUT_MS,
+            deferred_dismount_ms: DEFAULT_DEFERRED_DISMOUNT_MS,
         }
     }
 }
@@ -151,6 +156,7 @@ struct RawLibrary {
     chunk: Option<i64>,
     heartbeat_ms: Option<i64>,
     ready_timeout_ms: Option<i64>,
+    deferred_dismount_ms: Option<i64>,
     #[serde(default)]
     drives: BTreeMap<String, i64>,
 }
@@ -214,7 +220,22 @@ impl Config {
                     ConfigError::Value { key: key("ready_timeout_ms"), reason: format!("{n} is not in 100..=86400000") }
                 })?,
             };
-            libraries.push(LibraryConfig { name: l.name, source, chunk, drives, heartbeat_ms, ready_timeout_ms });
+            let deferred_dismount_ms = match l.deferred_dismount_ms {
+                None => DEFAULT_DEFERRED_DISMOUNT_MS,
+                Some(n) => u64::try_from(n).ok().filter(|n| *n <= 86_400_000).ok_or_else(|| ConfigError::Value {
+                    key: key("deferred_dismount_ms"),
+                    reason: format!("{n} is not in 0..=86400000"),
+                })?,
+            };
+            libraries.push(LibraryConfig {
+                name: l.name,
+                source,
+                chunk,
+                drives,
+                heartbeat_ms,
+                ready_timeout_ms,
+                deferred_dismount_ms,
+            });
         }
         let administrators = match raw.administrators {
             None => vec![0],
@@ -297,6 +318,7 @@ mod tests {
         assert!(err("[[library]]\ncolour = 1").contains("colour"));
         assert!(err("[[library]]\nheartbeat_ms = 5").contains("library[0].heartbeat_ms"));
         assert!(err("[[library]]\nready_timeout_ms = 0").contains("library[0].ready_timeout_ms"));
+        assert!(err("[[library]]\ndeferred_dismount_ms = -1").contains("library[0].deferred_dismount_ms"));
         assert!(err("administrators = [-1]").contains("administrators"));
         assert!(err("administrators = \"root\"").contains("administrators"));
         assert!(matches!(Config::load(Path::new("/nonexistent/rsmd.toml")), Err(ConfigError::Read { .. })));

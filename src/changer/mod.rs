@@ -80,6 +80,8 @@ pub struct LibraryOptions {
     pub probe_timeout: Duration,
     /// How long a drive may take to become ready after a load before the mount fails (the mount scheduler's).
     pub ready_timeout_ms: Millis,
+    /// How long a deferred dismount leaves the cartridge loaded (the server's).
+    pub deferred_dismount_ms: Millis,
 }
 
 impl Default for LibraryOptions {
@@ -92,6 +94,7 @@ impl Default for LibraryOptions {
             scan_timeout: Duration::from_secs(10 * 60),
             probe_timeout: Duration::from_secs(60),
             ready_timeout_ms: mounts::READY_TIMEOUT_MS,
+            deferred_dismount_ms: crate::config::DEFAULT_DEFERRED_DISMOUNT_MS,
         }
     }
 }

@@ -134,6 +134,8 @@ pub struct Lib {
     pub retired: bool,
     /// Mount and dismount jobs.
     pub mounts: Mounts,
+    /// How long a deferred dismount leaves a cartridge loaded.
+    pub deferred_dismount_ms: u64,
     /// Sources whose interest must be re-registered this turn.
     dirty: bool,
 }
@@ -167,6 +169,7 @@ impl Lib {
     ) -> Lib {
         let drive_map = options.drive_map.clone();
         let mounts = Mounts::default().with_ready_timeout(options.ready_timeout_ms);
+        let deferred_dismount_ms = options.deferred_dismount_ms;
         Lib {
             library: Library::new(drives.len(), options, now),
             id: None,
@@ -178,6 +181,7 @@ impl Lib {
             key,
             retired: false,
             mounts,
+            deferred_dismount_ms,
             dirty: true,
         }
     }

@@ -14,9 +14,6 @@ use crate::proto::types::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{DismountTarget, NtmsError, WireError};
 use crate::scsi::action::Failure;
 
-/// How long a deferred dismount leaves the cartridge loaded.
-pub const DEFERRED_DISMOUNT_MS: u64 = 60_000;
-
 fn err(e: NtmsError) -> Answer {
     Answer::Reply(Err(WireError::Ntms(e)), 0)
 }
@@ -304,7 +301,7 @@ impl Daemon {
         self.note(NotificationOperation::Update, ObjectType::PhysicalMedia, media.id.to_string());
         if deferred {
             self.deferred.push(super::Deferred {
-                due: self.now + DEFERRED_DISMOUNT_MS,
+                due: self.now + self.libs[li].deferred_dismount_ms,
                 li,
                 drive: loc.address,
                 media: media.id,

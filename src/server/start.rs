@@ -206,6 +206,7 @@ fn options(lc: Option<&LibraryConfig>) -> LibraryOptions {
         drive_map: lc.map(|l| l.drives.iter().map(|(s, a)| (s.clone(), *a)).collect()).unwrap_or_default(),
         heartbeat_ms: lc.map_or(30_000, |l| l.heartbeat_ms),
         ready_timeout_ms: lc.map_or(crate::changer::mounts::READY_TIMEOUT_MS, |l| l.ready_timeout_ms),
+        deferred_dismount_ms: lc.map_or(crate::config::DEFAULT_DEFERRED_DISMOUNT_MS, |l| l.deferred_dismount_ms),
         ..LibraryOptions::default()
     }
 }

@@ -345,3 +345,53 @@ fn a_restarted_daemon_remembers_how_long_its_drives_take_to_load() {
     // Learning polls every 100 ms through the whole load; remembering polls from just before it is due.
     assert!(remembered + 4 <= learning, "first daemon: {learning} commands, restarted: {remembered}");
 }
+
+fn slot_holds(v: &Vlib, address: u16) -> Option<String> {
+    v.server.snapshot().elements.into_iter().find(|e| e.address == address).and_then(|e| e.barcode)
+}
+
+#[test]
+fn a_deferred_dismount_keeps_the_cartridge_loaded_for_a_remount_then_puts_it_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library_full(dir.path(), 0.0, "", "deferred_dismount_ms = 300");
+    let s = Session::open_at(&d.socket, None, Some("bacula"), 0).unwrap();
+    let first = s.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+    let drive = first.drive.clone().unwrap();
+    s.dismount(DismountTarget::Media("ABC001L6".into()), true).unwrap();
+    // Still in the drive, mounted by nobody.
+    assert!(drive_holding(&v, "ABC001L6").is_some());
+    let ObjectDetails::Drive(dd) = s.get_object_information(&drive).unwrap().details else { panic!() };
+    assert_eq!((dd.state, dd.mounted_by), (rsmd::proto::types::DriveState::Loaded, None));
+    // Asked for again within the delay: mounted where it is, without a robot move.
+    let moves = v.server.snapshot().counters.moves;
+    let again = s.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+    assert_eq!(again.drive.as_deref(), Some(drive.as_str()));
+    assert_eq!(v.server.snapshot().counters.moves, moves, "no robot move for a remount");
+    // Deferred again and left alone: after the delay it goes home by itself.
+    let notes = s.notifications(Some(ObjectType::PhysicalMedia)).unwrap();
+    s.dismount(DismountTarget::Media("ABC001L6".into()), true).unwrap();
+    for n in notes {
+        n.unwrap();
+        if slot_holds(&v, 1000).as_deref() == Some("ABC001L6") {
+            break;
+        }
+    }
+    assert_eq!(drive_holding(&v, "ABC001L6"), None);
+}
+
+#[test]
+fn a_deferred_cartridge_makes_room_for_a_mount_that_waits_for_a_drive() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default delay (a minute): only the waiting mount can make it go earlier.
+    let (v, d) = library(dir.path(), 0.0);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    s.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+    s.dismount(DismountTarget::Media("ABC001L6".into()), true).unwrap();
+    for b in ["ABC002L6", "ABC003L6", "ABC004L6"] {
+        s.mount(&[b], None, flags(), 0, None).unwrap();
+    }
+    // Every drive is taken; the fifth mount takes the deferred cartridge's drive.
+    s.mount(&["ABC005L6"], None, flags(), 0, Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(slot_holds(&v, 1000).as_deref(), Some("ABC001L6"), "the deferred cartridge went home");
+    assert!(drive_holding(&v, "ABC005L6").is_some());
+}
