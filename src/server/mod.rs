@@ -238,6 +238,8 @@ pub struct Daemon {
     pub jobs: HashMap<u64, (usize, Guid)>,
     /// Deferred dismounts.
     pub deferred: Vec<Deferred>,
+    /// Mounts waiting for a cartridge another session has.
+    pub parked: Vec<mounting::Parked>,
     /// Finished calls to answer: (request key, reply, store batch to wait for).
     pub completions: Vec<Completed>,
     /// User ids that administer rsmd (the configuration's `administrators`).
@@ -282,6 +284,10 @@ impl Daemon {
 
     /// A session ended (closed, or its process's last connection went): cancel its queued requests.
     pub fn session_ended(&mut self, handle: &str) {
+        let parked: Vec<u64> = self.parked.iter().filter(|p| p.session == handle).map(|p| p.key).collect();
+        for key in parked {
+            self.end_parked(key, NtmsError::Cancelled { message: "the session ended".into() });
+        }
         for key in self.requests.open_of_session(handle) {
             self.cancel_job(key);
         }
@@ -318,6 +324,10 @@ impl Daemon {
     pub fn cancel_request(&mut self, id: &str, session: &str, admin: bool) -> Result<(), NtmsError> {
         self.requests.check_owner(id, session, admin)?;
         if let Some(key) = self.requests.key_of(id) {
+            if self.parked.iter().any(|p| p.key == key) {
+                self.end_parked(key, NtmsError::Cancelled { message: "cancelled".into() });
+                return Ok(());
+            }
             if self.jobs.contains_key(&key) {
                 // The job reports Cancelled (after undoing what it did) and that finishes the request.
                 return if self.cancel_job(key) {
@@ -352,12 +362,13 @@ impl Daemon {
             .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id}") })?;
         let queued = match self.jobs.get(&key) {
             Some(&(li, _)) => self.libs[li].mounts.set_priority(key, priority),
-            None => false,
+            // Waiting for its cartridge: it joins the robot queue with this priority.
+            None => self.parked.iter_mut().find(|p| p.key == key).map(|p| p.set_priority(priority)).is_some(),
         };
         if !queued {
             return Err(NtmsError::InvalidOperation {
                 message: format!(
-                    "request {id} is not waiting in a robot queue: only queued mounts and dismounts are reordered"
+                    "request {id} has started or finished: only waiting mounts and dismounts are reordered"
                 ),
             });
         }
@@ -606,6 +617,7 @@ impl Server {
                 state_dir: setup.state_dir.clone(),
                 jobs: HashMap::new(),
                 deferred: Vec::new(),
+                parked: Vec::new(),
                 completions: Vec::new(),
             },
             listener: Some(listener),
@@ -670,7 +682,8 @@ impl Server {
 
     fn next_deadline(&self) -> Option<u64> {
         let libs = self.daemon.libs.iter().flat_map(|l| [l.library.poll_timeout(), l.mounts.poll_timeout()]).flatten();
-        let deferred = self.daemon.deferred.iter().map(|d| d.due);
+        let deferred =
+            self.daemon.deferred.iter().map(|d| d.due).chain(self.daemon.parked.iter().filter_map(|p| p.deadline));
         let stall = self
             .clients
             .iter()

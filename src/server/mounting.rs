@@ -14,6 +14,29 @@ use crate::proto::types::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{DismountTarget, NtmsError, WireError};
 use crate::scsi::action::Failure;
 
+/// A mount waiting for one of its cartridges, all in use by other sessions (RSM waits unless
+/// `error_if_unavailable`). Tried again every turn until it starts, times out or is cancelled.
+#[derive(Debug, Clone)]
+pub struct Parked {
+    /// Its request key (0 before it has one).
+    pub key: u64,
+    /// The session that asked.
+    pub session: String,
+    media: Vec<String>,
+    drive: Option<String>,
+    flags: MountFlags,
+    priority: i32,
+    /// When it gives up.
+    pub deadline: Option<u64>,
+}
+
+impl Parked {
+    /// Changes the priority it will queue with.
+    pub fn set_priority(&mut self, priority: i32) {
+        self.priority = priority;
+    }
+}
+
 fn err(e: NtmsError) -> Answer {
     Answer::Reply(Err(WireError::Ntms(e)), 0)
 }
@@ -85,6 +108,25 @@ impl Daemon {
         if media.is_empty() {
             return err(NtmsError::InvalidParameter { message: "no media to mount".into() });
         }
+        let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
+        let p = Parked {
+            key: 0,
+            session: session.to_owned(),
+            media: media.to_vec(),
+            drive: drive.map(str::to_owned),
+            flags,
+            priority,
+            deadline,
+        };
+        self.try_mount(None, &p)
+    }
+
+    /// Tries a mount now: starts it, fails it, or (every requested cartridge being in use and the caller willing to
+    /// wait) parks it until one is free. `parked`: the request key of a mount that was parked before.
+    fn try_mount(&mut self, parked: Option<u64>, p: &Parked) -> Answer {
+        let (session, media, flags, priority) = (p.session.as_str(), &p.media, p.flags, p.priority);
+        let drive = p.drive.as_deref();
+        let timeout_ms = p.deadline.map(|d| d.saturating_sub(self.now));
         let mut candidates = Vec::new();
         for m in media {
             match self.resolve_media(m) {
@@ -100,14 +142,14 @@ impl Daemon {
             },
         };
         let mut saw_offline = false;
-        let mut saw_busy = false;
+        let mut saw_busy = None;
         for m in &candidates {
             let Some(loc) = m.location else {
                 saw_offline = true;
                 continue;
             };
             if self.mounted.contains_key(&m.id) {
-                saw_busy = true;
+                saw_busy = Some((loc.library, m.id));
                 continue;
             }
             let Some(li) = self.lib_index(loc.library) else {
@@ -129,10 +171,11 @@ impl Daemon {
             if lib.mounts.uses_source(loc.address)
                 || (loc.kind == ElementKind::Drive && lib.mounts.uses_drive(loc.address))
             {
-                saw_busy = true;
+                saw_busy = Some((loc.library, m.id));
                 continue;
             }
             return self.start_mount(
+                parked,
                 li,
                 session,
                 m.clone(),
@@ -144,10 +187,16 @@ impl Daemon {
                 timeout_ms,
             );
         }
-        if saw_busy && !saw_offline {
+        // In use by another session (or on its way): wait for it, unless asked not to.
+        if let Some((library, media)) = saw_busy.filter(|_| !flags.error_if_unavailable) {
+            if !(saw_offline && flags.error_if_offline) {
+                return self.park(parked, p, library, media);
+            }
+        }
+        if saw_busy.is_some() && !saw_offline {
             return err(NtmsError::MediaUnavailable { message: "every requested cartridge is in use".into() });
         }
-        if saw_offline && flags.error_if_offline || !saw_busy {
+        if saw_offline && flags.error_if_offline || saw_busy.is_none() {
             return err(NtmsError::MediaOffline {
                 message: "the requested cartridges are not in an online library".into(),
             });
@@ -158,6 +207,7 @@ impl Daemon {
     #[allow(clippy::too_many_arguments)]
     fn start_mount(
         &mut self,
+        existing: Option<u64>,
         li: usize,
         session: &str,
         m: MediaRecord,
@@ -169,11 +219,25 @@ impl Daemon {
         timeout_ms: Option<u64>,
     ) -> Answer {
         let lib_id = self.libs[li].id;
-        let app = self.sessions_app(session);
-        let request = self.requests.add(RequestOperation::Mount, lib_id, session, app, self.now);
-        let key = self.requests.last_key();
+        let (key, request) = match existing {
+            // A parked mount: its request exists; it is queued now.
+            Some(key) => {
+                self.requests.set_state(key, RequestState::Queued, None, self.now);
+                self.note(
+                    NotificationOperation::Update,
+                    ObjectType::LibRequest,
+                    self.requests.id_of(key).unwrap_or_default(),
+                );
+                (key, self.requests.id_of(key).unwrap_or_default())
+            }
+            None => {
+                let app = self.sessions_app(session);
+                let request = self.requests.add(RequestOperation::Mount, lib_id, session, app, self.now);
+                self.note(NotificationOperation::Insert, ObjectType::LibRequest, request.clone());
+                (self.requests.last_key(), request)
+            }
+        };
         self.requests.describe(key, priority, Some(m.id.to_string()), None);
-        self.note(NotificationOperation::Insert, ObjectType::LibRequest, request.clone());
         if kind == ElementKind::Drive {
             // Already loaded and not mounted (a deferred dismount): mount in place.
             if drive.is_some_and(|d| d != address) {
@@ -218,6 +282,64 @@ impl Daemon {
             return Answer::Reply(Ok(r), 0);
         }
         Answer::Later { key }
+    }
+
+    /// Parks a mount whose cartridges are all in use: a waiting request, re-tried by [`Daemon::retry_parked`].
+    fn park(&mut self, parked: Option<u64>, p: &Parked, library: Guid, media: Guid) -> Answer {
+        let key = match parked {
+            Some(key) => key,
+            None => {
+                let app = self.sessions_app(&p.session);
+                let request = self.requests.add(RequestOperation::Mount, Some(library), &p.session, app, self.now);
+                let key = self.requests.last_key();
+                self.requests.describe(key, p.priority, Some(media.to_string()), None);
+                self.requests.wait(key);
+                self.note(NotificationOperation::Insert, ObjectType::LibRequest, request);
+                key
+            }
+        };
+        self.parked.push(Parked { key, ..p.clone() });
+        if p.flags.nowait && parked.is_none() {
+            let mut r = Map::new();
+            r.insert("request".into(), Value::String(self.requests.id_of(key).unwrap_or_default()));
+            return Answer::Reply(Ok(r), self.batch_for_reply());
+        }
+        Answer::Later { key }
+    }
+
+    /// Tries the parked mounts again: a cartridge may be free now; the timed-out ones fail with `Timeout`.
+    pub fn retry_parked(&mut self) {
+        let now = self.now;
+        for p in std::mem::take(&mut self.parked) {
+            if p.deadline.is_some_and(|d| d <= now) {
+                self.end_parked(
+                    p.key,
+                    NtmsError::Timeout { message: "no requested cartridge became free in time".into() },
+                );
+                continue;
+            }
+            match self.try_mount(Some(p.key), &p) {
+                Answer::Reply(Err(WireError::Ntms(e)), _) => self.end_parked(p.key, e),
+                Answer::Reply(r, batch) => self.completions.push((p.key, r, batch)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends a parked mount with `e` (timed out, cancelled, or failed when tried again).
+    pub fn end_parked(&mut self, key: u64, e: NtmsError) {
+        self.parked.retain(|p| p.key != key);
+        let state =
+            if matches!(e, NtmsError::Cancelled { .. }) { RequestState::Cancelled } else { RequestState::Failed };
+        if self.requests.is_open(key) {
+            self.requests.finish(key, state, Some(e.to_string()), self.now);
+            self.note(
+                NotificationOperation::Update,
+                ObjectType::LibRequest,
+                self.requests.id_of(key).unwrap_or_default(),
+            );
+        }
+        self.completions.push((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
     }
 
     fn has_free_drive(&self, li: usize) -> bool {
@@ -392,6 +514,7 @@ impl Daemon {
         for d in due {
             self.dismount_idle(d.li, d.drive, d.media);
         }
+        self.retry_parked();
         for li in 0..self.libs.len() {
             if self.libs[li].retired || !self.libs[li].mounts.starved(&self.libs[li].library) {
                 continue;

@@ -121,6 +121,13 @@ impl Requests {
         }
     }
 
+    /// Marks request `key` as waiting for a resource (a cartridge another session has).
+    pub fn wait(&mut self, key: u64) {
+        if let Some(r) = self.items.get_mut(&key) {
+            r.state = RequestState::Waiting;
+        }
+    }
+
     /// Changes the priority of request `key`.
     pub fn set_priority(&mut self, key: u64, priority: i32) {
         if let Some(r) = self.items.get_mut(&key) {

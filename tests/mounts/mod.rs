@@ -395,3 +395,45 @@ fn a_deferred_cartridge_makes_room_for_a_mount_that_waits_for_a_drive() {
     assert_eq!(slot_holds(&v, 1000).as_deref(), Some("ABC001L6"), "the deferred cartridge went home");
     assert!(drive_holding(&v, "ABC005L6").is_some());
 }
+
+#[test]
+fn a_mount_of_a_cartridge_in_use_waits_for_it_unless_asked_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library(dir.path(), 0.0);
+    let a = Session::open_at(&d.socket, None, Some("a"), 0).unwrap();
+    a.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+    let notes = a.notifications(Some(ObjectType::LibRequest)).unwrap();
+    // Another application asks for the same cartridge: its mount waits, visibly.
+    let socket = d.socket.clone();
+    let waiter = std::thread::spawn(move || {
+        let b = Session::open_at(&socket, None, Some("b"), 0).unwrap();
+        let r = b.mount(&["ABC001L6"], None, flags(), 0, None);
+        (r, b)
+    });
+    let waiting = notes
+        .map(|n| n.unwrap().object)
+        .find(|id| {
+            let o = a.get_object_information(id).unwrap();
+            let ObjectDetails::LibRequest(r) = &o.details else { return false };
+            o.state == "waiting" && r.application.as_deref() == Some("b")
+        })
+        .unwrap();
+    assert!(!waiter.is_finished(), "b waits for the cartridge");
+    a.dismount(DismountTarget::Media("ABC001L6".into()), false).unwrap();
+    let (r, b) = waiter.join().unwrap();
+    let r = r.unwrap();
+    assert_eq!(r.request, waiting);
+    assert!(drive_holding(&v, "ABC001L6").is_some(), "mounted for b once a gave it back");
+    // Now a waits for b: a timeout ends the wait, a cancel too, and a waiting request can be reordered.
+    let e = a.mount(&["ABC001L6"], None, flags(), 0, Some(Duration::from_millis(200))).unwrap_err();
+    assert!(matches!(e, NtmsError::Timeout { .. }), "{e:?}");
+    let q = a.mount(&["ABC001L6"], None, MountFlags { nowait: true, ..flags() }, 0, None).unwrap();
+    assert_eq!(a.get_object_information(&q.request).unwrap().state, "waiting");
+    a.set_request_priority(&q.request, 7).unwrap();
+    a.cancel_request(&q.request).unwrap();
+    assert_eq!(a.get_object_information(&q.request).unwrap().state, "cancelled");
+    // Asked not to wait: at once.
+    let busy = MountFlags { error_if_unavailable: true, ..flags() };
+    assert!(matches!(a.mount(&["ABC001L6"], None, busy, 0, None), Err(NtmsError::MediaUnavailable { .. })));
+    b.dismount(DismountTarget::Media("ABC001L6".into()), false).unwrap();
+}
