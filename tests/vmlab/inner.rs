@@ -443,8 +443,12 @@ fn timeout(changer: &Path) {
     assert!(good, "the drive answers TEST UNIT READY again after the timeout");
     one(&mut d, 500, cdb::rewind(false).into_command(T)).expect("rewind");
     // Still no timeout (the block layer rounds timeouts up to whole seconds)? Then stall the target itself: stop
-    // tgtd for 4 s while a TEST UNIT READY with a 1 s timeout is outstanding. The kernel times it out, aborts it
-    // once tgtd answers again, and the command completes as timed out; the device stays usable.
+    // tgtd while a TEST UNIT READY with a 1 s timeout is outstanding. The kernel times it out, aborts it once tgtd
+    // answers again, and the command completes as timed out; the device stays usable. The stall must outlast the
+    // iSCSI error handling: the first expiry (rounded up to a whole second, so 1-2 s after submission) finds the
+    // command "making progress" and re-arms, the second sends a NOP-Out ping and re-arms, only the third gives up
+    // and aborts: up to 4 s after submission. A 4 s stall raced with that (the command then completed normally
+    // when tgtd resumed, about one run in two); 7 s leaves 3 s of margin.
     let timed_out = timed_out || {
         let pids: Vec<String> = String::from_utf8(Process::new("pidof").arg("tgtd").output().expect("pidof").stdout)
             .expect("utf-8")
@@ -462,7 +466,7 @@ fn timeout(changer: &Path) {
             let resume_pids = pids.clone();
             let resume = std::thread::spawn(move || {
                 // Fault injection, not synchronisation: the target is unresponsive for this long.
-                std::thread::sleep(Duration::from_secs(4));
+                std::thread::sleep(Duration::from_secs(7));
                 Process::new("kill").arg("-CONT").args(&resume_pids).status().expect("kill -CONT");
             });
             let r = one(&mut d, 600, cdb::test_unit_ready().into_command(Duration::from_secs(1)));
@@ -535,6 +539,49 @@ fn iscsiadm(action: &str) {
     assert!(st.success(), "iscsiadm {action}");
 }
 
+/// The kernel's uevent multicast group (non-blocking).
+fn uevent_listener() -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{bind, socket, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockProtocol::NetlinkKObjectUEvent,
+    )
+    .expect("netlink socket");
+    bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 1)).expect("bind the uevent group");
+    fd
+}
+
+/// Waits for the changer and all four drives to be back (possibly under new sg numbers): sysfs is scanned again on
+/// every scsi_generic uevent, and each wait for one is bounded. Returns the changer's node.
+fn wait_for_library(uevents: &std::os::fd::OwnedFd) -> PathBuf {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::{AsFd, AsRawFd};
+    let present = || {
+        let devices = discover::scan(Path::new("/sys"), Path::new("/dev")).expect("scan");
+        let changer = devices.iter().find(|d| d.kind == DeviceKind::Changer && d.sg.exists()).map(|d| d.sg.clone());
+        let tapes = devices.iter().filter(|d| d.kind == DeviceKind::Tape && d.sg.exists()).count();
+        changer.filter(|_| tapes == 4)
+    };
+    let mut buf = vec![0u8; 8192];
+    loop {
+        if let Some(c) = present() {
+            return c;
+        }
+        let mut sg_event = false;
+        while !sg_event {
+            let mut fds = [PollFd::new(uevents.as_fd(), PollFlags::POLLIN)];
+            let n = poll(&mut fds, PollTimeout::from(30_000u16)).expect("poll the uevent socket");
+            assert_eq!(n, 1, "no uevent for 30 s: the changer and four drives did not come back");
+            while let Ok(len) = recv(uevents.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                sg_event |= discover::parse_uevent(&buf[..len]).is_some_and(|e| e.subsystem == "scsi_generic");
+            }
+        }
+    }
+}
+
 fn removal(lab: &Lab, (changer_serial, drive_serials): &(String, Vec<String>)) {
     // The devices as they are now (an earlier check may have re-plugged them under new numbers).
     let now = discover::scan(Path::new("/sys"), Path::new("/dev")).expect("scan");
@@ -572,20 +619,9 @@ fn removal(lab: &Lab, (changer_serial, drive_serials): &(String, Vec<String>)) {
         assert!(matches!(t.submit(99, cdb::test_unit_ready().into_command(T)), Err(TransportError::DeviceGone)));
     }
     drop(transports);
+    let uevents = uevent_listener();
     iscsiadm("--login");
-    // Wait (bounded) for the changer and every drive to come back, possibly under new sg numbers.
-    let mut found = None;
-    for _ in 0..300 {
-        let devices = discover::scan(Path::new("/sys"), Path::new("/dev")).expect("scan");
-        let changer = devices.iter().find(|d| d.kind == DeviceKind::Changer && d.sg.exists());
-        let tapes = devices.iter().filter(|d| d.kind == DeviceKind::Tape && d.sg.exists()).count();
-        if let (Some(c), 4) = (changer, tapes) {
-            found = Some(c.sg.clone());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let changer = found.expect("the changer and four drives come back within 30 s");
+    let changer = wait_for_library(&uevents);
     println!("  after login: changer at {}", changer.display());
     assert_eq!(&serial_of(&changer), changer_serial);
     let devices = discover::scan(Path::new("/sys"), Path::new("/dev")).expect("scan");
