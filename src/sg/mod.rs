@@ -14,7 +14,5 @@ mod transport;
 
 #[cfg(test)]
 mod test_utils;
-#[cfg(test)]
-mod vmlab_tests;
 
 pub use transport::{SgError, SgTransport, TRANSFER_LIMIT};

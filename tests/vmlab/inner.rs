@@ -344,6 +344,19 @@ fn concurrency(lab: &Lab) {
     assert!(in_flight > 1);
     assert_eq!(in_flight, 2 * paths.len());
     let done = run_to_completion(&mut transports);
+    // More than the driver queues per fd (16): the rest wait in the transport's FIFO and all complete, in order of
+    // submission to the driver.
+    let t = &mut transports[0];
+    for tag in 10..50 {
+        t.submit(tag, cdb::test_unit_ready().into_command(T)).expect("submit");
+    }
+    println!("  40 submitted to the changer: {} held behind the driver's queue", t.pending());
+    assert_eq!(t.pending(), 40 - rsmd::sg::sys::SG_MAX_QUEUE);
+    let more = run_to_completion(std::slice::from_mut(t));
+    let mut tags: Vec<Tag> = more[0].iter().map(|c| c.tag).collect();
+    tags.sort_unstable();
+    assert_eq!(tags, (10..50).collect::<Vec<_>>(), "every one completes exactly once");
+    assert!(more[0].iter().all(|c| c.result.as_ref().is_ok_and(|r| r.status == status::GOOD)));
     for (i, completions) in done.iter().enumerate() {
         let mut tags: Vec<Tag> = completions.iter().map(|c| c.tag).collect();
         tags.sort_unstable();
@@ -554,6 +567,22 @@ fn uevent_listener() -> std::os::fd::OwnedFd {
     fd
 }
 
+/// The device names of the scsi_generic uevents of `action` already received (the socket is drained).
+fn drain_uevents(uevents: &std::os::fd::OwnedFd, action: discover::UeventAction) -> Vec<String> {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut buf = vec![0u8; 8192];
+    let mut names = Vec::new();
+    while let Ok(len) = recv(uevents.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+        if let Some(e) = discover::parse_uevent(&buf[..len]).filter(|e| e.subsystem == "scsi_generic") {
+            if e.action == action {
+                names.extend(e.devname);
+            }
+        }
+    }
+    names
+}
+
 /// Waits for the changer and all four drives to be back (possibly under new sg numbers): sysfs is scanned again on
 /// every scsi_generic uevent, and each wait for one is bounded. Returns the changer's node.
 fn wait_for_library(uevents: &std::os::fd::OwnedFd) -> PathBuf {
@@ -594,6 +623,7 @@ fn removal(lab: &Lab, (changer_serial, drive_serials): &(String, Vec<String>)) {
             t.submit(tag, cdb::test_unit_ready().into_command(T)).expect("submit");
         }
     }
+    let uevents = uevent_listener();
     iscsiadm("--logout");
     for (t, p) in transports.iter_mut().zip(paths) {
         let mut fds = [PollFd::new(t.fd(), PollFlags::POLLIN)];
@@ -619,7 +649,18 @@ fn removal(lab: &Lab, (changer_serial, drive_serials): &(String, Vec<String>)) {
         assert!(matches!(t.submit(99, cdb::test_unit_ready().into_command(T)), Err(TransportError::DeviceGone)));
     }
     drop(transports);
-    let uevents = uevent_listener();
+    // The kernel announces the removals: a scsi_generic "remove" uevent names each node (it may come a moment
+    // after the node reports the device gone; each wait for one is bounded).
+    let names: Vec<String> =
+        paths.iter().map(|p| p.file_name().and_then(|n| n.to_str()).expect("a node name").to_owned()).collect();
+    let mut removed = Vec::new();
+    while !names.iter().all(|n| removed.contains(n)) {
+        let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&uevents), PollFlags::POLLIN)];
+        let n = poll(&mut fds, PollTimeout::from(30_000u16)).expect("poll the uevent socket");
+        assert_eq!(n, 1, "no remove uevent for {names:?} within 30 s (seen: {removed:?})");
+        removed.extend(drain_uevents(&uevents, discover::UeventAction::Remove));
+    }
+    println!("  remove uevents for {removed:?}");
     iscsiadm("--login");
     let changer = wait_for_library(&uevents);
     println!("  after login: changer at {}", changer.display());
