@@ -655,17 +655,22 @@ mod tests {
         assert_eq!(offset, received.len());
     }
 
-    /// Interop with a running vlib: `vlib --default --listen DIR`, then `RSMD_VLIB_DIR=DIR cargo test emu::`.
+    /// Interop with vlib's socket server: one started here, or a running `vlib --default --listen DIR` named by
+    /// `RSMD_VLIB_DIR=DIR`.
     #[test]
     fn vlib_interop() {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         const INITIALIZE_ELEMENT_STATUS: [u8; 6] = [0x07, 0, 0, 0, 0, 0];
 
-        let Ok(dir) = std::env::var("RSMD_VLIB_DIR") else {
-            println!("skipped: RSMD_VLIB_DIR not set");
-            return;
+        let tmp = tempfile::tempdir().unwrap();
+        let (_server, dir) = match std::env::var_os("RSMD_VLIB_DIR") {
+            Some(d) => (None, std::path::PathBuf::from(d)),
+            None => {
+                let server = vlib::server::Server::spawn(vlib::Config::default_library(), tmp.path()).unwrap();
+                (Some(server), tmp.path().to_owned())
+            }
         };
-        let dir = Path::new(&dir);
+        let dir = dir.as_path();
         let mut changer = EmuTransport::connect(&dir.join("changer.sock")).unwrap();
         let mut drive = EmuTransport::connect(&dir.join("drive0.sock")).unwrap();
         for t in [&mut changer, &mut drive] {
