@@ -21,6 +21,7 @@ use crate::model::LibraryState;
 use crate::scsi::action::{classify, Action, Failure};
 use crate::scsi::cdb;
 use crate::scsi::element::ElementType;
+use crate::scsi::mode::ModeParameters;
 use crate::transport::{Response, TransportError};
 
 /// Which drive a mount may use.
@@ -81,6 +82,9 @@ pub enum JobError {
     /// Timed out (a mount already in the drive was taken back out).
     #[error("Timed out")]
     TimedOut,
+    /// Mounted for writing, the drive reports the cartridge write protected (it was taken back out).
+    #[error("The cartridge is write protected")]
+    WriteProtected,
     /// The library is offline.
     #[error("The library is offline")]
     Offline,
@@ -123,6 +127,8 @@ enum Step {
     Unloading,
     /// Unloaded (or nothing to unload): the move out waits for the robot.
     AwaitingRobot,
+    /// Ready, and mounted for writing: MODE SENSE asks whether the cartridge is write protected.
+    CheckingWriteProtect,
     /// Polling TEST UNIT READY; next poll at `next_at` (None: a poll is in flight).
     WaitingReady {
         next_at: Option<Millis>,
@@ -150,8 +156,12 @@ struct Job {
     loaded_at: Millis,
     /// When the drive last answered "not ready" (the load ended between that and the GOOD answer).
     not_ready_at: Millis,
+    /// Mounted for writing: a write-protected cartridge fails the mount.
+    write: bool,
 }
 
+/// Timeout of the short drive commands (TEST UNIT READY, MODE SENSE).
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a drive may take to become ready after a load.
 pub const READY_TIMEOUT_MS: Millis = crate::config::DEFAULT_READY_TIMEOUT_MS;
 /// TEST UNIT READY poll interval after a load, until the load time is learned.
@@ -229,6 +239,7 @@ impl Mounts {
             ready_by: 0,
             loaded_at: 0,
             not_ready_at: 0,
+            write: false,
         });
     }
 
@@ -284,6 +295,14 @@ impl Mounts {
     pub fn assume_load_time(&mut self, ms: Millis) {
         if self.load_estimate.is_none() && ms > 0 {
             self.load_estimate = Some(ms);
+        }
+    }
+
+    /// Marks a queued mount as mounting for writing: once the drive is ready, a cartridge it reports write
+    /// protected (MODE SENSE) fails the mount with [`JobError::WriteProtected`] and is taken back out.
+    pub fn set_write_intent(&mut self, id: u64) {
+        if let Some(j) = self.queue.iter_mut().find(|j| j.id == id) {
+            j.write = true;
         }
     }
 
@@ -671,6 +690,10 @@ impl Mounts {
                     self.active[idx].step = Step::WaitingReady { next_at: Some(now + interval), interval };
                     return;
                 }
+                if step == Step::CheckingWriteProtect && self.active[idx].abort.is_none() {
+                    // The drive would not say: the mount stands (a write will tell).
+                    return self.finish(idx, Ok(()));
+                }
                 return self.finish(idx, Err(JobError::DriveGone));
             }
             Err(_) => {
@@ -729,8 +752,18 @@ impl Mounts {
                             Some(est) => (3 * est + took) / 4,
                         };
                         self.load_estimate = Some(est);
-                        self.finish(idx, Ok(()));
                         self.replan_polls(est, now);
+                        match (self.active[idx].write, self.active[idx].device) {
+                            // The header's device-specific byte says whether the tape is write protected (the st
+                            // driver asks the same way: page 0, 12 bytes).
+                            (true, Some(dev)) => {
+                                self.active[idx].step = Step::CheckingWriteProtect;
+                                let id = self.active[idx].id;
+                                let command = cdb::mode_sense_6(0x00, false, 12).into_command(COMMAND_TIMEOUT);
+                                lib.drive_command(JOB_BIT | id, dev, command);
+                            }
+                            _ => self.finish(idx, Ok(())),
+                        }
                     }
                     // Not threaded yet, becoming ready, or the unit attention of a new medium: poll again.
                     Action::WaitReady { .. }
@@ -755,6 +788,22 @@ impl Mounts {
                         self.active[idx].abort = Some(JobError::NotReady(Failure::RetriesExhausted));
                         self.start_undo(id, lib);
                     }
+                }
+            }
+            Step::CheckingWriteProtect => {
+                let protected = (action == Action::Done)
+                    .then(|| ModeParameters::parse_mode6(&r.data).ok())
+                    .flatten()
+                    .is_some_and(|m| m.write_protected());
+                if protected || self.active[idx].abort.is_some() {
+                    let id = self.active[idx].id;
+                    if protected {
+                        self.active[idx].abort = Some(JobError::WriteProtected);
+                    }
+                    self.start_undo(id, lib);
+                } else {
+                    // Not protected, or the drive would not say: the mount stands (a write will tell).
+                    self.finish(idx, Ok(()));
                 }
             }
             Step::Queued | Step::Moving | Step::AwaitingRobot => {}

@@ -559,6 +559,32 @@ fn a_dismount_whose_changer_vanishes_fails_offline_and_leaves_the_drive_unloaded
     assert_eq!(s.target.snapshot().drives[0].status, vlib::DriveStatus::Ejected, "unloaded, ready for an operator");
 }
 
+#[test]
+fn a_write_mount_of_a_write_protected_cartridge_fails_and_puts_it_back() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.01;
+    c.cartridges.push(vlib::config::Cartridge {
+        write_protected: true,
+        ..vlib::config::Cartridge::new("WPX001L6", vlib::config::Location::Slot(17))
+    });
+    let mut s = Sim::new(c, LibraryOptions::default());
+    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
+    s.ready();
+    s.mounts.submit(1, JobKind::Mount { source: 1016, drive: DriveChoice::Element(500) }, 0, None);
+    s.mounts.set_write_intent(1);
+    assert_eq!(s.wait_outcome(1).result, Err(JobError::WriteProtected));
+    s.drive_bounded(10_000, |s| s.mounts.is_empty() && s.lib.moves_pending() == 0);
+    s.assert_agrees();
+    assert!(s.lib.element(1016).unwrap().full && !s.lib.element(500).unwrap().full, "back home");
+    // For reading it mounts; a writable cartridge mounts for writing.
+    s.mounts.submit(2, JobKind::Mount { source: 1016, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Ok(()));
+    s.mounts.submit(3, JobKind::Mount { source: 1000, drive: DriveChoice::Element(501) }, 0, None);
+    s.mounts.set_write_intent(3);
+    assert_eq!(s.wait_outcome(3).result, Ok(()));
+}
+
 /// K applications each mount a cartridge and dismount it as soon as the mount is done, over the default library's
 /// 4 drives: the robot refills a drive as soon as it is emptied (mount first), and the whole run ends within 5 % of
 /// the optimal schedule of the ideal model ([`super::bound::optimum`]), polling delays included. The second round

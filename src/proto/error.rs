@@ -93,6 +93,8 @@ ntms_errors! {
     NotEnoughMemory = 8, "ERROR_NOT_ENOUGH_MEMORY";
     /// A message was not a valid Varlink message (bad JSON, not an object, bad envelope).
     InvalidMessage = 13, "ERROR_INVALID_DATA";
+    /// The cartridge is write protected and was asked for writing.
+    WriteProtect = 19, "ERROR_WRITE_PROTECT";
     /// The daemon is still loading its inventory: wait and retry.
     NotReady = 21, "ERROR_NOT_READY";
     /// A parameter has a valid type but an unacceptable value (e.g. `options` ≠ 0).

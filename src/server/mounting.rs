@@ -64,6 +64,7 @@ pub fn job_error(e: &JobError, mount: bool) -> NtmsError {
         | JobError::NotReady(Failure::CleaningCartridgeInstalled) => NtmsError::CleanerCartridgeInstalled { message },
         JobError::NoFreeSlot => NtmsError::LibraryFull { message },
         JobError::UnloadRefused(_) => NtmsError::DeviceNotAvailable { message },
+        JobError::WriteProtected => NtmsError::WriteProtect { message },
         _ if mount => NtmsError::UnableToLoadMedium { message },
         _ => NtmsError::MediumNotAccessible { message },
     }
@@ -273,6 +274,9 @@ impl Daemon {
         let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
         let choice = drive.map_or(DriveChoice::Any, DriveChoice::Element);
         self.libs[li].mounts.submit(key, JobKind::Mount { source: address, drive: choice }, priority, deadline);
+        if flags.write {
+            self.libs[li].mounts.set_write_intent(key);
+        }
         self.libs[li].dirty = true;
         self.jobs.insert(key, (li, m.id));
         if flags.nowait {

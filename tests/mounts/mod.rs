@@ -437,3 +437,31 @@ fn a_mount_of_a_cartridge_in_use_waits_for_it_unless_asked_not_to() {
     assert!(matches!(a.mount(&["ABC001L6"], None, busy, 0, None), Err(NtmsError::MediaUnavailable { .. })));
     b.dismount(DismountTarget::Media("ABC001L6".into()), false).unwrap();
 }
+
+#[test]
+fn a_write_mount_of_a_write_protected_cartridge_fails_with_write_protect() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = vlib::Config::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.0;
+    c.cartridges.push(vlib::config::Cartridge {
+        write_protected: true,
+        ..vlib::config::Cartridge::new("WPX001L6", vlib::config::Location::Slot(17))
+    });
+    let v = Vlib::start(&dir.path().join("vlib"), c);
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let write = MountFlags { write: true, ..MountFlags::default() };
+    let e = s.mount(&["WPX001L6"], None, write, 0, None).unwrap_err();
+    assert!(matches!(e, NtmsError::WriteProtect { .. }), "{e:?}");
+    assert_eq!(slot_holds(&v, 1016).as_deref(), Some("WPX001L6"), "taken back to its slot");
+    // `rsm mount --write` says so and fails; reading works.
+    let out = std::process::Command::new(crate::util::rsm_bin())
+        .args(["--socket", d.socket.to_str().unwrap(), "mount", "WPX001L6", "--write"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("write protected"), "{err}");
+    s.mount(&["WPX001L6"], None, flags(), 0, None).unwrap();
+}
