@@ -239,7 +239,7 @@ pub struct Daemon {
     /// Deferred dismounts.
     pub deferred: Vec<Deferred>,
     /// Mounts waiting for a cartridge another session has.
-    pub parked: Vec<mounting::Parked>,
+    pub parked: Vec<mounting::MountCall>,
     /// Finished calls to answer: (request key, reply, store batch to wait for).
     pub completions: Vec<Completed>,
     /// User ids that administer rsmd (the configuration's `administrators`).

@@ -14,11 +14,11 @@ use crate::proto::types::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{DismountTarget, NtmsError, WireError};
 use crate::scsi::action::Failure;
 
-/// A mount waiting for one of its cartridges, all in use by other sessions (RSM waits unless
-/// `error_if_unavailable`). Tried again every turn until it starts, times out or is cancelled.
+/// A mount as a client asked for it. Kept (parked) while every requested cartridge is in use by other sessions
+/// (RSM waits unless `error_if_unavailable`): tried again every turn until it starts, times out or is cancelled.
 #[derive(Debug, Clone)]
-pub struct Parked {
-    /// Its request key (0 before it has one).
+pub struct MountCall {
+    /// Its request key once parked (0 before).
     pub key: u64,
     /// The session that asked.
     pub session: String,
@@ -30,7 +30,7 @@ pub struct Parked {
     pub deadline: Option<u64>,
 }
 
-impl Parked {
+impl MountCall {
     /// Changes the priority it will queue with.
     pub fn set_priority(&mut self, priority: i32) {
         self.priority = priority;
@@ -110,7 +110,7 @@ impl Daemon {
             return err(NtmsError::InvalidParameter { message: "no media to mount".into() });
         }
         let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
-        let p = Parked {
+        let p = MountCall {
             key: 0,
             session: session.to_owned(),
             media: media.to_vec(),
@@ -124,7 +124,7 @@ impl Daemon {
 
     /// Tries a mount now: starts it, fails it, or (every requested cartridge being in use and the caller willing to
     /// wait) parks it until one is free. `parked`: the request key of a mount that was parked before.
-    fn try_mount(&mut self, parked: Option<u64>, p: &Parked) -> Answer {
+    fn try_mount(&mut self, parked: Option<u64>, p: &MountCall) -> Answer {
         let (session, media, flags, priority) = (p.session.as_str(), &p.media, p.flags, p.priority);
         let drive = p.drive.as_deref();
         let timeout_ms = p.deadline.map(|d| d.saturating_sub(self.now));
@@ -289,7 +289,7 @@ impl Daemon {
     }
 
     /// Parks a mount whose cartridges are all in use: a waiting request, re-tried by [`Daemon::retry_parked`].
-    fn park(&mut self, parked: Option<u64>, p: &Parked, library: Guid, media: Guid) -> Answer {
+    fn park(&mut self, parked: Option<u64>, p: &MountCall, library: Guid, media: Guid) -> Answer {
         let key = match parked {
             Some(key) => key,
             None => {
@@ -302,7 +302,7 @@ impl Daemon {
                 key
             }
         };
-        self.parked.push(Parked { key, ..p.clone() });
+        self.parked.push(MountCall { key, ..p.clone() });
         if p.flags.nowait && parked.is_none() {
             let mut r = Map::new();
             r.insert("request".into(), Value::String(self.requests.id_of(key).unwrap_or_default()));
