@@ -585,6 +585,53 @@ fn a_write_mount_of_a_write_protected_cartridge_fails_and_puts_it_back() {
     assert_eq!(s.wait_outcome(3).result, Ok(()));
 }
 
+#[test]
+fn a_dismount_whose_home_slot_was_taken_goes_to_a_free_slot() {
+    let mut s = timed();
+    s.ready();
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(1).result, Ok(()));
+    // Meanwhile another cartridge was put in its home slot.
+    assert_eq!(s.move_and_wait(7, 1001, 1000), Ok(()));
+    s.mounts.submit(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Ok(()));
+    s.assert_agrees();
+    let snap = s.target.snapshot();
+    let at = snap.elements.iter().find(|e| e.barcode.as_deref() == Some("ABC001L6")).unwrap();
+    assert_eq!(at.kind, vlib::ElementType::Storage, "in a storage slot, not in a mail slot or a drive");
+    assert_eq!(at.address, 1001, "the first free one");
+    assert_eq!(snap.elements.iter().find(|e| e.address == 1000).unwrap().barcode.as_deref(), Some("ABC002L6"));
+}
+
+#[test]
+fn a_dismount_with_no_free_slot_fails_library_full_and_leaves_the_cartridge_in_the_drive() {
+    use vlib::config::{Cartridge, Location};
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.01;
+    // Every storage slot full, and one more cartridge in a mail slot.
+    for (slot, barcode) in [(17, "FIL017L6"), (18, "FIL018L6"), (19, "FIL019L6")] {
+        c.cartridges.push(Cartridge::new(barcode, Location::Slot(slot)));
+    }
+    c.cartridges.push(Cartridge::new("IMP001L6", Location::Ie(1)));
+    let mut s = Sim::new(c, LibraryOptions::default());
+    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
+    s.ready();
+    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(1).result, Ok(()));
+    assert_eq!(s.move_and_wait(7, 10, 1000), Ok(()), "the imported cartridge takes the free home slot");
+    s.mounts.submit(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Err(JobError::NoFreeSlot));
+    s.drive_bounded(10_000, |s| s.mounts.is_empty() && s.lib.moves_pending() == 0);
+    s.assert_agrees();
+    assert_eq!(s.lib.element(500).unwrap().barcode.as_deref(), Some("ABC001L6"), "still in the drive");
+    // Room again: the same dismount works.
+    assert_eq!(s.move_and_wait(8, 1000, 10), Ok(()));
+    s.mounts.submit(3, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    assert_eq!(s.wait_outcome(3).result, Ok(()));
+    s.assert_agrees();
+}
+
 /// K applications each mount a cartridge and dismount it as soon as the mount is done, over the default library's
 /// 4 drives: the robot refills a drive as soon as it is emptied (mount first), and the whole run ends within 5 % of
 /// the optimal schedule of the ideal model ([`super::bound::optimum`]), polling delays included. The second round
