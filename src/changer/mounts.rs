@@ -31,6 +31,8 @@ pub enum DriveChoice {
     Element(u16),
     /// Any free mapped drive of the library.
     Any,
+    /// Any free mapped drive among these elements (the ones that can take the cartridge).
+    AnyOf(Vec<u16>),
 }
 
 /// What a job does.
@@ -496,14 +498,17 @@ impl Mounts {
                             return Start::Failed;
                         }
                     },
-                    DriveChoice::Any => {
-                        // A drive that failed to become ready is used only when every mapped drive did.
+                    DriveChoice::Any | DriveChoice::AnyOf(_) => {
+                        let allowed = |e: &super::Element| match drive {
+                            DriveChoice::AnyOf(list) => list.contains(&e.address),
+                            _ => true,
+                        };
+                        // A drive that failed to become ready is used only when every allowed drive did.
                         let sound = |e: &super::Element| !self.suspect.contains(&e.address);
-                        let any_sound = lib
-                            .elements()
-                            .iter()
-                            .any(|e| e.element_type == ElementType::DataTransfer && e.device.is_some() && sound(e));
-                        let mut candidates = lib.elements().iter().filter(|e| free(e));
+                        let any_sound = lib.elements().iter().any(|e| {
+                            e.element_type == ElementType::DataTransfer && e.device.is_some() && allowed(e) && sound(e)
+                        });
+                        let mut candidates = lib.elements().iter().filter(|e| free(e) && allowed(e));
                         candidates.find(|e| !any_sound || sound(e)).map(|e| (e.address, e.device))
                     }
                 };

@@ -281,5 +281,7 @@ impl Inventory {
     }
 }
 
+pub mod compat;
+
 #[cfg(test)]
 mod tests;

@@ -144,6 +144,7 @@ impl Daemon {
         };
         let mut saw_offline = false;
         let mut saw_busy = None;
+        let (mut mismatch, mut unsupported) = (false, false);
         for m in &candidates {
             let Some(loc) = m.location else {
                 saw_offline = true;
@@ -175,6 +176,21 @@ impl Daemon {
                 saw_busy = Some((loc.library, m.id));
                 continue;
             }
+            // Which drives can take it (a cartridge already in a drive is mounted where it is).
+            let (fit, mapped) = self.compatible_drives(li, m, flags.write);
+            let choice = match drive {
+                Some((_, d)) if loc.kind != ElementKind::Drive && mapped.contains(&d) && !fit.contains(&d) => {
+                    mismatch = true;
+                    continue;
+                }
+                Some((_, d)) => DriveChoice::Element(d),
+                None if loc.kind != ElementKind::Drive && fit.is_empty() && !mapped.is_empty() => {
+                    unsupported = true;
+                    continue;
+                }
+                None if fit.len() < mapped.len() => DriveChoice::AnyOf(fit),
+                None => DriveChoice::Any,
+            };
             return self.start_mount(
                 parked,
                 li,
@@ -182,11 +198,24 @@ impl Daemon {
                 m.clone(),
                 loc.kind,
                 loc.address,
-                drive.map(|d| d.1),
+                choice,
                 flags,
                 priority,
                 timeout_ms,
             );
+        }
+        if mismatch {
+            return err(NtmsError::DriveMediaMismatch {
+                message: format!("the drive cannot {} the cartridge", if flags.write { "write" } else { "read" }),
+            });
+        }
+        if unsupported {
+            return err(NtmsError::NoSupportingDrives {
+                message: format!(
+                    "no drive of the library can {} the cartridge",
+                    if flags.write { "write" } else { "read" }
+                ),
+            });
         }
         // In use by another session (or on its way): wait for it, unless asked not to.
         if let Some((library, media)) = saw_busy.filter(|_| !flags.error_if_unavailable) {
@@ -214,12 +243,16 @@ impl Daemon {
         m: MediaRecord,
         kind: ElementKind,
         address: u16,
-        drive: Option<u16>,
+        choice: DriveChoice,
         flags: MountFlags,
         priority: i32,
         timeout_ms: Option<u64>,
     ) -> Answer {
         let lib_id = self.libs[li].id;
+        let drive = match &choice {
+            DriveChoice::Element(d) => Some(*d),
+            _ => None,
+        };
         let (key, request) = match existing {
             // A parked mount: its request exists; it is queued now.
             Some(key) => {
@@ -256,7 +289,7 @@ impl Daemon {
             self.requests.finish(key, RequestState::Complete, None, self.now);
             return Answer::Reply(reply, self.batch_for_reply());
         }
-        if drive.is_none() && flags.error_if_unavailable && !self.has_free_drive(li) {
+        if drive.is_none() && flags.error_if_unavailable && !self.has_free_drive(li, &choice) {
             self.requests.finish(key, RequestState::Failed, Some("no free drive".into()), self.now);
             return err(NtmsError::DeviceNotAvailable { message: "no drive is free".into() });
         }
@@ -272,7 +305,6 @@ impl Daemon {
             }
         }
         let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
-        let choice = drive.map_or(DriveChoice::Any, DriveChoice::Element);
         self.libs[li].mounts.submit(key, JobKind::Mount { source: address, drive: choice }, priority, deadline);
         if flags.write {
             self.libs[li].mounts.set_write_intent(key);
@@ -346,10 +378,28 @@ impl Daemon {
         self.completions.push((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
     }
 
-    fn has_free_drive(&self, li: usize) -> bool {
+    /// The mapped drives of library `li` that can take cartridge `m` (to write it when `write`), and all the mapped
+    /// ones, by element address. Generations unknown on either side count as compatible.
+    fn compatible_drives(&self, li: usize, m: &MediaRecord, write: bool) -> (Vec<u16>, Vec<u16>) {
+        let lib = &self.libs[li].library;
+        let identities = lib.drive_identities();
+        let (mut fit, mut mapped) = (Vec::new(), Vec::new());
+        for e in lib.elements().iter().filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer) {
+            let Some(dev) = e.device else { continue };
+            mapped.push(e.address);
+            let product = identities.get(dev).and_then(Option::as_ref).map(|i| format!("{} {}", i.vendor, i.product));
+            if crate::media::compat::can_mount(product.as_deref(), m.barcode.as_deref(), write) {
+                fit.push(e.address);
+            }
+        }
+        (fit, mapped)
+    }
+
+    fn has_free_drive(&self, li: usize, choice: &DriveChoice) -> bool {
         let lib = &self.libs[li];
         lib.library.elements().iter().any(|e| {
             e.element_type == crate::scsi::element::ElementType::DataTransfer
+                && !matches!(choice, DriveChoice::AnyOf(list) if !list.contains(&e.address))
                 && !e.full
                 && e.device.is_some()
                 && !lib.mounts.uses_drive(e.address)

@@ -465,3 +465,38 @@ fn a_write_mount_of_a_write_protected_cartridge_fails_with_write_protect() {
     assert!(!out.status.success() && err.contains("write protected"), "{err}");
     s.mount(&["WPX001L6"], None, flags(), 0, None).unwrap();
 }
+
+#[test]
+fn mounts_pick_drives_of_a_compatible_lto_generation() {
+    use vlib::config::{Cartridge, Location};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = vlib::Config::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.0;
+    // A library in migration: two LTO-6 drives, two LTO-8 drives; LTO-6, LTO-8 and LTO-9 cartridges.
+    c.drive_products = ["ULT3580-TD6", "ULT3580-TD6", "ULT3580-TD8", "ULT3580-TD8"].map(String::from).to_vec();
+    c.cartridges.push(Cartridge::new("NEW001L8", Location::Slot(17)));
+    c.cartridges.push(Cartridge::new("NEW002L8", Location::Slot(18)));
+    c.cartridges.push(Cartridge::new("FUT001L9", Location::Slot(19)));
+    let v = Vlib::start(&dir.path().join("vlib"), c);
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    // LTO-8 cartridges go to the LTO-8 drives (elements 502, 503), LTO-6 ones to the LTO-6 drives, even when
+    // asked for "any drive" and the first free drive is another generation.
+    s.mount(&["NEW001L8"], None, flags(), 0, None).unwrap();
+    s.mount(&["NEW002L8"], None, flags(), 0, None).unwrap();
+    assert_eq!((drive_holding(&v, "NEW001L8"), drive_holding(&v, "NEW002L8")), (Some(502), Some(503)));
+    s.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+    assert_eq!(drive_holding(&v, "ABC001L6"), Some(500));
+    // A drive that cannot take the cartridge is refused at once, before any robot move.
+    let moves = v.server.snapshot().counters.moves;
+    let drive3 = s.resolve_drive("3").unwrap();
+    s.dismount(DismountTarget::Media("NEW002L8".into()), false).unwrap();
+    let e = s.mount(&["ABC002L6"], Some(&drive3), flags(), 0, None).unwrap_err();
+    assert!(matches!(e, NtmsError::DriveMediaMismatch { .. }), "{e:?}");
+    // No drive of the library reads LTO-9.
+    let e = s.mount(&["FUT001L9"], None, flags(), 0, None).unwrap_err();
+    assert!(matches!(e, NtmsError::NoSupportingDrives { .. }), "{e:?}");
+    assert_eq!(v.server.snapshot().counters.moves, moves + 1, "only the dismount moved the robot");
+}

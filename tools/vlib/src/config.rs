@@ -191,6 +191,9 @@ pub struct Config {
     pub robots: u32,
     /// Drive serial numbers; their count is the number of drives.
     pub drive_serials: Vec<String>,
+    /// INQUIRY product identification per drive (e.g. `ULT3580-TD8`, to mix LTO generations); drives beyond the
+    /// list (all, when empty) report `VIRTUAL TAPE`.
+    pub drive_products: Vec<String>,
     /// First address of each element type.
     pub addresses: Addresses,
     /// READ ELEMENT STATUS supports DVCID (drive serials in drive descriptors).
@@ -261,6 +264,7 @@ impl Config {
             ie_slots,
             robots: 1,
             drive_serials: default_drive_serials(drives),
+            drive_products: Vec::new(),
             addresses: p.addresses(),
             dvcid: p != Personality::Tgt,
             dvcid_unsupported: DvcidUnsupported::Ignore,
@@ -359,6 +363,11 @@ impl Config {
                 }
             }
         }
+        for (i, p) in self.drive_products.iter().enumerate() {
+            if p.is_empty() || p.len() > 16 || !p.is_ascii() {
+                return Err(ConfigError::new(format!("drive_products[{i}]"), "must be 1..=16 ASCII characters"));
+            }
+        }
         for (i, s) in self.drive_serials.iter().enumerate() {
             if s.is_empty() || s.len() > 32 || !s.is_ascii() {
                 return Err(ConfigError::new(format!("drive_serials[{i}]"), "must be 1..=32 ASCII characters"));
@@ -444,6 +453,7 @@ struct RawConfig {
     robots: Option<u32>,
     drives: Option<usize>,
     drive_serials: Option<Vec<String>>,
+    drive_products: Option<Vec<String>>,
     addresses: Option<RawAddresses>,
     dvcid: Option<bool>,
     dvcid_unsupported: Option<DvcidUnsupported>,
@@ -483,6 +493,9 @@ impl TryFrom<RawConfig> for Config {
         }
         if let Some(n) = r.robots {
             c.robots = n;
+        }
+        if let Some(p) = r.drive_products {
+            c.drive_products = p;
         }
         if let Some(s) = r.drive_serials {
             c.drive_serials = s;

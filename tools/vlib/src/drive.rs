@@ -108,7 +108,10 @@ impl Target {
                 let s = self.drives[i].dev.pending_ua.take().or_else(|| self.drive_ready(i, start).err());
                 Ok(request_sense(cdb, s))
             }
-            0x12 => inquiry(cdb, std_inquiry(0x01, true, VENDOR, PRODUCT, REVISION), &self.drives[i].serial, VENDOR),
+            0x12 => {
+                let product = self.config.drive_products.get(i).map_or(PRODUCT, String::as_str);
+                inquiry(cdb, std_inquiry(0x01, true, VENDOR, product, REVISION), &self.drives[i].serial, VENDOR)
+            }
             0x1b if self.config.drive_load_unload => return self.load_unload(i, cdb, start),
             0x01 => self.drive_ready(i, start).map(|()| Vec::new()),
             0x34 => self.read_position(i, cdb, start),
@@ -261,6 +264,15 @@ mod tests {
         let r = drv(&mut t, 2, &cdb::inquiry(Some(0), 255));
         assert_eq!(r.data, vec![1, 0, 0, 3, 0, 0x80, 0x83]);
         assert_eq!(t.drive_serial(2), "VDRV0002");
+        // Products per drive (a mixed-generation library); the rest stay VIRTUAL TAPE.
+        let mut c = Config::default_library();
+        c.drive_products = vec!["ULT3580-TD6".into(), "ULT3580-TD8".into()];
+        let mut t = Target::new(c).unwrap();
+        assert_eq!(&drv(&mut t, 1, &cdb::inquiry(None, 36)).data[16..32], b"ULT3580-TD8     ");
+        assert_eq!(&drv(&mut t, 3, &cdb::inquiry(None, 36)).data[16..32], b"VIRTUAL TAPE    ");
+        let mut bad = Config::default_library();
+        bad.drive_products = vec!["A PRODUCT NAME TOO LONG".into()];
+        assert!(bad.validate().unwrap_err().to_string().contains("drive_products[0]"));
     }
 
     #[test]

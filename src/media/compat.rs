@@ -1,0 +1,118 @@
+//! Which drives can take which cartridges: LTO generations from the cartridge's barcode label and the drive's
+//! INQUIRY product identification, and the LTO compatibility rules.
+//!
+//! A mixed library (a new generation of drives next to the old ones, during a migration) is common: a mount for
+//! "any drive" must pick a drive that can read (or, for writing, write) the cartridge, and a mount for a given drive
+//! that cannot is refused at once instead of failing after a robot move. Anything not recognised (another tape
+//! family, a product string without a generation) is taken as compatible: the drive itself then decides.
+
+/// An LTO cartridge, from the last two characters of its barcode (LTO labels: `L1`..`L9`, WORM `LT`..`LZ`, and
+/// `M8`: an LTO-7 cartridge formatted as LTO-7 Type M, read and written only by LTO-8 drives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LtoMedia {
+    /// Generation 1..=9.
+    pub generation: u8,
+    /// LTO-7 Type M (`M8`).
+    pub type_m: bool,
+}
+
+/// The LTO cartridge a barcode label names, if it follows the LTO label convention.
+pub fn lto_media(barcode: &str) -> Option<LtoMedia> {
+    let tail = barcode.trim_end().as_bytes();
+    let [.., a, b] = tail else { return None };
+    match (a.to_ascii_uppercase(), *b) {
+        (b'L', d @ b'1'..=b'9') => Some(LtoMedia { generation: d - b'0', type_m: false }),
+        // WORM: LT = LTO-3 ... LZ = LTO-9.
+        (b'L', w @ (b'T'..=b'Z' | b't'..=b'z')) => {
+            Some(LtoMedia { generation: w.to_ascii_uppercase() - b'T' + 3, type_m: false })
+        }
+        (b'M', b'8') => Some(LtoMedia { generation: 7, type_m: true }),
+        _ => None,
+    }
+}
+
+/// The LTO generation of a drive from its INQUIRY vendor and product (`IBM ULT3580-TD8`, `IBM ULTRIUM-HH7`,
+/// `HP Ultrium 6-SCSI`, `QUANTUM ULTRIUM-HH9`, `TANDBERG LTO-5 HH`), if it names one.
+pub fn lto_drive_generation(product: &str) -> Option<u8> {
+    let p = product.to_ascii_uppercase();
+    let digit_after = |marker: &str| {
+        p.match_indices(marker).find_map(|(i, m)| {
+            let rest = p[i + m.len()..].trim_start_matches([' ', '-']);
+            rest.bytes().next().filter(u8::is_ascii_digit).map(|d| d - b'0')
+        })
+    };
+    ["-TD", "-HH", "-FH", "ULTRIUM", "LTO"].iter().find_map(|m| digit_after(m)).filter(|g| (1..=9).contains(g))
+}
+
+/// Whether an LTO drive of `drive` generation can read (`write` false) or write a cartridge.
+pub fn lto_compatible(drive: u8, media: LtoMedia, write: bool) -> bool {
+    let g = media.generation;
+    if media.type_m {
+        return drive == 8;
+    }
+    match drive {
+        // LTO-8 dropped LTO-6; LTO-9 reads and writes LTO-8 only.
+        8 => g == 7 || g == 8,
+        9 => g == 8 || g == 9,
+        // Up to LTO-7: write this and the previous generation, read one more back.
+        d => g <= d && g + if write { 1 } else { 2 } >= d,
+    }
+}
+
+/// Whether a drive (INQUIRY product, when known) can take the cartridge `barcode` (when labelled): unknown on
+/// either side counts as compatible.
+pub fn can_mount(drive_product: Option<&str>, barcode: Option<&str>, write: bool) -> bool {
+    match (drive_product.and_then(lto_drive_generation), barcode.and_then(lto_media)) {
+        (Some(d), Some(m)) => lto_compatible(d, m, write),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn barcodes_name_generations() {
+        assert_eq!(lto_media("ABC001L6"), Some(LtoMedia { generation: 6, type_m: false }));
+        assert_eq!(lto_media("000123L9"), Some(LtoMedia { generation: 9, type_m: false }));
+        assert_eq!(lto_media("WRM001LW"), Some(LtoMedia { generation: 6, type_m: false }), "WORM LTO-6");
+        assert_eq!(lto_media("WRM001LT"), Some(LtoMedia { generation: 3, type_m: false }), "WORM LTO-3");
+        assert_eq!(lto_media("TYM001M8"), Some(LtoMedia { generation: 7, type_m: true }));
+        assert_eq!(lto_media("CLN001CU"), None, "a cleaning cartridge");
+        assert_eq!(lto_media("DLT001"), None);
+        assert_eq!(lto_media("6"), None);
+        assert_eq!(lto_media(""), None);
+    }
+
+    #[test]
+    fn products_name_generations() {
+        assert_eq!(lto_drive_generation("IBM ULT3580-TD8"), Some(8));
+        assert_eq!(lto_drive_generation("IBM ULTRIUM-HH7"), Some(7));
+        assert_eq!(lto_drive_generation("HP Ultrium 6-SCSI"), Some(6));
+        assert_eq!(lto_drive_generation("QUANTUM ULTRIUM-HH9"), Some(9));
+        assert_eq!(lto_drive_generation("TANDBERG LTO-5 HH"), Some(5));
+        assert_eq!(lto_drive_generation("IBM ULT3580-TD5"), Some(5));
+        assert_eq!(lto_drive_generation("VLIB VIRTUAL TAPE"), None);
+        assert_eq!(lto_drive_generation("IET VIRTUAL-TAPE"), None);
+    }
+
+    #[test]
+    fn the_lto_rules() {
+        let m = |g| LtoMedia { generation: g, type_m: false };
+        // LTO-6: reads 4, 5, 6; writes 5, 6.
+        assert!(lto_compatible(6, m(4), false) && !lto_compatible(6, m(4), true));
+        assert!(lto_compatible(6, m(5), true) && lto_compatible(6, m(6), true));
+        assert!(!lto_compatible(6, m(3), false) && !lto_compatible(6, m(7), false));
+        // LTO-8: 7 and 8 (and Type M), not 6.
+        assert!(lto_compatible(8, m(7), true) && lto_compatible(8, m(8), true) && !lto_compatible(8, m(6), false));
+        assert!(lto_compatible(8, LtoMedia { generation: 7, type_m: true }, true));
+        assert!(!lto_compatible(7, LtoMedia { generation: 7, type_m: true }, false), "M8 needs an LTO-8 drive");
+        // LTO-9: 8 and 9 only.
+        assert!(lto_compatible(9, m(8), true) && lto_compatible(9, m(9), true) && !lto_compatible(9, m(7), false));
+        // Unknown on either side: the drive decides.
+        assert!(can_mount(Some("VLIB VIRTUAL TAPE"), Some("ABC001L9"), true));
+        assert!(can_mount(Some("IBM ULT3580-TD6"), Some("CLN001CU"), false));
+        assert!(!can_mount(Some("IBM ULT3580-TD6"), Some("ABC001L8"), false));
+    }
+}
