@@ -204,6 +204,12 @@ impl Daemon {
                 timeout_ms,
             );
         }
+        // In use by another session (or on its way): wait for it, unless asked not to.
+        if let Some((library, media)) = saw_busy.filter(|_| !flags.error_if_unavailable) {
+            if !(saw_offline && flags.error_if_offline) {
+                return self.park(parked, p, library, media);
+            }
+        }
         if mismatch {
             return err(NtmsError::DriveMediaMismatch {
                 message: format!("the drive cannot {} the cartridge", if flags.write { "write" } else { "read" }),
@@ -216,12 +222,6 @@ impl Daemon {
                     if flags.write { "write" } else { "read" }
                 ),
             });
-        }
-        // In use by another session (or on its way): wait for it, unless asked not to.
-        if let Some((library, media)) = saw_busy.filter(|_| !flags.error_if_unavailable) {
-            if !(saw_offline && flags.error_if_offline) {
-                return self.park(parked, p, library, media);
-            }
         }
         if saw_busy.is_some() && !saw_offline {
             return err(NtmsError::MediaUnavailable { message: "every requested cartridge is in use".into() });
