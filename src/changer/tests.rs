@@ -699,7 +699,7 @@ mod random {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Mount { slot: u16, drive: Option<u16>, priority: i32, deadline: Option<Millis> },
+        Mount { slot: u16, drive: Option<u16>, any_of: bool, write: bool, priority: i32, deadline: Option<Millis> },
         Dismount { drive: u16 },
         Cancel { back: usize },
         Reorder { back: usize, priority: i32 },
@@ -711,9 +711,18 @@ mod random {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0..16u16, proptest::option::of(0..4u16), -3..4i32, proptest::option::of(50..2_000u64)).prop_map(
-                |(slot, drive, priority, deadline)| Op::Mount { slot, drive, priority, deadline }
-            ),
+            4 => (
+                (0..17u16, proptest::option::of(0..4u16), any::<bool>(), any::<bool>()),
+                (-3..4i32, proptest::option::of(50..2_000u64))
+            )
+                .prop_map(|((slot, drive, any_of, write), (priority, deadline))| Op::Mount {
+                    slot,
+                    drive,
+                    any_of,
+                    write,
+                    priority,
+                    deadline
+                }),
             2 => (0..4u16).prop_map(|drive| Op::Dismount { drive }),
             1 => (0..8usize).prop_map(|back| Op::Cancel { back }),
             1 => (0..8usize, -3..4i32).prop_map(|(back, priority)| Op::Reorder { back, priority }),
@@ -734,7 +743,15 @@ mod random {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
         fn every_job_ends_once_and_the_library_stays_consistent(ops in proptest::collection::vec(op(), 1..40)) {
-            let mut s = timed();
+            let mut c = VConfig::default_library();
+            c.dvcid = true;
+            c.time_scale = 0.01;
+            // Slot 17 (address 1016) holds a write-protected cartridge.
+            c.cartridges.push(vlib::config::Cartridge {
+                write_protected: true,
+                ..vlib::config::Cartridge::new("WPX001L6", vlib::config::Location::Slot(17))
+            });
+            let mut s = Sim::new(c, LibraryOptions::default());
             s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK).with_ready_timeout(1_000);
             s.ready();
             let start = barcodes(&s.target.snapshot());
@@ -742,10 +759,18 @@ mod random {
             for op in ops {
                 let id = ids.len() as u64 + 1;
                 match op {
-                    Op::Mount { slot, drive, priority, deadline } => {
-                        let drive = drive.map_or(DriveChoice::Any, |d| DriveChoice::Element(500 + d));
+                    Op::Mount { slot, drive, any_of, write, priority, deadline } => {
+                        let drive = match (drive, any_of) {
+                            // Two of the four drives, as for a cartridge only some generations take.
+                            (_, true) => DriveChoice::AnyOf(vec![501, 503]),
+                            (Some(d), false) => DriveChoice::Element(500 + d),
+                            (None, false) => DriveChoice::Any,
+                        };
                         let kind = JobKind::Mount { source: 1000 + slot, drive };
                         s.mounts.submit(id, kind, priority, deadline.map(|d| s.now + d));
+                        if write {
+                            s.mounts.set_write_intent(id);
+                        }
                         ids.push(id);
                     }
                     Op::Dismount { drive } => {
