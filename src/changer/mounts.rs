@@ -168,7 +168,7 @@ const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 pub const READY_TIMEOUT_MS: Millis = crate::config::DEFAULT_READY_TIMEOUT_MS;
 /// TEST UNIT READY poll interval after a load, until the load time is learned.
 pub const FIRST_POLL_MS: Millis = 100;
-/// How long the polls stay at [`FIRST_POLL_MS`] before backing off ([`FAST_POLLS`] polls).
+/// How long the polls stay at [`FIRST_POLL_MS`] before backing off (50 polls).
 pub const FAST_POLL_FOR_MS: Millis = FIRST_POLL_MS * FAST_POLLS;
 /// Polls at the first interval before backing off.
 const FAST_POLLS: Millis = 50;

@@ -2,7 +2,7 @@
 //!
 //! Every parser in [`crate::scsi`] reads through [`Reader`]: a `try_*` method returns a [`ParseError`] naming the
 //! field (`what`, a singular noun) instead of indexing past the end. Devices report their own lengths; parsers check
-//! those against the buffer with [`Reader::sub`], which never trusts a length beyond what was actually received.
+//! those against the buffer with [`Reader::try_sub`], which never trusts a length beyond what was actually received.
 
 /// Why a response could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
