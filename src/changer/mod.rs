@@ -352,11 +352,6 @@ impl Library {
         &self.probe.drives
     }
 
-    /// Number of moves waiting behind the one the robot is doing.
-    pub fn moves_queued(&self) -> usize {
-        self.moves.len()
-    }
-
     /// Number of moves queued or running.
     pub fn moves_pending(&self) -> usize {
         self.moves.len() + usize::from(self.current_move.is_some())
