@@ -346,10 +346,16 @@ fn device_gone_mid_scan_goes_offline() {
 }
 
 fn timed() -> Sim {
+    timed_with(|_| {})
+}
+
+/// [`timed`] with the emulator's configuration adjusted first.
+fn timed_with(adjust: impl FnOnce(&mut VConfig)) -> Sim {
     // Realistic timings scaled down: robot 8 s → 80 ms, load 20 s → 200 ms, unload 15 s → 150 ms.
     let mut c = VConfig::default_library();
     c.dvcid = true;
     c.time_scale = 0.01;
+    adjust(&mut c);
     let mut s = Sim::new(c, LibraryOptions::default());
     // Polls scaled like the timings: 1 s backing off to 2 s, on a 100× faster clock.
     s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
@@ -397,6 +403,14 @@ fn the_robot_serves_the_next_mount_while_a_drive_threads() {
     assert!(makespan <= floor + floor / 20 + MAX_POLL_SLACK, "within 5% of the floor: {makespan} vs {floor}");
     let drives: std::collections::HashSet<u16> = (1..=4).map(|id| s.outcome(id).unwrap().drive.unwrap()).collect();
     assert_eq!(drives.len(), 4);
+}
+
+/// A write-protected cartridge `WPX001L6` in storage slot 17 (address 1016, empty in the default library).
+fn write_protected_in_slot_17() -> vlib::config::Cartridge {
+    vlib::config::Cartridge {
+        write_protected: true,
+        ..vlib::config::Cartridge::new("WPX001L6", vlib::config::Location::Slot(17))
+    }
 }
 
 /// TEST UNIT READY polling can notice readiness up to one (scaled) poll interval late.
@@ -527,12 +541,7 @@ fn source_empty_and_a_drive_that_never_becomes_ready_fail_specifically() {
 
 #[test]
 fn a_drive_without_load_unload_is_unloaded_by_the_move_out() {
-    let mut c = VConfig::default_library();
-    c.dvcid = true;
-    c.time_scale = 0.01;
-    c.drive_load_unload = false;
-    let mut s = Sim::new(c, LibraryOptions::default());
-    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
+    let mut s = timed_with(|c| c.drive_load_unload = false);
     s.ready();
     s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Ok(()));
@@ -561,15 +570,7 @@ fn a_dismount_whose_changer_vanishes_fails_offline_and_leaves_the_drive_unloaded
 
 #[test]
 fn a_write_mount_of_a_write_protected_cartridge_fails_and_puts_it_back() {
-    let mut c = VConfig::default_library();
-    c.dvcid = true;
-    c.time_scale = 0.01;
-    c.cartridges.push(vlib::config::Cartridge {
-        write_protected: true,
-        ..vlib::config::Cartridge::new("WPX001L6", vlib::config::Location::Slot(17))
-    });
-    let mut s = Sim::new(c, LibraryOptions::default());
-    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
+    let mut s = timed_with(|c| c.cartridges.push(write_protected_in_slot_17()));
     s.ready();
     s.mounts.submit(1, JobKind::Mount { source: 1016, drive: DriveChoice::Element(500) }, 0, None);
     s.mounts.set_write_intent(1);
@@ -606,16 +607,13 @@ fn a_dismount_whose_home_slot_was_taken_goes_to_a_free_slot() {
 #[test]
 fn a_dismount_with_no_free_slot_fails_library_full_and_leaves_the_cartridge_in_the_drive() {
     use vlib::config::{Cartridge, Location};
-    let mut c = VConfig::default_library();
-    c.dvcid = true;
-    c.time_scale = 0.01;
     // Every storage slot full, and one more cartridge in a mail slot.
-    for (slot, barcode) in [(17, "FIL017L6"), (18, "FIL018L6"), (19, "FIL019L6")] {
-        c.cartridges.push(Cartridge::new(barcode, Location::Slot(slot)));
-    }
-    c.cartridges.push(Cartridge::new("IMP001L6", Location::Ie(1)));
-    let mut s = Sim::new(c, LibraryOptions::default());
-    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
+    let mut s = timed_with(|c| {
+        for (slot, barcode) in [(17, "FIL017L6"), (18, "FIL018L6"), (19, "FIL019L6")] {
+            c.cartridges.push(Cartridge::new(barcode, Location::Slot(slot)));
+        }
+        c.cartridges.push(Cartridge::new("IMP001L6", Location::Ie(1)));
+    });
     s.ready();
     s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Ok(()));
@@ -639,12 +637,7 @@ fn a_dismount_with_no_free_slot_fails_library_full_and_leaves_the_cartridge_in_t
 #[test]
 fn mounts_and_dismounts_run_close_to_the_optimal_schedule() {
     for hold_ms in [0, 40_000] {
-        let mut c = VConfig::default_library();
-        c.dvcid = true;
-        c.time_scale = 0.01;
-        c.timing.unload_ms += hold_ms;
-        let mut s = Sim::new(c, LibraryOptions::default());
-        s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
+        let mut s = timed_with(|c| c.timing.unload_ms += hold_ms);
         s.ready();
         let start = s.now;
         let k = 16u64;
@@ -743,15 +736,7 @@ mod random {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
         fn every_job_ends_once_and_the_library_stays_consistent(ops in proptest::collection::vec(op(), 1..40)) {
-            let mut c = VConfig::default_library();
-            c.dvcid = true;
-            c.time_scale = 0.01;
-            // Slot 17 (address 1016) holds a write-protected cartridge.
-            c.cartridges.push(vlib::config::Cartridge {
-                write_protected: true,
-                ..vlib::config::Cartridge::new("WPX001L6", vlib::config::Location::Slot(17))
-            });
-            let mut s = Sim::new(c, LibraryOptions::default());
+            let mut s = timed_with(|c| c.cartridges.push(write_protected_in_slot_17()));
             s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK).with_ready_timeout(1_000);
             s.ready();
             let start = barcodes(&s.target.snapshot());

@@ -491,7 +491,7 @@ impl Daemon {
     }
 }
 
-fn drive_infos(lib: &Lib) -> Vec<DriveInfo> {
+pub(super) fn drive_infos(lib: &Lib) -> Vec<DriveInfo> {
     lib.drives
         .iter()
         .zip(lib.library.drive_identities())

@@ -381,14 +381,14 @@ impl Daemon {
     /// The mapped drives of library `li` that can take cartridge `m` (to write it when `write`), and all the mapped
     /// ones, by element address. Generations unknown on either side count as compatible.
     fn compatible_drives(&self, li: usize, m: &MediaRecord, write: bool) -> (Vec<u16>, Vec<u16>) {
-        let lib = &self.libs[li].library;
-        let identities = lib.drive_identities();
+        let infos = super::drive_infos(&self.libs[li]);
         let (mut fit, mut mapped) = (Vec::new(), Vec::new());
-        for e in lib.elements().iter().filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer) {
+        let drives = self.libs[li].library.elements().iter();
+        for e in drives.filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer) {
             let Some(dev) = e.device else { continue };
             mapped.push(e.address);
-            let product = identities.get(dev).and_then(Option::as_ref).map(|i| format!("{} {}", i.vendor, i.product));
-            if crate::media::compat::can_mount(product.as_deref(), m.barcode.as_deref(), write) {
+            let product = infos.get(dev).and_then(|i| i.product.as_deref());
+            if crate::media::compat::can_mount(product, m.barcode.as_deref(), write) {
                 fit.push(e.address);
             }
         }

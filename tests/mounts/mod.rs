@@ -20,13 +20,28 @@ fn library_with(dir: &std::path::Path, scale: f64, top: &str) -> (Vlib, Daemon) 
 
 /// The same with `library` added to the library's section.
 fn library_full(dir: &std::path::Path, scale: f64, top: &str, library: &str) -> (Vlib, Daemon) {
-    let mut c = vlib::Config::default_library();
-    c.dvcid = true;
-    c.time_scale = scale;
-    let v = Vlib::start(&dir.join("vlib"), c);
+    let v = emulator(dir, scale, |_| {});
     let mut d = Daemon::start(&dir.join("rsmd"), &format!("{top}\n{}", vlib_config(&v.dir, library)));
     d.wait_ready(1);
     (v, d)
+}
+
+/// Runs the `rsm` command line against `d` (its own process, so its own session).
+fn rsm(d: &Daemon, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::util::rsm_bin())
+        .args(["--socket", d.socket.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The default vlib library (with DVCID) at time scale `scale`, its configuration adjusted first, in `dir/vlib`.
+fn emulator(dir: &std::path::Path, scale: f64, adjust: impl FnOnce(&mut vlib::Config)) -> Vlib {
+    let mut c = vlib::Config::default_library();
+    c.dvcid = true;
+    c.time_scale = scale;
+    adjust(&mut c);
+    Vlib::start(&dir.join("vlib"), c)
 }
 
 /// Waits (on notifications, subscribed before the requests were made) until every request in `ids` is complete.
@@ -94,20 +109,16 @@ fn mount_returns_a_ready_drive_with_its_nodes_and_dismount_puts_it_home() {
     let slot = v.server.snapshot().elements.into_iter().find(|e| e.address == 1002).unwrap();
     assert_eq!(slot.barcode.as_deref(), Some("ABC003L6"), "back in its home slot");
     // The same from the command line: the output names the drive as mtx counts it, its serial and its nodes.
-    let rsm = |args: &[&str]| {
-        let out = std::process::Command::new(crate::util::rsm_bin())
-            .args(["--socket", d.socket.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
+    let rsm_ok = |args: &[&str]| {
+        let out = rsm(&d, args);
         assert!(out.status.success(), "rsm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
-    let text = rsm(&["mount", "ABC005L6", "--drive", "2"]);
+    let text = rsm_ok(&["mount", "ABC005L6", "--drive", "2"]);
     assert!(text.starts_with("ABC005L6 mounted in drive 2 (VDRV0002, id "), "{text}");
     assert!(text.contains("drive2.sock") && text.contains("  sg "), "{text}");
     assert_eq!(drive_holding(&v, "ABC005L6"), Some(502));
-    rsm(&["dismount", "ABC005L6"]);
+    rsm_ok(&["dismount", "ABC005L6"]);
     assert_eq!(drive_holding(&v, "ABC005L6"), None);
 }
 
@@ -289,10 +300,7 @@ fn queued_requests_are_reordered_by_priority_by_their_session_only() {
     let e = s.set_request_priority(&third.request, 1).unwrap_err();
     assert!(matches!(e, NtmsError::InvalidOperation { .. }), "complete: {e:?}");
     // `rsm reorder` runs in its own process, so its own session: not the request's owner.
-    let out = std::process::Command::new(crate::util::rsm_bin())
-        .args(["--socket", d.socket.to_str().unwrap(), "reorder", &third.request, "--priority", "-2"])
-        .output()
-        .unwrap();
+    let out = rsm(&d, &["reorder", &third.request, "--priority", "-2"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("another session"), "{err}");
 }
@@ -320,10 +328,7 @@ fn a_drive_that_never_becomes_ready_fails_the_mount_and_shows_in_error() {
 fn a_restarted_daemon_remembers_how_long_its_drives_take_to_load() {
     let dir = tempfile::tempdir().unwrap();
     // Loads take 1 s (20 s scaled by 0.05).
-    let mut c = vlib::Config::default_library();
-    c.dvcid = true;
-    c.time_scale = 0.05;
-    let v = Vlib::start(&dir.path().join("vlib"), c);
+    let v = emulator(dir.path(), 0.05, |_| {});
     let (root, config) = (dir.path().join("rsmd"), vlib_config(&v.dir, ""));
     // Commands the library saw for one mount (the move and the TEST UNIT READY polls), then a dismount.
     let commands_for = |d: &Daemon, barcode: &str| -> u64 {
@@ -441,14 +446,12 @@ fn a_mount_of_a_cartridge_in_use_waits_for_it_unless_asked_not_to() {
 #[test]
 fn a_write_mount_of_a_write_protected_cartridge_fails_with_write_protect() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = vlib::Config::default_library();
-    c.dvcid = true;
-    c.time_scale = 0.0;
-    c.cartridges.push(vlib::config::Cartridge {
-        write_protected: true,
-        ..vlib::config::Cartridge::new("WPX001L6", vlib::config::Location::Slot(17))
+    let v = emulator(dir.path(), 0.0, |c| {
+        c.cartridges.push(vlib::config::Cartridge {
+            write_protected: true,
+            ..vlib::config::Cartridge::new("WPX001L6", vlib::config::Location::Slot(17))
+        });
     });
-    let v = Vlib::start(&dir.path().join("vlib"), c);
     let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
     d.wait_ready(1);
     let s = Session::open_at(&d.socket, None, None, 0).unwrap();
@@ -457,10 +460,7 @@ fn a_write_mount_of_a_write_protected_cartridge_fails_with_write_protect() {
     assert!(matches!(e, NtmsError::WriteProtect { .. }), "{e:?}");
     assert_eq!(slot_holds(&v, 1016).as_deref(), Some("WPX001L6"), "taken back to its slot");
     // `rsm mount --write` says so and fails; reading works.
-    let out = std::process::Command::new(crate::util::rsm_bin())
-        .args(["--socket", d.socket.to_str().unwrap(), "mount", "WPX001L6", "--write"])
-        .output()
-        .unwrap();
+    let out = rsm(&d, &["mount", "WPX001L6", "--write"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("write protected"), "{err}");
     s.mount(&["WPX001L6"], None, flags(), 0, None).unwrap();
@@ -470,15 +470,13 @@ fn a_write_mount_of_a_write_protected_cartridge_fails_with_write_protect() {
 fn mounts_pick_drives_of_a_compatible_lto_generation() {
     use vlib::config::{Cartridge, Location};
     let dir = tempfile::tempdir().unwrap();
-    let mut c = vlib::Config::default_library();
-    c.dvcid = true;
-    c.time_scale = 0.0;
     // A library in migration: two LTO-6 drives, two LTO-8 drives; LTO-6, LTO-8 and LTO-9 cartridges.
-    c.drive_products = ["ULT3580-TD6", "ULT3580-TD6", "ULT3580-TD8", "ULT3580-TD8"].map(String::from).to_vec();
-    c.cartridges.push(Cartridge::new("NEW001L8", Location::Slot(17)));
-    c.cartridges.push(Cartridge::new("NEW002L8", Location::Slot(18)));
-    c.cartridges.push(Cartridge::new("FUT001L9", Location::Slot(19)));
-    let v = Vlib::start(&dir.path().join("vlib"), c);
+    let v = emulator(dir.path(), 0.0, |c| {
+        c.drive_products = ["ULT3580-TD6", "ULT3580-TD6", "ULT3580-TD8", "ULT3580-TD8"].map(String::from).to_vec();
+        c.cartridges.push(Cartridge::new("NEW001L8", Location::Slot(17)));
+        c.cartridges.push(Cartridge::new("NEW002L8", Location::Slot(18)));
+        c.cartridges.push(Cartridge::new("FUT001L9", Location::Slot(19)));
+    });
     let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
     d.wait_ready(1);
     let s = Session::open_at(&d.socket, None, None, 0).unwrap();
