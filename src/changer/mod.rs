@@ -1,14 +1,20 @@
-//! Library state machines: one [`Library`] per changer, sans-IO.
+//! Library state machines: one [`Library`] per changer, sans-IO, with one front.
 //!
 //! # Primer
 //! A library is a changer device (the robot and its elements) plus the tape drives it serves, each a separate SCSI
-//! device. The library never touches a device: it emits [`Outgoing`] commands (`poll_request`), the server submits
+//! device. The library never touches a device: it emits [`Outgoing`] commands (`poll_request`), the caller submits
 //! them on the device's transport and hands each finished command back (`handle_completion`). Time is a parameter:
-//! the server passes its monotonic clock in milliseconds (`now`) and calls `handle_timeout` when the deadline from
-//! `poll_timeout` passes. What the library learns comes out as [`Event`]s (`poll_event`), which the server persists
-//! and publishes.
+//! the caller passes its monotonic clock in milliseconds (`now`) and calls `handle_timeout` when the deadline from
+//! `poll_timeout` passes.
 //!
-//! Call order for the server after any input: drain `poll_request`, then `poll_event`, then read `poll_timeout`.
+//! Inside, two parts work together and nobody outside carries messages between them: the device machine
+//! ([`machine::Machine`]: probing, scanning, moves, drive commands) and the job scheduler ([`mounts`]: mount and
+//! dismount jobs, the robot's next move, drive polling). What the library learns comes out as [`Event`]s
+//! (`poll_event`: state, identity, inventory), what its jobs do as [`Progress`] and [`Outcome`]s (`poll_progress`,
+//! `poll_outcome`).
+//!
+//! Call order for the caller after any input (`handle_*`, `submit_job`, `cancel_job`, ...): drain `poll_request`,
+//! then `poll_event`, `poll_progress` and `poll_outcome`, then read `poll_timeout`.
 //!
 //! Commands to the changer are serialized (one in flight: the robot is one resource and most libraries process
 //! one medium-changer command at a time); commands to different drives run in parallel.
@@ -20,987 +26,270 @@
 //! result as a full inventory for the caller to reconcile.
 
 pub mod bound;
+pub mod machine;
 pub mod mounts;
 mod policy;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::collections::VecDeque;
 
 use crate::model::LibraryState;
-use crate::scsi::action::{classify, Action, Failure};
-use crate::scsi::asc::Asc;
-use crate::scsi::cdb::{self, ReadElementStatus};
-use crate::scsi::element::{allocation_for, chunks, ElementStatusReport, ElementType};
-use crate::scsi::inquiry::{self, StandardInquiry};
-use crate::scsi::mode::{DeviceCapabilities, ElementAddressAssignment, ModeParameters};
-use crate::scsi::opcode;
+use crate::scsi::mode::ElementAddressAssignment;
 use crate::transport::{Command, Response, Tag, TransportError};
 
+pub use machine::{DeviceRef, Element, Event, Identity, LibraryOptions, MoveError, Origin, Outgoing};
+pub use mounts::{DriveChoice, JobError, JobId, JobKind, Outcome, Progress};
 pub use policy::{map_drives, DriveMapping};
 
-/// Milliseconds on the server's monotonic clock.
+use machine::Machine;
+use mounts::Mounts;
+
+/// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
 
-/// Which of a library's devices a command is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DeviceRef {
-    /// The medium changer.
-    Changer,
-    /// The tape drive device with this index in the library's drive device list.
-    Drive(usize),
-}
-
-/// A command for the server to submit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outgoing {
-    /// The device.
-    pub device: DeviceRef,
-    /// The tag to submit it under (unique among this library's commands in flight).
-    pub tag: Tag,
-    /// The command.
-    pub command: Command,
-}
-
-/// Tunables of a library.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LibraryOptions {
-    /// Elements per READ ELEMENT STATUS.
-    pub chunk: u16,
-    /// Explicit drive mapping from configuration: drive serial → data transfer element address.
-    pub drive_map: Vec<(String, u16)>,
-    /// Interval of the TEST UNIT READY heartbeat on an idle changer (0: none).
-    pub heartbeat_ms: Millis,
-    /// Timeout of a robot move.
-    pub move_timeout: Duration,
-    /// Timeout of a READ ELEMENT STATUS.
-    pub scan_timeout: Duration,
-    /// Timeout of probing commands.
-    pub probe_timeout: Duration,
-    /// How long a drive may take to become ready after a load before the mount fails (the mount scheduler's).
-    pub ready_timeout_ms: Millis,
-    /// How long a deferred dismount leaves the cartridge loaded (the server's).
-    pub deferred_dismount_ms: Millis,
-}
-
-impl Default for LibraryOptions {
-    fn default() -> Self {
-        LibraryOptions {
-            chunk: 256,
-            drive_map: Vec::new(),
-            heartbeat_ms: 30_000,
-            move_timeout: Duration::from_secs(15 * 60),
-            scan_timeout: Duration::from_secs(10 * 60),
-            probe_timeout: Duration::from_secs(60),
-            ready_timeout_ms: mounts::READY_TIMEOUT_MS,
-            deferred_dismount_ms: crate::config::DEFAULT_DEFERRED_DISMOUNT_MS,
-        }
-    }
-}
-
-/// What INQUIRY and VPD say about a device.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Identity {
-    /// Vendor identification.
-    pub vendor: String,
-    /// Product identification.
-    pub product: String,
-    /// Revision.
-    pub revision: String,
-    /// Unit serial number (VPD 80h).
-    pub serial: String,
-    /// World-wide name (VPD 83h NAA), when reported.
-    pub wwn: Option<String>,
-}
-
-/// One element as the library last reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Element {
-    /// Element type.
-    pub element_type: ElementType,
-    /// Element address.
-    pub address: u16,
-    /// Holds a cartridge.
-    pub full: bool,
-    /// The cartridge's barcode.
-    pub barcode: Option<String>,
-    /// Where the cartridge came from (SVALID source address).
-    pub source: Option<u16>,
-    /// ASC/ASCQ when the element reports an exception.
-    pub exception: Option<Asc>,
-    /// The robot can reach it.
-    pub accessible: bool,
-    /// Import/export: placed by an operator.
-    pub impexp: bool,
-    /// Data transfer elements: the drive serial from DVCID.
-    pub identifier: Option<String>,
-    /// Data transfer elements: the index of the drive device mapped to it.
-    pub device: Option<usize>,
-}
-
-/// Why a move failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MoveError {
-    /// The device refused it; the sense says why.
-    #[error("The library refused the move")]
-    Refused(#[source] Failure),
-    /// Checked against the cached inventory before moving the robot: the source holds nothing.
-    #[error("Source element {0} is empty")]
-    SourceEmpty(u16),
-    /// Checked against the cached inventory: the destination is occupied.
-    #[error("Destination element {0} is full")]
-    DestinationFull(u16),
-    /// The address is not an element of this library.
-    #[error("No element at address {0}")]
-    NoSuchElement(u16),
-    /// The library is offline.
-    #[error("The library is offline")]
-    Offline,
-    /// The move did not finish within its timeout; the library rescans.
-    #[error("The move timed out")]
-    TimedOut,
-    /// The request was cancelled before the robot started it.
-    #[error("The move was cancelled")]
-    Cancelled,
-}
-
-/// What the library tells the server.
-#[derive(Debug)]
-pub enum Event {
-    /// The state changed.
-    State(LibraryState),
-    /// Probing read the changer's identity and address assignment.
-    Identified {
-        /// The changer.
-        changer: Identity,
-        /// Drive devices by index (None when probing the drive failed).
-        drives: Vec<Option<Identity>>,
-        /// Element address assignment.
-        addresses: ElementAddressAssignment,
-        /// EXCHANGE MEDIUM supported.
-        exchange: bool,
-    },
-    /// A complete scan: this is the whole inventory (replace the cached one).
-    Inventory(Vec<Element>),
-    /// These elements changed (after a move or a re-read).
-    Elements(Vec<Element>),
-    /// A requested move finished.
-    MoveFinished {
-        /// The caller's id.
-        id: u64,
-        /// The outcome.
-        result: Result<(), MoveError>,
-    },
-    /// A drive command finished (commands the caller sent with [`Library::drive_command`]).
-    DriveCommand {
-        /// The caller's id.
-        id: u64,
-        /// The drive device.
-        drive: usize,
-        /// The outcome.
-        result: Result<Response, TransportError>,
-    },
-    /// The hardware reported something that makes the inventory suspect (UNIT ATTENTION).
-    Attention {
-        /// The device.
-        device: DeviceRef,
-        /// ASC/ASCQ.
-        asc: Asc,
-    },
-}
-
-/// What a command in flight is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Purpose {
-    Inquiry,
-    Serial,
-    DeviceId,
-    AddressAssignment,
-    Capabilities,
-    DriveInquiry(usize),
-    DriveSerial(usize),
-    Scan { element_type: ElementType, start: u16, count: u16, alloc: u32, dvcid: bool, whole: bool },
-    Move { id: u64, source: u16, destination: u16 },
-    Heartbeat,
-    Drive { id: u64, drive: usize },
-}
-
-#[derive(Debug, Clone)]
-struct Queued {
-    purpose: Purpose,
-    command: Command,
-}
-
-/// Where probing and scanning stand.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Phase {
-    /// Identifying the changer and drives: commands are queued, answers accumulate in `probe`.
-    Probing,
-    /// Reading element status: `scan_queue` holds the chunks still to read, `scanned` the results so far.
-    Scanning,
-    /// Inventory known; moves run.
-    Ready,
-    /// The changer is gone or failed; nothing is sent until [`Library::reattach`].
-    Offline,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Probe {
-    changer: Identity,
-    drives: Vec<Option<Identity>>,
-    addresses: Option<ElementAddressAssignment>,
-    exchange: bool,
-}
-
-/// A move requested and not yet started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MoveRequest {
-    id: u64,
-    source: u16,
-    destination: u16,
-}
-
-/// One library: a changer and its drive devices. See the module primer.
+/// One library: its device machine and its jobs, behind one `handle_*` / `poll_*` front. See the module primer.
 #[derive(Debug)]
 pub struct Library {
-    options: LibraryOptions,
-    drive_count: usize,
-    phase: Phase,
-    state: LibraryState,
-    next_tag: Tag,
-    /// Commands for the server to submit.
-    outgoing: VecDeque<Outgoing>,
-    /// Commands for the changer waiting for the one in flight.
-    changer_queue: VecDeque<Queued>,
-    /// The changer command in flight.
-    changer_busy: bool,
-    in_flight: HashMap<Tag, (DeviceRef, Purpose)>,
+    machine: Machine,
+    jobs: Mounts,
+    /// Events for the caller (the machine's, less the ones its jobs consumed).
     events: VecDeque<Event>,
-    probe: Probe,
-    probes_pending: usize,
-    scan_queue: VecDeque<Purpose>,
-    scanned: Vec<Element>,
-    dvcid: bool,
-    rescan: Option<bool>,
-    elements: Vec<Element>,
-    moves: VecDeque<MoveRequest>,
-    current_move: Option<MoveRequest>,
-    retry: Option<(Millis, Queued)>,
-    heartbeat_at: Option<Millis>,
     now: Millis,
+    /// Jobs were submitted or reordered since the last pump: the scheduler runs before the next output is read.
+    unsettled: bool,
 }
 
 impl Library {
     /// A library for a changer with `drive_count` drive devices. Probing starts at once.
     pub fn new(drive_count: usize, options: LibraryOptions, now: Millis) -> Library {
+        let jobs = Mounts::with_polling(options.poll_first_ms, options.poll_max_ms)
+            .with_ready_timeout(options.ready_timeout_ms);
         let mut lib = Library {
-            options,
-            drive_count,
-            phase: Phase::Offline,
-            state: LibraryState::Offline,
-            next_tag: 1,
-            outgoing: VecDeque::new(),
-            changer_queue: VecDeque::new(),
-            changer_busy: false,
-            in_flight: HashMap::new(),
+            machine: Machine::new(drive_count, options, now),
+            jobs,
             events: VecDeque::new(),
-            probe: Probe::default(),
-            probes_pending: 0,
-            scan_queue: VecDeque::new(),
-            scanned: Vec::new(),
-            dvcid: true,
-            rescan: None,
-            elements: Vec::new(),
-            moves: VecDeque::new(),
-            current_move: None,
-            retry: None,
-            heartbeat_at: None,
             now,
+            unsettled: false,
         };
-        lib.start_probe();
+        lib.pump();
         lib
     }
 
-    /// The current state.
-    pub fn state(&self) -> LibraryState {
-        self.state
-    }
-
-    /// The inventory as last read (empty before the first scan).
-    pub fn elements(&self) -> &[Element] {
-        &self.elements
-    }
-
-    /// The element at `address`.
-    pub fn element(&self, address: u16) -> Option<&Element> {
-        self.elements.iter().find(|e| e.address == address)
-    }
-
-    /// The element address assignment, once probed.
-    pub fn addresses(&self) -> Option<ElementAddressAssignment> {
-        self.probe.addresses
-    }
-
-    /// Identity of the changer, once probed.
-    pub fn identity(&self) -> &Identity {
-        &self.probe.changer
-    }
-
-    /// Identities of the drive devices, once probed.
-    pub fn drive_identities(&self) -> &[Option<Identity>] {
-        &self.probe.drives
-    }
-
-    /// Number of moves queued or running.
-    pub fn moves_pending(&self) -> usize {
-        self.moves.len() + usize::from(self.current_move.is_some())
-    }
-
-    /// Asks for a move of the cartridge in `source` to `destination`. Checked against the cached inventory first;
-    /// then queued behind other moves. The outcome comes as [`Event::MoveFinished`] with `id`.
-    pub fn request_move(&mut self, id: u64, source: u16, destination: u16) -> Result<(), MoveError> {
-        if self.phase == Phase::Offline {
-            return Err(MoveError::Offline);
-        }
-        if !self.elements.is_empty() {
-            let src = self.element(source).ok_or(MoveError::NoSuchElement(source))?;
-            if !src.full {
-                return Err(MoveError::SourceEmpty(source));
+    /// Lets the jobs react to what the machine did, and the machine to what the jobs asked, until both are settled.
+    fn pump(&mut self) {
+        self.unsettled = false;
+        loop {
+            while let Some(ev) = self.machine.poll_event() {
+                if let Some(ev) = self.jobs.handle_event(ev, &mut self.machine, self.now) {
+                    self.events.push_back(ev);
+                }
             }
-            let dst = self.element(destination).ok_or(MoveError::NoSuchElement(destination))?;
-            if dst.full && destination != source {
-                return Err(MoveError::DestinationFull(destination));
+            self.jobs.poll(&mut self.machine, self.now);
+            if !self.machine.has_events() {
+                return;
             }
         }
-        self.moves.push_back(MoveRequest { id, source, destination });
-        self.pump();
-        Ok(())
     }
 
-    /// Cancels a move that has not started. Returns false when it is unknown or already running.
-    pub fn cancel_move(&mut self, id: u64) -> bool {
-        let before = self.moves.len();
-        self.moves.retain(|m| m.id != id);
-        let cancelled = self.moves.len() != before;
-        if cancelled {
-            self.events.push_back(Event::MoveFinished { id, result: Err(MoveError::Cancelled) });
-        }
-        cancelled
-    }
-
-    /// Sends a command to a drive device (TEST UNIT READY polls, LOAD UNLOAD, ...). The outcome comes as
-    /// [`Event::DriveCommand`] with `id`.
-    pub fn drive_command(&mut self, id: u64, drive: usize, command: Command) {
-        let tag = self.tag();
-        self.in_flight.insert(tag, (DeviceRef::Drive(drive), Purpose::Drive { id, drive }));
-        self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(drive), tag, command });
-    }
-
-    /// Replaces the configured drive map (serial → element address); applied at the next scan.
-    pub fn set_drive_map(&mut self, map: Vec<(String, u16)>) {
-        self.options.drive_map = map;
-    }
-
-    /// Asks for a full rescan (an administrator's inventory request, or a restart's verification).
-    pub fn request_rescan(&mut self) {
-        if self.phase != Phase::Offline {
-            self.rescan = Some(self.rescan.unwrap_or(false));
-            self.pump();
-        }
-    }
-
-    /// The changer device came back (hot-plug): probe again from scratch.
-    pub fn reattach(&mut self, drive_count: usize, now: Millis) {
-        self.now = now;
-        self.drive_count = drive_count;
-        self.in_flight.clear();
-        self.changer_queue.clear();
-        self.changer_busy = false;
-        self.retry = None;
-        self.start_probe();
-    }
-
-    /// True when commands wait for [`Library::poll_request`].
-    pub fn has_requests(&self) -> bool {
-        !self.outgoing.is_empty()
-    }
-
-    /// The server's next command to submit.
-    pub fn poll_request(&mut self) -> Option<Outgoing> {
-        self.outgoing.pop_front()
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// When `handle_timeout` should be called next.
-    pub fn poll_timeout(&self) -> Option<Millis> {
-        match (self.retry.as_ref().map(|r| r.0), self.heartbeat_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Time passed.
-    pub fn handle_timeout(&mut self, now: Millis) {
-        self.now = now;
-        if self.retry.as_ref().is_some_and(|r| r.0 <= now) {
-            if let Some((_, q)) = self.retry.take() {
-                self.changer_queue.push_front(q);
-            }
-        }
-        if self.heartbeat_at.is_some_and(|t| t <= now) {
-            self.heartbeat_at = None;
-            if self.phase == Phase::Ready && !self.changer_busy && self.changer_queue.is_empty() {
-                self.changer_queue.push_back(Queued {
-                    purpose: Purpose::Heartbeat,
-                    command: cdb::test_unit_ready().into_command(self.options.probe_timeout),
-                });
-            }
-        }
-        self.pump();
-    }
+    // --- Inputs -------------------------------------------------------------------------------------------------
 
     /// A command finished.
     pub fn handle_completion(&mut self, tag: Tag, result: Result<Response, TransportError>, now: Millis) {
         self.now = now;
-        let Some((device, purpose)) = self.in_flight.remove(&tag) else {
-            log::debug!("completion for unknown tag {tag} ignored");
-            return;
-        };
-        if device == DeviceRef::Changer {
-            self.changer_busy = false;
-        }
-        if let Purpose::Drive { id, drive } = purpose {
-            if let Ok(r) = &result {
-                self.note_attention(device, r);
-            }
-            self.events.push_back(Event::DriveCommand { id, drive, result });
-            self.pump();
-            return;
-        }
-        match result {
-            Ok(response) => self.on_response(device, purpose, response),
-            Err(TransportError::DeviceGone) if device == DeviceRef::Changer => self.go_offline("device gone"),
-            Err(TransportError::TimedOut) => self.on_timeout(device, purpose),
-            Err(e) => {
-                log::warn!("{device:?}: command failed: {e}");
-                self.on_failure(device, purpose, None);
-            }
-        }
+        self.machine.handle_completion(tag, result, now);
+        self.pump();
+    }
+
+    /// Time passed (call when [`Library::poll_timeout`] is due; calling early is harmless).
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = now;
+        self.machine.handle_timeout(now);
         self.pump();
     }
 
     /// The changer device vanished (the transport reported it gone outside a command).
     pub fn device_gone(&mut self) {
-        self.go_offline("device gone");
-    }
-
-    fn tag(&mut self) -> Tag {
-        let t = self.next_tag;
-        self.next_tag = self.next_tag.wrapping_add(1).max(1);
-        t
-    }
-
-    fn set_state(&mut self, state: LibraryState) {
-        if self.state != state {
-            self.state = state;
-            self.events.push_back(Event::State(state));
-        }
-    }
-
-    fn queue_changer(&mut self, purpose: Purpose, command: Command) {
-        self.changer_queue.push_back(Queued { purpose, command });
-    }
-
-    fn start_probe(&mut self) {
-        self.phase = Phase::Probing;
-        self.set_state(LibraryState::Probing);
-        self.probe = Probe { drives: vec![None; self.drive_count], ..Probe::default() };
-        self.rescan = None;
-        self.scan_queue.clear();
-        self.scanned.clear();
-        let t = self.options.probe_timeout;
-        self.queue_changer(Purpose::Inquiry, cdb::inquiry(96).into_command(t));
-        self.queue_changer(Purpose::Serial, cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255).into_command(t));
-        self.queue_changer(
-            Purpose::DeviceId,
-            cdb::inquiry_vpd(opcode::VPD_DEVICE_IDENTIFICATION, 1024).into_command(t),
-        );
-        self.queue_changer(
-            Purpose::AddressAssignment,
-            cdb::mode_sense_6(opcode::MODE_PAGE_ELEMENT_ADDRESS, true, 255).into_command(t),
-        );
-        self.queue_changer(
-            Purpose::Capabilities,
-            cdb::mode_sense_6(opcode::MODE_PAGE_DEVICE_CAPABILITIES, true, 255).into_command(t),
-        );
-        self.probes_pending = 5;
-        for d in 0..self.drive_count {
-            for purpose in [Purpose::DriveInquiry(d), Purpose::DriveSerial(d)] {
-                let command = match purpose {
-                    Purpose::DriveInquiry(_) => cdb::inquiry(96),
-                    _ => cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255),
-                }
-                .into_command(t);
-                let tag = self.tag();
-                self.in_flight.insert(tag, (DeviceRef::Drive(d), purpose));
-                self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(d), tag, command });
-                self.probes_pending += 1;
-            }
-        }
+        self.machine.device_gone();
         self.pump();
     }
 
-    fn start_scan(&mut self) {
-        let Some(ea) = self.probe.addresses else {
-            return self.start_probe();
-        };
-        self.phase = Phase::Scanning;
-        self.set_state(LibraryState::Scanning);
-        self.scanned.clear();
-        self.scan_queue.clear();
-        for ty in
-            [ElementType::MediumTransport, ElementType::Storage, ElementType::ImportExport, ElementType::DataTransfer]
-        {
-            let Some(range) = ea.range(ty) else { continue };
-            for (start, count) in chunks(range.first, range.count, self.options.chunk) {
-                let dvcid = ty == ElementType::DataTransfer && self.dvcid;
-                self.scan_queue.push_back(Purpose::Scan {
-                    element_type: ty,
-                    start,
-                    count,
-                    alloc: allocation_for(count),
-                    dvcid,
-                    whole: true,
-                });
-            }
-        }
-        self.next_scan();
+    /// The changer device came back (hot-plug): probe again from scratch.
+    pub fn reattach(&mut self, drive_count: usize, now: Millis) {
+        self.now = now;
+        self.machine.reattach(drive_count, now);
+        self.pump();
     }
 
-    fn scan_command(&self, p: &Purpose) -> Option<Command> {
-        let Purpose::Scan { element_type, start, count, alloc, dvcid, .. } = *p else {
-            return None;
-        };
-        Some(
-            cdb::read_element_status(&ReadElementStatus {
-                element_type,
-                start,
-                count,
-                voltag: true,
-                curdata: false,
-                dvcid,
-                alloc,
-            })
-            .into_command(self.options.scan_timeout),
-        )
+    /// Asks for a full rescan (an administrator's inventory request, or a restart's verification).
+    pub fn request_rescan(&mut self) {
+        self.machine.request_rescan();
+        self.pump();
     }
 
-    fn next_scan(&mut self) {
-        if let Some(p) = self.scan_queue.pop_front() {
-            if let Some(command) = self.scan_command(&p) {
-                self.queue_changer(p, command);
-            }
-            return;
-        }
-        // Scan complete.
-        let mut elements = std::mem::take(&mut self.scanned);
-        elements.sort_by_key(|e| (e.element_type, e.address));
-        elements.dedup_by_key(|e| (e.element_type, e.address));
-        let serials: Vec<Option<String>> =
-            self.probe.drives.iter().map(|d| d.as_ref().map(|i| i.serial.clone())).collect();
-        let mapping = map_drives(&elements, &serials, &self.options.drive_map);
-        for e in elements.iter_mut().filter(|e| e.element_type == ElementType::DataTransfer) {
-            e.device = mapping.device_for(e.address);
-        }
-        let whole_scan = self.phase == Phase::Scanning;
-        if whole_scan {
-            self.elements = elements.clone();
-            self.events.push_back(Event::Inventory(elements));
-        }
-        self.phase = Phase::Ready;
-        self.set_state(LibraryState::Ready);
-        self.schedule_heartbeat();
+    /// Replaces the configured drive map (serial → element address); applied at the next scan.
+    pub fn set_drive_map(&mut self, map: Vec<(String, u16)>) {
+        self.machine.set_drive_map(map);
     }
 
-    fn schedule_heartbeat(&mut self) {
-        if self.options.heartbeat_ms > 0 {
-            self.heartbeat_at = Some(self.now + self.options.heartbeat_ms);
+    /// Asks for a single move of the cartridge in `source` to `destination`, outside any job (tools and tests).
+    /// Checked against the cached inventory first; then queued behind other moves. The outcome comes as
+    /// [`Event::MoveFinished`] with `Origin::Caller(id)`.
+    pub fn request_move(&mut self, id: u64, source: u16, destination: u16) -> Result<(), MoveError> {
+        let r = self.machine.request_move(Origin::Caller(id), source, destination);
+        self.pump();
+        r
+    }
+
+    /// Sends a command to a drive device outside any job (tools). The outcome comes as [`Event::DriveCommand`]
+    /// with `Origin::Caller(id)`.
+    pub fn drive_command(&mut self, id: u64, drive: usize, command: Command) {
+        self.machine.drive_command(Origin::Caller(id), drive, command);
+    }
+
+    // --- Jobs ---------------------------------------------------------------------------------------------------
+
+    /// Queues a mount or dismount job. `deadline`: give up (and undo) at this time. The job starts at the next
+    /// input or [`Library::poll_request`]; call [`Library::set_write_intent`] before that for a mount for writing.
+    pub fn submit_job(&mut self, id: JobId, kind: JobKind, priority: i32, deadline: Option<Millis>) {
+        self.jobs.submit(id, kind, priority, deadline);
+        self.unsettled = true;
+    }
+
+    fn settle(&mut self) {
+        if self.unsettled {
+            self.pump();
         }
     }
 
-    /// Starts whatever can start: the next changer command, a pending rescan, the next move.
-    fn pump(&mut self) {
-        if self.phase == Phase::Offline {
-            return;
-        }
-        if !self.changer_busy && self.changer_queue.is_empty() && self.retry.is_none() {
-            if let Some(reprobe) = self.rescan.take() {
-                if reprobe || self.probe.addresses.is_none() {
-                    self.start_probe();
-                } else {
-                    self.start_scan();
-                }
-            } else if self.phase == Phase::Ready {
-                if let Some(m) = self.moves.pop_front() {
-                    self.current_move = Some(m);
-                    self.set_state(LibraryState::Busy);
-                    let command = cdb::move_medium(self.transport_address(), m.source, m.destination, false)
-                        .into_command(self.options.move_timeout);
-                    self.queue_changer(
-                        Purpose::Move { id: m.id, source: m.source, destination: m.destination },
-                        command,
-                    );
-                } else if self.state == LibraryState::Busy {
-                    self.set_state(LibraryState::Ready);
-                }
-            }
-        }
-        if !self.changer_busy {
-            if let Some(q) = self.changer_queue.pop_front() {
-                let tag = self.tag();
-                self.changer_busy = true;
-                self.in_flight.insert(tag, (DeviceRef::Changer, q.purpose));
-                self.outgoing.push_back(Outgoing { device: DeviceRef::Changer, tag, command: q.command });
-            }
-        }
+    /// Marks a queued mount as mounting for writing: once the drive is ready, a cartridge it reports write
+    /// protected fails the mount with [`JobError::WriteProtected`] and is taken back out.
+    pub fn set_write_intent(&mut self, id: JobId) {
+        self.jobs.set_write_intent(id);
     }
 
-    fn transport_address(&self) -> u16 {
-        self.probe.addresses.map_or(0, |a| a.transport.first)
+    /// Cancels a job: a queued one at once; a running one after its current step, undoing a mount. False when it
+    /// is unknown or past cancelling.
+    pub fn cancel_job(&mut self, id: JobId) -> bool {
+        let ok = self.jobs.cancel(id, &mut self.machine);
+        self.pump();
+        ok
     }
 
-    fn go_offline(&mut self, why: &str) {
-        if self.phase == Phase::Offline && self.state == LibraryState::Offline {
-            return;
-        }
-        log::warn!("library offline: {why}");
-        self.phase = Phase::Offline;
-        self.set_state(LibraryState::Offline);
-        self.changer_queue.clear();
-        self.changer_busy = false;
-        self.retry = None;
-        self.heartbeat_at = None;
-        self.in_flight.retain(|_, (d, _)| *d != DeviceRef::Changer);
-        if let Some(m) = self.current_move.take() {
-            self.events.push_back(Event::MoveFinished { id: m.id, result: Err(MoveError::Offline) });
-        }
-        for m in std::mem::take(&mut self.moves) {
-            self.events.push_back(Event::MoveFinished { id: m.id, result: Err(MoveError::Offline) });
-        }
+    /// Changes the priority of a job still waiting in the queue; false when it has started or is unknown.
+    pub fn set_job_priority(&mut self, id: JobId, priority: i32) -> bool {
+        let ok = self.jobs.set_priority(id, priority);
+        self.unsettled = true;
+        ok
     }
 
-    fn note_attention(&mut self, device: DeviceRef, r: &Response) -> Option<Action> {
-        let action = classify(r.status, &r.sense);
-        if let Action::Rescan { reprobe } = action {
-            let asc = crate::scsi::sense::Sense::parse(&r.sense).map(|s| s.asc).unwrap_or(Asc(0, 0));
-            self.events.push_back(Event::Attention { device, asc });
-            // A drive's unit attention (a tape loaded, a drive reset) says nothing about the changer's elements.
-            if device == DeviceRef::Changer {
-                self.rescan = Some(self.rescan.unwrap_or(false) || reprobe);
-            }
-        }
-        Some(action)
+    /// Number of jobs queued or running.
+    pub fn jobs_pending(&self) -> usize {
+        self.jobs.len()
     }
 
-    fn on_timeout(&mut self, device: DeviceRef, purpose: Purpose) {
-        if let Purpose::Move { id, .. } = purpose {
-            self.current_move = None;
-            self.events.push_back(Event::MoveFinished { id, result: Err(MoveError::TimedOut) });
-            self.rescan = Some(self.rescan.unwrap_or(false));
-            return;
-        }
-        self.on_failure(device, purpose, None);
+    /// True when a job uses drive element `address` (or will: a queued dismount of it).
+    pub fn uses_drive(&self, address: u16) -> bool {
+        self.jobs.uses_drive(address)
     }
 
-    /// A command failed for good (or the transport failed it).
-    fn on_failure(&mut self, device: DeviceRef, purpose: Purpose, failure: Option<Failure>) {
-        match purpose {
-            Purpose::Inquiry | Purpose::AddressAssignment => {
-                self.go_offline("probing the changer failed");
-            }
-            Purpose::Serial | Purpose::DeviceId | Purpose::Capabilities => self.probe_step_done(),
-            Purpose::DriveInquiry(_) | Purpose::DriveSerial(_) => self.probe_step_done(),
-            Purpose::Scan { element_type, dvcid: true, start, count, alloc, .. }
-                if failure == Some(Failure::Unsupported) =>
-            {
-                // DVCID not supported: read drives without it; map by configuration or elimination.
-                self.dvcid = false;
-                let p = Purpose::Scan { element_type, start, count, alloc, dvcid: false, whole: true };
-                if let Some(c) = self.scan_command(&p) {
-                    self.changer_queue.push_front(Queued { purpose: p, command: c });
-                }
-            }
-            Purpose::Scan { .. } => {
-                log::warn!("{device:?}: element status chunk failed ({failure:?}); continuing");
-                self.next_scan();
-            }
-            Purpose::Move { id, source, destination } => {
-                self.current_move = None;
-                let err = failure.map_or(MoveError::Refused(Failure::RetriesExhausted), MoveError::Refused);
-                self.events.push_back(Event::MoveFinished { id, result: Err(err) });
-                // The cache may be wrong about these two: re-read them.
-                for a in [source, destination] {
-                    self.reread(a);
-                }
-            }
-            Purpose::Heartbeat => self.schedule_heartbeat(),
-            Purpose::Drive { .. } => {}
-        }
+    /// True when a job (queued or running) mounts the cartridge in `source`.
+    pub fn uses_source(&self, source: u16) -> bool {
+        self.jobs.uses_source(source)
     }
 
-    fn reread(&mut self, address: u16) {
-        let Some(ty) = self.probe.addresses.and_then(|a| a.type_of(address)) else {
-            return;
-        };
-        let p = Purpose::Scan {
-            element_type: ty,
-            start: address,
-            count: 1,
-            alloc: allocation_for(1),
-            dvcid: ty == ElementType::DataTransfer && self.dvcid,
-            whole: false,
-        };
-        if let Some(c) = self.scan_command(&p) {
-            self.queue_changer(p, c);
-        }
+    /// How many queued mounts wait for a drive while no free mapped drive exists: loaded but unmounted
+    /// cartridges (deferred dismounts) should make room for that many.
+    pub fn starved(&self) -> usize {
+        self.jobs.starved(&self.machine)
     }
 
-    fn probe_step_done(&mut self) {
-        self.probes_pending = self.probes_pending.saturating_sub(1);
-        if self.probes_pending == 0 && self.phase == Phase::Probing {
-            let Some(addresses) = self.probe.addresses else {
-                return self.go_offline("no element addresses");
-            };
-            self.events.push_back(Event::Identified {
-                changer: self.probe.changer.clone(),
-                drives: self.probe.drives.clone(),
-                addresses,
-                exchange: self.probe.exchange,
-            });
-            self.start_scan();
-        }
+    /// Drive elements whose last load did not become ready in time.
+    pub fn suspect_drives(&self) -> &[u16] {
+        self.jobs.suspect_drives()
     }
 
-    fn on_response(&mut self, device: DeviceRef, purpose: Purpose, r: Response) {
-        let action = self.note_attention(device, &r).unwrap_or(Action::Done);
-        match action {
-            Action::Done => {}
-            Action::Retry { after_ms } | Action::WaitReady { after_ms } if device == DeviceRef::Changer => {
-                if let Some(command) = self.command_for(&purpose) {
-                    self.retry = Some((self.now + after_ms, Queued { purpose, command }));
-                }
-                return;
-            }
-            Action::Rescan { .. } => {
-                // The command was not executed. Probing restarts anyway; a scan restarts; a move goes back to
-                // the head of the queue and runs after the rescan.
-                match purpose {
-                    Purpose::Move { id, source, destination } => {
-                        self.current_move = None;
-                        self.moves.push_front(MoveRequest { id, source, destination });
-                    }
-                    Purpose::DriveInquiry(_) | Purpose::DriveSerial(_) => {
-                        // Resend once the unit attention is consumed.
-                        let c = self.command_for(&purpose);
-                        if let (DeviceRef::Drive(d), Some(command)) = (device, c) {
-                            let tag = self.tag();
-                            self.in_flight.insert(tag, (device, purpose));
-                            self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(d), tag, command });
-                        }
-                        self.rescan = None;
-                    }
-                    Purpose::Inquiry
-                    | Purpose::Serial
-                    | Purpose::DeviceId
-                    | Purpose::AddressAssignment
-                    | Purpose::Capabilities => {
-                        if let Some(command) = self.command_for(&purpose) {
-                            self.changer_queue.push_front(Queued { purpose, command });
-                        }
-                        self.rescan = None;
-                    }
-                    Purpose::Scan { .. } => {
-                        self.scan_queue.clear();
-                        self.phase = Phase::Scanning;
-                    }
-                    Purpose::Heartbeat | Purpose::Drive { .. } => {}
-                }
-                return;
-            }
-            Action::Fail(f) => return self.on_failure(device, purpose, Some(f)),
-            Action::Retry { .. } | Action::WaitReady { .. } => return self.on_failure(device, purpose, None),
-        }
-        match purpose {
-            Purpose::Inquiry => match StandardInquiry::parse(&r.data) {
-                Ok(i) if i.device_type == inquiry::TYPE_CHANGER => {
-                    self.probe.changer.vendor = i.vendor;
-                    self.probe.changer.product = i.product;
-                    self.probe.changer.revision = i.revision;
-                    self.probe_step_done();
-                }
-                Ok(i) => self.go_offline(&format!("device type {} is not a medium changer", i.device_type)),
-                Err(e) => self.go_offline(&format!("INQUIRY: {e}")),
-            },
-            Purpose::Serial => {
-                self.probe.changer.serial = inquiry::parse_unit_serial(&r.data).unwrap_or_default();
-                self.probe_step_done();
-            }
-            Purpose::DeviceId => {
-                if let Ok(ids) = inquiry::parse_device_identification(&r.data) {
-                    self.probe.changer.wwn = inquiry::logical_unit_wwn(&ids);
-                }
-                self.probe_step_done();
-            }
-            Purpose::AddressAssignment => match ElementAddressAssignment::parse_mode6(&r.data) {
-                Ok(ea) => {
-                    self.probe.addresses = Some(ea);
-                    self.probe_step_done();
-                }
-                Err(e) => self.go_offline(&format!("MODE SENSE 1Dh: {e}")),
-            },
-            Purpose::Capabilities => {
-                let caps = ModeParameters::parse_mode6(&r.data)
-                    .ok()
-                    .and_then(|m| m.page(opcode::MODE_PAGE_DEVICE_CAPABILITIES).map(<[u8]>::to_vec))
-                    .and_then(|p| DeviceCapabilities::parse_page(&p).ok());
-                self.probe.exchange = caps.is_some_and(|c| c.can_exchange());
-                self.probe_step_done();
-            }
-            Purpose::DriveInquiry(d) => {
-                if let (Ok(i), Some(slot)) = (StandardInquiry::parse(&r.data), self.probe.drives.get_mut(d)) {
-                    let id = slot.get_or_insert_with(Identity::default);
-                    id.vendor = i.vendor;
-                    id.product = i.product;
-                    id.revision = i.revision;
-                }
-                self.probe_step_done();
-            }
-            Purpose::DriveSerial(d) => {
-                if let (Ok(s), Some(slot)) = (inquiry::parse_unit_serial(&r.data), self.probe.drives.get_mut(d)) {
-                    slot.get_or_insert_with(Identity::default).serial = s;
-                }
-                self.probe_step_done();
-            }
-            Purpose::Scan { element_type, start, count, alloc, dvcid, whole } => {
-                self.on_scan(element_type, start, count, alloc, dvcid, whole, &r)
-            }
-            Purpose::Move { id, source, destination } => {
-                self.current_move = None;
-                self.apply_move(source, destination);
-                self.events.push_back(Event::MoveFinished { id, result: Ok(()) });
-            }
-            Purpose::Heartbeat => self.schedule_heartbeat(),
-            Purpose::Drive { .. } => {}
-        }
+    /// The learned time from a move into a drive until it is ready, once known.
+    pub fn load_estimate(&self) -> Option<Millis> {
+        self.jobs.load_estimate()
     }
 
-    fn command_for(&self, purpose: &Purpose) -> Option<Command> {
-        let t = self.options.probe_timeout;
-        Some(match purpose {
-            Purpose::Inquiry | Purpose::DriveInquiry(_) => cdb::inquiry(96).into_command(t),
-            Purpose::Serial | Purpose::DriveSerial(_) => cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255).into_command(t),
-            Purpose::DeviceId => cdb::inquiry_vpd(opcode::VPD_DEVICE_IDENTIFICATION, 1024).into_command(t),
-            Purpose::AddressAssignment => {
-                cdb::mode_sense_6(opcode::MODE_PAGE_ELEMENT_ADDRESS, true, 255).into_command(t)
-            }
-            Purpose::Capabilities => {
-                cdb::mode_sense_6(opcode::MODE_PAGE_DEVICE_CAPABILITIES, true, 255).into_command(t)
-            }
-            Purpose::Scan { .. } => return self.scan_command(purpose),
-            Purpose::Move { source, destination, .. } => {
-                cdb::move_medium(self.transport_address(), *source, *destination, false)
-                    .into_command(self.options.move_timeout)
-            }
-            Purpose::Heartbeat => cdb::test_unit_ready().into_command(t),
-            Purpose::Drive { .. } => return None,
-        })
+    /// Starts from a load time learned earlier (persisted), unless one is already learned.
+    pub fn assume_load_time(&mut self, ms: Millis) {
+        self.jobs.assume_load_time(ms);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_scan(&mut self, ty: ElementType, start: u16, count: u16, alloc: u32, dvcid: bool, whole: bool, r: &Response) {
-        let report = match ElementStatusReport::parse(&r.data) {
-            Ok(rep) => rep,
-            Err(e) => {
-                log::warn!("READ ELEMENT STATUS {ty:?} {start}+{count}: {e}");
-                if whole {
-                    self.next_scan();
-                }
-                return;
-            }
-        };
-        // Cut by our allocation length (not by a device that sends less than it announces): ask again, bigger.
-        let got_all_we_asked = u32::try_from(r.data.len()).unwrap_or(u32::MAX) >= alloc;
-        if report.truncated && got_all_we_asked && alloc < report.report_bytes + 8 {
-            let p = Purpose::Scan { element_type: ty, start, count, alloc: report.report_bytes + 8, dvcid, whole };
-            if let Some(c) = self.scan_command(&p) {
-                self.changer_queue.push_front(Queued { purpose: p, command: c });
-            }
-            return;
-        }
-        let elements: Vec<Element> = report
-            .elements
-            .into_iter()
-            .filter(|d| d.element_type == ty || ty == ElementType::All)
-            .map(|d| Element {
-                element_type: d.element_type,
-                address: d.address,
-                full: d.full,
-                barcode: d.primary_tag.map(|t| t.label),
-                source: d.source,
-                exception: d.except.then_some(d.asc),
-                accessible: d.access,
-                impexp: d.impexp,
-                identifier: d.identifier.map(|i| i.serial()),
-                device: None,
-            })
-            .collect();
-        if whole {
-            self.scanned.extend(elements);
-            self.next_scan();
-        } else {
-            let mut changed = Vec::new();
-            for mut e in elements {
-                if let Some(old) = self.elements.iter_mut().find(|o| o.address == e.address) {
-                    e.device = old.device;
-                    if e.identifier.is_none() {
-                        e.identifier.clone_from(&old.identifier);
-                    }
-                    if *old != e {
-                        *old = e.clone();
-                        changed.push(e);
-                    }
-                }
-            }
-            if !changed.is_empty() {
-                self.events.push_back(Event::Elements(changed));
-            }
-        }
+    // --- Outputs ------------------------------------------------------------------------------------------------
+
+    /// True when commands wait for [`Library::poll_request`].
+    pub fn has_requests(&self) -> bool {
+        self.unsettled || self.machine.has_requests()
     }
 
-    fn apply_move(&mut self, source: u16, destination: u16) {
-        let Some(si) = self.elements.iter().position(|e| e.address == source) else {
-            return;
-        };
-        let Some(di) = self.elements.iter().position(|e| e.address == destination) else {
-            return;
-        };
-        let barcode = self.elements[si].barcode.take();
-        let home = self.elements[si].source.filter(|_| self.elements[si].element_type == ElementType::DataTransfer);
-        self.elements[si].full = false;
-        self.elements[si].source = None;
-        self.elements[si].impexp = false;
-        let dst_is_slot = self.elements[di].element_type != ElementType::DataTransfer;
-        let d = &mut self.elements[di];
-        d.full = true;
-        d.barcode = barcode;
-        // A drive remembers where the cartridge came from (SVALID); a slot does not.
-        d.source = if dst_is_slot { None } else { Some(home.unwrap_or(source)) };
-        let changed = vec![self.elements[si].clone(), self.elements[di].clone()];
-        self.events.push_back(Event::Elements(changed));
+    /// The next command to submit.
+    pub fn poll_request(&mut self) -> Option<Outgoing> {
+        self.settle();
+        self.machine.poll_request()
+    }
+
+    /// The next event (state, identity, inventory; the jobs' own moves and drive commands are not shown).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.settle();
+        self.events.pop_front()
+    }
+
+    /// The next progress report of a job.
+    pub fn poll_progress(&mut self) -> Option<Progress> {
+        self.settle();
+        self.jobs.poll_progress()
+    }
+
+    /// The next finished job.
+    pub fn poll_outcome(&mut self) -> Option<Outcome> {
+        self.settle();
+        self.jobs.poll_outcome()
+    }
+
+    /// When [`Library::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let now = self.unsettled.then_some(self.now);
+        [self.machine.poll_timeout(), self.jobs.poll_timeout(), now].into_iter().flatten().min()
+    }
+
+    // --- State --------------------------------------------------------------------------------------------------
+
+    /// The current state.
+    pub fn state(&self) -> LibraryState {
+        self.machine.state()
+    }
+
+    /// The inventory as last read (empty before the first scan).
+    pub fn elements(&self) -> &[Element] {
+        self.machine.elements()
+    }
+
+    /// The element at `address`.
+    pub fn element(&self, address: u16) -> Option<&Element> {
+        self.machine.element(address)
+    }
+
+    /// The element address assignment, once probed.
+    pub fn addresses(&self) -> Option<ElementAddressAssignment> {
+        self.machine.addresses()
+    }
+
+    /// Identity of the changer, once probed.
+    pub fn identity(&self) -> &Identity {
+        self.machine.identity()
+    }
+
+    /// Identities of the drive devices, once probed.
+    pub fn drive_identities(&self) -> &[Option<Identity>] {
+        self.machine.drive_identities()
+    }
+
+    /// Number of robot moves queued or running.
+    pub fn moves_pending(&self) -> usize {
+        self.machine.moves_pending()
     }
 }

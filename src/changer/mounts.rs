@@ -1,4 +1,4 @@
-//! Mount and dismount jobs on top of a [`Library`]: the robot queue (by priority), drive state machines, and
+//! Mount and dismount jobs inside a [`super::Library`]: the robot queue (by priority), drive state machines, and
 //! pipelining. Sans-IO like the library: the server feeds library events in and drains outcomes.
 //!
 //! # Primer
@@ -16,7 +16,8 @@
 
 use std::collections::VecDeque;
 
-use super::{Event, Library, Millis, MoveError};
+use super::machine::{Element, Event, Machine, Origin};
+use super::{Millis, MoveError};
 use crate::model::LibraryState;
 use crate::scsi::action::{classify, Action, Failure};
 use crate::scsi::cdb;
@@ -91,6 +92,9 @@ pub enum JobError {
     #[error("The library is offline")]
     Offline,
 }
+
+/// A job's id, chosen by the caller (the broker uses its request's number).
+pub type JobId = u64;
 
 /// A finished job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +181,7 @@ pub const MAX_POLL_MS: Millis = 2_000;
 
 /// The job scheduler of one library.
 #[derive(Debug)]
-pub struct Mounts {
+pub(super) struct Mounts {
     queue: Vec<Job>,
     active: Vec<Job>,
     outcomes: VecDeque<Outcome>,
@@ -197,10 +201,6 @@ impl Default for Mounts {
         Mounts::with_polling(FIRST_POLL_MS, MAX_POLL_MS)
     }
 }
-
-/// Ids of library moves and drive commands issued by the scheduler carry this bit, so they never collide with
-/// the server's own.
-const JOB_BIT: u64 = 1 << 62;
 
 impl Mounts {
     /// A scheduler polling drives every `first` ms at first (50 times), then backing off to every `max` ms, until
@@ -250,13 +250,8 @@ impl Mounts {
         self.queue.len() + self.active.len()
     }
 
-    /// True when idle.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Cancels a job: a queued one at once; a running one after its current step, undoing a mount.
-    pub fn cancel(&mut self, id: u64, lib: &mut Library) -> bool {
+    pub fn cancel(&mut self, id: u64, lib: &mut Machine) -> bool {
         if let Some(i) = self.queue.iter().position(|j| j.id == id) {
             let j = self.queue.remove(i);
             self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Cancelled) });
@@ -268,7 +263,7 @@ impl Mounts {
                 // A mount whose move still waits for the robot is simply taken off the robot's queue: the library
                 // reports the move cancelled and the job ends with nothing to undo.
                 if j.step == Step::Moving && matches!(j.kind, JobKind::Mount { .. }) {
-                    lib.cancel_move(JOB_BIT | id);
+                    lib.cancel_move(Origin::Job(id));
                 }
                 true
             }
@@ -333,14 +328,24 @@ impl Mounts {
         polls.chain(deadlines).min()
     }
 
-    /// True when a queued mount waits and no free mapped drive exists: a loaded but unmounted cartridge (a
-    /// deferred dismount) should make room.
-    pub fn starved(&self, lib: &Library) -> bool {
-        let waiting = self.queue.iter().any(|j| matches!(j.kind, JobKind::Mount { .. }));
-        let free = lib.elements().iter().any(|e| {
-            e.element_type == ElementType::DataTransfer && !e.full && e.device.is_some() && !self.drive_busy(e.address)
-        });
-        waiting && !free
+    /// How many queued mounts exceed the free mapped drives: loaded but unmounted cartridges (deferred dismounts)
+    /// should make room for that many.
+    pub fn starved(&self, lib: &Machine) -> usize {
+        let waiting = self.queue.iter().filter(|j| matches!(j.kind, JobKind::Mount { .. })).count();
+        // Drives free now, and drives a dismount is emptying (they will be free without another eviction).
+        let emptying = |a: u16| {
+            self.queue
+                .iter()
+                .chain(&self.active)
+                .any(|j| matches!(j.kind, JobKind::Dismount { drive, .. } if drive == a))
+        };
+        let free = lib
+            .elements()
+            .iter()
+            .filter(|e| e.element_type == ElementType::DataTransfer && e.device.is_some())
+            .filter(|e| (!e.full && !self.drive_busy(e.address)) || emptying(e.address))
+            .count();
+        waiting.saturating_sub(free)
     }
 
     /// True when a job uses drive element `address` (or will: a queued dismount of it).
@@ -359,7 +364,7 @@ impl Mounts {
     }
 
     /// Starts what can start and runs timers. Call after every input.
-    pub fn poll(&mut self, lib: &mut Library, now: Millis) {
+    pub fn poll(&mut self, lib: &mut Machine, now: Millis) {
         // Deadlines.
         for i in (0..self.queue.len()).rev() {
             if self.queue[i].deadline.is_some_and(|d| d <= now) {
@@ -372,7 +377,7 @@ impl Mounts {
                 j.abort = Some(JobError::TimedOut);
                 // Still waiting for the robot: take the move back, nothing to undo.
                 if j.step == Step::Moving && matches!(j.kind, JobKind::Mount { .. }) {
-                    lib.cancel_move(JOB_BIT | j.id);
+                    lib.cancel_move(Origin::Job(j.id));
                 }
             }
         }
@@ -392,7 +397,7 @@ impl Mounts {
                 if t <= now {
                     if let Some(dev) = j.device {
                         lib.drive_command(
-                            JOB_BIT | j.id,
+                            Origin::Job(j.id),
                             dev,
                             cdb::test_unit_ready().into_command(std::time::Duration::from_secs(60)),
                         );
@@ -437,7 +442,7 @@ impl Mounts {
     /// Refilling a drive as soon as it is emptied keeps the drives busy while the robot serves the others; moving
     /// all unloaded cartridges out first would leave every drive empty at once (out-first costs 8-12 % of
     /// makespan on the mounts bench, where mount-first matches the optimal schedule).
-    fn next_move(&mut self, lib: &mut Library, now: Millis) {
+    fn next_move(&mut self, lib: &mut Machine, now: Millis) {
         while lib.moves_pending() == 0 {
             let out = self
                 .active
@@ -470,7 +475,7 @@ impl Mounts {
         }
     }
 
-    fn try_start(&mut self, i: usize, lib: &mut Library, now: Millis) -> Start {
+    fn try_start(&mut self, i: usize, lib: &mut Machine, now: Millis) -> Start {
         let job = self.queue[i].clone();
         match &job.kind {
             JobKind::Mount { source, drive } => {
@@ -479,7 +484,7 @@ impl Mounts {
                 if src_busy {
                     return Start::Wait;
                 }
-                let free = |e: &super::Element| {
+                let free = |e: &Element| {
                     e.element_type == ElementType::DataTransfer
                         && !e.full
                         && e.device.is_some()
@@ -499,12 +504,12 @@ impl Mounts {
                         }
                     },
                     DriveChoice::Any | DriveChoice::AnyOf(_) => {
-                        let allowed = |e: &super::Element| match drive {
+                        let allowed = |e: &Element| match drive {
                             DriveChoice::AnyOf(list) => list.contains(&e.address),
                             _ => true,
                         };
                         // A drive that failed to become ready is used only when every allowed drive did.
-                        let sound = |e: &super::Element| !self.suspect.contains(&e.address);
+                        let sound = |e: &Element| !self.suspect.contains(&e.address);
                         let any_sound = lib.elements().iter().any(|e| {
                             e.element_type == ElementType::DataTransfer && e.device.is_some() && allowed(e) && sound(e)
                         });
@@ -514,7 +519,7 @@ impl Mounts {
                 };
                 let Some((address, device)) = target else { return Start::Wait };
                 let mut job = self.queue.remove(i);
-                match lib.request_move(JOB_BIT | job.id, *source, address) {
+                match lib.request_move(Origin::Job(job.id), *source, address) {
                     Ok(()) => {
                         job.drive = Some(address);
                         job.device = device;
@@ -543,7 +548,7 @@ impl Mounts {
                     Some(dev) => {
                         job.step = Step::Unloading;
                         lib.drive_command(
-                            JOB_BIT | job.id,
+                            Origin::Job(job.id),
                             dev,
                             cdb::load_unload(false, false).into_command(std::time::Duration::from_secs(15 * 60)),
                         );
@@ -572,7 +577,7 @@ impl Mounts {
     }
 
     /// Moves the cartridge out of the job's drive to its home or a free slot.
-    fn move_out(&mut self, idx: usize, lib: &mut Library) -> Start {
+    fn move_out(&mut self, idx: usize, lib: &mut Machine) -> Start {
         let j = &self.active[idx];
         let Some(drive) = j.drive else { return Start::Failed };
         let home = match &j.kind {
@@ -596,7 +601,7 @@ impl Mounts {
         let id = self.active[idx].id;
         self.active[idx].dest = Some(dest);
         self.active[idx].step = if self.active[idx].abort.is_some() { Step::Undoing } else { Step::Moving };
-        match lib.request_move(JOB_BIT | id, drive, dest) {
+        match lib.request_move(Origin::Job(id), drive, dest) {
             Ok(()) => Start::Started,
             Err(e) => {
                 let abort = self.active[idx].abort.clone();
@@ -606,14 +611,14 @@ impl Mounts {
         }
     }
 
-    fn start_undo(&mut self, id: u64, lib: &mut Library) {
+    fn start_undo(&mut self, id: u64, lib: &mut Machine) {
         let Some(idx) = self.active.iter().position(|j| j.id == id) else { return };
         match self.active[idx].device {
             Some(dev) => {
                 self.active[idx].step = Step::Undoing;
                 self.active[idx].dest = None;
                 lib.drive_command(
-                    JOB_BIT | id,
+                    Origin::Job(id),
                     dev,
                     cdb::load_unload(false, false).into_command(std::time::Duration::from_secs(15 * 60)),
                 );
@@ -623,21 +628,21 @@ impl Mounts {
     }
 
     /// Offers a library event. Returns it back when it is not the scheduler's.
-    pub fn handle_event(&mut self, event: Event, lib: &mut Library, now: Millis) -> Option<Event> {
+    pub fn handle_event(&mut self, event: Event, lib: &mut Machine, now: Millis) -> Option<Event> {
         match event {
-            Event::MoveFinished { id, result } if id & JOB_BIT != 0 => {
-                self.on_move(id & !JOB_BIT, result, lib, now);
+            Event::MoveFinished { id: Origin::Job(id), result } => {
+                self.on_move(id, result, lib, now);
                 None
             }
-            Event::DriveCommand { id, result, .. } if id & JOB_BIT != 0 => {
-                self.on_drive(id & !JOB_BIT, result, lib, now);
+            Event::DriveCommand { id: Origin::Job(id), result, .. } => {
+                self.on_drive(id, result, lib, now);
                 None
             }
             other => Some(other),
         }
     }
 
-    fn on_move(&mut self, id: u64, result: Result<(), MoveError>, lib: &mut Library, now: Millis) {
+    fn on_move(&mut self, id: u64, result: Result<(), MoveError>, lib: &mut Machine, now: Millis) {
         let Some(idx) = self.active.iter().position(|j| j.id == id) else { return };
         let job = &self.active[idx];
         let undoing = job.step == Step::Undoing;
@@ -685,7 +690,7 @@ impl Mounts {
         }
     }
 
-    fn on_drive(&mut self, id: u64, result: Result<Response, TransportError>, lib: &mut Library, now: Millis) {
+    fn on_drive(&mut self, id: u64, result: Result<Response, TransportError>, lib: &mut Machine, now: Millis) {
         let Some(idx) = self.active.iter().position(|j| j.id == id) else { return };
         let step = self.active[idx].step.clone();
         let r = match result {
@@ -765,7 +770,7 @@ impl Mounts {
                                 self.active[idx].step = Step::CheckingWriteProtect;
                                 let id = self.active[idx].id;
                                 let command = cdb::mode_sense_6(0x00, false, 12).into_command(COMMAND_TIMEOUT);
-                                lib.drive_command(JOB_BIT | id, dev, command);
+                                lib.drive_command(Origin::Job(id), dev, command);
                             }
                             _ => self.finish(idx, Ok(())),
                         }

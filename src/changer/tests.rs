@@ -3,8 +3,11 @@
 //! `Sim::drive_bounded` delivers commands and completions and advances time to the next deadline until a
 //! condition holds, failing after a step budget so a livelock shows up as a test failure, not a hang.
 
-use super::mounts::{DriveChoice, JobError, JobKind, Mounts, Outcome};
+use std::time::Duration;
+
 use super::*;
+use crate::scsi::action::Failure;
+use crate::scsi::element::ElementType;
 use crate::transport::DataDirection;
 use vlib::{Config as VConfig, Device, Direction, Fault, Request};
 
@@ -15,7 +18,6 @@ struct Sim {
     events: Vec<Event>,
     /// Commands sent to a device that disappeared: completed as DeviceGone by the harness.
     gone: Vec<Tag>,
-    mounts: Mounts,
     outcomes: Vec<Outcome>,
     /// Commands submitted and not completed, by device: a device that disappears fails them (as POLLHUP does).
     outstanding: std::collections::HashMap<Tag, Device>,
@@ -38,7 +40,6 @@ impl Sim {
             now: 0,
             events: Vec::new(),
             gone: Vec::new(),
-            mounts: Mounts::default(),
             outcomes: Vec::new(),
             outstanding: std::collections::HashMap::new(),
         }
@@ -100,10 +101,7 @@ impl Sim {
             self.pump_mounts();
             return true;
         }
-        let next = [self.target.next_completion_at(), self.lib.poll_timeout(), self.mounts.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [self.target.next_completion_at(), self.lib.poll_timeout()].into_iter().flatten().min();
         match next {
             Some(t) if t > self.now => {
                 self.now = t;
@@ -119,15 +117,10 @@ impl Sim {
         }
     }
 
-    /// Library events go through the scheduler first; it then starts what it can.
+    /// Collects the library's events and the outcomes of its jobs.
     fn pump_mounts(&mut self) {
-        while let Some(e) = self.lib.poll_event() {
-            if let Some(e) = self.mounts.handle_event(e, &mut self.lib, self.now) {
-                self.events.push(e);
-            }
-        }
-        self.mounts.poll(&mut self.lib, self.now);
-        self.outcomes.extend(std::iter::from_fn(|| self.mounts.poll_outcome()));
+        self.events.extend(std::iter::from_fn(|| self.lib.poll_event()));
+        self.outcomes.extend(std::iter::from_fn(|| self.lib.poll_outcome()));
     }
 
     fn outcome(&self, id: u64) -> Option<&Outcome> {
@@ -159,10 +152,10 @@ impl Sim {
     fn move_and_wait(&mut self, id: u64, src: u16, dst: u16) -> Result<(), MoveError> {
         self.lib.request_move(id, src, dst)?;
         self.drive_bounded(10_000, |s| {
-            s.events.iter().any(|e| matches!(e, Event::MoveFinished { id: i, .. } if *i == id))
+            s.events.iter().any(|e| matches!(e, Event::MoveFinished { id: Origin::Caller(i), .. } if *i == id))
         });
         let r = self.events.iter().find_map(|e| match e {
-            Event::MoveFinished { id: i, result } if *i == id => Some(*result),
+            Event::MoveFinished { id: Origin::Caller(i), result } if *i == id => Some(*result),
             _ => None,
         });
         r.unwrap()
@@ -248,7 +241,7 @@ fn robot_jam_fails_the_move_with_hardware_error_and_rereads() {
     s.target.inject(Fault::RobotJam { next_moves: 1 });
     let r = s.move_and_wait(1, 1000, 500);
     assert_eq!(r, Err(MoveError::Refused(Failure::Hardware(0x15, 0x01))));
-    s.drive_bounded(1000, |s| s.lib.changer_queue.is_empty() && !s.lib.changer_busy);
+    s.drive_bounded(1000, |s| s.lib.machine.changer_idle());
     s.assert_agrees();
     // The library stays usable.
     s.move_and_wait(2, 1000, 500).unwrap();
@@ -288,7 +281,10 @@ fn device_gone_while_ready_goes_offline_and_fails_queued_moves() {
     s.target.inject(Fault::Disappear { device: Device::Changer });
     s.drive_bounded(1000, |s| s.lib.state() == LibraryState::Offline);
     s.events.extend(std::iter::from_fn(|| s.lib.poll_event()));
-    assert!(s.events.iter().any(|e| matches!(e, Event::MoveFinished { id: 7, result: Err(MoveError::Offline) })));
+    assert!(s
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::MoveFinished { id: Origin::Caller(7), result: Err(MoveError::Offline) })));
     assert_eq!(s.lib.request_move(8, 1001, 501), Err(MoveError::Offline));
     // The inventory stays (stale) for clients.
     assert_eq!(s.lib.elements().len(), 27);
@@ -349,24 +345,31 @@ fn timed() -> Sim {
     timed_with(|_| {})
 }
 
-/// [`timed`] with the emulator's configuration adjusted first.
-fn timed_with(adjust: impl FnOnce(&mut VConfig)) -> Sim {
-    // Realistic timings scaled down: robot 8 s → 80 ms, load 20 s → 200 ms, unload 15 s → 150 ms.
+/// [`timed_with`], giving up on a drive that is not ready `ready_timeout_ms` after its load.
+fn timed_with_ready_timeout(adjust: impl FnOnce(&mut VConfig), ready_timeout_ms: Millis) -> Sim {
     let mut c = VConfig::default_library();
     c.dvcid = true;
     c.time_scale = 0.01;
     adjust(&mut c);
-    let mut s = Sim::new(c, LibraryOptions::default());
-    // Polls scaled like the timings: 1 s backing off to 2 s, on a 100× faster clock.
-    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK);
-    s
+    let options = LibraryOptions {
+        poll_first_ms: 10,
+        poll_max_ms: MAX_POLL_SLACK,
+        ready_timeout_ms,
+        ..LibraryOptions::default()
+    };
+    Sim::new(c, options)
+}
+
+/// [`timed`] with the emulator's configuration adjusted first.
+fn timed_with(adjust: impl FnOnce(&mut VConfig)) -> Sim {
+    timed_with_ready_timeout(adjust, super::mounts::READY_TIMEOUT_MS)
 }
 
 #[test]
 fn mount_waits_for_drive_ready_and_dismount_returns_home() {
     let mut s = timed();
     s.ready();
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
     let o = s.wait_outcome(1);
     assert_eq!(o.result, Ok(()));
     let drive = o.drive.unwrap();
@@ -376,7 +379,7 @@ fn mount_waits_for_drive_ready_and_dismount_returns_home() {
     // The emulator agrees the drive is loaded and ready.
     let snap = s.target.snapshot();
     assert_eq!(snap.drives[0].status, vlib::DriveStatus::Ready);
-    s.mounts.submit(2, JobKind::Dismount { drive, home: Some(1000) }, 0, None);
+    s.lib.submit_job(2, JobKind::Dismount { drive, home: Some(1000) }, 0, None);
     assert_eq!(s.wait_outcome(2).result, Ok(()));
     s.assert_agrees();
     assert_eq!(s.lib.element(1000).unwrap().barcode.as_deref(), Some("ABC001L6"));
@@ -388,7 +391,7 @@ fn the_robot_serves_the_next_mount_while_a_drive_threads() {
     s.ready();
     let start = s.now;
     for (id, slot) in [(1, 1000), (2, 1001), (3, 1002), (4, 1003)] {
-        s.mounts.submit(id, JobKind::Mount { source: slot, drive: DriveChoice::Any }, 0, None);
+        s.lib.submit_job(id, JobKind::Mount { source: slot, drive: DriveChoice::Any }, 0, None);
     }
     for id in 1..=4 {
         assert_eq!(s.wait_outcome(id).result, Ok(()));
@@ -421,17 +424,17 @@ fn priority_reorders_the_queue_and_cancel_drops_a_queued_job() {
     let mut s = timed();
     s.ready();
     // Occupy the robot, then queue a low and a high priority mount.
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     s.pump_mounts();
-    s.mounts.submit(2, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, -5, None);
-    s.mounts.submit(3, JobKind::Mount { source: 1002, drive: DriveChoice::Any }, 10, None);
-    s.mounts.submit(4, JobKind::Mount { source: 1003, drive: DriveChoice::Any }, 0, None);
-    s.mounts.submit(5, JobKind::Mount { source: 1004, drive: DriveChoice::Any }, -5, None);
-    assert!(s.mounts.cancel(4, &mut s.lib));
+    s.lib.submit_job(2, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, -5, None);
+    s.lib.submit_job(3, JobKind::Mount { source: 1002, drive: DriveChoice::Any }, 10, None);
+    s.lib.submit_job(4, JobKind::Mount { source: 1003, drive: DriveChoice::Any }, 0, None);
+    s.lib.submit_job(5, JobKind::Mount { source: 1004, drive: DriveChoice::Any }, -5, None);
+    assert!(s.lib.cancel_job(4));
     // Reordered while queued: job 5 goes before job 3; job 1 has started and cannot be reordered.
-    assert!(s.mounts.set_priority(5, 12));
-    assert!(!s.mounts.set_priority(1, 15), "a started job keeps its place");
-    assert!(!s.mounts.set_priority(4, 15), "a cancelled job is gone");
+    assert!(s.lib.set_job_priority(5, 12));
+    assert!(!s.lib.set_job_priority(1, 15), "a started job keeps its place");
+    assert!(!s.lib.set_job_priority(4, 15), "a cancelled job is gone");
     for id in [1, 2, 3, 5] {
         assert_eq!(s.wait_outcome(id).result, Ok(()));
     }
@@ -448,10 +451,10 @@ fn priority_reorders_the_queue_and_cancel_drops_a_queued_job() {
 fn cancel_after_the_move_undoes_the_mount() {
     let mut s = timed();
     s.ready();
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(501) }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(501) }, 0, None);
     // Let the move finish, then cancel while the drive threads.
     s.drive_bounded(10_000, |s| s.lib.element(501).is_some_and(|e| e.full));
-    assert!(s.mounts.cancel(1, &mut s.lib));
+    assert!(s.lib.cancel_job(1));
     assert_eq!(s.wait_outcome(1).result, Err(JobError::Cancelled));
     s.assert_agrees();
     assert!(s.lib.element(1000).unwrap().full && !s.lib.element(501).unwrap().full, "back home");
@@ -462,9 +465,9 @@ fn a_timeout_in_the_queue_or_on_the_drive_leaves_a_known_state() {
     let mut s = timed();
     s.ready();
     let deadline = s.now + 50;
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, Some(deadline));
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, Some(deadline));
     assert_eq!(s.wait_outcome(1).result, Err(JobError::TimedOut));
-    s.drive_bounded(10_000, |s| s.mounts.is_empty() && s.lib.moves_pending() == 0);
+    s.drive_bounded(10_000, |s| (s.lib.jobs_pending() == 0) && s.lib.moves_pending() == 0);
     s.assert_agrees();
     assert!(s.lib.element(1000).unwrap().full);
 }
@@ -474,19 +477,19 @@ fn robot_jam_and_a_drive_that_will_not_unload_fail_specifically() {
     let mut s = timed();
     s.ready();
     s.target.inject(Fault::RobotJam { next_moves: 1 });
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Err(JobError::Move(MoveError::Refused(Failure::Hardware(0x15, 0x01)))));
     // The library stays usable: the same mount works now.
-    s.mounts.submit(2, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.submit_job(2, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(2).result, Ok(()));
     s.target.inject(Fault::DriveWontUnload { drive: 0 });
-    s.mounts.submit(3, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    s.lib.submit_job(3, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
     let o = s.wait_outcome(3);
     assert!(matches!(o.result, Err(JobError::UnloadRefused(_)) | Err(JobError::Move(_))), "{o:?}");
-    s.drive_bounded(10_000, |s| s.lib.moves_pending() == 0 && s.lib.changer_queue.is_empty());
+    s.drive_bounded(10_000, |s| s.lib.moves_pending() == 0 && s.lib.machine.changer_idle());
     s.assert_agrees();
     // Other drives are not disturbed.
-    s.mounts.submit(4, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, 0, None);
+    s.lib.submit_job(4, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, 0, None);
     assert_eq!(s.wait_outcome(4).result, Ok(()));
 }
 
@@ -495,15 +498,15 @@ fn destination_full_and_device_gone_mid_move() {
     let mut s = timed();
     s.ready();
     // The cache says 500 is empty but the hardware disagrees: vlib refuses with 3B/0D, the library re-reads.
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Ok(()));
-    s.lib.elements.iter_mut().find(|e| e.address == 500).unwrap().full = false;
-    s.mounts.submit(2, JobKind::Mount { source: 1001, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.machine.elements.iter_mut().find(|e| e.address == 500).unwrap().full = false;
+    s.lib.submit_job(2, JobKind::Mount { source: 1001, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(2).result, Err(JobError::Move(MoveError::Refused(Failure::DestinationFull))));
     s.drive_bounded(10_000, |s| s.lib.element(500).is_some_and(|e| e.full));
     // The changer vanishes while the robot moves.
-    s.mounts.submit(3, JobKind::Mount { source: 1002, drive: DriveChoice::Element(501) }, 0, None);
-    s.drive_bounded(10_000, |s| s.lib.moves_pending() == 1 && !s.lib.in_flight.is_empty());
+    s.lib.submit_job(3, JobKind::Mount { source: 1002, drive: DriveChoice::Element(501) }, 0, None);
+    s.drive_bounded(10_000, |s| s.lib.moves_pending() == 1 && s.lib.machine.in_flight() > 0);
     s.target.inject(Fault::Disappear { device: Device::Changer });
     let o = s.wait_outcome(3);
     assert_eq!(o.result, Err(JobError::Move(MoveError::Offline)));
@@ -511,29 +514,28 @@ fn destination_full_and_device_gone_mid_move() {
 
 #[test]
 fn source_empty_and_a_drive_that_never_becomes_ready_fail_specifically() {
-    let mut s = timed();
-    s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK).with_ready_timeout(2_000);
+    let mut s = timed_with_ready_timeout(|_| {}, 2_000);
     s.ready();
     // The cache believes slot 1016 holds a cartridge (an operator took it out by hand): vlib refuses with 3B/0E
     // and the library re-reads the slot.
-    let e = s.lib.elements.iter_mut().find(|e| e.address == 1016).unwrap();
+    let e = s.lib.machine.elements.iter_mut().find(|e| e.address == 1016).unwrap();
     (e.full, e.barcode) = (true, Some("GONE01L6".into()));
-    s.mounts.submit(1, JobKind::Mount { source: 1016, drive: DriveChoice::Any }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1016, drive: DriveChoice::Any }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Err(JobError::Move(MoveError::Refused(Failure::SourceEmpty))));
     s.drive_bounded(10_000, |s| s.lib.element(1016).is_some_and(|e| !e.full));
     s.assert_agrees();
     // Drive 0 keeps answering "becoming ready": the mount gives up after the ready timeout with its own error and
     // takes the cartridge back home.
     s.target.inject(Fault::NotReadyFor { device: Device::Drive(0), ms: 3_600_000 });
-    s.mounts.submit(2, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.submit_job(2, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     let o = s.wait_outcome(2);
     assert!(matches!(o.result, Err(JobError::NotReady(_))), "{o:?}");
     assert!(s.now >= 2_000, "waited for the ready timeout");
-    s.drive_bounded(10_000, |s| s.mounts.is_empty() && s.lib.moves_pending() == 0);
+    s.drive_bounded(10_000, |s| (s.lib.jobs_pending() == 0) && s.lib.moves_pending() == 0);
     s.assert_agrees();
     assert!(s.lib.element(1000).unwrap().full && !s.lib.element(500).unwrap().full, "back home");
     // The other drives are not disturbed, and a mount for any drive avoids the one that failed.
-    s.mounts.submit(3, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, 0, None);
+    s.lib.submit_job(3, JobKind::Mount { source: 1001, drive: DriveChoice::Any }, 0, None);
     let o = s.wait_outcome(3);
     assert_eq!(o.result, Ok(()));
     assert_ne!(o.drive, Some(500));
@@ -543,9 +545,9 @@ fn source_empty_and_a_drive_that_never_becomes_ready_fail_specifically() {
 fn a_drive_without_load_unload_is_unloaded_by_the_move_out() {
     let mut s = timed_with(|c| c.drive_load_unload = false);
     s.ready();
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Ok(()));
-    s.mounts.submit(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    s.lib.submit_job(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
     assert_eq!(s.wait_outcome(2).result, Ok(()), "LOAD UNLOAD refused as unsupported, the move out still works");
     s.assert_agrees();
     assert!(s.lib.element(1000).unwrap().full && s.target.snapshot().counters.unloads == 1);
@@ -555,16 +557,16 @@ fn a_drive_without_load_unload_is_unloaded_by_the_move_out() {
 fn a_dismount_whose_changer_vanishes_fails_offline_and_leaves_the_drive_unloaded() {
     let mut s = timed();
     s.ready();
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Ok(()));
     // The changer goes while the drive unloads: the move out cannot happen.
-    s.mounts.submit(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    s.lib.submit_job(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
     s.pump_mounts();
     s.target.inject(Fault::Disappear { device: Device::Changer });
     let o = s.wait_outcome(2);
     assert!(matches!(o.result, Err(JobError::Offline | JobError::Move(MoveError::Offline))), "{o:?}");
     assert_eq!(s.lib.state(), LibraryState::Offline);
-    assert!(s.mounts.is_empty(), "nothing left waiting for a robot that is gone");
+    assert!((s.lib.jobs_pending() == 0), "nothing left waiting for a robot that is gone");
     assert_eq!(s.target.snapshot().drives[0].status, vlib::DriveStatus::Ejected, "unloaded, ready for an operator");
 }
 
@@ -572,17 +574,17 @@ fn a_dismount_whose_changer_vanishes_fails_offline_and_leaves_the_drive_unloaded
 fn a_write_mount_of_a_write_protected_cartridge_fails_and_puts_it_back() {
     let mut s = timed_with(|c| c.cartridges.push(write_protected_in_slot_17()));
     s.ready();
-    s.mounts.submit(1, JobKind::Mount { source: 1016, drive: DriveChoice::Element(500) }, 0, None);
-    s.mounts.set_write_intent(1);
+    s.lib.submit_job(1, JobKind::Mount { source: 1016, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.set_write_intent(1);
     assert_eq!(s.wait_outcome(1).result, Err(JobError::WriteProtected));
-    s.drive_bounded(10_000, |s| s.mounts.is_empty() && s.lib.moves_pending() == 0);
+    s.drive_bounded(10_000, |s| (s.lib.jobs_pending() == 0) && s.lib.moves_pending() == 0);
     s.assert_agrees();
     assert!(s.lib.element(1016).unwrap().full && !s.lib.element(500).unwrap().full, "back home");
     // For reading it mounts; a writable cartridge mounts for writing.
-    s.mounts.submit(2, JobKind::Mount { source: 1016, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.submit_job(2, JobKind::Mount { source: 1016, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(2).result, Ok(()));
-    s.mounts.submit(3, JobKind::Mount { source: 1000, drive: DriveChoice::Element(501) }, 0, None);
-    s.mounts.set_write_intent(3);
+    s.lib.submit_job(3, JobKind::Mount { source: 1000, drive: DriveChoice::Element(501) }, 0, None);
+    s.lib.set_write_intent(3);
     assert_eq!(s.wait_outcome(3).result, Ok(()));
 }
 
@@ -590,11 +592,11 @@ fn a_write_mount_of_a_write_protected_cartridge_fails_and_puts_it_back() {
 fn a_dismount_whose_home_slot_was_taken_goes_to_a_free_slot() {
     let mut s = timed();
     s.ready();
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Ok(()));
     // Meanwhile another cartridge was put in its home slot.
     assert_eq!(s.move_and_wait(7, 1001, 1000), Ok(()));
-    s.mounts.submit(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    s.lib.submit_job(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
     assert_eq!(s.wait_outcome(2).result, Ok(()));
     s.assert_agrees();
     let snap = s.target.snapshot();
@@ -615,17 +617,17 @@ fn a_dismount_with_no_free_slot_fails_library_full_and_leaves_the_cartridge_in_t
         c.cartridges.push(Cartridge::new("IMP001L6", Location::Ie(1)));
     });
     s.ready();
-    s.mounts.submit(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Ok(()));
     assert_eq!(s.move_and_wait(7, 10, 1000), Ok(()), "the imported cartridge takes the free home slot");
-    s.mounts.submit(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    s.lib.submit_job(2, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
     assert_eq!(s.wait_outcome(2).result, Err(JobError::NoFreeSlot));
-    s.drive_bounded(10_000, |s| s.mounts.is_empty() && s.lib.moves_pending() == 0);
+    s.drive_bounded(10_000, |s| (s.lib.jobs_pending() == 0) && s.lib.moves_pending() == 0);
     s.assert_agrees();
     assert_eq!(s.lib.element(500).unwrap().barcode.as_deref(), Some("ABC001L6"), "still in the drive");
     // Room again: the same dismount works.
     assert_eq!(s.move_and_wait(8, 1000, 10), Ok(()));
-    s.mounts.submit(3, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
+    s.lib.submit_job(3, JobKind::Dismount { drive: 500, home: Some(1000) }, 0, None);
     assert_eq!(s.wait_outcome(3).result, Ok(()));
     s.assert_agrees();
 }
@@ -643,7 +645,7 @@ fn mounts_and_dismounts_run_close_to_the_optimal_schedule() {
         let k = 16u64;
         for n in 0..k {
             let source = 1000 + u16::try_from(n).unwrap();
-            s.mounts.submit(n + 1, JobKind::Mount { source, drive: DriveChoice::Any }, 0, None);
+            s.lib.submit_job(n + 1, JobKind::Mount { source, drive: DriveChoice::Any }, 0, None);
         }
         let (mut seen, mut dismounted) = (0, 0);
         while dismounted < k {
@@ -653,7 +655,7 @@ fn mounts_and_dismounts_run_close_to_the_optimal_schedule() {
                 assert_eq!(o.result, Ok(()), "job {}", o.id);
                 if o.id <= k {
                     let home = Some(999 + u16::try_from(o.id).unwrap());
-                    s.mounts.submit(100 + o.id, JobKind::Dismount { drive: o.drive.unwrap(), home }, 0, None);
+                    s.lib.submit_job(100 + o.id, JobKind::Dismount { drive: o.drive.unwrap(), home }, 0, None);
                 } else {
                     dismounted += 1;
                 }
@@ -736,8 +738,7 @@ mod random {
         #![proptest_config(ProptestConfig::with_cases(256))]
         #[test]
         fn every_job_ends_once_and_the_library_stays_consistent(ops in proptest::collection::vec(op(), 1..40)) {
-            let mut s = timed_with(|c| c.cartridges.push(write_protected_in_slot_17()));
-            s.mounts = Mounts::with_polling(10, MAX_POLL_SLACK).with_ready_timeout(1_000);
+            let mut s = timed_with_ready_timeout(|c| c.cartridges.push(write_protected_in_slot_17()), 1_000);
             s.ready();
             let start = barcodes(&s.target.snapshot());
             let mut ids: Vec<u64> = Vec::new();
@@ -752,24 +753,24 @@ mod random {
                             (None, false) => DriveChoice::Any,
                         };
                         let kind = JobKind::Mount { source: 1000 + slot, drive };
-                        s.mounts.submit(id, kind, priority, deadline.map(|d| s.now + d));
+                        s.lib.submit_job(id, kind, priority, deadline.map(|d| s.now + d));
                         if write {
-                            s.mounts.set_write_intent(id);
+                            s.lib.set_write_intent(id);
                         }
                         ids.push(id);
                     }
                     Op::Dismount { drive } => {
-                        s.mounts.submit(id, JobKind::Dismount { drive: 500 + drive, home: None }, 0, None);
+                        s.lib.submit_job(id, JobKind::Dismount { drive: 500 + drive, home: None }, 0, None);
                         ids.push(id);
                     }
                     Op::Cancel { back } => {
                         if let Some(&id) = ids.iter().rev().nth(back) {
-                            s.mounts.cancel(id, &mut s.lib);
+                            s.lib.cancel_job(id);
                         }
                     }
                     Op::Reorder { back, priority } => {
                         if let Some(&id) = ids.iter().rev().nth(back) {
-                            s.mounts.set_priority(id, priority);
+                            s.lib.set_job_priority(id, priority);
                         }
                     }
                     Op::Run { steps } => {
@@ -791,15 +792,15 @@ mod random {
             s.drive_bounded(100_000, |s| s.lib.state() == LibraryState::Ready || s.lib.state() == LibraryState::Offline);
             for id in &ids {
                 if s.outcome(*id).is_none() {
-                    s.mounts.cancel(*id, &mut s.lib);
+                    s.lib.cancel_job(*id);
                 }
             }
             s.pump_mounts();
             s.drive_bounded(500_000, |s| {
-                s.mounts.is_empty()
+                (s.lib.jobs_pending() == 0)
                     && s.lib.moves_pending() == 0
                     && s.lib.state() == LibraryState::Ready
-                    && s.lib.in_flight.is_empty()
+                    && s.lib.machine.in_flight() == 0
             });
             for id in &ids {
                 let n = s.outcomes.iter().filter(|o| o.id == *id).count();

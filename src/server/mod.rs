@@ -34,7 +34,6 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::changer::mounts::Mounts;
 use crate::changer::{DeviceRef, Event, Library, LibraryOptions};
 use crate::media::Inventory;
 use crate::model::{DriveInfo, Guid, LibraryRecord, LibraryState};
@@ -132,8 +131,6 @@ pub struct Lib {
     /// Replaced by a newer instance of the same library (its device came back under a new node): kept only so
     /// that token indexes stay stable, ignored everywhere else.
     pub retired: bool,
-    /// Mount and dismount jobs.
-    pub mounts: Mounts,
     /// How long a deferred dismount leaves a cartridge loaded.
     pub deferred_dismount_ms: u64,
     /// Sources whose interest must be re-registered this turn.
@@ -168,7 +165,6 @@ impl Lib {
         now: u64,
     ) -> Lib {
         let drive_map = options.drive_map.clone();
-        let mounts = Mounts::default().with_ready_timeout(options.ready_timeout_ms);
         let deferred_dismount_ms = options.deferred_dismount_ms;
         Lib {
             library: Library::new(drives.len(), options, now),
@@ -180,7 +176,6 @@ impl Lib {
             drive_map,
             key,
             retired: false,
-            mounts,
             deferred_dismount_ms,
             dirty: true,
         }
@@ -194,7 +189,7 @@ impl Lib {
             id: self.id?,
             device: self.label.clone(),
             state: Some(self.library.state()),
-            suspect_drives: self.mounts.suspect_drives().to_vec(),
+            suspect_drives: self.library.suspect_drives().to_vec(),
         })
     }
 
@@ -361,7 +356,7 @@ impl Daemon {
             .key_of(id)
             .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id}") })?;
         let queued = match self.jobs.get(&key) {
-            Some(&(li, _)) => self.libs[li].mounts.set_priority(key, priority),
+            Some(&(li, _)) => self.libs[li].library.set_job_priority(key, priority),
             // Waiting for its cartridge: it joins the robot queue with this priority.
             None => self.parked.iter_mut().find(|p| p.key == key).map(|p| p.set_priority(priority)).is_some(),
         };
@@ -441,7 +436,7 @@ impl Daemon {
                     load_ms: inv.library(id).and_then(|r| r.load_ms),
                 };
                 if let Some(ms) = rec.load_ms {
-                    lib.mounts.assume_load_time(ms);
+                    lib.library.assume_load_time(ms);
                 }
                 let c = inv.put_library(rec);
                 self.push_changes(c);
@@ -485,7 +480,7 @@ impl Daemon {
             Event::Attention { device, asc } => {
                 log::info!("{}: unit attention {:02X}h/{:02X}h on {device:?}: rescanning", lib.label, asc.0, asc.1);
             }
-            Event::MoveFinished { id, result } => log::info!("move {id} finished: {result:?}"),
+            Event::MoveFinished { id, result } => log::debug!("move {id} finished: {result:?}"),
             Event::DriveCommand { .. } | Event::Inventory(_) | Event::Elements(_) => {}
         }
     }
@@ -681,7 +676,7 @@ impl Server {
     }
 
     fn next_deadline(&self) -> Option<u64> {
-        let libs = self.daemon.libs.iter().flat_map(|l| [l.library.poll_timeout(), l.mounts.poll_timeout()]).flatten();
+        let libs = self.daemon.libs.iter().filter_map(|l| l.library.poll_timeout());
         let deferred =
             self.daemon.deferred.iter().map(|d| d.due).chain(self.daemon.parked.iter().filter_map(|p| p.deadline));
         let stall = self
@@ -1061,10 +1056,17 @@ impl Server {
     }
 
     fn pump_libraries(&mut self) {
-        let now = self.daemon.now;
+        // What the libraries did first (a finished mount is owned before housekeeping looks for idle cartridges),
+        // then the rules that react to it, then what those asked for.
+        self.drain_libraries();
         if self.daemon.inventory.is_some() {
             self.daemon.housekeeping();
+            self.drain_libraries();
         }
+    }
+
+    fn drain_libraries(&mut self) {
+        let now = self.daemon.now;
         for li in 0..self.daemon.libs.len() {
             loop {
                 let mut progressed = false;
@@ -1086,22 +1088,13 @@ impl Server {
                 }
                 while let Some(ev) = self.daemon.libs[li].library.poll_event() {
                     progressed = true;
-                    let lib = &mut self.daemon.libs[li];
-                    if let Some(ev) = lib.mounts.handle_event(ev, &mut lib.library, now) {
-                        self.daemon.apply_event(li, ev);
-                    }
+                    self.daemon.apply_event(li, ev);
                 }
-                {
-                    let lib = &mut self.daemon.libs[li];
-                    lib.mounts.poll(&mut lib.library, now);
-                    // The scheduler may have queued commands (a move, a TEST UNIT READY poll): submit them now.
-                    progressed |= lib.library.has_requests();
-                }
-                while let Some(p) = self.daemon.libs[li].mounts.poll_progress() {
+                while let Some(p) = self.daemon.libs[li].library.poll_progress() {
                     progressed = true;
                     self.daemon.on_progress(li, p);
                 }
-                while let Some(o) = self.daemon.libs[li].mounts.poll_outcome() {
+                while let Some(o) = self.daemon.libs[li].library.poll_outcome() {
                     progressed = true;
                     self.daemon.on_outcome(li, o);
                 }

@@ -4,8 +4,8 @@ use serde_json::{Map, Value};
 
 use super::dispatch::Answer;
 use super::Daemon;
-use crate::changer::mounts::{DriveChoice, JobError, JobKind, Outcome, Progress};
 use crate::changer::MoveError;
+use crate::changer::{DriveChoice, JobError, JobKind, Outcome, Progress};
 use crate::model::{ElementKind, Guid, MediaRecord};
 use crate::proto::types::{
     DeviceNodes, MountFlags, MountReply, NotificationOperation, ObjectType, RequestOperation, RequestState,
@@ -170,8 +170,8 @@ impl Daemon {
                 saw_offline = true;
                 continue;
             }
-            if lib.mounts.uses_source(loc.address)
-                || (loc.kind == ElementKind::Drive && lib.mounts.uses_drive(loc.address))
+            if lib.library.uses_source(loc.address)
+                || (loc.kind == ElementKind::Drive && lib.library.uses_drive(loc.address))
             {
                 saw_busy = Some((loc.library, m.id));
                 continue;
@@ -305,9 +305,9 @@ impl Daemon {
             }
         }
         let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
-        self.libs[li].mounts.submit(key, JobKind::Mount { source: address, drive: choice }, priority, deadline);
+        self.libs[li].library.submit_job(key, JobKind::Mount { source: address, drive: choice }, priority, deadline);
         if flags.write {
-            self.libs[li].mounts.set_write_intent(key);
+            self.libs[li].library.set_write_intent(key);
         }
         self.libs[li].dirty = true;
         self.jobs.insert(key, (li, m.id));
@@ -402,7 +402,7 @@ impl Daemon {
                 && !matches!(choice, DriveChoice::AnyOf(list) if !list.contains(&e.address))
                 && !e.full
                 && e.device.is_some()
-                && !lib.mounts.uses_drive(e.address)
+                && !lib.library.uses_drive(e.address)
         })
     }
 
@@ -427,7 +427,7 @@ impl Daemon {
 
     /// Keeps the library's learned load time in its record once it moved by more than 5 % from what is stored.
     fn persist_load_time(&mut self, li: usize) {
-        let (Some(est), Some(id)) = (self.libs[li].mounts.load_estimate(), self.libs[li].id) else { return };
+        let (Some(est), Some(id)) = (self.libs[li].library.load_estimate(), self.libs[li].id) else { return };
         let Some(inv) = self.inventory.as_mut() else { return };
         let Some(mut rec) = inv.library(id).cloned() else { return };
         if rec.load_ms.is_some_and(|ms| ms.abs_diff(est) * 20 <= ms) {
@@ -466,7 +466,7 @@ impl Daemon {
         let Some(loc) = media.location.filter(|l| l.kind == ElementKind::Drive) else {
             return err(NtmsError::MediaNotAvailable { message: "the cartridge is not in a drive".into() });
         };
-        let busy = self.lib_index(loc.library).is_some_and(|li| self.libs[li].mounts.uses_drive(loc.address));
+        let busy = self.lib_index(loc.library).is_some_and(|li| self.libs[li].library.uses_drive(loc.address));
         if busy {
             return err(NtmsError::MediaNotAvailable { message: "the cartridge is being moved".into() });
         }
@@ -497,7 +497,7 @@ impl Daemon {
         self.requests.describe(key, 0, Some(media.id.to_string()), None);
         self.note(NotificationOperation::Insert, ObjectType::LibRequest, request);
         let home = media.home.filter(|h| h.kind == ElementKind::Storage).map(|h| h.address);
-        self.libs[li].mounts.submit(key, JobKind::Dismount { drive, home }, 0, None);
+        self.libs[li].library.submit_job(key, JobKind::Dismount { drive, home }, 0, None);
         self.libs[li].dirty = true;
         self.jobs.insert(key, (li, media.id));
         key
@@ -570,17 +570,23 @@ impl Daemon {
         }
         self.retry_parked();
         for li in 0..self.libs.len() {
-            if self.libs[li].retired || !self.libs[li].mounts.starved(&self.libs[li].library) {
+            let needed = if self.libs[li].retired { 0 } else { self.libs[li].library.starved() };
+            if needed == 0 {
                 continue;
             }
             let Some(lib_id) = self.libs[li].id else { continue };
-            let idle = self.inventory.as_ref().and_then(|inv| {
+            // Loaded and mounted by nobody: the ones whose deferred dismount is due soonest go first (the others
+            // were asked for more recently), as many as the waiting mounts need and no more.
+            let mut idle: Vec<(u64, u16, Guid)> = self.inventory.as_ref().map_or_else(Vec::new, |inv| {
                 inv.elements(lib_id)
                     .filter(|e| e.kind == ElementKind::Drive)
                     .filter_map(|e| e.media.map(|m| (e.address, m)))
-                    .find(|(a, m)| !self.mounted.contains_key(m) && !self.libs[li].mounts.uses_drive(*a))
+                    .filter(|(a, m)| !self.mounted.contains_key(m) && !self.libs[li].library.uses_drive(*a))
+                    .map(|(a, m)| (self.deferred.iter().find(|d| d.media == m).map_or(0, |d| d.due), a, m))
+                    .collect()
             });
-            if let Some((addr, media)) = idle {
+            idle.sort_unstable();
+            for (_, addr, media) in idle.into_iter().take(needed) {
                 self.deferred.retain(|d| d.media != media);
                 self.dismount_idle(li, addr, media);
             }
@@ -588,7 +594,7 @@ impl Daemon {
     }
 
     fn dismount_idle(&mut self, li: usize, drive: u16, media: Guid) {
-        if self.mounted.contains_key(&media) || self.libs[li].mounts.uses_drive(drive) {
+        if self.mounted.contains_key(&media) || self.libs[li].library.uses_drive(drive) {
             return;
         }
         let Some(m) = self.inventory.as_ref().and_then(|i| i.medium(media)).cloned() else { return };
@@ -602,8 +608,7 @@ impl Daemon {
         match self.jobs.get(&key) {
             Some((li, _)) => {
                 let li = *li;
-                let lib = &mut self.libs[li];
-                let ok = lib.mounts.cancel(key, &mut lib.library);
+                let ok = self.libs[li].library.cancel_job(key);
                 self.libs[li].dirty = true;
                 ok
             }

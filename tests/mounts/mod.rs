@@ -401,6 +401,30 @@ fn a_deferred_cartridge_makes_room_for_a_mount_that_waits_for_a_drive() {
     assert!(drive_holding(&v, "ABC005L6").is_some());
 }
 
+/// Issue 11: with every drive holding a cartridge nobody has mounted (deferred dismounts), one waiting mount
+/// evicted all of them (the eviction rule fired again on every loop turn while the mount waited). It evicts one.
+#[test]
+fn one_waiting_mount_evicts_one_idle_cartridge_not_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library(dir.path(), 0.01);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    for b in ["ABC001L6", "ABC002L6", "ABC003L6", "ABC004L6"] {
+        s.mount(&[b], None, flags(), 0, None).unwrap();
+        s.dismount(DismountTarget::Media(b.into()), true).unwrap();
+    }
+    let moves = v.server.snapshot().counters.moves;
+    s.mount(&["ABC005L6"], None, flags(), 0, Some(Duration::from_secs(30))).unwrap();
+    let snap = v.server.snapshot();
+    assert_eq!(snap.counters.moves - moves, 2, "one cartridge out, the new one in");
+    let loaded = snap.elements.iter().filter(|e| e.kind == vlib::ElementType::Drive && e.full).count();
+    assert_eq!(loaded, 4, "the three other deferred cartridges stay loaded");
+    let out: Vec<&str> = ["ABC001L6", "ABC002L6", "ABC003L6", "ABC004L6"]
+        .into_iter()
+        .filter(|b| drive_holding(&v, b).is_none())
+        .collect();
+    assert_eq!(out, ["ABC001L6"], "the one deferred longest ago went home");
+}
+
 #[test]
 fn a_mount_of_a_cartridge_in_use_waits_for_it_unless_asked_not_to() {
     let dir = tempfile::tempdir().unwrap();
