@@ -5,6 +5,7 @@
 //! map and what each module is independent of.
 #![deny(unsafe_code)]
 
+pub mod broker;
 pub mod changer;
 pub mod client;
 pub mod config;

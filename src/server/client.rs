@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 
 use mio::net::UnixStream;
 
-use super::session::Peer;
+use crate::broker::session::Peer;
 use crate::proto::{FrameDecoder, MAX_MESSAGE};
 
 /// Unanswered calls per connection before it stops being read.

@@ -1,24 +1,20 @@
-//! The event loop: listeners, clients, sessions, devices, timers, signals, sd_notify, uevents. The only module that
-//! touches mio, sockets, signals or the clock.
+//! The event loop: listeners, clients, devices, timers, signals, sd_notify, uevents. The only module that touches
+//! mio, sockets, signals or the clock. It holds no tape policy: every rule is the [`Broker`]'s.
 //!
 //! # Primer
 //! One thread, one `mio::Poll`. Sources are named by [`Src`], a typed token. Each turn: wait (timeout = the
-//! earliest deadline of any library or client), route each event to its source's handler (`process_*`), which
-//! drains until WouldBlock; then pump the libraries (submit their commands, apply their events to the inventory),
-//! hand the turn's inventory changes to the store writer as one batch (group commit), move replies whose batch is
-//! durable to their clients, and re-register every touched source with the interest its state asks for.
-//! Replies and notifications about a change leave only after the change is on disk.
+//! earliest deadline of the broker or any client), route each event to its source's handler (`process_*`), which
+//! drains until WouldBlock and hands what it read to the broker (`handle_call`, `handle_completion`, ...); then
+//! carry out what the broker asks: submit its SCSI commands on the devices' transports, hand its changes to the
+//! store writer as one batch (group commit), move replies whose batch is durable to their clients, and re-register
+//! every touched source with the interest its state asks for. Replies and notifications about a change leave only
+//! after the change is on disk.
 //!
 //! Nothing here blocks: devices are asynchronous transports, the store flushes on its own thread (which wakes the
 //! loop through a `mio::Waker`), and the inventory is loaded on a thread while clients get `NotReady`.
 
 pub mod client;
-pub mod dispatch;
-pub mod mounting;
 pub mod notify;
-pub mod objects;
-pub mod requests;
-pub mod session;
 pub mod start;
 
 use std::collections::{HashMap, HashSet};
@@ -34,21 +30,74 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::changer::{DeviceRef, Event, Library, LibraryOptions};
-use crate::media::Inventory;
-use crate::model::{DriveInfo, Guid, LibraryRecord, LibraryState};
-use crate::proto::types::{
-    Notification, NotificationOperation, ObjectType, RequestOperation, PRIORITY_MAX, PRIORITY_MIN,
-};
+use crate::broker::session::{parse_start_time, Peer};
+use crate::broker::{Answer, Broker, BrokerOptions, ConfiguredLibrary, LibrarySpec};
+use crate::changer::DeviceRef;
 use crate::proto::{Call, ErrorReply, Method, NtmsError, Reply, WireError};
-use crate::store::{Change, Snapshot, Store, StoreError, Writer};
+use crate::store::{Snapshot, Store, StoreError, Writer};
 use crate::transport::{Completion, Transport, TransportError};
 use client::{Client, ReadOutcome, Slot};
 use notify::Notifier;
-use objects::LibraryView;
-use requests::Requests;
-use session::{Peer, Sessions};
 pub use start::ServerError;
+
+/// A library's open devices, by the broker's library index.
+#[derive(Debug)]
+pub struct Devices {
+    /// Source description for de-duplication on hot-plug.
+    pub key: String,
+    /// The changer transport (None once gone).
+    pub changer: Option<Box<dyn Transport>>,
+    /// Drive transports, by the index the library uses (None when not open or gone).
+    pub drives: Vec<Option<Box<dyn Transport>>>,
+    /// Their interests must be re-registered this turn.
+    dirty: bool,
+}
+
+impl Devices {
+    fn transport_mut(&mut self, d: usize) -> Option<&mut Box<dyn Transport>> {
+        if d == 0 {
+            self.changer.as_mut()
+        } else {
+            self.drives.get_mut(d - 1).and_then(Option::as_mut)
+        }
+    }
+}
+
+/// A library the loop opened: what the broker serves and the devices the loop keeps.
+#[derive(Debug)]
+pub struct Opened {
+    /// For the broker.
+    pub spec: LibrarySpec,
+    /// The changer transport.
+    pub changer: Box<dyn Transport>,
+    /// Drive transports, by index (None when the device could not be opened).
+    pub drives: Vec<Option<Box<dyn Transport>>>,
+}
+
+/// Reads a process's start time from /proc (sessions are bound to pid + start time).
+fn start_time_of(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse_start_time(&s)).unwrap_or(0)
+}
+
+/// The broker's plain options from the configuration.
+fn broker_options(config: &crate::config::Config, host: &str) -> BrokerOptions {
+    BrokerOptions {
+        host: host.to_owned(),
+        administrators: config.administrators.clone(),
+        by_serial: config
+            .libraries
+            .iter()
+            .filter_map(|c| match &c.source {
+                crate::config::Source::Serial(serial) => Some(ConfiguredLibrary {
+                    serial: serial.clone(),
+                    name: c.name.clone(),
+                    drives: c.drives.iter().map(|(s, a)| (s.clone(), *a)).collect(),
+                }),
+                _ => None,
+            })
+            .collect(),
+    }
+}
 
 /// A poll token, typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,420 +147,28 @@ impl Src {
     }
 }
 
-/// A drive device of a library.
-#[derive(Debug)]
-pub struct DriveDevice {
-    /// The transport (None once gone).
-    pub transport: Option<Box<dyn Transport>>,
-    /// Its sg node or vlib socket.
-    pub path: String,
-    /// Its non-rewinding tape node.
-    pub nst: Option<String>,
-}
+/// What the loader thread reads: the database, its contents, and the saved drive maps.
+type Loaded = (Store, Snapshot, HashMap<String, Vec<(String, u16)>>);
 
-/// A library the daemon serves: its state machine and its devices.
-#[derive(Debug)]
-pub struct Lib {
-    /// The state machine.
-    pub library: Library,
-    /// Its inventory id (known after probing).
-    pub id: Option<Guid>,
-    /// Configured name.
-    pub name: Option<String>,
-    /// The changer device (sg node or vlib socket), for people.
-    pub label: String,
-    /// The changer transport (None once gone).
-    pub changer: Option<Box<dyn Transport>>,
-    /// Drive devices, by the index the library uses.
-    pub drives: Vec<DriveDevice>,
-    /// Configured drive map (serial → address).
-    pub drive_map: Vec<(String, u16)>,
-    /// Source description for de-duplication on hot-plug.
-    pub key: String,
-    /// Replaced by a newer instance of the same library (its device came back under a new node): kept only so
-    /// that token indexes stay stable, ignored everywhere else.
-    pub retired: bool,
-    /// How long a deferred dismount leaves a cartridge loaded.
-    pub deferred_dismount_ms: u64,
-    /// Sources whose interest must be re-registered this turn.
-    dirty: bool,
-}
-
-/// A finished call to answer: (request key, reply, store batch to wait for).
-pub type Completed = (u64, Result<serde_json::Map<String, serde_json::Value>, WireError>, u64);
-
-/// A deferred dismount: the cartridge stays loaded until `due` in case it is asked for again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deferred {
-    /// When to dismount.
-    pub due: u64,
-    /// Library index.
-    pub li: usize,
-    /// Drive element.
-    pub drive: u16,
-    /// The cartridge.
-    pub media: Guid,
-}
-
-impl Lib {
-    /// A new library over its transports.
-    pub fn new(
-        label: String,
-        key: String,
-        name: Option<String>,
-        changer: Box<dyn Transport>,
-        drives: Vec<DriveDevice>,
-        options: LibraryOptions,
-        now: u64,
-    ) -> Lib {
-        let drive_map = options.drive_map.clone();
-        let deferred_dismount_ms = options.deferred_dismount_ms;
-        Lib {
-            library: Library::new(drives.len(), options, now),
-            id: None,
-            name,
-            label,
-            changer: Some(changer),
-            drives,
-            drive_map,
-            key,
-            retired: false,
-            deferred_dismount_ms,
-            dirty: true,
-        }
-    }
-
-    fn view(&self) -> Option<LibraryView> {
-        if self.retired {
-            return None;
-        }
-        Some(LibraryView {
-            id: self.id?,
-            device: self.label.clone(),
-            state: Some(self.library.state()),
-            suspect_drives: self.library.suspect_drives().to_vec(),
-        })
-    }
-
-    fn transport_mut(&mut self, d: usize) -> Option<&mut Box<dyn Transport>> {
-        if d == 0 {
-            self.changer.as_mut()
-        } else {
-            self.drives.get_mut(d - 1).and_then(|x| x.transport.as_mut())
-        }
-    }
-}
-
-/// The daemon's state apart from the loop's plumbing (what dispatch works on).
-#[derive(Debug)]
-pub struct Daemon {
-    /// The inventory (None while loading).
-    pub inventory: Option<Inventory>,
-    /// Sessions.
-    pub sessions: Sessions,
-    /// Libraries.
-    pub libs: Vec<Lib>,
-    /// This host's name.
-    pub host: String,
-    /// Library requests.
-    pub requests: Requests,
-    /// Mounted cartridges → session.
-    pub mounted: HashMap<Guid, String>,
-    /// Changes of this turn, to persist as one batch.
-    pub changes: Vec<Change>,
-    /// Notifications of this turn.
-    pub notes: Vec<Notification>,
-    writer: Option<Writer>,
-    last_batch: u64,
-    /// Milliseconds since start.
-    pub now: u64,
-    /// Configured libraries (matched by serial once probed).
-    pub configured: Vec<crate::config::LibraryConfig>,
-    /// State directory (persisted drive mappings).
-    pub state_dir: PathBuf,
-    /// Mount/dismount jobs by request key: (library index, cartridge).
-    pub jobs: HashMap<u64, (usize, Guid)>,
-    /// Deferred dismounts.
-    pub deferred: Vec<Deferred>,
-    /// Mounts waiting for a cartridge another session has.
-    pub parked: Vec<mounting::MountCall>,
-    /// Finished calls to answer: (request key, reply, store batch to wait for).
-    pub completions: Vec<Completed>,
-    /// User ids that administer rsmd (the configuration's `administrators`).
-    pub administrators: Vec<u32>,
-}
-
-impl Daemon {
-    /// The store batch a reply must wait for: this turn's (if it changed anything) or the last one.
-    pub fn batch_for_reply(&self) -> u64 {
-        self.last_batch + u64::from(!self.changes.is_empty())
-    }
-
-    fn durable(&self) -> u64 {
-        self.writer.as_ref().map_or(u64::MAX, Writer::durable)
-    }
-
-    fn note(&mut self, operation: NotificationOperation, object_type: ObjectType, object: String) {
-        self.notes.push(Notification { operation, object_type, object });
-    }
-
-    fn push_changes(&mut self, changes: Vec<Change>) {
-        for c in &changes {
-            let (t, id) = match c {
-                Change::Library(l) => (ObjectType::Library, l.id.to_string()),
-                Change::Element(e) => (
-                    match e.kind {
-                        crate::model::ElementKind::Drive => ObjectType::Drive,
-                        crate::model::ElementKind::ImportExport => ObjectType::IePort,
-                        crate::model::ElementKind::Storage => ObjectType::StorageSlot,
-                        crate::model::ElementKind::Transport => ObjectType::Changer,
-                    },
-                    e.id().to_string(),
-                ),
-                Change::Media(m) => (ObjectType::PhysicalMedia, m.id.to_string()),
-                Change::RemoveMedia(id) => (ObjectType::PhysicalMedia, id.to_string()),
-                _ => continue,
-            };
-            self.note(NotificationOperation::Update, t, id);
-        }
-        self.changes.extend(changes);
-    }
-
-    /// A session ended (closed, or its process's last connection went): cancel its queued requests.
-    pub fn session_ended(&mut self, handle: &str) {
-        let parked: Vec<u64> = self.parked.iter().filter(|p| p.session == handle).map(|p| p.key).collect();
-        for key in parked {
-            self.end_parked(key, NtmsError::Cancelled { message: "the session ended".into() });
-        }
-        for key in self.requests.open_of_session(handle) {
-            self.cancel_job(key);
-        }
-        let cancelled = self.requests.cancel_session(handle, self.now);
-        for id in cancelled {
-            self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
-        }
-        self.mounted.retain(|_, s| s != handle);
-    }
-
-    /// Queues an inventory of library `id` for `session`; returns the request id.
-    pub fn start_inventory(&mut self, id: Guid, session: &str) -> Result<String, NtmsError> {
-        let Some(lib) = self.libs.iter_mut().find(|l| l.id == Some(id) && !l.retired) else {
-            return Err(NtmsError::InvalidLibrary { message: format!("no library {id}") });
-        };
-        if lib.library.state() == LibraryState::Offline {
-            return Err(NtmsError::LibraryOffline { message: format!("library {id} is offline") });
-        }
-        lib.library.request_rescan();
-        lib.dirty = true;
-        let app = self.sessions_app(session);
-        let rid = self.requests.add(RequestOperation::Inventory, Some(id), session, app, self.now);
-        self.requests.start(&rid, self.now);
-        self.note(NotificationOperation::Insert, ObjectType::LibRequest, rid.clone());
-        Ok(rid)
-    }
-
-    /// The application name the session gave to OpenSession (requests are attributed to it).
-    pub fn sessions_app(&self, session: &str) -> Option<String> {
-        self.sessions.application(session)
-    }
-
-    /// Cancels a library request.
-    pub fn cancel_request(&mut self, id: &str, session: &str, admin: bool) -> Result<(), NtmsError> {
-        self.requests.check_owner(id, session, admin)?;
-        if let Some(key) = self.requests.key_of(id) {
-            if self.parked.iter().any(|p| p.key == key) {
-                self.end_parked(key, NtmsError::Cancelled { message: "cancelled".into() });
-                return Ok(());
-            }
-            if self.jobs.contains_key(&key) {
-                // The job reports Cancelled (after undoing what it did) and that finishes the request.
-                return if self.cancel_job(key) {
-                    Ok(())
-                } else {
-                    Err(NtmsError::InvalidOperation { message: format!("request {id} is past cancelling") })
-                };
-            }
-        }
-        self.requests.cancel(id, self.now)?;
-        self.note(NotificationOperation::Update, ObjectType::LibRequest, id.to_owned());
-        Ok(())
-    }
-
-    /// `SetRequestPriority`: a queued mount or dismount moves up or down the robot's queue.
-    pub fn set_request_priority(
-        &mut self,
-        id: &str,
-        priority: i32,
-        session: &str,
-        admin: bool,
-    ) -> Result<(), NtmsError> {
-        if !(PRIORITY_MIN..=PRIORITY_MAX).contains(&priority) {
-            return Err(NtmsError::InvalidParameter {
-                message: format!("priority {priority} is not in {PRIORITY_MIN}..={PRIORITY_MAX}"),
-            });
-        }
-        self.requests.check_owner(id, session, admin)?;
-        let key = self
-            .requests
-            .key_of(id)
-            .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id}") })?;
-        let queued = match self.jobs.get(&key) {
-            Some(&(li, _)) => self.libs[li].library.set_job_priority(key, priority),
-            // Waiting for its cartridge: it joins the robot queue with this priority.
-            None => self.parked.iter_mut().find(|p| p.key == key).map(|p| p.set_priority(priority)).is_some(),
-        };
-        if !queued {
-            return Err(NtmsError::InvalidOperation {
-                message: format!(
-                    "request {id} has started or finished: only waiting mounts and dismounts are reordered"
-                ),
-            });
-        }
-        self.requests.set_priority(key, priority);
-        if let Some(&(li, _)) = self.jobs.get(&key) {
-            self.libs[li].dirty = true;
-        }
-        self.note(NotificationOperation::Update, ObjectType::LibRequest, id.to_owned());
-        Ok(())
-    }
-
-    /// Applies one library event to the inventory.
-    fn apply_event(&mut self, li: usize, event: Event) {
-        let Some(inv) = self.inventory.as_mut() else { return };
-        if let Event::Identified { changer, .. } = &event {
-            // A library whose device came back (hot-plug) replaces its gone instance.
-            let key = if changer.serial.is_empty() { self.libs[li].label.clone() } else { changer.serial.clone() };
-            let id = Guid::derive("library", &key);
-            let label = self.libs[li].label.clone();
-            for (i, other) in self.libs.iter_mut().enumerate() {
-                if i != li && other.id == Some(id) && other.changer.is_none() && !other.retired {
-                    log::info!("library {id} is back on {label}");
-                    other.retired = true;
-                }
-            }
-        }
-        let lib = &mut self.libs[li];
-        if lib.retired {
-            return;
-        }
-        match event {
-            Event::Identified { changer, drives, .. } => {
-                let key = if changer.serial.is_empty() { lib.label.clone() } else { changer.serial.clone() };
-                let id = Guid::derive("library", &key);
-                lib.id = Some(id);
-                // Configuration naming this changer by serial, and mappings persisted by --map-drives.
-                let by_serial = self.configured.iter().find(
-                    |c| matches!(&c.source, crate::config::Source::Serial(s) if *s == changer.serial && !s.is_empty()),
-                );
-                let mut map = match by_serial {
-                    Some(c) => {
-                        if lib.name.is_none() {
-                            lib.name.clone_from(&c.name);
-                        }
-                        c.drives.iter().map(|(s, a)| (s.clone(), *a)).collect()
-                    }
-                    None => lib.drive_map.clone(),
-                };
-                map.extend(crate::devices::load_mapping(&self.state_dir, &changer.serial));
-                lib.library.set_drive_map(map);
-                let name = lib.name.clone().unwrap_or_else(|| format!("{} {}", changer.vendor, changer.product));
-                log::info!(
-                    "library {name} ({id}) on {}: {} {} serial {:?}, {} drive devices",
-                    lib.label,
-                    changer.vendor,
-                    changer.product,
-                    changer.serial,
-                    drives.iter().flatten().count()
-                );
-                let rec = LibraryRecord {
-                    id,
-                    name,
-                    serial: changer.serial,
-                    vendor: changer.vendor,
-                    product: changer.product,
-                    revision: changer.revision,
-                    device: lib.label.clone(),
-                    state: lib.library.state(),
-                    stale: true,
-                    load_ms: inv.library(id).and_then(|r| r.load_ms),
-                };
-                if let Some(ms) = rec.load_ms {
-                    lib.library.assume_load_time(ms);
-                }
-                let c = inv.put_library(rec);
-                self.push_changes(c);
-            }
-            Event::Inventory(elements) | Event::Elements(elements) if lib.id.is_some() => {
-                let full = elements.len() == lib.library.elements().len() && lib.library.state() != LibraryState::Busy;
-                let id = lib.id.unwrap_or_default();
-                let infos: Vec<DriveInfo> = drive_infos(lib);
-                let c = inv.reconcile(id, &elements, full, &|d| infos.get(d).cloned().unwrap_or_default());
-                let mut changes = c;
-                if full {
-                    if let Some(mut rec) = inv.library(id).cloned() {
-                        rec.stale = false;
-                        changes.extend(inv.put_library(rec));
-                    }
-                    for rid in self.requests.finish_inventory(id, self.now) {
-                        self.note(NotificationOperation::Update, ObjectType::LibRequest, rid);
-                    }
-                }
-                self.push_changes(changes);
-            }
-            Event::State(state) => {
-                if let Some(id) = lib.id {
-                    if let Some(mut rec) = inv.library(id).cloned() {
-                        rec.state = state;
-                        if state == LibraryState::Offline {
-                            rec.stale = true;
-                            for rid in self.requests.fail_library(id, "the library went offline", self.now) {
-                                self.notes.push(Notification {
-                                    operation: NotificationOperation::Update,
-                                    object_type: ObjectType::LibRequest,
-                                    object: rid,
-                                });
-                            }
-                        }
-                        let c = inv.put_library(rec);
-                        self.push_changes(c);
-                    }
-                }
-            }
-            Event::Attention { device, asc } => {
-                log::info!("{}: unit attention {:02X}h/{:02X}h on {device:?}: rescanning", lib.label, asc.0, asc.1);
-            }
-            Event::MoveFinished { id, result } => log::debug!("move {id} finished: {result:?}"),
-            Event::DriveCommand { .. } | Event::Inventory(_) | Event::Elements(_) => {}
-        }
-    }
-}
-
-pub(super) fn drive_infos(lib: &Lib) -> Vec<DriveInfo> {
-    lib.drives
-        .iter()
-        .zip(lib.library.drive_identities())
-        .map(|(d, id)| DriveInfo {
-            serial: id.as_ref().map(|i| i.serial.clone()).filter(|s| !s.is_empty()),
-            product: id.as_ref().map(|i| format!("{} {}", i.vendor, i.product)),
-            device: Some(d.path.clone()),
-            nst: d.nst.clone(),
-        })
-        .collect()
-}
-
-/// The loop's plumbing around a [`Daemon`].
+/// The loop's plumbing around a [`Broker`].
 #[derive(Debug)]
 pub struct Server {
     poll: Poll,
-    /// The daemon state.
-    pub daemon: Daemon,
+    /// The daemon's core.
+    pub broker: Broker,
+    /// Each library's devices, by the broker's library index.
+    devices: Vec<Devices>,
+    /// The store writer (once loaded).
+    writer: Option<Writer>,
+    /// The loop's clock at this turn.
+    now: u64,
     listener: Option<mio::net::UnixListener>,
     clients: Vec<Option<Client>>,
     free: Vec<usize>,
     signals: SignalFd,
     uevent: Option<OwnedFd>,
     waker: Arc<Waker>,
-    loader: Option<mpsc::Receiver<Result<(Store, Snapshot), StoreError>>>,
+    loader: Option<mpsc::Receiver<Result<Loaded, StoreError>>>,
     notifier: Notifier,
     start: Instant,
     stopping: bool,
@@ -578,7 +235,7 @@ impl Server {
                 let r = std::fs::create_dir_all(&dir)
                     .map_err(|e| StoreError::Db(sled::Error::Io(e)))
                     .and_then(|()| Store::open(&dir))
-                    .and_then(|s| s.load().map(|snap| (s, snap)));
+                    .and_then(|s| s.load().map(|snap| (s, snap, crate::store::drive_maps(&dir))));
                 let _ = tx.send(r);
                 let _ = w.wake();
             })
@@ -595,26 +252,10 @@ impl Server {
         log::info!("listening on {}", setup.socket.display());
         Ok(Server {
             poll,
-            daemon: Daemon {
-                inventory: None,
-                sessions: Sessions::new(seed),
-                libs: Vec::new(),
-                host,
-                requests: Requests::new(seed),
-                mounted: HashMap::new(),
-                changes: Vec::new(),
-                notes: Vec::new(),
-                writer: None,
-                last_batch: 0,
-                now: 0,
-                configured: setup.config.libraries.clone(),
-                administrators: setup.config.administrators.clone(),
-                state_dir: setup.state_dir.clone(),
-                jobs: HashMap::new(),
-                deferred: Vec::new(),
-                parked: Vec::new(),
-                completions: Vec::new(),
-            },
+            broker: Broker::new(broker_options(&setup.config, &host), seed),
+            devices: Vec::new(),
+            writer: None,
+            now: 0,
             listener: Some(listener),
             clients: Vec::new(),
             free: Vec::new(),
@@ -649,7 +290,7 @@ impl Server {
                     return Err(ServerError::Io("polling".into(), e));
                 }
             }
-            self.daemon.now = self.clock();
+            self.now = self.clock();
             for ev in &events {
                 match Src::from_token(ev.token()) {
                     Some(Src::Listener) => self.process_listener(),
@@ -662,12 +303,11 @@ impl Server {
                 }
             }
             self.process_timers();
-            self.pump_libraries();
             self.end_turn();
             if let Some(r) = self.exit.take() {
                 return r;
             }
-            if self.stopping && self.daemon.durable() >= self.daemon.last_batch {
+            if self.stopping && self.durable() >= self.broker.last_batch() {
                 self.notifier.notify("STOPPING=1");
                 log::info!("stopped");
                 return Ok(());
@@ -675,17 +315,18 @@ impl Server {
         }
     }
 
+    fn durable(&self) -> u64 {
+        self.writer.as_ref().map_or(u64::MAX, Writer::durable)
+    }
+
     fn next_deadline(&self) -> Option<u64> {
-        let libs = self.daemon.libs.iter().filter_map(|l| l.library.poll_timeout());
-        let deferred =
-            self.daemon.deferred.iter().map(|d| d.due).chain(self.daemon.parked.iter().filter_map(|p| p.deadline));
         let stall = self
             .clients
             .iter()
             .flatten()
             .filter(|c| c.decoder.buffered() > 0 || c.pending_output() > 0)
             .map(|c| c.last_progress + client::STALL_MS);
-        libs.chain(deferred).chain(stall).chain(self.watchdog_at).min()
+        self.broker.poll_timeout().into_iter().chain(stall).chain(self.watchdog_at).min()
     }
 
     fn process_listener(&mut self) {
@@ -707,7 +348,7 @@ impl Server {
     fn add_client(&mut self, mut stream: mio::net::UnixStream) {
         let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials);
         let peer = match cred {
-            Ok(c) => Peer { pid: c.pid(), uid: c.uid(), start_time: Peer::start_time_of(c.pid()) },
+            Ok(c) => Peer { pid: c.pid(), uid: c.uid(), start_time: start_time_of(c.pid()) },
             Err(e) => {
                 log::warn!("no peer credentials ({e}); refusing connection");
                 return;
@@ -722,15 +363,15 @@ impl Server {
             self.free.push(idx);
             return;
         }
-        self.daemon.sessions.connected(peer);
-        self.clients[idx] = Some(Client::new(stream, peer, self.daemon.now));
+        self.broker.connected(peer);
+        self.clients[idx] = Some(Client::new(stream, peer, self.now));
         self.touched.insert(idx);
         // Edge-triggered: bytes may already be there.
         self.process_client(idx, false);
     }
 
     fn process_client(&mut self, idx: usize, _writable: bool) {
-        let now = self.daemon.now;
+        let now = self.now;
         let Some(mut c) = self.clients.get_mut(idx).and_then(Option::take) else { return };
         self.touched.insert(idx);
         let mut dead = false;
@@ -759,7 +400,7 @@ impl Server {
             self.handle_messages(idx, &mut c);
         }
         if c.closing && !dead {
-            c.collect(self.daemon.durable());
+            c.collect(self.durable());
             if c.write(now).is_err() || c.linger(now).is_err() {
                 dead = true;
             }
@@ -795,25 +436,25 @@ impl Server {
             let oneway = call.oneway;
             let more = call.more;
             let answer = match Method::parse(&call) {
-                Ok(m) => self.daemon.dispatch(m, c.peer),
-                Err(e) => dispatch::Answer::Reply(Err(WireError::Varlink(e)), 0),
+                Ok(m) => self.broker.handle_call(m, c.peer, self.now),
+                Err(e) => Answer::Reply(Err(WireError::Varlink(e)), 0),
             };
             if oneway {
                 continue;
             }
             match answer {
-                dispatch::Answer::Reply(r, durable) => {
+                Answer::Reply(r, durable) => {
                     let (bytes, durable) = match r {
                         Ok(params) => (Reply::new(params).encode(), durable),
                         Err(e) => (error_bytes(&e), 0),
                     };
                     c.slots.push_back(Slot::Ready { bytes, durable });
                 }
-                dispatch::Answer::Later { key } => {
+                Answer::Later { key } => {
                     c.slots.push_back(Slot::Waiting { key });
                     self.waiting.insert(key, idx);
                 }
-                dispatch::Answer::Stream { session, filter } => {
+                Answer::Stream { session, filter } => {
                     if !more {
                         c.slots.push_back(Slot::Ready {
                             bytes: error_bytes(&WireError::Varlink(crate::proto::VarlinkError::ExpectedMore)),
@@ -825,7 +466,7 @@ impl Server {
                 }
             }
         }
-        c.collect(self.daemon.durable());
+        c.collect(self.durable());
     }
 
     fn drop_client(&mut self, idx: usize) {
@@ -834,19 +475,16 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
         self.waiting.retain(|_, i| *i != idx);
-        for s in self.daemon.sessions.disconnected(c.peer) {
-            log::info!("session {} ended with its process's last connection", s.handle);
-            self.daemon.session_ended(&s.handle);
-        }
+        self.broker.disconnected(c.peer, self.now);
         self.free.push(idx);
     }
 
     fn process_waker(&mut self) {
         if let Some(rx) = &self.loader {
             match rx.try_recv() {
-                Ok(Ok((store, snapshot))) => {
+                Ok(Ok((store, snapshot, maps))) => {
                     self.loader = None;
-                    self.loaded(store, snapshot);
+                    self.loaded(store, snapshot, maps);
                 }
                 Ok(Err(e)) => {
                     self.loader = None;
@@ -859,7 +497,7 @@ impl Server {
                 }
             }
         }
-        if let Some(w) = &self.daemon.writer {
+        if let Some(w) = &self.writer {
             if w.failed() > 0 {
                 self.exit = Some(Err(ServerError::Store(StoreError::WriterGone)));
             }
@@ -872,38 +510,36 @@ impl Server {
         }
     }
 
-    fn loaded(&mut self, store: Store, snapshot: Snapshot) {
+    fn loaded(&mut self, store: Store, snapshot: Snapshot, maps: HashMap<String, Vec<(String, u16)>>) {
         let n = snapshot.media.len();
-        let mut inv = Inventory::from_snapshot(snapshot);
-        let stale = inv.mark_all_stale();
-        self.daemon.inventory = Some(inv);
+        self.broker.loaded(snapshot, maps, self.now);
         let w = self.waker.clone();
-        self.daemon.writer = Some(Writer::spawn(store, move || {
+        self.writer = Some(Writer::spawn(store, move || {
             let _ = w.wake();
         }));
-        self.daemon.changes.extend(stale);
         log::info!("inventory loaded: {n} cartridges");
         self.notifier.notify("READY=1");
         self.notifier.status("serving the cached inventory; verifying libraries");
-        let now = self.daemon.now;
-        for lib in start::open_libraries(&mut self.setup, now) {
+        for lib in start::open_libraries(&mut self.setup) {
             self.add_library(lib);
         }
     }
 
-    fn add_library(&mut self, lib: Lib) {
-        let li = self.daemon.libs.len();
-        self.daemon.libs.push(lib);
-        let lib = &self.daemon.libs[li];
+    fn add_library(&mut self, lib: Opened) {
+        let key = lib.spec.key.clone();
+        let li = self.broker.add_library(lib.spec, self.now);
+        debug_assert_eq!(li, self.devices.len());
+        let devices = Devices { key, changer: Some(lib.changer), drives: lib.drives, dirty: true };
         let mut fds = Vec::new();
-        if let Some(t) = &lib.changer {
+        if let Some(t) = &devices.changer {
             fds.push((0, t.fd().as_raw_fd()));
         }
-        for (i, d) in lib.drives.iter().enumerate() {
-            if let Some(t) = &d.transport {
+        for (i, d) in devices.drives.iter().enumerate() {
+            if let Some(t) = d {
                 fds.push((i + 1, t.fd().as_raw_fd()));
             }
         }
+        self.devices.push(devices);
         for (d, fd) in fds {
             if let Err(e) =
                 self.poll.registry().register(&mut SourceFd(&fd), Src::Device(li, d).into(), Interest::READABLE)
@@ -947,10 +583,9 @@ impl Server {
         match crate::config::Config::load(&path) {
             Ok(c) => {
                 log::info!("SIGHUP: reloaded {}", path.display());
-                self.daemon.administrators.clone_from(&c.administrators);
+                self.broker.set_options(broker_options(&c, &self.broker.host));
                 self.setup.config = c;
-                let now = self.daemon.now;
-                for lib in start::open_new_libraries(&mut self.setup, &self.daemon.libs, now) {
+                for lib in start::open_new_libraries(&mut self.setup, &self.devices) {
                     self.add_library(lib);
                 }
             }
@@ -981,19 +616,18 @@ impl Server {
                 }
             }
         }
-        if relevant && self.daemon.inventory.is_some() {
-            let now = self.daemon.now;
-            for lib in start::open_new_libraries(&mut self.setup, &self.daemon.libs, now) {
+        if relevant && self.broker.is_loaded() {
+            for lib in start::open_new_libraries(&mut self.setup, &self.devices) {
                 self.add_library(lib);
             }
         }
     }
 
     fn process_device(&mut self, li: usize, d: usize, writable: bool) {
-        let now = self.daemon.now;
-        let Some(lib) = self.daemon.libs.get_mut(li) else { return };
-        lib.dirty = true;
-        let Some(t) = lib.transport_mut(d) else { return };
+        let now = self.now;
+        let Some(devices) = self.devices.get_mut(li) else { return };
+        devices.dirty = true;
+        let Some(t) = devices.transport_mut(d) else { return };
         if writable {
             if let Err(e) = t.on_writable() {
                 log::debug!("device write failed: {e}");
@@ -1006,14 +640,14 @@ impl Server {
                 Ok(Some(c)) => completions.push(c),
                 Ok(None) => break,
                 Err(e) => {
-                    log::warn!("{}: device {d}: {e}", lib.label);
+                    log::warn!("{}: device {d}: {e}", devices.key);
                     gone = true;
                     break;
                 }
             }
         }
         for c in completions {
-            lib.library.handle_completion(c.tag, c.result, now);
+            self.broker.handle_completion(li, c.tag, c.result, now);
         }
         if gone {
             self.device_gone(li, d);
@@ -1021,23 +655,18 @@ impl Server {
     }
 
     fn device_gone(&mut self, li: usize, d: usize) {
-        let lib = &mut self.daemon.libs[li];
-        let t = if d == 0 { lib.changer.take() } else { lib.drives.get_mut(d - 1).and_then(|x| x.transport.take()) };
+        let Some(devices) = self.devices.get_mut(li) else { return };
+        let t = if d == 0 { devices.changer.take() } else { devices.drives.get_mut(d - 1).and_then(Option::take) };
         if let Some(t) = t {
             let _ = self.poll.registry().deregister(&mut SourceFd(&t.fd().as_raw_fd()));
         }
-        if d == 0 {
-            lib.library.device_gone();
-        }
+        self.broker.device_gone(li, d, self.now);
     }
 
     fn process_timers(&mut self) {
-        let now = self.daemon.now;
-        for lib in &mut self.daemon.libs {
-            if lib.library.poll_timeout().is_some_and(|t| t <= now) {
-                lib.library.handle_timeout(now);
-                lib.dirty = true;
-            }
+        let now = self.now;
+        if self.broker.poll_timeout().is_some_and(|t| t <= now) {
+            self.broker.handle_timeout(now);
         }
         if self.watchdog_at.is_some_and(|t| t <= now) {
             self.notifier.notify("WATCHDOG=1");
@@ -1055,95 +684,56 @@ impl Server {
         }
     }
 
-    fn pump_libraries(&mut self) {
-        // What the libraries did first (a finished mount is owned before housekeeping looks for idle cartridges),
-        // then the rules that react to it, then what those asked for.
-        self.drain_libraries();
-        if self.daemon.inventory.is_some() {
-            self.daemon.housekeeping();
-            self.drain_libraries();
-        }
-    }
-
-    fn drain_libraries(&mut self) {
-        let now = self.daemon.now;
-        for li in 0..self.daemon.libs.len() {
-            loop {
-                let mut progressed = false;
-                while let Some(o) = self.daemon.libs[li].library.poll_request() {
-                    progressed = true;
-                    let lib = &mut self.daemon.libs[li];
-                    let d = match o.device {
-                        DeviceRef::Changer => 0,
-                        DeviceRef::Drive(i) => i + 1,
-                    };
-                    let result = match lib.transport_mut(d) {
-                        Some(t) => t.submit(o.tag, o.command),
-                        None => Err(TransportError::DeviceGone),
-                    };
-                    if let Err(e) = result {
-                        lib.library.handle_completion(o.tag, Err(e), now);
-                    }
-                    lib.dirty = true;
-                }
-                while let Some(ev) = self.daemon.libs[li].library.poll_event() {
-                    progressed = true;
-                    self.daemon.apply_event(li, ev);
-                }
-                while let Some(p) = self.daemon.libs[li].library.poll_progress() {
-                    progressed = true;
-                    self.daemon.on_progress(li, p);
-                }
-                while let Some(o) = self.daemon.libs[li].library.poll_outcome() {
-                    progressed = true;
-                    self.daemon.on_outcome(li, o);
-                }
-                if !progressed {
-                    break;
-                }
+    /// Submits the broker's SCSI commands on the devices' transports (a transport that refuses one completes it
+    /// at once as failed).
+    fn submit_commands(&mut self) {
+        while let Some((li, o)) = self.broker.poll_command() {
+            let d = match o.device {
+                DeviceRef::Changer => 0,
+                DeviceRef::Drive(i) => i + 1,
+            };
+            let result = match self.devices.get_mut(li).and_then(|x| {
+                x.dirty = true;
+                x.transport_mut(d)
+            }) {
+                Some(t) => t.submit(o.tag, o.command),
+                None => Err(TransportError::DeviceGone),
+            };
+            if let Err(e) = result {
+                self.broker.handle_completion(li, o.tag, Err(e), self.now);
             }
         }
     }
 
-    /// A one-line summary of the libraries for `STATUS=` (and for tests, which wait for it).
-    fn status_line(&self) -> String {
-        let libs: Vec<&Lib> = self.daemon.libs.iter().filter(|l| !l.retired).collect();
-        let count = |s: LibraryState| libs.iter().filter(|l| l.library.state() == s).count();
-        format!(
-            "{} libraries: {} ready, {} busy, {} probing, {} scanning, {} offline",
-            libs.len(),
-            count(LibraryState::Ready),
-            count(LibraryState::Busy),
-            count(LibraryState::Probing),
-            count(LibraryState::Scanning),
-            count(LibraryState::Offline)
-        )
-    }
-
     fn end_turn(&mut self) {
-        if self.daemon.inventory.is_some() {
-            let status = self.status_line();
+        self.submit_commands();
+        if self.broker.is_loaded() {
+            let status = self.broker.status_line();
             if status != self.last_status {
                 self.notifier.status(&status);
                 self.last_status = status;
             }
         }
         // Persist this turn's changes as one batch.
-        if !self.daemon.changes.is_empty() {
-            let changes = std::mem::take(&mut self.daemon.changes);
-            if let Some(w) = self.daemon.writer.as_mut() {
+        let changes = self.broker.take_changes();
+        if !changes.is_empty() {
+            if let Some(w) = self.writer.as_mut() {
                 let n = changes.len();
                 match w.submit(changes) {
                     Ok(seq) => {
                         log::trace!("batch {seq}: {n} changes submitted");
-                        self.daemon.last_batch = seq;
+                        debug_assert_eq!(
+                            seq,
+                            self.broker.last_batch(),
+                            "the broker and the writer count batches alike"
+                        );
                     }
                     Err(e) => self.exit = Some(Err(ServerError::Store(e))),
                 }
             }
         }
-        let batch = self.daemon.last_batch;
-        for (key, reply, durable) in std::mem::take(&mut self.daemon.completions) {
+        let batch = self.broker.last_batch();
+        while let Some((key, reply, durable)) = self.broker.poll_reply() {
             log::debug!("request {key} finished; waiting client: {:?}", self.waiting.get(&key));
             let Some(idx) = self.waiting.remove(&key) else { continue };
             let bytes = match reply {
@@ -1156,7 +746,7 @@ impl Server {
             }
         }
         // Notifications go to every stream whose session filter matches, after the batch is durable.
-        let notes = std::mem::take(&mut self.daemon.notes);
+        let notes: Vec<_> = std::iter::from_fn(|| self.broker.poll_notification()).collect();
         if !notes.is_empty() {
             for (i, c) in self.clients.iter_mut().enumerate() {
                 let Some(c) = c else { continue };
@@ -1175,8 +765,8 @@ impl Server {
             }
         }
         // Flush clients and re-register interests.
-        let durable = self.daemon.durable();
-        let now = self.daemon.now;
+        let durable = self.durable();
+        let now = self.now;
         let touched: Vec<usize> = self.touched.drain().collect();
         for i in touched {
             let mut dead = false;
@@ -1211,7 +801,7 @@ impl Server {
                 self.drop_client(i);
             }
         }
-        for (li, lib) in self.daemon.libs.iter_mut().enumerate() {
+        for (li, lib) in self.devices.iter_mut().enumerate() {
             if !lib.dirty {
                 continue;
             }
@@ -1221,7 +811,7 @@ impl Server {
                 regs.push((0, t.fd().as_raw_fd(), t.wants_write()));
             }
             for (i, d) in lib.drives.iter().enumerate() {
-                if let Some(t) = &d.transport {
+                if let Some(t) = d {
                     regs.push((i + 1, t.fd().as_raw_fd(), t.wants_write()));
                 }
             }
@@ -1235,7 +825,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(w) = self.daemon.writer.as_mut() {
+        if let Some(w) = self.writer.as_mut() {
             w.shutdown();
         }
         if let Some(p) = &self.unlink {
@@ -1262,6 +852,11 @@ fn error_bytes(e: &WireError) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_has_a_start_time() {
+        assert!(start_time_of(std::process::id().try_into().unwrap()) > 0);
+    }
 
     #[test]
     fn tokens_round_trip() {

@@ -4,7 +4,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use super::{DriveDevice, Lib};
+use super::{Devices, Opened};
+use crate::broker::{DriveDevice, LibrarySpec};
 use crate::changer::LibraryOptions;
 use crate::config::{Config, ConfigError, LibraryConfig, Source, DEFAULT_PATH};
 use crate::emu::EmuTransport;
@@ -212,41 +213,36 @@ fn options(lc: Option<&LibraryConfig>) -> LibraryOptions {
 }
 
 /// A library served by a vlib emulator in `dir`: `changer.sock`, `drive0.sock`, ...
-pub fn open_vlib(dir: &Path, lc: Option<&LibraryConfig>, now: u64) -> std::io::Result<Lib> {
+pub fn open_vlib(dir: &Path, lc: Option<&LibraryConfig>) -> std::io::Result<Opened> {
     let changer_path = dir.join("changer.sock");
     let changer = EmuTransport::connect(&changer_path)?;
-    let mut drives = Vec::new();
+    let (mut drives, mut transports) = (Vec::new(), Vec::new());
     for i in 0.. {
         let p = dir.join(format!("drive{i}.sock"));
         if !p.exists() {
             break;
         }
-        match EmuTransport::connect(&p) {
-            Ok(t) => drives.push(DriveDevice {
-                transport: Some(Box::new(t) as Box<dyn Transport>),
-                path: p.display().to_string(),
-                nst: None,
-            }),
+        transports.push(match EmuTransport::connect(&p) {
+            Ok(t) => Some(Box::new(t) as Box<dyn Transport>),
             Err(e) => {
                 log::warn!("{}: {e}", p.display());
-                drives.push(DriveDevice { transport: None, path: p.display().to_string(), nst: None });
+                None
             }
-        }
+        });
+        drives.push(DriveDevice { path: p.display().to_string(), nst: None });
     }
-    let label = changer_path.display().to_string();
-    Ok(Lib::new(
-        label.clone(),
-        format!("vlib:{}", dir.display()),
-        lc.and_then(|l| l.name.clone()),
-        Box::new(changer),
+    let spec = LibrarySpec {
+        label: changer_path.display().to_string(),
+        key: format!("vlib:{}", dir.display()),
+        name: lc.and_then(|l| l.name.clone()),
         drives,
-        options(lc),
-        now,
-    ))
+        options: options(lc),
+    };
+    Ok(Opened { spec, changer: Box::new(changer), drives: transports })
 }
 
 /// Every library of the setup: configured vlib endpoints, configured and (with discovery) all sg changers.
-pub fn open_libraries(setup: &mut Setup, now: u64) -> Vec<Lib> {
+pub fn open_libraries(setup: &mut Setup) -> Vec<Opened> {
     if let (Some(dir), None) = (&setup.demo_dir, &setup.demo) {
         let scale = std::env::var("RSMD_DEMO_TIME_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(0.05);
         let mut c = vlib::Config::default_library();
@@ -259,20 +255,20 @@ pub fn open_libraries(setup: &mut Setup, now: u64) -> Vec<Lib> {
             Err(e) => log::error!("cannot start the demo library in {}: {e}", dir.display()),
         }
     }
-    open_new_libraries(setup, &[], now)
+    open_new_libraries(setup, &[])
 }
 
 /// Libraries of the setup not already served by `existing` (after a uevent or a reload).
-pub fn open_new_libraries(setup: &mut Setup, existing: &[Lib], now: u64) -> Vec<Lib> {
+pub fn open_new_libraries(setup: &mut Setup, existing: &[Devices]) -> Vec<Opened> {
     let live = |key: &str| existing.iter().any(|l| l.key == key && l.changer.is_some());
-    let mut out: Vec<Lib> = Vec::new();
+    let mut out: Vec<Opened> = Vec::new();
     for lc in &setup.config.libraries {
         if let Source::Vlib(dir) = &lc.source {
             let key = format!("vlib:{}", dir.display());
-            if live(&key) || out.iter().any(|l| l.key == key) {
+            if live(&key) || out.iter().any(|l| l.spec.key == key) {
                 continue;
             }
-            match open_vlib(dir, Some(lc), now) {
+            match open_vlib(dir, Some(lc)) {
                 Ok(l) => out.push(l),
                 Err(e) => log::warn!("library {:?} (vlib {}): {e}", lc.name, dir.display()),
             }
@@ -313,30 +309,32 @@ pub fn open_new_libraries(setup: &mut Setup, existing: &[Lib], now: u64) -> Vec<
                 continue;
             }
         };
+        let transports = tapes
+            .iter()
+            .map(|t| match SgTransport::open(&t.sg) {
+                Ok(x) => Some(Box::new(x) as Box<dyn Transport>),
+                Err(e) => {
+                    log::warn!("{}: {e}", t.sg.display());
+                    None
+                }
+            })
+            .collect();
         let drives = tapes
             .iter()
             .map(|t| DriveDevice {
-                transport: match SgTransport::open(&t.sg) {
-                    Ok(x) => Some(Box::new(x) as Box<dyn Transport>),
-                    Err(e) => {
-                        log::warn!("{}: {e}", t.sg.display());
-                        None
-                    }
-                },
                 path: t.sg.display().to_string(),
                 nst: t.nst.as_ref().map(|p| p.display().to_string()),
             })
             .collect();
         log::info!("changer {} ({} {}) with {} tape drives on the system", key, ch.vendor, ch.model, tapes.len());
-        out.push(Lib::new(
-            key.clone(),
+        let spec = LibrarySpec {
+            label: key.clone(),
             key,
-            by_path.and_then(|l| l.name.clone()),
-            Box::new(changer),
+            name: by_path.and_then(|l| l.name.clone()),
             drives,
-            options(by_path),
-            now,
-        ));
+            options: options(by_path),
+        };
+        out.push(Opened { spec, changer: Box::new(changer), drives: transports });
     }
     out
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::model::{ElementRecord, Guid, LibraryRecord, MediaRecord};
@@ -107,6 +107,33 @@ pub struct Snapshot {
     pub media: Vec<MediaRecord>,
     /// Requests.
     pub requests: Vec<RequestRecord>,
+}
+
+/// The file in the state directory where `rsmd --map-drives` keeps the drive mappings it found:
+/// `{"changers": {CHANGER_SERIAL: {DRIVE_SERIAL: ELEMENT_ADDRESS}}}`.
+pub const DRIVE_MAP_FILE: &str = "drive-map.json";
+
+/// The drive mappings saved in `state_dir` by `rsmd --map-drives`, by changer serial: (drive serial, element
+/// address). A missing file is no mapping; an unreadable one is logged and ignored. Blocking: read it off the loop.
+pub fn drive_maps(state_dir: &Path) -> std::collections::HashMap<String, Vec<(String, u16)>> {
+    #[derive(Deserialize, Default)]
+    struct File {
+        changers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u16>>,
+    }
+    let path = state_dir.join(DRIVE_MAP_FILE);
+    let file: File = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            log::warn!("Ignoring {}: {e}", path.display());
+            File::default()
+        }),
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("Cannot read {}: {e}", path.display());
+            }
+            File::default()
+        }
+    };
+    file.changers.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect()
 }
 
 /// The opened database.

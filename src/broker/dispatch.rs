@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::objects::View;
 use super::session::{HandleError, Peer};
-use super::Daemon;
+use super::Broker;
 use crate::model::Guid;
 use crate::proto::types::{DescriptionReply, EnumerateReply, ObjectReply, ObjectType, OpenSessionReply, RequestReply};
 use crate::proto::{interface, Method, NtmsError, VarlinkError, WireError, PROTOCOL_VERSION};
@@ -81,7 +81,7 @@ pub fn classify_server_name(name: Option<&str>, host: &str) -> ServerName {
     }
 }
 
-impl Daemon {
+impl Broker {
     fn session_of(&self, handle: &str, peer: Peer) -> Result<(), WireError> {
         match self.sessions.check(handle, peer) {
             Ok(_) => Ok(()),

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::dispatch::Answer;
-use super::Daemon;
+use super::Broker;
 use crate::changer::MoveError;
 use crate::changer::{DriveChoice, JobError, JobKind, Outcome, Progress};
 use crate::model::{ElementKind, Guid, MediaRecord};
@@ -70,7 +70,7 @@ pub fn job_error(e: &JobError, mount: bool) -> NtmsError {
     }
 }
 
-impl Daemon {
+impl Broker {
     fn resolve_media(&self, key: &str) -> Option<MediaRecord> {
         let inv = self.inventory.as_ref()?;
         inv.media_by_barcode(key).or_else(|| key.parse::<Guid>().ok().and_then(|g| inv.medium(g))).cloned()
@@ -309,7 +309,6 @@ impl Daemon {
         if flags.write {
             self.libs[li].library.set_write_intent(key);
         }
-        self.libs[li].dirty = true;
         self.jobs.insert(key, (li, m.id));
         if flags.nowait {
             let mut r = Map::new();
@@ -320,7 +319,7 @@ impl Daemon {
         Answer::Later { key }
     }
 
-    /// Parks a mount whose cartridges are all in use: a waiting request, re-tried by [`Daemon::retry_parked`].
+    /// Parks a mount whose cartridges are all in use: a waiting request, re-tried by [`Broker::retry_parked`].
     fn park(&mut self, parked: Option<u64>, p: &MountCall, library: Guid, media: Guid) -> Answer {
         let key = match parked {
             Some(key) => key,
@@ -356,7 +355,7 @@ impl Daemon {
             }
             match self.try_mount(Some(p.key), &p) {
                 Answer::Reply(Err(WireError::Ntms(e)), _) => self.end_parked(p.key, e),
-                Answer::Reply(r, batch) => self.completions.push((p.key, r, batch)),
+                Answer::Reply(r, batch) => self.completions.push_back((p.key, r, batch)),
                 _ => {}
             }
         }
@@ -375,7 +374,7 @@ impl Daemon {
                 self.requests.id_of(key).unwrap_or_default(),
             );
         }
-        self.completions.push((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
+        self.completions.push_back((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
     }
 
     /// The mapped drives of library `li` that can take cartridge `m` (to write it when `write`), and all the mapped
@@ -498,7 +497,6 @@ impl Daemon {
         self.note(NotificationOperation::Insert, ObjectType::LibRequest, request);
         let home = media.home.filter(|h| h.kind == ElementKind::Storage).map(|h| h.address);
         self.libs[li].library.submit_job(key, JobKind::Dismount { drive, home }, 0, None);
-        self.libs[li].dirty = true;
         self.jobs.insert(key, (li, media.id));
         key
     }
@@ -554,7 +552,7 @@ impl Daemon {
         if let Some(id) = self.requests.id_of(o.id) {
             self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
         }
-        self.completions.push((o.id, reply, batch));
+        self.completions.push_back((o.id, reply, batch));
     }
 
     /// Deferred dismounts that are due, and loaded-but-unmounted cartridges blocking a waiting mount.
@@ -609,7 +607,6 @@ impl Daemon {
             Some((li, _)) => {
                 let li = *li;
                 let ok = self.libs[li].library.cancel_job(key);
-                self.libs[li].dirty = true;
                 ok
             }
             None => false,

@@ -1,0 +1,645 @@
+//! The daemon's core, sans-IO: sessions and their ownership, library requests, admission and access checks, the
+//! mount/dismount policy, housekeeping.
+//!
+//! # Primer
+//! The broker is the quinn-proto `Endpoint` of rsmd. It knows no mio, socket, sled, file or clock: the loop
+//! (`server`) hands it events with the time as a parameter and carries out what it asks.
+//!
+//! Inputs: [`Broker::handle_call`] (a parsed method from a peer), [`Broker::handle_completion`] (a SCSI command
+//! of library `li` finished), [`Broker::handle_timeout`] (time passed), [`Broker::device_gone`],
+//! [`Broker::add_library`], [`Broker::connected`] / [`Broker::disconnected`] (a peer's connections), and
+//! [`Broker::loaded`] (the inventory came off disk).
+//!
+//! Outputs, drained by the loop after every input in this order: [`Broker::poll_command`] (SCSI commands to
+//! submit on a library's device), [`Broker::take_changes`] (one batch to persist; the batch number replies wait
+//! for), [`Broker::poll_reply`] (answers to calls that waited: they leave once their batch is durable),
+//! [`Broker::poll_notification`]; then [`Broker::poll_timeout`] for the next deadline.
+//!
+//! Rooms: `dispatch` turns methods into broker calls and is the one place internal errors become wire errors;
+//! `mounting` is the mount/dismount policy; `requests` the library-request table; `session` the session table;
+//! `objects` the views clients enumerate.
+
+pub mod dispatch;
+pub mod mounting;
+pub mod objects;
+pub mod requests;
+pub mod session;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::changer::{Event, Library, LibraryOptions, Outgoing};
+use crate::media::Inventory;
+use crate::model::{DriveInfo, Guid, LibraryRecord, LibraryState};
+use crate::proto::types::{
+    Notification, NotificationOperation, ObjectType, RequestOperation, PRIORITY_MAX, PRIORITY_MIN,
+};
+use crate::proto::{Method, NtmsError, WireError};
+use crate::store::{Change, Snapshot};
+use crate::transport::{Response, Tag, TransportError};
+use objects::LibraryView;
+use requests::Requests;
+use session::{Peer, Sessions};
+
+pub use dispatch::Answer;
+
+/// A library configured by its changer's serial: its name and drive map apply once a changer with that serial is
+/// identified.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfiguredLibrary {
+    /// The changer's unit serial number.
+    pub serial: String,
+    /// The administrator's name for it.
+    pub name: Option<String>,
+    /// Drive serial → data transfer element address.
+    pub drives: Vec<(String, u16)>,
+}
+
+/// What the broker is told by the configuration, as plain values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerOptions {
+    /// This host's name (OpenSession's `server` is compared with it).
+    pub host: String,
+    /// User ids that administer rsmd.
+    pub administrators: Vec<u32>,
+    /// Libraries configured by changer serial.
+    pub by_serial: Vec<ConfiguredLibrary>,
+}
+
+/// A drive device of a library, as people and clients name it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriveDevice {
+    /// Its sg node or vlib socket.
+    pub path: String,
+    /// Its non-rewinding tape node.
+    pub nst: Option<String>,
+}
+
+/// A library to serve, as the loop opened it.
+#[derive(Debug, Clone)]
+pub struct LibrarySpec {
+    /// The changer device (sg node or vlib socket), for people.
+    pub label: String,
+    /// Source description for de-duplication on hot-plug.
+    pub key: String,
+    /// Configured name.
+    pub name: Option<String>,
+    /// Drive devices, by the index the library uses.
+    pub drives: Vec<DriveDevice>,
+    /// The library's tunables.
+    pub options: LibraryOptions,
+}
+
+/// A library the broker serves: its state machine and what names it.
+#[derive(Debug)]
+pub struct Lib {
+    /// The state machine.
+    pub library: Library,
+    /// Its inventory id (known after probing).
+    pub id: Option<Guid>,
+    /// Configured name.
+    pub name: Option<String>,
+    /// The changer device (sg node or vlib socket), for people.
+    pub label: String,
+    /// The changer device is open (false once it went away).
+    pub changer_present: bool,
+    /// Drive devices, by the index the library uses.
+    pub drives: Vec<DriveDevice>,
+    /// Configured drive map (serial → address).
+    pub drive_map: Vec<(String, u16)>,
+    /// Source description for de-duplication on hot-plug.
+    pub key: String,
+    /// Replaced by a newer instance of the same library (its device came back under a new node): kept only so
+    /// that indexes stay stable, ignored everywhere else.
+    pub retired: bool,
+    /// How long a deferred dismount leaves a cartridge loaded.
+    pub deferred_dismount_ms: u64,
+}
+
+impl Lib {
+    fn view(&self) -> Option<LibraryView> {
+        if self.retired {
+            return None;
+        }
+        Some(LibraryView {
+            id: self.id?,
+            device: self.label.clone(),
+            state: Some(self.library.state()),
+            suspect_drives: self.library.suspect_drives().to_vec(),
+        })
+    }
+}
+
+/// A finished call to answer: (request key, reply, store batch to wait for).
+pub type Completed = (u64, Result<serde_json::Map<String, serde_json::Value>, WireError>, u64);
+
+/// A deferred dismount: the cartridge stays loaded until `due` in case it is asked for again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred {
+    /// When to dismount.
+    pub due: u64,
+    /// Library index.
+    pub li: usize,
+    /// Drive element.
+    pub drive: u16,
+    /// The cartridge.
+    pub media: Guid,
+}
+
+/// The daemon's core. See the module primer.
+#[derive(Debug)]
+pub struct Broker {
+    /// The inventory (None while loading).
+    pub inventory: Option<Inventory>,
+    /// Sessions.
+    pub sessions: Sessions,
+    /// Libraries, by index (indexes are stable: a replaced library is retired, not removed).
+    pub libs: Vec<Lib>,
+    /// This host's name.
+    pub host: String,
+    /// Library requests.
+    pub requests: Requests,
+    /// Mounted cartridges → session.
+    pub mounted: HashMap<Guid, String>,
+    /// Changes not yet handed to the store, to persist as one batch.
+    pub changes: Vec<Change>,
+    /// Notifications not yet handed out.
+    pub notes: VecDeque<Notification>,
+    /// The number of the last batch handed to the store.
+    last_batch: u64,
+    /// The time of the last input (ms on the loop's monotonic clock).
+    pub now: u64,
+    /// The configuration's plain values.
+    pub options: BrokerOptions,
+    /// Drive maps saved by `rsmd --map-drives`, by changer serial.
+    pub saved_maps: HashMap<String, Vec<(String, u16)>>,
+    /// Mount/dismount jobs by request key: (library index, cartridge).
+    pub jobs: HashMap<u64, (usize, Guid)>,
+    /// Deferred dismounts.
+    pub deferred: Vec<Deferred>,
+    /// Mounts waiting for a cartridge another session has.
+    pub parked: Vec<mounting::MountCall>,
+    /// Finished calls to answer: (request key, reply, store batch to wait for).
+    pub completions: VecDeque<Completed>,
+    /// User ids that administer rsmd (the configuration's `administrators`).
+    pub administrators: Vec<u32>,
+}
+
+impl Broker {
+    /// A broker with no inventory yet (calls get NotReady until [`Broker::loaded`]). `seed` makes session and
+    /// request ids unpredictable across runs.
+    pub fn new(options: BrokerOptions, seed: u64) -> Broker {
+        Broker {
+            inventory: None,
+            sessions: Sessions::new(seed),
+            libs: Vec::new(),
+            host: options.host.clone(),
+            requests: Requests::new(seed),
+            mounted: HashMap::new(),
+            changes: Vec::new(),
+            notes: VecDeque::new(),
+            last_batch: 0,
+            now: 0,
+            administrators: options.administrators.clone(),
+            options,
+            saved_maps: HashMap::new(),
+            jobs: HashMap::new(),
+            deferred: Vec::new(),
+            parked: Vec::new(),
+            completions: VecDeque::new(),
+        }
+    }
+
+    /// The configuration changed (SIGHUP): new administrators and serial-configured libraries.
+    pub fn set_options(&mut self, options: BrokerOptions) {
+        self.administrators.clone_from(&options.administrators);
+        self.options = options;
+    }
+
+    // --- Inputs -------------------------------------------------------------------------------------------------
+
+    /// The inventory came off disk: serve it (marked stale until each library is verified).
+    pub fn loaded(&mut self, snapshot: Snapshot, saved_maps: HashMap<String, Vec<(String, u16)>>, now: u64) {
+        self.now = now;
+        let mut inv = Inventory::from_snapshot(snapshot);
+        let stale = inv.mark_all_stale();
+        self.inventory = Some(inv);
+        self.saved_maps = saved_maps;
+        self.changes.extend(stale);
+    }
+
+    /// True once the inventory is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.inventory.is_some()
+    }
+
+    /// Serves a library; returns its index (the `li` of the other calls).
+    pub fn add_library(&mut self, spec: LibrarySpec, now: u64) -> usize {
+        self.now = now;
+        let drive_map = spec.options.drive_map.clone();
+        let deferred_dismount_ms = spec.options.deferred_dismount_ms;
+        self.libs.push(Lib {
+            library: Library::new(spec.drives.len(), spec.options, now),
+            id: None,
+            name: spec.name,
+            label: spec.label,
+            changer_present: true,
+            drives: spec.drives,
+            drive_map,
+            key: spec.key,
+            retired: false,
+            deferred_dismount_ms,
+        });
+        self.pump();
+        self.libs.len() - 1
+    }
+
+    /// Handles one parsed call from `peer`.
+    pub fn handle_call(&mut self, method: Method, peer: Peer, now: u64) -> Answer {
+        self.now = now;
+        let answer = self.dispatch(method, peer);
+        self.pump();
+        answer
+    }
+
+    /// A connection of `peer` opened.
+    pub fn connected(&mut self, peer: Peer) {
+        self.sessions.connected(peer);
+    }
+
+    /// A connection of `peer` closed; the process's sessions end with its last connection.
+    pub fn disconnected(&mut self, peer: Peer, now: u64) {
+        self.now = now;
+        for s in self.sessions.disconnected(peer) {
+            log::debug!("session {} ended with its process's last connection", s.handle);
+            self.session_ended(&s.handle);
+        }
+        self.pump();
+    }
+
+    /// A command of library `li` finished (or could not be submitted).
+    pub fn handle_completion(&mut self, li: usize, tag: Tag, result: Result<Response, TransportError>, now: u64) {
+        self.now = now;
+        if let Some(lib) = self.libs.get_mut(li) {
+            lib.library.handle_completion(tag, result, now);
+        }
+        self.pump();
+    }
+
+    /// Device `d` of library `li` (0 = changer, 1 + n = drive n) went away.
+    pub fn device_gone(&mut self, li: usize, d: usize, now: u64) {
+        self.now = now;
+        if let Some(lib) = self.libs.get_mut(li) {
+            if d == 0 {
+                lib.changer_present = false;
+                lib.library.device_gone();
+            }
+        }
+        self.pump();
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.now = now;
+        for lib in &mut self.libs {
+            if lib.library.poll_timeout().is_some_and(|t| t <= now) {
+                lib.library.handle_timeout(now);
+            }
+        }
+        self.pump();
+    }
+
+    // --- Outputs ------------------------------------------------------------------------------------------------
+
+    /// The next SCSI command to submit: (library index, command).
+    pub fn poll_command(&mut self) -> Option<(usize, Outgoing)> {
+        self.libs.iter_mut().enumerate().find_map(|(li, l)| l.library.poll_request().map(|o| (li, o)))
+    }
+
+    /// The changes to persist as one batch (empty: nothing changed); a non-empty batch gets the next number.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        if !self.changes.is_empty() {
+            self.last_batch += 1;
+        }
+        std::mem::take(&mut self.changes)
+    }
+
+    /// The number of the last batch handed out by [`Broker::take_changes`].
+    pub fn last_batch(&self) -> u64 {
+        self.last_batch
+    }
+
+    /// The next answer to a call that waited: (request key, reply, batch it waits for).
+    pub fn poll_reply(&mut self) -> Option<Completed> {
+        self.completions.pop_front()
+    }
+
+    /// The next notification for WaitForNotification streams.
+    pub fn poll_notification(&mut self) -> Option<Notification> {
+        self.notes.pop_front()
+    }
+
+    /// When [`Broker::handle_timeout`] should be called next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let libs = self.libs.iter().filter_map(|l| l.library.poll_timeout());
+        let deferred = self.deferred.iter().map(|d| d.due).chain(self.parked.iter().filter_map(|p| p.deadline));
+        libs.chain(deferred).min()
+    }
+
+    /// A one-line summary of the libraries (for `STATUS=`, and for tests, which wait for it).
+    pub fn status_line(&self) -> String {
+        let libs: Vec<&Lib> = self.libs.iter().filter(|l| !l.retired).collect();
+        let count = |s: LibraryState| libs.iter().filter(|l| l.library.state() == s).count();
+        format!(
+            "{} libraries: {} ready, {} busy, {} probing, {} scanning, {} offline",
+            libs.len(),
+            count(LibraryState::Ready),
+            count(LibraryState::Busy),
+            count(LibraryState::Probing),
+            count(LibraryState::Scanning),
+            count(LibraryState::Offline)
+        )
+    }
+
+    /// Lets the libraries' outputs drive the rules until everything is settled: what the libraries did first (a
+    /// finished mount is owned before housekeeping looks for idle cartridges), then the rules that react to it,
+    /// then what those asked for.
+    fn pump(&mut self) {
+        self.drain_libraries();
+        if self.inventory.is_some() {
+            self.housekeeping();
+            self.drain_libraries();
+        }
+    }
+
+    fn drain_libraries(&mut self) {
+        for li in 0..self.libs.len() {
+            loop {
+                let mut progressed = false;
+                while let Some(ev) = self.libs[li].library.poll_event() {
+                    progressed = true;
+                    self.apply_event(li, ev);
+                }
+                while let Some(p) = self.libs[li].library.poll_progress() {
+                    progressed = true;
+                    self.on_progress(li, p);
+                }
+                while let Some(o) = self.libs[li].library.poll_outcome() {
+                    progressed = true;
+                    self.on_outcome(li, o);
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The store batch a reply must wait for: this turn's (if it changed anything) or the last one.
+    pub fn batch_for_reply(&self) -> u64 {
+        self.last_batch + u64::from(!self.changes.is_empty())
+    }
+
+    fn note(&mut self, operation: NotificationOperation, object_type: ObjectType, object: String) {
+        self.notes.push_back(Notification { operation, object_type, object });
+    }
+
+    fn push_changes(&mut self, changes: Vec<Change>) {
+        for c in &changes {
+            let (t, id) = match c {
+                Change::Library(l) => (ObjectType::Library, l.id.to_string()),
+                Change::Element(e) => (
+                    match e.kind {
+                        crate::model::ElementKind::Drive => ObjectType::Drive,
+                        crate::model::ElementKind::ImportExport => ObjectType::IePort,
+                        crate::model::ElementKind::Storage => ObjectType::StorageSlot,
+                        crate::model::ElementKind::Transport => ObjectType::Changer,
+                    },
+                    e.id().to_string(),
+                ),
+                Change::Media(m) => (ObjectType::PhysicalMedia, m.id.to_string()),
+                Change::RemoveMedia(id) => (ObjectType::PhysicalMedia, id.to_string()),
+                _ => continue,
+            };
+            self.note(NotificationOperation::Update, t, id);
+        }
+        self.changes.extend(changes);
+    }
+
+    /// A session ended (closed, or its process's last connection went): cancel its queued requests.
+    pub fn session_ended(&mut self, handle: &str) {
+        let parked: Vec<u64> = self.parked.iter().filter(|p| p.session == handle).map(|p| p.key).collect();
+        for key in parked {
+            self.end_parked(key, NtmsError::Cancelled { message: "the session ended".into() });
+        }
+        for key in self.requests.open_of_session(handle) {
+            self.cancel_job(key);
+        }
+        let cancelled = self.requests.cancel_session(handle, self.now);
+        for id in cancelled {
+            self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
+        }
+        self.mounted.retain(|_, s| s != handle);
+    }
+
+    /// Queues an inventory of library `id` for `session`; returns the request id.
+    pub fn start_inventory(&mut self, id: Guid, session: &str) -> Result<String, NtmsError> {
+        let Some(lib) = self.libs.iter_mut().find(|l| l.id == Some(id) && !l.retired) else {
+            return Err(NtmsError::InvalidLibrary { message: format!("no library {id}") });
+        };
+        if lib.library.state() == LibraryState::Offline {
+            return Err(NtmsError::LibraryOffline { message: format!("library {id} is offline") });
+        }
+        lib.library.request_rescan();
+        let app = self.sessions_app(session);
+        let rid = self.requests.add(RequestOperation::Inventory, Some(id), session, app, self.now);
+        self.requests.start(&rid, self.now);
+        self.note(NotificationOperation::Insert, ObjectType::LibRequest, rid.clone());
+        Ok(rid)
+    }
+
+    /// The application name the session gave to OpenSession (requests are attributed to it).
+    pub fn sessions_app(&self, session: &str) -> Option<String> {
+        self.sessions.application(session)
+    }
+
+    /// Cancels a library request.
+    pub fn cancel_request(&mut self, id: &str, session: &str, admin: bool) -> Result<(), NtmsError> {
+        self.requests.check_owner(id, session, admin)?;
+        if let Some(key) = self.requests.key_of(id) {
+            if self.parked.iter().any(|p| p.key == key) {
+                self.end_parked(key, NtmsError::Cancelled { message: "cancelled".into() });
+                return Ok(());
+            }
+            if self.jobs.contains_key(&key) {
+                // The job reports Cancelled (after undoing what it did) and that finishes the request.
+                return if self.cancel_job(key) {
+                    Ok(())
+                } else {
+                    Err(NtmsError::InvalidOperation { message: format!("request {id} is past cancelling") })
+                };
+            }
+        }
+        self.requests.cancel(id, self.now)?;
+        self.note(NotificationOperation::Update, ObjectType::LibRequest, id.to_owned());
+        Ok(())
+    }
+
+    /// `SetRequestPriority`: a queued mount or dismount moves up or down the robot's queue.
+    pub fn set_request_priority(
+        &mut self,
+        id: &str,
+        priority: i32,
+        session: &str,
+        admin: bool,
+    ) -> Result<(), NtmsError> {
+        if !(PRIORITY_MIN..=PRIORITY_MAX).contains(&priority) {
+            return Err(NtmsError::InvalidParameter {
+                message: format!("priority {priority} is not in {PRIORITY_MIN}..={PRIORITY_MAX}"),
+            });
+        }
+        self.requests.check_owner(id, session, admin)?;
+        let key = self
+            .requests
+            .key_of(id)
+            .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id}") })?;
+        let queued = match self.jobs.get(&key) {
+            Some(&(li, _)) => self.libs[li].library.set_job_priority(key, priority),
+            // Waiting for its cartridge: it joins the robot queue with this priority.
+            None => self.parked.iter_mut().find(|p| p.key == key).map(|p| p.set_priority(priority)).is_some(),
+        };
+        if !queued {
+            return Err(NtmsError::InvalidOperation {
+                message: format!(
+                    "request {id} has started or finished: only waiting mounts and dismounts are reordered"
+                ),
+            });
+        }
+        self.requests.set_priority(key, priority);
+        self.note(NotificationOperation::Update, ObjectType::LibRequest, id.to_owned());
+        Ok(())
+    }
+
+    /// Applies one library event to the inventory.
+    fn apply_event(&mut self, li: usize, event: Event) {
+        let Some(inv) = self.inventory.as_mut() else { return };
+        if let Event::Identified { changer, .. } = &event {
+            // A library whose device came back (hot-plug) replaces its gone instance.
+            let key = if changer.serial.is_empty() { self.libs[li].label.clone() } else { changer.serial.clone() };
+            let id = Guid::derive("library", &key);
+            let label = self.libs[li].label.clone();
+            for (i, other) in self.libs.iter_mut().enumerate() {
+                if i != li && other.id == Some(id) && !other.changer_present && !other.retired {
+                    log::info!("library {id} is back on {label}");
+                    other.retired = true;
+                }
+            }
+        }
+        let lib = &mut self.libs[li];
+        if lib.retired {
+            return;
+        }
+        match event {
+            Event::Identified { changer, drives, .. } => {
+                let key = if changer.serial.is_empty() { lib.label.clone() } else { changer.serial.clone() };
+                let id = Guid::derive("library", &key);
+                lib.id = Some(id);
+                // Configuration naming this changer by serial, and mappings persisted by --map-drives.
+                let by_serial =
+                    self.options.by_serial.iter().find(|c| !c.serial.is_empty() && c.serial == changer.serial);
+                let mut map = match by_serial {
+                    Some(c) => {
+                        if lib.name.is_none() {
+                            lib.name.clone_from(&c.name);
+                        }
+                        c.drives.clone()
+                    }
+                    None => lib.drive_map.clone(),
+                };
+                map.extend(self.saved_maps.get(&changer.serial).cloned().unwrap_or_default());
+                lib.library.set_drive_map(map);
+                let name = lib.name.clone().unwrap_or_else(|| format!("{} {}", changer.vendor, changer.product));
+                log::info!(
+                    "library {name} ({id}) on {}: {} {} serial {:?}, {} drive devices",
+                    lib.label,
+                    changer.vendor,
+                    changer.product,
+                    changer.serial,
+                    drives.iter().flatten().count()
+                );
+                let rec = LibraryRecord {
+                    id,
+                    name,
+                    serial: changer.serial,
+                    vendor: changer.vendor,
+                    product: changer.product,
+                    revision: changer.revision,
+                    device: lib.label.clone(),
+                    state: lib.library.state(),
+                    stale: true,
+                    load_ms: inv.library(id).and_then(|r| r.load_ms),
+                };
+                if let Some(ms) = rec.load_ms {
+                    lib.library.assume_load_time(ms);
+                }
+                let c = inv.put_library(rec);
+                self.push_changes(c);
+            }
+            Event::Inventory(elements) | Event::Elements(elements) if lib.id.is_some() => {
+                let full = elements.len() == lib.library.elements().len() && lib.library.state() != LibraryState::Busy;
+                let id = lib.id.unwrap_or_default();
+                let infos: Vec<DriveInfo> = drive_infos(lib);
+                let c = inv.reconcile(id, &elements, full, &|d| infos.get(d).cloned().unwrap_or_default());
+                let mut changes = c;
+                if full {
+                    if let Some(mut rec) = inv.library(id).cloned() {
+                        rec.stale = false;
+                        changes.extend(inv.put_library(rec));
+                    }
+                    for rid in self.requests.finish_inventory(id, self.now) {
+                        self.note(NotificationOperation::Update, ObjectType::LibRequest, rid);
+                    }
+                }
+                self.push_changes(changes);
+            }
+            Event::State(state) => {
+                if let Some(id) = lib.id {
+                    if let Some(mut rec) = inv.library(id).cloned() {
+                        rec.state = state;
+                        if state == LibraryState::Offline {
+                            rec.stale = true;
+                            for rid in self.requests.fail_library(id, "the library went offline", self.now) {
+                                self.notes.push_back(Notification {
+                                    operation: NotificationOperation::Update,
+                                    object_type: ObjectType::LibRequest,
+                                    object: rid,
+                                });
+                            }
+                        }
+                        let c = inv.put_library(rec);
+                        self.push_changes(c);
+                    }
+                }
+            }
+            Event::Attention { device, asc } => {
+                log::info!("{}: unit attention {:02X}h/{:02X}h on {device:?}: rescanning", lib.label, asc.0, asc.1);
+            }
+            Event::MoveFinished { id, result } => log::debug!("move {id} finished: {result:?}"),
+            Event::DriveCommand { .. } | Event::Inventory(_) | Event::Elements(_) => {}
+        }
+    }
+}
+
+pub(crate) fn drive_infos(lib: &Lib) -> Vec<DriveInfo> {
+    lib.drives
+        .iter()
+        .zip(lib.library.drive_identities())
+        .map(|(d, id)| DriveInfo {
+            serial: id.as_ref().map(|i| i.serial.clone()).filter(|s| !s.is_empty()),
+            product: id.as_ref().map(|i| format!("{} {}", i.vendor, i.product)),
+            device: Some(d.path.clone()),
+            nst: d.nst.clone(),
+        })
+        .collect()
+}

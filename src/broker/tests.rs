@@ -1,0 +1,1 @@
+//! Deterministic simulations of the broker on vlib, without a loop.
