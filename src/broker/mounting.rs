@@ -604,11 +604,7 @@ impl Broker {
     /// Cancels the unfinished mount/dismount jobs of a request key or a session.
     pub fn cancel_job(&mut self, key: u64) -> bool {
         match self.jobs.get(&key) {
-            Some((li, _)) => {
-                let li = *li;
-                let ok = self.libs[li].library.cancel_job(key);
-                ok
-            }
+            Some(&(li, _)) => self.libs[li].library.cancel_job(key),
             None => false,
         }
     }
