@@ -273,6 +273,103 @@ pub struct MediaRecord {
     pub pool: Option<Guid>,
     /// How many times it was mounted.
     pub mount_count: u64,
+    /// Who mounted it, while it is mounted: only they (from any of their sessions) or an administrator dismount it.
+    #[serde(default)]
+    pub mounted_by: Option<Owner>,
+}
+
+/// A library request's number: the key of its record (big-endian in the store's `requests` tree, so requests
+/// load in submission order). Clients name a request by its [`RequestRecord::guid`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub u64);
+
+/// Who asked for something: the Unix user (SO_PEERCRED) and the application name given to OpenSession.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Owner {
+    /// User id.
+    pub uid: u32,
+    /// Application name (OpenSession's `application`).
+    pub application: Option<String>,
+}
+
+/// What a library request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// Mount media in a drive.
+    Mount,
+    /// Take media out of a drive.
+    Dismount,
+    /// Take media from a mail slot into the library.
+    Inject,
+    /// Move media to a mail slot.
+    Eject,
+    /// Read the library's inventory.
+    Inventory,
+    /// Clean a drive.
+    Clean,
+    /// Open the operator door.
+    Door,
+}
+
+/// Where a library request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    /// Accepted, waiting for its turn (the robot, a drive).
+    Queued,
+    /// Being carried out.
+    InProgress,
+    /// Waiting for a resource another request has (a cartridge in use) or for an operator.
+    Waiting,
+    /// Finished successfully.
+    Complete,
+    /// Finished with an error (the record's `error` says which).
+    Failed,
+    /// Cancelled before it finished.
+    Cancelled,
+}
+
+impl RequestStatus {
+    /// True until the request has finished.
+    pub fn is_open(self) -> bool {
+        matches!(self, RequestStatus::Queued | RequestStatus::InProgress | RequestStatus::Waiting)
+    }
+}
+
+/// A library request: one record, held by the broker's request table and persisted with the state it reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Its number.
+    pub id: RequestId,
+    /// Its public identity.
+    pub guid: Guid,
+    /// What it does.
+    pub kind: RequestKind,
+    /// Where it stands.
+    pub state: RequestStatus,
+    /// The library it works on.
+    pub library: Option<Guid>,
+    /// The session that submitted it; None for the daemon's own work (the system session).
+    pub session: Option<String>,
+    /// Who submitted it.
+    pub owner: Owner,
+    /// Submitted asynchronously (`nowait`): it outlives its session.
+    pub detached: bool,
+    /// Unix time (ms) it was submitted.
+    pub submitted: u64,
+    /// Unix time (ms) it started.
+    pub started: Option<u64>,
+    /// Unix time (ms) it finished.
+    pub completed: Option<u64>,
+    /// Why it failed or was cancelled.
+    pub error: Option<String>,
+    /// Its priority (-15..=15).
+    pub priority: i32,
+    /// The drive it uses (element id), once known.
+    pub drive: Option<String>,
+    /// The cartridge it moves (id).
+    pub media: Option<String>,
 }
 
 #[cfg(test)]

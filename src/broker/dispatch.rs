@@ -17,8 +17,8 @@ pub enum Answer {
     Reply(Result<Map<String, Value>, WireError>, u64),
     /// The reply comes when the job with this request key finishes.
     Later {
-        /// Request key.
-        key: u64,
+        /// The request.
+        key: crate::model::RequestId,
     },
     /// A `more` stream of notifications for a session.
     Stream {
@@ -187,11 +187,11 @@ impl Broker {
                 Some(object) => now(reply(&ObjectReply { object }), 0),
                 None => now(ntms(NtmsError::ObjectNotFound { message: format!("no object {object:?}") }), 0),
             },
-            Method::InventoryLibrary { session, library, .. } => {
+            Method::InventoryLibrary { session, library, mode } => {
                 let Ok(id) = library.parse::<Guid>() else {
                     return now(ntms(NtmsError::InvalidLibrary { message: format!("no library {library:?}") }), 0);
                 };
-                match self.start_inventory(id, &session) {
+                match self.start_inventory(id, &session, mode) {
                     Ok(request) => now(reply(&RequestReply { request }), self.batch_for_reply()),
                     Err(e) => now(ntms(e), 0),
                 }
@@ -244,7 +244,6 @@ impl Broker {
             inventory: self.inventory.as_ref().unwrap_or(&empty),
             host: &self.host,
             libraries: &libraries,
-            mounted: &self.mounted,
             requests,
         };
         f(&view)

@@ -31,15 +31,13 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::changer::{Event, Library, LibraryOptions, Outgoing};
 use crate::media::Inventory;
-use crate::model::{DriveInfo, Guid, LibraryRecord, LibraryState};
-use crate::proto::types::{
-    Notification, NotificationOperation, ObjectType, RequestOperation, PRIORITY_MAX, PRIORITY_MIN,
-};
+use crate::model::{DriveInfo, Guid, LibraryRecord, LibraryState, Owner, RequestId, RequestKind, RequestStatus};
+use crate::proto::types::{InventoryMode, Notification, NotificationOperation, ObjectType, PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{Method, NtmsError, WireError};
 use crate::store::{Change, Snapshot};
 use crate::transport::{Response, Tag, TransportError};
 use objects::LibraryView;
-use requests::Requests;
+use requests::{NewRequest, Requests};
 use session::{Peer, Sessions};
 
 pub use dispatch::Answer;
@@ -65,6 +63,8 @@ pub struct BrokerOptions {
     pub administrators: Vec<u32>,
     /// Libraries configured by changer serial.
     pub by_serial: Vec<ConfiguredLibrary>,
+    /// Unix time (ms) at the loop's clock zero: request times are shown and kept as Unix time.
+    pub epoch_ms: u64,
 }
 
 /// A drive device of a library, as people and clients name it.
@@ -131,8 +131,8 @@ impl Lib {
     }
 }
 
-/// A finished call to answer: (request key, reply, store batch to wait for).
-pub type Completed = (u64, Result<serde_json::Map<String, serde_json::Value>, WireError>, u64);
+/// A finished call to answer: (request, reply, store batch to wait for).
+pub type Completed = (RequestId, Result<serde_json::Map<String, serde_json::Value>, WireError>, u64);
 
 /// A deferred dismount: the cartridge stays loaded until `due` in case it is asked for again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,8 +160,6 @@ pub struct Broker {
     pub host: String,
     /// Library requests.
     pub requests: Requests,
-    /// Mounted cartridges → session.
-    pub mounted: HashMap<Guid, String>,
     /// Changes not yet handed to the store, to persist as one batch.
     pub changes: Vec<Change>,
     /// Notifications not yet handed out.
@@ -174,8 +172,8 @@ pub struct Broker {
     pub options: BrokerOptions,
     /// Drive maps saved by `rsmd --map-drives`, by changer serial.
     pub saved_maps: HashMap<String, Vec<(String, u16)>>,
-    /// Mount/dismount jobs by request key: (library index, cartridge).
-    pub jobs: HashMap<u64, (usize, Guid)>,
+    /// Mount/dismount jobs by request: (library index, cartridge).
+    pub jobs: HashMap<RequestId, (usize, Guid)>,
     /// Deferred dismounts.
     pub deferred: Vec<Deferred>,
     /// Mounts waiting for a cartridge another session has.
@@ -196,7 +194,6 @@ impl Broker {
             libs: Vec::new(),
             host: options.host.clone(),
             requests: Requests::new(seed),
-            mounted: HashMap::new(),
             changes: Vec::new(),
             notes: VecDeque::new(),
             last_batch: 0,
@@ -220,8 +217,15 @@ impl Broker {
     // --- Inputs -------------------------------------------------------------------------------------------------
 
     /// The inventory came off disk: serve it (marked stale until each library is verified).
-    pub fn loaded(&mut self, snapshot: Snapshot, saved_maps: HashMap<String, Vec<(String, u16)>>, now: u64) {
+    pub fn loaded(&mut self, mut snapshot: Snapshot, saved_maps: HashMap<String, Vec<(String, u16)>>, now: u64) {
         self.now = now;
+        for id in self.requests.restore(std::mem::take(&mut snapshot.requests), self.now_unix()) {
+            log::warn!(
+                "request {}: {}",
+                self.requests.guid_of(id),
+                self.requests.get(id).and_then(|r| r.error.as_deref()).unwrap_or("")
+            );
+        }
         let mut inv = Inventory::from_snapshot(snapshot);
         let stale = inv.mark_all_stale();
         self.inventory = Some(inv);
@@ -319,6 +323,8 @@ impl Broker {
 
     /// The changes to persist as one batch (empty: nothing changed); a non-empty batch gets the next number.
     pub fn take_changes(&mut self) -> Vec<Change> {
+        let requests = self.requests.take_changes();
+        self.changes.extend(requests);
         if !self.changes.is_empty() {
             self.last_batch += 1;
         }
@@ -398,7 +404,7 @@ impl Broker {
 
     /// The store batch a reply must wait for: this turn's (if it changed anything) or the last one.
     pub fn batch_for_reply(&self) -> u64 {
-        self.last_batch + u64::from(!self.changes.is_empty())
+        self.last_batch + u64::from(!self.changes.is_empty() || self.requests.has_changes())
     }
 
     fn note(&mut self, operation: NotificationOperation, object_type: ObjectType, object: String) {
@@ -427,24 +433,68 @@ impl Broker {
         self.changes.extend(changes);
     }
 
-    /// A session ended (closed, or its process's last connection went): cancel its queued requests.
+    /// A session ended (closed, or its process's last connection went): its waiting and queued requests are
+    /// cancelled (a job already moving is undone, so the hardware is left in a known state); requests submitted
+    /// with `nowait` go on, owned by the same user and application. Completed mounts stay theirs.
     pub fn session_ended(&mut self, handle: &str) {
-        let parked: Vec<u64> = self.parked.iter().filter(|p| p.session == handle).map(|p| p.key).collect();
+        let parked: Vec<RequestId> = self.parked.iter().filter(|p| p.session == handle).map(|p| p.key).collect();
         for key in parked {
-            self.end_parked(key, NtmsError::Cancelled { message: "the session ended".into() });
+            if !self.requests.get(key).is_some_and(|r| r.detached) {
+                self.end_parked(key, NtmsError::Cancelled { message: "the session ended".into() });
+            }
         }
         for key in self.requests.open_of_session(handle) {
-            self.cancel_job(key);
+            if self.jobs.contains_key(&key) {
+                // The job ends Cancelled (after undoing what it did), and that finishes the request.
+                self.cancel_job(key);
+            } else if self.requests.cancel(key, self.now_unix()).is_ok() {
+                self.note_request(key);
+            }
         }
-        let cancelled = self.requests.cancel_session(handle, self.now);
-        for id in cancelled {
-            self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
-        }
-        self.mounted.retain(|_, s| s != handle);
     }
 
-    /// Queues an inventory of library `id` for `session`; returns the request id.
-    pub fn start_inventory(&mut self, id: Guid, session: &str) -> Result<String, NtmsError> {
+    /// Unix time in ms (the loop's clock plus the offset it gave).
+    pub fn now_unix(&self) -> u64 {
+        self.now.saturating_add(self.options.epoch_ms)
+    }
+
+    /// A request changed: clients watching requests hear of it.
+    fn note_request(&mut self, id: RequestId) {
+        let guid = self.requests.guid_of(id);
+        self.note(NotificationOperation::Update, ObjectType::LibRequest, guid);
+    }
+
+    /// Who `session` is (its user and application).
+    pub fn owner_of(&self, session: &str) -> Owner {
+        self.sessions.owner(session).unwrap_or_default()
+    }
+
+    /// A new request of `session`.
+    fn new_request(&self, kind: RequestKind, library: Option<Guid>, session: &str) -> NewRequest {
+        NewRequest {
+            kind,
+            library,
+            session: Some(session.to_owned()),
+            owner: self.owner_of(session),
+            detached: false,
+            priority: 0,
+            media: None,
+        }
+    }
+
+    /// Queues an inventory of library `id` for `session`; returns the request id. The default mode is the fast
+    /// one (READ ELEMENT STATUS with barcodes); `full` and `omid` are not implemented yet and are refused, never
+    /// ignored.
+    pub fn start_inventory(&mut self, id: Guid, session: &str, mode: InventoryMode) -> Result<String, NtmsError> {
+        if matches!(mode, InventoryMode::Full | InventoryMode::Omid) {
+            return Err(NtmsError::CallNotImplemented {
+                message: format!(
+                    "inventory mode {} is not implemented; use the fast mode (READ ELEMENT STATUS with \
+                     barcodes)",
+                    if mode == InventoryMode::Full { "full" } else { "omid" }
+                ),
+            });
+        }
         let Some(lib) = self.libs.iter_mut().find(|l| l.id == Some(id) && !l.retired) else {
             return Err(NtmsError::InvalidLibrary { message: format!("no library {id}") });
         };
@@ -452,44 +502,39 @@ impl Broker {
             return Err(NtmsError::LibraryOffline { message: format!("library {id} is offline") });
         }
         lib.library.request_rescan();
-        let app = self.sessions_app(session);
-        let rid = self.requests.add(RequestOperation::Inventory, Some(id), session, app, self.now);
-        self.requests.start(&rid, self.now);
-        self.note(NotificationOperation::Insert, ObjectType::LibRequest, rid.clone());
-        Ok(rid)
-    }
-
-    /// The application name the session gave to OpenSession (requests are attributed to it).
-    pub fn sessions_app(&self, session: &str) -> Option<String> {
-        self.sessions.application(session)
+        let new = self.new_request(RequestKind::Inventory, Some(id), session);
+        let now = self.now_unix();
+        let rid = self.requests.add(new, now);
+        self.requests.set_state(rid, RequestStatus::InProgress, None, now);
+        let guid = self.requests.guid_of(rid);
+        self.note(NotificationOperation::Insert, ObjectType::LibRequest, guid.clone());
+        Ok(guid)
     }
 
     /// Cancels a library request.
-    pub fn cancel_request(&mut self, id: &str, session: &str, admin: bool) -> Result<(), NtmsError> {
-        self.requests.check_owner(id, session, admin)?;
-        if let Some(key) = self.requests.key_of(id) {
-            if self.parked.iter().any(|p| p.key == key) {
-                self.end_parked(key, NtmsError::Cancelled { message: "cancelled".into() });
-                return Ok(());
-            }
-            if self.jobs.contains_key(&key) {
-                // The job reports Cancelled (after undoing what it did) and that finishes the request.
-                return if self.cancel_job(key) {
-                    Ok(())
-                } else {
-                    Err(NtmsError::InvalidOperation { message: format!("request {id} is past cancelling") })
-                };
-            }
+    pub fn cancel_request(&mut self, text: &str, session: &str, admin: bool) -> Result<(), NtmsError> {
+        let key = self.requests.check_owner(text, session, &self.owner_of(session), admin)?;
+        if self.parked.iter().any(|p| p.key == key) {
+            self.end_parked(key, NtmsError::Cancelled { message: "cancelled".into() });
+            return Ok(());
         }
-        self.requests.cancel(id, self.now)?;
-        self.note(NotificationOperation::Update, ObjectType::LibRequest, id.to_owned());
+        if self.jobs.contains_key(&key) {
+            // The job reports Cancelled (after undoing what it did) and that finishes the request.
+            return if self.cancel_job(key) {
+                Ok(())
+            } else {
+                Err(NtmsError::InvalidOperation { message: format!("request {text} is past cancelling") })
+            };
+        }
+        self.requests.cancel(key, self.now_unix())?;
+        self.note_request(key);
         Ok(())
     }
 
     /// `SetRequestPriority`: a queued mount or dismount moves up or down the robot's queue.
     pub fn set_request_priority(
         &mut self,
-        id: &str,
+        text: &str,
         priority: i32,
         session: &str,
         admin: bool,
@@ -499,25 +544,21 @@ impl Broker {
                 message: format!("priority {priority} is not in {PRIORITY_MIN}..={PRIORITY_MAX}"),
             });
         }
-        self.requests.check_owner(id, session, admin)?;
-        let key = self
-            .requests
-            .key_of(id)
-            .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id}") })?;
+        let key = self.requests.check_owner(text, session, &self.owner_of(session), admin)?;
         let queued = match self.jobs.get(&key) {
-            Some(&(li, _)) => self.libs[li].library.set_job_priority(key, priority),
+            Some(&(li, _)) => self.libs[li].library.set_job_priority(key.0, priority),
             // Waiting for its cartridge: it joins the robot queue with this priority.
             None => self.parked.iter_mut().find(|p| p.key == key).map(|p| p.set_priority(priority)).is_some(),
         };
         if !queued {
             return Err(NtmsError::InvalidOperation {
                 message: format!(
-                    "request {id} has started or finished: only waiting mounts and dismounts are reordered"
+                    "request {text} has started or finished: only waiting mounts and dismounts are reordered"
                 ),
             });
         }
         self.requests.set_priority(key, priority);
-        self.note(NotificationOperation::Update, ObjectType::LibRequest, id.to_owned());
+        self.note_request(key);
         Ok(())
     }
 
@@ -597,7 +638,8 @@ impl Broker {
                         rec.stale = false;
                         changes.extend(inv.put_library(rec));
                     }
-                    for rid in self.requests.finish_inventory(id, self.now) {
+                    let now = self.options.epoch_ms.saturating_add(self.now);
+                    for rid in self.requests.finish_inventory(id, now) {
                         self.note(NotificationOperation::Update, ObjectType::LibRequest, rid);
                     }
                 }
@@ -609,7 +651,8 @@ impl Broker {
                         rec.state = state;
                         if state == LibraryState::Offline {
                             rec.stale = true;
-                            for rid in self.requests.fail_library(id, "the library went offline", self.now) {
+                            let now = self.options.epoch_ms.saturating_add(self.now);
+                            for rid in self.requests.fail_library(id, "the library went offline", now) {
                                 self.notes.push_back(Notification {
                                     operation: NotificationOperation::Update,
                                     object_type: ObjectType::LibRequest,

@@ -3,13 +3,12 @@
 use serde_json::{Map, Value};
 
 use super::dispatch::Answer;
+use super::requests::NewRequest;
 use super::Broker;
 use crate::changer::MoveError;
 use crate::changer::{DriveChoice, JobError, JobKind, Outcome, Progress};
-use crate::model::{ElementKind, Guid, MediaRecord};
-use crate::proto::types::{
-    DeviceNodes, MountFlags, MountReply, NotificationOperation, ObjectType, RequestOperation, RequestState,
-};
+use crate::model::{ElementKind, Guid, MediaKind, MediaRecord, Owner, RequestId, RequestKind, RequestStatus};
+use crate::proto::types::{DeviceNodes, MountFlags, MountReply, NotificationOperation, ObjectType};
 use crate::proto::types::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{DismountTarget, NtmsError, WireError};
 use crate::scsi::action::Failure;
@@ -18,8 +17,8 @@ use crate::scsi::action::Failure;
 /// (RSM waits unless `error_if_unavailable`): tried again every turn until it starts, times out or is cancelled.
 #[derive(Debug, Clone)]
 pub struct MountCall {
-    /// Its request key once parked (0 before).
-    pub key: u64,
+    /// Its request once parked (`RequestId(0)` before).
+    pub key: RequestId,
     /// The session that asked.
     pub session: String,
     media: Vec<String>,
@@ -111,7 +110,7 @@ impl Broker {
         }
         let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
         let p = MountCall {
-            key: 0,
+            key: RequestId(0),
             session: session.to_owned(),
             media: media.to_vec(),
             drive: drive.map(str::to_owned),
@@ -124,13 +123,21 @@ impl Broker {
 
     /// Tries a mount now: starts it, fails it, or (every requested cartridge being in use and the caller willing to
     /// wait) parks it until one is free. `parked`: the request key of a mount that was parked before.
-    fn try_mount(&mut self, parked: Option<u64>, p: &MountCall) -> Answer {
+    fn try_mount(&mut self, parked: Option<RequestId>, p: &MountCall) -> Answer {
         let (session, media, flags, priority) = (p.session.as_str(), &p.media, p.flags, p.priority);
         let drive = p.drive.as_deref();
         let timeout_ms = p.deadline.map(|d| d.saturating_sub(self.now));
         let mut candidates = Vec::new();
         for m in media {
             match self.resolve_media(m) {
+                // The inventory knows a cleaner: loading it for data would only fail in the drive.
+                Some(r) if r.kind == MediaKind::Cleaning => {
+                    return err(NtmsError::InvalidMedia {
+                        message: format!(
+                            "{m} is a cleaning cartridge: drives are cleaned with CleanDrive, not mounted"
+                        ),
+                    })
+                }
                 Some(r) => candidates.push(r),
                 None => return err(NtmsError::ObjectNotFound { message: format!("no cartridge {m:?}") }),
             }
@@ -150,7 +157,7 @@ impl Broker {
                 saw_offline = true;
                 continue;
             };
-            if self.mounted.contains_key(&m.id) {
+            if m.mounted_by.is_some() {
                 saw_busy = Some((loc.library, m.id));
                 continue;
             }
@@ -237,7 +244,7 @@ impl Broker {
     #[allow(clippy::too_many_arguments)]
     fn start_mount(
         &mut self,
-        existing: Option<u64>,
+        existing: Option<RequestId>,
         li: usize,
         session: &str,
         m: MediaRecord,
@@ -253,44 +260,47 @@ impl Broker {
             DriveChoice::Element(d) => Some(*d),
             _ => None,
         };
-        let (key, request) = match existing {
+        let now = self.now_unix();
+        let key = match existing {
             // A parked mount: its request exists; it is queued now.
             Some(key) => {
-                self.requests.set_state(key, RequestState::Queued, None, self.now);
-                self.note(
-                    NotificationOperation::Update,
-                    ObjectType::LibRequest,
-                    self.requests.id_of(key).unwrap_or_default(),
-                );
-                (key, self.requests.id_of(key).unwrap_or_default())
+                self.requests.set_state(key, RequestStatus::Queued, None, now);
+                self.note_request(key);
+                key
             }
             None => {
-                let app = self.sessions_app(session);
-                let request = self.requests.add(RequestOperation::Mount, lib_id, session, app, self.now);
-                self.note(NotificationOperation::Insert, ObjectType::LibRequest, request.clone());
-                (self.requests.last_key(), request)
+                let new = NewRequest {
+                    detached: flags.nowait,
+                    priority,
+                    media: Some(m.id.to_string()),
+                    ..self.new_request(RequestKind::Mount, lib_id, session)
+                };
+                let key = self.requests.add(new, now);
+                self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
+                key
             }
         };
-        self.requests.describe(key, priority, Some(m.id.to_string()), None);
+        let request = self.requests.guid_of(key);
         if kind == ElementKind::Drive {
             // Already loaded and not mounted (a deferred dismount): mount in place.
             if drive.is_some_and(|d| d != address) {
                 self.requests.finish(
                     key,
-                    RequestState::Failed,
+                    RequestStatus::Failed,
                     Some("the cartridge is loaded in another drive".into()),
-                    self.now,
+                    now,
                 );
                 return err(NtmsError::MediaUnavailable { message: "the cartridge is loaded in another drive".into() });
             }
             self.deferred.retain(|d| d.media != m.id);
-            self.mounted.insert(m.id, session.to_owned());
+            let owner = self.requests.get(key).map(|r| r.owner.clone());
+            self.set_mounted_by(m.id, owner);
             let reply = self.mount_reply(li, key, address, m.id);
-            self.requests.finish(key, RequestState::Complete, None, self.now);
+            self.requests.finish(key, RequestStatus::Complete, None, now);
             return Answer::Reply(reply, self.batch_for_reply());
         }
         if drive.is_none() && flags.error_if_unavailable && !self.has_free_drive(li, &choice) {
-            self.requests.finish(key, RequestState::Failed, Some("no free drive".into()), self.now);
+            self.requests.finish(key, RequestStatus::Failed, Some("no free drive".into()), now);
             return err(NtmsError::DeviceNotAvailable { message: "no drive is free".into() });
         }
         if let Some(d) = drive {
@@ -300,14 +310,14 @@ impl Broker {
                 .and_then(|i| i.element(lib_id.unwrap_or_default(), ElementKind::Drive, d))
                 .is_some_and(|e| e.media.is_some());
             if busy && flags.error_if_unavailable {
-                self.requests.finish(key, RequestState::Failed, Some("the drive is in use".into()), self.now);
+                self.requests.finish(key, RequestStatus::Failed, Some("the drive is in use".into()), now);
                 return err(NtmsError::DeviceNotAvailable { message: "the drive is in use".into() });
             }
         }
         let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
-        self.libs[li].library.submit_job(key, JobKind::Mount { source: address, drive: choice }, priority, deadline);
+        self.libs[li].library.submit_job(key.0, JobKind::Mount { source: address, drive: choice }, priority, deadline);
         if flags.write {
-            self.libs[li].library.set_write_intent(key);
+            self.libs[li].library.set_write_intent(key.0);
         }
         self.jobs.insert(key, (li, m.id));
         if flags.nowait {
@@ -320,23 +330,26 @@ impl Broker {
     }
 
     /// Parks a mount whose cartridges are all in use: a waiting request, re-tried by [`Broker::retry_parked`].
-    fn park(&mut self, parked: Option<u64>, p: &MountCall, library: Guid, media: Guid) -> Answer {
+    fn park(&mut self, parked: Option<RequestId>, p: &MountCall, library: Guid, media: Guid) -> Answer {
         let key = match parked {
             Some(key) => key,
             None => {
-                let app = self.sessions_app(&p.session);
-                let request = self.requests.add(RequestOperation::Mount, Some(library), &p.session, app, self.now);
-                let key = self.requests.last_key();
-                self.requests.describe(key, p.priority, Some(media.to_string()), None);
+                let new = NewRequest {
+                    detached: p.flags.nowait,
+                    priority: p.priority,
+                    media: Some(media.to_string()),
+                    ..self.new_request(RequestKind::Mount, Some(library), &p.session)
+                };
+                let key = self.requests.add(new, self.now_unix());
                 self.requests.wait(key);
-                self.note(NotificationOperation::Insert, ObjectType::LibRequest, request);
+                self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
                 key
             }
         };
         self.parked.push(MountCall { key, ..p.clone() });
         if p.flags.nowait && parked.is_none() {
             let mut r = Map::new();
-            r.insert("request".into(), Value::String(self.requests.id_of(key).unwrap_or_default()));
+            r.insert("request".into(), Value::String(self.requests.guid_of(key)));
             return Answer::Reply(Ok(r), self.batch_for_reply());
         }
         Answer::Later { key }
@@ -362,17 +375,13 @@ impl Broker {
     }
 
     /// Ends a parked mount with `e` (timed out, cancelled, or failed when tried again).
-    pub fn end_parked(&mut self, key: u64, e: NtmsError) {
+    pub fn end_parked(&mut self, key: RequestId, e: NtmsError) {
         self.parked.retain(|p| p.key != key);
         let state =
-            if matches!(e, NtmsError::Cancelled { .. }) { RequestState::Cancelled } else { RequestState::Failed };
+            if matches!(e, NtmsError::Cancelled { .. }) { RequestStatus::Cancelled } else { RequestStatus::Failed };
         if self.requests.is_open(key) {
-            self.requests.finish(key, state, Some(e.to_string()), self.now);
-            self.note(
-                NotificationOperation::Update,
-                ObjectType::LibRequest,
-                self.requests.id_of(key).unwrap_or_default(),
-            );
+            self.requests.finish(key, state, Some(e.to_string()), self.now_unix());
+            self.note_request(key);
         }
         self.completions.push_back((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
     }
@@ -405,14 +414,14 @@ impl Broker {
         })
     }
 
-    fn mount_reply(&self, li: usize, key: u64, drive: u16, media: Guid) -> Result<Map<String, Value>, WireError> {
+    fn mount_reply(&self, li: usize, key: RequestId, drive: u16, media: Guid) -> Result<Map<String, Value>, WireError> {
         let lib = &self.libs[li];
         let element = lib.id.and_then(|id| self.inventory.as_ref()?.element(id, ElementKind::Drive, drive).cloned());
         let info = element.as_ref().and_then(|e| e.drive.as_ref());
         let device = info.and_then(|d| d.nst.clone().or_else(|| d.device.clone()));
         let devices = info.map(|d| DeviceNodes { sg: d.device.clone(), nst: d.nst.clone(), by_id: None });
         let reply = MountReply {
-            request: self.requests.id_of(key).unwrap_or_default(),
+            request: self.requests.guid_of(key),
             media: Some(media.to_string()),
             drive: element.map(|e| e.id().to_string()),
             device,
@@ -455,11 +464,16 @@ impl Broker {
                 }
             }
         };
-        // Only the session that mounted a cartridge (or an administrator) dismounts it. A cartridge whose session
-        // ended (or a deferred dismount) is loaded but mounted by nobody: any session may take it out.
-        if let Some(s) = self.mounted.get(&media.id) {
-            if s != session && !admin {
-                return err(NtmsError::AccessDenied { message: "another session mounted this cartridge".into() });
+        // Only who mounted a cartridge (the same user and application, from any of its sessions) or an
+        // administrator dismounts it. A loaded cartridge mounted by nobody (a deferred dismount) anyone may take out.
+        if let Some(o) = &media.mounted_by {
+            if *o != self.owner_of(session) && !admin {
+                return err(NtmsError::AccessDenied {
+                    message: format!(
+                        "the cartridge is mounted by {}; only they or an administrator dismount it",
+                        owner_text(o)
+                    ),
+                });
             }
         }
         let Some(loc) = media.location.filter(|l| l.kind == ElementKind::Drive) else {
@@ -472,8 +486,7 @@ impl Broker {
         let Some(li) = self.lib_index(loc.library) else {
             return err(NtmsError::LibraryOffline { message: "the library is not served".into() });
         };
-        self.mounted.remove(&media.id);
-        self.note(NotificationOperation::Update, ObjectType::PhysicalMedia, media.id.to_string());
+        self.set_mounted_by(media.id, None);
         if deferred {
             self.deferred.push(super::Deferred {
                 due: self.now + self.libs[li].deferred_dismount_ms,
@@ -483,76 +496,88 @@ impl Broker {
             });
             return Answer::Reply(Ok(Map::new()), self.batch_for_reply());
         }
-        let key = self.submit_dismount(li, session, &media, loc.address);
+        let key = self.submit_dismount(li, Some(session), &media, loc.address);
         Answer::Later { key }
     }
 
-    /// Queues a dismount job; returns its request key.
-    pub fn submit_dismount(&mut self, li: usize, session: &str, media: &MediaRecord, drive: u16) -> u64 {
+    /// Queues a dismount job for `session` (None: the daemon's own); returns its request.
+    pub fn submit_dismount(&mut self, li: usize, session: Option<&str>, media: &MediaRecord, drive: u16) -> RequestId {
         let lib_id = self.libs[li].id;
-        let app = self.sessions_app(session);
-        let request = self.requests.add(RequestOperation::Dismount, lib_id, session, app, self.now);
-        let key = self.requests.last_key();
-        self.requests.describe(key, 0, Some(media.id.to_string()), None);
-        self.note(NotificationOperation::Insert, ObjectType::LibRequest, request);
+        let new = match session {
+            Some(s) => {
+                NewRequest { media: Some(media.id.to_string()), ..self.new_request(RequestKind::Dismount, lib_id, s) }
+            }
+            None => NewRequest::system(RequestKind::Dismount, lib_id, Some(media.id.to_string())),
+        };
+        let key = self.requests.add(new, self.now_unix());
+        self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
         let home = media.home.filter(|h| h.kind == ElementKind::Storage).map(|h| h.address);
-        self.libs[li].library.submit_job(key, JobKind::Dismount { drive, home }, 0, None);
+        self.libs[li].library.submit_job(key.0, JobKind::Dismount { drive, home }, 0, None);
         self.jobs.insert(key, (li, media.id));
         key
+    }
+
+    /// Records who mounted a cartridge (durably: it survives the session and the daemon).
+    fn set_mounted_by(&mut self, media: Guid, owner: Option<Owner>) {
+        if let Some(inv) = self.inventory.as_mut() {
+            let c = inv.set_mounted_by(media, owner);
+            self.push_changes(c);
+        }
+    }
+
+    /// Who mounted a cartridge, if anyone.
+    fn mounted_by(&self, media: Guid) -> Option<&Owner> {
+        self.inventory.as_ref()?.medium(media)?.mounted_by.as_ref()
     }
 
     /// A job's progress.
     pub fn on_progress(&mut self, li: usize, p: Progress) {
         let (key, state, drive) = match p {
-            Progress::Started { id, drive } => (id, RequestState::InProgress, Some(drive)),
-            Progress::WaitingForDrive { id } => (id, RequestState::Waiting, None),
+            Progress::Started { id, drive } => (RequestId(id), RequestStatus::InProgress, Some(drive)),
+            Progress::WaitingForDrive { id } => (RequestId(id), RequestStatus::Waiting, None),
         };
         let drive_id = drive.and_then(|d| {
             let lib = self.libs[li].id?;
             self.inventory.as_ref()?.element(lib, ElementKind::Drive, d).map(|e| e.id().to_string())
         });
-        self.requests.set_state(key, state, drive_id, self.now);
-        if let Some(id) = self.requests.id_of(key) {
-            self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
-        }
+        self.requests.set_state(key, state, drive_id, self.now_unix());
+        self.note_request(key);
     }
 
-    /// A job finished: update the request, the mount table, and answer the waiting call.
+    /// A job finished: update the request and the cartridge's owner, and answer the waiting call.
     pub fn on_outcome(&mut self, li: usize, o: Outcome) {
         self.persist_load_time(li);
-        let Some((_, media)) = self.jobs.remove(&o.id) else { return };
-        let op = self.requests.operation_of(o.id);
-        let session = self.requests.session_of(o.id).unwrap_or_default().to_owned();
-        let mount = op == Some(RequestOperation::Mount);
+        let key = RequestId(o.id);
+        let Some((_, media)) = self.jobs.remove(&key) else { return };
+        let Some(request) = self.requests.get(key).cloned() else { return };
+        let mount = request.kind == RequestKind::Mount;
+        let now = self.now_unix();
         // What the reply tells (the cartridge is in the drive / back home) was changed when the robot moved it; the
         // reply waits for that. The mount counter written now is bookkeeping the reply does not report.
         let batch = self.batch_for_reply();
         let reply = match &o.result {
             Ok(()) => {
-                self.requests.finish(o.id, RequestState::Complete, None, self.now);
+                self.requests.finish(key, RequestStatus::Complete, None, now);
                 if mount {
-                    if self.sessions.exists(&session) {
-                        self.mounted.insert(media, session);
-                    }
+                    // The mount belongs to who asked, beyond the session (and a detached request's session).
+                    self.set_mounted_by(media, Some(request.owner.clone()));
                     if let Some(inv) = self.inventory.as_mut() {
                         let c = inv.count_mount(media);
                         self.push_changes(c);
                     }
-                    self.mount_reply(li, o.id, o.drive.unwrap_or_default(), media)
+                    self.mount_reply(li, key, o.drive.unwrap_or_default(), media)
                 } else {
                     Ok(Map::new())
                 }
             }
             Err(e) => {
-                let state = if *e == JobError::Cancelled { RequestState::Cancelled } else { RequestState::Failed };
-                self.requests.finish(o.id, state, Some(e.to_string()), self.now);
+                let state = if *e == JobError::Cancelled { RequestStatus::Cancelled } else { RequestStatus::Failed };
+                self.requests.finish(key, state, Some(e.to_string()), now);
                 Err(WireError::Ntms(job_error(e, mount)))
             }
         };
-        if let Some(id) = self.requests.id_of(o.id) {
-            self.note(NotificationOperation::Update, ObjectType::LibRequest, id);
-        }
-        self.completions.push_back((o.id, reply, batch));
+        self.note_request(key);
+        self.completions.push_back((key, reply, batch));
     }
 
     /// Deferred dismounts that are due, and loaded-but-unmounted cartridges blocking a waiting mount.
@@ -579,7 +604,7 @@ impl Broker {
                 inv.elements(lib_id)
                     .filter(|e| e.kind == ElementKind::Drive)
                     .filter_map(|e| e.media.map(|m| (e.address, m)))
-                    .filter(|(a, m)| !self.mounted.contains_key(m) && !self.libs[li].library.uses_drive(*a))
+                    .filter(|(a, m)| self.mounted_by(*m).is_none() && !self.libs[li].library.uses_drive(*a))
                     .map(|(a, m)| (self.deferred.iter().find(|d| d.media == m).map_or(0, |d| d.due), a, m))
                     .collect()
             });
@@ -592,20 +617,28 @@ impl Broker {
     }
 
     fn dismount_idle(&mut self, li: usize, drive: u16, media: Guid) {
-        if self.mounted.contains_key(&media) || self.libs[li].library.uses_drive(drive) {
+        if self.mounted_by(media).is_some() || self.libs[li].library.uses_drive(drive) {
             return;
         }
         let Some(m) = self.inventory.as_ref().and_then(|i| i.medium(media)).cloned() else { return };
         if m.location.is_some_and(|l| l.kind == ElementKind::Drive && l.address == drive) {
-            self.submit_dismount(li, "rsmd", &m, drive);
+            self.submit_dismount(li, None, &m, drive);
         }
     }
 
-    /// Cancels the unfinished mount/dismount jobs of a request key or a session.
-    pub fn cancel_job(&mut self, key: u64) -> bool {
+    /// Cancels the unfinished mount/dismount job of a request.
+    pub fn cancel_job(&mut self, key: RequestId) -> bool {
         match self.jobs.get(&key) {
-            Some(&(li, _)) => self.libs[li].library.cancel_job(key),
+            Some(&(li, _)) => self.libs[li].library.cancel_job(key.0),
             None => false,
         }
+    }
+}
+
+/// A cartridge's owner as people read it: `APPLICATION (uid N)`.
+pub fn owner_text(o: &Owner) -> String {
+    match &o.application {
+        Some(a) => format!("{a} (uid {})", o.uid),
+        None => format!("uid {}", o.uid),
     }
 }

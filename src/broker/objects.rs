@@ -26,8 +26,6 @@ pub struct View<'a> {
     pub host: &'a str,
     /// Libraries served now.
     pub libraries: &'a [LibraryView],
-    /// Mounted cartridges: media id → the session that mounted it.
-    pub mounted: &'a std::collections::HashMap<Guid, String>,
     /// Library requests (turned into objects only when asked for).
     pub requests: &'a super::requests::Requests,
 }
@@ -304,7 +302,7 @@ impl View<'_> {
         match e.kind {
             ElementKind::Drive => {
                 let d = e.drive.clone().unwrap_or_default();
-                let mounted_by = e.media.and_then(|id| self.mounted.get(&id).cloned());
+                let mounted_by = m.and_then(|m| m.mounted_by.as_ref()).map(super::mounting::owner_text);
                 let cleaner = m.is_some_and(|m| m.kind == MediaKind::Cleaning);
                 let drive_state = match (e.media, &mounted_by) {
                     _ if e.exception.is_some() || suspect => DriveState::Error,
@@ -390,7 +388,7 @@ impl View<'_> {
         };
         let home_slot = m.home.and_then(|h| inv.element(h.library, h.kind, h.address)).map(|e| e.id().to_string());
         let mt = media_type_of(m.barcode.as_deref());
-        let state = match (m.location, self.mounted.get(&m.id).cloned()) {
+        let state = match (m.location, m.mounted_by.as_ref()) {
             (None, _) => "offline",
             (Some(_), Some(_)) => "in_use",
             (Some(_), None) => "idle",

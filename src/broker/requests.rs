@@ -1,27 +1,54 @@
-//! Library requests (`NTMS_LIBREQUEST`): what clients asked the libraries to do, with their state, visible as
-//! objects and cancellable while queued.
+//! Library requests (`NTMS_LIBREQUEST`): what clients (and the daemon itself) asked the libraries to do. One typed
+//! record per request ([`RequestRecord`]), held here and nowhere else, persisted with the state it reached: every
+//! change marks the record dirty and the broker hands dirty records to the store with the turn's batch.
+//!
+//! Clients name a request by its GUID; the broker by its [`RequestId`] (the changer's job id is the same number).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::model::Guid;
+use crate::model::{Guid, Owner, RequestId, RequestKind, RequestRecord, RequestStatus};
 use crate::proto::types::{LibRequestDetails, ObjectDetails, ObjectInfo, RequestOperation, RequestState};
 use crate::proto::NtmsError;
+use crate::store::Change;
 
+/// How many finished requests are kept for clients to look at.
+const KEEP_FINISHED: usize = 1000;
+
+/// The application name of the daemon's own requests (deferred dismounts, evictions).
+pub const SYSTEM_APPLICATION: &str = "rsmd";
+
+/// A new request's description.
 #[derive(Debug, Clone)]
-struct Request {
-    id: Guid,
-    operation: RequestOperation,
-    state: RequestState,
-    library: Option<Guid>,
-    session: String,
-    application: Option<String>,
-    submitted: u64,
-    started: Option<u64>,
-    completed: Option<u64>,
-    error: Option<String>,
-    priority: i32,
-    drive: Option<String>,
-    media: Option<String>,
+pub struct NewRequest {
+    /// What it does.
+    pub kind: RequestKind,
+    /// The library it works on.
+    pub library: Option<Guid>,
+    /// The submitting session (None: the system session).
+    pub session: Option<String>,
+    /// Who submitted it.
+    pub owner: Owner,
+    /// Outlives its session (`nowait`).
+    pub detached: bool,
+    /// Its priority.
+    pub priority: i32,
+    /// The cartridge it moves (id).
+    pub media: Option<String>,
+}
+
+impl NewRequest {
+    /// A request of the daemon itself.
+    pub fn system(kind: RequestKind, library: Option<Guid>, media: Option<String>) -> NewRequest {
+        NewRequest {
+            kind,
+            library,
+            session: None,
+            owner: Owner { uid: 0, application: Some(SYSTEM_APPLICATION.into()) },
+            detached: true,
+            priority: 0,
+            media,
+        }
+    }
 }
 
 /// The requests table.
@@ -29,125 +56,129 @@ struct Request {
 pub struct Requests {
     seed: u64,
     next: u64,
-    items: BTreeMap<u64, Request>,
+    items: BTreeMap<RequestId, RequestRecord>,
+    by_guid: HashMap<Guid, RequestId>,
+    /// Records changed (or removed) since the last [`Requests::take_changes`].
+    dirty: Vec<RequestId>,
 }
 
-/// How many finished requests are kept for clients to look at.
-const KEEP_FINISHED: usize = 1000;
-
 impl Requests {
-    /// An empty table; ids derive from `seed`.
+    /// An empty table; public ids derive from `seed`.
     pub fn new(seed: u64) -> Requests {
         Requests { seed: seed ^ 0x5eed, ..Requests::default() }
     }
 
-    /// Adds a queued request; returns its id.
-    pub fn add(
-        &mut self,
-        operation: RequestOperation,
-        library: Option<Guid>,
-        session: &str,
-        application: Option<String>,
-        now: u64,
-    ) -> String {
+    /// Takes over the records persisted by an earlier run. Requests that had not finished when it stopped cannot
+    /// go on (their callers' connections closed with it, the hardware is re-verified): each ends `Failed` with
+    /// the reason stated, and is returned so that the caller can tell. Numbering continues after the highest.
+    pub fn restore(&mut self, records: Vec<RequestRecord>, now: u64) -> Vec<RequestId> {
+        let mut ended = Vec::new();
+        for mut r in records {
+            self.next = self.next.max(r.id.0);
+            if r.state.is_open() {
+                let was = match r.state {
+                    RequestStatus::Queued => "queued",
+                    RequestStatus::Waiting => "waiting",
+                    _ => "in progress",
+                };
+                r.error = Some(format!("rsmd restarted while the request was {was}; submit it again"));
+                r.state = RequestStatus::Failed;
+                r.completed = Some(now);
+                ended.push(r.id);
+                self.dirty.push(r.id);
+            }
+            self.by_guid.insert(r.guid, r.id);
+            self.items.insert(r.id, r);
+        }
+        ended
+    }
+
+    /// Adds a queued request; returns its number.
+    pub fn add(&mut self, new: NewRequest, now: u64) -> RequestId {
         self.next += 1;
-        let id = Guid::sequential(self.seed, self.next);
-        self.items.insert(
-            self.next,
-            Request {
-                id,
-                operation,
-                state: RequestState::Queued,
-                library,
-                session: session.into(),
-                application,
-                submitted: now,
-                started: None,
-                completed: None,
-                error: None,
-                priority: 0,
-                drive: None,
-                media: None,
-            },
-        );
+        let id = RequestId(self.next);
+        let guid = Guid::sequential(self.seed, self.next);
+        let r = RequestRecord {
+            id,
+            guid,
+            kind: new.kind,
+            state: RequestStatus::Queued,
+            library: new.library,
+            session: new.session,
+            owner: new.owner,
+            detached: new.detached,
+            submitted: now,
+            started: None,
+            completed: None,
+            error: None,
+            priority: new.priority,
+            drive: None,
+            media: new.media,
+        };
+        self.items.insert(id, r);
+        self.by_guid.insert(guid, id);
+        self.dirty.push(id);
         self.trim();
-        id.to_string()
+        id
     }
 
-    /// The internal key of the request added last.
-    pub fn last_key(&self) -> u64 {
-        self.next
+    /// The record of request `id`.
+    pub fn get(&self, id: RequestId) -> Option<&RequestRecord> {
+        self.items.get(&id)
     }
 
-    /// The internal key of request `id`.
-    pub fn key_of(&self, id: &str) -> Option<u64> {
-        self.items.iter().find(|(_, r)| r.id.to_string() == id).map(|(k, _)| *k)
+    fn get_mut(&mut self, id: RequestId) -> Option<&mut RequestRecord> {
+        let r = self.items.get_mut(&id)?;
+        self.dirty.push(id);
+        Some(r)
     }
 
-    /// The public id of request `key`.
-    pub fn id_of(&self, key: u64) -> Option<String> {
-        self.items.get(&key).map(|r| r.id.to_string())
+    /// The number of the request whose public id is `text`.
+    pub fn find(&self, text: &str) -> Option<RequestId> {
+        text.parse::<Guid>().ok().and_then(|g| self.by_guid.get(&g).copied())
     }
 
-    /// The session that made request `key`.
-    pub fn session_of(&self, key: u64) -> Option<&str> {
-        self.items.get(&key).map(|r| r.session.as_str())
+    /// The public id of request `id` (empty when unknown).
+    pub fn guid_of(&self, id: RequestId) -> String {
+        self.items.get(&id).map(|r| r.guid.to_string()).unwrap_or_default()
     }
 
-    /// True while request `key` has not finished.
-    pub fn is_open(&self, key: u64) -> bool {
-        self.items
-            .get(&key)
-            .is_some_and(|r| matches!(r.state, RequestState::Queued | RequestState::Waiting | RequestState::InProgress))
+    /// True while request `id` has not finished.
+    pub fn is_open(&self, id: RequestId) -> bool {
+        self.items.get(&id).is_some_and(|r| r.state.is_open())
     }
 
-    /// The operation of request `key`.
-    pub fn operation_of(&self, key: u64) -> Option<RequestOperation> {
-        self.items.get(&key).map(|r| r.operation)
-    }
-
-    /// Checks that `session` may cancel or reorder request `id`: the session that made it may, and an
-    /// administrator may.
-    pub fn check_owner(&self, id: &str, session: &str, admin: bool) -> Result<(), NtmsError> {
-        let r = self
-            .items
-            .values()
-            .find(|r| r.id.to_string() == id)
-            .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id:?}") })?;
-        if r.session == session || admin {
-            Ok(())
+    /// Checks that `session` (of a process of `owner`) may cancel or reorder request `text`: the session that made
+    /// it may, so may the same user and application for a detached request, and an administrator may.
+    pub fn check_owner(&self, text: &str, session: &str, owner: &Owner, admin: bool) -> Result<RequestId, NtmsError> {
+        let id =
+            self.find(text).ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {text:?}") })?;
+        let r = &self.items[&id];
+        if admin || r.session.as_deref() == Some(session) || (r.detached && r.owner == *owner) {
+            Ok(id)
         } else {
-            Err(NtmsError::AccessDenied { message: format!("request {id} belongs to another session") })
+            Err(NtmsError::AccessDenied { message: format!("request {text} belongs to another session") })
         }
     }
 
-    /// Marks request `key` as waiting for a resource (a cartridge another session has).
-    pub fn wait(&mut self, key: u64) {
-        if let Some(r) = self.items.get_mut(&key) {
-            r.state = RequestState::Waiting;
+    /// Marks request `id` as waiting for a resource (a cartridge another session has).
+    pub fn wait(&mut self, id: RequestId) {
+        if let Some(r) = self.get_mut(id) {
+            r.state = RequestStatus::Waiting;
         }
     }
 
-    /// Changes the priority of request `key`.
-    pub fn set_priority(&mut self, key: u64, priority: i32) {
-        if let Some(r) = self.items.get_mut(&key) {
+    /// Changes the priority of request `id`.
+    pub fn set_priority(&mut self, id: RequestId, priority: i32) {
+        if let Some(r) = self.get_mut(id) {
             r.priority = priority;
         }
     }
 
-    /// Sets the details of request `key`.
-    pub fn describe(&mut self, key: u64, priority: i32, media: Option<String>, drive: Option<String>) {
-        if let Some(r) = self.items.get_mut(&key) {
-            r.priority = priority;
-            r.media = media;
-            r.drive = drive;
-        }
-    }
-
-    /// Moves request `key` to `state` (and records the drive once known).
-    pub fn set_state(&mut self, key: u64, state: RequestState, drive: Option<String>, now: u64) {
-        if let Some(r) = self.items.get_mut(&key) {
-            if r.started.is_none() && state != RequestState::Queued {
+    /// Moves request `id` to `state` (and records the drive once known).
+    pub fn set_state(&mut self, id: RequestId, state: RequestStatus, drive: Option<String>, now: u64) {
+        if let Some(r) = self.get_mut(id) {
+            if r.started.is_none() && state != RequestStatus::Queued {
                 r.started = Some(now);
             }
             r.state = state;
@@ -157,110 +188,99 @@ impl Requests {
         }
     }
 
-    /// Finishes request `key`: complete, or failed/cancelled with an error text.
-    pub fn finish(&mut self, key: u64, state: RequestState, error: Option<String>, now: u64) {
-        if let Some(r) = self.items.get_mut(&key) {
+    /// Finishes request `id`: complete, or failed/cancelled with an error text.
+    pub fn finish(&mut self, id: RequestId, state: RequestStatus, error: Option<String>, now: u64) {
+        if let Some(r) = self.get_mut(id) {
             r.state = state;
             r.error = error;
             r.completed = Some(now);
         }
     }
 
-    /// Unfinished requests of a session (keys).
-    pub fn open_of_session(&self, session: &str) -> Vec<u64> {
+    /// Unfinished requests of a session that end with it (the detached ones go on).
+    pub fn open_of_session(&self, session: &str) -> Vec<RequestId> {
         self.items
-            .iter()
-            .filter(|(_, r)| r.session == session)
-            .filter(|(_, r)| matches!(r.state, RequestState::Queued | RequestState::Waiting | RequestState::InProgress))
-            .map(|(k, _)| *k)
+            .values()
+            .filter(|r| r.session.as_deref() == Some(session) && r.state.is_open() && !r.detached)
+            .map(|r| r.id)
             .collect()
     }
 
     fn trim(&mut self) {
-        let finished: Vec<u64> = self
-            .items
-            .iter()
-            .filter(|(_, r)| matches!(r.state, RequestState::Complete | RequestState::Failed | RequestState::Cancelled))
-            .map(|(k, _)| *k)
-            .collect();
+        let finished: Vec<RequestId> = self.items.values().filter(|r| !r.state.is_open()).map(|r| r.id).collect();
         if finished.len() > KEEP_FINISHED {
-            for k in &finished[..finished.len() - KEEP_FINISHED] {
-                self.items.remove(k);
+            for id in &finished[..finished.len() - KEEP_FINISHED] {
+                if let Some(r) = self.items.remove(id) {
+                    self.by_guid.remove(&r.guid);
+                }
+                self.dirty.push(*id);
             }
         }
     }
 
-    fn find(&mut self, id: &str) -> Option<&mut Request> {
-        self.items.values_mut().find(|r| r.id.to_string() == id)
-    }
-
-    /// Marks a request started.
-    pub fn start(&mut self, id: &str, now: u64) {
-        if let Some(r) = self.find(id) {
-            r.state = RequestState::InProgress;
-            r.started = Some(now);
+    /// Cancels request `id` if it has not finished.
+    pub fn cancel(&mut self, id: RequestId, now: u64) -> Result<(), NtmsError> {
+        let r = self.get_mut(id).ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id:?}") })?;
+        if r.state.is_open() {
+            r.state = RequestStatus::Cancelled;
+            r.completed = Some(now);
+            Ok(())
+        } else {
+            Err(NtmsError::InvalidOperation { message: format!("request {} already finished", r.guid) })
         }
     }
 
-    /// Cancels a request that has not finished.
-    pub fn cancel(&mut self, id: &str, now: u64) -> Result<(), NtmsError> {
-        let r = self.find(id).ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no request {id:?}") })?;
-        match r.state {
-            RequestState::Queued | RequestState::Waiting | RequestState::InProgress => {
-                r.state = RequestState::Cancelled;
-                r.completed = Some(now);
-                Ok(())
-            }
-            _ => Err(NtmsError::InvalidOperation { message: format!("request {id} already finished") }),
-        }
-    }
-
-    /// Cancels the unfinished requests of a session; returns their ids.
-    pub fn cancel_session(&mut self, session: &str, now: u64) -> Vec<String> {
-        let mut out = Vec::new();
-        for r in self.items.values_mut().filter(|r| r.session == session) {
-            if matches!(r.state, RequestState::Queued | RequestState::Waiting) {
-                r.state = RequestState::Cancelled;
-                r.completed = Some(now);
-                out.push(r.id.to_string());
-            }
-        }
-        out
-    }
-
-    /// Completes the running inventories of a library; returns their ids.
+    /// Completes the running inventories of a library; returns their public ids.
     pub fn finish_inventory(&mut self, library: Guid, now: u64) -> Vec<String> {
-        let mut out = Vec::new();
-        for r in self.items.values_mut() {
-            if r.library == Some(library)
-                && r.operation == RequestOperation::Inventory
-                && r.state == RequestState::InProgress
-            {
-                r.state = RequestState::Complete;
-                r.completed = Some(now);
-                out.push(r.id.to_string());
-            }
-        }
-        out
+        let ids: Vec<RequestId> = self
+            .items
+            .values()
+            .filter(|r| {
+                r.library == Some(library) && r.kind == RequestKind::Inventory && r.state == RequestStatus::InProgress
+            })
+            .map(|r| r.id)
+            .collect();
+        ids.into_iter().map(|id| self.finish_one(id, RequestStatus::Complete, None, now)).collect()
     }
 
-    /// Fails every unfinished request of a library.
+    /// Fails every unfinished request of a library that is not a job of its own (jobs end through their
+    /// outcome); returns their public ids.
     pub fn fail_library(&mut self, library: Guid, why: &str, now: u64) -> Vec<String> {
-        let mut out = Vec::new();
-        for r in self.items.values_mut().filter(|r| r.library == Some(library)) {
-            if matches!(r.state, RequestState::Queued | RequestState::Waiting | RequestState::InProgress) {
-                r.state = RequestState::Failed;
-                r.error = Some(why.into());
-                r.completed = Some(now);
-                out.push(r.id.to_string());
-            }
-        }
-        out
+        let ids: Vec<RequestId> = self
+            .items
+            .values()
+            .filter(|r| r.library == Some(library) && r.state.is_open() && r.kind == RequestKind::Inventory)
+            .map(|r| r.id)
+            .collect();
+        ids.into_iter().map(|id| self.finish_one(id, RequestStatus::Failed, Some(why.into()), now)).collect()
     }
 
-    /// Request `id` as a wire object.
-    pub fn object(&self, id: &str) -> Option<ObjectInfo> {
-        self.items.values().find(|r| r.id.to_string() == id).map(Self::to_object)
+    fn finish_one(&mut self, id: RequestId, state: RequestStatus, error: Option<String>, now: u64) -> String {
+        self.finish(id, state, error, now);
+        self.guid_of(id)
+    }
+
+    /// True when records changed since the last [`Requests::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The store changes for the records changed since the last call.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        let mut ids = std::mem::take(&mut self.dirty);
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| match self.items.get(&id) {
+                Some(r) => Change::Request(r.clone()),
+                None => Change::RemoveRequest(id),
+            })
+            .collect()
+    }
+
+    /// Request `text` (its public id) as a wire object.
+    pub fn object(&self, text: &str) -> Option<ObjectInfo> {
+        self.find(text).and_then(|id| self.items.get(&id)).map(Self::to_object)
     }
 
     /// The requests as wire objects.
@@ -268,33 +288,58 @@ impl Requests {
         self.items.values().map(Self::to_object).collect()
     }
 
-    fn to_object(r: &Request) -> ObjectInfo {
-        {
-            ObjectInfo {
-                id: r.id.to_string(),
-                name: format!("{:?} request", r.operation).to_lowercase(),
-                description: String::new(),
-                object_type: crate::proto::ObjectType::LibRequest,
-                enabled: true,
-                state: format!("{:?}", r.state).to_lowercase(),
-                created: r.submitted,
-                modified: r.completed.or(r.started).unwrap_or(r.submitted),
-                details: ObjectDetails::LibRequest(LibRequestDetails {
-                    operation: r.operation,
-                    state: r.state,
-                    priority: r.priority,
-                    submitted: r.submitted,
-                    started: r.started,
-                    completed: r.completed,
-                    library: r.library.map(|l| l.to_string()),
-                    drive: r.drive.clone(),
-                    media: r.media.clone(),
-                    application: r.application.clone(),
-                    uid: None,
-                    error: r.error.clone(),
-                }),
-            }
+    fn to_object(r: &RequestRecord) -> ObjectInfo {
+        let operation = operation(r.kind);
+        let state = state(r.state);
+        ObjectInfo {
+            id: r.guid.to_string(),
+            name: format!("{operation:?} request").to_lowercase(),
+            description: String::new(),
+            object_type: crate::proto::ObjectType::LibRequest,
+            enabled: true,
+            state: format!("{state:?}").to_lowercase(),
+            created: r.submitted,
+            modified: r.completed.or(r.started).unwrap_or(r.submitted),
+            details: ObjectDetails::LibRequest(LibRequestDetails {
+                operation,
+                state,
+                priority: r.priority,
+                submitted: r.submitted,
+                started: r.started,
+                completed: r.completed,
+                library: r.library.map(|l| l.to_string()),
+                drive: r.drive.clone(),
+                media: r.media.clone(),
+                application: r.owner.application.clone(),
+                uid: Some(r.owner.uid),
+                error: r.error.clone(),
+            }),
         }
+    }
+}
+
+/// The wire name of a request kind.
+pub fn operation(kind: RequestKind) -> RequestOperation {
+    match kind {
+        RequestKind::Mount => RequestOperation::Mount,
+        RequestKind::Dismount => RequestOperation::Dismount,
+        RequestKind::Inject => RequestOperation::Inject,
+        RequestKind::Eject => RequestOperation::Eject,
+        RequestKind::Inventory => RequestOperation::Inventory,
+        RequestKind::Clean => RequestOperation::Clean,
+        RequestKind::Door => RequestOperation::Door,
+    }
+}
+
+/// The wire name of a request state.
+pub fn state(s: RequestStatus) -> RequestState {
+    match s {
+        RequestStatus::Queued => RequestState::Queued,
+        RequestStatus::InProgress => RequestState::InProgress,
+        RequestStatus::Waiting => RequestState::Waiting,
+        RequestStatus::Complete => RequestState::Complete,
+        RequestStatus::Failed => RequestState::Failed,
+        RequestStatus::Cancelled => RequestState::Cancelled,
     }
 }
 
@@ -302,20 +347,72 @@ impl Requests {
 mod tests {
     use super::*;
 
+    fn by(session: &str) -> NewRequest {
+        NewRequest {
+            kind: RequestKind::Inventory,
+            library: Some(Guid::derive("library", "x")),
+            session: Some(session.into()),
+            owner: Owner { uid: 1000, application: Some("app".into()) },
+            detached: false,
+            priority: 0,
+            media: None,
+        }
+    }
+
     #[test]
-    fn lifecycle_and_cancellation() {
+    fn lifecycle_cancellation_and_persistence() {
         let mut r = Requests::new(1);
         let lib = Guid::derive("library", "x");
-        let a = r.add(RequestOperation::Inventory, Some(lib), "s1", None, 5);
-        let b = r.add(RequestOperation::Inventory, Some(lib), "s2", None, 6);
-        r.start(&a, 7);
-        assert_eq!(r.cancel_session("s2", 8), vec![b.clone()]);
-        assert_eq!(r.finish_inventory(lib, 9), vec![a.clone()]);
-        assert!(matches!(r.cancel(&a, 10), Err(NtmsError::InvalidOperation { .. })));
-        assert!(matches!(r.cancel("nope", 10), Err(NtmsError::ObjectNotFound { .. })));
+        let a = r.add(by("s1"), 5);
+        let b = r.add(by("s2"), 6);
+        r.set_state(a, RequestStatus::InProgress, None, 7);
+        assert_eq!(r.open_of_session("s2"), vec![b]);
+        r.cancel(b, 8).unwrap();
+        assert_eq!(r.finish_inventory(lib, 9), vec![r.guid_of(a)]);
+        assert!(matches!(r.cancel(a, 10), Err(NtmsError::InvalidOperation { .. })));
+        assert_eq!(r.find("nope"), None);
+        assert_eq!(r.find(&r.guid_of(b)), Some(b));
         let objs = r.objects();
         assert_eq!(objs.len(), 2);
         assert_eq!(objs[0].state, "complete");
         assert_eq!(objs[1].state, "cancelled");
+        // Every change reaches the store once per batch, as the record it reached.
+        let changes = r.take_changes();
+        assert_eq!(changes.len(), 2);
+        assert!(matches!(&changes[1], Change::Request(rec) if rec.state == RequestStatus::Cancelled));
+        assert!(r.take_changes().is_empty());
+    }
+
+    #[test]
+    fn a_restart_fails_open_requests_with_the_reason_and_keeps_numbering() {
+        let mut before = Requests::new(1);
+        let done = before.add(by("s"), 1);
+        before.finish(done, RequestStatus::Complete, None, 2);
+        let queued = before.add(by("s"), 3);
+        let running = before.add(by("s"), 4);
+        before.set_state(running, RequestStatus::InProgress, None, 5);
+        let records: Vec<RequestRecord> = before.items.values().cloned().collect();
+        let mut after = Requests::new(2);
+        assert_eq!(after.restore(records, 100), vec![queued, running]);
+        let q = after.get(queued).unwrap();
+        assert_eq!(q.state, RequestStatus::Failed);
+        assert!(q.error.as_deref().unwrap().contains("restarted while the request was queued"), "{q:?}");
+        assert!(after.get(running).unwrap().error.as_deref().unwrap().contains("in progress"));
+        assert_eq!(after.get(done).unwrap().state, RequestStatus::Complete);
+        assert_eq!(after.take_changes().len(), 2, "the two ended requests are written back");
+        assert!(after.add(by("s"), 101) > running);
+    }
+
+    #[test]
+    fn detached_requests_outlive_their_session_and_stay_their_owners() {
+        let mut r = Requests::new(1);
+        let owner = Owner { uid: 1000, application: Some("app".into()) };
+        let d = r.add(NewRequest { detached: true, ..by("s1") }, 1);
+        assert!(r.open_of_session("s1").is_empty());
+        let text = r.guid_of(d);
+        assert_eq!(r.check_owner(&text, "s2", &owner, false), Ok(d), "same user and application, later session");
+        let other = Owner { uid: 1001, ..owner.clone() };
+        assert!(matches!(r.check_owner(&text, "s2", &other, false), Err(NtmsError::AccessDenied { .. })));
+        assert_eq!(r.check_owner(&text, "s3", &other, true), Ok(d));
     }
 }

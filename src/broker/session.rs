@@ -97,6 +97,11 @@ impl Sessions {
         ended.into_iter().filter_map(|h| self.sessions.remove(&h)).collect()
     }
 
+    /// Who session `handle` is: its process's user and the application it named.
+    pub fn owner(&self, handle: &str) -> Option<crate::model::Owner> {
+        self.sessions.get(handle).map(|s| crate::model::Owner { uid: s.peer.uid, application: s.application.clone() })
+    }
+
     /// The application name of session `handle`.
     pub fn application(&self, handle: &str) -> Option<String> {
         self.sessions.get(handle).and_then(|s| s.application.clone())

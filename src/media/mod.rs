@@ -187,6 +187,7 @@ impl Inventory {
                     home: None,
                     pool: None,
                     mount_count: 0,
+                    mounted_by: None,
                 });
                 if !seen_media.insert(id) {
                     log::warn!("barcode {:?} seen twice in library {library}; keeping the first", e.barcode);
@@ -194,6 +195,10 @@ impl Inventory {
                     m.location = Some(here);
                     if home.is_some() {
                         m.home = home;
+                    }
+                    // Mounted means in a drive: a cartridge found anywhere else is nobody's mount any more.
+                    if kind != ElementKind::Drive {
+                        m.mounted_by = None;
                     }
                     changes.extend(self.put_media(m));
                 }
@@ -224,6 +229,7 @@ impl Inventory {
                     if let Some(mut m) = self.media.get(&prev).cloned() {
                         if m.location == Some(Location { library, kind, address: e.address }) {
                             m.location = None;
+                            m.mounted_by = None;
                             changes.extend(self.put_media(m));
                         }
                     }
@@ -269,7 +275,18 @@ impl Inventory {
         vec![Change::Media(m)]
     }
 
-    /// Counts a mount of a cartridge.
+    /// Records who mounted cartridge `id` (None: nobody; it is loaded or in a slot).
+    pub fn set_mounted_by(&mut self, id: Guid, owner: Option<crate::model::Owner>) -> Vec<Change> {
+        match self.media.get(&id).cloned() {
+            Some(mut m) if m.mounted_by != owner => {
+                m.mounted_by = owner;
+                self.put_media(m)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Counts a mount of cartridge `id`.
     pub fn count_mount(&mut self, id: Guid) -> Vec<Change> {
         match self.media.get(&id).cloned() {
             Some(mut m) => {

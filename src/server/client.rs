@@ -35,7 +35,7 @@ pub enum Slot {
     /// Waiting for the daemon to finish the call (`key` names it).
     Waiting {
         /// The pending call's key.
-        key: u64,
+        key: crate::model::RequestId,
     },
     /// A `more` stream: replies queue here; the slot never completes until the session ends.
     Stream {
@@ -63,6 +63,9 @@ pub struct Client {
     out_pos: usize,
     /// The peer closed its writing side (or an error): finish replies, then close.
     pub read_closed: bool,
+    /// The peer closed the whole connection (its process exited or closed the socket): nothing can reach it, so
+    /// calls still waiting are abandoned and the connection ends at once.
+    pub hung_up: bool,
     /// Close after flushing what is queued (a fatal protocol error).
     pub closing: bool,
     /// Last time the connection made progress (bytes in or out), for stall detection.
@@ -98,6 +101,7 @@ impl Client {
             out: Vec::new(),
             out_pos: 0,
             read_closed: false,
+            hung_up: false,
             closing: false,
             last_progress: now,
             paused: false,
@@ -141,6 +145,7 @@ impl Client {
             match self.stream.read(&mut buf) {
                 Ok(0) => {
                     self.read_closed = true;
+                    self.hung_up = peer_gone(&self.stream);
                     return Ok(ReadOutcome::Eof);
                 }
                 Ok(n) => {
@@ -225,7 +230,7 @@ impl Client {
     }
 
     /// Fills the waiting slot `key` with a reply.
-    pub fn complete(&mut self, key: u64, bytes: Vec<u8>, durable: u64) -> bool {
+    pub fn complete(&mut self, key: crate::model::RequestId, bytes: Vec<u8>, durable: u64) -> bool {
         for s in &mut self.slots {
             if matches!(s, Slot::Waiting { key: k } if *k == key) {
                 *s = Slot::Ready { bytes, durable };
@@ -248,7 +253,8 @@ impl Client {
     pub fn finished(&self) -> bool {
         let drained = self.out_pos >= self.out.len();
         let nothing_pending = self.slots.iter().all(|s| matches!(s, Slot::Stream { .. })) || self.slots.is_empty();
-        (self.closing && self.write_shut && self.read_closed)
+        self.hung_up
+            || (self.closing && self.write_shut && self.read_closed)
             || (!self.closing && self.read_closed && drained && (self.slots.is_empty() || nothing_pending))
     }
 
@@ -265,5 +271,19 @@ fn slot_bytes(s: &Slot) -> usize {
         Slot::Ready { bytes, .. } => bytes.len(),
         Slot::Waiting { .. } => 0,
         Slot::Stream { queued, .. } => queued.iter().map(|q| q.0.len()).sum(),
+    }
+}
+
+/// After EOF: true when the peer closed the whole connection rather than only its writing side (a half-close
+/// still waits for its replies). The kernel reports POLLHUP on a Unix stream socket once both directions are shut,
+/// which is what the peer's close (or exit) does; asked without waiting.
+fn peer_gone(stream: &UnixStream) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(stream.as_fd(), nix::poll::PollFlags::POLLOUT)];
+    match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(nix::poll::PollFlags::POLLHUP | nix::poll::PollFlags::POLLERR)),
+        Err(_) => false,
     }
 }

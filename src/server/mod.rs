@@ -80,7 +80,7 @@ fn start_time_of(pid: i32) -> u64 {
 }
 
 /// The broker's plain options from the configuration.
-fn broker_options(config: &crate::config::Config, host: &str) -> BrokerOptions {
+fn broker_options(config: &crate::config::Config, host: &str, epoch_ms: u64) -> BrokerOptions {
     BrokerOptions {
         host: host.to_owned(),
         administrators: config.administrators.clone(),
@@ -96,6 +96,7 @@ fn broker_options(config: &crate::config::Config, host: &str) -> BrokerOptions {
                 _ => None,
             })
             .collect(),
+        epoch_ms,
     }
 }
 
@@ -179,7 +180,7 @@ pub struct Server {
     touched: HashSet<usize>,
     last_status: String,
     /// Calls waiting for a job: request key → client slot.
-    waiting: HashMap<u64, usize>,
+    waiting: HashMap<crate::model::RequestId, usize>,
 }
 
 impl Server {
@@ -249,10 +250,15 @@ impl Server {
         )
         .unwrap_or(0)
             ^ u64::from(std::process::id());
+        // Unix time at the clock's zero: the broker shows and keeps times as Unix time.
+        let epoch_ms = u64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis(),
+        )
+        .unwrap_or(0);
         log::info!("listening on {}", setup.socket.display());
         Ok(Server {
             poll,
-            broker: Broker::new(broker_options(&setup.config, &host), seed),
+            broker: Broker::new(broker_options(&setup.config, &host, epoch_ms), seed),
             devices: Vec::new(),
             writer: None,
             now: 0,
@@ -583,7 +589,7 @@ impl Server {
         match crate::config::Config::load(&path) {
             Ok(c) => {
                 log::info!("SIGHUP: reloaded {}", path.display());
-                self.broker.set_options(broker_options(&c, &self.broker.host));
+                self.broker.set_options(broker_options(&c, &self.broker.host, self.broker.options.epoch_ms));
                 self.setup.config = c;
                 for lib in start::open_new_libraries(&mut self.setup, &self.devices) {
                     self.add_library(lib);
@@ -734,7 +740,7 @@ impl Server {
         }
         let batch = self.broker.last_batch();
         while let Some((key, reply, durable)) = self.broker.poll_reply() {
-            log::debug!("request {key} finished; waiting client: {:?}", self.waiting.get(&key));
+            log::debug!("request {key:?} finished; waiting client: {:?}", self.waiting.get(&key));
             let Some(idx) = self.waiting.remove(&key) else { continue };
             let bytes = match reply {
                 Ok(params) => Reply::new(params).encode(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use crate::model::{ElementRecord, Guid, LibraryRecord, MediaRecord};
+use crate::model::{ElementRecord, Guid, LibraryRecord, MediaRecord, RequestId, RequestRecord};
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -61,15 +61,6 @@ pub enum StoreError {
     WriterGone,
 }
 
-/// A request record as persisted (library requests: mounts, dismounts, inventories).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct RequestRecord {
-    /// Request id.
-    pub id: u64,
-    /// Free-form JSON describing the request (owned by the server).
-    pub body: serde_json::Value,
-}
-
 /// One change to the inventory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -93,7 +84,7 @@ pub enum Change {
     /// Insert or replace a request.
     Request(RequestRecord),
     /// Remove a request.
-    RemoveRequest(u64),
+    RemoveRequest(RequestId),
 }
 
 /// Everything on disk.
@@ -291,8 +282,8 @@ impl Store {
                     }
                     ops.push((2, key, None));
                 }
-                Change::Request(r) => ops.push((4, r.id.to_be_bytes().to_vec(), Some(encode(r, "requests")?))),
-                Change::RemoveRequest(id) => ops.push((4, id.to_be_bytes().to_vec(), None)),
+                Change::Request(r) => ops.push((4, r.id.0.to_be_bytes().to_vec(), Some(encode(r, "requests")?))),
+                Change::RemoveRequest(id) => ops.push((4, id.0.to_be_bytes().to_vec(), None)),
             }
         }
         let trees = [&self.libraries, &self.elements, &self.media, &self.barcodes, &self.requests];

@@ -27,6 +27,7 @@ fn media(barcode: &str, lib: Guid, address: u16) -> MediaRecord {
         home: None,
         pool: None,
         mount_count: 0,
+        mounted_by: None,
     }
 }
 
