@@ -18,6 +18,11 @@
 //! drives where supported) → ready; busy while a move runs; offline when the changer is gone or failed. Any UNIT
 //! ATTENTION makes the cached inventory suspect: the library rescans (re-probing after a reset) and reports the
 //! result as a full inventory for the caller to reconcile.
+//!
+//! A changer that refuses a command for now (NOT READY, BUSY, TASK SET FULL, ABORTED COMMAND, a repeated UNIT
+//! ATTENTION) holds its queue: the refused command goes back to the head and nothing is sent to the changer until
+//! the backoff passes (1 s doubling to 30 s by default). Probing and scanning wait like this for as long as it
+//! takes, with the reason exposed ([`Machine::not_ready_reason`]); a move gives up after its move timeout.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -77,6 +82,12 @@ pub struct LibraryOptions {
     pub poll_first_ms: Millis,
     /// Longest TEST UNIT READY poll interval.
     pub poll_max_ms: Millis,
+    /// First wait before sending a changer command again that the changer refused for now (NOT READY, BUSY, a
+    /// repeated UNIT ATTENTION); doubled at each consecutive refusal up to [`LibraryOptions::retry_max_ms`].
+    pub retry_first_ms: Millis,
+    /// Longest wait between two attempts of a refused changer command: a changer that never becomes ready is
+    /// asked again at this interval for as long as it stays attached.
+    pub retry_max_ms: Millis,
 }
 
 impl Default for LibraryOptions {
@@ -92,9 +103,16 @@ impl Default for LibraryOptions {
             deferred_dismount_ms: crate::config::DEFAULT_DEFERRED_DISMOUNT_MS,
             poll_first_ms: super::mounts::FIRST_POLL_MS,
             poll_max_ms: super::mounts::MAX_POLL_MS,
+            retry_first_ms: RETRY_FIRST_MS,
+            retry_max_ms: RETRY_MAX_MS,
         }
     }
 }
+
+/// Default of [`LibraryOptions::retry_first_ms`].
+pub const RETRY_FIRST_MS: Millis = 1_000;
+/// Default of [`LibraryOptions::retry_max_ms`].
+pub const RETRY_MAX_MS: Millis = 30_000;
 
 /// What INQUIRY and VPD say about a device.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -302,7 +320,15 @@ pub struct Machine {
     pub(super) elements: Vec<Element>,
     moves: VecDeque<MoveRequest>,
     current_move: Option<MoveRequest>,
-    retry: Option<(Millis, Queued)>,
+    /// The changer refused its last command for now: nothing is sent to it before this time (the refused command
+    /// waits at the head of `changer_queue`).
+    hold_until: Option<Millis>,
+    /// Consecutive refusals of changer commands (NOT READY, BUSY, UNIT ATTENTION); 0 once it answers.
+    refusals: u32,
+    /// When the current run of refusals began.
+    refused_since: Millis,
+    /// Why the changer is being waited for (the last refusal, named), until it answers a command.
+    not_ready: Option<String>,
     heartbeat_at: Option<Millis>,
     now: Millis,
 }
@@ -330,7 +356,10 @@ impl Machine {
             elements: Vec::new(),
             moves: VecDeque::new(),
             current_move: None,
-            retry: None,
+            hold_until: None,
+            refusals: 0,
+            refused_since: now,
+            not_ready: None,
             heartbeat_at: None,
             now,
         };
@@ -368,6 +397,13 @@ impl Machine {
         &self.probe.drives
     }
 
+    /// Why the changer is being waited for: Some while it refuses commands for now (NOT READY, BUSY, repeated
+    /// UNIT ATTENTION), with the sense named ("not ready: 04h/01h logical unit is in process of becoming ready"),
+    /// until it answers a command. Probing and scanning wait for it indefinitely, asking again with backoff.
+    pub fn not_ready_reason(&self) -> Option<&str> {
+        self.not_ready.as_deref()
+    }
+
     /// Number of moves queued or running.
     pub fn moves_pending(&self) -> usize {
         self.moves.len() + usize::from(self.current_move.is_some())
@@ -394,11 +430,19 @@ impl Machine {
         Ok(())
     }
 
-    /// Cancels a move that has not started. Returns false when it is unknown or already running.
+    /// Cancels a move that has not started (queued, or refused for now and waiting to be sent again). Returns
+    /// false when it is unknown or the robot has it.
     pub fn cancel_move(&mut self, id: Origin) -> bool {
         let before = self.moves.len();
         self.moves.retain(|m| m.id != id);
-        let cancelled = self.moves.len() != before;
+        let mut cancelled = self.moves.len() != before;
+        let held = |q: &Queued| matches!(q.purpose, Purpose::Move { id: i, .. } if i == id);
+        if !cancelled && self.changer_queue.iter().any(held) {
+            self.changer_queue.retain(|q| !held(q));
+            self.current_move = None;
+            cancelled = true;
+            self.pump();
+        }
         if cancelled {
             self.events.push_back(Event::MoveFinished { id, result: Err(MoveError::Cancelled) });
         }
@@ -433,7 +477,7 @@ impl Machine {
         self.in_flight.clear();
         self.changer_queue.clear();
         self.changer_busy = false;
-        self.retry = None;
+        self.clear_refusals();
         self.start_probe();
     }
 
@@ -469,19 +513,14 @@ impl Machine {
 
     /// When `handle_timeout` should be called next.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        match (self.retry.as_ref().map(|r| r.0), self.heartbeat_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.hold_until, self.heartbeat_at].into_iter().flatten().min()
     }
 
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.now = now;
-        if self.retry.as_ref().is_some_and(|r| r.0 <= now) {
-            if let Some((_, q)) = self.retry.take() {
-                self.changer_queue.push_front(q);
-            }
+        if self.hold_until.is_some_and(|t| t <= now) {
+            self.hold_until = None;
         }
         if self.heartbeat_at.is_some_and(|t| t <= now) {
             self.heartbeat_at = None;
@@ -669,7 +708,7 @@ impl Machine {
         if self.phase == Phase::Offline {
             return;
         }
-        if !self.changer_busy && self.changer_queue.is_empty() && self.retry.is_none() {
+        if !self.changer_busy && self.changer_queue.is_empty() && self.hold_until.is_none() {
             if let Some(reprobe) = self.rescan.take() {
                 if reprobe || self.probe.addresses.is_none() {
                     self.start_probe();
@@ -691,7 +730,7 @@ impl Machine {
                 }
             }
         }
-        if !self.changer_busy {
+        if !self.changer_busy && self.hold_until.is_none() {
             if let Some(q) = self.changer_queue.pop_front() {
                 let tag = self.tag();
                 self.changer_busy = true;
@@ -714,7 +753,7 @@ impl Machine {
         self.set_state(LibraryState::Offline);
         self.changer_queue.clear();
         self.changer_busy = false;
-        self.retry = None;
+        self.clear_refusals();
         self.heartbeat_at = None;
         self.in_flight.retain(|_, (d, _)| *d != DeviceRef::Changer);
         if let Some(m) = self.current_move.take() {
@@ -801,6 +840,37 @@ impl Machine {
         }
     }
 
+    /// The changer refused a command for now (`reason`): the next attempt waits, 0 ms for the first refusal when
+    /// `immediate` (a unit attention is consumed by being reported), then doubling from
+    /// [`LibraryOptions::retry_first_ms`] up to [`LibraryOptions::retry_max_ms`].
+    fn refused(&mut self, reason: String, immediate: bool) {
+        if self.refusals == 0 {
+            self.refused_since = self.now;
+        }
+        self.refusals = self.refusals.saturating_add(1);
+        let backoff = |n: u32| {
+            let first = self.options.retry_first_ms.max(1);
+            first.saturating_mul(1u64 << n.min(32)).min(self.options.retry_max_ms.max(first))
+        };
+        let delay = match (immediate, self.refusals) {
+            (true, 1) => 0,
+            (true, n) => backoff(n - 2),
+            (false, n) => backoff(n - 1),
+        };
+        if self.not_ready.as_deref() != Some(reason.as_str()) {
+            log::info!("changer refused a command ({reason}): asking again in {delay} ms, with backoff");
+        }
+        self.not_ready = Some(reason);
+        self.hold_until = (delay > 0).then_some(self.now + delay);
+    }
+
+    /// The changer answered (or is gone): no more waiting.
+    fn clear_refusals(&mut self) {
+        self.refusals = 0;
+        self.not_ready = None;
+        self.hold_until = None;
+    }
+
     fn probe_step_done(&mut self) {
         self.probes_pending = self.probes_pending.saturating_sub(1);
         if self.probes_pending == 0 && self.phase == Phase::Probing {
@@ -818,12 +888,36 @@ impl Machine {
     }
 
     fn on_response(&mut self, device: DeviceRef, purpose: Purpose, r: Response) {
-        let action = self.note_attention(device, &r).unwrap_or(Action::Done);
+        let mut action = self.note_attention(device, &r).unwrap_or(Action::Done);
+        if device == DeviceRef::Changer {
+            // While probing or scanning, any NOT READY is waited out (a library inventorying after power-on, or
+            // with its door open, says 04/00 or 04/03 for minutes); a move refused so fails at once.
+            let starting = matches!(self.phase, Phase::Probing | Phase::Scanning);
+            if starting && action == Action::Fail(Failure::Offline) {
+                action = Action::WaitReady { after_ms: 0 };
+            }
+            match action {
+                Action::Retry { .. } | Action::WaitReady { .. } | Action::Rescan { .. } => {
+                    let immediate = matches!(action, Action::Rescan { .. });
+                    self.refused(refusal_reason(&r), immediate);
+                }
+                _ => self.clear_refusals(),
+            }
+        }
         match action {
             Action::Done => {}
-            Action::Retry { after_ms } | Action::WaitReady { after_ms } if device == DeviceRef::Changer => {
+            Action::Retry { .. } | Action::WaitReady { .. } if device == DeviceRef::Changer => {
+                // Refused for now: the same command goes back to the head of the queue, and the queue waits (so
+                // the commands behind it are neither sent into the same refusal nor lost).
+                if let Purpose::Move { .. } = purpose {
+                    let waited = self.now.saturating_sub(self.refused_since);
+                    if u128::from(waited) >= self.options.move_timeout.as_millis() {
+                        self.clear_refusals();
+                        return self.on_failure(device, purpose, Some(Failure::RetriesExhausted));
+                    }
+                }
                 if let Some(command) = self.command_for(&purpose) {
-                    self.retry = Some((self.now + after_ms, Queued { purpose, command }));
+                    self.changer_queue.push_front(Queued { purpose, command });
                 }
                 return;
             }
@@ -1033,5 +1127,19 @@ impl Machine {
         d.source = if dst_is_slot { None } else { Some(home.unwrap_or(source)) };
         let changed = vec![self.elements[si].clone(), self.elements[di].clone()];
         self.events.push_back(Event::Elements(changed));
+    }
+}
+
+/// Names a changer's refusal-for-now: "busy", or the sense key and ASC/ASCQ ("not ready: 04h/01h logical unit is in
+/// process of becoming ready").
+fn refusal_reason(r: &Response) -> String {
+    use crate::transport::status;
+    match r.status {
+        status::BUSY => "busy".to_owned(),
+        status::TASK_SET_FULL => "task set full".to_owned(),
+        _ => match crate::scsi::sense::Sense::parse(&r.sense) {
+            Ok(s) => format!("{}: {}", s.key.name(), s.asc),
+            Err(_) => format!("status {:02X}h without sense", r.status),
+        },
     }
 }

@@ -288,6 +288,15 @@ impl Library {
         self.machine.drive_identities()
     }
 
+    /// Why the library is waiting for its changer: Some while the changer refuses commands for now (NOT READY,
+    /// BUSY, a repeated UNIT ATTENTION), naming the sense ("not ready: 04h/01h logical unit is in process of
+    /// becoming ready"); None once it answers. Probing and scanning wait indefinitely, asking again with backoff
+    /// ([`LibraryOptions::retry_first_ms`] doubling up to [`LibraryOptions::retry_max_ms`]), so a library that is
+    /// not ready at start-up comes online as soon as it is.
+    pub fn not_ready_reason(&self) -> Option<&str> {
+        self.machine.not_ready_reason()
+    }
+
     /// Number of robot moves queued or running.
     pub fn moves_pending(&self) -> usize {
         self.machine.moves_pending()

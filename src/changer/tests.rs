@@ -341,6 +341,102 @@ fn device_gone_mid_scan_goes_offline() {
     s.assert_agrees();
 }
 
+/// Options that retry a refused changer command after 10 ms, doubling up to 300 ms (the defaults, 1 s to 30 s,
+/// scaled by 1/100).
+fn fast_retries() -> LibraryOptions {
+    LibraryOptions { retry_first_ms: 10, retry_max_ms: 300, ..LibraryOptions::default() }
+}
+
+/// Steps until `done` (at most `max_steps`), calling `observe` after every step.
+fn step_until(s: &mut Sim, max_steps: usize, done: impl Fn(&Sim) -> bool, mut observe: impl FnMut(&Sim)) {
+    for _ in 0..max_steps {
+        if done(s) {
+            return;
+        }
+        assert!(s.step(), "stalled at {} ms in state {:?}", s.now, s.lib.state());
+        observe(s);
+    }
+    assert!(done(s), "not done after {max_steps} steps ({:?} at {} ms)", s.lib.state(), s.now);
+}
+
+#[test]
+fn a_changer_not_ready_at_start_up_comes_online_once_ready() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    let mut s = Sim::new(c, fast_retries());
+    // NOT READY 04/01 to everything but INQUIRY for 2 s, injected before the first command: MODE SENSE is refused
+    // many more times than the backoff has doubling steps. (Issue: one retry was sent, then nothing.)
+    s.target.inject(Fault::NotReadyFor { device: Device::Changer, ms: 2_000 });
+    let mut reasons: Vec<(LibraryState, String)> = Vec::new();
+    step_until(
+        &mut s,
+        10_000,
+        |s| s.lib.state() == LibraryState::Ready,
+        |s| {
+            if let Some(r) = s.lib.not_ready_reason() {
+                if !reasons.iter().any(|(st, why)| *st == s.lib.state() && why == r) {
+                    reasons.push((s.lib.state(), r.to_owned()));
+                }
+            }
+        },
+    );
+    let why = "not ready: 04h/01h logical unit is in process of becoming ready".to_owned();
+    assert_eq!(reasons, vec![(LibraryState::Probing, why)]);
+    assert_eq!(s.lib.not_ready_reason(), None, "answered: nothing to wait for");
+    assert!(s.now >= 2_000, "ready only once the changer is ({} ms)", s.now);
+    assert!(s.now <= 2_000 + 300 + 20, "asked again within the longest backoff ({} ms)", s.now);
+    // Backoff, not a storm: 10, 20, 40, ... 300, 300 ms apart (about a dozen refusals in 2 s, not 200).
+    let refusals = s.target.snapshot().counters.check_conditions;
+    assert!((8..=16).contains(&refusals), "{refusals} refusals");
+    // No probing step was lost: identity, address assignment and every element agree with the hardware.
+    assert_eq!(s.lib.identity().serial, "VLIB0000");
+    assert!(s.lib.addresses().is_some());
+    s.assert_agrees();
+    let mapped = s.lib.elements().iter().filter(|e| e.element_type == ElementType::DataTransfer && e.device.is_some());
+    assert_eq!(mapped.count(), 4);
+    // And it works.
+    s.move_and_wait(1, 1000, 500).unwrap();
+    s.assert_agrees();
+}
+
+#[test]
+fn a_changer_not_ready_mid_scan_is_waited_out() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    let mut s = Sim::new(c, LibraryOptions { chunk: 4, ..fast_retries() });
+    s.drive_bounded(10_000, |s| s.lib.state() == LibraryState::Scanning);
+    s.target.inject(Fault::NotReadyFor { device: Device::Changer, ms: 1_000 });
+    s.drive_bounded(10_000, |s| s.lib.not_ready_reason().is_some());
+    assert_eq!(s.lib.state(), LibraryState::Scanning);
+    s.ready();
+    assert_eq!(s.lib.not_ready_reason(), None);
+    s.assert_agrees();
+    assert_eq!(s.inventories(), 1);
+}
+
+#[test]
+fn a_changer_that_stays_not_ready_is_asked_at_the_longest_backoff_forever() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    let mut s = Sim::new(c, fast_retries());
+    s.target.inject(Fault::NotReadyFor { device: Device::Changer, ms: 3_600_000 });
+    let probing = |s: &Sim| {
+        assert_eq!(s.lib.state(), LibraryState::Probing, "at {} ms", s.now);
+        // (The first INQUIRYs are answered: the reason shows from the first refusal on.)
+        let reason = s.lib.not_ready_reason();
+        assert!(s.now < 10 || reason.is_some_and(|r| r.contains("04h/01h")), "at {} ms: {reason:?}", s.now);
+    };
+    step_until(&mut s, 10_000, |s| s.now >= 10_000, probing);
+    let (t1, c1) = (s.now, s.target.snapshot().counters.check_conditions);
+    step_until(&mut s, 10_000, |s| s.now >= 40_000, probing);
+    let (t2, c2) = (s.now, s.target.snapshot().counters.check_conditions);
+    // One attempt per 300 ms (+1 ms for the command itself), no faster and no slower.
+    let expected = (t2 - t1) / 301;
+    assert!((expected - 1..=expected + 1).contains(&(c2 - c1)), "{} attempts in {} ms", c2 - c1, t2 - t1);
+    let next = s.lib.poll_timeout().map(|t| t.saturating_sub(s.now));
+    assert!(s.lib.machine.in_flight() == 1 || next.is_some_and(|t| t <= 300), "still asking ({next:?})");
+}
+
 fn timed() -> Sim {
     timed_with(|_| {})
 }
