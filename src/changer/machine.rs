@@ -449,6 +449,11 @@ impl Machine {
         cancelled
     }
 
+    /// True when drive device `drive` exists and can take commands.
+    pub fn drive_usable(&self, drive: usize) -> bool {
+        drive < self.drive_count
+    }
+
     /// Sends a command to a drive device (TEST UNIT READY polls, LOAD UNLOAD, ...). The outcome comes as
     /// [`Event::DriveCommand`] with `id`.
     pub fn drive_command(&mut self, id: Origin, drive: usize, command: Command) {
@@ -656,6 +661,9 @@ impl Machine {
         let Purpose::Scan { element_type, start, count, alloc, dvcid, .. } = *p else {
             return None;
         };
+        // NUMBER OF ELEMENTS is a maximum: never ask for exactly one, which tgt answers with no data at all. A
+        // second element in the reply is harmless (the scan drops duplicates, a re-read updates it too).
+        let (count, alloc) = (count.max(2), alloc.max(allocation_for(2)));
         Some(
             cdb::read_element_status(&ReadElementStatus {
                 element_type,
@@ -795,15 +803,19 @@ impl Machine {
             }
             Purpose::Serial | Purpose::DeviceId | Purpose::Capabilities => self.probe_step_done(),
             Purpose::DriveInquiry(_) | Purpose::DriveSerial(_) => self.probe_step_done(),
-            Purpose::Scan { element_type, dvcid: true, start, count, alloc, .. }
+            Purpose::Scan { element_type, dvcid: true, start, count, alloc, whole }
                 if failure == Some(Failure::Unsupported) =>
             {
                 // DVCID not supported: read drives without it; map by configuration or elimination.
                 self.dvcid = false;
-                let p = Purpose::Scan { element_type, start, count, alloc, dvcid: false, whole: true };
+                let p = Purpose::Scan { element_type, start, count, alloc, dvcid: false, whole };
                 if let Some(c) = self.scan_command(&p) {
                     self.changer_queue.push_front(Queued { purpose: p, command: c });
                 }
+            }
+            Purpose::Scan { whole: false, element_type, start, count, .. } => {
+                log::warn!("re-reading {element_type:?} {start}+{count} failed ({failure:?}): rescanning everything");
+                self.request_full_rescan();
             }
             Purpose::Scan { .. } => {
                 log::warn!("{device:?}: element status chunk failed ({failure:?}); continuing");
@@ -823,21 +835,51 @@ impl Machine {
         }
     }
 
+    /// Re-reads the elements around `address` after a failed move, in the shape the full scan reads them (the
+    /// scan's chunk of that element type that holds the address, with VOLTAG, and DVCID for drives when
+    /// supported) rather than one element alone: some libraries answer a one-element READ ELEMENT STATUS short
+    /// (tgt sends no data at all). A re-read that fails or comes back incomplete falls back to a full rescan.
     fn reread(&mut self, address: u16) {
-        let Some(ty) = self.probe.addresses.and_then(|a| a.type_of(address)) else {
+        let Some(ea) = self.probe.addresses else { return };
+        let Some(ty) = ea.type_of(address) else { return };
+        let Some(range) = ea.range(ty) else { return };
+        let Some((start, count)) = chunks(range.first, range.count, self.options.chunk)
+            .find(|&(s, n)| address >= s && u32::from(address) < u32::from(s) + u32::from(n))
+        else {
             return;
         };
         let p = Purpose::Scan {
             element_type: ty,
-            start: address,
-            count: 1,
-            alloc: allocation_for(1),
+            start,
+            count,
+            alloc: allocation_for(count),
             dvcid: ty == ElementType::DataTransfer && self.dvcid,
             whole: false,
         };
+        let queued = self.changer_queue.iter().any(|q| q.purpose == p);
+        let in_flight = self.in_flight.values().any(|(_, purpose)| *purpose == p);
+        if queued || in_flight {
+            return;
+        }
         if let Some(c) = self.scan_command(&p) {
             self.queue_changer(p, c);
         }
+    }
+
+    /// Schedules a full rescan (after the elements in flight or queued are done).
+    fn request_full_rescan(&mut self) {
+        if self.phase != Phase::Offline {
+            self.rescan = Some(self.rescan.unwrap_or(false));
+        }
+    }
+
+    /// True when the cached inventory is settled: ready, with no re-read, rescan or probe queued or running.
+    pub fn inventory_settled(&self) -> bool {
+        let scan = |p: &Purpose| matches!(p, Purpose::Scan { .. });
+        matches!(self.phase, Phase::Ready)
+            && self.rescan.is_none()
+            && !self.changer_queue.iter().any(|q| scan(&q.purpose))
+            && !self.in_flight.values().any(|(_, p)| scan(p))
     }
 
     /// The changer refused a command for now (`reason`): the next attempt waits, 0 ms for the first refusal when
@@ -1054,6 +1096,9 @@ impl Machine {
                 log::warn!("READ ELEMENT STATUS {ty:?} {start}+{count}: {e}");
                 if whole {
                     self.next_scan();
+                } else {
+                    // The narrow re-read is not answered properly by this library: read everything instead.
+                    self.request_full_rescan();
                 }
                 return;
             }
@@ -1087,6 +1132,9 @@ impl Machine {
         if whole {
             self.scanned.extend(elements);
             self.next_scan();
+        } else if elements.len() < usize::from(count) {
+            log::warn!("re-reading {ty:?} {start}+{count}: {} elements came back; rescanning", elements.len());
+            self.request_full_rescan();
         } else {
             let mut changed = Vec::new();
             for mut e in elements {
@@ -1100,6 +1148,16 @@ impl Machine {
                         changed.push(e);
                     }
                 }
+            }
+            // A label now seen here and still cached elsewhere: the cartridge moved from an element this re-read
+            // did not cover, so the cache is wrong there too.
+            let elsewhere = changed.iter().any(|c| {
+                c.barcode.is_some()
+                    && self.elements.iter().any(|o| o.address != c.address && o.full && o.barcode == c.barcode)
+            });
+            if elsewhere {
+                log::info!("a re-read found a cartridge the cache has elsewhere: rescanning");
+                self.request_full_rescan();
             }
             if !changed.is_empty() {
                 self.events.push_back(Event::Elements(changed));

@@ -11,6 +11,11 @@
 //! only when it is free: the highest priority first and, at equal priority, a mount into an empty drive before a
 //! move out (see [`super::bound`] for why that order is the optimal one on the benchmark).
 //!
+//! A mount whose move the library refuses because the cache was wrong (source empty, destination full: the
+//! hardware changed behind rsmd's back) waits for the library's re-read of those elements and goes on from where
+//! the cartridge really is: already in a drive, the mount completes there (that drive is the job's drive, polled
+//! until ready); in another slot, it is retried from there once. Otherwise it fails with the refusal.
+//!
 //! A job cancelled or timed out before its move is dropped; after its move, a mount is undone (unload and move
 //! back), so the hardware is left in a known state either way.
 
@@ -142,6 +147,12 @@ enum Step {
     },
     /// Undoing a mount after cancel/timeout: unload then move back; the outcome is `undo`'s error.
     Undoing,
+    /// The library refused the mount's move (source empty, or destination full): the cache was wrong. Waiting for
+    /// the library's re-read of the elements to settle, to go on from where the cartridge really is; `error` is
+    /// the outcome when it cannot.
+    Rechecking {
+        error: MoveError,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +175,10 @@ struct Job {
     not_ready_at: Millis,
     /// Mounted for writing: a write-protected cartridge fails the mount.
     write: bool,
+    /// A mount's cartridge label, as the cache had it when the job started (to find it after a refused move).
+    barcode: Option<String>,
+    /// A mount already retried from where the cartridge really was (retried once only).
+    relocated: bool,
 }
 
 /// Timeout of the short drive commands (TEST UNIT READY, MODE SENSE).
@@ -242,6 +257,8 @@ impl Mounts {
             loaded_at: 0,
             not_ready_at: 0,
             write: false,
+            barcode: None,
+            relocated: false,
         });
     }
 
@@ -391,6 +408,8 @@ impl Mounts {
         for id in aborting {
             self.start_undo(id, lib);
         }
+        // Refused mounts whose cartridge the re-read has found (a drive's first poll is due at once).
+        self.recheck(lib, now);
         // TEST UNIT READY polls that are due.
         for j in &mut self.active {
             if let Step::WaitingReady { next_at: Some(t), interval } = j.step {
@@ -410,8 +429,9 @@ impl Mounts {
             for j in self.queue.drain(..) {
                 self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Offline) });
             }
-            // Moves out that were waiting for the robot cannot happen either.
-            while let Some(idx) = self.active.iter().position(|j| j.step == Step::AwaitingRobot) {
+            // Moves out that were waiting for the robot cannot happen either, nor a refused mount's next step.
+            let waits_for_robot = |j: &Job| matches!(j.step, Step::AwaitingRobot | Step::Rechecking { .. });
+            while let Some(idx) = self.active.iter().position(waits_for_robot) {
                 let abort = self.active[idx].abort.clone();
                 self.finish(idx, Err(abort.unwrap_or(JobError::Offline)));
             }
@@ -475,6 +495,70 @@ impl Mounts {
         }
     }
 
+    /// Mounts whose move was refused, once the library's re-read has settled: a cartridge (same label) found in a
+    /// drive is mounted there (the job's drive becomes that drive, polled until ready); one found in a slot is
+    /// mounted from there, once; otherwise the mount fails with the refusal (and a cartridge found nowhere makes
+    /// the library rescan).
+    fn recheck(&mut self, lib: &mut Machine, now: Millis) {
+        if !lib.inventory_settled() {
+            return;
+        }
+        let mut idx = 0;
+        while idx < self.active.len() {
+            let Step::Rechecking { error } = self.active[idx].step else {
+                idx += 1;
+                continue;
+            };
+            if let Some(abort) = self.active[idx].abort.clone() {
+                self.finish(idx, Err(abort));
+                continue;
+            }
+            let label = self.active[idx].barcode.clone();
+            let found = lib.elements().iter().find(|e| e.full && e.barcode.is_some() && e.barcode == label).cloned();
+            match found {
+                Some(e) if e.element_type == ElementType::DataTransfer => {
+                    let usable = e.device.is_some_and(|d| lib.drive_usable(d)) && !self.drive_busy(e.address);
+                    if !usable {
+                        self.finish(idx, Err(JobError::Move(error)));
+                        continue;
+                    }
+                    log::info!(
+                        "job {}: the cartridge is already in drive element {}; mounted there",
+                        self.active[idx].id,
+                        e.address
+                    );
+                    let j = &mut self.active[idx];
+                    j.drive = Some(e.address);
+                    j.device = e.device;
+                    j.loaded_at = now;
+                    j.not_ready_at = now;
+                    j.ready_by = now + self.ready_timeout;
+                    j.step = Step::WaitingReady { next_at: Some(now), interval: self.poll_first };
+                    self.progress.push_back(Progress::WaitingForDrive { id: j.id });
+                    idx += 1;
+                }
+                Some(e) if e.element_type != ElementType::MediumTransport && !self.active[idx].relocated => {
+                    let mut j = self.active.remove(idx);
+                    log::info!("job {}: the cartridge is in element {}; mounting it from there", j.id, e.address);
+                    if let JobKind::Mount { source, .. } = &mut j.kind {
+                        *source = e.address;
+                    }
+                    j.relocated = true;
+                    j.step = Step::Queued;
+                    j.drive = None;
+                    j.device = None;
+                    self.queue.push(j);
+                }
+                other => {
+                    if other.is_none() {
+                        lib.request_rescan();
+                    }
+                    self.finish(idx, Err(JobError::Move(error)));
+                }
+            }
+        }
+    }
+
     fn try_start(&mut self, i: usize, lib: &mut Machine, now: Millis) -> Start {
         let job = self.queue[i].clone();
         match &job.kind {
@@ -521,6 +605,7 @@ impl Mounts {
                 let mut job = self.queue.remove(i);
                 match lib.request_move(Origin::Job(job.id), *source, address) {
                     Ok(()) => {
+                        job.barcode = lib.element(*source).and_then(|e| e.barcode.clone());
                         job.drive = Some(address);
                         job.device = device;
                         job.step = Step::Moving;
@@ -647,6 +732,17 @@ impl Mounts {
         let job = &self.active[idx];
         let undoing = job.step == Step::Undoing;
         match (&job.kind, result) {
+            (JobKind::Mount { drive, .. }, Err(e @ MoveError::Refused(f)))
+                if !undoing && job.abort.is_none() && job.barcode.is_some() && recheckable(f, drive) =>
+            {
+                // The cache was wrong about the source or the destination: the library re-reads them; go on from
+                // where the cartridge really is once it has.
+                let j = &mut self.active[idx];
+                j.step = Step::Rechecking { error: e };
+                j.drive = None;
+                j.device = None;
+                self.recheck(lib, now);
+            }
             (_, Err(e)) => {
                 let abort = job.abort.clone();
                 self.finish(idx, Err(abort.unwrap_or(JobError::Move(e))));
@@ -816,8 +912,18 @@ impl Mounts {
                     self.finish(idx, Ok(()));
                 }
             }
-            Step::Queued | Step::Moving | Step::AwaitingRobot => {}
+            Step::Queued | Step::Moving | Step::AwaitingRobot | Step::Rechecking { .. } => {}
         }
+    }
+}
+
+/// True when a mount whose move was refused with `f` may go on from where the re-read finds its cartridge: the
+/// source was empty (it is elsewhere), or the destination was full and the mount may use another drive.
+fn recheckable(f: Failure, drive: &DriveChoice) -> bool {
+    match f {
+        Failure::SourceEmpty => true,
+        Failure::DestinationFull => !matches!(drive, DriveChoice::Element(_)),
+        _ => false,
     }
 }
 

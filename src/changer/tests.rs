@@ -780,6 +780,90 @@ fn mounts_and_dismounts_run_close_to_the_optimal_schedule() {
     }
 }
 
+/// [`timed_with`] on a library that answers a one-element READ ELEMENT STATUS with no data, as tgt does.
+fn timed_tgt_short() -> Sim {
+    timed_with(|c| c.short_single_element_status = true)
+}
+
+#[test]
+fn a_failed_move_rereads_what_a_library_answering_one_element_short_reports() {
+    let mut s = timed_tgt_short();
+    s.ready();
+    // Behind rsmd's back (`mtx load 3 0`): the cache still shows the cartridge in slot 3 and drive 0 empty.
+    s.target.move_by_hand(1002, 500).unwrap();
+    assert_eq!(s.move_and_wait(1, 1002, 501), Err(MoveError::Refused(Failure::SourceEmpty)));
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+    assert_eq!(s.lib.element(500).unwrap().barcode.as_deref(), Some("ABC003L6"));
+    // The same for a full destination.
+    s.target.move_by_hand(1003, 501).unwrap();
+    assert_eq!(s.move_and_wait(2, 1004, 501), Err(MoveError::Refused(Failure::DestinationFull)));
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+    assert_eq!(s.inventories(), 1, "narrow re-reads, no full rescan");
+}
+
+#[test]
+fn one_element_chunks_on_a_library_answering_one_element_short() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    c.short_single_element_status = true;
+    let mut s = Sim::new(c, LibraryOptions { chunk: 1, ..LibraryOptions::default() });
+    s.ready();
+    s.assert_agrees();
+    s.target.move_by_hand(1000, 503).unwrap();
+    assert_eq!(s.move_and_wait(1, 1001, 503), Err(MoveError::Refused(Failure::DestinationFull)));
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+}
+
+#[test]
+fn a_mount_of_a_cartridge_already_in_a_drive_completes_there() {
+    let mut s = timed_tgt_short();
+    s.ready();
+    s.target.move_by_hand(1002, 500).unwrap();
+    s.lib.submit_job(1, JobKind::Mount { source: 1002, drive: DriveChoice::Any }, 0, None);
+    let o = s.wait_outcome(1);
+    assert_eq!(o, Outcome { id: 1, drive: Some(500), result: Ok(()) });
+    assert_eq!(s.target.snapshot().drives[0].status, vlib::DriveStatus::Ready, "answered TEST UNIT READY");
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+    // And it dismounts like any other mount.
+    s.lib.submit_job(2, JobKind::Dismount { drive: 500, home: Some(1002) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Ok(()));
+    s.assert_agrees();
+    assert_eq!(s.lib.element(1002).unwrap().barcode.as_deref(), Some("ABC003L6"));
+}
+
+#[test]
+fn a_mount_of_a_cartridge_moved_to_another_slot_is_retried_from_there() {
+    let mut s = timed_tgt_short();
+    s.ready();
+    s.target.move_by_hand(1002, 1016).unwrap();
+    s.lib.submit_job(1, JobKind::Mount { source: 1002, drive: DriveChoice::Element(501) }, 0, None);
+    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: Some(501), result: Ok(()) });
+    s.assert_agrees();
+    assert_eq!(s.lib.element(501).unwrap().barcode.as_deref(), Some("ABC003L6"));
+    let log = s.target.snapshot().robot_log;
+    assert_eq!(log.iter().map(|m| (m.source, m.destination)).collect::<Vec<_>>(), vec![(1016, 501)]);
+}
+
+#[test]
+fn a_mount_into_a_drive_filled_behind_our_back_goes_to_another_drive() {
+    let mut s = timed_tgt_short();
+    s.ready();
+    s.target.move_by_hand(1003, 500).unwrap();
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
+    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: Some(501), result: Ok(()) });
+    s.assert_agrees();
+    // Asked for that very drive: the refusal stands (and the cache is corrected).
+    s.target.move_by_hand(1004, 502).unwrap();
+    s.lib.submit_job(2, JobKind::Mount { source: 1001, drive: DriveChoice::Element(502) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Err(JobError::Move(MoveError::Refused(Failure::DestinationFull))));
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+}
+
 mod random {
     //! Random programs of mounts, dismounts, cancels, reorders, timeouts and faults against the simulation: every
     //! job ends exactly once, nothing is left running, no cartridge is lost, and the library's view agrees with
