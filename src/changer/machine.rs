@@ -82,6 +82,9 @@ pub struct LibraryOptions {
     pub poll_first_ms: Millis,
     /// Longest TEST UNIT READY poll interval.
     pub poll_max_ms: Millis,
+    /// How long a cancelled or timed-out job waits for an answer from its drive before giving up on it (the
+    /// mount scheduler's; see [`super::mounts::ABORT_GRACE_MS`]).
+    pub abort_grace_ms: Millis,
     /// First wait before sending a changer command again that the changer refused for now (NOT READY, BUSY, a
     /// repeated UNIT ATTENTION); doubled at each consecutive refusal up to [`LibraryOptions::retry_max_ms`].
     pub retry_first_ms: Millis,
@@ -103,6 +106,7 @@ impl Default for LibraryOptions {
             deferred_dismount_ms: crate::config::DEFAULT_DEFERRED_DISMOUNT_MS,
             poll_first_ms: super::mounts::FIRST_POLL_MS,
             poll_max_ms: super::mounts::MAX_POLL_MS,
+            abort_grace_ms: super::mounts::ABORT_GRACE_MS,
             retry_first_ms: RETRY_FIRST_MS,
             retry_max_ms: RETRY_MAX_MS,
         }
@@ -287,6 +291,21 @@ struct Probe {
     exchange: bool,
 }
 
+/// Whether a drive device can take commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DriveDevice {
+    /// Attached and identified (or being probed with the changer): commands go to it.
+    Present,
+    /// Its device disappeared: commands to it fail at once with [`TransportError::DeviceGone`].
+    Gone,
+    /// Back after being gone: INQUIRY and VPD 80h are re-identifying it (`pending` answers still due); jobs do not
+    /// choose it yet.
+    Identifying {
+        /// Answers still due.
+        pending: u8,
+    },
+}
+
 /// A move requested and not yet started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct MoveRequest {
@@ -313,6 +332,8 @@ pub struct Machine {
     events: VecDeque<Event>,
     probe: Probe,
     probes_pending: usize,
+    /// Per drive device: present, gone, or being re-identified.
+    drives: Vec<DriveDevice>,
     scan_queue: VecDeque<Purpose>,
     scanned: Vec<Element>,
     dvcid: bool,
@@ -349,6 +370,7 @@ impl Machine {
             events: VecDeque::new(),
             probe: Probe::default(),
             probes_pending: 0,
+            drives: vec![DriveDevice::Present; drive_count],
             scan_queue: VecDeque::new(),
             scanned: Vec::new(),
             dvcid: true,
@@ -449,14 +471,96 @@ impl Machine {
         cancelled
     }
 
-    /// True when drive device `drive` exists and can take commands.
+    /// True when drive device `drive` exists, is attached and identified: jobs may use it.
     pub fn drive_usable(&self, drive: usize) -> bool {
-        drive < self.drive_count
+        self.drives.get(drive) == Some(&DriveDevice::Present)
+    }
+
+    /// True when drive device `drive` is gone (see [`Machine::drive_gone`]).
+    pub fn drive_is_gone(&self, drive: usize) -> bool {
+        self.drives.get(drive) == Some(&DriveDevice::Gone)
+    }
+
+    /// Drive device `drive` disappeared (its transport reported it gone, or a uevent removed it). Its commands in
+    /// flight complete at once as [`TransportError::DeviceGone`], and so does any command sent to it until
+    /// [`Machine::drive_back`]. Its element keeps its mapping (the cartridge in it stays where it is).
+    pub fn drive_gone(&mut self, drive: usize) {
+        let Some(state) = self.drives.get_mut(drive) else { return };
+        if *state == DriveDevice::Gone {
+            return;
+        }
+        log::warn!("drive device {drive} is gone");
+        *state = DriveDevice::Gone;
+        let mut tags: Vec<Tag> =
+            self.in_flight.iter().filter(|(_, (d, _))| *d == DeviceRef::Drive(drive)).map(|(t, _)| *t).collect();
+        tags.sort_unstable();
+        for tag in tags {
+            let now = self.now;
+            self.handle_completion(tag, Err(TransportError::DeviceGone), now);
+        }
+        self.outgoing.retain(|o| o.device != DeviceRef::Drive(drive));
+    }
+
+    /// Drive device `drive` is back (hot-plug): it is identified again (INQUIRY, VPD 80h) and the drives are mapped
+    /// again with its serial (another drive may sit there now); once it has answered, jobs use it again.
+    pub fn drive_back(&mut self, drive: usize, now: Millis) {
+        self.now = now;
+        if drive >= self.drives.len() {
+            return;
+        }
+        log::info!("drive device {drive} is back: identifying it");
+        self.drives[drive] = DriveDevice::Identifying { pending: 2 };
+        let t = self.options.probe_timeout;
+        for (purpose, command) in [
+            (Purpose::DriveInquiry(drive), cdb::inquiry(96).into_command(t)),
+            (Purpose::DriveSerial(drive), cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255).into_command(t)),
+        ] {
+            let tag = self.tag();
+            self.in_flight.insert(tag, (DeviceRef::Drive(drive), purpose));
+            self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(drive), tag, command });
+        }
+    }
+
+    /// A drive's INQUIRY or VPD 80h finished (answered or not): a probing step, or part of re-identifying it.
+    fn drive_probe_done(&mut self, drive: usize) {
+        match self.drives.get_mut(drive) {
+            Some(DriveDevice::Identifying { pending }) => {
+                *pending = pending.saturating_sub(1);
+                if *pending == 0 {
+                    self.drives[drive] = DriveDevice::Present;
+                    self.remap_drives();
+                }
+            }
+            Some(DriveDevice::Gone) if self.phase != Phase::Probing => {}
+            _ => self.probe_step_done(),
+        }
+    }
+
+    /// Maps drive devices to elements again (after a drive came back), reporting the elements whose device changed.
+    fn remap_drives(&mut self) {
+        let serials: Vec<Option<String>> =
+            self.probe.drives.iter().map(|d| d.as_ref().map(|i| i.serial.clone())).collect();
+        let mapping = super::policy::map_drives(&self.elements, &serials, &self.options.drive_map);
+        let mut changed = Vec::new();
+        for e in self.elements.iter_mut().filter(|e| e.element_type == ElementType::DataTransfer) {
+            let device = mapping.device_for(e.address);
+            if e.device != device {
+                e.device = device;
+                changed.push(e.clone());
+            }
+        }
+        if !changed.is_empty() {
+            self.events.push_back(Event::Elements(changed));
+        }
     }
 
     /// Sends a command to a drive device (TEST UNIT READY polls, LOAD UNLOAD, ...). The outcome comes as
     /// [`Event::DriveCommand`] with `id`.
     pub fn drive_command(&mut self, id: Origin, drive: usize, command: Command) {
+        if self.drive_is_gone(drive) {
+            self.events.push_back(Event::DriveCommand { id, drive, result: Err(TransportError::DeviceGone) });
+            return;
+        }
         let tag = self.tag();
         self.in_flight.insert(tag, (DeviceRef::Drive(drive), Purpose::Drive { id, drive }));
         self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(drive), tag, command });
@@ -479,6 +583,7 @@ impl Machine {
     pub fn reattach(&mut self, drive_count: usize, now: Millis) {
         self.now = now;
         self.drive_count = drive_count;
+        self.drives = vec![DriveDevice::Present; drive_count];
         self.in_flight.clear();
         self.changer_queue.clear();
         self.changer_busy = false;
@@ -614,7 +719,8 @@ impl Machine {
             cdb::mode_sense_6(opcode::MODE_PAGE_DEVICE_CAPABILITIES, true, 255).into_command(t),
         );
         self.probes_pending = 5;
-        for d in 0..self.drive_count {
+        let attached: Vec<usize> = (0..self.drive_count).filter(|d| !self.drive_is_gone(*d)).collect();
+        for d in attached {
             for purpose in [Purpose::DriveInquiry(d), Purpose::DriveSerial(d)] {
                 let command = match purpose {
                     Purpose::DriveInquiry(_) => cdb::inquiry(96),
@@ -802,7 +908,7 @@ impl Machine {
                 self.go_offline("probing the changer failed");
             }
             Purpose::Serial | Purpose::DeviceId | Purpose::Capabilities => self.probe_step_done(),
-            Purpose::DriveInquiry(_) | Purpose::DriveSerial(_) => self.probe_step_done(),
+            Purpose::DriveInquiry(d) | Purpose::DriveSerial(d) => self.drive_probe_done(d),
             Purpose::Scan { element_type, dvcid: true, start, count, alloc, whole }
                 if failure == Some(Failure::Unsupported) =>
             {
@@ -1045,13 +1151,13 @@ impl Machine {
                     id.product = i.product;
                     id.revision = i.revision;
                 }
-                self.probe_step_done();
+                self.drive_probe_done(d);
             }
             Purpose::DriveSerial(d) => {
                 if let (Ok(s), Some(slot)) = (inquiry::parse_unit_serial(&r.data), self.probe.drives.get_mut(d)) {
                     slot.get_or_insert_with(Identity::default).serial = s;
                 }
-                self.probe_step_done();
+                self.drive_probe_done(d);
             }
             Purpose::Scan { element_type, start, count, alloc, dvcid, whole } => {
                 self.on_scan(element_type, start, count, alloc, dvcid, whole, &r)

@@ -179,12 +179,18 @@ struct Job {
     barcode: Option<String>,
     /// A mount already retried from where the cartridge really was (retried once only).
     relocated: bool,
+    /// Once aborted (cancelled, timed out, failed): when to stop waiting for a drive that does not answer.
+    give_up_at: Option<Millis>,
 }
 
 /// Timeout of the short drive commands (TEST UNIT READY, MODE SENSE).
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a drive may take to become ready after a load.
 pub const READY_TIMEOUT_MS: Millis = crate::config::DEFAULT_READY_TIMEOUT_MS;
+/// How long a job that was aborted (cancelled, timed out) waits for an answer from its drive (the poll in flight,
+/// the unload of its undo) before it gives up: it then ends with [`JobError::DriveGone`], the cartridge left in
+/// the drive, and the drive is suspect. Long enough for an unload that rewinds a whole tape.
+pub const ABORT_GRACE_MS: Millis = 5 * 60 * 1000;
 /// TEST UNIT READY poll interval after a load, until the load time is learned.
 pub const FIRST_POLL_MS: Millis = 100;
 /// How long the polls stay at [`FIRST_POLL_MS`] before backing off (50 polls).
@@ -207,6 +213,8 @@ pub(super) struct Mounts {
     load_estimate: Option<Millis>,
     /// How long a drive may take to become ready after a load.
     ready_timeout: Millis,
+    /// How long an aborted job waits for its drive's answer before giving up on it.
+    abort_grace: Millis,
     /// Drives whose last load never became ready: mounts for any drive avoid them while a sound drive exists.
     suspect: Vec<u16>,
 }
@@ -230,6 +238,7 @@ impl Mounts {
             poll_max: max.max(first.max(1)),
             load_estimate: None,
             ready_timeout: READY_TIMEOUT_MS,
+            abort_grace: ABORT_GRACE_MS,
             suspect: Vec::new(),
         }
     }
@@ -238,6 +247,14 @@ impl Mounts {
     #[must_use]
     pub fn with_ready_timeout(mut self, ms: Millis) -> Mounts {
         self.ready_timeout = ms;
+        self
+    }
+
+    /// The same, giving up `ms` after a job was aborted (cancelled, timed out) on a drive that does not answer
+    /// (default [`ABORT_GRACE_MS`]).
+    #[must_use]
+    pub fn with_abort_grace(mut self, ms: Millis) -> Mounts {
+        self.abort_grace = ms;
         self
     }
 
@@ -259,6 +276,7 @@ impl Mounts {
             write: false,
             barcode: None,
             relocated: false,
+            give_up_at: None,
         });
     }
 
@@ -342,7 +360,8 @@ impl Mounts {
             _ => None,
         });
         let deadlines = self.queue.iter().chain(&self.active).filter(|j| j.abort.is_none()).filter_map(|j| j.deadline);
-        polls.chain(deadlines).min()
+        let give_ups = self.active.iter().filter_map(|j| j.give_up_at);
+        polls.chain(deadlines).chain(give_ups).min()
     }
 
     /// How many queued mounts exceed the free mapped drives: loaded but unmounted cartridges (deferred dismounts)
@@ -380,6 +399,45 @@ impl Mounts {
         self.active.iter().any(|j| j.drive == Some(address))
     }
 
+    /// Drive device `dev` disappeared (the library already failed its commands in flight, whose jobs ended as
+    /// gone): a mount whose move into it still waits for the robot is taken off the robot's queue, one waiting to
+    /// poll it ends now, and queued mounts or dismounts naming its element fail; all with [`JobError::DriveGone`].
+    pub fn drive_gone(&mut self, dev: usize, lib: &mut Machine) {
+        let mut idx = 0;
+        while idx < self.active.len() {
+            let j = &self.active[idx];
+            if j.device != Some(dev) {
+                idx += 1;
+                continue;
+            }
+            match j.step {
+                Step::Moving if matches!(j.kind, JobKind::Mount { .. }) => {
+                    let id = j.id;
+                    // Taken back: the cancelled move ends the job with this error. Running: the cartridge lands
+                    // in the drive and the first poll fails the job.
+                    self.active[idx].abort = Some(JobError::DriveGone);
+                    lib.cancel_move(Origin::Job(id));
+                    idx += 1;
+                }
+                Step::WaitingReady { next_at: Some(_), .. } => self.finish(idx, Err(JobError::DriveGone)),
+                _ => idx += 1,
+            }
+        }
+        let gone = |a: u16| lib.element(a).and_then(|e| e.device) == Some(dev);
+        let mut i = 0;
+        while i < self.queue.len() {
+            let names_it = match &self.queue[i].kind {
+                JobKind::Mount { drive: DriveChoice::Element(a), .. } | JobKind::Dismount { drive: a, .. } => gone(*a),
+                JobKind::Mount { .. } => false,
+            };
+            if names_it {
+                self.fail(i, JobError::DriveGone);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Starts what can start and runs timers. Call after every input.
     pub fn poll(&mut self, lib: &mut Machine, now: Millis) {
         // Deadlines.
@@ -396,6 +454,31 @@ impl Mounts {
                 if j.step == Step::Moving && matches!(j.kind, JobKind::Mount { .. }) {
                     lib.cancel_move(Origin::Job(j.id));
                 }
+            }
+        }
+        // Aborted jobs: a drive that does not answer within the grace is given up (whatever is in flight to it).
+        for j in &mut self.active {
+            if j.abort.is_some() && j.give_up_at.is_none() {
+                j.give_up_at = Some(now + self.abort_grace);
+            }
+        }
+        let mut idx = 0;
+        while idx < self.active.len() {
+            let j = &self.active[idx];
+            // (An undo's unload has no destination yet; its move back is the robot's, not the drive's.)
+            let on_drive = match j.step {
+                Step::WaitingReady { .. } | Step::CheckingWriteProtect | Step::Unloading => true,
+                Step::Undoing => j.dest.is_none(),
+                _ => false,
+            };
+            if on_drive && j.give_up_at.is_some_and(|t| t <= now) {
+                if let Some(d) = j.drive.filter(|d| !self.suspect.contains(d)) {
+                    log::warn!("drive element {d} does not answer: job {} gives up on it", j.id);
+                    self.suspect.push(d);
+                }
+                self.finish(idx, Err(JobError::DriveGone));
+            } else {
+                idx += 1;
             }
         }
         // Aborted jobs waiting for the drive: undo now.
@@ -571,12 +654,16 @@ impl Mounts {
                 let free = |e: &Element| {
                     e.element_type == ElementType::DataTransfer
                         && !e.full
-                        && e.device.is_some()
+                        && e.device.is_some_and(|d| lib.drive_usable(d))
                         && !self.drive_busy(e.address)
                 };
                 let target = match drive {
                     DriveChoice::Element(a) => match lib.element(*a) {
                         Some(e) if free(e) => Some((e.address, e.device)),
+                        Some(e) if e.device.is_some_and(|d| lib.drive_is_gone(d)) => {
+                            self.fail(i, JobError::DriveGone);
+                            return Start::Failed;
+                        }
                         Some(e) if e.element_type == ElementType::DataTransfer && e.device.is_none() => {
                             self.fail(i, JobError::Unmapped(*a));
                             return Start::Failed;
@@ -595,7 +682,10 @@ impl Mounts {
                         // A drive that failed to become ready is used only when every allowed drive did.
                         let sound = |e: &Element| !self.suspect.contains(&e.address);
                         let any_sound = lib.elements().iter().any(|e| {
-                            e.element_type == ElementType::DataTransfer && e.device.is_some() && allowed(e) && sound(e)
+                            e.element_type == ElementType::DataTransfer
+                                && e.device.is_some_and(|d| lib.drive_usable(d))
+                                && allowed(e)
+                                && sound(e)
                         });
                         let mut candidates = lib.elements().iter().filter(|e| free(e) && allowed(e));
                         candidates.find(|e| !any_sound || sound(e)).map(|e| (e.address, e.device))
@@ -625,6 +715,10 @@ impl Mounts {
                     return Start::Wait;
                 }
                 let device = lib.element(*drive).and_then(|e| e.device);
+                if device.is_some_and(|d| lib.drive_is_gone(d)) {
+                    self.fail(i, JobError::DriveGone);
+                    return Start::Failed;
+                }
                 let mut job = self.queue.remove(i);
                 job.drive = Some(*drive);
                 job.device = device;
@@ -802,10 +896,8 @@ impl Mounts {
                 }
                 return self.finish(idx, Err(JobError::DriveGone));
             }
-            Err(_) => {
-                let abort = self.active[idx].abort.clone();
-                return self.finish(idx, Err(abort.unwrap_or(JobError::DriveGone)));
-            }
+            // Gone (or failed in the driver): the cartridge, if any, stays in the drive; nothing can be undone.
+            Err(_) => return self.finish(idx, Err(JobError::DriveGone)),
         };
         let action = classify(r.status, &r.sense);
         match step {

@@ -864,6 +864,74 @@ fn a_mount_into_a_drive_filled_behind_our_back_goes_to_another_drive() {
     s.assert_agrees();
 }
 
+#[test]
+fn a_gone_drive_fails_its_jobs_is_avoided_and_is_used_again_once_back() {
+    let mut s = timed();
+    s.ready();
+    // Drive device 0 (element 500) disappears.
+    s.target.inject(Fault::Disappear { device: Device::Drive(0) });
+    s.lib.drive_gone(0);
+    assert!(!s.lib.drive_usable(0));
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: None, result: Err(JobError::DriveGone) });
+    s.lib.submit_job(2, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
+    let o = s.wait_outcome(2);
+    assert_eq!(o.result, Ok(()));
+    assert_ne!(o.drive, Some(500), "a mount for any drive does not choose the gone one");
+    // A drive that goes while a mount waits for it to become ready: the job fails now, the cartridge stays in it.
+    s.lib.submit_job(3, JobKind::Mount { source: 1001, drive: DriveChoice::Element(502) }, 0, None);
+    s.drive_bounded(10_000, |s| s.lib.element(502).is_some_and(|e| e.full));
+    s.target.inject(Fault::Disappear { device: Device::Drive(2) });
+    s.lib.drive_gone(2);
+    assert_eq!(s.wait_outcome(3), Outcome { id: 3, drive: Some(502), result: Err(JobError::DriveGone) });
+    // A queued dismount of it fails too, and nothing is left in flight to it.
+    s.lib.submit_job(4, JobKind::Dismount { drive: 502, home: Some(1001) }, 0, None);
+    assert_eq!(s.wait_outcome(4).result, Err(JobError::DriveGone));
+    s.drive_bounded(10_000, |s| s.lib.jobs_pending() == 0 && s.lib.machine.in_flight() == 0);
+    s.assert_agrees();
+    // Drive 0 comes back: identified again (INQUIRY, VPD 80h), then used again.
+    s.target.plug_back(Device::Drive(0));
+    s.lib.drive_back(0, s.now);
+    assert!(!s.lib.drive_usable(0), "not before it has answered");
+    s.drive_bounded(10_000, |s| s.lib.drive_usable(0));
+    assert_eq!(s.lib.drive_identities()[0].as_ref().map(|i| i.serial.as_str()), Some("VDRV0000"));
+    assert_eq!(s.lib.element(500).unwrap().device, Some(0));
+    s.lib.submit_job(5, JobKind::Mount { source: 1002, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(5), Outcome { id: 5, drive: Some(500), result: Ok(()) });
+    s.assert_agrees();
+}
+
+#[test]
+fn a_job_deadline_fires_while_the_drive_never_answers() {
+    let grace = 1_000;
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.01;
+    let options =
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: MAX_POLL_SLACK, abort_grace_ms: grace, ..Default::default() };
+    let mut s = Sim::new(c, options);
+    s.ready();
+    // Drive 1 hangs: present, but its TEST UNIT READY (60 s timeout) and the undo's LOAD UNLOAD are swallowed.
+    s.target.inject(Fault::Hang { device: Device::Drive(1) });
+    let deadline = s.now + 2_000;
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(501) }, 0, Some(deadline));
+    let o = s.wait_outcome(1);
+    assert_eq!(o, Outcome { id: 1, drive: Some(501), result: Err(JobError::DriveGone) }, "cannot be undone");
+    assert!(s.now >= deadline && s.now <= deadline + grace, "ended {} ms after the deadline", s.now - deadline);
+    // Known state: the cartridge is in the drive, as the cache says; the drive is avoided.
+    s.assert_agrees();
+    assert!(s.lib.element(501).unwrap().full);
+    assert!(s.lib.suspect_drives().contains(&501));
+    // A drive that answers again is undone properly on a deadline: TimedOut, and the cartridge back home.
+    s.target.inject(Fault::NotReadyFor { device: Device::Drive(2), ms: 3_600_000 });
+    let deadline = s.now + 500;
+    s.lib.submit_job(2, JobKind::Mount { source: 1001, drive: DriveChoice::Element(502) }, 0, Some(deadline));
+    assert_eq!(s.wait_outcome(2).result, Err(JobError::TimedOut));
+    s.drive_bounded(10_000, |s| s.lib.jobs_pending() == 0 && s.lib.moves_pending() == 0);
+    s.assert_agrees();
+    assert!(s.lib.element(1001).unwrap().full && !s.lib.element(502).unwrap().full, "back home");
+}
+
 mod random {
     //! Random programs of mounts, dismounts, cancels, reorders, timeouts and faults against the simulation: every
     //! job ends exactly once, nothing is left running, no cartridge is lost, and the library's view agrees with
