@@ -18,6 +18,11 @@
 //! drives where supported) → ready; busy while a move runs; offline when the changer is gone or failed. Any UNIT
 //! ATTENTION makes the cached inventory suspect: the library rescans (re-probing after a reset) and reports the
 //! result as a full inventory for the caller to reconcile.
+//!
+//! A changer that refuses a command for now (NOT READY, BUSY, TASK SET FULL, ABORTED COMMAND, a repeated UNIT
+//! ATTENTION) holds its queue: the refused command goes back to the head and nothing is sent to the changer until
+//! the backoff passes (1 s doubling to 30 s by default). Probing and scanning wait like this for as long as it
+//! takes, with the reason exposed ([`Machine::not_ready_reason`]); a move gives up after its move timeout.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -77,6 +82,15 @@ pub struct LibraryOptions {
     pub poll_first_ms: Millis,
     /// Longest TEST UNIT READY poll interval.
     pub poll_max_ms: Millis,
+    /// How long a cancelled or timed-out job waits for an answer from its drive before giving up on it (the
+    /// mount scheduler's; see [`super::mounts::ABORT_GRACE_MS`]).
+    pub abort_grace_ms: Millis,
+    /// First wait before sending a changer command again that the changer refused for now (NOT READY, BUSY, a
+    /// repeated UNIT ATTENTION); doubled at each consecutive refusal up to [`LibraryOptions::retry_max_ms`].
+    pub retry_first_ms: Millis,
+    /// Longest wait between two attempts of a refused changer command: a changer that never becomes ready is
+    /// asked again at this interval for as long as it stays attached.
+    pub retry_max_ms: Millis,
 }
 
 impl Default for LibraryOptions {
@@ -92,9 +106,17 @@ impl Default for LibraryOptions {
             deferred_dismount_ms: crate::config::DEFAULT_DEFERRED_DISMOUNT_MS,
             poll_first_ms: super::mounts::FIRST_POLL_MS,
             poll_max_ms: super::mounts::MAX_POLL_MS,
+            abort_grace_ms: super::mounts::ABORT_GRACE_MS,
+            retry_first_ms: RETRY_FIRST_MS,
+            retry_max_ms: RETRY_MAX_MS,
         }
     }
 }
+
+/// Default of [`LibraryOptions::retry_first_ms`].
+pub const RETRY_FIRST_MS: Millis = 1_000;
+/// Default of [`LibraryOptions::retry_max_ms`].
+pub const RETRY_MAX_MS: Millis = 30_000;
 
 /// What INQUIRY and VPD say about a device.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -269,6 +291,21 @@ struct Probe {
     exchange: bool,
 }
 
+/// Whether a drive device can take commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DriveDevice {
+    /// Attached and identified (or being probed with the changer): commands go to it.
+    Present,
+    /// Its device disappeared: commands to it fail at once with [`TransportError::DeviceGone`].
+    Gone,
+    /// Back after being gone: INQUIRY and VPD 80h are re-identifying it (`pending` answers still due); jobs do not
+    /// choose it yet.
+    Identifying {
+        /// Answers still due.
+        pending: u8,
+    },
+}
+
 /// A move requested and not yet started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct MoveRequest {
@@ -295,6 +332,8 @@ pub struct Machine {
     events: VecDeque<Event>,
     probe: Probe,
     probes_pending: usize,
+    /// Per drive device: present, gone, or being re-identified.
+    drives: Vec<DriveDevice>,
     scan_queue: VecDeque<Purpose>,
     scanned: Vec<Element>,
     dvcid: bool,
@@ -302,7 +341,15 @@ pub struct Machine {
     pub(super) elements: Vec<Element>,
     moves: VecDeque<MoveRequest>,
     current_move: Option<MoveRequest>,
-    retry: Option<(Millis, Queued)>,
+    /// The changer refused its last command for now: nothing is sent to it before this time (the refused command
+    /// waits at the head of `changer_queue`).
+    hold_until: Option<Millis>,
+    /// Consecutive refusals of changer commands (NOT READY, BUSY, UNIT ATTENTION); 0 once it answers.
+    refusals: u32,
+    /// When the current run of refusals began.
+    refused_since: Millis,
+    /// Why the changer is being waited for (the last refusal, named), until it answers a command.
+    not_ready: Option<String>,
     heartbeat_at: Option<Millis>,
     now: Millis,
 }
@@ -323,6 +370,7 @@ impl Machine {
             events: VecDeque::new(),
             probe: Probe::default(),
             probes_pending: 0,
+            drives: vec![DriveDevice::Present; drive_count],
             scan_queue: VecDeque::new(),
             scanned: Vec::new(),
             dvcid: true,
@@ -330,7 +378,10 @@ impl Machine {
             elements: Vec::new(),
             moves: VecDeque::new(),
             current_move: None,
-            retry: None,
+            hold_until: None,
+            refusals: 0,
+            refused_since: now,
+            not_ready: None,
             heartbeat_at: None,
             now,
         };
@@ -368,6 +419,13 @@ impl Machine {
         &self.probe.drives
     }
 
+    /// Why the changer is being waited for: Some while it refuses commands for now (NOT READY, BUSY, repeated
+    /// UNIT ATTENTION), with the sense named ("not ready: 04h/01h logical unit is in process of becoming ready"),
+    /// until it answers a command. Probing and scanning wait for it indefinitely, asking again with backoff.
+    pub fn not_ready_reason(&self) -> Option<&str> {
+        self.not_ready.as_deref()
+    }
+
     /// Number of moves queued or running.
     pub fn moves_pending(&self) -> usize {
         self.moves.len() + usize::from(self.current_move.is_some())
@@ -394,20 +452,115 @@ impl Machine {
         Ok(())
     }
 
-    /// Cancels a move that has not started. Returns false when it is unknown or already running.
+    /// Cancels a move that has not started (queued, or refused for now and waiting to be sent again). Returns
+    /// false when it is unknown or the robot has it.
     pub fn cancel_move(&mut self, id: Origin) -> bool {
         let before = self.moves.len();
         self.moves.retain(|m| m.id != id);
-        let cancelled = self.moves.len() != before;
+        let mut cancelled = self.moves.len() != before;
+        let held = |q: &Queued| matches!(q.purpose, Purpose::Move { id: i, .. } if i == id);
+        if !cancelled && self.changer_queue.iter().any(held) {
+            self.changer_queue.retain(|q| !held(q));
+            self.current_move = None;
+            cancelled = true;
+            self.pump();
+        }
         if cancelled {
             self.events.push_back(Event::MoveFinished { id, result: Err(MoveError::Cancelled) });
         }
         cancelled
     }
 
+    /// True when drive device `drive` exists, is attached and identified: jobs may use it.
+    pub fn drive_usable(&self, drive: usize) -> bool {
+        self.drives.get(drive) == Some(&DriveDevice::Present)
+    }
+
+    /// True when drive device `drive` is gone (see [`Machine::drive_gone`]).
+    pub fn drive_is_gone(&self, drive: usize) -> bool {
+        self.drives.get(drive) == Some(&DriveDevice::Gone)
+    }
+
+    /// Drive device `drive` disappeared (its transport reported it gone, or a uevent removed it). Its commands in
+    /// flight complete at once as [`TransportError::DeviceGone`], and so does any command sent to it until
+    /// [`Machine::drive_back`]. Its element keeps its mapping (the cartridge in it stays where it is).
+    pub fn drive_gone(&mut self, drive: usize) {
+        let Some(state) = self.drives.get_mut(drive) else { return };
+        if *state == DriveDevice::Gone {
+            return;
+        }
+        log::warn!("drive device {drive} is gone");
+        *state = DriveDevice::Gone;
+        let mut tags: Vec<Tag> =
+            self.in_flight.iter().filter(|(_, (d, _))| *d == DeviceRef::Drive(drive)).map(|(t, _)| *t).collect();
+        tags.sort_unstable();
+        for tag in tags {
+            let now = self.now;
+            self.handle_completion(tag, Err(TransportError::DeviceGone), now);
+        }
+        self.outgoing.retain(|o| o.device != DeviceRef::Drive(drive));
+    }
+
+    /// Drive device `drive` is back (hot-plug): it is identified again (INQUIRY, VPD 80h) and the drives are mapped
+    /// again with its serial (another drive may sit there now); once it has answered, jobs use it again.
+    pub fn drive_back(&mut self, drive: usize, now: Millis) {
+        self.now = now;
+        if drive >= self.drives.len() {
+            return;
+        }
+        log::info!("drive device {drive} is back: identifying it");
+        self.drives[drive] = DriveDevice::Identifying { pending: 2 };
+        let t = self.options.probe_timeout;
+        for (purpose, command) in [
+            (Purpose::DriveInquiry(drive), cdb::inquiry(96).into_command(t)),
+            (Purpose::DriveSerial(drive), cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255).into_command(t)),
+        ] {
+            let tag = self.tag();
+            self.in_flight.insert(tag, (DeviceRef::Drive(drive), purpose));
+            self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(drive), tag, command });
+        }
+    }
+
+    /// A drive's INQUIRY or VPD 80h finished (answered or not): a probing step, or part of re-identifying it.
+    fn drive_probe_done(&mut self, drive: usize) {
+        match self.drives.get_mut(drive) {
+            Some(DriveDevice::Identifying { pending }) => {
+                *pending = pending.saturating_sub(1);
+                if *pending == 0 {
+                    self.drives[drive] = DriveDevice::Present;
+                    self.remap_drives();
+                }
+            }
+            Some(DriveDevice::Gone) if self.phase != Phase::Probing => {}
+            _ => self.probe_step_done(),
+        }
+    }
+
+    /// Maps drive devices to elements again (after a drive came back), reporting the elements whose device changed.
+    fn remap_drives(&mut self) {
+        let serials: Vec<Option<String>> =
+            self.probe.drives.iter().map(|d| d.as_ref().map(|i| i.serial.clone())).collect();
+        let mapping = super::policy::map_drives(&self.elements, &serials, &self.options.drive_map);
+        let mut changed = Vec::new();
+        for e in self.elements.iter_mut().filter(|e| e.element_type == ElementType::DataTransfer) {
+            let device = mapping.device_for(e.address);
+            if e.device != device {
+                e.device = device;
+                changed.push(e.clone());
+            }
+        }
+        if !changed.is_empty() {
+            self.events.push_back(Event::Elements(changed));
+        }
+    }
+
     /// Sends a command to a drive device (TEST UNIT READY polls, LOAD UNLOAD, ...). The outcome comes as
     /// [`Event::DriveCommand`] with `id`.
     pub fn drive_command(&mut self, id: Origin, drive: usize, command: Command) {
+        if self.drive_is_gone(drive) {
+            self.events.push_back(Event::DriveCommand { id, drive, result: Err(TransportError::DeviceGone) });
+            return;
+        }
         let tag = self.tag();
         self.in_flight.insert(tag, (DeviceRef::Drive(drive), Purpose::Drive { id, drive }));
         self.outgoing.push_back(Outgoing { device: DeviceRef::Drive(drive), tag, command });
@@ -430,10 +583,11 @@ impl Machine {
     pub fn reattach(&mut self, drive_count: usize, now: Millis) {
         self.now = now;
         self.drive_count = drive_count;
+        self.drives = vec![DriveDevice::Present; drive_count];
         self.in_flight.clear();
         self.changer_queue.clear();
         self.changer_busy = false;
-        self.retry = None;
+        self.clear_refusals();
         self.start_probe();
     }
 
@@ -469,19 +623,14 @@ impl Machine {
 
     /// When `handle_timeout` should be called next.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        match (self.retry.as_ref().map(|r| r.0), self.heartbeat_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.hold_until, self.heartbeat_at].into_iter().flatten().min()
     }
 
     /// Time passed.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.now = now;
-        if self.retry.as_ref().is_some_and(|r| r.0 <= now) {
-            if let Some((_, q)) = self.retry.take() {
-                self.changer_queue.push_front(q);
-            }
+        if self.hold_until.is_some_and(|t| t <= now) {
+            self.hold_until = None;
         }
         if self.heartbeat_at.is_some_and(|t| t <= now) {
             self.heartbeat_at = None;
@@ -570,7 +719,8 @@ impl Machine {
             cdb::mode_sense_6(opcode::MODE_PAGE_DEVICE_CAPABILITIES, true, 255).into_command(t),
         );
         self.probes_pending = 5;
-        for d in 0..self.drive_count {
+        let attached: Vec<usize> = (0..self.drive_count).filter(|d| !self.drive_is_gone(*d)).collect();
+        for d in attached {
             for purpose in [Purpose::DriveInquiry(d), Purpose::DriveSerial(d)] {
                 let command = match purpose {
                     Purpose::DriveInquiry(_) => cdb::inquiry(96),
@@ -617,6 +767,9 @@ impl Machine {
         let Purpose::Scan { element_type, start, count, alloc, dvcid, .. } = *p else {
             return None;
         };
+        // NUMBER OF ELEMENTS is a maximum: never ask for exactly one, which tgt answers with no data at all. A
+        // second element in the reply is harmless (the scan drops duplicates, a re-read updates it too).
+        let (count, alloc) = (count.max(2), alloc.max(allocation_for(2)));
         Some(
             cdb::read_element_status(&ReadElementStatus {
                 element_type,
@@ -669,7 +822,7 @@ impl Machine {
         if self.phase == Phase::Offline {
             return;
         }
-        if !self.changer_busy && self.changer_queue.is_empty() && self.retry.is_none() {
+        if !self.changer_busy && self.changer_queue.is_empty() && self.hold_until.is_none() {
             if let Some(reprobe) = self.rescan.take() {
                 if reprobe || self.probe.addresses.is_none() {
                     self.start_probe();
@@ -691,7 +844,7 @@ impl Machine {
                 }
             }
         }
-        if !self.changer_busy {
+        if !self.changer_busy && self.hold_until.is_none() {
             if let Some(q) = self.changer_queue.pop_front() {
                 let tag = self.tag();
                 self.changer_busy = true;
@@ -714,7 +867,7 @@ impl Machine {
         self.set_state(LibraryState::Offline);
         self.changer_queue.clear();
         self.changer_busy = false;
-        self.retry = None;
+        self.clear_refusals();
         self.heartbeat_at = None;
         self.in_flight.retain(|_, (d, _)| *d != DeviceRef::Changer);
         if let Some(m) = self.current_move.take() {
@@ -755,16 +908,20 @@ impl Machine {
                 self.go_offline("probing the changer failed");
             }
             Purpose::Serial | Purpose::DeviceId | Purpose::Capabilities => self.probe_step_done(),
-            Purpose::DriveInquiry(_) | Purpose::DriveSerial(_) => self.probe_step_done(),
-            Purpose::Scan { element_type, dvcid: true, start, count, alloc, .. }
+            Purpose::DriveInquiry(d) | Purpose::DriveSerial(d) => self.drive_probe_done(d),
+            Purpose::Scan { element_type, dvcid: true, start, count, alloc, whole }
                 if failure == Some(Failure::Unsupported) =>
             {
                 // DVCID not supported: read drives without it; map by configuration or elimination.
                 self.dvcid = false;
-                let p = Purpose::Scan { element_type, start, count, alloc, dvcid: false, whole: true };
+                let p = Purpose::Scan { element_type, start, count, alloc, dvcid: false, whole };
                 if let Some(c) = self.scan_command(&p) {
                     self.changer_queue.push_front(Queued { purpose: p, command: c });
                 }
+            }
+            Purpose::Scan { whole: false, element_type, start, count, .. } => {
+                log::warn!("re-reading {element_type:?} {start}+{count} failed ({failure:?}): rescanning everything");
+                self.request_full_rescan();
             }
             Purpose::Scan { .. } => {
                 log::warn!("{device:?}: element status chunk failed ({failure:?}); continuing");
@@ -784,21 +941,82 @@ impl Machine {
         }
     }
 
+    /// Re-reads the elements around `address` after a failed move, in the shape the full scan reads them (the
+    /// scan's chunk of that element type that holds the address, with VOLTAG, and DVCID for drives when
+    /// supported) rather than one element alone: some libraries answer a one-element READ ELEMENT STATUS short
+    /// (tgt sends no data at all). A re-read that fails or comes back incomplete falls back to a full rescan.
     fn reread(&mut self, address: u16) {
-        let Some(ty) = self.probe.addresses.and_then(|a| a.type_of(address)) else {
+        let Some(ea) = self.probe.addresses else { return };
+        let Some(ty) = ea.type_of(address) else { return };
+        let Some(range) = ea.range(ty) else { return };
+        let Some((start, count)) = chunks(range.first, range.count, self.options.chunk)
+            .find(|&(s, n)| address >= s && u32::from(address) < u32::from(s) + u32::from(n))
+        else {
             return;
         };
         let p = Purpose::Scan {
             element_type: ty,
-            start: address,
-            count: 1,
-            alloc: allocation_for(1),
+            start,
+            count,
+            alloc: allocation_for(count),
             dvcid: ty == ElementType::DataTransfer && self.dvcid,
             whole: false,
         };
+        let queued = self.changer_queue.iter().any(|q| q.purpose == p);
+        let in_flight = self.in_flight.values().any(|(_, purpose)| *purpose == p);
+        if queued || in_flight {
+            return;
+        }
         if let Some(c) = self.scan_command(&p) {
             self.queue_changer(p, c);
         }
+    }
+
+    /// Schedules a full rescan (after the elements in flight or queued are done).
+    fn request_full_rescan(&mut self) {
+        if self.phase != Phase::Offline {
+            self.rescan = Some(self.rescan.unwrap_or(false));
+        }
+    }
+
+    /// True when the cached inventory is settled: ready, with no re-read, rescan or probe queued or running.
+    pub fn inventory_settled(&self) -> bool {
+        let scan = |p: &Purpose| matches!(p, Purpose::Scan { .. });
+        matches!(self.phase, Phase::Ready)
+            && self.rescan.is_none()
+            && !self.changer_queue.iter().any(|q| scan(&q.purpose))
+            && !self.in_flight.values().any(|(_, p)| scan(p))
+    }
+
+    /// The changer refused a command for now (`reason`): the next attempt waits, 0 ms for the first refusal when
+    /// `immediate` (a unit attention is consumed by being reported), then doubling from
+    /// [`LibraryOptions::retry_first_ms`] up to [`LibraryOptions::retry_max_ms`].
+    fn refused(&mut self, reason: String, immediate: bool) {
+        if self.refusals == 0 {
+            self.refused_since = self.now;
+        }
+        self.refusals = self.refusals.saturating_add(1);
+        let backoff = |n: u32| {
+            let first = self.options.retry_first_ms.max(1);
+            first.saturating_mul(1u64 << n.min(32)).min(self.options.retry_max_ms.max(first))
+        };
+        let delay = match (immediate, self.refusals) {
+            (true, 1) => 0,
+            (true, n) => backoff(n - 2),
+            (false, n) => backoff(n - 1),
+        };
+        if self.not_ready.as_deref() != Some(reason.as_str()) {
+            log::info!("changer refused a command ({reason}): asking again in {delay} ms, with backoff");
+        }
+        self.not_ready = Some(reason);
+        self.hold_until = (delay > 0).then_some(self.now + delay);
+    }
+
+    /// The changer answered (or is gone): no more waiting.
+    fn clear_refusals(&mut self) {
+        self.refusals = 0;
+        self.not_ready = None;
+        self.hold_until = None;
     }
 
     fn probe_step_done(&mut self) {
@@ -818,12 +1036,36 @@ impl Machine {
     }
 
     fn on_response(&mut self, device: DeviceRef, purpose: Purpose, r: Response) {
-        let action = self.note_attention(device, &r).unwrap_or(Action::Done);
+        let mut action = self.note_attention(device, &r).unwrap_or(Action::Done);
+        if device == DeviceRef::Changer {
+            // While probing or scanning, any NOT READY is waited out (a library inventorying after power-on, or
+            // with its door open, says 04/00 or 04/03 for minutes); a move refused so fails at once.
+            let starting = matches!(self.phase, Phase::Probing | Phase::Scanning);
+            if starting && action == Action::Fail(Failure::Offline) {
+                action = Action::WaitReady { after_ms: 0 };
+            }
+            match action {
+                Action::Retry { .. } | Action::WaitReady { .. } | Action::Rescan { .. } => {
+                    let immediate = matches!(action, Action::Rescan { .. });
+                    self.refused(refusal_reason(&r), immediate);
+                }
+                _ => self.clear_refusals(),
+            }
+        }
         match action {
             Action::Done => {}
-            Action::Retry { after_ms } | Action::WaitReady { after_ms } if device == DeviceRef::Changer => {
+            Action::Retry { .. } | Action::WaitReady { .. } if device == DeviceRef::Changer => {
+                // Refused for now: the same command goes back to the head of the queue, and the queue waits (so
+                // the commands behind it are neither sent into the same refusal nor lost).
+                if let Purpose::Move { .. } = purpose {
+                    let waited = self.now.saturating_sub(self.refused_since);
+                    if u128::from(waited) >= self.options.move_timeout.as_millis() {
+                        self.clear_refusals();
+                        return self.on_failure(device, purpose, Some(Failure::RetriesExhausted));
+                    }
+                }
                 if let Some(command) = self.command_for(&purpose) {
-                    self.retry = Some((self.now + after_ms, Queued { purpose, command }));
+                    self.changer_queue.push_front(Queued { purpose, command });
                 }
                 return;
             }
@@ -909,13 +1151,13 @@ impl Machine {
                     id.product = i.product;
                     id.revision = i.revision;
                 }
-                self.probe_step_done();
+                self.drive_probe_done(d);
             }
             Purpose::DriveSerial(d) => {
                 if let (Ok(s), Some(slot)) = (inquiry::parse_unit_serial(&r.data), self.probe.drives.get_mut(d)) {
                     slot.get_or_insert_with(Identity::default).serial = s;
                 }
-                self.probe_step_done();
+                self.drive_probe_done(d);
             }
             Purpose::Scan { element_type, start, count, alloc, dvcid, whole } => {
                 self.on_scan(element_type, start, count, alloc, dvcid, whole, &r)
@@ -960,6 +1202,9 @@ impl Machine {
                 log::warn!("READ ELEMENT STATUS {ty:?} {start}+{count}: {e}");
                 if whole {
                     self.next_scan();
+                } else {
+                    // The narrow re-read is not answered properly by this library: read everything instead.
+                    self.request_full_rescan();
                 }
                 return;
             }
@@ -993,6 +1238,9 @@ impl Machine {
         if whole {
             self.scanned.extend(elements);
             self.next_scan();
+        } else if elements.len() < usize::from(count) {
+            log::warn!("re-reading {ty:?} {start}+{count}: {} elements came back; rescanning", elements.len());
+            self.request_full_rescan();
         } else {
             let mut changed = Vec::new();
             for mut e in elements {
@@ -1006,6 +1254,16 @@ impl Machine {
                         changed.push(e);
                     }
                 }
+            }
+            // A label now seen here and still cached elsewhere: the cartridge moved from an element this re-read
+            // did not cover, so the cache is wrong there too.
+            let elsewhere = changed.iter().any(|c| {
+                c.barcode.is_some()
+                    && self.elements.iter().any(|o| o.address != c.address && o.full && o.barcode == c.barcode)
+            });
+            if elsewhere {
+                log::info!("a re-read found a cartridge the cache has elsewhere: rescanning");
+                self.request_full_rescan();
             }
             if !changed.is_empty() {
                 self.events.push_back(Event::Elements(changed));
@@ -1033,5 +1291,19 @@ impl Machine {
         d.source = if dst_is_slot { None } else { Some(home.unwrap_or(source)) };
         let changed = vec![self.elements[si].clone(), self.elements[di].clone()];
         self.events.push_back(Event::Elements(changed));
+    }
+}
+
+/// Names a changer's refusal-for-now: "busy", or the sense key and ASC/ASCQ ("not ready: 04h/01h logical unit is in
+/// process of becoming ready").
+fn refusal_reason(r: &Response) -> String {
+    use crate::transport::status;
+    match r.status {
+        status::BUSY => "busy".to_owned(),
+        status::TASK_SET_FULL => "task set full".to_owned(),
+        _ => match crate::scsi::sense::Sense::parse(&r.sense) {
+            Ok(s) => format!("{}: {}", s.key.name(), s.asc),
+            Err(_) => format!("status {:02X}h without sense", r.status),
+        },
     }
 }

@@ -64,7 +64,8 @@ impl Library {
     /// A library for a changer with `drive_count` drive devices. Probing starts at once.
     pub fn new(drive_count: usize, options: LibraryOptions, now: Millis) -> Library {
         let jobs = Mounts::with_polling(options.poll_first_ms, options.poll_max_ms)
-            .with_ready_timeout(options.ready_timeout_ms);
+            .with_ready_timeout(options.ready_timeout_ms)
+            .with_abort_grace(options.abort_grace_ms);
         let mut lib = Library {
             machine: Machine::new(drive_count, options, now),
             jobs,
@@ -119,6 +120,29 @@ impl Library {
         self.now = now;
         self.machine.reattach(drive_count, now);
         self.pump();
+    }
+
+    /// Drive device `drive` (index in the library's drive device list) disappeared: its commands in flight complete
+    /// as gone, the jobs using it fail with [`JobError::DriveGone`] (a mount whose move into it is still queued is
+    /// taken off the robot's queue; one waiting for it to become ready ends at once; a queued mount or dismount
+    /// naming its element fails), and mounts for any drive choose other drives until [`Library::drive_back`].
+    pub fn drive_gone(&mut self, drive: usize) {
+        self.machine.drive_gone(drive);
+        self.jobs.drive_gone(drive, &mut self.machine);
+        self.pump();
+    }
+
+    /// Drive device `drive` is back (hot-plug): it is identified again (INQUIRY, VPD 80h), the drives are mapped
+    /// again, and jobs use it once it has answered.
+    pub fn drive_back(&mut self, drive: usize, now: Millis) {
+        self.now = now;
+        self.machine.drive_back(drive, now);
+        self.pump();
+    }
+
+    /// True when drive device `drive` is attached and identified (false while gone or being re-identified).
+    pub fn drive_usable(&self, drive: usize) -> bool {
+        self.machine.drive_usable(drive)
     }
 
     /// Asks for a full rescan (an administrator's inventory request, or a restart's verification).
@@ -286,6 +310,15 @@ impl Library {
     /// Identities of the drive devices, once probed.
     pub fn drive_identities(&self) -> &[Option<Identity>] {
         self.machine.drive_identities()
+    }
+
+    /// Why the library is waiting for its changer: Some while the changer refuses commands for now (NOT READY,
+    /// BUSY, a repeated UNIT ATTENTION), naming the sense ("not ready: 04h/01h logical unit is in process of
+    /// becoming ready"); None once it answers. Probing and scanning wait indefinitely, asking again with backoff
+    /// ([`LibraryOptions::retry_first_ms`] doubling up to [`LibraryOptions::retry_max_ms`]), so a library that is
+    /// not ready at start-up comes online as soon as it is.
+    pub fn not_ready_reason(&self) -> Option<&str> {
+        self.machine.not_ready_reason()
     }
 
     /// Number of robot moves queued or running.

@@ -11,6 +11,11 @@
 //! only when it is free: the highest priority first and, at equal priority, a mount into an empty drive before a
 //! move out (see [`super::bound`] for why that order is the optimal one on the benchmark).
 //!
+//! A mount whose move the library refuses because the cache was wrong (source empty, destination full: the
+//! hardware changed behind rsmd's back) waits for the library's re-read of those elements and goes on from where
+//! the cartridge really is: already in a drive, the mount completes there (that drive is the job's drive, polled
+//! until ready); in another slot, it is retried from there once. Otherwise it fails with the refusal.
+//!
 //! A job cancelled or timed out before its move is dropped; after its move, a mount is undone (unload and move
 //! back), so the hardware is left in a known state either way.
 
@@ -142,6 +147,12 @@ enum Step {
     },
     /// Undoing a mount after cancel/timeout: unload then move back; the outcome is `undo`'s error.
     Undoing,
+    /// The library refused the mount's move (source empty, or destination full): the cache was wrong. Waiting for
+    /// the library's re-read of the elements to settle, to go on from where the cartridge really is; `error` is
+    /// the outcome when it cannot.
+    Rechecking {
+        error: MoveError,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -164,12 +175,22 @@ struct Job {
     not_ready_at: Millis,
     /// Mounted for writing: a write-protected cartridge fails the mount.
     write: bool,
+    /// A mount's cartridge label, as the cache had it when the job started (to find it after a refused move).
+    barcode: Option<String>,
+    /// A mount already retried from where the cartridge really was (retried once only).
+    relocated: bool,
+    /// Once aborted (cancelled, timed out, failed): when to stop waiting for a drive that does not answer.
+    give_up_at: Option<Millis>,
 }
 
 /// Timeout of the short drive commands (TEST UNIT READY, MODE SENSE).
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a drive may take to become ready after a load.
 pub const READY_TIMEOUT_MS: Millis = crate::config::DEFAULT_READY_TIMEOUT_MS;
+/// How long a job that was aborted (cancelled, timed out) waits for an answer from its drive (the poll in flight,
+/// the unload of its undo) before it gives up: it then ends with [`JobError::DriveGone`], the cartridge left in
+/// the drive, and the drive is suspect. Long enough for an unload that rewinds a whole tape.
+pub const ABORT_GRACE_MS: Millis = 5 * 60 * 1000;
 /// TEST UNIT READY poll interval after a load, until the load time is learned.
 pub const FIRST_POLL_MS: Millis = 100;
 /// How long the polls stay at [`FIRST_POLL_MS`] before backing off (50 polls).
@@ -192,6 +213,8 @@ pub(super) struct Mounts {
     load_estimate: Option<Millis>,
     /// How long a drive may take to become ready after a load.
     ready_timeout: Millis,
+    /// How long an aborted job waits for its drive's answer before giving up on it.
+    abort_grace: Millis,
     /// Drives whose last load never became ready: mounts for any drive avoid them while a sound drive exists.
     suspect: Vec<u16>,
 }
@@ -215,6 +238,7 @@ impl Mounts {
             poll_max: max.max(first.max(1)),
             load_estimate: None,
             ready_timeout: READY_TIMEOUT_MS,
+            abort_grace: ABORT_GRACE_MS,
             suspect: Vec::new(),
         }
     }
@@ -223,6 +247,14 @@ impl Mounts {
     #[must_use]
     pub fn with_ready_timeout(mut self, ms: Millis) -> Mounts {
         self.ready_timeout = ms;
+        self
+    }
+
+    /// The same, giving up `ms` after a job was aborted (cancelled, timed out) on a drive that does not answer
+    /// (default [`ABORT_GRACE_MS`]).
+    #[must_use]
+    pub fn with_abort_grace(mut self, ms: Millis) -> Mounts {
+        self.abort_grace = ms;
         self
     }
 
@@ -242,6 +274,9 @@ impl Mounts {
             loaded_at: 0,
             not_ready_at: 0,
             write: false,
+            barcode: None,
+            relocated: false,
+            give_up_at: None,
         });
     }
 
@@ -325,7 +360,8 @@ impl Mounts {
             _ => None,
         });
         let deadlines = self.queue.iter().chain(&self.active).filter(|j| j.abort.is_none()).filter_map(|j| j.deadline);
-        polls.chain(deadlines).min()
+        let give_ups = self.active.iter().filter_map(|j| j.give_up_at);
+        polls.chain(deadlines).chain(give_ups).min()
     }
 
     /// How many queued mounts exceed the free mapped drives: loaded but unmounted cartridges (deferred dismounts)
@@ -363,6 +399,45 @@ impl Mounts {
         self.active.iter().any(|j| j.drive == Some(address))
     }
 
+    /// Drive device `dev` disappeared (the library already failed its commands in flight, whose jobs ended as
+    /// gone): a mount whose move into it still waits for the robot is taken off the robot's queue, one waiting to
+    /// poll it ends now, and queued mounts or dismounts naming its element fail; all with [`JobError::DriveGone`].
+    pub fn drive_gone(&mut self, dev: usize, lib: &mut Machine) {
+        let mut idx = 0;
+        while idx < self.active.len() {
+            let j = &self.active[idx];
+            if j.device != Some(dev) {
+                idx += 1;
+                continue;
+            }
+            match j.step {
+                Step::Moving if matches!(j.kind, JobKind::Mount { .. }) => {
+                    let id = j.id;
+                    // Taken back: the cancelled move ends the job with this error. Running: the cartridge lands
+                    // in the drive and the first poll fails the job.
+                    self.active[idx].abort = Some(JobError::DriveGone);
+                    lib.cancel_move(Origin::Job(id));
+                    idx += 1;
+                }
+                Step::WaitingReady { next_at: Some(_), .. } => self.finish(idx, Err(JobError::DriveGone)),
+                _ => idx += 1,
+            }
+        }
+        let gone = |a: u16| lib.element(a).and_then(|e| e.device) == Some(dev);
+        let mut i = 0;
+        while i < self.queue.len() {
+            let names_it = match &self.queue[i].kind {
+                JobKind::Mount { drive: DriveChoice::Element(a), .. } | JobKind::Dismount { drive: a, .. } => gone(*a),
+                JobKind::Mount { .. } => false,
+            };
+            if names_it {
+                self.fail(i, JobError::DriveGone);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Starts what can start and runs timers. Call after every input.
     pub fn poll(&mut self, lib: &mut Machine, now: Millis) {
         // Deadlines.
@@ -381,6 +456,31 @@ impl Mounts {
                 }
             }
         }
+        // Aborted jobs: a drive that does not answer within the grace is given up (whatever is in flight to it).
+        for j in &mut self.active {
+            if j.abort.is_some() && j.give_up_at.is_none() {
+                j.give_up_at = Some(now + self.abort_grace);
+            }
+        }
+        let mut idx = 0;
+        while idx < self.active.len() {
+            let j = &self.active[idx];
+            // (An undo's unload has no destination yet; its move back is the robot's, not the drive's.)
+            let on_drive = match j.step {
+                Step::WaitingReady { .. } | Step::CheckingWriteProtect | Step::Unloading => true,
+                Step::Undoing => j.dest.is_none(),
+                _ => false,
+            };
+            if on_drive && j.give_up_at.is_some_and(|t| t <= now) {
+                if let Some(d) = j.drive.filter(|d| !self.suspect.contains(d)) {
+                    log::warn!("drive element {d} does not answer: job {} gives up on it", j.id);
+                    self.suspect.push(d);
+                }
+                self.finish(idx, Err(JobError::DriveGone));
+            } else {
+                idx += 1;
+            }
+        }
         // Aborted jobs waiting for the drive: undo now.
         let aborting: Vec<u64> = self
             .active
@@ -391,6 +491,8 @@ impl Mounts {
         for id in aborting {
             self.start_undo(id, lib);
         }
+        // Refused mounts whose cartridge the re-read has found (a drive's first poll is due at once).
+        self.recheck(lib, now);
         // TEST UNIT READY polls that are due.
         for j in &mut self.active {
             if let Step::WaitingReady { next_at: Some(t), interval } = j.step {
@@ -410,8 +512,9 @@ impl Mounts {
             for j in self.queue.drain(..) {
                 self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Offline) });
             }
-            // Moves out that were waiting for the robot cannot happen either.
-            while let Some(idx) = self.active.iter().position(|j| j.step == Step::AwaitingRobot) {
+            // Moves out that were waiting for the robot cannot happen either, nor a refused mount's next step.
+            let waits_for_robot = |j: &Job| matches!(j.step, Step::AwaitingRobot | Step::Rechecking { .. });
+            while let Some(idx) = self.active.iter().position(waits_for_robot) {
                 let abort = self.active[idx].abort.clone();
                 self.finish(idx, Err(abort.unwrap_or(JobError::Offline)));
             }
@@ -475,6 +578,70 @@ impl Mounts {
         }
     }
 
+    /// Mounts whose move was refused, once the library's re-read has settled: a cartridge (same label) found in a
+    /// drive is mounted there (the job's drive becomes that drive, polled until ready); one found in a slot is
+    /// mounted from there, once; otherwise the mount fails with the refusal (and a cartridge found nowhere makes
+    /// the library rescan).
+    fn recheck(&mut self, lib: &mut Machine, now: Millis) {
+        if !lib.inventory_settled() {
+            return;
+        }
+        let mut idx = 0;
+        while idx < self.active.len() {
+            let Step::Rechecking { error } = self.active[idx].step else {
+                idx += 1;
+                continue;
+            };
+            if let Some(abort) = self.active[idx].abort.clone() {
+                self.finish(idx, Err(abort));
+                continue;
+            }
+            let label = self.active[idx].barcode.clone();
+            let found = lib.elements().iter().find(|e| e.full && e.barcode.is_some() && e.barcode == label).cloned();
+            match found {
+                Some(e) if e.element_type == ElementType::DataTransfer => {
+                    let usable = e.device.is_some_and(|d| lib.drive_usable(d)) && !self.drive_busy(e.address);
+                    if !usable {
+                        self.finish(idx, Err(JobError::Move(error)));
+                        continue;
+                    }
+                    log::info!(
+                        "job {}: the cartridge is already in drive element {}; mounted there",
+                        self.active[idx].id,
+                        e.address
+                    );
+                    let j = &mut self.active[idx];
+                    j.drive = Some(e.address);
+                    j.device = e.device;
+                    j.loaded_at = now;
+                    j.not_ready_at = now;
+                    j.ready_by = now + self.ready_timeout;
+                    j.step = Step::WaitingReady { next_at: Some(now), interval: self.poll_first };
+                    self.progress.push_back(Progress::WaitingForDrive { id: j.id });
+                    idx += 1;
+                }
+                Some(e) if e.element_type != ElementType::MediumTransport && !self.active[idx].relocated => {
+                    let mut j = self.active.remove(idx);
+                    log::info!("job {}: the cartridge is in element {}; mounting it from there", j.id, e.address);
+                    if let JobKind::Mount { source, .. } = &mut j.kind {
+                        *source = e.address;
+                    }
+                    j.relocated = true;
+                    j.step = Step::Queued;
+                    j.drive = None;
+                    j.device = None;
+                    self.queue.push(j);
+                }
+                other => {
+                    if other.is_none() {
+                        lib.request_rescan();
+                    }
+                    self.finish(idx, Err(JobError::Move(error)));
+                }
+            }
+        }
+    }
+
     fn try_start(&mut self, i: usize, lib: &mut Machine, now: Millis) -> Start {
         let job = self.queue[i].clone();
         match &job.kind {
@@ -487,12 +654,16 @@ impl Mounts {
                 let free = |e: &Element| {
                     e.element_type == ElementType::DataTransfer
                         && !e.full
-                        && e.device.is_some()
+                        && e.device.is_some_and(|d| lib.drive_usable(d))
                         && !self.drive_busy(e.address)
                 };
                 let target = match drive {
                     DriveChoice::Element(a) => match lib.element(*a) {
                         Some(e) if free(e) => Some((e.address, e.device)),
+                        Some(e) if e.device.is_some_and(|d| lib.drive_is_gone(d)) => {
+                            self.fail(i, JobError::DriveGone);
+                            return Start::Failed;
+                        }
                         Some(e) if e.element_type == ElementType::DataTransfer && e.device.is_none() => {
                             self.fail(i, JobError::Unmapped(*a));
                             return Start::Failed;
@@ -511,7 +682,10 @@ impl Mounts {
                         // A drive that failed to become ready is used only when every allowed drive did.
                         let sound = |e: &Element| !self.suspect.contains(&e.address);
                         let any_sound = lib.elements().iter().any(|e| {
-                            e.element_type == ElementType::DataTransfer && e.device.is_some() && allowed(e) && sound(e)
+                            e.element_type == ElementType::DataTransfer
+                                && e.device.is_some_and(|d| lib.drive_usable(d))
+                                && allowed(e)
+                                && sound(e)
                         });
                         let mut candidates = lib.elements().iter().filter(|e| free(e) && allowed(e));
                         candidates.find(|e| !any_sound || sound(e)).map(|e| (e.address, e.device))
@@ -521,6 +695,7 @@ impl Mounts {
                 let mut job = self.queue.remove(i);
                 match lib.request_move(Origin::Job(job.id), *source, address) {
                     Ok(()) => {
+                        job.barcode = lib.element(*source).and_then(|e| e.barcode.clone());
                         job.drive = Some(address);
                         job.device = device;
                         job.step = Step::Moving;
@@ -540,6 +715,10 @@ impl Mounts {
                     return Start::Wait;
                 }
                 let device = lib.element(*drive).and_then(|e| e.device);
+                if device.is_some_and(|d| lib.drive_is_gone(d)) {
+                    self.fail(i, JobError::DriveGone);
+                    return Start::Failed;
+                }
                 let mut job = self.queue.remove(i);
                 job.drive = Some(*drive);
                 job.device = device;
@@ -647,6 +826,17 @@ impl Mounts {
         let job = &self.active[idx];
         let undoing = job.step == Step::Undoing;
         match (&job.kind, result) {
+            (JobKind::Mount { drive, .. }, Err(e @ MoveError::Refused(f)))
+                if !undoing && job.abort.is_none() && job.barcode.is_some() && recheckable(f, drive) =>
+            {
+                // The cache was wrong about the source or the destination: the library re-reads them; go on from
+                // where the cartridge really is once it has.
+                let j = &mut self.active[idx];
+                j.step = Step::Rechecking { error: e };
+                j.drive = None;
+                j.device = None;
+                self.recheck(lib, now);
+            }
             (_, Err(e)) => {
                 let abort = job.abort.clone();
                 self.finish(idx, Err(abort.unwrap_or(JobError::Move(e))));
@@ -706,10 +896,8 @@ impl Mounts {
                 }
                 return self.finish(idx, Err(JobError::DriveGone));
             }
-            Err(_) => {
-                let abort = self.active[idx].abort.clone();
-                return self.finish(idx, Err(abort.unwrap_or(JobError::DriveGone)));
-            }
+            // Gone (or failed in the driver): the cartridge, if any, stays in the drive; nothing can be undone.
+            Err(_) => return self.finish(idx, Err(JobError::DriveGone)),
         };
         let action = classify(r.status, &r.sense);
         match step {
@@ -816,8 +1004,18 @@ impl Mounts {
                     self.finish(idx, Ok(()));
                 }
             }
-            Step::Queued | Step::Moving | Step::AwaitingRobot => {}
+            Step::Queued | Step::Moving | Step::AwaitingRobot | Step::Rechecking { .. } => {}
         }
+    }
+}
+
+/// True when a mount whose move was refused with `f` may go on from where the re-read finds its cartridge: the
+/// source was empty (it is elsewhere), or the destination was full and the mount may use another drive.
+fn recheckable(f: Failure, drive: &DriveChoice) -> bool {
+    match f {
+        Failure::SourceEmpty => true,
+        Failure::DestinationFull => !matches!(drive, DriveChoice::Element(_)),
+        _ => false,
     }
 }
 

@@ -341,6 +341,102 @@ fn device_gone_mid_scan_goes_offline() {
     s.assert_agrees();
 }
 
+/// Options that retry a refused changer command after 10 ms, doubling up to 300 ms (the defaults, 1 s to 30 s,
+/// scaled by 1/100).
+fn fast_retries() -> LibraryOptions {
+    LibraryOptions { retry_first_ms: 10, retry_max_ms: 300, ..LibraryOptions::default() }
+}
+
+/// Steps until `done` (at most `max_steps`), calling `observe` after every step.
+fn step_until(s: &mut Sim, max_steps: usize, done: impl Fn(&Sim) -> bool, mut observe: impl FnMut(&Sim)) {
+    for _ in 0..max_steps {
+        if done(s) {
+            return;
+        }
+        assert!(s.step(), "stalled at {} ms in state {:?}", s.now, s.lib.state());
+        observe(s);
+    }
+    assert!(done(s), "not done after {max_steps} steps ({:?} at {} ms)", s.lib.state(), s.now);
+}
+
+#[test]
+fn a_changer_not_ready_at_start_up_comes_online_once_ready() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    let mut s = Sim::new(c, fast_retries());
+    // NOT READY 04/01 to everything but INQUIRY for 2 s, injected before the first command: MODE SENSE is refused
+    // many more times than the backoff has doubling steps. (Issue: one retry was sent, then nothing.)
+    s.target.inject(Fault::NotReadyFor { device: Device::Changer, ms: 2_000 });
+    let mut reasons: Vec<(LibraryState, String)> = Vec::new();
+    step_until(
+        &mut s,
+        10_000,
+        |s| s.lib.state() == LibraryState::Ready,
+        |s| {
+            if let Some(r) = s.lib.not_ready_reason() {
+                if !reasons.iter().any(|(st, why)| *st == s.lib.state() && why == r) {
+                    reasons.push((s.lib.state(), r.to_owned()));
+                }
+            }
+        },
+    );
+    let why = "not ready: 04h/01h logical unit is in process of becoming ready".to_owned();
+    assert_eq!(reasons, vec![(LibraryState::Probing, why)]);
+    assert_eq!(s.lib.not_ready_reason(), None, "answered: nothing to wait for");
+    assert!(s.now >= 2_000, "ready only once the changer is ({} ms)", s.now);
+    assert!(s.now <= 2_000 + 300 + 20, "asked again within the longest backoff ({} ms)", s.now);
+    // Backoff, not a storm: 10, 20, 40, ... 300, 300 ms apart (about a dozen refusals in 2 s, not 200).
+    let refusals = s.target.snapshot().counters.check_conditions;
+    assert!((8..=16).contains(&refusals), "{refusals} refusals");
+    // No probing step was lost: identity, address assignment and every element agree with the hardware.
+    assert_eq!(s.lib.identity().serial, "VLIB0000");
+    assert!(s.lib.addresses().is_some());
+    s.assert_agrees();
+    let mapped = s.lib.elements().iter().filter(|e| e.element_type == ElementType::DataTransfer && e.device.is_some());
+    assert_eq!(mapped.count(), 4);
+    // And it works.
+    s.move_and_wait(1, 1000, 500).unwrap();
+    s.assert_agrees();
+}
+
+#[test]
+fn a_changer_not_ready_mid_scan_is_waited_out() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    let mut s = Sim::new(c, LibraryOptions { chunk: 4, ..fast_retries() });
+    s.drive_bounded(10_000, |s| s.lib.state() == LibraryState::Scanning);
+    s.target.inject(Fault::NotReadyFor { device: Device::Changer, ms: 1_000 });
+    s.drive_bounded(10_000, |s| s.lib.not_ready_reason().is_some());
+    assert_eq!(s.lib.state(), LibraryState::Scanning);
+    s.ready();
+    assert_eq!(s.lib.not_ready_reason(), None);
+    s.assert_agrees();
+    assert_eq!(s.inventories(), 1);
+}
+
+#[test]
+fn a_changer_that_stays_not_ready_is_asked_at_the_longest_backoff_forever() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    let mut s = Sim::new(c, fast_retries());
+    s.target.inject(Fault::NotReadyFor { device: Device::Changer, ms: 3_600_000 });
+    let probing = |s: &Sim| {
+        assert_eq!(s.lib.state(), LibraryState::Probing, "at {} ms", s.now);
+        // (The first INQUIRYs are answered: the reason shows from the first refusal on.)
+        let reason = s.lib.not_ready_reason();
+        assert!(s.now < 10 || reason.is_some_and(|r| r.contains("04h/01h")), "at {} ms: {reason:?}", s.now);
+    };
+    step_until(&mut s, 10_000, |s| s.now >= 10_000, probing);
+    let (t1, c1) = (s.now, s.target.snapshot().counters.check_conditions);
+    step_until(&mut s, 10_000, |s| s.now >= 40_000, probing);
+    let (t2, c2) = (s.now, s.target.snapshot().counters.check_conditions);
+    // One attempt per 300 ms (+1 ms for the command itself), no faster and no slower.
+    let expected = (t2 - t1) / 301;
+    assert!((expected - 1..=expected + 1).contains(&(c2 - c1)), "{} attempts in {} ms", c2 - c1, t2 - t1);
+    let next = s.lib.poll_timeout().map(|t| t.saturating_sub(s.now));
+    assert!(s.lib.machine.in_flight() == 1 || next.is_some_and(|t| t <= 300), "still asking ({next:?})");
+}
+
 fn timed() -> Sim {
     timed_with(|_| {})
 }
@@ -682,6 +778,158 @@ fn mounts_and_dismounts_run_close_to_the_optimal_schedule() {
             }
         }
     }
+}
+
+/// [`timed_with`] on a library that answers a one-element READ ELEMENT STATUS with no data, as tgt does.
+fn timed_tgt_short() -> Sim {
+    timed_with(|c| c.short_single_element_status = true)
+}
+
+#[test]
+fn a_failed_move_rereads_what_a_library_answering_one_element_short_reports() {
+    let mut s = timed_tgt_short();
+    s.ready();
+    // Behind rsmd's back (`mtx load 3 0`): the cache still shows the cartridge in slot 3 and drive 0 empty.
+    s.target.move_by_hand(1002, 500).unwrap();
+    assert_eq!(s.move_and_wait(1, 1002, 501), Err(MoveError::Refused(Failure::SourceEmpty)));
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+    assert_eq!(s.lib.element(500).unwrap().barcode.as_deref(), Some("ABC003L6"));
+    // The same for a full destination.
+    s.target.move_by_hand(1003, 501).unwrap();
+    assert_eq!(s.move_and_wait(2, 1004, 501), Err(MoveError::Refused(Failure::DestinationFull)));
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+    assert_eq!(s.inventories(), 1, "narrow re-reads, no full rescan");
+}
+
+#[test]
+fn one_element_chunks_on_a_library_answering_one_element_short() {
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    c.short_single_element_status = true;
+    let mut s = Sim::new(c, LibraryOptions { chunk: 1, ..LibraryOptions::default() });
+    s.ready();
+    s.assert_agrees();
+    s.target.move_by_hand(1000, 503).unwrap();
+    assert_eq!(s.move_and_wait(1, 1001, 503), Err(MoveError::Refused(Failure::DestinationFull)));
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+}
+
+#[test]
+fn a_mount_of_a_cartridge_already_in_a_drive_completes_there() {
+    let mut s = timed_tgt_short();
+    s.ready();
+    s.target.move_by_hand(1002, 500).unwrap();
+    s.lib.submit_job(1, JobKind::Mount { source: 1002, drive: DriveChoice::Any }, 0, None);
+    let o = s.wait_outcome(1);
+    assert_eq!(o, Outcome { id: 1, drive: Some(500), result: Ok(()) });
+    assert_eq!(s.target.snapshot().drives[0].status, vlib::DriveStatus::Ready, "answered TEST UNIT READY");
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+    // And it dismounts like any other mount.
+    s.lib.submit_job(2, JobKind::Dismount { drive: 500, home: Some(1002) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Ok(()));
+    s.assert_agrees();
+    assert_eq!(s.lib.element(1002).unwrap().barcode.as_deref(), Some("ABC003L6"));
+}
+
+#[test]
+fn a_mount_of_a_cartridge_moved_to_another_slot_is_retried_from_there() {
+    let mut s = timed_tgt_short();
+    s.ready();
+    s.target.move_by_hand(1002, 1016).unwrap();
+    s.lib.submit_job(1, JobKind::Mount { source: 1002, drive: DriveChoice::Element(501) }, 0, None);
+    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: Some(501), result: Ok(()) });
+    s.assert_agrees();
+    assert_eq!(s.lib.element(501).unwrap().barcode.as_deref(), Some("ABC003L6"));
+    let log = s.target.snapshot().robot_log;
+    assert_eq!(log.iter().map(|m| (m.source, m.destination)).collect::<Vec<_>>(), vec![(1016, 501)]);
+}
+
+#[test]
+fn a_mount_into_a_drive_filled_behind_our_back_goes_to_another_drive() {
+    let mut s = timed_tgt_short();
+    s.ready();
+    s.target.move_by_hand(1003, 500).unwrap();
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
+    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: Some(501), result: Ok(()) });
+    s.assert_agrees();
+    // Asked for that very drive: the refusal stands (and the cache is corrected).
+    s.target.move_by_hand(1004, 502).unwrap();
+    s.lib.submit_job(2, JobKind::Mount { source: 1001, drive: DriveChoice::Element(502) }, 0, None);
+    assert_eq!(s.wait_outcome(2).result, Err(JobError::Move(MoveError::Refused(Failure::DestinationFull))));
+    s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
+    s.assert_agrees();
+}
+
+#[test]
+fn a_gone_drive_fails_its_jobs_is_avoided_and_is_used_again_once_back() {
+    let mut s = timed();
+    s.ready();
+    // Drive device 0 (element 500) disappears.
+    s.target.inject(Fault::Disappear { device: Device::Drive(0) });
+    s.lib.drive_gone(0);
+    assert!(!s.lib.drive_usable(0));
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: None, result: Err(JobError::DriveGone) });
+    s.lib.submit_job(2, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
+    let o = s.wait_outcome(2);
+    assert_eq!(o.result, Ok(()));
+    assert_ne!(o.drive, Some(500), "a mount for any drive does not choose the gone one");
+    // A drive that goes while a mount waits for it to become ready: the job fails now, the cartridge stays in it.
+    s.lib.submit_job(3, JobKind::Mount { source: 1001, drive: DriveChoice::Element(502) }, 0, None);
+    s.drive_bounded(10_000, |s| s.lib.element(502).is_some_and(|e| e.full));
+    s.target.inject(Fault::Disappear { device: Device::Drive(2) });
+    s.lib.drive_gone(2);
+    assert_eq!(s.wait_outcome(3), Outcome { id: 3, drive: Some(502), result: Err(JobError::DriveGone) });
+    // A queued dismount of it fails too, and nothing is left in flight to it.
+    s.lib.submit_job(4, JobKind::Dismount { drive: 502, home: Some(1001) }, 0, None);
+    assert_eq!(s.wait_outcome(4).result, Err(JobError::DriveGone));
+    s.drive_bounded(10_000, |s| s.lib.jobs_pending() == 0 && s.lib.machine.in_flight() == 0);
+    s.assert_agrees();
+    // Drive 0 comes back: identified again (INQUIRY, VPD 80h), then used again.
+    s.target.plug_back(Device::Drive(0));
+    s.lib.drive_back(0, s.now);
+    assert!(!s.lib.drive_usable(0), "not before it has answered");
+    s.drive_bounded(10_000, |s| s.lib.drive_usable(0));
+    assert_eq!(s.lib.drive_identities()[0].as_ref().map(|i| i.serial.as_str()), Some("VDRV0000"));
+    assert_eq!(s.lib.element(500).unwrap().device, Some(0));
+    s.lib.submit_job(5, JobKind::Mount { source: 1002, drive: DriveChoice::Element(500) }, 0, None);
+    assert_eq!(s.wait_outcome(5), Outcome { id: 5, drive: Some(500), result: Ok(()) });
+    s.assert_agrees();
+}
+
+#[test]
+fn a_job_deadline_fires_while_the_drive_never_answers() {
+    let grace = 1_000;
+    let mut c = VConfig::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.01;
+    let options =
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: MAX_POLL_SLACK, abort_grace_ms: grace, ..Default::default() };
+    let mut s = Sim::new(c, options);
+    s.ready();
+    // Drive 1 hangs: present, but its TEST UNIT READY (60 s timeout) and the undo's LOAD UNLOAD are swallowed.
+    s.target.inject(Fault::Hang { device: Device::Drive(1) });
+    let deadline = s.now + 2_000;
+    s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(501) }, 0, Some(deadline));
+    let o = s.wait_outcome(1);
+    assert_eq!(o, Outcome { id: 1, drive: Some(501), result: Err(JobError::DriveGone) }, "cannot be undone");
+    assert!(s.now >= deadline && s.now <= deadline + grace, "ended {} ms after the deadline", s.now - deadline);
+    // Known state: the cartridge is in the drive, as the cache says; the drive is avoided.
+    s.assert_agrees();
+    assert!(s.lib.element(501).unwrap().full);
+    assert!(s.lib.suspect_drives().contains(&501));
+    // A drive that answers again is undone properly on a deadline: TimedOut, and the cartridge back home.
+    s.target.inject(Fault::NotReadyFor { device: Device::Drive(2), ms: 3_600_000 });
+    let deadline = s.now + 500;
+    s.lib.submit_job(2, JobKind::Mount { source: 1001, drive: DriveChoice::Element(502) }, 0, Some(deadline));
+    assert_eq!(s.wait_outcome(2).result, Err(JobError::TimedOut));
+    s.drive_bounded(10_000, |s| s.lib.jobs_pending() == 0 && s.lib.moves_pending() == 0);
+    s.assert_agrees();
+    assert!(s.lib.element(1001).unwrap().full && !s.lib.element(502).unwrap().full, "back home");
 }
 
 mod random {

@@ -131,7 +131,7 @@ pub fn classify_sense(s: &Sense) -> Action {
     match s.key {
         SenseKey::NoSense | SenseKey::RecoveredError => Action::Done,
         SenseKey::NotReady => match s.asc {
-            asc::BECOMING_READY | Asc(0x04, 0x07) => Action::WaitReady { after_ms: BECOMING_READY_POLL_MS },
+            asc::BECOMING_READY | asc::OPERATION_IN_PROGRESS => Action::WaitReady { after_ms: BECOMING_READY_POLL_MS },
             asc::MEDIUM_NOT_PRESENT | Asc(0x3A, _) => Action::Fail(Failure::MediumNotPresent),
             asc::CLEANING_CARTRIDGE_INSTALLED => Action::Fail(Failure::CleaningCartridgeInstalled),
             asc::INITIALIZING_COMMAND_REQUIRED => Action::Rescan { reprobe: false },

@@ -60,6 +60,27 @@ impl SenseKey {
         }
     }
 
+    /// The key's name in SPC-4 table 27, lower case ("not ready").
+    pub fn name(self) -> &'static str {
+        match self {
+            SenseKey::NoSense => "no sense",
+            SenseKey::RecoveredError => "recovered error",
+            SenseKey::NotReady => "not ready",
+            SenseKey::MediumError => "medium error",
+            SenseKey::HardwareError => "hardware error",
+            SenseKey::IllegalRequest => "illegal request",
+            SenseKey::UnitAttention => "unit attention",
+            SenseKey::DataProtect => "data protect",
+            SenseKey::BlankCheck => "blank check",
+            SenseKey::VendorSpecific => "vendor specific",
+            SenseKey::CopyAborted => "copy aborted",
+            SenseKey::AbortedCommand => "aborted command",
+            SenseKey::VolumeOverflow => "volume overflow",
+            SenseKey::Miscompare => "miscompare",
+            SenseKey::Reserved(_) => "reserved",
+        }
+    }
+
     /// The 4-bit code.
     pub fn code(self) -> u8 {
         match self {

@@ -3,6 +3,7 @@
 
 use crate::cdb::{mode_data, mode_request};
 use crate::config::{BarcodePad, DvcidUnsupported};
+use crate::fault::InjectError;
 use crate::sense::{self, Sense};
 use crate::{be, inquiry, request_sense, std_inquiry, ElementType, Medium, Outcome, Request, Target};
 
@@ -135,6 +136,9 @@ impl Target {
                 DvcidUnsupported::Ignore => dvcid = false,
                 DvcidUnsupported::Reject => return err(Sense::invalid_field(6, Some(0))),
             }
+        }
+        if self.config.short_single_element_status && count == 1 {
+            return Outcome::ok(Vec::new(), self.config.scaled(self.config.timing.command_ms));
         }
         let types: &[ElementType] =
             if code == 0 { &ElementType::ALL } else { &ElementType::ALL[usize::from(code - 1)..usize::from(code)] };
@@ -308,6 +312,25 @@ impl Target {
         e.medium = Some(m);
         e.source = Some(from);
         e.impexp = false;
+    }
+
+    /// Moves the cartridge in `source` to `destination` behind every initiator's back, as an operator or another
+    /// host would (`mtx load`): at once, with no robot time and no unit attention. A drive destination loads (and
+    /// threads for `load_ms`); a drive source must not be prevented from removal. Errors say why nothing moved.
+    pub fn move_by_hand(&mut self, source: u16, destination: u16) -> Result<(), InjectError> {
+        let at = |a: u16| match self.locate(a) {
+            Some((ElementType::Transport, _)) | None => Err(InjectError(format!("no element {a} to move with"))),
+            Some(x) => Ok(x),
+        };
+        let ((sty, si), (dty, di)) = (at(source)?, at(destination)?);
+        let now = self.now();
+        let extra = self.check_source(sty, si, now).map_err(|s| InjectError(format!("source {source}: {s:?}")))?;
+        if source == destination || self.elements[dty.index()][di].medium.is_some() {
+            return Err(InjectError(format!("destination {destination} is full")));
+        }
+        let m = self.take(sty, si, extra);
+        self.put(dty, di, m, source, now);
+        Ok(())
     }
 
     fn move_medium(&mut self, cdb: &[u8], start: u64) -> Outcome {
@@ -670,6 +693,42 @@ mod tests {
         let r = run(&mut t, &cdb::read_element_status(4, 500, 1, false, false, true, 255), 255);
         assert_eq!(r.sense_code(), (5, 0x24, 0));
         assert_eq!(&r.sense[15..18], &[0xc8, 0, 6]);
+    }
+
+    #[test]
+    fn move_by_hand_changes_elements_without_attention() {
+        let mut t = lib();
+        t.move_by_hand(1002, 500).unwrap();
+        let snap = t.snapshot();
+        let e = |a: u16| snap.elements.iter().find(|e| e.address == a).unwrap().clone();
+        assert!(!e(1002).full);
+        assert_eq!(e(500).barcode.as_deref(), Some("ABC003L6"));
+        assert_eq!(e(500).source, Some(1002));
+        assert_eq!(snap.counters.commands, 0, "no command, no unit attention");
+        assert!(mv(&mut t, 1002, 501).sense_code() == (0x05, 0x3B, 0x0E));
+        assert!(t.move_by_hand(1002, 501).is_err(), "empty source");
+        assert!(t.move_by_hand(1000, 500).is_err(), "full destination");
+        assert!(t.move_by_hand(1000, 1).is_err(), "not onto the robot");
+    }
+
+    #[test]
+    fn short_single_element_status_like_tgt() {
+        let mut cfg = Config::default_library();
+        cfg.short_single_element_status = true;
+        let mut t = Target::new(cfg).unwrap();
+        let r = t.execute(
+            Device::Changer,
+            &cdb::read_element_status(2, 1000, 1, true, false, false, 1024),
+            Direction::FromDevice(1024),
+        );
+        assert!(r.is_good() && r.data.is_empty(), "{r:?}");
+        assert_eq!(r.resid, 1024);
+        let r = t.execute(
+            Device::Changer,
+            &cdb::read_element_status(2, 1000, 2, true, false, false, 1024),
+            Direction::FromDevice(1024),
+        );
+        assert!(r.is_good() && r.data.len() > 8);
     }
 
     #[test]

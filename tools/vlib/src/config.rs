@@ -210,6 +210,9 @@ pub struct Config {
     pub drive_load_unload: bool,
     /// Minimum element descriptor length; descriptors are zero-padded up to it (tgt: 52). 0 = natural.
     pub descriptor_len: u16,
+    /// A READ ELEMENT STATUS asking for exactly one element answers GOOD with no data at all, as tgt was seen to
+    /// (rsmd read "Response truncated at the first element address: 2 bytes needed, 0 available").
+    pub short_single_element_status: bool,
     /// Report only the first N characters of barcodes (6 or 8); None = full label.
     pub barcode_len: Option<u8>,
     /// Padding of the volume tag field.
@@ -272,6 +275,7 @@ impl Config {
             unload_before_move: p == Personality::Ibm,
             drive_load_unload: true,
             descriptor_len: if p == Personality::Tgt { 52 } else { 0 },
+            short_single_element_status: false,
             barcode_len: None,
             barcode_pad: BarcodePad::Space,
             descriptor_sense: false,
@@ -461,6 +465,7 @@ struct RawConfig {
     unload_before_move: Option<bool>,
     drive_load_unload: Option<bool>,
     descriptor_len: Option<u16>,
+    short_single_element_status: Option<bool>,
     barcode_len: Option<u8>,
     barcode_pad: Option<BarcodePad>,
     descriptor_sense: Option<bool>,
@@ -512,6 +517,7 @@ impl TryFrom<RawConfig> for Config {
         c.unload_before_move = r.unload_before_move.unwrap_or(c.unload_before_move);
         c.drive_load_unload = r.drive_load_unload.unwrap_or(c.drive_load_unload);
         c.descriptor_len = r.descriptor_len.unwrap_or(c.descriptor_len);
+        c.short_single_element_status = r.short_single_element_status.unwrap_or(false);
         c.barcode_len = r.barcode_len.or(c.barcode_len);
         c.barcode_pad = r.barcode_pad.unwrap_or(c.barcode_pad);
         c.descriptor_sense = r.descriptor_sense.unwrap_or(false);

@@ -40,6 +40,14 @@ pub enum Fault {
         /// The device.
         device: Device,
     },
+    /// The device hangs: it stays present but answers nothing. Commands already queued and new ones never
+    /// complete, except that a command with a timeout fails with host status "timed out" when it expires (as
+    /// the kernel's SCSI error handling reports it). Cleared by `Fault::Reset` of that device (commands swallowed
+    /// before stay lost).
+    Hang {
+        /// The device.
+        device: Device,
+    },
     /// Power-on/reset: the next command on the device (other than INQUIRY / REQUEST SENSE) gets
     /// UNIT ATTENTION 06/29/00. Also clears PREVENT MEDIUM REMOVAL, not-ready and won't-unload faults.
     Reset {
@@ -82,7 +90,7 @@ pub fn parse_device(s: &str) -> Option<Device> {
 
 /// A `[[fault]]` entry as written in TOML, e.g. `{ kind = "unit_attention", after_commands = 3,
 /// device = "changer" }`. Kinds: `unit_attention` (device, after_commands), `not_ready` (device, ms),
-/// `jam` (moves), `wont_unload` (drive), `disappear` (device), `reset` (device), `door_closed`,
+/// `jam` (moves), `wont_unload` (drive), `disappear` (device), `hang` (device), `reset` (device), `door_closed`,
 /// `import` (barcode).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -127,6 +135,7 @@ impl FaultConfig {
                 drive: self.drive.ok_or_else(|| missing("drive"))?,
             },
             "disappear" => Fault::Disappear { device: device()? },
+            "hang" => Fault::Hang { device: device()? },
             "reset" => Fault::Reset { device: device()? },
             "door_closed" => Fault::DoorClosed,
             "import" => Fault::ImportCartridge {
@@ -135,7 +144,7 @@ impl FaultConfig {
             other => {
                 return Err((
                     "kind".to_string(),
-                    format!("unknown fault kind `{other}` (expected unit_attention, not_ready, jam, wont_unload, disappear, reset, door_closed, import)"),
+                    format!("unknown fault kind `{other}` (expected unit_attention, not_ready, jam, wont_unload, disappear, hang, reset, door_closed, import)"),
                 ))
             }
         })

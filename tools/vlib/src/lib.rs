@@ -258,6 +258,8 @@ pub(crate) struct DevState {
     pub(crate) not_ready_until: u64,
     pub(crate) ua_countdown: Option<u32>,
     pub(crate) prevent: bool,
+    /// Hung (`Fault::Hang`): commands are swallowed.
+    pub(crate) hung: bool,
 }
 
 /// Result of executing one command: data or sense, and its cost in (scaled) virtual ms.
@@ -400,6 +402,26 @@ impl Target {
             return;
         }
         self.counters.commands += 1;
+        if self.dev(device).is_some_and(|d| d.hung) {
+            log::debug!("{device}: hung, command swallowed");
+            if request.timeout_ms > 0 {
+                self.counters.timeouts += 1;
+                let alloc = match &request.direction {
+                    Direction::FromDevice(n) => *n,
+                    _ => 0,
+                };
+                let resp = Response {
+                    tag: request.tag,
+                    host_status: sense::HOST_TIMED_OUT,
+                    resid: alloc,
+                    duration_ms: request.timeout_ms,
+                    ..Response::default()
+                };
+                self.seq += 1;
+                self.queue.insert((now_ms + u64::from(request.timeout_ms), self.seq), (device, resp));
+            }
+            return;
+        }
         let is_move = device == Device::Changer && matches!(request.cdb.first(), Some(0xa5 | 0xa6 | 0x2b));
         let mut start = now_ms.max(self.dev(device).map_or(0, |d| d.busy_until));
         if is_move {
@@ -484,6 +506,16 @@ impl Target {
         }
     }
 
+    /// A device that disappeared is plugged back in (hot-plug): present again, not hung, with a power-on UNIT
+    /// ATTENTION 06/29/00 pending. Its state (a drive's cartridge) is what it was.
+    pub fn plug_back(&mut self, device: Device) {
+        if let Some(d) = self.dev_mut(device) {
+            d.present = true;
+            d.hung = false;
+            d.pending_ua = Some(sense::POWER_ON_RESET);
+        }
+    }
+
     /// Injects a fault at the current virtual time; errors (e.g. no free I/E slot) are logged.
     pub fn inject(&mut self, fault: Fault) {
         if let Err(e) = self.try_inject(fault) {
@@ -525,9 +557,17 @@ impl Target {
                 self.dev_mut(device).expect("checked").present = false;
                 self.queue.retain(|_, (d, _)| *d != device);
             }
+            Fault::Hang { device } => {
+                need(self, device)?;
+                self.dev_mut(device).expect("checked").hung = true;
+                // Commands in progress are lost with it (their timeouts are not known here: the initiator's own
+                // deadline must notice).
+                self.queue.retain(|_, (d, _)| *d != device);
+            }
             Fault::Reset { device } => {
                 need(self, device)?;
                 let d = self.dev_mut(device).expect("checked");
+                d.hung = false;
                 d.pending_ua = Some(sense::POWER_ON_RESET);
                 d.prevent = false;
                 d.not_ready_until = 0;
@@ -909,6 +949,35 @@ mod tests {
         assert_eq!(t.next_completion_at(), None);
         assert!(!t.snapshot().drives[1].present);
         assert!(t.try_inject(Fault::Reset { device: Device::Drive(7) }).is_err());
+    }
+
+    #[test]
+    fn hang_swallows_until_timeout_and_reset() {
+        let mut t = lib();
+        t.inject(Fault::Hang { device: Device::Drive(0) });
+        assert!(t.is_present(Device::Drive(0)));
+        t.submit(
+            Device::Drive(0),
+            Request { tag: 1, cdb: cdb::test_unit_ready(), direction: Direction::None, timeout_ms: 0 },
+            0,
+        );
+        t.submit(
+            Device::Drive(0),
+            Request { tag: 2, cdb: cdb::test_unit_ready(), direction: Direction::None, timeout_ms: 500 },
+            0,
+        );
+        let (_, r) = t.poll_completion(10_000).unwrap();
+        assert_eq!((r.tag, r.host_status), (2, sense::HOST_TIMED_OUT));
+        assert!(t.poll_completion(u64::MAX / 2).is_none(), "the command without a timeout never completes");
+        t.inject(Fault::Reset { device: Device::Drive(0) });
+        let r = t.execute(Device::Drive(0), &cdb::test_unit_ready(), Direction::None);
+        assert_eq!(r.sense_code(), (0x06, 0x29, 0x00), "answers again, after its reset");
+        // Gone and plugged back.
+        t.inject(Fault::Disappear { device: Device::Drive(1) });
+        t.plug_back(Device::Drive(1));
+        assert!(t.is_present(Device::Drive(1)));
+        let r = t.execute(Device::Drive(1), &cdb::test_unit_ready(), Direction::None);
+        assert_eq!(r.sense_code(), (0x06, 0x29, 0x00));
     }
 
     #[test]

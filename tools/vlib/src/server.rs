@@ -473,6 +473,7 @@ fn control_line(s: &Shared, line: &str) -> Vec<String> {
                 Device::Changer => return Err("wont_unload needs a drive".into()),
             },
             ["fault", "disappear", _] => Fault::Disappear { device: dev(2)? },
+            ["fault", "hang", _] => Fault::Hang { device: dev(2)? },
             ["fault", "reset", _] => Fault::Reset { device: dev(2)? },
             _ => return Err(format!("unknown command: {line}")),
         }))
