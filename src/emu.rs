@@ -343,6 +343,25 @@ impl Transport for EmuTransport {
     }
 }
 
+/// The built-in virtual library of `rsmd --demo`: vlib's default library served in-process on sockets in `dir`
+/// (time scaled by `time_scale`), for the daemon to reach through [`EmuTransport`] like any emulator.
+#[derive(Debug)]
+pub struct DemoLibrary {
+    _server: vlib::server::Server,
+}
+
+impl DemoLibrary {
+    /// Starts it. The demo shows a modern library: drives report their serials (DVCID), so they map by themselves.
+    pub fn start(dir: &Path, time_scale: f64) -> std::io::Result<DemoLibrary> {
+        let mut c = vlib::Config::default_library();
+        c.time_scale = time_scale;
+        c.dvcid = true;
+        std::fs::create_dir_all(dir)?;
+        let server = vlib::server::Server::spawn(c, dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(DemoLibrary { _server: server })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

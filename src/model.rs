@@ -372,6 +372,48 @@ pub struct RequestRecord {
     pub media: Option<String>,
 }
 
+// The store persists these; the domain produces them. They live here so that `media` and `broker` need not
+// import `store`.
+
+/// One change to the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Insert or replace a library.
+    Library(LibraryRecord),
+    /// Insert or replace an element.
+    Element(ElementRecord),
+    /// Remove an element (the library shrank).
+    RemoveElement {
+        /// Library.
+        library: Guid,
+        /// Element type code.
+        kind: u8,
+        /// Address.
+        address: u16,
+    },
+    /// Insert or replace a cartridge (and its barcode index entry).
+    Media(MediaRecord),
+    /// Remove a cartridge.
+    RemoveMedia(Guid),
+    /// Insert or replace a request.
+    Request(RequestRecord),
+    /// Remove a request.
+    RemoveRequest(RequestId),
+}
+
+/// Everything on disk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Libraries.
+    pub libraries: Vec<LibraryRecord>,
+    /// Elements, by library then type then address.
+    pub elements: Vec<ElementRecord>,
+    /// Cartridges.
+    pub media: Vec<MediaRecord>,
+    /// Requests.
+    pub requests: Vec<RequestRecord>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,9 +6,11 @@ use serde_json::{Map, Value};
 use super::objects::View;
 use super::session::{HandleError, Peer};
 use super::Broker;
+use crate::changer::{JobError, MoveError};
 use crate::model::Guid;
 use crate::proto::types::{DescriptionReply, EnumerateReply, ObjectReply, ObjectType, OpenSessionReply, RequestReply};
 use crate::proto::{interface, Method, NtmsError, VarlinkError, WireError, PROTOCOL_VERSION};
+use crate::scsi::action::Failure;
 
 /// What to do with a call.
 #[derive(Debug)]
@@ -78,6 +80,35 @@ pub fn classify_server_name(name: Option<&str>, host: &str) -> ServerName {
         ServerName::Local
     } else {
         ServerName::Remote
+    }
+}
+
+/// The wire error for a failed job.
+pub fn job_error(e: &JobError, mount: bool) -> NtmsError {
+    let message = {
+        let mut m = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            m.push_str(": ");
+            m.push_str(&s.to_string());
+            src = s.source();
+        }
+        m
+    };
+    match e {
+        JobError::Cancelled => NtmsError::Cancelled { message },
+        JobError::TimedOut => NtmsError::Timeout { message },
+        JobError::Offline | JobError::Move(MoveError::Offline) => NtmsError::LibraryOffline { message },
+        JobError::DriveUnavailable(_) | JobError::Unmapped(_) | JobError::DriveGone => {
+            NtmsError::DeviceNotAvailable { message }
+        }
+        JobError::Move(MoveError::Refused(Failure::CleaningCartridgeInstalled))
+        | JobError::NotReady(Failure::CleaningCartridgeInstalled) => NtmsError::CleanerCartridgeInstalled { message },
+        JobError::NoFreeSlot => NtmsError::LibraryFull { message },
+        JobError::UnloadRefused(_) => NtmsError::DeviceNotAvailable { message },
+        JobError::WriteProtected => NtmsError::WriteProtect { message },
+        _ if mount => NtmsError::UnableToLoadMedium { message },
+        _ => NtmsError::MediumNotAccessible { message },
     }
 }
 

@@ -31,10 +31,10 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::changer::{Event, Library, LibraryOptions, Outgoing};
 use crate::media::Inventory;
+use crate::model::{Change, Snapshot};
 use crate::model::{DriveInfo, Guid, LibraryRecord, LibraryState, Owner, RequestId, RequestKind, RequestStatus};
 use crate::proto::types::{InventoryMode, Notification, NotificationOperation, ObjectType, PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{Method, NtmsError, WireError};
-use crate::store::{Change, Snapshot};
 use crate::transport::{Response, Tag, TransportError};
 use objects::LibraryView;
 use requests::{NewRequest, Requests};

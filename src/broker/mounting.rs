@@ -5,13 +5,11 @@ use serde_json::{Map, Value};
 use super::dispatch::Answer;
 use super::requests::NewRequest;
 use super::Broker;
-use crate::changer::MoveError;
 use crate::changer::{DriveChoice, JobError, JobKind, Outcome, Progress};
 use crate::model::{ElementKind, Guid, MediaKind, MediaRecord, Owner, RequestId, RequestKind, RequestStatus};
 use crate::proto::types::{DeviceNodes, MountFlags, MountReply, NotificationOperation, ObjectType};
 use crate::proto::types::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{DismountTarget, NtmsError, WireError};
-use crate::scsi::action::Failure;
 
 /// A mount as a client asked for it. Kept (parked) while every requested cartridge is in use by other sessions
 /// (RSM waits unless `error_if_unavailable`): tried again every turn until it starts, times out or is cancelled.
@@ -38,35 +36,6 @@ impl MountCall {
 
 fn err(e: NtmsError) -> Answer {
     Answer::Reply(Err(WireError::Ntms(e)), 0)
-}
-
-/// The wire error for a failed job.
-pub fn job_error(e: &JobError, mount: bool) -> NtmsError {
-    let message = {
-        let mut m = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            m.push_str(": ");
-            m.push_str(&s.to_string());
-            src = s.source();
-        }
-        m
-    };
-    match e {
-        JobError::Cancelled => NtmsError::Cancelled { message },
-        JobError::TimedOut => NtmsError::Timeout { message },
-        JobError::Offline | JobError::Move(MoveError::Offline) => NtmsError::LibraryOffline { message },
-        JobError::DriveUnavailable(_) | JobError::Unmapped(_) | JobError::DriveGone => {
-            NtmsError::DeviceNotAvailable { message }
-        }
-        JobError::Move(MoveError::Refused(Failure::CleaningCartridgeInstalled))
-        | JobError::NotReady(Failure::CleaningCartridgeInstalled) => NtmsError::CleanerCartridgeInstalled { message },
-        JobError::NoFreeSlot => NtmsError::LibraryFull { message },
-        JobError::UnloadRefused(_) => NtmsError::DeviceNotAvailable { message },
-        JobError::WriteProtected => NtmsError::WriteProtect { message },
-        _ if mount => NtmsError::UnableToLoadMedium { message },
-        _ => NtmsError::MediumNotAccessible { message },
-    }
 }
 
 impl Broker {
@@ -573,7 +542,7 @@ impl Broker {
             Err(e) => {
                 let state = if *e == JobError::Cancelled { RequestStatus::Cancelled } else { RequestStatus::Failed };
                 self.requests.finish(key, state, Some(e.to_string()), now);
-                Err(WireError::Ntms(job_error(e, mount)))
+                Err(WireError::Ntms(super::dispatch::job_error(e, mount)))
             }
         };
         self.note_request(key);

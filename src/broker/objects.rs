@@ -49,27 +49,10 @@ pub fn pool_id(name: &str) -> Guid {
     Guid::derive("pool", name)
 }
 
-/// The media type of a cartridge, from the LTO barcode suffix (`L6` LTO-6, `LW`/`LX` WORM, `CU`/`CLN` cleaner).
+/// The media type of a cartridge (the rules live in [`crate::media::compat`]): (name, generation, cleaner,
+/// rewritable).
 pub fn media_type_of(barcode: Option<&str>) -> Option<(String, Option<u32>, bool, bool)> {
-    let b = barcode?.to_ascii_uppercase();
-    if b.starts_with("CLN") || b.ends_with("CU") {
-        return Some(("LTO-Cleaner".into(), None, true, false));
-    }
-    let suffix = b.get(b.len().checked_sub(2)?..)?;
-    let mut chars = suffix.chars();
-    match (chars.next(), chars.next()) {
-        (Some('L'), Some(g)) if g.is_ascii_digit() => {
-            let gen = g.to_digit(10)?;
-            Some((format!("LTO-{gen}"), Some(gen), false, true))
-        }
-        (Some('L'), Some(w @ 'T'..='Z')) => {
-            // WORM: LT = LTO-3 ... LZ = LTO-9.
-            let gen = u32::from(w) - u32::from('T') + 3;
-            Some((format!("LTO-{gen}-WORM"), Some(gen), false, true))
-        }
-        (Some('M'), Some('8')) => Some(("LTO-M8".into(), Some(8), false, true)),
-        _ => None,
-    }
+    crate::media::compat::media_type(barcode?).map(|m| (m.name, m.generation.map(u32::from), m.cleaner, m.rewritable))
 }
 
 fn media_type_id(name: &str) -> Guid {
@@ -426,9 +409,8 @@ mod tests {
     #[test]
     fn media_types_from_barcodes() {
         assert_eq!(media_type_of(Some("ABC001L6")).unwrap().0, "LTO-6");
-        assert_eq!(media_type_of(Some("ABC001LW")).unwrap().0, "LTO-6-WORM");
+        assert_eq!(media_type_of(Some("ABC001M8")).unwrap().1, Some(7));
         assert!(media_type_of(Some("CLN001L1")).unwrap().2);
-        assert_eq!(media_type_of(Some("XYZ")), None);
         assert_eq!(media_type_of(None), None);
     }
 }

@@ -6,10 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::model::Change;
 use crate::model::{Guid, Owner, RequestId, RequestKind, RequestRecord, RequestStatus};
 use crate::proto::types::{LibRequestDetails, ObjectDetails, ObjectInfo, RequestOperation, RequestState};
 use crate::proto::NtmsError;
-use crate::store::Change;
 
 /// How many finished requests are kept for clients to look at.
 const KEEP_FINISHED: usize = 1000;

@@ -31,6 +31,44 @@ pub fn lto_media(barcode: &str) -> Option<LtoMedia> {
     }
 }
 
+/// Whether a barcode labels a cleaning cartridge: LTO cleaning cartridges carry the media identifier `CU`
+/// (universal cleaner) as the last two characters of an 8-character label (`CLN001CU`), and by the near-universal
+/// convention of libraries and operators their volume serial begins with `CLN` (`CLN001L1` on libraries that label
+/// cleaners like data cartridges). The one rule for every part of rsmd.
+pub fn is_cleaning(barcode: &str) -> bool {
+    let b = barcode.trim_end();
+    let lto_cleaner = b.len() == 8 && b.is_char_boundary(6) && b[6..].eq_ignore_ascii_case("CU");
+    lto_cleaner || b.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("CLN"))
+}
+
+/// A cartridge's media type, as clients see it (`NTMS_MEDIA_TYPE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaTypeInfo {
+    /// Its name: `LTO-6`, `LTO-6-WORM`, `LTO-M8`, `LTO-Cleaner`.
+    pub name: String,
+    /// The LTO generation of the cartridge (an `M8` is an LTO-7 cartridge in Type M format).
+    pub generation: Option<u8>,
+    /// A cleaning cartridge.
+    pub cleaner: bool,
+    /// Data can be written more than once (not WORM, not a cleaner).
+    pub rewritable: bool,
+}
+
+/// The media type a barcode label names, if it follows the LTO label convention.
+pub fn media_type(barcode: &str) -> Option<MediaTypeInfo> {
+    if is_cleaning(barcode) {
+        return Some(MediaTypeInfo { name: "LTO-Cleaner".into(), generation: None, cleaner: true, rewritable: false });
+    }
+    let m = lto_media(barcode)?;
+    let worm = barcode.trim_end().bytes().last().is_some_and(|c| matches!(c.to_ascii_uppercase(), b'T'..=b'Z'));
+    let name = match (m.type_m, worm) {
+        (true, _) => "LTO-M8".to_owned(),
+        (false, true) => format!("LTO-{}-WORM", m.generation),
+        (false, false) => format!("LTO-{}", m.generation),
+    };
+    Some(MediaTypeInfo { name, generation: Some(m.generation), cleaner: false, rewritable: !worm })
+}
+
 /// The LTO generation of a drive from its INQUIRY vendor and product (`IBM ULT3580-TD8`, `IBM ULTRIUM-HH7`,
 /// `HP Ultrium 6-SCSI`, `QUANTUM ULTRIUM-HH9`, `TANDBERG LTO-5 HH`), if it names one.
 pub fn lto_drive_generation(product: &str) -> Option<u8> {
@@ -71,6 +109,22 @@ pub fn can_mount(drive_product: Option<&str>, barcode: Option<&str>, write: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11: the barcode rules had two homes that disagreed (M8 was generation 8 in one and 7 in the other;
+    /// a cleaner was `CLN…` in one and `CLN…`/`…CU` in the other). One rule now, following the LTO label rules.
+    #[test]
+    fn media_types_and_cleaners_follow_the_lto_label_rules() {
+        let t = |b: &str| media_type(b).map(|m| (m.name, m.generation, m.cleaner, m.rewritable));
+        assert_eq!(t("ABC001L6"), Some(("LTO-6".into(), Some(6), false, true)));
+        assert_eq!(t("ABC001LW"), Some(("LTO-6-WORM".into(), Some(6), false, false)));
+        assert_eq!(t("ABC001M8"), Some(("LTO-M8".into(), Some(7), false, true)), "an M8 is an LTO-7 cartridge");
+        assert_eq!(t("CLN001L1"), Some(("LTO-Cleaner".into(), None, true, false)));
+        assert_eq!(t("CLN001CU"), Some(("LTO-Cleaner".into(), None, true, false)));
+        assert!(is_cleaning("ABC001CU"), "the CU media identifier marks a cleaner whatever the serial");
+        assert!(!is_cleaning("ABCCU"), "CU only counts as the media identifier of an 8-character label");
+        assert!(!is_cleaning("ABC001L6"));
+        assert_eq!(t("XYZ"), None);
+    }
 
     #[test]
     fn barcodes_name_generations() {

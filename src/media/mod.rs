@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::changer::Element;
-use crate::model::{DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord};
+use crate::model::{
+    Change, DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord, Snapshot,
+};
 use crate::scsi::element::ElementType;
-use crate::store::{Change, Snapshot};
 
 /// The element kind for an SMC element type.
 pub fn kind_of(t: ElementType) -> ElementKind {
@@ -26,7 +27,7 @@ pub fn kind_of(t: ElementType) -> ElementKind {
 /// Data or cleaning, from the barcode (`CLN…` is cleaning by convention).
 pub fn media_kind(barcode: Option<&str>) -> MediaKind {
     match barcode {
-        Some(b) if b.to_ascii_uppercase().starts_with("CLN") => MediaKind::Cleaning,
+        Some(b) if compat::is_cleaning(b) => MediaKind::Cleaning,
         _ => MediaKind::Data,
     }
 }

@@ -68,7 +68,7 @@ pub struct Setup {
     /// Demo: the directory for the embedded vlib.
     pub demo_dir: Option<PathBuf>,
     /// Demo: the embedded vlib, once started.
-    pub demo: Option<vlib::server::Server>,
+    pub demo: Option<crate::emu::DemoLibrary>,
 }
 
 /// Loads `path`, or the default file when it exists, or the default configuration (discovery). Demo mode ignores
@@ -245,12 +245,7 @@ pub fn open_vlib(dir: &Path, lc: Option<&LibraryConfig>) -> std::io::Result<Open
 pub fn open_libraries(setup: &mut Setup) -> Vec<Opened> {
     if let (Some(dir), None) = (&setup.demo_dir, &setup.demo) {
         let scale = std::env::var("RSMD_DEMO_TIME_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(0.05);
-        let mut c = vlib::Config::default_library();
-        c.time_scale = scale;
-        // The demo shows a modern library: drives report their serials (DVCID), so they map by themselves.
-        c.dvcid = true;
-        let _ = std::fs::create_dir_all(dir);
-        match vlib::server::Server::spawn(c, dir) {
+        match crate::emu::DemoLibrary::start(dir, scale) {
             Ok(s) => setup.demo = Some(s),
             Err(e) => log::error!("cannot start the demo library in {}: {e}", dir.display()),
         }

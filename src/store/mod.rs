@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use crate::model::{ElementRecord, Guid, LibraryRecord, MediaRecord, RequestId, RequestRecord};
+use crate::model::{Guid, MediaRecord};
 
 /// The schema this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -61,44 +61,7 @@ pub enum StoreError {
     WriterGone,
 }
 
-/// One change to the inventory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Insert or replace a library.
-    Library(LibraryRecord),
-    /// Insert or replace an element.
-    Element(ElementRecord),
-    /// Remove an element (the library shrank).
-    RemoveElement {
-        /// Library.
-        library: Guid,
-        /// Element type code.
-        kind: u8,
-        /// Address.
-        address: u16,
-    },
-    /// Insert or replace a cartridge (and its barcode index entry).
-    Media(MediaRecord),
-    /// Remove a cartridge.
-    RemoveMedia(Guid),
-    /// Insert or replace a request.
-    Request(RequestRecord),
-    /// Remove a request.
-    RemoveRequest(RequestId),
-}
-
-/// Everything on disk.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Libraries.
-    pub libraries: Vec<LibraryRecord>,
-    /// Elements, by library then type then address.
-    pub elements: Vec<ElementRecord>,
-    /// Cartridges.
-    pub media: Vec<MediaRecord>,
-    /// Requests.
-    pub requests: Vec<RequestRecord>,
-}
+pub use crate::model::{Change, Snapshot};
 
 /// The file in the state directory where `rsmd --map-drives` keeps the drive mappings it found:
 /// `{"changers": {CHANGER_SERIAL: {DRIVE_SERIAL: ELEMENT_ADDRESS}}}`.

@@ -2,6 +2,7 @@ use std::sync::mpsc;
 
 use super::*;
 use crate::model::{ElementKind, LibraryState, Location, MediaKind};
+use crate::model::{ElementRecord, LibraryRecord};
 
 fn library(id: Guid) -> LibraryRecord {
     LibraryRecord {
