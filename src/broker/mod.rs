@@ -127,6 +127,7 @@ impl Lib {
             device: self.label.clone(),
             state: Some(self.library.state()),
             suspect_drives: self.library.suspect_drives().to_vec(),
+            not_ready: self.library.not_ready_reason().map(str::to_owned),
         })
     }
 }
@@ -298,7 +299,20 @@ impl Broker {
             if d == 0 {
                 lib.changer_present = false;
                 lib.library.device_gone();
+            } else {
+                // Out of service at once: its commands fail, its jobs end, mounts choose other drives.
+                lib.library.drive_gone(d - 1);
             }
+        }
+        self.pump();
+    }
+
+    /// Drive `drive` of library `li` is back (its device reappeared and is open again): it is identified again
+    /// and used once it answers.
+    pub fn drive_back(&mut self, li: usize, drive: usize, now: u64) {
+        self.now = now;
+        if let Some(lib) = self.libs.get_mut(li) {
+            lib.library.drive_back(drive, now);
         }
         self.pump();
     }

@@ -15,6 +15,8 @@ pub struct LibraryView {
     pub state: Option<LibraryState>,
     /// Drive elements whose last load never became ready (shown in error until one does).
     pub suspect_drives: Vec<u16>,
+    /// Why the library does not answer yet (`not ready: 04h/01h …`), while it keeps trying.
+    pub not_ready: Option<String>,
 }
 
 /// Everything objects are built from.
@@ -250,6 +252,9 @@ impl View<'_> {
         o.enabled = kind == LibraryKind::Online;
         if rec.is_some_and(|r| r.stale) && kind == LibraryKind::Offline {
             o.description = "inventory not verified since the library went offline".into();
+        }
+        if let Some(why) = self.live(id).and_then(|l| l.not_ready.clone()) {
+            o.description = why;
         }
         o
     }

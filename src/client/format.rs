@@ -191,6 +191,9 @@ pub fn status_table(objects: &[ObjectInfo]) -> String {
             lib.info.state,
             or_dash(lib.device)
         );
+        if !lib.info.description.is_empty() {
+            let _ = writeln!(out, "  {}", lib.info.description);
+        }
         let _ = writeln!(
             out,
             "  {} drives, {} slots, {} mail slots{}",

@@ -49,11 +49,28 @@ pub struct Devices {
     pub changer: Option<Box<dyn Transport>>,
     /// Drive transports, by the index the library uses (None when not open or gone).
     pub drives: Vec<Option<Box<dyn Transport>>>,
+    /// Device nodes: the changer's, then each drive's (to match remove uevents and reopen drives).
+    pub paths: Vec<String>,
     /// Their interests must be re-registered this turn.
     dirty: bool,
 }
 
+/// Opening a device that could not be opened: first retry after this, doubling up to [`REOPEN_MAX_MS`].
+const REOPEN_FIRST_MS: u64 = 250;
+/// Longest wait between attempts.
+const REOPEN_MAX_MS: u64 = 8_000;
+/// Attempts after an event before waiting for the next one (about a minute in all).
+const REOPEN_ATTEMPTS: u32 = 12;
+
 impl Devices {
+    fn is_open(&self, d: usize) -> bool {
+        if d == 0 {
+            self.changer.is_some()
+        } else {
+            self.drives.get(d - 1).is_some_and(Option::is_some)
+        }
+    }
+
     fn transport_mut(&mut self, d: usize) -> Option<&mut Box<dyn Transport>> {
         if d == 0 {
             self.changer.as_mut()
@@ -179,6 +196,9 @@ pub struct Server {
     watchdog_at: Option<u64>,
     touched: HashSet<usize>,
     last_status: String,
+    /// When to try opening devices that could not be opened yet, and how many times it was tried.
+    reopen_at: Option<u64>,
+    reopen_attempts: u32,
     /// Calls waiting for a job: request key → client slot.
     waiting: HashMap<crate::model::RequestId, usize>,
 }
@@ -279,6 +299,8 @@ impl Server {
             touched: HashSet::new(),
             last_status: String::new(),
             waiting: HashMap::new(),
+            reopen_at: None,
+            reopen_attempts: 0,
         })
     }
 
@@ -332,7 +354,7 @@ impl Server {
             .flatten()
             .filter(|c| c.decoder.buffered() > 0 || c.pending_output() > 0)
             .map(|c| c.last_progress + client::STALL_MS);
-        self.broker.poll_timeout().into_iter().chain(stall).chain(self.watchdog_at).min()
+        self.broker.poll_timeout().into_iter().chain(stall).chain(self.watchdog_at).chain(self.reopen_at).min()
     }
 
     fn process_listener(&mut self) {
@@ -526,16 +548,22 @@ impl Server {
         log::info!("inventory loaded: {n} cartridges");
         self.notifier.notify("READY=1");
         self.notifier.status("serving the cached inventory; verifying libraries");
-        for lib in start::open_libraries(&mut self.setup) {
+        let (libs, failed) = start::open_libraries(&mut self.setup);
+        for lib in libs {
             self.add_library(lib);
+        }
+        if failed {
+            self.schedule_reopen();
         }
     }
 
     fn add_library(&mut self, lib: Opened) {
         let key = lib.spec.key.clone();
+        let paths =
+            std::iter::once(lib.spec.label.clone()).chain(lib.spec.drives.iter().map(|d| d.path.clone())).collect();
         let li = self.broker.add_library(lib.spec, self.now);
         debug_assert_eq!(li, self.devices.len());
-        let devices = Devices { key, changer: Some(lib.changer), drives: lib.drives, dirty: true };
+        let devices = Devices { key, changer: Some(lib.changer), drives: lib.drives, paths, dirty: true };
         let mut fds = Vec::new();
         if let Some(t) = &devices.changer {
             fds.push((0, t.fd().as_raw_fd()));
@@ -591,9 +619,7 @@ impl Server {
                 log::info!("SIGHUP: reloaded {}", path.display());
                 self.broker.set_options(broker_options(&c, &self.broker.host, self.broker.options.epoch_ms));
                 self.setup.config = c;
-                for lib in start::open_new_libraries(&mut self.setup, &self.devices) {
-                    self.add_library(lib);
-                }
+                self.open_new_devices();
             }
             Err(e) => log::error!("SIGHUP: keeping the old configuration: {e}"),
         }
@@ -601,7 +627,7 @@ impl Server {
 
     fn process_uevent(&mut self) {
         let Some(fd) = &self.uevent else { return };
-        let mut relevant = false;
+        let (mut added, mut removed) = (false, Vec::new());
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match nix::sys::socket::recv(fd.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
@@ -610,7 +636,11 @@ impl Server {
                     if let Some(ev) = crate::sg::discover::parse_uevent(&buf[..n]) {
                         if ev.subsystem == "scsi_generic" {
                             log::info!("uevent: {:?} {}", ev.action, ev.devpath);
-                            relevant = true;
+                            let name = ev.devname.clone().or_else(|| ev.devpath.rsplit('/').next().map(str::to_owned));
+                            match ev.action {
+                                crate::sg::discover::UeventAction::Remove => removed.extend(name),
+                                _ => added = true,
+                            }
                         }
                     }
                 }
@@ -622,11 +652,84 @@ impl Server {
                 }
             }
         }
-        if relevant && self.broker.is_loaded() {
-            for lib in start::open_new_libraries(&mut self.setup, &self.devices) {
-                self.add_library(lib);
+        for name in removed {
+            // Out of service at once: an sg fd whose device went away may only fail at the next command.
+            let path = self.setup.dev_root.join(&name).display().to_string();
+            let gone: Vec<(usize, usize)> = self
+                .devices
+                .iter()
+                .enumerate()
+                .flat_map(|(li, x)| x.paths.iter().enumerate().filter(|(_, p)| **p == path).map(move |(d, _)| (li, d)))
+                .filter(|&(li, d)| self.devices[li].is_open(d))
+                .collect();
+            for (li, d) in gone {
+                log::info!("{path} was removed: library {li} device {d} out of service");
+                self.device_gone(li, d);
             }
         }
+        if added && self.broker.is_loaded() {
+            self.reopen_attempts = 0;
+            self.open_new_devices();
+        }
+    }
+
+    /// Opens what appeared: libraries not served yet, and drives of served libraries whose device came back. A
+    /// node that exists but cannot be opened yet (udev applies its rules after the kernel's event: the group may
+    /// not be ours for a moment) is tried again shortly, with backoff.
+    fn open_new_devices(&mut self) {
+        let (libs, mut failed) = start::open_new_libraries(&mut self.setup, &self.devices);
+        for lib in libs {
+            self.add_library(lib);
+        }
+        for li in 0..self.devices.len() {
+            if self.devices[li].changer.is_none() {
+                continue;
+            }
+            for d in 1..self.devices[li].paths.len() {
+                if self.devices[li].drives[d - 1].is_some() {
+                    continue;
+                }
+                let path = self.devices[li].paths[d].clone();
+                if !std::path::Path::new(&path).exists() || !path.starts_with('/') || path.ends_with(".sock") {
+                    continue;
+                }
+                match crate::sg::SgTransport::open(std::path::Path::new(&path)) {
+                    Ok(t) => {
+                        let fd = t.fd().as_raw_fd();
+                        self.devices[li].drives[d - 1] = Some(Box::new(t));
+                        if let Err(e) = self.poll.registry().register(
+                            &mut SourceFd(&fd),
+                            Src::Device(li, d).into(),
+                            Interest::READABLE,
+                        ) {
+                            log::warn!("registering a device failed: {e}");
+                        }
+                        log::info!("{path} is back: library {li} drive {}", d - 1);
+                        self.broker.drive_back(li, d - 1, self.now);
+                    }
+                    Err(e) => {
+                        log::warn!("{path}: {e}; trying again shortly");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        if failed {
+            self.schedule_reopen();
+        }
+    }
+
+    fn schedule_reopen(&mut self) {
+        if self.reopen_attempts >= REOPEN_ATTEMPTS {
+            log::warn!(
+                "giving up opening devices after {REOPEN_ATTEMPTS} attempts; the next uevent or SIGHUP tries again"
+            );
+            self.reopen_at = None;
+            return;
+        }
+        let delay = (REOPEN_FIRST_MS << self.reopen_attempts).min(REOPEN_MAX_MS);
+        self.reopen_attempts += 1;
+        self.reopen_at = Some(self.now + delay);
     }
 
     fn process_device(&mut self, li: usize, d: usize, writable: bool) {
@@ -671,6 +774,10 @@ impl Server {
 
     fn process_timers(&mut self) {
         let now = self.now;
+        if self.reopen_at.is_some_and(|t| t <= now) {
+            self.reopen_at = None;
+            self.open_new_devices();
+        }
         if self.broker.poll_timeout().is_some_and(|t| t <= now) {
             self.broker.handle_timeout(now);
         }

@@ -241,8 +241,9 @@ pub fn open_vlib(dir: &Path, lc: Option<&LibraryConfig>) -> std::io::Result<Open
     Ok(Opened { spec, changer: Box::new(changer), drives: transports })
 }
 
-/// Every library of the setup: configured vlib endpoints, configured and (with discovery) all sg changers.
-pub fn open_libraries(setup: &mut Setup) -> Vec<Opened> {
+/// Every library of the setup: configured vlib endpoints, configured and (with discovery) all sg changers; and
+/// whether a device that is there could not be opened (yet: udev may not have given it its group).
+pub fn open_libraries(setup: &mut Setup) -> (Vec<Opened>, bool) {
     if let (Some(dir), None) = (&setup.demo_dir, &setup.demo) {
         let scale = std::env::var("RSMD_DEMO_TIME_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(0.05);
         match crate::emu::DemoLibrary::start(dir, scale) {
@@ -253,10 +254,12 @@ pub fn open_libraries(setup: &mut Setup) -> Vec<Opened> {
     open_new_libraries(setup, &[])
 }
 
-/// Libraries of the setup not already served by `existing` (after a uevent or a reload).
-pub fn open_new_libraries(setup: &mut Setup, existing: &[Devices]) -> Vec<Opened> {
+/// Libraries of the setup not already served by `existing` (after a uevent or a reload), and whether a changer
+/// that is there could not be opened (worth trying again shortly).
+pub fn open_new_libraries(setup: &mut Setup, existing: &[Devices]) -> (Vec<Opened>, bool) {
     let live = |key: &str| existing.iter().any(|l| l.key == key && l.changer.is_some());
     let mut out: Vec<Opened> = Vec::new();
+    let mut failed = false;
     for lc in &setup.config.libraries {
         if let Source::Vlib(dir) = &lc.source {
             let key = format!("vlib:{}", dir.display());
@@ -271,13 +274,13 @@ pub fn open_new_libraries(setup: &mut Setup, existing: &[Devices]) -> Vec<Opened
     }
     let wants_hw = setup.config.discover || setup.config.libraries.iter().any(|l| !matches!(l.source, Source::Vlib(_)));
     if !wants_hw {
-        return out;
+        return (out, failed);
     }
     let devices = match discover::scan(&setup.sysfs_root, &setup.dev_root) {
         Ok(d) => d,
         Err(e) => {
             log::warn!("scanning {}: {e}", setup.sysfs_root.display());
-            return out;
+            return (out, failed);
         }
     };
     let tapes: Vec<&discover::ScsiDevice> = devices.iter().filter(|d| d.kind == DeviceKind::Tape).collect();
@@ -300,7 +303,8 @@ pub fn open_new_libraries(setup: &mut Setup, existing: &[Devices]) -> Vec<Opened
         let changer = match SgTransport::open(&ch.sg) {
             Ok(t) => t,
             Err(e) => {
-                log::warn!("{}: {e}", ch.sg.display());
+                log::warn!("{}: {e}; trying again shortly", ch.sg.display());
+                failed = true;
                 continue;
             }
         };
@@ -331,5 +335,5 @@ pub fn open_new_libraries(setup: &mut Setup, existing: &[Devices]) -> Vec<Opened
         };
         out.push(Opened { spec, changer: Box::new(changer), drives: transports });
     }
-    out
+    (out, failed)
 }

@@ -573,3 +573,19 @@ fn a_client_killed_while_its_mount_waits_cancels_the_mount() {
     assert_eq!(drive_holding(&v, "ABC005L6"), None, "nothing loaded for the dead client");
     assert_eq!(v.server.snapshot().counters.moves, moves + 2);
 }
+
+/// Issue 11: a library NOT READY for a moment at start-up never came online (one retry, then nothing). Probing
+/// retries every step with backoff until it answers; meanwhile the daemon serves, and then the library is ready
+/// and usable.
+#[test]
+fn a_library_not_ready_at_start_up_comes_online_when_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = emulator(dir.path(), 0.0, |_| {});
+    v.server.inject(Fault::NotReadyFor { device: vlib::Device::Changer, ms: 2_500 }).unwrap();
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_notify(|m| m == "READY=1");
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    d.wait_ready(1);
+    s.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
+    assert!(drive_holding(&v, "ABC001L6").is_some());
+}
