@@ -293,7 +293,7 @@ impl Broker {
             let mut r = Map::new();
             r.insert("request".into(), Value::String(request));
             r.insert("media".into(), Value::String(m.id.to_string()));
-            return Answer::Reply(Ok(r), 0);
+            return Answer::Reply(Ok(r), self.batch_for_reply());
         }
         Answer::Later { key }
     }

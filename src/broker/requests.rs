@@ -297,7 +297,7 @@ impl Requests {
             description: String::new(),
             object_type: crate::proto::ObjectType::LibRequest,
             enabled: true,
-            state: format!("{state:?}").to_lowercase(),
+            state: status_name(r.state).into(),
             created: r.submitted,
             modified: r.completed.or(r.started).unwrap_or(r.submitted),
             details: ObjectDetails::LibRequest(LibRequestDetails {
@@ -315,6 +315,18 @@ impl Requests {
                 error: r.error.clone(),
             }),
         }
+    }
+}
+
+/// A request state as the objects' `state` text shows it (the same words as the wire's `RequestState`).
+pub fn status_name(s: RequestStatus) -> &'static str {
+    match s {
+        RequestStatus::Queued => "queued",
+        RequestStatus::InProgress => "in_progress",
+        RequestStatus::Waiting => "waiting",
+        RequestStatus::Complete => "complete",
+        RequestStatus::Failed => "failed",
+        RequestStatus::Cancelled => "cancelled",
     }
 }
 

@@ -589,3 +589,63 @@ fn a_library_not_ready_at_start_up_comes_online_when_it_answers() {
     s.mount(&["ABC001L6"], None, flags(), 0, None).unwrap();
     assert!(drive_holding(&v, "ABC001L6").is_some());
 }
+
+/// Issue 11 acceptance: `kill -9` with mounts in progress and queued, then a restart: every acknowledged request is
+/// still there and has ended (complete, or failed with the stated reason), none is left open, and once the library
+/// is verified no cartridge is in two places: rsmd's inventory equals the emulator's.
+#[test]
+fn kill_9_with_requests_in_progress_and_queued_then_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = emulator(dir.path(), 0.05, |_| {});
+    let root = dir.path().join("rsmd");
+    let config = vlib_config(&v.dir, "");
+    let mut d = Daemon::start(&root, &config);
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, Some("bacula"), 0).unwrap();
+    let notes = s.notifications(Some(ObjectType::LibRequest)).unwrap();
+    let nowait = MountFlags { nowait: true, ..flags() };
+    let acknowledged: Vec<String> =
+        (1..=6).map(|n| s.mount(&[format!("ABC{n:03}L6").as_str()], None, nowait, 0, None).unwrap().request).collect();
+    // Wait until the robot is at work for one of them (the others are queued behind it).
+    for n in notes {
+        let id = n.unwrap().object;
+        if acknowledged.contains(&id) && s.get_object_information(&id).unwrap().state == "in_progress" {
+            break;
+        }
+    }
+    drop(s);
+    d.kill9();
+    let mut d = Daemon::start(&root, &config);
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let mut restarted = 0;
+    for id in &acknowledged {
+        let o = s.get_object_information(id).unwrap();
+        let ObjectDetails::LibRequest(r) = &o.details else { panic!("{o:?}") };
+        match o.state.as_str() {
+            "complete" => {}
+            "failed" => {
+                assert!(r.error.as_deref().unwrap_or("").contains("rsmd restarted"), "{r:?}");
+                restarted += 1;
+            }
+            other => panic!("request {id} left {other}: {r:?}"),
+        }
+    }
+    assert!(restarted >= 1, "at least the queued ones ended with the reason");
+    // One place per cartridge, and the same places as the hardware.
+    let snap = v.server.snapshot();
+    for e in snap.elements.iter().filter(|e| e.barcode.is_some()) {
+        let b = e.barcode.as_deref().unwrap();
+        let media: Vec<_> = s
+            .enumerate(None, ObjectType::PhysicalMedia)
+            .unwrap()
+            .into_iter()
+            .filter_map(|o| match o.details {
+                ObjectDetails::PhysicalMedia(m) if m.barcode.as_deref() == Some(b) => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(media.len(), 1, "{b} once");
+        assert_eq!(media[0].location.element_address, Some(u32::from(e.address)), "{b} where the library has it");
+    }
+}
