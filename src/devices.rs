@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::changer::{self, Element};
+use crate::error_chain::error_chain;
 use crate::scsi::asc;
 use crate::scsi::cdb::{self, ReadElementStatus};
 use crate::scsi::element::{allocation_for, chunks, ElementDescriptor, ElementStatusReport, ElementType};
@@ -131,23 +132,6 @@ impl CommandError {
             _ => None,
         }
     }
-
-    /// The error with its sources, on one line.
-    fn chain(&self) -> String {
-        chain(self)
-    }
-}
-
-/// An error with its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Options of `--list-devices`.
@@ -343,12 +327,12 @@ fn identify(sg: &Path) -> (DeviceInfo, Option<Dev>) {
     let dev = match Dev::open(sg) {
         Ok(dev) => dev,
         Err(e) => {
-            info.error = Some(e.chain());
+            info.error = Some(error_chain(&e));
             return (info, None);
         }
     };
     if let Err(e) = identify_on(&dev, &mut info) {
-        info.error = Some(e.chain());
+        info.error = Some(error_chain(&e));
     }
     (info, Some(dev))
 }
@@ -506,7 +490,7 @@ fn list_changer(sg: &Path, drives: &[DriveInfo], claimed: &mut [bool], state_dir
     let a = match read_assignment(&dev) {
         Ok(a) => a,
         Err(e) => {
-            info.device.error = Some(e.chain());
+            info.device.error = Some(error_chain(&e));
             return info;
         }
     };
@@ -517,7 +501,7 @@ fn list_changer(sg: &Path, drives: &[DriveInfo], claimed: &mut [bool], state_dir
             let persisted = info.device.serial.as_deref().map(|s| load_mapping(state_dir, s)).unwrap_or_default();
             info.drive_elements = map_elements(&elements, drives, claimed, &persisted);
         }
-        Err(e) => info.device.error = Some(e.chain()),
+        Err(e) => info.device.error = Some(error_chain(&e)),
     }
     info
 }
@@ -784,7 +768,7 @@ fn map_changer(sg: &Path, drives: &[(DriveInfo, Option<Dev>)], state_dir: &Path)
     let Some(dev) = dev else { return result };
     match map_changer_on(&dev, drives, &mut result.elements) {
         Ok(()) => {}
-        Err(e) => result.error = Some(e.chain()),
+        Err(e) => result.error = Some(error_chain(&e)),
     }
     let pairs: Vec<(String, u16)> = result
         .elements
@@ -797,7 +781,7 @@ fn map_changer(sg: &Path, drives: &[(DriveInfo, Option<Dev>)], state_dir: &Path)
     if let (Some(serial), false) = (&result.serial, pairs.is_empty()) {
         match save_mapping(state_dir, serial, &pairs) {
             Ok(path) => result.saved = Some(path),
-            Err(e) => result.error = Some(chain(&e)),
+            Err(e) => result.error = Some(error_chain(&e)),
         }
     }
     result
@@ -844,7 +828,7 @@ fn map_changer_on(
             continue;
         }
         if let Err(err) = move_medium(dev, robot, slot, e.address) {
-            out.push((e.address, ElementOutcome::Failed { reason: err.chain() }));
+            out.push((e.address, ElementOutcome::Failed { reason: error_chain(&err) }));
             continue;
         }
         let found = find_loaded_drive(drives, &candidates);
@@ -852,7 +836,7 @@ fn map_changer_on(
         if let Err(err) = move_medium(dev, robot, e.address, slot) {
             // The drive may hold on to the cartridge until it is unloaded.
             let Some(drive_dev) = drive_dev else { return Err(err) };
-            log::info!("Moving back failed ({}); unloading the drive", err.chain());
+            log::info!("Moving back failed ({}); unloading the drive", error_chain(&err));
             drive_dev.run("LOAD UNLOAD", &cdb::load_unload(false, false).into_command(UNLOAD_TIMEOUT))?;
             move_medium(dev, robot, e.address, slot)?;
         }
