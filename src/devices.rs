@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::changer::{self, Element};
+use crate::changer::{self, same_serial, Element};
 use crate::error_chain::error_chain;
 use crate::scsi::asc;
 use crate::scsi::cdb::{self, ReadElementStatus};
@@ -415,12 +415,6 @@ fn to_element(d: &ElementDescriptor) -> Element {
     }
 }
 
-/// Same serial, as the mapping policy compares them (a T10 vendor ID may carry the serial as a suffix).
-fn same_serial(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim(), b.trim());
-    !a.is_empty() && (a.eq_ignore_ascii_case(b) || (a.len() > b.len() && !b.is_empty() && a.ends_with(b)))
-}
-
 /// Maps `drives` (those not yet claimed by another changer: `claimed[i]`) to `elements`, recording which rule
 /// mapped each.
 fn map_elements(
@@ -625,7 +619,7 @@ pub fn load_mapping(state_dir: &Path, changer_serial: &str) -> Vec<(String, u16)
 }
 
 /// Merges `pairs` (drive serial, element address) into the persisted mapping of `changer_serial`: entries for the
-/// same drive or the same element are replaced. Writes a temporary file and renames it over the old one.
+/// same drive (by [`same_serial`], the rule the mapping is later read with) or the same element are replaced. Writes a temporary file and renames it over the old one.
 pub fn save_mapping(state_dir: &Path, changer_serial: &str, pairs: &[(String, u16)]) -> Result<PathBuf, DevicesError> {
     let path = state_dir.join(DRIVE_MAP_FILE);
     let persist = |source| DevicesError::Persist { path: path.clone(), source };
@@ -633,7 +627,7 @@ pub fn save_mapping(state_dir: &Path, changer_serial: &str, pairs: &[(String, u1
     let mut file = read_map_file(&path);
     let map = file.changers.entry(changer_serial.to_owned()).or_default();
     for (serial, address) in pairs {
-        map.retain(|s, a| s != serial && a != address);
+        map.retain(|s, a| !same_serial(s, serial) && a != address);
         map.insert(serial.clone(), *address);
     }
     let text = serde_json::to_string_pretty(&file).map_err(DevicesError::Json)?;
@@ -1138,6 +1132,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v, serde_json::json!({"changers": {"C1": {"D1": 502, "D3": 501}, "C2": {"D9": 256}}}));
         assert!(!state.join(format!(".{DRIVE_MAP_FILE}.tmp")).exists());
+        // The same drive, its serial in other case: one entry, the new one.
+        save_mapping(&state, "C2", &[("d9".into(), 257)]).unwrap();
+        assert_eq!(load_mapping(&state, "C2"), [("d9".to_owned(), 257)]);
         std::fs::write(&path, "not json").unwrap();
         assert!(load_mapping(&state, "C1").is_empty());
     }

@@ -38,7 +38,7 @@ use crate::scsi::mode::{DeviceCapabilities, ElementAddressAssignment, ModeParame
 use crate::scsi::opcode;
 use crate::transport::{Command, Response, Tag, TransportError};
 
-pub use policy::{map_drives, DriveMapping};
+pub use policy::{map_drives, same_serial, DriveMapping};
 
 /// Milliseconds on the server's monotonic clock.
 pub type Millis = u64;
