@@ -84,6 +84,9 @@ pub struct LibraryOptions {
     pub deferred_dismount_ms: Millis,
 }
 
+/// How long a deferred dismount leaves the cartridge loaded by default: one minute.
+pub const DEFERRED_DISMOUNT_MS: Millis = 60_000;
+
 impl Default for LibraryOptions {
     fn default() -> Self {
         LibraryOptions {
@@ -94,7 +97,7 @@ impl Default for LibraryOptions {
             scan_timeout: Duration::from_secs(10 * 60),
             probe_timeout: Duration::from_secs(60),
             ready_timeout_ms: mounts::READY_TIMEOUT_MS,
-            deferred_dismount_ms: crate::config::DEFAULT_DEFERRED_DISMOUNT_MS,
+            deferred_dismount_ms: DEFERRED_DISMOUNT_MS,
         }
     }
 }

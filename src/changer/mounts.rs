@@ -164,8 +164,9 @@ struct Job {
 
 /// Timeout of the short drive commands (TEST UNIT READY, MODE SENSE).
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-/// How long a drive may take to become ready after a load.
-pub const READY_TIMEOUT_MS: Millis = crate::config::DEFAULT_READY_TIMEOUT_MS;
+/// How long a drive may take to become ready after a load: 15 minutes. An LTO-9 drive calibrating new media on its
+/// first load takes up to two hours: raise `ready_timeout_ms` for such libraries.
+pub const READY_TIMEOUT_MS: Millis = 15 * 60 * 1000;
 /// TEST UNIT READY poll interval after a load, until the load time is learned.
 pub const FIRST_POLL_MS: Millis = 100;
 /// How long the polls stay at [`FIRST_POLL_MS`] before backing off (50 polls).
