@@ -24,17 +24,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::changer::{self, LibraryOptions};
+
 /// Default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/rsmd/rsmd.toml";
 /// Default socket.
 pub const DEFAULT_SOCKET: &str = "/run/rsmd/rsmd.sock";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/rsmd";
-/// Default time a drive may take to become ready after a load: 15 minutes. An LTO-9 drive calibrating new media
-/// on its first load takes up to two hours: raise `ready_timeout_ms` for such libraries.
-pub const DEFAULT_READY_TIMEOUT_MS: u64 = 15 * 60 * 1000;
-/// Default time a deferred dismount leaves the cartridge loaded: one minute.
-pub const DEFAULT_DEFERRED_DISMOUNT_MS: u64 = 60_000;
+/// Default time a drive may take to become ready after a load: the changer's [`changer::mounts::READY_TIMEOUT_MS`].
+pub const DEFAULT_READY_TIMEOUT_MS: u64 = changer::mounts::READY_TIMEOUT_MS;
+/// Default time a deferred dismount leaves the cartridge loaded: the changer's [`changer::DEFERRED_DISMOUNT_MS`].
+pub const DEFAULT_DEFERRED_DISMOUNT_MS: u64 = changer::DEFERRED_DISMOUNT_MS;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -96,12 +97,13 @@ pub struct LibraryConfig {
 impl LibraryConfig {
     /// A library served by a vlib emulator in `dir`.
     pub fn vlib(name: &str, dir: &Path) -> LibraryConfig {
+        let defaults = LibraryOptions::default();
         LibraryConfig {
             name: Some(name.into()),
             source: Source::Vlib(dir.into()),
-            chunk: 256,
+            chunk: defaults.chunk,
             drives: BTreeMap::new(),
-            heartbeat_ms: 30_000,
+            heartbeat_ms: defaults.heartbeat_ms,
             ready_timeout_ms: DEFAULT_READY_TIMEOUT_MS,
             deferred_dismount_ms: DEFAULT_DEFERRED_DISMOUNT_MS,
         }
@@ -165,6 +167,7 @@ impl Config {
     /// Parses configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let defaults = LibraryOptions::default();
         let mut libraries = Vec::new();
         for (i, l) in raw.library.into_iter().enumerate() {
             let key = |k: &str| format!("library[{i}].{k}");
@@ -190,7 +193,7 @@ impl Config {
                 },
             };
             let chunk = match l.chunk {
-                None => 256,
+                None => defaults.chunk,
                 Some(n) => u16::try_from(n).ok().filter(|n| (1..=4096).contains(n)).ok_or_else(|| {
                     ConfigError::Value { key: key("chunk"), reason: format!("{n} is not in 1..=4096") }
                 })?,
@@ -209,7 +212,7 @@ impl Config {
                 }
             }
             let heartbeat_ms = match l.heartbeat_ms {
-                None => 30_000,
+                None => defaults.heartbeat_ms,
                 Some(n) => u64::try_from(n).ok().filter(|n| (100..=86_400_000).contains(n)).ok_or_else(|| {
                     ConfigError::Value { key: key("heartbeat_ms"), reason: format!("{n} is not in 100..=86400000") }
                 })?,
@@ -303,6 +306,18 @@ mod tests {
         assert_eq!(c.administrators, vec![0], "root administers by default");
         assert_eq!(Config::parse("administrators = [0, 1000]").unwrap().administrators, vec![0, 1000]);
         assert!(Config::parse("administrators = []").unwrap().administrators.is_empty());
+    }
+
+    #[test]
+    fn defaults_are_the_changers() {
+        let l = &Config::parse("[[library]]").unwrap().libraries[0];
+        let o = LibraryOptions::default();
+        assert_eq!(
+            (l.chunk, l.heartbeat_ms, l.ready_timeout_ms, l.deferred_dismount_ms),
+            (o.chunk, o.heartbeat_ms, o.ready_timeout_ms, o.deferred_dismount_ms)
+        );
+        let v = LibraryConfig::vlib("v", Path::new("/run/vlib"));
+        assert_eq!((v.chunk, v.heartbeat_ms, v.ready_timeout_ms), (o.chunk, o.heartbeat_ms, o.ready_timeout_ms));
     }
 
     #[test]

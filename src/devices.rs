@@ -1,51 +1,54 @@
-//! One-shot device tools: `rsmd --list-devices` and `rsmd --map-drives` (blocking SG_IO through
-//! [`crate::sg::probe`]; never used by the daemon's event loop).
+//! One-shot device tools: `rsmd --list-devices` and `rsmd --map-drives`. Never used by the daemon's event loop.
 //!
-//! `--list-devices` identifies every changer and tape drive sysfs knows about (INQUIRY, VPD 80h serial, VPD 83h
-//! world-wide name), reads each changer's element address assignment (mode page 1Dh) and the status of its data
-//! transfer elements (with DVCID where the library supports it) and maps the drives to drive elements: DVCID, then
-//! the mapping persisted by `--map-drives`, then elimination.
+//! Both are a small blocking driver of [`changer::Library`] over the sg transport ([`SgTransport`], the one the
+//! daemon uses): the library decides what to send to identify a changer (INQUIRY, VPD 80h serial, VPD 83h
+//! world-wide name, mode pages 1Dh and 1Fh) and to scan its elements (READ ELEMENT STATUS per type, in chunks, with
+//! VOLTAG and, where supported, DVCID), exactly as it does for the daemon; the driver submits each command, blocks
+//! in poll(2) until a completion or the library's `poll_timeout`, feeds completions and timeouts back, and stops
+//! when the library is Ready or Offline. Tape drives are identified by the same driver, one command at a time
+//! (INQUIRY, VPD 80h, VPD 83h), since drives outside any changer have no library to probe them.
+//!
+//! `--list-devices` maps the drives to each changer's drive elements: DVCID, then the mapping persisted by
+//! `--map-drives`, then elimination.
 //!
 //! `--map-drives` finds that mapping the hard way, for libraries that report no DVCID: it moves a cartridge into
-//! each empty drive element in turn and sees which drive stops answering MEDIUM NOT PRESENT, then puts it back. The
-//! result is persisted in `{state_dir}/drive-map.json` as `{"changers": {"<changer serial>": {"<drive serial>":
-//! <element address>}}}`.
+//! each empty drive element in turn (MOVE MEDIUM through the same driver) and sees which drive stops answering
+//! MEDIUM NOT PRESENT to TEST UNIT READY, then puts it back. The result is persisted in
+//! `{state_dir}/drive-map.json` as `{"changers": {"<changer serial>": {"<drive serial>": <element address>}}}`.
 
-use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 
-use crate::changer::{self, Element};
+use crate::changer::{self, same_serial, DeviceRef, Element, Event, Identity, Library, LibraryOptions, Millis};
+use crate::error_chain::error_chain;
+use crate::model::LibraryState;
 use crate::scsi::asc;
-use crate::scsi::cdb::{self, ReadElementStatus};
-use crate::scsi::element::{allocation_for, chunks, ElementDescriptor, ElementStatusReport, ElementType};
+use crate::scsi::cdb;
+use crate::scsi::element::ElementType;
 use crate::scsi::inquiry::{self, StandardInquiry};
 use crate::scsi::mode::{ElementAddressAssignment, ElementRange};
+use crate::scsi::opcode;
 use crate::scsi::reader::ParseError;
 use crate::scsi::sense::{Sense, SenseKey};
 use crate::sg::discover::{self, DeviceKind, ScsiDevice};
-use crate::sg::probe;
-use crate::transport::{status, Command, Response, TransportError};
+use crate::sg::{SgError, SgTransport};
+use crate::transport::{status, Command, Response, Tag, Transport, TransportError};
 
 /// Name of the persisted drive mapping file in the state directory.
-pub const DRIVE_MAP_FILE: &str = "drive-map.json";
+pub use crate::store::DRIVE_MAP_FILE;
 
-/// Timeout of identification and status commands.
+/// Timeout of the tools' own identification and status commands (the changer's are the library's).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Timeout of READ ELEMENT STATUS.
-const SCAN_TIMEOUT: Duration = Duration::from_secs(600);
 /// Timeout of a robot move.
 const MOVE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Timeout of LOAD UNLOAD.
 const UNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
-/// Elements per READ ELEMENT STATUS.
-const CHUNK: u16 = 256;
 /// TEST UNIT READY rounds while waiting for a drive to see a cartridge.
 const TUR_ROUNDS: u32 = 60;
 /// Pause between TEST UNIT READY rounds.
@@ -80,6 +83,17 @@ pub enum CommandError {
     /// The device node could not be opened.
     #[error("Cannot open the device")]
     Open(#[source] io::Error),
+    /// The node opened but is no usable sg device.
+    #[error("Cannot use the device")]
+    Sg(#[source] SgError),
+    /// The changer state machine gave up on the changer while identifying it or scanning its elements (the log's
+    /// "library offline" line says why); `last` is the last command that failed on the way, if any did.
+    #[error("The changer did not become ready")]
+    NotReady {
+        /// The last failed command.
+        #[source]
+        last: Option<Box<CommandError>>,
+    },
     /// The transport failed.
     #[error("{what} failed")]
     Transport {
@@ -131,23 +145,6 @@ impl CommandError {
             _ => None,
         }
     }
-
-    /// The error with its sources, on one line.
-    fn chain(&self) -> String {
-        chain(self)
-    }
-}
-
-/// An error with its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Options of `--list-devices`.
@@ -163,35 +160,245 @@ pub struct ListOptions {
     pub json: bool,
 }
 
-/// An open sg device for blocking commands.
-struct Dev {
-    file: File,
+/// The tools' clock: milliseconds since it was started, for the `now` the changer state machine is driven with.
+#[derive(Debug)]
+struct Clock {
+    start: Instant,
 }
 
-impl Dev {
-    fn open(path: &Path) -> Result<Dev, CommandError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(CommandError::Open)?;
-        Ok(Dev { file })
+impl Clock {
+    // The one clock read outside server/: the one-shot tools are an edge that drives `changer::Library`, as the
+    // server is (STYLE rule 1 keeps the clock out of the domain, not out of its drivers).
+    #[allow(clippy::disallowed_methods)]
+    fn start() -> Clock {
+        Clock { start: Instant::now() }
     }
 
-    /// Runs a command; the answer whatever its status.
-    fn raw(&self, what: &'static str, command: &Command) -> Result<Response, CommandError> {
-        probe::execute_blocking_fd(self.file.as_fd(), command)
-            .map_err(|source| CommandError::Transport { what, source })
+    fn now(&self) -> Millis {
+        millis(self.start.elapsed())
+    }
+}
+
+/// Tags of the tools' own commands carry this bit, so they never meet the library's (which count up from 1).
+const OWN_TAG: Tag = 1 << 31;
+/// How long past a command's own timeout the driver waits for the transport to report it, before giving up.
+const GRACE_MS: Millis = 5_000;
+
+/// A duration in milliseconds, saturating.
+fn millis(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+}
+
+/// Blocks in poll(2) until `t`'s fd is readable (or writable while it has output queued), or `timeout` ms have
+/// passed. Readiness is only a hint: the caller reaps until `Ok(None)` either way.
+fn wait(t: &mut dyn Transport, timeout: Millis) -> Result<(), TransportError> {
+    let mut flags = PollFlags::POLLIN;
+    if t.wants_write() {
+        flags |= PollFlags::POLLOUT;
+    }
+    let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    let writable = {
+        let mut fds = [PollFd::new(t.fd(), flags)];
+        match poll(&mut fds, timeout) {
+            Ok(_) => fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLOUT)),
+            Err(Errno::EINTR) => false,
+            Err(e) => return Err(TransportError::Io(e.into())),
+        }
+    };
+    if writable {
+        t.on_writable()?;
+    }
+    Ok(())
+}
+
+/// The name of a command in messages, from its CDB.
+fn command_name(cdb: &[u8]) -> &'static str {
+    match (cdb.first().copied(), cdb.get(1).copied().unwrap_or(0), cdb.get(2).copied().unwrap_or(0)) {
+        (Some(opcode::INQUIRY), evpd, opcode::VPD_UNIT_SERIAL) if evpd != 0 => "INQUIRY VPD 80h",
+        (Some(opcode::INQUIRY), evpd, opcode::VPD_DEVICE_IDENTIFICATION) if evpd != 0 => "INQUIRY VPD 83h",
+        (Some(opcode::INQUIRY), _, _) => "INQUIRY",
+        (Some(opcode::MODE_SENSE_6), _, opcode::MODE_PAGE_ELEMENT_ADDRESS) => "MODE SENSE page 1Dh",
+        (Some(opcode::MODE_SENSE_6), _, opcode::MODE_PAGE_DEVICE_CAPABILITIES) => "MODE SENSE page 1Fh",
+        (Some(opcode::READ_ELEMENT_STATUS), _, _) => "READ ELEMENT STATUS",
+        (Some(opcode::TEST_UNIT_READY), _, _) => "TEST UNIT READY",
+        (Some(opcode::MOVE_MEDIUM), _, _) => "MOVE MEDIUM",
+        (Some(opcode::LOAD_UNLOAD), _, _) => "LOAD UNLOAD",
+        _ => "SCSI command",
+    }
+}
+
+/// A copy of a transport error, to keep for the report while the original goes to the library.
+fn copy_error(e: &TransportError) -> TransportError {
+    match e {
+        TransportError::DeviceGone => TransportError::DeviceGone,
+        TransportError::TimedOut => TransportError::TimedOut,
+        TransportError::DuplicateTag(t) => TransportError::DuplicateTag(*t),
+        TransportError::InvalidCommand => TransportError::InvalidCommand,
+        TransportError::Protocol => TransportError::Protocol,
+        TransportError::Io(io) => TransportError::Io(io::Error::new(io.kind(), io.to_string())),
+    }
+}
+
+/// What driving a changer's [`Library`] through probing and the element scan found.
+#[derive(Debug)]
+struct Probed {
+    /// The changer's identity (as far as it was read, when probing failed half-way).
+    identity: Identity,
+    /// The element address assignment (mode page 1Dh), once read.
+    addresses: Option<ElementAddressAssignment>,
+    /// The inventory: every element, once the scan finished.
+    elements: Vec<Element>,
+    /// Why the library did not become ready.
+    error: Option<CommandError>,
+}
+
+/// The blocking driver of the one-shot tools: it submits commands on transports and blocks in poll(2) until they
+/// finish, either one command at a time ([`Driver::run`]) or for a whole [`Library`] ([`Driver::probe_library`]),
+/// which decides what to send, as it does for the daemon.
+#[derive(Debug)]
+struct Driver {
+    clock: Clock,
+    next_tag: Tag,
+}
+
+impl Driver {
+    fn new() -> Driver {
+        Driver { clock: Clock::start(), next_tag: 0 }
+    }
+
+    fn tag(&mut self) -> Tag {
+        self.next_tag = self.next_tag.wrapping_add(1);
+        OWN_TAG | (self.next_tag & !OWN_TAG)
+    }
+
+    /// Runs one command on `t` and blocks until it finishes; the answer whatever its status.
+    fn raw(&mut self, t: &mut dyn Transport, what: &'static str, command: Command) -> Result<Response, CommandError> {
+        let fail = |source| CommandError::Transport { what, source };
+        let tag = self.tag();
+        let limit = millis(command.timeout).saturating_add(GRACE_MS);
+        let deadline = self.clock.now().saturating_add(limit);
+        t.submit(tag, command).map_err(fail)?;
+        loop {
+            match t.reap().map_err(fail)? {
+                Some(c) if c.tag == tag => return c.result.map_err(fail),
+                Some(c) => log::debug!("completion for unknown tag {} ignored", c.tag),
+                None => {
+                    let now = self.clock.now();
+                    if now >= deadline {
+                        return Err(fail(TransportError::TimedOut));
+                    }
+                    wait(t, deadline - now).map_err(fail)?;
+                }
+            }
+        }
     }
 
     /// Runs a command and requires GOOD; one UNIT ATTENTION is absorbed by a retry.
-    fn run(&self, what: &'static str, command: &Command) -> Result<Response, CommandError> {
-        let mut r = self.raw(what, command)?;
+    fn run(&mut self, t: &mut dyn Transport, what: &'static str, command: Command) -> Result<Response, CommandError> {
+        let mut r = self.raw(t, what, command.clone())?;
         if check_sense(&r).is_some_and(|s| s.is_unit_attention()) {
-            r = self.raw(what, command)?;
+            r = self.raw(t, what, command)?;
         }
         good(what, r)
+    }
+
+    /// Probes the changer behind `changer` and scans its elements with a [`Library`] (no drive devices: the tools
+    /// identify drives on their own), until the library is Ready or Offline. Commands are submitted as the library
+    /// emits them; the driver blocks in poll(2) until a completion or the library's `poll_timeout`.
+    fn probe_library(&mut self, changer: &mut dyn Transport) -> Probed {
+        let options = LibraryOptions { heartbeat_ms: 0, ..LibraryOptions::default() };
+        // Longer than any command the library sends while probing and scanning may take: with nothing finished for
+        // that long, the transport has lost a command.
+        let silence_limit = millis(options.scan_timeout.max(options.probe_timeout)).saturating_add(GRACE_MS);
+        let mut lib = Library::new(0, options, self.clock.now());
+        let mut last_heard = self.clock.now();
+        let mut names: HashMap<Tag, &'static str> = HashMap::new();
+        let mut addresses = None;
+        let mut last: Option<CommandError> = None;
+        let error = loop {
+            while let Some(o) = lib.poll_request() {
+                let what = command_name(&o.command.cdb);
+                let submitted = match o.device {
+                    DeviceRef::Changer => changer.submit(o.tag, o.command),
+                    DeviceRef::Drive(_) => Err(TransportError::DeviceGone),
+                };
+                match submitted {
+                    Ok(()) => {
+                        names.insert(o.tag, what);
+                        last_heard = self.clock.now();
+                    }
+                    Err(e) => {
+                        last = Some(CommandError::Transport { what, source: copy_error(&e) });
+                        lib.handle_completion(o.tag, Err(e), self.clock.now());
+                    }
+                }
+            }
+            while let Some(event) = lib.poll_event() {
+                if let Event::Identified { addresses: a, .. } = event {
+                    addresses = Some(a);
+                }
+            }
+            match lib.state() {
+                LibraryState::Ready => break None,
+                LibraryState::Offline => break Some(CommandError::NotReady { last: last.map(Box::new) }),
+                _ => {}
+            }
+            // Reap before blocking: a transport may hold completions that do not make its fd readable.
+            let mut reaped_any = false;
+            let reaped = loop {
+                match changer.reap() {
+                    Ok(Some(c)) => {
+                        reaped_any = true;
+                        let what = names.remove(&c.tag).unwrap_or("SCSI command");
+                        match &c.result {
+                            Err(e) => last = Some(CommandError::Transport { what, source: copy_error(e) }),
+                            Ok(r) => {
+                                if let Err(e) = good(what, r.clone()) {
+                                    last = Some(e);
+                                }
+                            }
+                        }
+                        lib.handle_completion(c.tag, c.result, self.clock.now());
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            if let Err(source) = reaped {
+                // Every command in flight came back before the transport gave up, and the library has seen them: a
+                // changer that is gone has taken the library offline.
+                if lib.state() != LibraryState::Offline {
+                    break Some(CommandError::Transport { what: "Waiting for the changer", source });
+                }
+                continue;
+            }
+            let deadline = lib.poll_timeout();
+            let now = self.clock.now();
+            if deadline.is_some_and(|d| now >= d) {
+                lib.handle_timeout(now);
+                continue;
+            }
+            if reaped_any {
+                last_heard = now;
+                continue;
+            }
+            if changer.in_flight() == 0 && deadline.is_none() {
+                // Nothing in flight and nothing to wait for, yet neither Ready nor Offline.
+                break Some(CommandError::NotReady { last: last.map(Box::new) });
+            }
+            let silent_for = now.saturating_sub(last_heard);
+            if silent_for >= silence_limit {
+                break Some(CommandError::Transport {
+                    what: "Waiting for the changer",
+                    source: TransportError::TimedOut,
+                });
+            }
+            let limit = silence_limit - silent_for;
+            if let Err(source) = wait(changer, deadline.map_or(limit, |d| (d - now).min(limit))) {
+                break Some(CommandError::Transport { what: "Waiting for the changer", source });
+            }
+        };
+        Probed { identity: lib.identity().clone(), addresses, elements: lib.elements().to_vec(), error }
     }
 }
 
@@ -337,34 +544,29 @@ pub struct DeviceList {
     pub drives: Vec<DriveInfo>,
 }
 
-/// Identifies one device (INQUIRY, VPD 80h, VPD 83h). Errors are recorded in the result.
-fn identify(sg: &Path) -> (DeviceInfo, Option<Dev>) {
-    let mut info = DeviceInfo { sg: sg.to_owned(), ..DeviceInfo::default() };
-    let dev = match Dev::open(sg) {
-        Ok(dev) => dev,
-        Err(e) => {
-            info.error = Some(e.chain());
-            return (info, None);
-        }
-    };
-    if let Err(e) = identify_on(&dev, &mut info) {
-        info.error = Some(e.chain());
-    }
-    (info, Some(dev))
+/// Opens an sg device for the driver.
+fn open(sg: &Path) -> Result<SgTransport, CommandError> {
+    SgTransport::open(sg).map_err(|e| match e {
+        SgError::Open { source, .. } => CommandError::Open(source),
+        other => CommandError::Sg(other),
+    })
 }
 
-fn identify_on(dev: &Dev, info: &mut DeviceInfo) -> Result<(), CommandError> {
-    let r = dev.run("INQUIRY", &cdb::inquiry(96).into_command(PROBE_TIMEOUT))?;
+/// Identifies a tape drive (INQUIRY, VPD 80h, VPD 83h).
+fn identify_on(driver: &mut Driver, t: &mut dyn Transport, info: &mut DeviceInfo) -> Result<(), CommandError> {
+    let r = driver.run(t, "INQUIRY", cdb::inquiry(96).into_command(PROBE_TIMEOUT))?;
     let std = StandardInquiry::parse(&r.data).map_err(|source| CommandError::Parse { what: "INQUIRY", source })?;
     info.vendor = std.vendor;
     info.product = std.product;
     info.revision = std.revision;
-    let r = dev.run("INQUIRY VPD 80h", &cdb::inquiry_vpd(0x80, 255).into_command(PROBE_TIMEOUT))?;
+    let vpd80 = cdb::inquiry_vpd(opcode::VPD_UNIT_SERIAL, 255).into_command(PROBE_TIMEOUT);
+    let r = driver.run(t, "INQUIRY VPD 80h", vpd80)?;
     let serial = inquiry::parse_unit_serial(&r.data)
         .map_err(|source| CommandError::Parse { what: "INQUIRY VPD 80h", source })?;
     info.serial = (!serial.is_empty()).then_some(serial);
     // The world-wide name is optional: not every device has VPD 83h or an NAA designator.
-    if let Ok(r) = dev.run("INQUIRY VPD 83h", &cdb::inquiry_vpd(0x83, 255).into_command(PROBE_TIMEOUT)) {
+    let vpd83 = cdb::inquiry_vpd(opcode::VPD_DEVICE_IDENTIFICATION, 255).into_command(PROBE_TIMEOUT);
+    if let Ok(r) = driver.run(t, "INQUIRY VPD 83h", vpd83) {
         if let Ok(ids) = inquiry::parse_device_identification(&r.data) {
             info.wwn = inquiry::logical_unit_wwn(&ids);
         }
@@ -372,69 +574,17 @@ fn identify_on(dev: &Dev, info: &mut DeviceInfo) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn read_assignment(dev: &Dev) -> Result<ElementAddressAssignment, CommandError> {
-    let r = dev.run("MODE SENSE page 1Dh", &cdb::mode_sense_6(0x1D, true, 255).into_command(PROBE_TIMEOUT))?;
-    ElementAddressAssignment::parse_mode6(&r.data)
-        .map_err(|source| CommandError::Parse { what: "MODE SENSE page 1Dh", source })
-}
-
-/// READ ELEMENT STATUS of one element type, in chunks, with VOLTAG (and DVCID when asked; the caller handles an
-/// ILLEGAL REQUEST).
-fn read_elements(
-    dev: &Dev,
-    element_type: ElementType,
-    range: ElementRange,
-    dvcid: bool,
-) -> Result<Vec<ElementDescriptor>, CommandError> {
-    let mut out = Vec::new();
-    for (start, count) in chunks(range.first, range.count, CHUNK) {
-        let c = cdb::read_element_status(&ReadElementStatus {
-            element_type,
-            start,
-            count,
-            voltag: true,
-            curdata: false,
-            dvcid,
-            alloc: allocation_for(count),
-        });
-        let r = dev.run("READ ELEMENT STATUS", &c.into_command(SCAN_TIMEOUT))?;
-        let report = ElementStatusReport::parse(&r.data)
-            .map_err(|source| CommandError::Parse { what: "READ ELEMENT STATUS", source })?;
-        out.extend(report.elements.into_iter().filter(|e| e.element_type == element_type));
+/// A changer's identification as the tools show it.
+fn changer_device(sg: &Path, identity: &Identity) -> DeviceInfo {
+    DeviceInfo {
+        sg: sg.to_owned(),
+        vendor: identity.vendor.clone(),
+        product: identity.product.clone(),
+        revision: identity.revision.clone(),
+        serial: Some(identity.serial.clone()).filter(|s| !s.is_empty()),
+        wwn: identity.wwn.clone(),
+        error: None,
     }
-    Ok(out)
-}
-
-/// Drive elements with DVCID, falling back to without it on ILLEGAL REQUEST.
-fn read_drive_elements(dev: &Dev, a: &ElementAddressAssignment) -> Result<Vec<ElementDescriptor>, CommandError> {
-    match read_elements(dev, ElementType::DataTransfer, a.data_transfer, true) {
-        Err(e) if e.sense().is_some_and(|s| s.key == SenseKey::IllegalRequest) => {
-            read_elements(dev, ElementType::DataTransfer, a.data_transfer, false)
-        }
-        other => other,
-    }
-}
-
-/// The policy's view of an element.
-fn to_element(d: &ElementDescriptor) -> Element {
-    Element {
-        element_type: d.element_type,
-        address: d.address,
-        full: d.full,
-        barcode: d.barcode().map(str::to_owned),
-        source: d.source,
-        exception: d.except.then_some(d.asc),
-        accessible: d.access,
-        impexp: d.impexp,
-        identifier: d.identifier.as_ref().map(|i| i.serial()),
-        device: None,
-    }
-}
-
-/// Same serial, as the mapping policy compares them (a T10 vendor ID may carry the serial as a suffix).
-fn same_serial(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim(), b.trim());
-    !a.is_empty() && (a.eq_ignore_ascii_case(b) || (a.len() > b.len() && !b.is_empty() && a.ends_with(b)))
 }
 
 /// Maps `drives` (those not yet claimed by another changer: `claimed[i]`) to `elements`, recording which rule
@@ -485,39 +635,49 @@ fn scan(o: &ListOptions) -> Result<(Vec<ScsiDevice>, Vec<ScsiDevice>), DevicesEr
     Ok((changers, rest.into_iter().filter(|d| d.kind == DeviceKind::Tape).collect()))
 }
 
-fn identify_drives(tapes: &[ScsiDevice]) -> Vec<(DriveInfo, Option<Dev>)> {
+/// Opens and identifies every tape drive; failures are recorded in the results.
+fn identify_drives(driver: &mut Driver, tapes: &[ScsiDevice]) -> Vec<(DriveInfo, Option<SgTransport>)> {
     tapes
         .iter()
         .map(|t| {
-            let (device, dev) = identify(&t.sg);
-            (DriveInfo { device, nst: t.nst.clone() }, dev)
+            let mut info =
+                DriveInfo { device: DeviceInfo { sg: t.sg.clone(), ..DeviceInfo::default() }, nst: t.nst.clone() };
+            let mut transport = match open(&t.sg) {
+                Ok(transport) => Some(transport),
+                Err(e) => {
+                    info.device.error = Some(error_chain(&e));
+                    None
+                }
+            };
+            if let Some(transport) = transport.as_mut() {
+                if let Err(e) = identify_on(driver, transport, &mut info.device) {
+                    info.device.error = Some(error_chain(&e));
+                }
+            }
+            (info, transport)
         })
         .collect()
 }
 
-/// Reads one changer for `--list-devices`; failures are recorded in the result.
-fn list_changer(sg: &Path, drives: &[DriveInfo], claimed: &mut [bool], state_dir: &Path) -> ChangerInfo {
-    let (device, dev) = identify(sg);
-    let mut info = ChangerInfo { device, ..ChangerInfo::default() };
-    let Some(dev) = dev else { return info };
-    if info.device.error.is_some() {
-        return info;
-    }
-    let a = match read_assignment(&dev) {
-        Ok(a) => a,
-        Err(e) => {
-            info.device.error = Some(e.chain());
-            return info;
-        }
-    };
-    info.elements = Some(a.into());
-    match read_drive_elements(&dev, &a) {
-        Ok(descriptors) => {
-            let elements: Vec<Element> = descriptors.iter().map(to_element).collect();
+/// Reads one changer for `--list-devices` through `changer` (identification and element scan by the changer state
+/// machine); failures are recorded in the result.
+fn list_changer_on(
+    driver: &mut Driver,
+    sg: &Path,
+    changer: &mut dyn Transport,
+    drives: &[DriveInfo],
+    claimed: &mut [bool],
+    state_dir: &Path,
+) -> ChangerInfo {
+    let probed = driver.probe_library(changer);
+    let mut info = ChangerInfo { device: changer_device(sg, &probed.identity), ..ChangerInfo::default() };
+    info.elements = probed.addresses.map(Into::into);
+    match &probed.error {
+        Some(e) => info.device.error = Some(error_chain(e)),
+        None => {
             let persisted = info.device.serial.as_deref().map(|s| load_mapping(state_dir, s)).unwrap_or_default();
-            info.drive_elements = map_elements(&elements, drives, claimed, &persisted);
+            info.drive_elements = map_elements(&probed.elements, drives, claimed, &persisted);
         }
-        Err(e) => info.device.error = Some(e.chain()),
     }
     info
 }
@@ -525,10 +685,19 @@ fn list_changer(sg: &Path, drives: &[DriveInfo], claimed: &mut [bool], state_dir
 /// `rsmd --list-devices`: returns the text to print.
 pub fn list_devices(o: &ListOptions) -> Result<String, DevicesError> {
     let (changers, tapes) = scan(o)?;
-    let drives: Vec<DriveInfo> = identify_drives(&tapes).into_iter().map(|(d, _)| d).collect();
+    let mut driver = Driver::new();
+    let drives: Vec<DriveInfo> = identify_drives(&mut driver, &tapes).into_iter().map(|(d, _)| d).collect();
     let mut claimed = vec![false; drives.len()];
-    let changers: Vec<ChangerInfo> =
-        changers.iter().map(|c| list_changer(&c.sg, &drives, &mut claimed, &o.state_dir)).collect();
+    let changers: Vec<ChangerInfo> = changers
+        .iter()
+        .map(|c| match open(&c.sg) {
+            Ok(mut t) => list_changer_on(&mut driver, &c.sg, &mut t, &drives, &mut claimed, &o.state_dir),
+            Err(e) => {
+                let device = DeviceInfo { sg: c.sg.clone(), error: Some(error_chain(&e)), ..DeviceInfo::default() };
+                ChangerInfo { device, ..ChangerInfo::default() }
+            }
+        })
+        .collect();
     let drives = drives.into_iter().zip(claimed).filter(|(_, c)| !c).map(|(d, _)| d).collect();
     let list = DeviceList { changers, drives };
     if o.json {
@@ -633,15 +802,12 @@ fn read_map_file(path: &Path) -> DriveMapFile {
 
 /// Persisted drive mappings for the changer with this serial: (drive serial, element address).
 pub fn load_mapping(state_dir: &Path, changer_serial: &str) -> Vec<(String, u16)> {
-    read_map_file(&state_dir.join(DRIVE_MAP_FILE))
-        .changers
-        .remove(changer_serial)
-        .map(|m| m.into_iter().collect())
-        .unwrap_or_default()
+    crate::store::drive_maps(state_dir).remove(changer_serial).unwrap_or_default()
 }
 
 /// Merges `pairs` (drive serial, element address) into the persisted mapping of `changer_serial`: entries for the
-/// same drive or the same element are replaced. Writes a temporary file and renames it over the old one.
+/// same drive (by [`same_serial`], the rule the mapping is later read with) or the same element are replaced.
+/// Writes a temporary file and renames it over the old one.
 pub fn save_mapping(state_dir: &Path, changer_serial: &str, pairs: &[(String, u16)]) -> Result<PathBuf, DevicesError> {
     let path = state_dir.join(DRIVE_MAP_FILE);
     let persist = |source| DevicesError::Persist { path: path.clone(), source };
@@ -649,7 +815,7 @@ pub fn save_mapping(state_dir: &Path, changer_serial: &str, pairs: &[(String, u1
     let mut file = read_map_file(&path);
     let map = file.changers.entry(changer_serial.to_owned()).or_default();
     for (serial, address) in pairs {
-        map.retain(|s, a| s != serial && a != address);
+        map.retain(|s, a| !same_serial(s, serial) && a != address);
         map.insert(serial.clone(), *address);
     }
     let text = serde_json::to_string_pretty(&file).map_err(DevicesError::Json)?;
@@ -712,9 +878,9 @@ enum TurState {
     Other,
 }
 
-fn tur(dev: &Dev) -> TurState {
+fn tur(driver: &mut Driver, t: &mut dyn Transport) -> TurState {
     let command = cdb::test_unit_ready().into_command(PROBE_TIMEOUT);
-    dev.raw("TEST UNIT READY", &command).map_or(TurState::Other, |r| classify_tur(&r))
+    driver.raw(t, "TEST UNIT READY", command).map_or(TurState::Other, |r| classify_tur(&r))
 }
 
 /// What a TEST UNIT READY answer says about the drive's medium.
@@ -730,19 +896,23 @@ fn classify_tur(r: &Response) -> TurState {
 }
 
 /// TEST UNIT READY, reading through up to three UNIT ATTENTIONs.
-fn settled_tur(dev: &Dev) -> TurState {
-    let mut state = tur(dev);
+fn settled_tur(driver: &mut Driver, t: &mut dyn Transport) -> TurState {
+    let mut state = tur(driver, t);
     for _ in 0..3 {
         if state != TurState::Changing {
             break;
         }
-        state = tur(dev);
+        state = tur(driver, t);
     }
     state
 }
 
 /// Polls the candidate drives (indexes into `drives`) until exactly one reports a cartridge. Bounded.
-fn find_loaded_drive(drives: &[(DriveInfo, Option<Dev>)], candidates: &[usize]) -> Result<usize, String> {
+fn find_loaded_drive<T: Transport>(
+    driver: &mut Driver,
+    drives: &mut [(DriveInfo, Option<T>)],
+    candidates: &[usize],
+) -> Result<usize, String> {
     let mut last = Vec::new();
     for round in 0..TUR_ROUNDS {
         if round > 0 {
@@ -750,7 +920,7 @@ fn find_loaded_drive(drives: &[(DriveInfo, Option<Dev>)], candidates: &[usize]) 
         }
         last = candidates
             .iter()
-            .filter_map(|&i| drives[i].1.as_ref().map(|dev| (i, settled_tur(dev))))
+            .filter_map(|&i| drives[i].1.as_mut().map(|t| (i, settled_tur(driver, t))))
             .collect::<Vec<(usize, TurState)>>();
         let ready: Vec<usize> = last.iter().filter(|(_, s)| *s == TurState::Ready).map(|(i, _)| *i).collect();
         match ready.len() {
@@ -768,23 +938,35 @@ fn find_loaded_drive(drives: &[(DriveInfo, Option<Dev>)], candidates: &[usize]) 
     }
 }
 
-fn move_medium(dev: &Dev, robot: u16, from: u16, to: u16) -> Result<(), CommandError> {
-    dev.run("MOVE MEDIUM", &cdb::move_medium(robot, from, to, false).into_command(MOVE_TIMEOUT)).map(|_| ())
+fn move_medium(
+    driver: &mut Driver,
+    changer: &mut dyn Transport,
+    robot: u16,
+    from: u16,
+    to: u16,
+) -> Result<(), CommandError> {
+    let command = cdb::move_medium(robot, from, to, false).into_command(MOVE_TIMEOUT);
+    driver.run(changer, "MOVE MEDIUM", command).map(|_| ())
 }
 
 /// Maps the drive elements of one changer by moving a cartridge through each.
-fn map_changer(sg: &Path, drives: &[(DriveInfo, Option<Dev>)], state_dir: &Path) -> ChangerMapping {
+fn map_changer<T: Transport>(
+    driver: &mut Driver,
+    sg: &Path,
+    changer: &mut dyn Transport,
+    drives: &mut [(DriveInfo, Option<T>)],
+    state_dir: &Path,
+) -> ChangerMapping {
     let mut result = ChangerMapping { sg: sg.to_owned(), serial: None, elements: Vec::new(), saved: None, error: None };
-    let (info, dev) = identify(sg);
-    result.serial.clone_from(&info.serial);
-    if let Some(e) = info.error {
-        result.error = Some(e);
+    let probed = driver.probe_library(changer);
+    result.serial = Some(probed.identity.serial.clone()).filter(|s| !s.is_empty());
+    if let Some(e) = &probed.error {
+        result.error = Some(error_chain(e));
         return result;
     }
-    let Some(dev) = dev else { return result };
-    match map_changer_on(&dev, drives, &mut result.elements) {
+    match map_changer_on(driver, changer, &probed, drives, &mut result.elements) {
         Ok(()) => {}
-        Err(e) => result.error = Some(e.chain()),
+        Err(e) => result.error = Some(error_chain(&e)),
     }
     let pairs: Vec<(String, u16)> = result
         .elements
@@ -797,33 +979,41 @@ fn map_changer(sg: &Path, drives: &[(DriveInfo, Option<Dev>)], state_dir: &Path)
     if let (Some(serial), false) = (&result.serial, pairs.is_empty()) {
         match save_mapping(state_dir, serial, &pairs) {
             Ok(path) => result.saved = Some(path),
-            Err(e) => result.error = Some(chain(&e)),
+            Err(e) => result.error = Some(error_chain(&e)),
         }
     }
     result
 }
 
-fn map_changer_on(
-    dev: &Dev,
-    drives: &[(DriveInfo, Option<Dev>)],
+fn map_changer_on<T: Transport>(
+    driver: &mut Driver,
+    changer: &mut dyn Transport,
+    probed: &Probed,
+    drives: &mut [(DriveInfo, Option<T>)],
     out: &mut Vec<(u16, ElementOutcome)>,
 ) -> Result<(), CommandError> {
-    let a = read_assignment(dev)?;
+    let Some(a) = probed.addresses else {
+        return Err(CommandError::Mapping("The changer reported no element addresses".to_owned()));
+    };
     let robot = a.transport.first;
-    let storage = read_elements(dev, ElementType::Storage, a.storage, false)?;
-    let elements = read_elements(dev, ElementType::DataTransfer, a.data_transfer, false)?;
+    let of_type = |t: ElementType| probed.elements.iter().filter(move |e| e.element_type == t);
     // A full slot holding a data cartridge (cleaning cartridges last). Not every library sets ACCESS on storage
     // elements (tgt does not), so only an exception rules a slot out.
-    let mut full: Vec<&ElementDescriptor> = storage.iter().filter(|s| s.full && !s.except).collect();
-    full.sort_by_key(|s| s.barcode().is_some_and(|b| b.starts_with("CLN")));
+    let mut full: Vec<&Element> = of_type(ElementType::Storage).filter(|s| s.full && s.exception.is_none()).collect();
+    full.sort_by_key(|s| s.barcode.as_deref().is_some_and(|b| b.starts_with("CLN")));
     let Some(slot) = full.first().map(|s| s.address) else {
         return Err(CommandError::Mapping("No full storage slot to map drives with".to_owned()));
     };
+    let elements: Vec<&Element> = of_type(ElementType::DataTransfer).collect();
     // Drives with a cartridge before we start cannot take part.
-    let usable: Vec<usize> = (0..drives.len())
-        .filter(|&i| drives[i].1.is_some() && drives[i].0.device.serial.is_some())
-        .filter(|&i| drives[i].1.as_ref().is_some_and(|d| settled_tur(d) == TurState::Empty))
-        .collect();
+    let mut usable: Vec<usize> = Vec::new();
+    for (i, (info, t)) in drives.iter_mut().enumerate() {
+        if let (Some(t), true) = (t.as_mut(), info.device.serial.is_some()) {
+            if settled_tur(driver, t) == TurState::Empty {
+                usable.push(i);
+            }
+        }
+    }
     let loaded: Vec<usize> = (0..drives.len()).filter(|i| !usable.contains(i) && drives[*i].1.is_some()).collect();
     let full_elements: Vec<u16> = elements.iter().filter(|e| e.full).map(|e| e.address).collect();
     let mut mapped: Vec<usize> = Vec::new();
@@ -843,18 +1033,17 @@ fn map_changer_on(
             out.push((e.address, ElementOutcome::Skipped { reason: "no empty drive left".to_owned() }));
             continue;
         }
-        if let Err(err) = move_medium(dev, robot, slot, e.address) {
-            out.push((e.address, ElementOutcome::Failed { reason: err.chain() }));
+        if let Err(err) = move_medium(driver, changer, robot, slot, e.address) {
+            out.push((e.address, ElementOutcome::Failed { reason: error_chain(&err) }));
             continue;
         }
-        let found = find_loaded_drive(drives, &candidates);
-        let drive_dev = found.as_ref().ok().and_then(|&i| drives[i].1.as_ref());
-        if let Err(err) = move_medium(dev, robot, e.address, slot) {
+        let found = find_loaded_drive(driver, drives, &candidates);
+        if let Err(err) = move_medium(driver, changer, robot, e.address, slot) {
             // The drive may hold on to the cartridge until it is unloaded.
-            let Some(drive_dev) = drive_dev else { return Err(err) };
-            log::info!("Moving back failed ({}); unloading the drive", err.chain());
-            drive_dev.run("LOAD UNLOAD", &cdb::load_unload(false, false).into_command(UNLOAD_TIMEOUT))?;
-            move_medium(dev, robot, e.address, slot)?;
+            let Some(drive) = found.as_ref().ok().and_then(|&i| drives[i].1.as_mut()) else { return Err(err) };
+            log::info!("Moving back failed ({}); unloading the drive", error_chain(&err));
+            driver.run(drive, "LOAD UNLOAD", cdb::load_unload(false, false).into_command(UNLOAD_TIMEOUT))?;
+            move_medium(driver, changer, robot, e.address, slot)?;
         }
         match found {
             Ok(i) => {
@@ -926,8 +1115,21 @@ pub fn map_drives(o: &ListOptions, changer: Option<&Path>) -> Result<String, Dev
         }
         None => changers.iter().collect(),
     };
-    let drives = identify_drives(&tapes);
-    let results: Vec<ChangerMapping> = selected.iter().map(|c| map_changer(&c.sg, &drives, &o.state_dir)).collect();
+    let mut driver = Driver::new();
+    let mut drives = identify_drives(&mut driver, &tapes);
+    let results: Vec<ChangerMapping> = selected
+        .iter()
+        .map(|c| match open(&c.sg) {
+            Ok(mut t) => map_changer(&mut driver, &c.sg, &mut t, &mut drives, &o.state_dir),
+            Err(e) => ChangerMapping {
+                sg: c.sg.clone(),
+                serial: None,
+                elements: Vec::new(),
+                saved: None,
+                error: Some(error_chain(&e)),
+            },
+        })
+        .collect();
     if o.json {
         let mut s = serde_json::to_string_pretty(&results).map_err(DevicesError::Json)?;
         s.push('\n');
@@ -940,6 +1142,184 @@ pub fn map_drives(o: &ListOptions, changer: Option<&Path>) -> Result<String, Dev
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::emu::EmuTransport;
+    use crate::transport::Completion;
+    use vlib::config::{Cartridge, Location};
+    use vlib::server::Server;
+    use vlib::{Device, Fault};
+
+    /// A vlib library served on sockets in a temporary directory, without emulated delays.
+    fn serve(mut config: vlib::Config) -> (tempfile::TempDir, Server) {
+        config.time_scale = 0.0;
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::spawn(config, dir.path()).unwrap();
+        (dir, server)
+    }
+
+    fn connect(server: &Server, device: Device) -> EmuTransport {
+        EmuTransport::connect(&server.socket(device)).unwrap()
+    }
+
+    /// Opens and identifies drives (socket, sg name shown), as `identify_drives` does for sg nodes.
+    fn drives_over(driver: &mut Driver, devices: &[(&Server, usize, &str)]) -> Vec<(DriveInfo, Option<EmuTransport>)> {
+        devices
+            .iter()
+            .map(|&(server, i, sg)| {
+                let mut t = connect(server, Device::Drive(i));
+                let nst = format!("/dev/nst{}", &sg["/dev/sg".len()..]);
+                let mut info =
+                    DriveInfo { device: DeviceInfo { sg: sg.into(), ..DeviceInfo::default() }, nst: Some(nst.into()) };
+                identify_on(driver, &mut t, &mut info.device).unwrap();
+                (info, Some(t))
+            })
+            .collect()
+    }
+
+    /// A transport that answers BUSY to the first command with opcode `busy`, instead of passing it on.
+    #[derive(Debug)]
+    struct BusyOnce<T> {
+        inner: T,
+        busy: Option<u8>,
+        answered: Vec<Completion>,
+    }
+
+    impl<T: Transport> Transport for BusyOnce<T> {
+        fn submit(&mut self, tag: Tag, command: Command) -> Result<(), TransportError> {
+            if self.busy.is_some() && self.busy == command.cdb.first().copied() {
+                self.busy = None;
+                let busy = Response { status: status::BUSY, ..Response::default() };
+                self.answered.push(Completion { tag, result: Ok(busy) });
+                return Ok(());
+            }
+            self.inner.submit(tag, command)
+        }
+        fn reap(&mut self) -> Result<Option<Completion>, TransportError> {
+            match self.answered.pop() {
+                Some(c) => Ok(Some(c)),
+                None => self.inner.reap(),
+            }
+        }
+        fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+            self.inner.fd()
+        }
+        fn wants_write(&self) -> bool {
+            self.inner.wants_write()
+        }
+        fn on_writable(&mut self) -> Result<(), TransportError> {
+            self.inner.on_writable()
+        }
+        fn in_flight(&self) -> usize {
+            self.inner.in_flight() + self.answered.len()
+        }
+    }
+
+    #[test]
+    fn list_identifies_and_scans_through_the_changer_state_machine() {
+        let mut config = vlib::Config::default_library();
+        config.dvcid = true;
+        config.power_on_unit_attention = true;
+        config.cartridges.push(Cartridge::new("XYZ001L6", Location::Drive(1)));
+        let (_dir, server) = serve(config);
+        let mut other = vlib::Config::new(vlib::config::Personality::Tgt, 2, 0, 1);
+        other.drive_serials = vec!["LOOSE001".into()];
+        let (_other_dir, other) = serve(other);
+        // After its power-on UNIT ATTENTION the changer reports a reset again: the library probes again.
+        server.inject(Fault::UnitAttentionAfter { device: Device::Changer, commands: 4 }).unwrap();
+        let mut driver = Driver::new();
+        // Drive devices in another order than their elements, and one that is in no changer.
+        let drives = drives_over(
+            &mut driver,
+            &[
+                (&server, 2, "/dev/sg3"),
+                (&server, 0, "/dev/sg1"),
+                (&other, 0, "/dev/sg9"),
+                (&server, 3, "/dev/sg4"),
+                (&server, 1, "/dev/sg2"),
+            ],
+        );
+        let drives: Vec<DriveInfo> = drives.into_iter().map(|(d, _)| d).collect();
+        let mut claimed = vec![false; drives.len()];
+        let state = tempfile::tempdir().unwrap();
+        // The changer is BUSY for the first READ ELEMENT STATUS: the library retries after its poll_timeout (1 s),
+        // which the driver waits for in poll(2) with nothing in flight.
+        let busy = Some(opcode::READ_ELEMENT_STATUS);
+        let mut changer = BusyOnce { inner: connect(&server, Device::Changer), busy, answered: Vec::new() };
+        let info =
+            list_changer_on(&mut driver, Path::new("/dev/sg5"), &mut changer, &drives, &mut claimed, state.path());
+        assert_eq!(changer.busy, None, "the BUSY was answered");
+        assert_eq!(claimed, [true, true, false, true, true]);
+        let drives = drives.into_iter().zip(claimed).filter(|(_, c)| !c).map(|(d, _)| d).collect();
+        assert_eq!(
+            render(&DeviceList { changers: vec![info], drives }),
+            "Changer /dev/sg5: VLIB VIRTUAL LIBRARY 0100, serial VLIB0000, WWN naa.500123454a0303a0\n\
+             \x20 robots 1 (1), slots 20 (1000-1019), mail slots 2 (10-11), drives 4 (500-503)\n\
+             \x20 drive element 500: VDRV0000 /dev/sg1 /dev/nst1 (dvcid)\n\
+             \x20 drive element 501 [full XYZ001L6]: VDRV0001 /dev/sg2 /dev/nst2 (dvcid)\n\
+             \x20 drive element 502: VDRV0002 /dev/sg3 /dev/nst3 (dvcid)\n\
+             \x20 drive element 503: VDRV0003 /dev/sg4 /dev/nst4 (dvcid)\n\
+             Drives not in any changer:\n\
+             \x20 /dev/sg9: VLIB VIRTUAL TAPE 0100, serial LOOSE001, WWN naa.5001234bb52f8428 /dev/nst9\n"
+        );
+    }
+
+    #[test]
+    fn a_changer_that_goes_away_is_listed_with_the_failed_command() {
+        let (_dir, server) = serve(vlib::Config::default_library());
+        let mut changer = connect(&server, Device::Changer);
+        server.inject(Fault::Disappear { device: Device::Changer }).unwrap();
+        let mut driver = Driver::new();
+        let state = tempfile::tempdir().unwrap();
+        let info = list_changer_on(&mut driver, Path::new("/dev/sg5"), &mut changer, &[], &mut [], state.path());
+        assert_eq!(
+            info.device.error.as_deref(),
+            Some("The changer did not become ready: INQUIRY failed: Device is gone")
+        );
+        assert!(info.elements.is_none() && info.drive_elements.is_empty());
+        // A device that is no changer: the state machine refuses it.
+        let mut tape = connect(&server, Device::Drive(0));
+        let info = list_changer_on(&mut driver, Path::new("/dev/sg1"), &mut tape, &[], &mut [], state.path());
+        assert_eq!(info.device.error.as_deref(), Some("The changer did not become ready"));
+    }
+
+    #[test]
+    fn map_drives_moves_a_cartridge_through_each_drive_element_without_dvcid() {
+        // tgt's personality: no DVCID. Drive 1 already holds a cartridge; slot 1000's cartridge does the mapping.
+        let mut config = vlib::Config::default_library();
+        config.cartridges.push(Cartridge::new("XYZ001L6", Location::Drive(1)));
+        let (_dir, server) = serve(config);
+        let mut driver = Driver::new();
+        let mut drives = drives_over(
+            &mut driver,
+            &[(&server, 3, "/dev/sg4"), (&server, 1, "/dev/sg2"), (&server, 0, "/dev/sg1"), (&server, 2, "/dev/sg3")],
+        );
+        let state = tempfile::tempdir().unwrap();
+        let mut changer = connect(&server, Device::Changer);
+        let result = map_changer(&mut driver, Path::new("/dev/sg5"), &mut changer, &mut drives, state.path());
+        assert_eq!(result.error, None);
+        assert_eq!(
+            render_mapping(&[result]),
+            format!(
+                "Changer /dev/sg5 (serial VLIB0000): 4 of 4 drive elements mapped\n\
+                 \x20 drive element 500: VDRV0000 /dev/sg1 /dev/nst1\n\
+                 \x20 drive element 501: VDRV0001 /dev/sg2 /dev/nst2\n\
+                 \x20 drive element 502: VDRV0002 /dev/sg3 /dev/nst3\n\
+                 \x20 drive element 503: VDRV0003 /dev/sg4 /dev/nst4\n\
+                 \x20 saved to {}\n",
+                state.path().join(DRIVE_MAP_FILE).display()
+            )
+        );
+        let mut saved = load_mapping(state.path(), "VLIB0000");
+        saved.sort_by_key(|(_, a)| *a);
+        let want: Vec<(String, u16)> = (0..4u16).map(|i| (format!("VDRV000{i}"), 500 + i)).collect();
+        assert_eq!(saved, want);
+        // The library is as it was: the cartridge is back in its slot, and only drive 1 holds one.
+        let snap = server.snapshot();
+        let at = |a: u16| snap.elements.iter().find(|e| e.address == a).unwrap();
+        assert_eq!(at(1000).barcode.as_deref(), Some("ABC001L6"));
+        let full: Vec<u16> = (500..504).filter(|&a| at(a).full).collect();
+        assert_eq!(full, [501]);
+    }
 
     fn drive(sg: &str, serial: &str, nst: &str) -> DriveInfo {
         DriveInfo {
@@ -1154,6 +1534,9 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(v, serde_json::json!({"changers": {"C1": {"D1": 502, "D3": 501}, "C2": {"D9": 256}}}));
         assert!(!state.join(format!(".{DRIVE_MAP_FILE}.tmp")).exists());
+        // The same drive, its serial in other case: one entry, the new one.
+        save_mapping(&state, "C2", &[("d9".into(), 257)]).unwrap();
+        assert_eq!(load_mapping(&state, "C2"), [("d9".to_owned(), 257)]);
         std::fs::write(&path, "not json").unwrap();
         assert!(load_mapping(&state, "C1").is_empty());
     }

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod devices;
 pub mod emu;
+pub mod error_chain;
 pub mod media;
 pub mod model;
 pub mod proto;
@@ -20,3 +21,5 @@ pub mod server;
 pub mod sg;
 pub mod store;
 pub mod transport;
+
+pub use error_chain::error_chain;

@@ -51,14 +51,7 @@ struct Cli {
 }
 
 fn print_chain(e: &dyn std::error::Error) {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    eprintln!("rsmd: {text}");
+    eprintln!("rsmd: {}", rsmd::error_chain(e));
 }
 
 fn main() -> ExitCode {

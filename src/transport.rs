@@ -8,6 +8,9 @@
 //! Two implementations: [`crate::sg::SgTransport`] (the Linux sg driver's v3 `write()`/`read()` interface) and
 //! [`crate::emu::EmuTransport`] (vlib's socket protocol, which has the same shape).
 //!
+//! The SCSI side of a command ([`Command`], [`DataDirection`], the [`status`] byte) is pure SAM and lives in
+//! [`crate::scsi::command`]; it is re-exported here so callers name the seam in one place.
+//!
 //! Errors follow one rule: a transport failure (the fd or the driver failing, the device vanishing) is a
 //! [`TransportError`]; a SCSI failure (CHECK CONDITION with sense) is a normal [`Response`] that the caller
 //! interprets.
@@ -15,56 +18,10 @@
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
+pub use crate::scsi::command::{status, Command, DataDirection};
+
 /// The caller's correlation tag for one command. Unique among the commands in flight on one transport.
 pub type Tag = u32;
-
-/// Which way data moves, and how much.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DataDirection {
-    /// No data phase (TEST UNIT READY, MOVE MEDIUM, ...).
-    None,
-    /// Data in: the device returns at most this many bytes (the allocation length).
-    FromDevice(u32),
-    /// Data out: these bytes are sent to the device.
-    ToDevice(Vec<u8>),
-}
-
-/// One SCSI command to submit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    /// The command descriptor block (6 to 16 bytes).
-    pub cdb: Vec<u8>,
-    /// The data phase.
-    pub direction: DataDirection,
-    /// How long the device may take before the transport aborts the command. A robot move can take minutes.
-    pub timeout: Duration,
-}
-
-impl Command {
-    /// A command with no data phase.
-    pub fn none(cdb: impl Into<Vec<u8>>, timeout: Duration) -> Self {
-        Command { cdb: cdb.into(), direction: DataDirection::None, timeout }
-    }
-
-    /// A command that reads at most `alloc` bytes from the device.
-    pub fn read(cdb: impl Into<Vec<u8>>, alloc: u32, timeout: Duration) -> Self {
-        Command { cdb: cdb.into(), direction: DataDirection::FromDevice(alloc), timeout }
-    }
-}
-
-/// SCSI status byte values (SAM-5 5.3).
-pub mod status {
-    /// GOOD.
-    pub const GOOD: u8 = 0x00;
-    /// CHECK CONDITION: sense data describes the failure.
-    pub const CHECK_CONDITION: u8 = 0x02;
-    /// BUSY: the device cannot accept the command now.
-    pub const BUSY: u8 = 0x08;
-    /// RESERVATION CONFLICT.
-    pub const RESERVATION_CONFLICT: u8 = 0x18;
-    /// TASK SET FULL.
-    pub const TASK_SET_FULL: u8 = 0x28;
-}
 
 /// What the device answered to one command that the transport delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

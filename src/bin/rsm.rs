@@ -314,7 +314,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rsm: {e}");
+            eprintln!("rsm: {}", rsmd::error_chain(&e));
             ExitCode::FAILURE
         }
     }

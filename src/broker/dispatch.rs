@@ -85,16 +85,7 @@ pub fn classify_server_name(name: Option<&str>, host: &str) -> ServerName {
 
 /// The wire error for a failed job.
 pub fn job_error(e: &JobError, mount: bool) -> NtmsError {
-    let message = {
-        let mut m = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            m.push_str(": ");
-            m.push_str(&s.to_string());
-            src = s.source();
-        }
-        m
-    };
+    let message = crate::error_chain(e);
     match e {
         JobError::Cancelled => NtmsError::Cancelled { message },
         JobError::TimedOut => NtmsError::Timeout { message },

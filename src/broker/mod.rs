@@ -602,7 +602,7 @@ impl Broker {
                 lib.id = Some(id);
                 // Configuration naming this changer by serial, and mappings persisted by --map-drives.
                 let by_serial =
-                    self.options.by_serial.iter().find(|c| !c.serial.is_empty() && c.serial == changer.serial);
+                    self.options.by_serial.iter().find(|c| crate::changer::same_serial(&c.serial, &changer.serial));
                 let mut map = match by_serial {
                     Some(c) => {
                         if lib.name.is_none() {

@@ -103,7 +103,7 @@ impl Default for LibraryOptions {
             scan_timeout: Duration::from_secs(10 * 60),
             probe_timeout: Duration::from_secs(60),
             ready_timeout_ms: super::mounts::READY_TIMEOUT_MS,
-            deferred_dismount_ms: crate::config::DEFAULT_DEFERRED_DISMOUNT_MS,
+            deferred_dismount_ms: super::DEFERRED_DISMOUNT_MS,
             poll_first_ms: super::mounts::FIRST_POLL_MS,
             poll_max_ms: super::mounts::MAX_POLL_MS,
             abort_grace_ms: super::mounts::ABORT_GRACE_MS,

@@ -40,13 +40,16 @@ use crate::transport::{Command, Response, Tag, TransportError};
 
 pub use machine::{DeviceRef, Element, Event, Identity, LibraryOptions, MoveError, Origin, Outgoing};
 pub use mounts::{DriveChoice, JobError, JobId, JobKind, Outcome, Progress};
-pub use policy::{map_drives, DriveMapping};
+pub use policy::{map_drives, same_serial, DriveMapping};
 
 use machine::Machine;
 use mounts::Mounts;
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Millis = u64;
+
+/// How long a deferred dismount leaves the cartridge loaded by default: one minute.
+pub const DEFERRED_DISMOUNT_MS: Millis = 60_000;
 
 /// One library: its device machine and its jobs, behind one `handle_*` / `poll_*` front. See the module primer.
 #[derive(Debug)]

@@ -185,12 +185,13 @@ struct Job {
 
 /// Timeout of the short drive commands (TEST UNIT READY, MODE SENSE).
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-/// How long a drive may take to become ready after a load.
-pub const READY_TIMEOUT_MS: Millis = crate::config::DEFAULT_READY_TIMEOUT_MS;
 /// How long a job that was aborted (cancelled, timed out) waits for an answer from its drive (the poll in flight,
 /// the unload of its undo) before it gives up: it then ends with [`JobError::DriveGone`], the cartridge left in
 /// the drive, and the drive is suspect. Long enough for an unload that rewinds a whole tape.
 pub const ABORT_GRACE_MS: Millis = 5 * 60 * 1000;
+/// How long a drive may take to become ready after a load: 15 minutes. An LTO-9 drive calibrating new media on its
+/// first load takes up to two hours: raise `ready_timeout_ms` for such libraries.
+pub const READY_TIMEOUT_MS: Millis = 15 * 60 * 1000;
 /// TEST UNIT READY poll interval after a load, until the load time is learned.
 pub const FIRST_POLL_MS: Millis = 100;
 /// How long the polls stay at [`FIRST_POLL_MS`] before backing off (50 polls).

@@ -26,7 +26,11 @@ impl DriveMapping {
     }
 }
 
-fn same_serial(a: &str, b: &str) -> bool {
+/// The one serial-matching rule: true when `a` (a DVCID identifier, a configured or persisted serial) names the
+/// drive or changer whose unit serial number is `b`. Blanks around either are ignored and case does not matter; `a`
+/// may also carry `b` as a suffix (a T10 vendor ID: vendor and product, then the serial). An empty `a` matches
+/// nothing.
+pub fn same_serial(a: &str, b: &str) -> bool {
     let (a, b) = (a.trim(), b.trim());
     !a.is_empty() && (a.eq_ignore_ascii_case(b) || (a.len() > b.len() && !b.is_empty() && a.ends_with(b)))
 }
@@ -130,5 +134,7 @@ mod tests {
         assert!(same_serial("IETVIRTUAL-TAPEbeaf11", "beaf11"));
         assert!(!same_serial("beaf1", "beaf11"));
         assert!(!same_serial("", ""));
+        assert!(same_serial(" beaf11 ", "BEAF11"));
+        assert!(!same_serial("beaf11", ""));
     }
 }

@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde_json::{json, Map, Value};
 
-use super::interface::{NTMS_INTERFACE, SERVICE_INTERFACE};
+use super::names::{NTMS_INTERFACE, SERVICE_INTERFACE};
 
 macro_rules! ntms_errors {
     ($( $(#[doc = $doc:expr])* $name:ident = $code:expr, $win32:literal; )*) => {

@@ -8,11 +8,7 @@
 use super::error::NtmsError;
 use super::types::ServiceInfo;
 
-/// The rsmd interface name.
-pub const NTMS_INTERFACE: &str = "io.rsmd.Ntms";
-
-/// The standard service interface every Varlink service implements.
-pub const SERVICE_INTERFACE: &str = "org.varlink.service";
+pub use super::names::{NTMS_INTERFACE, SERVICE_INTERFACE};
 
 /// The protocol version this build speaks; a client announcing a newer one gets `NoInterfaces`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use super::envelope::Call;
 use super::error::VarlinkError;
-use super::interface::{NTMS_INTERFACE, SERVICE_INTERFACE};
+use super::names::{NTMS_INTERFACE, SERVICE_INTERFACE};
 use super::types::{InventoryMode, MountFlags, ObjectType};
 
 /// What `DismountMedia` takes out: a cartridge (by id or barcode) or whatever is in a drive.

@@ -9,11 +9,13 @@ pub mod error;
 pub mod frame;
 pub mod interface;
 pub mod method;
+pub mod names;
 pub mod types;
 
 pub use envelope::{Call, EnvelopeError, ErrorReply, Reply, Response};
 pub use error::{NtmsError, VarlinkError, WireError};
 pub use frame::{encode, FrameDecoder, FrameError, MAX_MESSAGE};
-pub use interface::{NTMS_INTERFACE, PROTOCOL_VERSION, SERVICE_INTERFACE};
+pub use interface::PROTOCOL_VERSION;
 pub use method::{DismountTarget, Method};
+pub use names::{NTMS_INTERFACE, SERVICE_INTERFACE};
 pub use types::{ObjectDetails, ObjectInfo, ObjectType};

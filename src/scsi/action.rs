@@ -4,8 +4,8 @@
 //! decided in one place. Time is in milliseconds and only suggested: callers schedule the retry on their own clock.
 
 use super::asc::{self, Asc};
+use super::command::status;
 use super::sense::{Sense, SenseKey};
-use crate::transport::status;
 
 /// Why a command failed in a way that retrying will not fix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -114,7 +114,7 @@ pub const BECOMING_READY_POLL_MS: u64 = 2_000;
 /// | ABORTED COMMAND | any | Retry |
 pub fn classify(scsi_status: u8, sense: &[u8]) -> Action {
     match scsi_status {
-        status::GOOD | 0x04 /* CONDITION MET */ => return Action::Done,
+        status::GOOD | status::CONDITION_MET => return Action::Done,
         status::BUSY | status::TASK_SET_FULL => return Action::Retry { after_ms: BUSY_RETRY_MS },
         status::CHECK_CONDITION => {}
         other => return Action::Fail(Failure::Other { status: other, key: 0, asc: 0, ascq: 0 }),

@@ -1,13 +1,13 @@
 //! CDB builders: one function per command, each documented with its opcode and spec section.
 //!
 //! A builder returns a [`Cdb`]: the bytes plus the allocation length the command asks the device to fill, which
-//! [`Cdb::into_command`] turns into a [`crate::transport::Command`] with the right data direction.
+//! [`Cdb::into_command`] turns into a [`Command`] with the right data direction.
 
 use std::time::Duration;
 
+use super::command::{Command, DataDirection};
 use super::element::ElementType;
 use super::opcode;
-use crate::transport::{Command, DataDirection};
 
 /// A command descriptor block of 6 to 16 bytes, with the data-in length it expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,8 @@
 //! element status one element type at a time, always with VOLTAG.
 
 use super::asc::Asc;
-use super::reader::{ascii, ParseError, Reader};
+use super::inquiry::{code_set, designator_text, designator_type};
+use super::reader::{ascii, until_nul, ParseError, Reader};
 
 /// Element type codes (SMC-3 table 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,7 +83,7 @@ impl VolumeTag {
 /// number or its T10 vendor identification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identifier {
-    /// Code set: 1 binary, 2 ASCII, 3 UTF-8.
+    /// Code set (see [`super::inquiry::code_set`]): 1 binary, 2 ASCII, 3 UTF-8.
     pub code_set: u8,
     /// Identifier type (SPC-4 designator type: 0 vendor specific, 1 T10 vendor ID, 3 NAA, ...).
     pub kind: u8,
@@ -91,20 +92,18 @@ pub struct Identifier {
 }
 
 impl Identifier {
-    /// The identifier as text (ASCII/UTF-8 trimmed; binary as hex).
+    /// The identifier as text, read like a VPD 83h designator ([`designator_text`]): binary as hex, ASCII and
+    /// UTF-8 up to the first NUL with blanks trimmed.
     pub fn text(&self) -> String {
-        if self.code_set == 1 {
-            self.bytes.iter().map(|b| format!("{b:02x}")).collect()
-        } else {
-            ascii(&self.bytes)
-        }
+        designator_text(self.code_set, &self.bytes)
     }
 
-    /// The drive serial number this identifier carries: for a T10 vendor ID (8 bytes vendor, 16 bytes product,
-    /// then the serial) the part after the product; otherwise the whole text.
+    /// The drive serial number this identifier carries: for a textual T10 vendor ID (8 bytes vendor, 16 bytes
+    /// product, then the serial) the part after the product, up to the first NUL; otherwise the whole text.
     pub fn serial(&self) -> String {
-        if self.kind == 1 && self.code_set != 1 && self.bytes.len() > 24 {
-            ascii(&self.bytes[24..])
+        let field = until_nul(&self.bytes);
+        if self.kind == designator_type::T10_VENDOR_ID && self.code_set != code_set::BINARY && field.len() > 24 {
+            designator_text(self.code_set, &field[24..])
         } else {
             self.text()
         }
@@ -374,6 +373,19 @@ mod tests {
         assert_eq!((id.code_set, id.kind), (2, 1));
         assert_eq!(id.text(), "IET     VIRTUAL-TAPE    beaf11");
         assert_eq!(id.serial(), "beaf11");
+    }
+
+    #[test]
+    fn dvcid_serial_ends_at_its_nul() {
+        // A T10 vendor ID identifier whose serial is NUL-terminated with junk after it (as VPD 80h on mhvtl-like
+        // libraries): the serial is read like VPD 80h, up to the NUL.
+        let mut bytes = b"MHVTL   ULT3580-TD5     MHVL0010".to_vec();
+        bytes.extend(b"\0\x000400");
+        let id = Identifier { code_set: 2, kind: 1, bytes };
+        assert_eq!(id.serial(), "MHVL0010");
+        assert_eq!(id.text(), "MHVTL   ULT3580-TD5     MHVL0010");
+        let binary = Identifier { code_set: 1, kind: 1, bytes: vec![0, 0x41, 0] };
+        assert_eq!((binary.serial(), binary.text()), ("004100".to_owned(), "004100".to_owned()));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! `/dev/sgN` numbers change across boots; the unit serial number (VPD 80h) and the designators of VPD 83h do not.
 
-use super::reader::{ascii, ParseError, Reader};
+use super::reader::{ascii, ascii_until_nul, utf8_until_nul, ParseError, Reader};
 
 /// Peripheral device type: sequential-access (tape drive).
 pub const TYPE_TAPE: u8 = 0x01;
@@ -76,9 +76,43 @@ pub fn parse_supported_pages(buf: &[u8]) -> Result<Vec<u8>, ParseError> {
     Ok(vpd_body(buf, 0x00)?.rest().to_vec())
 }
 
-/// VPD page 80h: the unit serial number (SPC-4 7.8.18), trimmed of padding.
+/// VPD page 80h: the unit serial number. The one parser of unit serial numbers: every place that identifies a
+/// device by its serial reads it through this.
+///
+/// The PRODUCT SERIAL NUMBER field is exactly PAGE LENGTH bytes from byte 4; bytes after it (a device answering
+/// the whole allocation length with garbage) are never read, and a page length beyond what was received is an
+/// error. The field is right-aligned ASCII: leading and trailing blanks and NUL padding are dropped, and a NUL after
+/// the text ends it (`MHVLIB0010\0\00400` is `MHVLIB0010`, as `sg_inq` shows it).
+///
+/// # References
+/// SPC-4 7.8.16 (SPC-5 7.7.18) Unit Serial Number VPD page; SPC-4 4.4.1 ASCII data fields.
 pub fn parse_unit_serial(buf: &[u8]) -> Result<String, ParseError> {
-    Ok(ascii(vpd_body(buf, 0x80)?.rest()))
+    Ok(ascii_until_nul(vpd_body(buf, 0x80)?.rest()))
+}
+
+/// Code sets of a designator (SPC-4 table 458).
+pub mod code_set {
+    /// The designator is binary (shown as hex).
+    pub const BINARY: u8 = 1;
+    /// The designator is ASCII printable characters.
+    pub const ASCII: u8 = 2;
+    /// The designator is UTF-8.
+    pub const UTF8: u8 = 3;
+}
+
+/// The text of a designator (VPD 83h, or a DVCID identifier of READ ELEMENT STATUS, which has the same layout):
+/// binary as lowercase hex; ASCII and UTF-8 up to the first NUL (the SCSI name string is null-terminated and
+/// null-padded) with blanks trimmed. A reserved code set is read as ASCII: firmware that leaves the code set 0
+/// reports text there, and a wrong serial is no worse than none.
+///
+/// # References
+/// SPC-4 7.8.6.1 (designation descriptor, CODE SET), 7.8.6.11 (SCSI name string); SMC-3 6.10.7 (identifier).
+pub fn designator_text(code: u8, bytes: &[u8]) -> String {
+    match code {
+        code_set::BINARY => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        code_set::UTF8 => utf8_until_nul(bytes),
+        _ => ascii_until_nul(bytes),
+    }
 }
 
 /// Designator types of VPD 83h (SPC-4 table 460) rsmd cares about.
@@ -106,7 +140,7 @@ pub mod designator_type {
 /// One designation descriptor of VPD 83h (SPC-4 7.8.6.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Designator {
-    /// Code set: 1 binary, 2 ASCII, 3 UTF-8.
+    /// Code set (see [`code_set`]): 1 binary, 2 ASCII, 3 UTF-8.
     pub code_set: u8,
     /// Association: 0 logical unit, 1 target port, 2 target device.
     pub association: u8,
@@ -117,17 +151,17 @@ pub struct Designator {
 }
 
 impl Designator {
-    /// The designator as text: ASCII trimmed, binary as lowercase hex.
+    /// The designator as text (see [`designator_text`]).
     pub fn text(&self) -> String {
-        if self.code_set == 1 {
-            self.bytes.iter().map(|b| format!("{b:02x}")).collect()
-        } else {
-            ascii(&self.bytes)
-        }
+        designator_text(self.code_set, &self.bytes)
     }
 }
 
-/// VPD page 83h: the designation descriptors (SPC-4 7.8.6).
+/// VPD page 83h: the designation descriptors, each exactly DESIGNATOR LENGTH bytes, within PAGE LENGTH (bytes
+/// beyond the page are never read; a descriptor running past it is an error).
+///
+/// # References
+/// SPC-4 7.8.6 (SPC-5 7.7.6) Device Identification VPD page.
 pub fn parse_device_identification(buf: &[u8]) -> Result<Vec<Designator>, ParseError> {
     let mut body = vpd_body(buf, 0x83)?;
     let mut out = Vec::new();
@@ -155,7 +189,42 @@ mod tests {
     use super::*;
 
     fn data(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/tests/data/tgt/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        data_in("tgt", name)
+    }
+
+    fn data_in(dir: &str, name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/data/{dir}/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn unit_serial_ends_at_its_nul_and_at_the_page_length() {
+        // The report: shown as `MHVLIB0010??0400` where sg_inq shows `MHVLIB0010`.
+        assert_eq!(parse_unit_serial(&data_in("mhvtl-like", "changer-vpd80.bin")).unwrap(), "MHVLIB0010");
+        assert_eq!(parse_unit_serial(&data_in("mhvtl-like", "changer-vpd80-exact.bin")).unwrap(), "MHVLIB0010");
+        // Blank (right-aligned) padding before the serial, NUL padding after it.
+        assert_eq!(parse_unit_serial(b"\x08\x80\x00\x0A   SER42\0\0").unwrap(), "SER42");
+        // A page length beyond what the device returned is an error, not a shorter serial.
+        let buf = data_in("mhvtl-like", "changer-vpd80-exact.bin");
+        assert!(matches!(parse_unit_serial(&buf[..12]), Err(ParseError::Truncated { what: "page body", .. })));
+    }
+
+    #[test]
+    fn designators_follow_their_length_and_code_set() {
+        let ids = parse_device_identification(&data_in("mhvtl-like", "changer-vpd83.bin")).unwrap();
+        assert_eq!(ids.len(), 3, "nothing is read beyond the page length");
+        let t10 = &ids[0];
+        assert_eq!((t10.code_set, t10.kind, t10.association), (code_set::ASCII, designator_type::T10_VENDOR_ID, 0));
+        assert_eq!(t10.bytes.len(), 32);
+        assert_eq!(t10.text(), "MHVTL   MHVLIB0010");
+        assert_eq!(ids[1].text(), "5001020304050607");
+        assert_eq!(logical_unit_wwn(&ids).as_deref(), Some("naa.5001020304050607"));
+        let name = &ids[2];
+        assert_eq!((name.code_set, name.kind, name.association), (code_set::UTF8, designator_type::SCSI_NAME, 2));
+        assert_eq!(name.text(), "iqn.2024-01.lab:mhvtl");
+        // A designator running past the page length is an error.
+        let mut buf = data_in("mhvtl-like", "changer-vpd83.bin");
+        buf[3] -= 1;
+        assert!(matches!(parse_device_identification(&buf), Err(ParseError::Truncated { what: "designator", .. })));
     }
 
     #[test]

@@ -122,11 +122,36 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Text from a fixed-width ASCII field: trailing spaces and NULs trimmed, non-ASCII replaced.
+/// Text from a fixed-width ASCII field: leading and trailing spaces and NULs trimmed, non-ASCII replaced.
 pub fn ascii(field: &[u8]) -> String {
     let end = field.iter().rposition(|&b| b != b' ' && b != 0).map_or(0, |i| i + 1);
     let start = field[..end].iter().position(|&b| b != b' ' && b != 0).unwrap_or(end);
     field[start..end].iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { char::from(b) } else { '?' }).collect()
+}
+
+/// A text field cut at its terminator: leading padding (spaces or NULs) is kept, the text after it ends at the first
+/// NUL, and everything from that NUL on (NUL padding, or garbage a device left behind a terminated string) is
+/// dropped. This is what `sg_inq` shows for such a field.
+///
+/// # References
+/// SPC-4 4.4.1 (ASCII data fields: right-aligned, space padded) and 4.4.2 (null-terminated, null-padded strings).
+pub fn until_nul(field: &[u8]) -> &[u8] {
+    let start = field.iter().position(|&b| b != b' ' && b != 0).unwrap_or(field.len());
+    let end = field[start..].iter().position(|&b| b == 0).map_or(field.len(), |i| start + i);
+    &field[..end]
+}
+
+/// Text of an ASCII field that may be NUL-terminated ([`until_nul`]), trimmed and with non-ASCII replaced as by
+/// [`ascii`]. For serial numbers and identifiers, where bytes after a NUL are never part of the value.
+pub fn ascii_until_nul(field: &[u8]) -> String {
+    ascii(until_nul(field))
+}
+
+/// Text of a UTF-8 field that may be NUL-terminated ([`until_nul`]): invalid sequences and control characters
+/// replaced, leading and trailing spaces trimmed.
+pub fn utf8_until_nul(field: &[u8]) -> String {
+    let text = String::from_utf8_lossy(until_nul(field));
+    text.trim_matches(' ').chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 #[cfg(test)]
@@ -163,5 +188,17 @@ mod tests {
         assert_eq!(ascii(b"ABC001L6\0\0\0"), "ABC001L6");
         assert_eq!(ascii(b"A\xffB "), "A?B");
         assert_eq!(ascii(b"    "), "");
+    }
+
+    #[test]
+    fn text_ends_at_the_first_nul_after_the_padding() {
+        assert_eq!(ascii_until_nul(b"MHVLIB0010\0\x000400"), "MHVLIB0010");
+        assert_eq!(ascii_until_nul(b"    beaf11"), "beaf11");
+        assert_eq!(ascii_until_nul(b"\0\0  SER1\0junk"), "SER1", "leading NUL padding is not the terminator");
+        assert_eq!(ascii_until_nul(b"\0\0\0"), "");
+        assert_eq!(ascii_until_nul(b"A\x01B  "), "A?B", "other control bytes are not terminators");
+        assert_eq!(until_nul(b"  AB\0CD"), b"  AB");
+        assert_eq!(utf8_until_nul("naa.50 \u{e9}\0\0xyz".as_bytes()), "naa.50 \u{e9}");
+        assert_eq!(utf8_until_nul(b"a\xffb\x07"), "a\u{fffd}b?");
     }
 }

@@ -202,13 +202,14 @@ pub fn uevent_socket() -> Option<OwnedFd> {
 }
 
 fn options(lc: Option<&LibraryConfig>) -> LibraryOptions {
+    let d = LibraryOptions::default();
     LibraryOptions {
-        chunk: lc.map_or(256, |l| l.chunk),
+        chunk: lc.map_or(d.chunk, |l| l.chunk),
         drive_map: lc.map(|l| l.drives.iter().map(|(s, a)| (s.clone(), *a)).collect()).unwrap_or_default(),
-        heartbeat_ms: lc.map_or(30_000, |l| l.heartbeat_ms),
-        ready_timeout_ms: lc.map_or(crate::changer::mounts::READY_TIMEOUT_MS, |l| l.ready_timeout_ms),
-        deferred_dismount_ms: lc.map_or(crate::config::DEFAULT_DEFERRED_DISMOUNT_MS, |l| l.deferred_dismount_ms),
-        ..LibraryOptions::default()
+        heartbeat_ms: lc.map_or(d.heartbeat_ms, |l| l.heartbeat_ms),
+        ready_timeout_ms: lc.map_or(d.ready_timeout_ms, |l| l.ready_timeout_ms),
+        deferred_dismount_ms: lc.map_or(d.deferred_dismount_ms, |l| l.deferred_dismount_ms),
+        ..d
     }
 }
 

@@ -1,4 +1,5 @@
-//! One-shot, blocking SCSI commands through `ioctl(SG_IO)`, for command-line tools such as `rsmd --list-devices`.
+//! One-shot, blocking SCSI commands through `ioctl(SG_IO)`, for checks and tests outside the daemon (the vmlab
+//! batch). `rsmd --list-devices` and `--map-drives` use [`super::SgTransport`] through their own blocking driver.
 //!
 //! **The server must never call anything here**: `SG_IO` blocks the calling thread until the device answers (a robot
 //! move can take minutes), even on a non-blocking fd. The event loop uses [`super::SgTransport`].
