@@ -435,9 +435,10 @@ pub struct DeviceInfo {
     pub error: Option<String>,
 }
 
-/// A tape drive.
+/// A tape drive device on the system (what `--list-devices` shows; the inventory's view of a drive is
+/// [`crate::model::DriveInfo`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DriveInfo {
+pub struct TapeDevice {
     /// Identification.
     #[serde(flatten)]
     pub device: DeviceInfo,
@@ -479,7 +480,7 @@ pub struct DriveElement {
     /// The serial the changer reported for it (DVCID).
     pub identifier: Option<String>,
     /// The drive mapped to it.
-    pub drive: Option<DriveInfo>,
+    pub drive: Option<TapeDevice>,
     /// How the drive was mapped.
     pub source: Option<MapSource>,
 }
@@ -541,7 +542,7 @@ pub struct DeviceList {
     /// The changers.
     pub changers: Vec<ChangerInfo>,
     /// Tape drives not mapped to any changer's element.
-    pub drives: Vec<DriveInfo>,
+    pub drives: Vec<TapeDevice>,
 }
 
 /// Opens an sg device for the driver.
@@ -591,7 +592,7 @@ fn changer_device(sg: &Path, identity: &Identity) -> DeviceInfo {
 /// mapped each.
 fn map_elements(
     elements: &[Element],
-    drives: &[DriveInfo],
+    drives: &[TapeDevice],
     claimed: &mut [bool],
     persisted: &[(String, u16)],
 ) -> Vec<DriveElement> {
@@ -636,12 +637,12 @@ fn scan(o: &ListOptions) -> Result<(Vec<ScsiDevice>, Vec<ScsiDevice>), DevicesEr
 }
 
 /// Opens and identifies every tape drive; failures are recorded in the results.
-fn identify_drives(driver: &mut Driver, tapes: &[ScsiDevice]) -> Vec<(DriveInfo, Option<SgTransport>)> {
+fn identify_drives(driver: &mut Driver, tapes: &[ScsiDevice]) -> Vec<(TapeDevice, Option<SgTransport>)> {
     tapes
         .iter()
         .map(|t| {
             let mut info =
-                DriveInfo { device: DeviceInfo { sg: t.sg.clone(), ..DeviceInfo::default() }, nst: t.nst.clone() };
+                TapeDevice { device: DeviceInfo { sg: t.sg.clone(), ..DeviceInfo::default() }, nst: t.nst.clone() };
             let mut transport = match open(&t.sg) {
                 Ok(transport) => Some(transport),
                 Err(e) => {
@@ -665,7 +666,7 @@ fn list_changer_on(
     driver: &mut Driver,
     sg: &Path,
     changer: &mut dyn Transport,
-    drives: &[DriveInfo],
+    drives: &[TapeDevice],
     claimed: &mut [bool],
     state_dir: &Path,
 ) -> ChangerInfo {
@@ -686,7 +687,7 @@ fn list_changer_on(
 pub fn list_devices(o: &ListOptions) -> Result<String, DevicesError> {
     let (changers, tapes) = scan(o)?;
     let mut driver = Driver::new();
-    let drives: Vec<DriveInfo> = identify_drives(&mut driver, &tapes).into_iter().map(|(d, _)| d).collect();
+    let drives: Vec<TapeDevice> = identify_drives(&mut driver, &tapes).into_iter().map(|(d, _)| d).collect();
     let mut claimed = vec![false; drives.len()];
     let changers: Vec<ChangerInfo> = changers
         .iter()
@@ -730,7 +731,7 @@ fn device_line(d: &DeviceInfo) -> String {
     s
 }
 
-fn drive_nodes(d: &DriveInfo) -> String {
+fn drive_nodes(d: &TapeDevice) -> String {
     format!("{} {}", d.device.sg.display(), d.nst.as_ref().map_or("-".into(), |p| p.display().to_string()))
 }
 
@@ -910,7 +911,7 @@ fn settled_tur(driver: &mut Driver, t: &mut dyn Transport) -> TurState {
 /// Polls the candidate drives (indexes into `drives`) until exactly one reports a cartridge. Bounded.
 fn find_loaded_drive<T: Transport>(
     driver: &mut Driver,
-    drives: &mut [(DriveInfo, Option<T>)],
+    drives: &mut [(TapeDevice, Option<T>)],
     candidates: &[usize],
 ) -> Result<usize, String> {
     let mut last = Vec::new();
@@ -954,7 +955,7 @@ fn map_changer<T: Transport>(
     driver: &mut Driver,
     sg: &Path,
     changer: &mut dyn Transport,
-    drives: &mut [(DriveInfo, Option<T>)],
+    drives: &mut [(TapeDevice, Option<T>)],
     state_dir: &Path,
 ) -> ChangerMapping {
     let mut result = ChangerMapping { sg: sg.to_owned(), serial: None, elements: Vec::new(), saved: None, error: None };
@@ -989,7 +990,7 @@ fn map_changer_on<T: Transport>(
     driver: &mut Driver,
     changer: &mut dyn Transport,
     probed: &Probed,
-    drives: &mut [(DriveInfo, Option<T>)],
+    drives: &mut [(TapeDevice, Option<T>)],
     out: &mut Vec<(u16, ElementOutcome)>,
 ) -> Result<(), CommandError> {
     let Some(a) = probed.addresses else {
@@ -1056,7 +1057,7 @@ fn map_changer_on<T: Transport>(
     Ok(())
 }
 
-fn mapped_outcome(d: &DriveInfo) -> ElementOutcome {
+fn mapped_outcome(d: &TapeDevice) -> ElementOutcome {
     ElementOutcome::Mapped {
         serial: d.device.serial.clone().unwrap_or_default(),
         sg: d.device.sg.clone(),
@@ -1162,14 +1163,14 @@ mod tests {
     }
 
     /// Opens and identifies drives (socket, sg name shown), as `identify_drives` does for sg nodes.
-    fn drives_over(driver: &mut Driver, devices: &[(&Server, usize, &str)]) -> Vec<(DriveInfo, Option<EmuTransport>)> {
+    fn drives_over(driver: &mut Driver, devices: &[(&Server, usize, &str)]) -> Vec<(TapeDevice, Option<EmuTransport>)> {
         devices
             .iter()
             .map(|&(server, i, sg)| {
                 let mut t = connect(server, Device::Drive(i));
                 let nst = format!("/dev/nst{}", &sg["/dev/sg".len()..]);
                 let mut info =
-                    DriveInfo { device: DeviceInfo { sg: sg.into(), ..DeviceInfo::default() }, nst: Some(nst.into()) };
+                    TapeDevice { device: DeviceInfo { sg: sg.into(), ..DeviceInfo::default() }, nst: Some(nst.into()) };
                 identify_on(driver, &mut t, &mut info.device).unwrap();
                 (info, Some(t))
             })
@@ -1238,7 +1239,7 @@ mod tests {
                 (&server, 1, "/dev/sg2"),
             ],
         );
-        let drives: Vec<DriveInfo> = drives.into_iter().map(|(d, _)| d).collect();
+        let drives: Vec<TapeDevice> = drives.into_iter().map(|(d, _)| d).collect();
         let mut claimed = vec![false; drives.len()];
         let state = tempfile::tempdir().unwrap();
         // The changer is BUSY for the first READ ELEMENT STATUS: the library retries after its poll_timeout (1 s),
@@ -1321,8 +1322,8 @@ mod tests {
         assert_eq!(full, [501]);
     }
 
-    fn drive(sg: &str, serial: &str, nst: &str) -> DriveInfo {
-        DriveInfo {
+    fn drive(sg: &str, serial: &str, nst: &str) -> TapeDevice {
+        TapeDevice {
             device: DeviceInfo {
                 sg: sg.into(),
                 vendor: "IET".into(),
