@@ -217,6 +217,25 @@ impl Broker {
 
     // --- Inputs -------------------------------------------------------------------------------------------------
 
+    /// The drive maps `rsmd --map-drives` saved changed (read again on SIGHUP): the libraries they name take them
+    /// at a rescan, started now.
+    pub fn set_saved_maps(&mut self, maps: HashMap<String, Vec<(String, u16)>>, now: u64) {
+        self.now = now;
+        for lib in self.libs.iter_mut().filter(|l| !l.retired) {
+            let serial = lib.library.identity().serial.clone();
+            let (Some(new), old) = (maps.get(&serial), self.saved_maps.get(&serial)) else { continue };
+            if Some(new) == old {
+                continue;
+            }
+            let map = drive_map_for(&self.options, &maps, lib, &serial);
+            log::info!("library {}: drive map from rsmd --map-drives applied", lib.label);
+            lib.library.set_drive_map(map);
+            lib.library.request_rescan();
+        }
+        self.saved_maps = maps;
+        self.pump();
+    }
+
     /// The inventory came off disk: serve it (marked stale until each library is verified).
     pub fn loaded(&mut self, mut snapshot: Snapshot, saved_maps: HashMap<String, Vec<(String, u16)>>, now: u64) {
         self.now = now;
@@ -601,18 +620,12 @@ impl Broker {
                 let id = Guid::derive("library", &key);
                 lib.id = Some(id);
                 // Configuration naming this changer by serial, and mappings persisted by --map-drives.
-                let by_serial =
-                    self.options.by_serial.iter().find(|c| crate::changer::same_serial(&c.serial, &changer.serial));
-                let mut map = match by_serial {
-                    Some(c) => {
-                        if lib.name.is_none() {
-                            lib.name.clone_from(&c.name);
-                        }
-                        c.drives.clone()
+                if let Some(c) = configured_by_serial(&self.options, &changer.serial) {
+                    if lib.name.is_none() {
+                        lib.name.clone_from(&c.name);
                     }
-                    None => lib.drive_map.clone(),
-                };
-                map.extend(self.saved_maps.get(&changer.serial).cloned().unwrap_or_default());
+                }
+                let map = drive_map_for(&self.options, &self.saved_maps, lib, &changer.serial);
                 lib.library.set_drive_map(map);
                 let name = lib.name.clone().unwrap_or_else(|| format!("{} {}", changer.vendor, changer.product));
                 log::info!(
@@ -686,6 +699,24 @@ impl Broker {
             Event::DriveCommand { .. } | Event::Inventory(_) | Event::Elements(_) => {}
         }
     }
+}
+
+/// The configuration entry naming a changer by its serial.
+fn configured_by_serial<'a>(options: &'a BrokerOptions, serial: &str) -> Option<&'a ConfiguredLibrary> {
+    options.by_serial.iter().find(|c| crate::changer::same_serial(&c.serial, serial))
+}
+
+/// A library's drive map: the configuration's (by changer serial, else the one it was opened with), then the
+/// mappings `rsmd --map-drives` saved.
+fn drive_map_for(
+    options: &BrokerOptions,
+    saved: &HashMap<String, Vec<(String, u16)>>,
+    lib: &Lib,
+    serial: &str,
+) -> Vec<(String, u16)> {
+    let mut map = configured_by_serial(options, serial).map_or_else(|| lib.drive_map.clone(), |c| c.drives.clone());
+    map.extend(saved.get(serial).cloned().unwrap_or_default());
+    map
 }
 
 pub(crate) fn drive_infos(lib: &Lib) -> Vec<DriveInfo> {

@@ -416,3 +416,20 @@ fn requests_of_a_killed_run_end_failed_with_the_reason() {
         .any(|c| matches!(c, Change::Request(r) if r.id == queued && r.state == RequestStatus::Failed)));
     let _ = ObjectType::LibRequest;
 }
+
+/// A SIGHUP hands the broker the drive maps `rsmd --map-drives` saved: a library whose drives were unmapped (no
+/// DVCID) rescans and maps them, without a restart.
+#[test]
+fn saved_drive_maps_apply_at_once() {
+    let mut s = Sim::with(|c| c.dvcid = false, LibraryOptions { poll_first_ms: 10, ..LibraryOptions::default() });
+    let mapped = |s: &Sim| s.broker.libs[0].library.elements().iter().filter(|e| e.device.is_some()).count();
+    assert_eq!(mapped(&s), 0, "four drives, no DVCID: nothing to map them by");
+    let serials: Vec<String> =
+        s.broker.libs[0].library.drive_identities().iter().map(|i| i.as_ref().unwrap().serial.clone()).collect();
+    let map: Vec<(String, u16)> = serials.iter().cloned().zip(500..).collect();
+    let serial = s.broker.libs[0].library.identity().serial.clone();
+    s.broker.set_saved_maps(HashMap::from([(serial, map)]), s.now);
+    s.drive_bounded(100_000, |s| mapped(s) == 4);
+    let a = s.open(ALICE, "a");
+    s.call_and_wait(ALICE, mount(&a, "ABC001L6")).unwrap();
+}

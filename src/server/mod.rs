@@ -196,6 +196,8 @@ pub struct Server {
     watchdog_at: Option<u64>,
     touched: HashSet<usize>,
     last_status: String,
+    /// Drive maps being read after a SIGHUP.
+    maps: Option<mpsc::Receiver<HashMap<String, Vec<(String, u16)>>>>,
     /// When to try opening devices that could not be opened yet, and how many times it was tried.
     reopen_at: Option<u64>,
     reopen_attempts: u32,
@@ -301,6 +303,7 @@ impl Server {
             waiting: HashMap::new(),
             reopen_at: None,
             reopen_attempts: 0,
+            maps: None,
         })
     }
 
@@ -508,6 +511,16 @@ impl Server {
     }
 
     fn process_waker(&mut self) {
+        if let Some(rx) = &self.maps {
+            match rx.try_recv() {
+                Ok(maps) => {
+                    self.maps = None;
+                    self.broker.set_saved_maps(maps, self.now);
+                }
+                Err(mpsc::TryRecvError::Empty) => {}
+                Err(mpsc::TryRecvError::Disconnected) => self.maps = None,
+            }
+        }
         if let Some(rx) = &self.loader {
             match rx.try_recv() {
                 Ok(Ok((store, snapshot, maps))) => {
@@ -610,6 +623,18 @@ impl Server {
     }
 
     fn reload(&mut self) {
+        // The drive maps `rsmd --map-drives` saved are read off the loop and applied when they arrive.
+        let (tx, rx) = mpsc::channel();
+        let dir = self.setup.state_dir.clone();
+        let w = self.waker.clone();
+        let spawned = std::thread::Builder::new().name("rsmd-maps".into()).spawn(move || {
+            let _ = tx.send(crate::store::drive_maps(&dir));
+            let _ = w.wake();
+        });
+        match spawned {
+            Ok(_) => self.maps = Some(rx),
+            Err(e) => log::warn!("SIGHUP: cannot read the drive maps: {e}"),
+        }
         let Some(path) = self.setup.config_path.clone() else {
             log::info!("SIGHUP: no configuration file to reload");
             return;
