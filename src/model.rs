@@ -278,6 +278,9 @@ pub struct MediaRecord {
     pub mounted_by: Option<Owner>,
 }
 
+/// Drive mappings by changer serial: (drive serial, data transfer element address).
+pub type DriveMaps = std::collections::HashMap<String, Vec<(String, u16)>>;
+
 /// A library request's number: the key of its record (big-endian in the store's `requests` tree, so requests
 /// load in submission order). Clients name a request by its [`RequestRecord::guid`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -172,7 +172,7 @@ pub struct Broker {
     /// The configuration's plain values.
     pub options: BrokerOptions,
     /// Drive maps saved by `rsmd --map-drives`, by changer serial.
-    pub saved_maps: HashMap<String, Vec<(String, u16)>>,
+    pub saved_maps: crate::model::DriveMaps,
     /// Mount/dismount jobs by request: (library index, cartridge).
     pub jobs: HashMap<RequestId, (usize, Guid)>,
     /// Deferred dismounts.
@@ -219,7 +219,7 @@ impl Broker {
 
     /// The drive maps `rsmd --map-drives` saved changed (read again on SIGHUP): the libraries they name take them
     /// at a rescan, started now.
-    pub fn set_saved_maps(&mut self, maps: HashMap<String, Vec<(String, u16)>>, now: u64) {
+    pub fn set_saved_maps(&mut self, maps: crate::model::DriveMaps, now: u64) {
         self.now = now;
         for lib in self.libs.iter_mut().filter(|l| !l.retired) {
             let serial = lib.library.identity().serial.clone();
@@ -237,7 +237,7 @@ impl Broker {
     }
 
     /// The inventory came off disk: serve it (marked stale until each library is verified).
-    pub fn loaded(&mut self, mut snapshot: Snapshot, saved_maps: HashMap<String, Vec<(String, u16)>>, now: u64) {
+    pub fn loaded(&mut self, mut snapshot: Snapshot, saved_maps: crate::model::DriveMaps, now: u64) {
         self.now = now;
         for id in self.requests.restore(std::mem::take(&mut snapshot.requests), self.now_unix()) {
             log::warn!(
@@ -710,7 +710,7 @@ fn configured_by_serial<'a>(options: &'a BrokerOptions, serial: &str) -> Option<
 /// mappings `rsmd --map-drives` saved.
 fn drive_map_for(
     options: &BrokerOptions,
-    saved: &HashMap<String, Vec<(String, u16)>>,
+    saved: &crate::model::DriveMaps,
     lib: &Lib,
     serial: &str,
 ) -> Vec<(String, u16)> {

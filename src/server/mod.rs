@@ -166,7 +166,7 @@ impl Src {
 }
 
 /// What the loader thread reads: the database, its contents, and the saved drive maps.
-type Loaded = (Store, Snapshot, HashMap<String, Vec<(String, u16)>>);
+type Loaded = (Store, Snapshot, crate::store::DriveMaps);
 
 /// The loop's plumbing around a [`Broker`].
 #[derive(Debug)]
@@ -197,7 +197,7 @@ pub struct Server {
     touched: HashSet<usize>,
     last_status: String,
     /// Drive maps being read after a SIGHUP.
-    maps: Option<mpsc::Receiver<HashMap<String, Vec<(String, u16)>>>>,
+    maps: Option<mpsc::Receiver<crate::store::DriveMaps>>,
     /// When to try opening devices that could not be opened yet, and how many times it was tried.
     reopen_at: Option<u64>,
     reopen_attempts: u32,
@@ -551,7 +551,7 @@ impl Server {
         }
     }
 
-    fn loaded(&mut self, store: Store, snapshot: Snapshot, maps: HashMap<String, Vec<(String, u16)>>) {
+    fn loaded(&mut self, store: Store, snapshot: Snapshot, maps: crate::store::DriveMaps) {
         let n = snapshot.media.len();
         self.broker.loaded(snapshot, maps, self.now);
         let w = self.waker.clone();

@@ -61,7 +61,7 @@ pub enum StoreError {
     WriterGone,
 }
 
-pub use crate::model::{Change, Snapshot};
+pub use crate::model::{Change, DriveMaps, Snapshot};
 
 /// The file in the state directory where `rsmd --map-drives` keeps the drive mappings it found:
 /// `{"changers": {CHANGER_SERIAL: {DRIVE_SERIAL: ELEMENT_ADDRESS}}}`.
@@ -69,7 +69,7 @@ pub const DRIVE_MAP_FILE: &str = "drive-map.json";
 
 /// The drive mappings saved in `state_dir` by `rsmd --map-drives`, by changer serial: (drive serial, element
 /// address). A missing file is no mapping; an unreadable one is logged and ignored. Blocking: read it off the loop.
-pub fn drive_maps(state_dir: &Path) -> std::collections::HashMap<String, Vec<(String, u16)>> {
+pub fn drive_maps(state_dir: &Path) -> DriveMaps {
     #[derive(Deserialize, Default)]
     struct File {
         changers: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u16>>,
