@@ -196,6 +196,8 @@ pub struct Server {
     watchdog_at: Option<u64>,
     touched: HashSet<usize>,
     last_status: String,
+    /// The state directory's lock, held while the daemon runs.
+    _state_lock: nix::fcntl::Flock<std::fs::File>,
     /// Drive maps being read after a SIGHUP.
     maps: Option<mpsc::Receiver<crate::store::DriveMaps>>,
     /// When to try opening devices that could not be opened yet, and how many times it was tried.
@@ -230,7 +232,19 @@ impl Server {
             Waker::new(poll.registry(), Src::Waker.into())
                 .map_err(|e| ServerError::Io("creating the waker".into(), e))?,
         );
+        // The state first: a second rsmd on the same state fails before it listens (it answered NotReady for the
+        // seconds it waited for the database's lock).
+        let state_lock = start::lock_state(&setup.state_dir)?;
         let (listener, unlink) = start::listen(&setup.socket)?;
+        if let Some(dir) = &setup.demo_dir {
+            eprintln!(
+                "rsmd: demo mode: a virtual library (20 slots, 2 mail slots, 4 drives) in {}\n\
+                 rsmd: listening on {}\nrsmd: try: RSMD_SOCKET={} rsm status",
+                dir.display(),
+                setup.socket.display(),
+                setup.socket.display()
+            );
+        }
         let mut listener = mio::net::UnixListener::from_std(listener);
         poll.registry()
             .register(&mut listener, Src::Listener.into(), Interest::READABLE)
@@ -304,6 +318,7 @@ impl Server {
             reopen_at: None,
             reopen_attempts: 0,
             maps: None,
+            _state_lock: state_lock,
         })
     }
 

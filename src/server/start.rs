@@ -29,6 +29,9 @@ pub enum ServerError {
     /// Another rsmd already serves the socket.
     #[error("Another rsmd is already listening on {0}")]
     AlreadyRunning(PathBuf),
+    /// Another rsmd uses the state directory.
+    #[error("Another rsmd uses the state directory {0} (its lock file is held)")]
+    StateInUse(PathBuf),
 }
 
 /// What `rsmd` was asked to do.
@@ -121,15 +124,6 @@ pub fn run(args: DaemonArgs) -> Result<(), ServerError> {
             args.state_dir.unwrap_or_else(|| config.state_dir.clone()),
         )
     };
-    if args.demo {
-        eprintln!(
-            "rsmd: demo mode: a virtual library (20 slots, 2 mail slots, 4 drives) in {}\n\
-             rsmd: listening on {}\nrsmd: try: RSMD_SOCKET={} rsm status",
-            demo_dir.as_deref().unwrap_or(Path::new("")).display(),
-            socket.display(),
-            socket.display()
-        );
-    }
     let setup = Setup {
         config,
         socket,
@@ -141,6 +135,26 @@ pub fn run(args: DaemonArgs) -> Result<(), ServerError> {
         demo: None,
     };
     super::Server::new(setup)?.run()
+}
+
+/// Takes the state directory's lock (`STATE_DIR/lock`, flock) before anything else, so that a second rsmd on
+/// the same state fails at once instead of accepting clients while it waits for the database.
+pub fn lock_state(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ServerError> {
+    std::fs::create_dir_all(dir).map_err(|e| ServerError::Io(format!("creating {}", dir.display()), e))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ServerError::Io(format!("opening {}", path.display()), e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            ServerError::StateInUse(dir.to_owned())
+        } else {
+            ServerError::Io(format!("locking {}", path.display()), e.into())
+        }
+    })
 }
 
 /// The listening socket: systemd's (socket activation) or one we bind. Returns the path to unlink at exit when we

@@ -118,6 +118,30 @@ fn kill_9_loses_nothing_acknowledged_and_a_restart_serves_the_cache_at_once() {
     assert!(!l.enabled);
 }
 
+/// Issue 15: a second rsmd on the same state directory (another socket) accepted clients, answering NotReady, for
+/// about 5 s before failing on the database's lock. It fails at once now, before it listens.
+#[test]
+fn a_second_daemon_on_the_same_state_fails_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let other = dir.path().join("other.sock");
+    let out = std::process::Command::new(crate::util::rsmd_bin())
+        .args(["--config", d.config.to_str().unwrap(), "--state-dir", d.state.to_str().unwrap()])
+        .args(["--socket", other.to_str().unwrap()])
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Another rsmd uses the state directory"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+    assert!(!other.exists(), "it never listened");
+    // The first one is unharmed.
+    rsmd::client::Session::open_at(&d.socket, None, None, 0).unwrap();
+}
+
 #[test]
 fn sigterm_exits_cleanly_and_removes_its_socket() {
     let dir = tempfile::tempdir().unwrap();
