@@ -357,6 +357,9 @@ pub struct RequestRecord {
     pub session: Option<String>,
     /// Who submitted it.
     pub owner: Owner,
+    /// The submitting process (for the audit log).
+    #[serde(default)]
+    pub pid: Option<i32>,
     /// Submitted asynchronously (`nowait`): it outlives its session.
     pub detached: bool,
     /// Unix time (ms) it was submitted.

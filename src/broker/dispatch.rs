@@ -188,7 +188,12 @@ impl Broker {
                     ServerName::Local => {}
                 }
                 let s = self.sessions.open(peer, application);
-                log::info!("session {} opened by pid {} ({:?})", s.handle, peer.pid, s.application);
+                log::debug!(
+                    "session opened by uid {} pid {} (application {})",
+                    peer.uid,
+                    peer.pid,
+                    s.application.as_deref().unwrap_or("unnamed")
+                );
                 now(reply(&OpenSessionReply { session: s.handle.clone(), version: PROTOCOL_VERSION }), 0)
             }
             Method::CloseSession { session } => {

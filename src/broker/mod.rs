@@ -410,6 +410,41 @@ impl Broker {
             self.housekeeping();
             self.drain_libraries();
         }
+        for id in self.requests.take_ended() {
+            self.audit(id);
+        }
+    }
+
+    /// The audit log: one line per request when it ends, with who asked (user, application, process), what
+    /// (cartridge, drive, library) and the outcome.
+    fn audit(&self, id: RequestId) {
+        let Some(r) = self.requests.get(id) else { return };
+        let inv = self.inventory.as_ref();
+        let media = r.media.as_deref().and_then(|m| m.parse::<Guid>().ok());
+        let barcode = media.and_then(|m| inv?.medium(m)?.barcode.clone());
+        let drive = r.drive.as_deref().and_then(|d| d.parse::<Guid>().ok()).and_then(|d| inv?.element_by_id(d));
+        let mut what = String::new();
+        if let Some(b) = barcode.or_else(|| r.media.clone()) {
+            what.push_str(&format!(" cartridge {b}"));
+        }
+        if let Some(d) = drive {
+            what.push_str(&format!(" drive {}", d.number));
+        }
+        if let Some(name) = r.library.and_then(|l| inv?.library(l)).map(|l| l.name.clone()) {
+            what.push_str(&format!(" library {name}"));
+        }
+        let pid = r.pid.map(|p| format!(" pid {p}")).unwrap_or_default();
+        let outcome = match (&r.state, &r.error) {
+            (RequestStatus::Complete, _) => "complete".to_owned(),
+            (s, Some(e)) => format!("{}: {e}", requests::status_name(*s)),
+            (s, None) => requests::status_name(*s).to_owned(),
+        };
+        log::info!(
+            "audit: {} request {} by {}{pid}:{what}: {outcome}",
+            requests::kind_name(r.kind),
+            r.guid,
+            mounting::owner_text(&r.owner)
+        );
     }
 
     fn drain_libraries(&mut self) {
@@ -509,6 +544,7 @@ impl Broker {
             library,
             session: Some(session.to_owned()),
             owner: self.owner_of(session),
+            pid: self.sessions.pid(session),
             detached: false,
             priority: 0,
             media: None,
@@ -547,6 +583,7 @@ impl Broker {
     /// Cancels a library request.
     pub fn cancel_request(&mut self, text: &str, session: &str, admin: bool) -> Result<(), NtmsError> {
         let key = self.requests.check_owner(text, session, &self.owner_of(session), admin)?;
+        log::info!("audit: cancel of request {text} asked by {}", mounting::owner_text(&self.owner_of(session)));
         if self.parked.iter().any(|p| p.key == key) {
             self.end_parked(key, NtmsError::Cancelled { message: "cancelled".into() });
             return Ok(());
@@ -591,6 +628,10 @@ impl Broker {
             });
         }
         self.requests.set_priority(key, priority);
+        log::info!(
+            "audit: request {text} moved to priority {priority} by {}",
+            mounting::owner_text(&self.owner_of(session))
+        );
         self.note_request(key);
         Ok(())
     }
@@ -693,7 +734,7 @@ impl Broker {
                 }
             }
             Event::Attention { device, asc } => {
-                log::info!("{}: unit attention {:02X}h/{:02X}h on {device:?}: rescanning", lib.label, asc.0, asc.1);
+                log::info!("{}: unit attention {:02X}h/{:02X}h on the {device}: rescanning", lib.label, asc.0, asc.1);
             }
             Event::MoveFinished { id, result } => log::debug!("move {id} finished: {result:?}"),
             Event::DriveCommand { .. } | Event::Inventory(_) | Event::Elements(_) => {}

@@ -28,6 +28,8 @@ pub struct NewRequest {
     pub session: Option<String>,
     /// Who submitted it.
     pub owner: Owner,
+    /// The submitting process.
+    pub pid: Option<i32>,
     /// Outlives its session (`nowait`).
     pub detached: bool,
     /// Its priority.
@@ -44,6 +46,7 @@ impl NewRequest {
             library,
             session: None,
             owner: Owner { uid: 0, application: Some(SYSTEM_APPLICATION.into()) },
+            pid: None,
             detached: true,
             priority: 0,
             media,
@@ -60,6 +63,8 @@ pub struct Requests {
     by_guid: HashMap<Guid, RequestId>,
     /// Records changed (or removed) since the last [`Requests::take_changes`].
     dirty: Vec<RequestId>,
+    /// Requests that ended since the last [`Requests::take_ended`] (for the audit log).
+    ended: Vec<RequestId>,
 }
 
 impl Requests {
@@ -106,6 +111,7 @@ impl Requests {
             library: new.library,
             session: new.session,
             owner: new.owner,
+            pid: new.pid,
             detached: new.detached,
             submitted: now,
             started: None,
@@ -191,10 +197,19 @@ impl Requests {
     /// Finishes request `id`: complete, or failed/cancelled with an error text.
     pub fn finish(&mut self, id: RequestId, state: RequestStatus, error: Option<String>, now: u64) {
         if let Some(r) = self.get_mut(id) {
+            let was_open = r.state.is_open();
             r.state = state;
             r.error = error;
             r.completed = Some(now);
+            if was_open {
+                self.ended.push(id);
+            }
         }
+    }
+
+    /// The requests that ended since the last call (each once).
+    pub fn take_ended(&mut self) -> Vec<RequestId> {
+        std::mem::take(&mut self.ended)
     }
 
     /// Unfinished requests of a session that end with it (the detached ones go on).
@@ -224,6 +239,7 @@ impl Requests {
         if r.state.is_open() {
             r.state = RequestStatus::Cancelled;
             r.completed = Some(now);
+            self.ended.push(id);
             Ok(())
         } else {
             Err(NtmsError::InvalidOperation { message: format!("request {} already finished", r.guid) })
@@ -330,6 +346,19 @@ pub fn status_name(s: RequestStatus) -> &'static str {
     }
 }
 
+/// A request kind as people read it.
+pub fn kind_name(k: RequestKind) -> &'static str {
+    match k {
+        RequestKind::Mount => "mount",
+        RequestKind::Dismount => "dismount",
+        RequestKind::Inject => "inject",
+        RequestKind::Eject => "eject",
+        RequestKind::Inventory => "inventory",
+        RequestKind::Clean => "clean",
+        RequestKind::Door => "door",
+    }
+}
+
 /// The wire name of a request kind.
 pub fn operation(kind: RequestKind) -> RequestOperation {
     match kind {
@@ -365,6 +394,7 @@ mod tests {
             library: Some(Guid::derive("library", "x")),
             session: Some(session.into()),
             owner: Owner { uid: 1000, application: Some("app".into()) },
+            pid: Some(42),
             detached: false,
             priority: 0,
             media: None,

@@ -102,6 +102,11 @@ impl Sessions {
         self.sessions.get(handle).map(|s| crate::model::Owner { uid: s.peer.uid, application: s.application.clone() })
     }
 
+    /// The process of session `handle`.
+    pub fn pid(&self, handle: &str) -> Option<i32> {
+        self.sessions.get(handle).map(|s| s.peer.pid)
+    }
+
     /// The application name of session `handle`.
     pub fn application(&self, handle: &str) -> Option<String> {
         self.sessions.get(handle).and_then(|s| s.application.clone())

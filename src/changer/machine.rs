@@ -48,6 +48,15 @@ pub enum DeviceRef {
     Drive(usize),
 }
 
+impl std::fmt::Display for DeviceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceRef::Changer => write!(f, "changer"),
+            DeviceRef::Drive(i) => write!(f, "drive device {i}"),
+        }
+    }
+}
+
 /// A command for the server to submit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
@@ -667,7 +676,7 @@ impl Machine {
             Err(TransportError::DeviceGone) if device == DeviceRef::Changer => self.go_offline("device gone"),
             Err(TransportError::TimedOut) => self.on_timeout(device, purpose),
             Err(e) => {
-                log::warn!("{device:?}: command failed: {e}");
+                log::warn!("{device}: command failed: {e}");
                 self.on_failure(device, purpose, None);
             }
         }
@@ -920,11 +929,13 @@ impl Machine {
                 }
             }
             Purpose::Scan { whole: false, element_type, start, count, .. } => {
-                log::warn!("re-reading {element_type:?} {start}+{count} failed ({failure:?}): rescanning everything");
+                let why = failure.map_or_else(|| "no answer".to_owned(), |f| f.to_string());
+                log::warn!("re-reading {element_type} {start}+{count} failed ({why}): rescanning everything");
                 self.request_full_rescan();
             }
             Purpose::Scan { .. } => {
-                log::warn!("{device:?}: element status chunk failed ({failure:?}); continuing");
+                let why = failure.map_or_else(|| "no answer".to_owned(), |f| f.to_string());
+                log::warn!("{device}: element status chunk failed ({why}); continuing");
                 self.next_scan();
             }
             Purpose::Move { id, source, destination } => {
@@ -1199,7 +1210,7 @@ impl Machine {
         let report = match ElementStatusReport::parse(&r.data) {
             Ok(rep) => rep,
             Err(e) => {
-                log::warn!("READ ELEMENT STATUS {ty:?} {start}+{count}: {e}");
+                log::warn!("READ ELEMENT STATUS {ty} {start}+{count}: {e}");
                 if whole {
                     self.next_scan();
                 } else {
@@ -1239,7 +1250,7 @@ impl Machine {
             self.scanned.extend(elements);
             self.next_scan();
         } else if elements.len() < usize::from(count) {
-            log::warn!("re-reading {ty:?} {start}+{count}: {} elements came back; rescanning", elements.len());
+            log::warn!("re-reading {ty} {start}+{count}: {} elements came back; rescanning", elements.len());
             self.request_full_rescan();
         } else {
             let mut changed = Vec::new();

@@ -33,6 +33,18 @@ pub enum ElementType {
     DataTransfer,
 }
 
+impl std::fmt::Display for ElementType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ElementType::MediumTransport => "medium transport elements",
+            ElementType::Storage => "storage elements",
+            ElementType::ImportExport => "import/export elements",
+            ElementType::DataTransfer => "data transfer elements",
+            ElementType::All => "elements",
+        })
+    }
+}
+
 impl ElementType {
     /// The type code.
     pub fn code(self) -> u8 {

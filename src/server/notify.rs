@@ -81,7 +81,9 @@ impl Logger {
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= self.level
+        // Other crates (sled) speak at warn and above unless the most verbose level is asked for (`-vv`).
+        let ours = m.target().starts_with("rsmd");
+        m.level() <= self.level && (ours || m.level() <= log::Level::Warn || self.level == log::LevelFilter::Trace)
     }
 
     fn log(&self, r: &log::Record<'_>) {
@@ -109,6 +111,20 @@ impl log::Log for Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 15: `-v` flooded the journal with sled's internals.
+    #[test]
+    fn other_crates_speak_at_warn_unless_the_most_verbose_level_is_asked_for() {
+        use log::Log;
+        let at = |level| Logger { journal: false, level };
+        let meta = |target: &'static str, level| log::Metadata::builder().target(target).level(level).build();
+        let debug = at(log::LevelFilter::Debug);
+        assert!(debug.enabled(&meta("rsmd::broker", log::Level::Debug)));
+        assert!(!debug.enabled(&meta("sled::pagecache", log::Level::Debug)));
+        assert!(debug.enabled(&meta("sled::pagecache", log::Level::Warn)));
+        assert!(at(log::LevelFilter::Trace).enabled(&meta("sled::pagecache", log::Level::Debug)));
+        assert!(!at(log::LevelFilter::Info).enabled(&meta("rsmd::broker", log::Level::Debug)));
+    }
 
     #[test]
     fn notifications_reach_the_socket() {

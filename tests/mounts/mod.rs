@@ -649,3 +649,39 @@ fn kill_9_with_requests_in_progress_and_queued_then_restart() {
         assert_eq!(media[0].location.element_address, Some(u32::from(e.address)), "{b} where the library has it");
     }
 }
+
+/// Issue 15: every mount and dismount is logged once, when it ends, with who (user, application, process), what
+/// (cartridge, drive, library) and the outcome; session opens are not logged at the default level.
+#[test]
+fn mounts_and_dismounts_leave_one_audit_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = emulator(dir.path(), 0.0, |_| {});
+    let (mut d, lines) =
+        Daemon::start_full(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""), &[], &[], crate::util::Stderr::Capture);
+    let lines = lines.unwrap();
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, Some("bacula"), 0).unwrap();
+    s.mount(&["ABC002L6"], None, flags(), 0, None).unwrap();
+    s.dismount(DismountTarget::Media("ABC002L6".into()), false).unwrap();
+    let e = s.mount(&["NOPE01L6"], None, flags(), 0, None).unwrap_err();
+    assert!(matches!(e, NtmsError::ObjectNotFound { .. }));
+    let uid = nix::unistd::getuid();
+    let pid = std::process::id();
+    let mut audit = Vec::new();
+    while audit.len() < 2 {
+        let line = lines.recv_timeout(crate::util::WAIT).expect("audit lines");
+        assert!(!line.contains("session opened"), "session opens are debug: {line}");
+        if line.contains("audit:") {
+            audit.push(line);
+        }
+    }
+    let who = format!("by bacula (uid {uid}) pid {pid}:");
+    assert!(audit[0].contains("mount request") && audit[0].contains(&who), "{}", audit[0]);
+    assert!(
+        audit[0].contains("cartridge ABC002L6 drive ") && audit[0].ends_with("library test: complete"),
+        "{}",
+        audit[0]
+    );
+    assert!(audit[1].contains("dismount request") && audit[1].contains("cartridge ABC002L6"), "{}", audit[1]);
+    assert!(!audit.iter().any(|l| l.contains("Some(") || l.contains("None")), "{audit:?}");
+}
