@@ -53,12 +53,23 @@ pub enum ConfigError {
     #[error("Invalid configuration: {0}")]
     Syntax(String),
     /// A value is out of range or inconsistent.
-    #[error("Invalid configuration key {key}: {reason}")]
+    #[error("Invalid configuration key {key} at line {line}: {reason}")]
     Value {
         /// The key, dotted (`library[0].chunk`).
         key: String,
+        /// The line of the value (1-based).
+        line: usize,
         /// What is wrong.
         reason: String,
+    },
+    /// An error in a configuration file.
+    #[error("In {path}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: Box<ConfigError>,
     },
 }
 
@@ -138,29 +149,54 @@ impl Default for Config {
     }
 }
 
+type Spanned<T> = toml::Spanned<T>;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     socket: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     discover: Option<bool>,
-    administrators: Option<Vec<i64>>,
+    administrators: Option<Spanned<Vec<i64>>>,
     #[serde(default)]
-    library: Vec<RawLibrary>,
+    library: Vec<Spanned<RawLibrary>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLibrary {
-    name: Option<String>,
-    changer: Option<String>,
-    vlib: Option<PathBuf>,
-    chunk: Option<i64>,
-    heartbeat_ms: Option<i64>,
-    ready_timeout_ms: Option<i64>,
-    deferred_dismount_ms: Option<i64>,
+    name: Option<Spanned<String>>,
+    changer: Option<Spanned<String>>,
+    vlib: Option<Spanned<PathBuf>>,
+    chunk: Option<Spanned<i64>>,
+    heartbeat_ms: Option<Spanned<i64>>,
+    ready_timeout_ms: Option<Spanned<i64>>,
+    deferred_dismount_ms: Option<Spanned<i64>>,
     #[serde(default)]
-    drives: BTreeMap<String, i64>,
+    drives: BTreeMap<String, Spanned<i64>>,
+}
+
+/// The 1-based line of byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// A millisecond setting in `range`, or its default.
+fn millis(
+    v: Option<Spanned<i64>>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    key: String,
+    text: &str,
+) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) => u64::try_from(*n.get_ref()).ok().filter(|x| range.contains(x)).ok_or_else(|| ConfigError::Value {
+            key,
+            line: line_of(text, n.span().start),
+            reason: format!("{} is not in {}..={}", n.get_ref(), range.start(), range.end()),
+        }),
+    }
 }
 
 impl Config {
@@ -168,70 +204,82 @@ impl Config {
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
         let defaults = LibraryOptions::default();
-        let mut libraries = Vec::new();
-        for (i, l) in raw.library.into_iter().enumerate() {
+        let mut libraries: Vec<LibraryConfig> = Vec::new();
+        let mut names: Vec<(String, usize)> = Vec::new();
+        for (i, spanned) in raw.library.into_iter().enumerate() {
+            let l = spanned.into_inner();
             let key = |k: &str| format!("library[{i}].{k}");
+            let value = |k: &str, span: std::ops::Range<usize>, reason: String| ConfigError::Value {
+                key: key(k),
+                line: line_of(text, span.start),
+                reason,
+            };
             let source = match (l.changer, l.vlib) {
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::Value {
-                        key: key("vlib"),
-                        reason: "a library has either `changer` or `vlib`, not both".into(),
-                    })
+                (Some(_), Some(v)) => {
+                    return Err(value("vlib", v.span(), "a library has either `changer` or `vlib`, not both".into()))
                 }
-                (None, Some(dir)) => Source::Vlib(dir),
+                (None, Some(dir)) => Source::Vlib(dir.into_inner()),
                 (None, None) => Source::Auto,
-                (Some(c), None) => match c.as_str() {
+                (Some(c), None) => match c.get_ref().as_str() {
                     "auto" => Source::Auto,
                     s if s.starts_with("serial:") && s.len() > 7 => Source::Serial(s[7..].to_owned()),
                     s if s.starts_with('/') => Source::Path(s.into()),
-                    _ => {
-                        return Err(ConfigError::Value {
-                            key: key("changer"),
-                            reason: format!("{c:?} is not \"auto\", \"serial:SERIAL\" or an absolute device path"),
-                        })
+                    other => {
+                        return Err(value(
+                            "changer",
+                            c.span(),
+                            format!("{other:?} is not \"auto\", \"serial:SERIAL\" or an absolute device path"),
+                        ))
                     }
                 },
             };
             let chunk = match l.chunk {
                 None => defaults.chunk,
-                Some(n) => u16::try_from(n).ok().filter(|n| (1..=4096).contains(n)).ok_or_else(|| {
-                    ConfigError::Value { key: key("chunk"), reason: format!("{n} is not in 1..=4096") }
-                })?,
+                Some(n) => u16::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|x| (1..=4096).contains(x))
+                    .ok_or_else(|| value("chunk", n.span(), format!("{} is not in 1..=4096", n.get_ref())))?,
             };
             let mut drives = BTreeMap::new();
             for (serial, address) in l.drives {
-                let a = u16::try_from(address).map_err(|_| ConfigError::Value {
-                    key: key(&format!("drives.{serial}")),
-                    reason: format!("{address} is not an element address (0..=65535)"),
+                let a = u16::try_from(*address.get_ref()).map_err(|_| {
+                    value(
+                        &format!("drives.{serial}"),
+                        address.span(),
+                        format!("{} is not an element address (0..=65535)", address.get_ref()),
+                    )
                 })?;
                 drives.insert(serial, a);
             }
-            if let Some(name) = &l.name {
-                if name.trim().is_empty() {
-                    return Err(ConfigError::Value { key: key("name"), reason: "empty".into() });
+            let name = match l.name {
+                None => None,
+                Some(n) if n.get_ref().trim().is_empty() => return Err(value("name", n.span(), "empty".into())),
+                Some(n) => {
+                    let line = line_of(text, n.span().start);
+                    if let Some((_, first)) = names.iter().find(|(x, _)| x == n.get_ref()) {
+                        return Err(value(
+                            "name",
+                            n.span(),
+                            format!("{:?} is already the name of the library at line {first}", n.get_ref()),
+                        ));
+                    }
+                    names.push((n.get_ref().clone(), line));
+                    Some(n.into_inner())
                 }
-            }
-            let heartbeat_ms = match l.heartbeat_ms {
-                None => defaults.heartbeat_ms,
-                Some(n) => u64::try_from(n).ok().filter(|n| (100..=86_400_000).contains(n)).ok_or_else(|| {
-                    ConfigError::Value { key: key("heartbeat_ms"), reason: format!("{n} is not in 100..=86400000") }
-                })?,
             };
-            let ready_timeout_ms = match l.ready_timeout_ms {
-                None => DEFAULT_READY_TIMEOUT_MS,
-                Some(n) => u64::try_from(n).ok().filter(|n| (100..=86_400_000).contains(n)).ok_or_else(|| {
-                    ConfigError::Value { key: key("ready_timeout_ms"), reason: format!("{n} is not in 100..=86400000") }
-                })?,
-            };
-            let deferred_dismount_ms = match l.deferred_dismount_ms {
-                None => DEFAULT_DEFERRED_DISMOUNT_MS,
-                Some(n) => u64::try_from(n).ok().filter(|n| *n <= 86_400_000).ok_or_else(|| ConfigError::Value {
-                    key: key("deferred_dismount_ms"),
-                    reason: format!("{n} is not in 0..=86400000"),
-                })?,
-            };
+            let heartbeat_ms =
+                millis(l.heartbeat_ms, defaults.heartbeat_ms, 100..=86_400_000, key("heartbeat_ms"), text)?;
+            let ready_timeout_ms =
+                millis(l.ready_timeout_ms, DEFAULT_READY_TIMEOUT_MS, 100..=86_400_000, key("ready_timeout_ms"), text)?;
+            let deferred_dismount_ms = millis(
+                l.deferred_dismount_ms,
+                DEFAULT_DEFERRED_DISMOUNT_MS,
+                0..=86_400_000,
+                key("deferred_dismount_ms"),
+                text,
+            )?;
             libraries.push(LibraryConfig {
-                name: l.name,
+                name,
                 source,
                 chunk,
                 drives,
@@ -242,15 +290,19 @@ impl Config {
         }
         let administrators = match raw.administrators {
             None => vec![0],
-            Some(uids) => uids
-                .into_iter()
-                .map(|u| {
-                    u32::try_from(u).map_err(|_| ConfigError::Value {
-                        key: "administrators".into(),
-                        reason: format!("{u} is not a user id (0..=4294967295)"),
+            Some(uids) => {
+                let line = line_of(text, uids.span().start);
+                uids.into_inner()
+                    .into_iter()
+                    .map(|u| {
+                        u32::try_from(u).map_err(|_| ConfigError::Value {
+                            key: "administrators".into(),
+                            line,
+                            reason: format!("{u} is not a user id (0..=4294967295)"),
+                        })
                     })
-                })
-                .collect::<Result<_, _>>()?,
+                    .collect::<Result<_, _>>()?
+            }
         };
         Ok(Config {
             administrators,
@@ -261,10 +313,10 @@ impl Config {
         })
     }
 
-    /// Reads and parses a file.
+    /// Reads and parses a file; errors name it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Config::parse(&text)
+        Config::parse(&text).map_err(|e| ConfigError::File { path: path.into(), source: Box::new(e) })
     }
 }
 
@@ -318,6 +370,32 @@ mod tests {
         );
         let v = LibraryConfig::vlib("v", Path::new("/run/vlib"));
         assert_eq!((v.chunk, v.heartbeat_ms, v.ready_timeout_ms), (o.chunk, o.heartbeat_ms, o.ready_timeout_ms));
+    }
+
+    /// Issue 15: range errors had no line; duplicate library names were accepted; errors did not name the file.
+    #[test]
+    fn errors_name_the_line_and_the_file_and_names_are_unique() {
+        let err = |t: &str| Config::parse(t).unwrap_err().to_string();
+        assert_eq!(
+            err("socket = \"/s\"\n\n[[library]]\nchunk = 0"),
+            "Invalid configuration key library[0].chunk at line 4: 0 is not in 1..=4096"
+        );
+        assert!(err("[[library]]\nheartbeat_ms = 5").contains("at line 2"));
+        assert!(err("administrators = [0,\n -1]").contains("administrators at line 1"));
+        let dup = err("[[library]]\nname = \"a\"\n[[library]]\nname = \"a\"");
+        assert!(
+            dup.contains("library[1].name at line 4") && dup.contains("already the name of the library at line 2"),
+            "{dup}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rsmd.toml");
+        std::fs::write(&path, "[[library]]\nchunk = 99999\n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        let chain = crate::error_chain(&e);
+        assert!(
+            chain.starts_with(&format!("In {}: Invalid configuration key library[0].chunk at line 2", path.display())),
+            "{chain}"
+        );
     }
 
     #[test]
