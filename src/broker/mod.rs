@@ -236,6 +236,62 @@ impl Broker {
         self.pump();
     }
 
+    /// The configuration changed (SIGHUP) for library `li`: its name, drive map and deferred-dismount delay apply
+    /// at once; the settings that only a restart applies are named in the log.
+    pub fn reconfigure_library(&mut self, li: usize, name: Option<String>, options: &LibraryOptions, now: u64) {
+        self.now = now;
+        let Some(lib) = self.libs.get_mut(li).filter(|l| !l.retired) else { return };
+        let current = lib.library.options().clone();
+        let mut later = Vec::new();
+        if options.chunk != current.chunk {
+            later.push("chunk");
+        }
+        if options.heartbeat_ms != current.heartbeat_ms {
+            later.push("heartbeat_ms");
+        }
+        if options.ready_timeout_ms != current.ready_timeout_ms {
+            later.push("ready_timeout_ms");
+        }
+        if !later.is_empty() {
+            log::warn!("library {}: {} take effect when rsmd restarts", lib.label, later.join(", "));
+        }
+        lib.deferred_dismount_ms = options.deferred_dismount_ms;
+        if lib.drive_map != options.drive_map {
+            lib.drive_map.clone_from(&options.drive_map);
+            let serial = lib.library.identity().serial.clone();
+            let map = drive_map_for(&self.options, &self.saved_maps, lib, &serial);
+            lib.library.set_drive_map(map);
+            lib.library.request_rescan();
+            log::info!("library {}: new drive map; rescanning", lib.label);
+        }
+        if lib.name != name {
+            lib.name = name;
+            if let (Some(id), Some(inv)) = (lib.id, self.inventory.as_mut()) {
+                if let Some(mut rec) = inv.library(id).cloned() {
+                    let new = lib.name.clone().unwrap_or_else(|| format!("{} {}", rec.vendor, rec.product));
+                    log::info!("audit: library {} renamed {}", rec.name, new);
+                    rec.name = new;
+                    let c = inv.put_library(rec);
+                    self.push_changes(c);
+                }
+            }
+        }
+        self.pump();
+    }
+
+    /// Library `li` is no longer in the configuration: it is not served any more (its requests fail, its
+    /// inventory is kept, offline). The loop closes its devices.
+    pub fn remove_library(&mut self, li: usize, now: u64) {
+        self.now = now;
+        let Some(lib) = self.libs.get_mut(li).filter(|l| !l.retired) else { return };
+        log::info!("audit: library {} removed from the configuration: no longer served", lib.label);
+        lib.changer_present = false;
+        lib.library.device_gone();
+        self.drain_libraries();
+        self.libs[li].retired = true;
+        self.pump();
+    }
+
     /// The inventory came off disk: serve it (marked stale until each library is verified).
     pub fn loaded(&mut self, mut snapshot: Snapshot, saved_maps: crate::model::DriveMaps, now: u64) {
         self.now = now;

@@ -610,6 +610,11 @@ impl Machine {
         self.outgoing.pop_front()
     }
 
+    /// The tunables it runs with.
+    pub fn options(&self) -> &LibraryOptions {
+        &self.options
+    }
+
     /// True when no changer command is queued or running.
     pub fn changer_idle(&self) -> bool {
         self.changer_queue.is_empty() && !self.changer_busy

@@ -154,6 +154,11 @@ impl Library {
         self.pump();
     }
 
+    /// The tunables it runs with.
+    pub fn options(&self) -> &LibraryOptions {
+        self.machine.options()
+    }
+
     /// Replaces the configured drive map (serial → element address); applied at the next scan.
     pub fn set_drive_map(&mut self, map: Vec<(String, u16)>) {
         self.machine.set_drive_map(map);

@@ -659,9 +659,40 @@ impl Server {
                 log::info!("SIGHUP: reloaded {}", path.display());
                 self.broker.set_options(broker_options(&c, &self.broker.host, self.broker.options.epoch_ms));
                 self.setup.config = c;
+                self.reconfigure_libraries();
                 self.open_new_devices();
             }
-            Err(e) => log::error!("SIGHUP: keeping the old configuration: {e}"),
+            Err(e) => log::error!("SIGHUP: keeping the old configuration: {}", crate::error_chain(&e)),
+        }
+    }
+
+    /// Applies a reloaded configuration to the libraries served: renamed and changed ones are reconfigured,
+    /// the ones no entry names (and discovery does not serve) are removed and their devices closed.
+    fn reconfigure_libraries(&mut self) {
+        for li in 0..self.devices.len() {
+            if self.devices[li].changer.is_none() && self.devices[li].drives.iter().all(Option::is_none) {
+                continue;
+            }
+            let serial = self.broker.libs[li].library.identity().serial.clone();
+            let entry = start::configured_entry(&self.setup.config, &self.devices[li].key, &serial);
+            match entry {
+                Some(lc) => {
+                    let (name, options) = (lc.name.clone(), start::options(Some(lc)));
+                    self.broker.reconfigure_library(li, name, &options, self.now);
+                }
+                None if self.setup.config.discover && !self.devices[li].key.starts_with("vlib:") => {
+                    self.broker.reconfigure_library(li, None, &start::options(None), self.now);
+                }
+                None => {
+                    let devices = &mut self.devices[li];
+                    let transports =
+                        devices.changer.take().into_iter().chain(devices.drives.iter_mut().filter_map(Option::take));
+                    for t in transports {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&t.fd().as_raw_fd()));
+                    }
+                    self.broker.remove_library(li, self.now);
+                }
+            }
         }
     }
 

@@ -215,7 +215,20 @@ pub fn uevent_socket() -> Option<OwnedFd> {
     }
 }
 
-fn options(lc: Option<&LibraryConfig>) -> LibraryOptions {
+/// The configuration entry that names the library opened as `key` (with changer serial `serial`), if any.
+pub fn configured_entry<'a>(config: &'a Config, key: &str, serial: &str) -> Option<&'a LibraryConfig> {
+    config.libraries.iter().find(|lc| match &lc.source {
+        Source::Vlib(dir) => key == format!("vlib:{}", dir.display()),
+        Source::Path(p) => {
+            key == p.display().to_string() || std::fs::canonicalize(p).is_ok_and(|c| c.display().to_string() == key)
+        }
+        Source::Serial(s) => crate::changer::same_serial(s, serial),
+        Source::Auto => !key.starts_with("vlib:"),
+    })
+}
+
+/// A library's tunables from its configuration entry (or the defaults).
+pub fn options(lc: Option<&LibraryConfig>) -> LibraryOptions {
     let d = LibraryOptions::default();
     LibraryOptions {
         chunk: lc.map_or(d.chunk, |l| l.chunk),

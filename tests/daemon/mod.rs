@@ -170,3 +170,43 @@ fn device_that_vanishes_takes_its_library_offline_and_the_daemon_keeps_serving()
     // The stale inventory is still served.
     assert_eq!(rsmd_slots(&s).len(), 22);
 }
+
+/// Issue 15: SIGHUP said "reloaded" but a renamed or removed library kept its old name and stayed served. Now a
+/// rename applies at once, a library taken out of the configuration is no longer served (its devices closed, its
+/// inventory kept offline), and putting it back serves it again.
+#[test]
+fn sighup_renames_removes_and_adds_libraries() {
+    use nix::sys::signal::Signal;
+    use rsmd::proto::types::{MountFlags, ObjectInfo};
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let library = |s: &Session| -> ObjectInfo { s.enumerate(None, ObjectType::Library).unwrap().remove(0) };
+    let notes = s.notifications(Some(ObjectType::Library)).unwrap();
+    let mut notes = notes.map(|n| n.unwrap());
+    let mut wait_for = |s: &Session, done: &dyn Fn(&ObjectInfo) -> bool| {
+        while !done(&library(s)) {
+            notes.next().expect("a library notification");
+        }
+    };
+    std::fs::write(&d.config, vlib_config(&v.dir, "").replace("name = \"test\"", "name = \"renamed\"")).unwrap();
+    d.signal(Signal::SIGHUP);
+    wait_for(&s, &|l| l.name == "renamed");
+    // Out of the configuration: no longer served.
+    std::fs::write(&d.config, "discover = false\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    wait_for(&s, &|l| l.state == "offline");
+    let flags = MountFlags::default();
+    let e = s.mount(&["ABC001L6"], None, flags, 0, None).unwrap_err();
+    assert!(
+        matches!(e, rsmd::proto::NtmsError::MediaOffline { .. } | rsmd::proto::NtmsError::LibraryOffline { .. }),
+        "{e:?}"
+    );
+    // Back in: served again, under its name.
+    std::fs::write(&d.config, vlib_config(&v.dir, "")).unwrap();
+    d.signal(Signal::SIGHUP);
+    wait_for(&s, &|l| l.state == "ready" && l.name == "test");
+    s.mount(&["ABC001L6"], None, flags, 0, None).unwrap();
+}
