@@ -242,6 +242,9 @@ pub struct ElementRecord {
     pub accessible: bool,
     /// For drives: identity and nodes.
     pub drive: Option<DriveInfo>,
+    /// For drives: how many mounts it served.
+    #[serde(default)]
+    pub mounts: u64,
 }
 
 impl ElementRecord {

@@ -154,6 +154,23 @@ impl Broker {
             }
             // Which drives can take it (a cartridge already in a drive is mounted where it is).
             let (fit, mapped) = self.compatible_drives(li, m, flags.write);
+            // No drive can serve it if none is mapped to its device: say so now, with the fix, instead of waiting
+            // for a drive that will never come.
+            let unmapped = |d: Option<u16>| match d {
+                Some(d) => !mapped.contains(&d),
+                None => mapped.is_empty(),
+            };
+            if loc.kind != ElementKind::Drive && unmapped(drive.map(|(_, d)| d)) {
+                let lib = &self.libs[li];
+                let name = lib.name.clone().unwrap_or_else(|| lib.label.clone());
+                let which = if drive.is_some() { "that drive is" } else { "no drive is" };
+                return err(NtmsError::DeviceNotAvailable {
+                    message: format!(
+                        "library {name}: {which} mapped to its device (the library reports no drive serials): map \
+                         the drives with `rsmd --map-drives` or a [library.drives] table, then reload rsmd"
+                    ),
+                });
+            }
             let choice = match drive {
                 Some((_, d)) if loc.kind != ElementKind::Drive && mapped.contains(&d) && !fit.contains(&d) => {
                     mismatch = true;

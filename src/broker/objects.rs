@@ -321,7 +321,7 @@ impl View<'_> {
                         barcode,
                         source_element: m.and_then(|m| m.home).map(|h| u32::from(h.address)),
                         mounted_by,
-                        mount_count: 0,
+                        mount_count: e.mounts,
                         needs_cleaning: false,
                         last_cleaned: None,
                     }),

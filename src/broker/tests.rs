@@ -424,12 +424,15 @@ fn saved_drive_maps_apply_at_once() {
     let mut s = Sim::with(|c| c.dvcid = false, LibraryOptions { poll_first_ms: 10, ..LibraryOptions::default() });
     let mapped = |s: &Sim| s.broker.libs[0].library.elements().iter().filter(|e| e.device.is_some()).count();
     assert_eq!(mapped(&s), 0, "four drives, no DVCID: nothing to map them by");
+    // Issue 15: a mount no drive can serve waited forever with nothing in the log; it fails at once with the fix.
+    let a = s.open(ALICE, "a");
+    let e = ntms(s.call(ALICE, mount(&a, "ABC001L6")));
+    assert!(matches!(&e, NtmsError::DeviceNotAvailable { message } if message.contains("rsmd --map-drives")), "{e:?}");
     let serials: Vec<String> =
         s.broker.libs[0].library.drive_identities().iter().map(|i| i.as_ref().unwrap().serial.clone()).collect();
     let map: Vec<(String, u16)> = serials.iter().cloned().zip(500..).collect();
     let serial = s.broker.libs[0].library.identity().serial.clone();
     s.broker.set_saved_maps(HashMap::from([(serial, map)]), s.now);
     s.drive_bounded(100_000, |s| mapped(s) == 4);
-    let a = s.open(ALICE, "a");
     s.call_and_wait(ALICE, mount(&a, "ABC001L6")).unwrap();
 }

@@ -222,6 +222,7 @@ impl Inventory {
                     }
                     info
                 }),
+                mounts: self.elements.get(&(library, kind, e.address)).map_or(0, |old| old.mounts),
             };
             seen_elements.insert((kind, e.address));
             // The cartridge that was here before and is not here now moved or left.
@@ -289,13 +290,18 @@ impl Inventory {
 
     /// Counts a mount of cartridge `id`.
     pub fn count_mount(&mut self, id: Guid) -> Vec<Change> {
-        match self.media.get(&id).cloned() {
-            Some(mut m) => {
-                m.mount_count += 1;
-                self.put_media(m)
+        let Some(mut m) = self.media.get(&id).cloned() else { return Vec::new() };
+        m.mount_count += 1;
+        let mut changes = Vec::new();
+        // The drive it is in served one more mount.
+        if let Some(l) = m.location.filter(|l| l.kind == ElementKind::Drive) {
+            if let Some(e) = self.elements.get_mut(&(l.library, l.kind, l.address)) {
+                e.mounts += 1;
+                changes.push(Change::Element(e.clone()));
             }
-            None => Vec::new(),
         }
+        changes.extend(self.put_media(m));
+        changes
     }
 }
 

@@ -66,6 +66,7 @@ fn elements_scan_in_address_order() {
         exception: None,
         accessible: true,
         drive: None,
+        mounts: 0,
     };
     store.apply(&[Change::Element(el(300)), Change::Element(el(2)), Change::Element(el(1000))]).unwrap();
     let addrs: Vec<u16> = store.load().unwrap().elements.iter().map(|e| e.address).collect();

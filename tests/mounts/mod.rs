@@ -93,6 +93,7 @@ fn mount_returns_a_ready_drive_with_its_nodes_and_dismount_puts_it_home() {
     let uid = nix::unistd::getuid();
     assert_eq!(dd.mounted_by, Some(format!("bacula (uid {uid})")));
     assert!(!format!("{drive:?}").contains(s.id()), "no session handle in the drive object");
+    assert_eq!(dd.mount_count, 1, "issue 15: a drive's mount count stayed 0");
     assert_eq!(dd.devices.sg.as_deref(), Some(device.as_str()));
     // The emulator agrees: the tape is in that drive, threaded and ready.
     let snap = v.server.snapshot();
