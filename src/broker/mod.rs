@@ -128,6 +128,13 @@ impl Lib {
             state: Some(self.library.state()),
             suspect_drives: self.library.suspect_drives().to_vec(),
             not_ready: self.library.not_ready_reason().map(str::to_owned),
+            drive_jobs: self
+                .library
+                .elements()
+                .iter()
+                .filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer)
+                .filter_map(|e| self.library.job_on_drive(e.address).map(|m| (e.address, m)))
+                .collect(),
         })
     }
 }

@@ -15,6 +15,8 @@ pub struct LibraryView {
     pub state: Option<LibraryState>,
     /// Drive elements whose last load never became ready (shown in error until one does).
     pub suspect_drives: Vec<u16>,
+    /// Drives with a job running: (element address, a mount still loading (true) or a dismount (false)).
+    pub drive_jobs: Vec<(u16, bool)>,
     /// Why the library does not answer yet (`not ready: 04h/01h …`), while it keeps trying.
     pub not_ready: Option<String>,
 }
@@ -292,8 +294,12 @@ impl View<'_> {
                 let d = e.drive.clone().unwrap_or_default();
                 let mounted_by = m.and_then(|m| m.mounted_by.as_ref()).map(super::mounting::owner_text);
                 let cleaner = m.is_some_and(|m| m.kind == MediaKind::Cleaning);
+                let job =
+                    self.live(e.library).and_then(|l| l.drive_jobs.iter().find(|j| j.0 == e.address)).map(|j| j.1);
                 let drive_state = match (e.media, &mounted_by) {
                     _ if e.exception.is_some() || suspect => DriveState::Error,
+                    _ if job == Some(true) => DriveState::Loading,
+                    _ if job == Some(false) => DriveState::Dismounting,
                     (None, _) => DriveState::Empty,
                     (Some(_), _) if cleaner => DriveState::BeingCleaned,
                     (Some(_), Some(_)) => DriveState::Mounted,

@@ -436,3 +436,25 @@ fn saved_drive_maps_apply_at_once() {
     s.drive_bounded(100_000, |s| mapped(s) == 4);
     s.call_and_wait(ALICE, mount(&a, "ABC001L6")).unwrap();
 }
+
+/// Issue 15: a drive showed `loaded` while its mount still waited for it to become ready: it is `loading` until
+/// the mount completes, then `mounted`.
+#[test]
+fn a_drive_shows_loading_until_its_mount_is_ready() {
+    use crate::proto::types::DriveState;
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "a");
+    let key = s.submit(ALICE, mount(&a, "ABC001L6"));
+    let drive_state = |s: &Sim| {
+        s.broker.with_view(|v| {
+            v.enumerate(ObjectType::Drive, None).into_iter().find_map(|o| match o.details {
+                ObjectDetails::Drive(d) if d.barcode.as_deref() == Some("ABC001L6") => Some(d.state),
+                _ => None,
+            })
+        })
+    };
+    s.drive_bounded(100_000, |s| s.broker.requests.get(key).unwrap().state == RequestStatus::Waiting);
+    assert_eq!(drive_state(&s), Some(DriveState::Loading));
+    s.wait(key).unwrap();
+    assert_eq!(drive_state(&s), Some(DriveState::Mounted));
+}

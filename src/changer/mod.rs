@@ -225,6 +225,12 @@ impl Library {
         self.jobs.uses_drive(address)
     }
 
+    /// The job running on drive element `address`: `Some(true)` a mount still loading, `Some(false)` a dismount
+    /// (or a mount being undone), None when none runs there.
+    pub fn job_on_drive(&self, address: u16) -> Option<bool> {
+        self.jobs.job_on_drive(address)
+    }
+
     /// True when a job (queued or running) mounts the cartridge in `source`.
     pub fn uses_source(&self, source: u16) -> bool {
         self.jobs.uses_source(source)

@@ -396,6 +396,15 @@ impl Mounts {
         self.queue.iter().chain(&self.active).any(|j| matches!(j.kind, JobKind::Mount { source: s, .. } if s == source))
     }
 
+    /// The kind of the job running on drive element `address`: `Some(true)` a mount (the robot is bringing the
+    /// cartridge or the drive is threading it), `Some(false)` a dismount, None when no job runs there.
+    pub fn job_on_drive(&self, address: u16) -> Option<bool> {
+        self.active
+            .iter()
+            .find(|j| j.drive == Some(address))
+            .map(|j| matches!(j.kind, JobKind::Mount { .. }) && j.abort.is_none())
+    }
+
     fn drive_busy(&self, address: u16) -> bool {
         self.active.iter().any(|j| j.drive == Some(address))
     }
