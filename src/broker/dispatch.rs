@@ -272,6 +272,7 @@ impl Broker {
             host: &self.host,
             libraries: &libraries,
             requests,
+            absent: &self.absent,
         };
         f(&view)
     }

@@ -190,6 +190,8 @@ pub struct Broker {
     pub completions: VecDeque<Completed>,
     /// User ids that administer rsmd (the configuration's `administrators`).
     pub administrators: Vec<u32>,
+    /// Configured libraries whose changer is not there: (name, why).
+    pub absent: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -213,6 +215,28 @@ impl Broker {
             deferred: Vec::new(),
             parked: Vec::new(),
             completions: VecDeque::new(),
+            absent: Vec::new(),
+        }
+    }
+
+    /// The configured libraries whose changer is not there, with why; logged when the list changes.
+    pub fn set_absent(&mut self, absent: Vec<(String, String)>) {
+        if absent != self.absent {
+            for (name, why) in absent.iter().filter(|a| !self.absent.contains(a)) {
+                log::warn!("library {name} is not present: {why}");
+            }
+            for (name, _) in self.absent.iter().filter(|a| !absent.iter().any(|b| b.0 == a.0)) {
+                log::info!("library {name} is present now");
+            }
+            for (name, _) in absent.iter().chain(&self.absent) {
+                let id = Guid::derive("absent-library", name).to_string();
+                self.notes.push_back(Notification {
+                    operation: NotificationOperation::Update,
+                    object_type: ObjectType::Library,
+                    object: id,
+                });
+            }
+            self.absent = absent;
         }
     }
 

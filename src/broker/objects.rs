@@ -32,6 +32,8 @@ pub struct View<'a> {
     pub libraries: &'a [LibraryView],
     /// Library requests (turned into objects only when asked for).
     pub requests: &'a super::requests::Requests,
+    /// Configured libraries whose changer is not there: (name, why).
+    pub absent: &'a [(String, String)],
 }
 
 /// Id of the computer object.
@@ -57,6 +59,30 @@ pub fn pool_id(name: &str) -> Guid {
 /// rewritable).
 pub fn media_type_of(barcode: Option<&str>) -> Option<(String, Option<u32>, bool, bool)> {
     crate::media::compat::media_type(barcode?).map(|m| (m.name, m.generation.map(u32::from), m.cleaner, m.rewritable))
+}
+
+/// A configured library whose changer is not there, as clients see it: offline, not present, with the reason.
+fn absent_library(name: &str, why: &str) -> ObjectInfo {
+    let mut o = info(
+        Guid::derive("absent-library", name),
+        name.to_owned(),
+        "not_present",
+        ObjectDetails::Library(LibraryDetails {
+            kind: LibraryKind::Offline,
+            changers: Vec::new(),
+            slot_count: 0,
+            drive_count: 0,
+            ie_port_count: 0,
+            door_open: None,
+            barcode_reader: false,
+            vendor: None,
+            product: None,
+            serial: None,
+        }),
+    );
+    o.enabled = false;
+    o.description = why.to_owned();
+    o
 }
 
 fn media_type_id(name: &str) -> Guid {
@@ -102,7 +128,12 @@ impl View<'_> {
         let inv = self.inventory;
         match t {
             ObjectType::Computer => vec![self.computer()],
-            ObjectType::Library => inv.libraries().filter(|l| in_lib(l.id)).map(|l| self.library(l.id)).collect(),
+            ObjectType::Library => inv
+                .libraries()
+                .filter(|l| in_lib(l.id))
+                .map(|l| self.library(l.id))
+                .chain(self.absent.iter().filter(|_| container.is_none()).map(|(n, why)| absent_library(n, why)))
+                .collect(),
             ObjectType::Changer => inv.libraries().filter(|l| in_lib(l.id)).map(|l| self.changer(l.id)).collect(),
             ObjectType::Drive | ObjectType::StorageSlot | ObjectType::IePort => {
                 let kind = match t {

@@ -788,6 +788,42 @@ impl Server {
         if failed {
             self.schedule_reopen();
         }
+        self.report_absent();
+    }
+
+    /// Tells the broker which configured libraries have no changer (shown as not present, with why).
+    fn report_absent(&mut self) {
+        let probing =
+            self.broker.libs.iter().any(|l| !l.retired && l.library.state() == crate::model::LibraryState::Probing);
+        let served: Vec<(String, String)> = self
+            .devices
+            .iter()
+            .zip(&self.broker.libs)
+            .filter(|(d, l)| d.changer.is_some() && !l.retired)
+            .map(|(d, l)| (d.key.clone(), l.library.identity().serial.clone()))
+            .collect();
+        let config = &self.setup.config;
+        let mut absent = Vec::new();
+        for (i, lc) in config.libraries.iter().enumerate() {
+            let found = served
+                .iter()
+                .any(|(key, serial)| start::configured_entry(config, key, serial).is_some_and(|e| std::ptr::eq(e, lc)));
+            if found {
+                continue;
+            }
+            let why = match &lc.source {
+                crate::config::Source::Vlib(dir) => format!("no vlib emulator listens in {}", dir.display()),
+                crate::config::Source::Path(p) if !p.exists() => format!("{} does not exist", p.display()),
+                crate::config::Source::Path(p) => format!("{} is not a medium changer rsmd can open", p.display()),
+                // Serials are known once the changers found are identified.
+                crate::config::Source::Serial(_) if probing => continue,
+                crate::config::Source::Serial(s) => format!("no changer with serial {s} is attached"),
+                crate::config::Source::Auto if probing => continue,
+                crate::config::Source::Auto => "no medium changer is attached".into(),
+            };
+            absent.push((lc.name.clone().unwrap_or_else(|| format!("library[{i}]")), why));
+        }
+        self.broker.set_absent(absent);
     }
 
     fn schedule_reopen(&mut self) {
@@ -896,6 +932,7 @@ impl Server {
             if status != self.last_status {
                 self.notifier.status(&status);
                 self.last_status = status;
+                self.report_absent();
             }
         }
         // Persist this turn's changes as one batch.

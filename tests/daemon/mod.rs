@@ -210,3 +210,31 @@ fn sighup_renames_removes_and_adds_libraries() {
     wait_for(&s, &|l| l.state == "ready" && l.name == "test");
     s.mount(&["ABC001L6"], None, flags, 0, None).unwrap();
 }
+
+/// Issue 15: a configured changer that does not exist was not reported (no log line, `rsm status` said "No
+/// libraries."). It is shown as a library that is not present, with the reason, and logged.
+#[test]
+fn a_configured_changer_that_is_not_there_is_shown_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[[library]]\nname = \"main\"\nchanger = \"/dev/rsmd-test-no-such-sg\"\n";
+    let (mut d, lines) = Daemon::start_full(&dir.path().join("rsmd"), config, &[], &[], crate::util::Stderr::Capture);
+    let lines = lines.unwrap();
+    d.wait_notify(|m| m == "READY=1");
+    loop {
+        let l = lines.recv_timeout(crate::util::WAIT).expect("the log says why");
+        if l.contains("library main is not present: /dev/rsmd-test-no-such-sg does not exist") {
+            break;
+        }
+    }
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let libs = s.enumerate(None, ObjectType::Library).unwrap();
+    assert_eq!(libs.len(), 1, "{libs:?}");
+    assert_eq!((libs[0].name.as_str(), libs[0].state.as_str()), ("main", "not_present"));
+    assert!(libs[0].description.contains("does not exist"));
+    let out = std::process::Command::new(crate::util::rsm_bin())
+        .args(["--socket", d.socket.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("main") && text.contains("not_present") && text.contains("does not exist"), "{text}");
+}
