@@ -347,11 +347,13 @@ impl Transport for EmuTransport {
 /// (time scaled by `time_scale`), for the daemon to reach through [`EmuTransport`] like any emulator.
 #[derive(Debug)]
 pub struct DemoLibrary {
+    #[cfg(feature = "demo")]
     _server: vlib::server::Server,
 }
 
 impl DemoLibrary {
     /// Starts it. The demo shows a modern library: drives report their serials (DVCID), so they map by themselves.
+    #[cfg(feature = "demo")]
     pub fn start(dir: &Path, time_scale: f64) -> std::io::Result<DemoLibrary> {
         let mut c = vlib::Config::default_library();
         c.time_scale = time_scale;
@@ -359,6 +361,12 @@ impl DemoLibrary {
         std::fs::create_dir_all(dir)?;
         let server = vlib::server::Server::spawn(c, dir).map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(DemoLibrary { _server: server })
+    }
+
+    /// Without the `demo` feature there is no built-in library.
+    #[cfg(not(feature = "demo"))]
+    pub fn start(_dir: &Path, _time_scale: f64) -> std::io::Result<DemoLibrary> {
+        Err(std::io::Error::other("this rsmd was built without the demo library (cargo feature `demo`)"))
     }
 }
 
