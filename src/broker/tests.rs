@@ -2,18 +2,15 @@
 //! broker's SCSI commands go to an in-process `vlib::Target` on a virtual clock, and replies come back through
 //! `poll_reply`. `Sim::drive_bounded` fails after a step budget so a livelock shows as a failure, not a hang.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 use super::*;
-use crate::changer::DeviceRef;
+use crate::changer::tests::{to_vlib, vlib_request, vlib_result};
 use crate::model::{RequestRecord, RequestStatus};
 use crate::proto::types::{MountFlags, ObjectDetails};
 use crate::proto::{DismountTarget, ObjectType};
-use crate::transport::DataDirection;
-use vlib::{Config as VConfig, Device, Direction, Request};
+use vlib::Config as VConfig;
 
 const ROOT: Peer = Peer { pid: 100, uid: 0, start_time: 1 };
 const ALICE: Peer = Peer { pid: 200, uid: 1000, start_time: 1 };
@@ -29,13 +26,6 @@ struct Sim {
     replies: HashMap<RequestId, Reply>,
     /// Every batch of changes handed to the store.
     persisted: Vec<Change>,
-}
-
-fn to_vlib(d: DeviceRef) -> Device {
-    match d {
-        DeviceRef::Changer => Device::Changer,
-        DeviceRef::Drive(i) => Device::Drive(i),
-    }
 }
 
 impl Sim {
@@ -66,35 +56,17 @@ impl Sim {
         let mut progressed = false;
         while let Some((li, o)) = self.broker.poll_command() {
             progressed = true;
-            let direction = match o.command.direction {
-                DataDirection::None => Direction::None,
-                DataDirection::FromDevice(n) => Direction::FromDevice(n),
-                DataDirection::ToDevice(d) => Direction::ToDevice(d),
-            };
-            let timeout_ms = u32::try_from(o.command.timeout.as_millis()).unwrap_or(u32::MAX);
             let device = to_vlib(o.device);
             if !self.target.is_present(device) {
                 self.broker.handle_completion(li, o.tag, Err(TransportError::DeviceGone), self.now);
                 continue;
             }
-            self.target.submit(device, Request { tag: o.tag, cdb: o.command.cdb, direction, timeout_ms }, self.now);
+            self.target.submit(device, vlib_request(o.tag, o.command), self.now);
         }
         self.collect();
         if let Some((_, r)) = self.target.poll_completion(self.now) {
-            let result = if r.host_status == 3 {
-                Err(TransportError::TimedOut)
-            } else {
-                Ok(Response {
-                    status: r.status,
-                    host_status: 0,
-                    driver_status: 0,
-                    sense: r.sense,
-                    data: r.data,
-                    resid: r.resid,
-                    duration: Duration::from_millis(u64::from(r.duration_ms)),
-                })
-            };
-            self.broker.handle_completion(0, r.tag, result, self.now);
+            let tag = r.tag;
+            self.broker.handle_completion(0, tag, vlib_result(r), self.now);
             self.collect();
             return true;
         }

@@ -30,7 +30,7 @@ pub mod machine;
 pub mod mounts;
 mod policy;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::VecDeque;
 

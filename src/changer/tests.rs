@@ -23,11 +23,39 @@ struct Sim {
     outstanding: std::collections::HashMap<Tag, Device>,
 }
 
-fn to_vlib(d: DeviceRef) -> Device {
+/// The vlib device a command of the library goes to.
+pub(crate) fn to_vlib(d: DeviceRef) -> Device {
     match d {
         DeviceRef::Changer => Device::Changer,
         DeviceRef::Drive(i) => Device::Drive(i),
     }
+}
+
+/// A command of the library as a vlib request (shared by the simulations of the library and of the broker).
+pub(crate) fn vlib_request(tag: Tag, command: Command) -> Request {
+    let direction = match command.direction {
+        DataDirection::None => Direction::None,
+        DataDirection::FromDevice(n) => Direction::FromDevice(n),
+        DataDirection::ToDevice(d) => Direction::ToDevice(d),
+    };
+    let timeout_ms = u32::try_from(command.timeout.as_millis()).unwrap_or(u32::MAX);
+    Request { tag, cdb: command.cdb, direction, timeout_ms }
+}
+
+/// A vlib completion as a transport reports it (a host timeout is a transport error, as sg reports it).
+pub(crate) fn vlib_result(r: vlib::Response) -> Result<Response, TransportError> {
+    if r.host_status == 3 {
+        return Err(TransportError::TimedOut);
+    }
+    Ok(Response {
+        status: r.status,
+        host_status: 0,
+        driver_status: 0,
+        sense: r.sense,
+        data: r.data,
+        resid: r.resid,
+        duration: Duration::from_millis(u64::from(r.duration_ms)),
+    })
 }
 
 impl Sim {
@@ -62,14 +90,8 @@ impl Sim {
                 self.gone.push(o.tag);
                 continue;
             }
-            let direction = match o.command.direction {
-                DataDirection::None => Direction::None,
-                DataDirection::FromDevice(n) => Direction::FromDevice(n),
-                DataDirection::ToDevice(d) => Direction::ToDevice(d),
-            };
-            let timeout_ms = u32::try_from(o.command.timeout.as_millis()).unwrap_or(u32::MAX);
             self.outstanding.insert(o.tag, device);
-            self.target.submit(device, Request { tag: o.tag, cdb: o.command.cdb, direction, timeout_ms }, self.now);
+            self.target.submit(device, vlib_request(o.tag, o.command), self.now);
         }
         self.pump_mounts();
         let vanished: Vec<Tag> =
@@ -84,20 +106,8 @@ impl Sim {
         }
         if let Some((_, r)) = self.target.poll_completion(self.now) {
             self.outstanding.remove(&r.tag);
-            let result = if r.host_status == 3 {
-                Err(TransportError::TimedOut)
-            } else {
-                Ok(Response {
-                    status: r.status,
-                    host_status: 0,
-                    driver_status: 0,
-                    sense: r.sense,
-                    data: r.data,
-                    resid: r.resid,
-                    duration: Duration::from_millis(u64::from(r.duration_ms)),
-                })
-            };
-            self.lib.handle_completion(r.tag, result, self.now);
+            let tag = r.tag;
+            self.lib.handle_completion(tag, vlib_result(r), self.now);
             self.pump_mounts();
             return true;
         }
