@@ -720,6 +720,39 @@ fn daemon_hotplug(lab: &Lab) {
         .any(|e| e.element_type == ElementType::Storage && e.barcode() == Some(barcode.as_str()));
     assert!(home, "{barcode} is back in a slot");
     println!("  mount + dismount through the daemon: {barcode} was ready in {nst}");
+    // Issue 11: the hardware changed behind rsmd's back (`mtx load 3 0` directly): the mount of the cartridge rsmd
+    // believes in slot 3 fails its MOVE MEDIUM (source empty), the elements are re-read in a form tgt answers
+    // (a one-element READ ELEMENT STATUS comes back short on tgt), and the mount goes on from where the cartridge
+    // really is: drive 0, where it is mounted. Afterwards rsmd's view equals mtx's.
+    let slot3 = s
+        .enumerate(None, ObjectType::StorageSlot)
+        .expect("slots")
+        .into_iter()
+        .find_map(|o| match o.details {
+            ObjectDetails::StorageSlot(d) if d.number == 3 => d.barcode,
+            _ => None,
+        })
+        .expect("a cartridge in slot 3");
+    let out = Process::new("mtx").arg("-f").arg(&lab.changer).args(["load", "3", "0"]).output().expect("mtx load");
+    assert!(out.status.success(), "mtx load 3 0: {}", String::from_utf8_lossy(&out.stderr));
+    let r = s.mount(&[slot3.as_str()], None, flags, 0, Some(Duration::from_secs(120))).expect("mount where it is");
+    let drive = s.get_object_information(r.drive.as_deref().expect("a drive")).expect("drive object");
+    let ObjectDetails::Drive(dd) = &drive.details else { panic!() };
+    assert_eq!((dd.number, dd.barcode.as_deref()), (0, Some(slot3.as_str())), "mounted in drive 0, where it was");
+    s.dismount(rsmd::proto::DismountTarget::Media(slot3.clone()), false).expect("dismount");
+    let back = assert_agrees_with_mtx(&lab.changer)
+        .into_values()
+        .any(|e| e.element_type == ElementType::Storage && e.barcode() == Some(slot3.as_str()));
+    assert!(back, "{slot3} is home and rsmd agrees with mtx");
+    let slots_now = s.enumerate(None, ObjectType::StorageSlot).expect("slots");
+    let holds = |b: &str| {
+        slots_now
+            .iter()
+            .filter(|o| matches!(&o.details, ObjectDetails::StorageSlot(d) if d.barcode.as_deref() == Some(b)))
+            .count()
+    };
+    assert_eq!(holds(&slot3), 1, "rsmd's inventory has {slot3} in one slot");
+    println!("  mtx load behind rsmd's back: the mount of {slot3} went on from drive 0");
     iscsiadm("--logout");
     d.wait_notify(|m| m.contains(" 1 offline"));
     assert_eq!(s.enumerate(None, ObjectType::StorageSlot).expect("stale slots").len(), slots);
