@@ -1,5 +1,6 @@
 //! The integration test binary: the real `rsmd` and `rsm` against vlib, and (in `vmlab`) against a real kernel sg
-//! stack inside a VM. One binary, many modules (each a `mod` here).
+//! stack inside a VM, and (in `vmsd`) installed by the README under a real systemd and udevd. One binary, many
+//! modules (each a `mod` here).
 
 mod daemon;
 mod hotplug;
@@ -8,3 +9,4 @@ mod protocol;
 mod units;
 mod util;
 mod vmlab;
+mod vmsd;
