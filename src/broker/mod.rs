@@ -128,6 +128,14 @@ impl Lib {
             state: Some(self.library.state()),
             suspect_drives: self.library.suspect_drives().to_vec(),
             not_ready: self.library.not_ready_reason().map(str::to_owned),
+            gone_drives: self
+                .library
+                .elements()
+                .iter()
+                .filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer)
+                .filter(|e| e.device.is_some_and(|i| !self.library.drive_usable(i)))
+                .map(|e| e.address)
+                .collect(),
             drive_jobs: self
                 .library
                 .elements()
@@ -413,12 +421,27 @@ impl Broker {
         self.pump();
     }
 
-    /// Drive `drive` of library `li` is back (its device reappeared and is open again): it is identified again
-    /// and used once it answers.
-    pub fn drive_back(&mut self, li: usize, drive: usize, now: u64) {
+    /// Drive `drive` of library `li` is back (its device reappeared, perhaps under another node, and is open
+    /// again): it is identified again and used once it answers.
+    pub fn drive_back(&mut self, li: usize, drive: usize, node: DriveDevice, now: u64) {
         self.now = now;
         if let Some(lib) = self.libs.get_mut(li) {
+            if let Some(d) = lib.drives.get_mut(drive) {
+                *d = node;
+            }
             lib.library.drive_back(drive, now);
+        }
+        // Its element shows the node it is on now.
+        let drives: Vec<crate::changer::Element> = self.libs.get(li).map_or_else(Vec::new, |l| {
+            l.library
+                .elements()
+                .iter()
+                .filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer)
+                .cloned()
+                .collect()
+        });
+        if !drives.is_empty() {
+            self.apply_event(li, Event::Elements(drives));
         }
         self.pump();
     }

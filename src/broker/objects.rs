@@ -15,6 +15,8 @@ pub struct LibraryView {
     pub state: Option<LibraryState>,
     /// Drive elements whose last load never became ready (shown in error until one does).
     pub suspect_drives: Vec<u16>,
+    /// Drive elements whose device is gone (or being identified again after it came back).
+    pub gone_drives: Vec<u16>,
     /// Drives with a job running: (element address, a mount still loading (true) or a dismount (false)).
     pub drive_jobs: Vec<(u16, bool)>,
     /// Why the library does not answer yet (`not ready: 04h/01h …`), while it keeps trying.
@@ -319,16 +321,28 @@ impl View<'_> {
         let address = u32::from(e.address);
         let suspect =
             e.kind == ElementKind::Drive && self.live(e.library).is_some_and(|l| l.suspect_drives.contains(&e.address));
-        let state = if e.exception.is_some() || suspect { "error" } else { state_name(self.library_state(e.library)) };
+        let gone =
+            e.kind == ElementKind::Drive && self.live(e.library).is_some_and(|l| l.gone_drives.contains(&e.address));
+        let state = if gone {
+            "offline"
+        } else if e.exception.is_some() || suspect {
+            "error"
+        } else {
+            state_name(self.library_state(e.library))
+        };
         match e.kind {
             ElementKind::Drive => {
-                let d = e.drive.clone().unwrap_or_default();
+                let mut d = e.drive.clone().unwrap_or_default();
+                if gone {
+                    // Its nodes went with it: never show a node that is not there (or is another device's now).
+                    (d.device, d.nst) = (None, None);
+                }
                 let mounted_by = m.and_then(|m| m.mounted_by.as_ref()).map(super::mounting::owner_text);
                 let cleaner = m.is_some_and(|m| m.kind == MediaKind::Cleaning);
                 let job =
                     self.live(e.library).and_then(|l| l.drive_jobs.iter().find(|j| j.0 == e.address)).map(|j| j.1);
                 let drive_state = match (e.media, &mounted_by) {
-                    _ if e.exception.is_some() || suspect => DriveState::Error,
+                    _ if e.exception.is_some() || suspect || gone => DriveState::Error,
                     _ if job == Some(true) => DriveState::Loading,
                     _ if job == Some(false) => DriveState::Dismounting,
                     (None, _) => DriveState::Empty,

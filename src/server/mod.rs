@@ -750,45 +750,108 @@ impl Server {
     fn open_new_devices(&mut self) {
         let (libs, mut failed) = start::open_new_libraries(&mut self.setup, &self.devices);
         for lib in libs {
+            // A drive node that could not be opened yet (udev not done with it) is tried again shortly.
+            failed |= lib.drives.iter().any(Option::is_none) && !lib.spec.key.starts_with("vlib:");
             self.add_library(lib);
         }
-        for li in 0..self.devices.len() {
-            if self.devices[li].changer.is_none() {
-                continue;
-            }
-            for d in 1..self.devices[li].paths.len() {
-                if self.devices[li].drives[d - 1].is_some() {
-                    continue;
-                }
-                let path = self.devices[li].paths[d].clone();
-                if !std::path::Path::new(&path).exists() || !path.starts_with('/') || path.ends_with(".sock") {
-                    continue;
-                }
-                match crate::sg::SgTransport::open(std::path::Path::new(&path)) {
-                    Ok(t) => {
-                        let fd = t.fd().as_raw_fd();
-                        self.devices[li].drives[d - 1] = Some(Box::new(t));
-                        if let Err(e) = self.poll.registry().register(
-                            &mut SourceFd(&fd),
-                            Src::Device(li, d).into(),
-                            Interest::READABLE,
-                        ) {
-                            log::warn!("registering a device failed: {e}");
-                        }
-                        log::info!("{path} is back: library {li} drive {}", d - 1);
-                        self.broker.drive_back(li, d - 1, self.now);
-                    }
-                    Err(e) => {
-                        log::warn!("{path}: {e}; trying again shortly");
-                        failed = true;
-                    }
-                }
-            }
-        }
+        failed |= self.reopen_gone_drives();
         if failed {
             self.schedule_reopen();
         }
         self.report_absent();
+    }
+
+    /// Drives of served sg libraries whose device went away, found again on whatever node they came back under:
+    /// by their unit serial number (sysfs's copy of VPD 80h, compared with what the drive said before it left),
+    /// or, for a single gone drive and a single new tape node without a serial to compare, by elimination. Returns
+    /// whether a node could not be opened yet.
+    fn reopen_gone_drives(&mut self) -> bool {
+        let is_sg = |p: &str| p.starts_with('/') && !p.ends_with(".sock");
+        let gone: Vec<(usize, usize, String)> = (0..self.devices.len())
+            .filter(|&li| self.devices[li].changer.is_some())
+            .flat_map(|li| (1..self.devices[li].paths.len()).map(move |d| (li, d)))
+            .filter(|&(li, d)| self.devices[li].drives[d - 1].is_none() && is_sg(&self.devices[li].paths[d]))
+            .map(|(li, d)| {
+                let serial = self.broker.libs[li].library.drive_identities().get(d - 1).cloned().flatten();
+                (li, d, serial.map(|i| i.serial).unwrap_or_default())
+            })
+            .collect();
+        if gone.is_empty() {
+            return false;
+        }
+        let held: HashSet<String> = self
+            .devices
+            .iter()
+            .flat_map(|x| x.paths.iter().enumerate().filter(|&(d, _)| x.is_open(d)).map(|(_, p)| p.clone()))
+            .collect();
+        let tapes: Vec<crate::sg::discover::ScsiDevice> =
+            match crate::sg::discover::scan(&self.setup.sysfs_root, &self.setup.dev_root) {
+                Ok(all) => all
+                    .into_iter()
+                    .filter(|t| t.kind == crate::sg::discover::DeviceKind::Tape)
+                    .filter(|t| !held.contains(&t.sg.display().to_string()))
+                    .collect(),
+                Err(e) => {
+                    log::warn!("scanning {}: {e}", self.setup.sysfs_root.display());
+                    return false;
+                }
+            };
+        let sysfs = self.setup.sysfs_root.join("class/scsi_generic");
+        let serials: Vec<Option<String>> = tapes
+            .iter()
+            .map(|t| {
+                std::fs::read(sysfs.join(&t.name).join("device/vpd_pg80"))
+                    .ok()
+                    .and_then(|b| crate::scsi::inquiry::parse_unit_serial(&b).ok())
+                    .filter(|s| !s.is_empty())
+            })
+            .collect();
+        let mut taken = vec![false; tapes.len()];
+        let mut failed = false;
+        let single = gone.len() == 1 && tapes.len() == 1;
+        for (li, d, old) in gone {
+            let path = self.devices[li].paths[d].clone();
+            // The same drive by its serial; else the node it had, unless that node now holds another drive; else
+            // the only candidate for the only gone drive.
+            let same_serial = |k: usize| serials[k].as_deref().is_some_and(|s| crate::changer::same_serial(&old, s));
+            let by_serial =
+                (!old.is_empty()).then(|| (0..tapes.len()).find(|&k| !taken[k] && same_serial(k))).flatten();
+            let by_path = || {
+                (0..tapes.len()).find(|&k| {
+                    !taken[k]
+                        && tapes[k].sg.display().to_string() == path
+                        && (old.is_empty() || serials[k].is_none() || same_serial(k))
+                })
+            };
+            let Some(k) = by_serial.or_else(by_path).or_else(|| single.then_some(0).filter(|&k| !taken[k])) else {
+                continue;
+            };
+            let t = &tapes[k];
+            match crate::sg::SgTransport::open(&t.sg) {
+                Ok(transport) => {
+                    taken[k] = true;
+                    let fd = transport.fd().as_raw_fd();
+                    let path = t.sg.display().to_string();
+                    self.devices[li].drives[d - 1] = Some(Box::new(transport));
+                    self.devices[li].paths[d].clone_from(&path);
+                    self.devices[li].dirty = true;
+                    if let Err(e) =
+                        self.poll.registry().register(&mut SourceFd(&fd), Src::Device(li, d).into(), Interest::READABLE)
+                    {
+                        log::warn!("registering a device failed: {e}");
+                    }
+                    log::info!("{path} is back: library {li} drive device {}", d - 1);
+                    let node =
+                        crate::broker::DriveDevice { path, nst: t.nst.as_ref().map(|p| p.display().to_string()) };
+                    self.broker.drive_back(li, d - 1, node, self.now);
+                }
+                Err(e) => {
+                    log::warn!("{}: {e}; trying again shortly", t.sg.display());
+                    failed = true;
+                }
+            }
+        }
+        failed
     }
 
     /// Tells the broker which configured libraries have no changer (shown as not present, with why).
