@@ -2,6 +2,7 @@
 //! stack inside a VM, and (in `vmsd`) installed by the README under a real systemd and udevd. One binary, many
 //! modules (each a `mod` here).
 
+mod cli;
 mod daemon;
 mod hotplug;
 mod mounts;

@@ -1,33 +1,56 @@
 //! `rsm`: the command-line client of rsmd, modelled on rsm.exe and mtx.
 //!
 //! `rsm status --mtx` prints exactly what `mtx status` prints, so existing scripts can parse it; the other
-//! commands print readable tables, or the objects as JSON with `--json`. Errors are printed once, as
-//! `rsm: <message>: <Name> (<code>)`, and the exit status is 1.
+//! commands print readable tables, or JSON with `--json`: one
+//! JSON document per command, errors included (`{"error": {"name", "code", "message"}}`).
+//!
+//! Errors are printed once, as `rsm: <message>: <Name> (<code>)`, and the exit status says what kind of failure
+//! it was ([`EXIT_STATUS`], also in `rsm --help`). Output never panics: a closed pipe (`rsm mount X | head -1`)
+//! ends the output quietly.
 
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+use serde_json::{json, Value};
 
-use rsmd::client::{format, Session, SessionOptions};
-use rsmd::proto::types::{InventoryMode, MountFlags};
+use rsmd::client::format;
+use rsmd::client::{Session, SessionOptions, Timeouts, DEFAULT_TIMEOUTS};
+use rsmd::proto::types::{InventoryMode, MountFlags, MountReply};
 use rsmd::proto::{DismountTarget, NtmsError, ObjectDetails, ObjectInfo, ObjectType};
+
+/// The exit statuses, as `rsm --help` and the README show them.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0    success
+  1    failed: rsmd tried and could not (or refused for a reason not below); output could not be written
+  2    usage: a bad command line or parameter value
+  3    not connected: rsmd is not running or not reachable at the socket
+  4    not found: no such cartridge, drive, library or request
+  5    access denied: the socket, cartridge or request belongs to someone else
+  6    busy or timed out: in use, offline, still loading, or no answer in time";
 
 /// Command-line client for rsmd, the Removable Storage Manager.
 #[derive(Debug, Parser)]
-#[command(name = "rsm", version)]
+#[command(name = "rsm", version, after_help = EXIT_STATUS)]
 struct Cli {
     /// rsmd's socket [default: $RSMD_SOCKET, else /run/rsmd/rsmd.sock]
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
-    /// Print objects and replies as JSON
+    /// Print results and errors as JSON
     #[arg(long, global = true)]
     json: bool,
     /// Wait up to this many seconds for rsmd to start and finish loading
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0)]
     wait: u64,
+    /// Give up when rsmd does not answer a quick call within this many seconds (a mount or dismount waits for
+    /// the robot as long as it needs)
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUTS.reply.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    reply_timeout: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -163,17 +186,96 @@ fn parse_object_type(s: &str) -> Result<ObjectType, String> {
     Ok(t)
 }
 
-fn print_json(value: &impl Serialize) -> Result<(), NtmsError> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| NtmsError::Internal { message: format!("cannot print JSON: {e}") })?;
-    println!("{text}");
-    Ok(())
+/// Why rsm stops short of success.
+#[derive(Debug)]
+enum Failure {
+    /// rsmd (or the client library on its behalf) reported an error.
+    Rsmd(NtmsError),
+    /// The command line asks for something impossible.
+    Usage(String),
+    /// Standard output was closed by its reader (`| head`): nothing more to say to anyone.
+    OutputClosed,
+    /// Standard output failed otherwise.
+    Output(std::io::Error),
 }
 
-fn status(session: &Session, json: bool, mtx: bool) -> Result<(), NtmsError> {
-    if json && mtx {
-        return Err(NtmsError::InvalidParameter { message: "--mtx and --json exclude each other".into() });
+impl From<NtmsError> for Failure {
+    fn from(e: NtmsError) -> Failure {
+        Failure::Rsmd(e)
     }
+}
+
+/// The exit status for an error of rsmd (see [`EXIT_STATUS`]).
+fn exit_status(e: &NtmsError) -> u8 {
+    match e {
+        NtmsError::InvalidParameter { .. } => 2,
+        NtmsError::NotConnected { .. } => 3,
+        NtmsError::ObjectNotFound { .. }
+        | NtmsError::InvalidLibrary { .. }
+        | NtmsError::InvalidMediaPool { .. }
+        | NtmsError::InvalidDriveObject { .. } => 4,
+        NtmsError::AccessDenied { .. } => 5,
+        NtmsError::Busy { .. }
+        | NtmsError::Timeout { .. }
+        | NtmsError::NotReady { .. }
+        | NtmsError::MediaUnavailable { .. }
+        | NtmsError::DeviceNotAvailable { .. }
+        | NtmsError::LibraryOffline { .. }
+        | NtmsError::MediaOffline { .. } => 6,
+        _ => 1,
+    }
+}
+
+impl Failure {
+    fn exit_status(&self) -> u8 {
+        match self {
+            Failure::Rsmd(e) => exit_status(e),
+            Failure::Usage(_) => 2,
+            Failure::OutputClosed => 0,
+            Failure::Output(_) => 1,
+        }
+    }
+
+    /// The error as `--json` prints it.
+    fn to_json(&self) -> Value {
+        let (name, code, message) = match self {
+            Failure::Rsmd(e) => (e.name().to_owned(), Some(e.code()), e.message().to_owned()),
+            Failure::Usage(m) => ("Usage".to_owned(), None, m.clone()),
+            Failure::OutputClosed => ("OutputClosed".to_owned(), None, String::new()),
+            Failure::Output(e) => ("Output".to_owned(), None, format!("cannot write the output: {e}")),
+        };
+        json!({ "error": { "name": name, "code": code, "message": message }, "exit_status": self.exit_status() })
+    }
+
+    /// The error as a line on standard error.
+    fn text(&self) -> String {
+        match self {
+            Failure::Rsmd(e) => format!("rsm: {}", rsmd::error_chain(e)),
+            Failure::Usage(m) => format!("rsm: {m}"),
+            Failure::OutputClosed => String::new(),
+            Failure::Output(e) => format!("rsm: cannot write the output: {e}"),
+        }
+    }
+}
+
+/// Writes `text` to standard output. A reader that went away (`EPIPE`) is not an error worth a panic or a
+/// message: it ends the command quietly.
+fn out(text: &str) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Err(Failure::OutputClosed),
+        Err(e) => Err(Failure::Output(e)),
+    }
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| NtmsError::Internal { message: format!("cannot print JSON: {e}") })?;
+    out(&format!("{text}\n"))
+}
+
+fn status(session: &Session, json: bool, mtx: bool) -> Result<(), Failure> {
     let mut objects: Vec<ObjectInfo> = Vec::new();
     for t in [ObjectType::Library, ObjectType::Changer, ObjectType::Drive, ObjectType::StorageSlot, ObjectType::IePort]
     {
@@ -185,28 +287,28 @@ fn status(session: &Session, json: bool, mtx: bool) -> Result<(), NtmsError> {
     if mtx {
         let text = format::mtx_status(&objects);
         if text.is_empty() {
-            return Err(NtmsError::ObjectNotFound { message: "rsmd manages no library".into() });
+            return Err(NtmsError::ObjectNotFound { message: "rsmd manages no library".into() }.into());
         }
-        print!("{text}");
+        out(&text)
     } else {
-        print!("{}", format::status_table(&objects));
+        out(&format::status_table(&objects))
     }
-    Ok(())
 }
 
-fn inventory(session: &Session, json: bool, library: Option<&str>, mode: InventoryMode) -> Result<(), NtmsError> {
+fn inventory(session: &Session, json: bool, library: Option<&str>, mode: InventoryMode) -> Result<(), Failure> {
     let libraries = session.enumerate(None, ObjectType::Library)?;
     let chosen: Vec<&ObjectInfo> = match library {
         Some(want) => {
             let found: Vec<&ObjectInfo> = libraries.iter().filter(|l| l.id == want).collect();
             let found = if found.is_empty() { libraries.iter().filter(|l| l.name == want).collect() } else { found };
             match found.len() {
-                0 => return Err(NtmsError::InvalidLibrary { message: format!("no library '{want}'") }),
+                0 => return Err(NtmsError::InvalidLibrary { message: format!("no library '{want}'") }.into()),
                 1 => found,
                 _ => {
                     return Err(NtmsError::InvalidParameter {
                         message: format!("several libraries are named '{want}'; give the id"),
-                    })
+                    }
+                    .into())
                 }
             }
         }
@@ -216,9 +318,9 @@ fn inventory(session: &Session, json: bool, library: Option<&str>, mode: Invento
     for lib in chosen {
         let request = session.inventory(&lib.id, mode)?;
         if !json {
-            println!("Inventory of {} queued as request {request}", lib.name);
+            out(&format!("Inventory of {} queued as request {request}\n", lib.name))?;
         }
-        requests.push(serde_json::json!({"library": lib.id, "request": request}));
+        requests.push(json!({"library": lib.id, "request": request}));
     }
     if json {
         print_json(&requests)?;
@@ -226,12 +328,95 @@ fn inventory(session: &Session, json: bool, library: Option<&str>, mode: Invento
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<(), NtmsError> {
+/// The drive of a mount reply as people and mtx count it, with its serial and id.
+fn drive_text(session: &Session, reply: &MountReply) -> String {
+    let id = reply.drive.as_deref().unwrap_or("-");
+    let drive = reply.drive.as_deref().and_then(|d| session.get_object_information(d).ok());
+    match drive.as_ref().map(|o| &o.details) {
+        Some(ObjectDetails::Drive(dd)) => {
+            format!("drive {} ({}, id {id})", dd.number, dd.serial.as_deref().unwrap_or("no serial"))
+        }
+        _ => format!("drive {id}"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mount(
+    session: &Session,
+    json: bool,
+    barcode: &str,
+    drive: Option<&str>,
+    timeout: Option<u64>,
+    flags: MountFlags,
+    priority: i32,
+) -> Result<(), Failure> {
+    let media = barcode;
+    let drive = drive.map(|d| session.resolve_drive(d)).transpose()?;
+    let timeout = timeout.map(Duration::from_secs);
+    let call = || session.mount(&[media], drive.as_deref(), flags, priority, timeout);
+    if flags.nowait {
+        let reply = call()?;
+        return if json {
+            print_json(&reply)
+        } else {
+            out(&format!("Mount of {media} queued as request {}\n", reply.request))
+        };
+    }
+    let reply = call()?;
+    if json {
+        return print_json(&reply);
+    }
+    let mut text = format!(
+        "{media} mounted in {}: {}\n",
+        drive_text(session, &reply),
+        reply.device.as_deref().unwrap_or("(no device node on this host)")
+    );
+    if let Some(d) = &reply.devices {
+        text.push_str(&format!("  sg {}  nst {}\n", d.sg.as_deref().unwrap_or("-"), d.nst.as_deref().unwrap_or("-")));
+    }
+    out(&text)
+}
+
+fn dismount(
+    session: &Session,
+    json: bool,
+    barcode: Option<&str>,
+    drive: Option<&str>,
+    deferred: bool,
+) -> Result<(), Failure> {
+    let (target, what) = match (barcode, drive) {
+        (Some(b), _) => (DismountTarget::Media(b.to_owned()), b.to_owned()),
+        (None, Some(d)) => (DismountTarget::Drive(session.resolve_drive(d)?), format!("drive {d}")),
+        (None, None) => return Err(Failure::Usage("give a barcode or --drive".into())),
+    };
+    let result = json!({
+        "media": match &target { DismountTarget::Media(m) => Some(m.clone()), DismountTarget::Drive(_) => None },
+        "drive": match &target { DismountTarget::Drive(d) => Some(d.clone()), DismountTarget::Media(_) => None },
+        "deferred": deferred,
+    });
+    session.dismount(target, deferred)?;
+    if json {
+        print_json(&result)
+    } else if deferred {
+        out(&format!("{what} is dismounted after the library's deferred-dismount delay\n"))
+    } else {
+        out(&format!("{what} dismounted\n"))
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
     let opts = SessionOptions {
         socket: cli.socket.clone(),
         wait_ready: (cli.wait > 0).then(|| Duration::from_secs(cli.wait)),
     };
-    let session = Session::open_with(&opts, None, Some("rsm"), 0)?;
+    let timeouts =
+        Timeouts { connect: Duration::from_secs(cli.reply_timeout), reply: Duration::from_secs(cli.reply_timeout) };
+    if let Command::Status { mtx: true } = cli.command {
+        if cli.json {
+            return Err(Failure::Usage("--mtx and --json exclude each other".into()));
+        }
+    }
+    let session = Session::open_with_timeouts(&opts, timeouts, None, Some("rsm"), 0)?;
     let json = cli.json;
     match cli.command {
         Command::Status { mtx } => status(&session, json, mtx)?,
@@ -240,7 +425,7 @@ fn run(cli: Cli) -> Result<(), NtmsError> {
             if json {
                 print_json(&objects)?;
             } else {
-                print!("{}", format::objects_table(&objects));
+                out(&format::objects_table(&objects))?;
             }
         }
         Command::Info { id } => {
@@ -248,74 +433,91 @@ fn run(cli: Cli) -> Result<(), NtmsError> {
             if json {
                 print_json(&object)?;
             } else {
-                print!("{}", format::object_info(&object));
+                out(&format::object_info(&object))?;
             }
         }
         Command::Mount { barcode, drive, timeout, write, nowait, error_if_unavailable, priority } => {
-            let drive = drive.map(|d| session.resolve_drive(&d)).transpose()?;
             let flags = MountFlags { read: !write, write, nowait, error_if_unavailable, ..MountFlags::default() };
-            let reply = session.mount(
-                &[barcode.as_str()],
-                drive.as_deref(),
-                flags,
-                priority,
-                timeout.map(Duration::from_secs),
-            )?;
-            if json {
-                print_json(&reply)?;
-            } else if nowait {
-                println!("Mount of {barcode} queued as request {}", reply.request);
-            } else {
-                // Name the drive as people and mtx count it, with its serial; the id is for scripts.
-                let id = reply.drive.as_deref().unwrap_or("-");
-                let drive = reply.drive.as_deref().and_then(|d| session.get_object_information(d).ok());
-                let name = match drive.as_ref().map(|o| &o.details) {
-                    Some(ObjectDetails::Drive(dd)) => {
-                        format!("drive {} ({}, id {id})", dd.number, dd.serial.as_deref().unwrap_or("no serial"))
-                    }
-                    _ => format!("drive {id}"),
-                };
-                println!(
-                    "{barcode} mounted in {name}: {}",
-                    reply.device.as_deref().unwrap_or("(no device node on this host)")
-                );
-                if let Some(d) = &reply.devices {
-                    println!("  sg {}  nst {}", d.sg.as_deref().unwrap_or("-"), d.nst.as_deref().unwrap_or("-"));
-                }
-            }
+            mount(&session, json, &barcode, drive.as_deref(), timeout, flags, priority)?;
         }
         Command::Dismount { barcode, drive, deferred } => {
-            let target = match (barcode, drive) {
-                (Some(b), _) => DismountTarget::Media(b),
-                (None, Some(d)) => DismountTarget::Drive(session.resolve_drive(&d)?),
-                (None, None) => {
-                    return Err(NtmsError::InvalidParameter { message: "give a barcode or --drive".into() })
-                }
-            };
-            session.dismount(target, deferred)?;
+            dismount(&session, json, barcode.as_deref(), drive.as_deref(), deferred)?;
         }
         Command::Requests => {
             let requests = session.requests()?;
             if json {
                 print_json(&requests)?;
             } else {
-                print!("{}", format::requests_table(&requests));
+                out(&format::requests_table(&requests))?;
             }
         }
-        Command::Cancel { id } => session.cancel_request(&id)?,
-        Command::Reorder { id, priority } => session.set_request_priority(&id, priority)?,
+        Command::Cancel { id } => {
+            session.cancel_request(&id)?;
+            if json {
+                print_json(&json!({ "cancelled": id }))?;
+            } else {
+                out(&format!("Request {id} cancelled\n"))?;
+            }
+        }
+        Command::Reorder { id, priority } => {
+            session.set_request_priority(&id, priority)?;
+            if json {
+                print_json(&json!({ "request": id, "priority": priority }))?;
+            } else {
+                out(&format!("Request {id} now has priority {priority}\n"))?;
+            }
+        }
         Command::Inventory { library, mode } => inventory(&session, json, library.as_deref(), mode.into())?,
     }
-    session.close()
+    session.close()?;
+    Ok(())
+}
+
+/// Parses the command line; with `--json`, a usage error is a JSON error too (exit status 2).
+fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            use clap::error::ErrorKind as K;
+            let informational =
+                matches!(e.kind(), K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand);
+            if !informational && std::env::args_os().any(|a| a == "--json") {
+                // clap's message is its first paragraph (the rest is the usage line and a hint).
+                let text = e.to_string();
+                let message: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+                let failure = Failure::Usage(message.join(" ").trim_start_matches("error: ").to_owned());
+                let _ = out(&format!("{}\n", serde_json::to_string_pretty(&failure.to_json()).unwrap_or_default()));
+                return Err(ExitCode::from(failure.exit_status()));
+            }
+            // clap prints help and version to stdout: a closed pipe must not make that panic either.
+            let _ = e.print();
+            Err(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)))
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rsm: {}", rsmd::error_chain(&e));
-            ExitCode::FAILURE
+        Err(failure) => {
+            match &failure {
+                Failure::OutputClosed => {}
+                // Output itself failed: only standard error is left.
+                Failure::Output(_) => eprintln!("{}", failure.text()),
+                _ if json => {
+                    let text = serde_json::to_string_pretty(&failure.to_json()).unwrap_or_default();
+                    if let Err(Failure::Output(_)) = out(&format!("{text}\n")) {
+                        eprintln!("{}", failure.text());
+                    }
+                }
+                _ => eprintln!("{}", failure.text()),
+            }
+            ExitCode::from(failure.exit_status())
         }
     }
 }
@@ -349,5 +551,28 @@ mod tests {
         let cli = Cli::try_parse_from(["rsm", "mount", "A", "--priority", "-3", "--socket", "/s"]).unwrap();
         assert_eq!(cli.socket, Some(PathBuf::from("/s")));
         assert!(matches!(cli.command, Command::Mount { priority: -3, .. }));
+    }
+
+    #[test]
+    fn exit_statuses_are_the_documented_ones() {
+        let m = String::new;
+        let cases = [
+            (NtmsError::InvalidParameter { message: m() }, 2),
+            (NtmsError::NotConnected { message: m() }, 3),
+            (NtmsError::ObjectNotFound { message: m() }, 4),
+            (NtmsError::InvalidLibrary { message: m() }, 4),
+            (NtmsError::AccessDenied { message: m() }, 5),
+            (NtmsError::Timeout { message: m() }, 6),
+            (NtmsError::MediaUnavailable { message: m() }, 6),
+            (NtmsError::NotReady { message: m() }, 6),
+            (NtmsError::UnableToLoadMedium { message: m() }, 1),
+            (NtmsError::Cancelled { message: m() }, 1),
+        ];
+        for (e, status) in cases {
+            assert_eq!(exit_status(&e), status, "{e:?}");
+            assert!(EXIT_STATUS.contains(&format!("\n  {status} ")), "{status} is documented");
+        }
+        assert_eq!(Failure::Usage(m()).exit_status(), 2);
+        assert_eq!(Failure::Usage(m()).to_json()["error"]["name"], "Usage");
     }
 }

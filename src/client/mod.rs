@@ -17,13 +17,26 @@
 //! takes one (opening a new one when the pool is empty) and puts it back afterwards, so calls from several threads
 //! run in parallel. All connections belong to this process, and the daemon accepts the session on each of them.
 //!
-//! The socket is the explicit path if given, else `$RSMD_SOCKET`, else [`DEFAULT_SOCKET`]. A missing socket or a
-//! refused connection is [`NtmsError::NotConnected`], as `OpenNtmsSession` reports when it cannot reach the
-//! service.
+//! The socket is the explicit path if given, else `$RSMD_SOCKET`, else [`DEFAULT_SOCKET`]. A socket that cannot
+//! be reached is [`NtmsError::NotConnected`], as `OpenNtmsSession` reports when it cannot reach the service, with a message
+//! that says why: nothing there, a directory, not a socket, nobody listening. A socket this user may not open is
+//! [`NtmsError::AccessDenied`].
+//!
+//! # Timeouts
+//!
+//! rsmd answers every call at once except those that wait for the hardware, so a daemon that accepts a
+//! connection and then says nothing is hung, and a call must not wait for it forever. Each connection has
+//! [`Timeouts`]: connecting may wait [`Timeouts::connect`] (only when rsmd is not accepting and its queue is full),
+//! and a call rsmd answers at once may wait [`Timeouts::reply`] for its answer; then it fails with
+//! [`NtmsError::Timeout`] and the connection is dropped. The calls that wait for the hardware have no reply
+//! timeout: `MountMedia` (unless `nowait`; with its own `timeout_ms` it waits that long plus the reply timeout),
+//! `DismountMedia` (unless `deferred`), `EjectMedia`, `InjectMedia`, and the notification stream.
 
 pub mod format;
 
 use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,8 +72,114 @@ pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
+/// How long a connection waits for rsmd (see the module's section on timeouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connecting, when rsmd does not accept connections and its listen queue is full.
+    pub connect: Duration,
+    /// The answer to a call rsmd answers at once (all but the calls that wait for the hardware).
+    pub reply: Duration,
+}
+
+/// The default [`Timeouts`]: 10 s each. rsmd's loop never blocks, so a quick call that takes this long means a
+/// hung daemon.
+pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts { connect: Duration::from_secs(10), reply: Duration::from_secs(10) };
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        DEFAULT_TIMEOUTS
+    }
+}
+
+/// `d` as people read it: `10 s`, `1.5 s`, `200 ms`.
+fn show_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
 fn lost(path: &Path, what: &str) -> NtmsError {
     NtmsError::NotConnected { message: format!("connection to rsmd at {} lost: {what}", path.display()) }
+}
+
+/// Why `path` cannot be connected to, said precisely: nothing there, a directory, a file that is not a socket, a
+/// socket nobody listens on, a socket this user may not open.
+fn connect_error(path: &Path, e: &std::io::Error) -> NtmsError {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let shown = path.display();
+    let meta = std::fs::metadata(path);
+    if e.kind() == ErrorKind::PermissionDenied {
+        let detail = match &meta {
+            Ok(m) => {
+                let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(m.gid()))
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| m.gid().to_string(), |g| g.name);
+                format!(" (mode {:04o}, group {group})", m.permissions().mode() & 0o7777)
+            }
+            Err(_) => " (a directory on its path is closed to this user)".into(),
+        };
+        return NtmsError::AccessDenied { message: format!("this user may not open rsmd's socket {shown}{detail}") };
+    }
+    let message = match meta {
+        Err(m) if m.kind() == ErrorKind::NotFound => format!("no socket at {shown}: rsmd is not running there"),
+        Ok(m) if m.is_dir() => format!("{shown} is a directory, not rsmd's socket"),
+        Ok(m) if !m.file_type().is_socket() => format!("{shown} is not a socket, so not rsmd's"),
+        Ok(_) if e.kind() == ErrorKind::ConnectionRefused => {
+            format!("nothing listens on {shown}: rsmd has stopped and left its socket behind")
+        }
+        _ => format!("cannot reach rsmd at {shown} ({e})"),
+    };
+    NtmsError::NotConnected { message }
+}
+
+/// How long a call may wait for its (first) answer: `None` for the calls that wait for the hardware.
+fn reply_wait(method: Option<&Method>, timeouts: &Timeouts) -> Option<Duration> {
+    match method {
+        Some(Method::MountMedia { flags, timeout_ms, .. }) if !flags.nowait => {
+            timeout_ms.map(|t| Duration::from_millis(t).saturating_add(timeouts.reply))
+        }
+        Some(
+            Method::DismountMedia { deferred: false, .. }
+            | Method::EjectMedia { .. }
+            | Method::InjectMedia { .. }
+            | Method::WaitForNotification { .. },
+        ) => None,
+        _ => Some(timeouts.reply),
+    }
+}
+
+/// Connects a Unix stream socket to `path`, waiting at most `timeout` when the listener's queue is full.
+fn connect_stream(path: &Path, timeout: Duration) -> Result<UnixStream, NtmsError> {
+    use nix::sys::socket::{connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr};
+    use nix::sys::time::TimeVal;
+    let io = |e: nix::Error| std::io::Error::from(e);
+    let addr = UnixAddr::new(path).map_err(|e| NtmsError::NotConnected {
+        message: format!("cannot use {} as a socket path ({})", path.display(), io(e)),
+    })?;
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| NtmsError::NotConnected { message: format!("cannot create a socket ({})", io(e)) })?;
+    // A blocking connect() to a Unix socket waits, for at most SO_SNDTIMEO, while the listener's queue is full;
+    // then it fails with EAGAIN. The same bound then applies to sending calls.
+    let micros = i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX).max(1);
+    let tv = TimeVal::new(micros / 1_000_000, micros % 1_000_000);
+    setsockopt(&fd, sockopt::SendTimeout, &tv)
+        .map_err(|e| NtmsError::NotConnected { message: format!("cannot configure a socket ({})", io(e)) })?;
+    match connect(fd.as_raw_fd(), &addr) {
+        Ok(()) => Ok(UnixStream::from(fd)),
+        Err(nix::Error::EAGAIN) => Err(NtmsError::Timeout {
+            message: format!(
+                "rsmd at {} did not accept the connection within {} (its queue is full: it may be hung)",
+                path.display(),
+                show_duration(timeout)
+            ),
+        }),
+        Err(e) => Err(connect_error(path, &io(e))),
+    }
 }
 
 /// One blocking Varlink connection.
@@ -69,34 +188,39 @@ pub struct Connection {
     stream: UnixStream,
     decoder: FrameDecoder,
     path: PathBuf,
+    timeouts: Timeouts,
     /// The stream is out of step (I/O error, garbage, an abandoned stream of replies): do not reuse it.
     broken: bool,
 }
 
 impl Connection {
-    /// Connects to the socket at `path`. A missing socket or a refused connection → `NotConnected`; a socket
-    /// this user may not open → `AccessDenied`.
+    /// Connects to the socket at `path` with the [default timeouts](DEFAULT_TIMEOUTS). An unreachable socket →
+    /// `NotConnected` (the message says why); a socket this user may not open → `AccessDenied`.
     pub fn connect(path: &Path) -> Result<Connection, NtmsError> {
-        let stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-            ErrorKind::PermissionDenied => {
-                NtmsError::AccessDenied { message: format!("cannot open rsmd's socket {}", path.display()) }
-            }
-            ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
-                NtmsError::NotConnected { message: format!("cannot reach rsmd at {}", path.display()) }
-            }
-            _ => NtmsError::NotConnected { message: format!("cannot reach rsmd at {} ({e})", path.display()) },
-        })?;
+        Connection::connect_with(path, DEFAULT_TIMEOUTS)
+    }
+
+    /// Connects to the socket at `path` with `timeouts`; a listener that accepts nothing for
+    /// `timeouts.connect` → `Timeout`.
+    pub fn connect_with(path: &Path, timeouts: Timeouts) -> Result<Connection, NtmsError> {
+        let stream = connect_stream(path, timeouts.connect)?;
         Ok(Connection {
             stream,
             decoder: FrameDecoder::with_limit(crate::proto::frame::MAX_REPLY),
             path: path.to_owned(),
+            timeouts,
             broken: false,
         })
     }
 
     /// Connects to the socket chosen by [`socket_path`] (`explicit`, `$RSMD_SOCKET`, or the default).
     pub fn open(explicit: Option<&Path>) -> Result<Connection, NtmsError> {
-        Connection::connect(&socket_path(explicit))
+        Connection::open_with(explicit, DEFAULT_TIMEOUTS)
+    }
+
+    /// [`Connection::open`] with `timeouts`.
+    pub fn open_with(explicit: Option<&Path>, timeouts: Timeouts) -> Result<Connection, NtmsError> {
+        Connection::connect_with(&socket_path(explicit), timeouts)
     }
 
     /// Sets the largest reply this connection accepts (default [`crate::proto::frame::MAX_REPLY`]); a larger one
@@ -122,7 +246,8 @@ impl Connection {
         &self.path
     }
 
-    /// Whether the connection is unusable (after an I/O error, an unparsable reply, or an abandoned stream).
+    /// Whether the connection is unusable (after an I/O error, an unparsable reply, a reply that did not come in
+    /// time, or an abandoned stream).
     pub fn is_broken(&self) -> bool {
         self.broken
     }
@@ -146,8 +271,9 @@ impl Connection {
     }
 
     fn call_envelope(&mut self, call: &Call) -> Result<Value, NtmsError> {
-        self.send(call)?;
-        match self.receive()? {
+        let method = Method::parse(call).ok();
+        self.send(call, reply_wait(method.as_ref(), &self.timeouts))?;
+        match self.receive(&call.method)? {
             Response::Reply(reply) if reply.continues => {
                 self.broken = true;
                 Err(NtmsError::InvalidMessage { message: "rsmd streamed replies to a single call".into() })
@@ -158,7 +284,8 @@ impl Connection {
     }
 
     /// Calls `method` with `"more": true`; the iterator yields each reply's parameters until the last one (or an
-    /// error, which ends the stream). Dropping the iterator early leaves the connection broken.
+    /// error, which ends the stream). Dropping the iterator early leaves the connection broken. Replies may be
+    /// as far apart as they like: a stream has no reply timeout.
     pub fn call_more(&mut self, method: &str, parameters: Map<String, Value>) -> Result<Replies<'_>, NtmsError> {
         let mut call = Call::new(method, parameters);
         call.more = true;
@@ -168,23 +295,38 @@ impl Connection {
     fn call_more_envelope(&mut self, call: &Call) -> Result<Replies<'_>, NtmsError> {
         let mut call = call.clone();
         call.more = true;
-        self.send(&call)?;
-        Ok(Replies { conn: self, done: false })
+        self.send(&call, None)?;
+        Ok(Replies { conn: self, method: call.method, done: false })
     }
 
-    fn send(&mut self, call: &Call) -> Result<(), NtmsError> {
+    /// Sends `call`; its answers may then take `wait` each (`None`: as long as they need).
+    fn send(&mut self, call: &Call, wait: Option<Duration>) -> Result<(), NtmsError> {
         if self.broken {
             return Err(lost(&self.path, "connection out of step"));
+        }
+        if let Err(e) = self.stream.set_read_timeout(wait) {
+            self.broken = true;
+            return Err(lost(&self.path, &e.to_string()));
         }
         let bytes = call.encode();
         if let Err(e) = self.stream.write_all(&bytes) {
             self.broken = true;
+            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                return Err(NtmsError::Timeout {
+                    message: format!(
+                        "rsmd at {} did not read {} within {}",
+                        self.path.display(),
+                        short_method(&call.method),
+                        show_duration(self.timeouts.connect)
+                    ),
+                });
+            }
             return Err(lost(&self.path, &e.to_string()));
         }
         Ok(())
     }
 
-    fn receive(&mut self) -> Result<Response, NtmsError> {
+    fn receive(&mut self, method: &str) -> Result<Response, NtmsError> {
         let mut buf = [0u8; 64 * 1024];
         loop {
             match self.decoder.next_message() {
@@ -207,6 +349,18 @@ impl Connection {
                 }
                 Ok(n) => self.decoder.extend(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    self.broken = true;
+                    let waited = self.stream.read_timeout().ok().flatten().unwrap_or(self.timeouts.reply);
+                    return Err(NtmsError::Timeout {
+                        message: format!(
+                            "rsmd at {} did not answer {} within {}",
+                            self.path.display(),
+                            short_method(method),
+                            show_duration(waited)
+                        ),
+                    });
+                }
                 Err(e) => {
                     self.broken = true;
                     return Err(lost(&self.path, &e.to_string()));
@@ -216,10 +370,16 @@ impl Connection {
     }
 }
 
+/// `OpenSession` for `io.rsmd.Ntms.OpenSession`.
+fn short_method(method: &str) -> &str {
+    method.rsplit('.').next().unwrap_or(method)
+}
+
 /// The replies to a `more` call, in order.
 #[derive(Debug)]
 pub struct Replies<'a> {
     conn: &'a mut Connection,
+    method: String,
     done: bool,
 }
 
@@ -230,7 +390,7 @@ impl Iterator for Replies<'_> {
         if self.done {
             return None;
         }
-        let item = match self.conn.receive() {
+        let item = match self.conn.receive(&self.method) {
             Ok(Response::Reply(reply)) => {
                 self.done = !reply.continues;
                 Ok(Value::Object(reply.parameters))
@@ -275,6 +435,7 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, NtmsError> {
 pub struct Session {
     socket: PathBuf,
     id: String,
+    timeouts: Timeouts,
     pool: Mutex<Vec<Connection>>,
     closed: AtomicBool,
 }
@@ -296,9 +457,21 @@ impl Session {
         Session::open_with(&opts, server, application, options)
     }
 
-    /// Opens a session with explicit options (socket, waiting for the daemon to become ready).
+    /// Opens a session with explicit options (socket, waiting for the daemon to become ready) and the
+    /// [default timeouts](DEFAULT_TIMEOUTS).
     pub fn open_with(
         opts: &SessionOptions,
+        server: Option<&str>,
+        application: Option<&str>,
+        options: u32,
+    ) -> Result<Session, NtmsError> {
+        Session::open_with_timeouts(opts, DEFAULT_TIMEOUTS, server, application, options)
+    }
+
+    /// Opens a session with explicit options and timeouts, which every connection of the session uses.
+    pub fn open_with_timeouts(
+        opts: &SessionOptions,
+        timeouts: Timeouts,
         server: Option<&str>,
         application: Option<&str>,
         options: u32,
@@ -315,7 +488,7 @@ impl Session {
         let mut budget = opts.wait_ready.unwrap_or(Duration::ZERO);
         let mut backoff = Duration::from_millis(20);
         loop {
-            let attempt = Connection::connect(&socket).and_then(|mut conn| {
+            let attempt = Connection::connect_with(&socket, timeouts).and_then(|mut conn| {
                 let reply: OpenSessionReply = decode(conn.call_method(&method)?)?;
                 Ok((conn, reply))
             });
@@ -324,6 +497,7 @@ impl Session {
                     return Ok(Session {
                         socket,
                         id: reply.session,
+                        timeouts,
                         pool: Mutex::new(vec![conn]),
                         closed: AtomicBool::new(false),
                     })
@@ -356,7 +530,7 @@ impl Session {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match pooled {
             Some(conn) => Ok(conn),
-            None => Connection::connect(&self.socket),
+            None => Connection::connect_with(&self.socket, self.timeouts),
         }
     }
 
@@ -456,10 +630,10 @@ impl Session {
 
     /// `OpenNtmsNotification` + `WaitForNtmsNotification`: a stream of changes on a dedicated connection.
     pub fn notifications(&self, object_type: Option<ObjectType>) -> Result<Notifications, NtmsError> {
-        let mut conn = Connection::connect(&self.socket)?;
+        let mut conn = Connection::connect_with(&self.socket, self.timeouts)?;
         let call = Method::WaitForNotification { session: self.id.clone(), object_type }.to_call();
-        conn.send(&call)?;
-        Ok(Notifications { conn, done: false })
+        conn.send(&call, None)?;
+        Ok(Notifications { conn, method: call.method, done: false })
     }
 
     /// Resolves a drive given as an id or as a drive number (`0`, mtx's numbering). A number must name exactly
@@ -493,6 +667,7 @@ impl Drop for Session {
 #[derive(Debug)]
 pub struct Notifications {
     conn: Connection,
+    method: String,
     done: bool,
 }
 
@@ -503,7 +678,7 @@ impl Iterator for Notifications {
         if self.done {
             return None;
         }
-        let item = match self.conn.receive() {
+        let item = match self.conn.receive(&self.method) {
             Ok(Response::Reply(reply)) => {
                 self.done = !reply.continues;
                 decode(Value::Object(reply.parameters))

@@ -133,16 +133,101 @@ fn missing_socket_is_not_connected() {
     let path = dir.path().join("nothing.sock");
     let e = Session::open_at(&path, None, None, 0).unwrap_err();
     assert_eq!(e.code(), 2250);
-    assert_eq!(e.to_string(), format!("cannot reach rsmd at {}: NotConnected (2250)", path.display()));
+    assert_eq!(
+        e.to_string(),
+        format!("no socket at {}: rsmd is not running there: NotConnected (2250)", path.display())
+    );
 }
 
+/// Issue 15: a missing path, a directory, a file that is not a socket and a socket nobody listens on all said
+/// `NotConnected (2250)` and nothing else; each now says which.
 #[test]
-fn refused_connection_is_not_connected() {
+fn issue_15_unreachable_sockets_say_why() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("stale.sock");
-    drop(UnixListener::bind(&path).unwrap());
-    let e = Connection::connect(&path).unwrap_err();
-    assert!(matches!(e, NtmsError::NotConnected { .. }), "{e:?}");
+    let stale = dir.path().join("stale.sock");
+    drop(UnixListener::bind(&stale).unwrap());
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let cases = [
+        (dir.path().join("nothing.sock"), "no socket at"),
+        (dir.path().to_owned(), "is a directory, not rsmd's socket"),
+        (file, "is not a socket"),
+        (stale, "nothing listens on"),
+    ];
+    let mut messages = Vec::new();
+    for (path, says) in cases {
+        let e = Connection::connect(&path).unwrap_err();
+        assert!(matches!(e, NtmsError::NotConnected { .. }), "{e:?}");
+        assert!(e.message().contains(says) && e.message().contains(&*path.to_string_lossy()), "{path:?}: {e}");
+        messages.push(e.message().to_owned());
+    }
+    messages.dedup();
+    assert_eq!(messages.len(), 4);
+}
+
+/// Issue 15: a socket that accepts but never answers made every call hang forever.
+#[test]
+fn issue_15_a_daemon_that_never_answers_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mute.sock");
+    // Listening, accepting into the kernel's queue, never reading or answering.
+    let _listener = UnixListener::bind(&path).unwrap();
+    let timeouts = Timeouts { connect: Duration::from_millis(200), reply: Duration::from_millis(200) };
+    let opts = SessionOptions { socket: Some(path.clone()), wait_ready: None };
+    let e = Session::open_with_timeouts(&opts, timeouts, None, None, 0).unwrap_err();
+    assert!(matches!(e, NtmsError::Timeout { .. }), "{e:?}");
+    assert_eq!(e.message(), format!("rsmd at {} did not answer OpenSession within 200 ms", path.display()));
+    let mut conn = Connection::connect_with(&path, timeouts).unwrap();
+    assert_eq!(conn.call("org.varlink.service.GetInfo", Map::new()).unwrap_err().code(), 1460);
+    assert!(conn.is_broken(), "a late answer would be out of step");
+}
+
+/// Calls that wait for the hardware have no reply timeout; the others do.
+#[test]
+fn which_calls_wait_for_the_hardware() {
+    let t = Timeouts { connect: Duration::from_secs(1), reply: Duration::from_secs(2) };
+    let s = || "S".to_owned();
+    let mount = |nowait, timeout_ms| Method::MountMedia {
+        session: s(),
+        media: vec!["A".into()],
+        drive: None,
+        flags: MountFlags { nowait, ..MountFlags::default() },
+        priority: 0,
+        timeout_ms,
+    };
+    assert_eq!(reply_wait(Some(&mount(false, None)), &t), None);
+    assert_eq!(reply_wait(Some(&mount(false, Some(5000))), &t), Some(Duration::from_secs(7)));
+    assert_eq!(reply_wait(Some(&mount(true, None)), &t), Some(Duration::from_secs(2)));
+    let dismount =
+        |deferred| Method::DismountMedia { session: s(), target: DismountTarget::Media("A".into()), deferred };
+    assert_eq!(reply_wait(Some(&dismount(false)), &t), None);
+    assert_eq!(reply_wait(Some(&dismount(true)), &t), Some(Duration::from_secs(2)));
+    assert_eq!(reply_wait(Some(&Method::WaitForNotification { session: s(), object_type: None }), &t), None);
+    assert_eq!(reply_wait(Some(&Method::GetInfo), &t), Some(Duration::from_secs(2)));
+    assert_eq!(reply_wait(None, &t), Some(Duration::from_secs(2)), "unknown methods are quick");
+}
+
+/// A listener whose queue is full and which accepts nothing: connecting waits the connect timeout, not forever.
+#[test]
+fn connecting_to_a_full_queue_times_out() {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.sock");
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    bind(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let timeouts = Timeouts { connect: Duration::from_millis(100), reply: Duration::from_millis(100) };
+    // Fill the queue (a backlog of 0 holds one connection), then the next connect waits.
+    let mut held = Vec::new();
+    let e = loop {
+        match Connection::connect_with(&path, timeouts) {
+            Ok(c) => held.push(c),
+            Err(e) => break e,
+        }
+        assert!(held.len() < 64, "the queue never filled");
+    };
+    assert!(matches!(e, NtmsError::Timeout { .. }), "{e:?}");
+    assert!(e.message().contains("did not accept the connection within 100 ms"), "{e}");
 }
 
 #[test]
