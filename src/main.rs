@@ -14,7 +14,9 @@ use clap::Parser;
 #[command(name = "rsmd", version)]
 struct Cli {
     /// Serve an embedded virtual library (vlib's default: 20 slots, 2 mail slots, 4 drives); state and socket go
-    /// under $XDG_RUNTIME_DIR/rsmd-demo unless --socket/--state-dir say otherwise
+    /// under $XDG_RUNTIME_DIR/rsmd-demo, else /tmp/rsmd-demo-UID (a private directory: created 0700, refused when
+    /// another user owns it or others may write in it), where rsm finds the socket by itself, unless
+    /// --socket/--state-dir say otherwise
     #[arg(long)]
     demo: bool,
     /// Configuration file [default: /etc/rsmd/rsmd.toml when it exists]

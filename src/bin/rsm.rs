@@ -31,13 +31,16 @@ Exit status:
   3    not connected: rsmd is not running or not reachable at the socket
   4    not found: no such cartridge, drive, library or request
   5    access denied: the socket, cartridge or request belongs to someone else
-  6    busy or timed out: in use, offline, still loading, or no answer in time";
+  6    busy or timed out: in use, offline, still loading, or no answer in time
+
+The socket is --socket, else $RSMD_SOCKET, else /run/rsmd/rsmd.sock when it exists, else the demo's
+($XDG_RUNTIME_DIR/rsmd-demo/rsmd.sock, then /tmp/rsmd-demo-UID/rsmd.sock).";
 
 /// Command-line client for rsmd, the Removable Storage Manager.
 #[derive(Debug, Parser)]
 #[command(name = "rsm", version, after_help = EXIT_STATUS)]
 struct Cli {
-    /// rsmd's socket [default: $RSMD_SOCKET, else /run/rsmd/rsmd.sock]
+    /// rsmd's socket [default: $RSMD_SOCKET, else /run/rsmd/rsmd.sock, else the demo's]
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Print results and errors as JSON

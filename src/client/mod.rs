@@ -17,8 +17,9 @@
 //! takes one (opening a new one when the pool is empty) and puts it back afterwards, so calls from several threads
 //! run in parallel. All connections belong to this process, and the daemon accepts the session on each of them.
 //!
-//! The socket is the explicit path if given, else `$RSMD_SOCKET`, else [`DEFAULT_SOCKET`]. A socket that cannot
-//! be reached is [`NtmsError::NotConnected`], as `OpenNtmsSession` reports when it cannot reach the service, with a message
+//! The socket is the explicit path if given, else `$RSMD_SOCKET`, else [`DEFAULT_SOCKET`] when it exists, else the
+//! demo's socket ([`locate`] has the rule, shared with `rsmd --demo`). A socket that cannot be reached is
+//! [`NtmsError::NotConnected`], as `OpenNtmsSession` reports when it cannot reach the service, with a message
 //! that says why: nothing there, a directory, not a socket, nobody listening. A socket this user may not open is
 //! [`NtmsError::AccessDenied`].
 //!
@@ -33,6 +34,7 @@
 //! `DismountMedia` (unless `deferred`), `EjectMedia`, `InjectMedia`, and the notification stream.
 
 pub mod format;
+pub mod locate;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -55,22 +57,9 @@ use crate::proto::types::{
 };
 use crate::proto::{NtmsError, PROTOCOL_VERSION};
 
-/// Where rsmd listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/rsmd/rsmd.sock";
-
-/// The environment variable that overrides [`DEFAULT_SOCKET`].
-pub const SOCKET_ENV: &str = "RSMD_SOCKET";
-
-/// The socket to use: `explicit`, else `$RSMD_SOCKET` (when set and non-empty), else [`DEFAULT_SOCKET`].
-pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
-    if let Some(path) = explicit {
-        return path.to_owned();
-    }
-    match std::env::var_os(SOCKET_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(DEFAULT_SOCKET),
-    }
-}
+pub use locate::{
+    demo_root, socket_path, SocketLocation, SocketOrigin, SocketSearch, DEFAULT_SOCKET, DEMO_SOCKET_NAME, SOCKET_ENV,
+};
 
 /// How long a connection waits for rsmd (see the module's section on timeouts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,14 +202,15 @@ impl Connection {
         })
     }
 
-    /// Connects to the socket chosen by [`socket_path`] (`explicit`, `$RSMD_SOCKET`, or the default).
+    /// Connects to the socket chosen by [`socket_path`] (`explicit`, `$RSMD_SOCKET`, the default or the demo's).
     pub fn open(explicit: Option<&Path>) -> Result<Connection, NtmsError> {
         Connection::open_with(explicit, DEFAULT_TIMEOUTS)
     }
 
-    /// [`Connection::open`] with `timeouts`.
+    /// [`Connection::open`] with `timeouts`. When nothing was found, the error lists the places tried.
     pub fn open_with(explicit: Option<&Path>, timeouts: Timeouts) -> Result<Connection, NtmsError> {
-        Connection::connect_with(&socket_path(explicit), timeouts)
+        let location = SocketSearch::from_env(explicit).locate();
+        Connection::connect_with(&location.path, timeouts).map_err(|e| explain(e, &location))
     }
 
     /// Sets the largest reply this connection accepts (default [`crate::proto::frame::MAX_REPLY`]); a larger one
@@ -375,6 +365,26 @@ fn short_method(method: &str) -> &str {
     method.rsplit('.').next().unwrap_or(method)
 }
 
+/// Adds to a connection error what the socket search tried, when the socket was not given.
+fn explain(e: NtmsError, location: &SocketLocation) -> NtmsError {
+    match e {
+        NtmsError::NotConnected { .. } if location.origin == SocketOrigin::NotFound => {
+            let tried: Vec<String> = location.tried.iter().map(|p| p.display().to_string()).collect();
+            let mut message = format!(
+                "rsmd is not running: no socket to use at {} (start rsmd or `rsmd --demo`, or give the socket \
+                 with --socket or ${SOCKET_ENV})",
+                tried.join(", nor at ")
+            );
+            for note in &location.skipped {
+                message.push_str("; ");
+                message.push_str(note);
+            }
+            NtmsError::NotConnected { message }
+        }
+        other => other,
+    }
+}
+
 /// The replies to a `more` call, in order.
 #[derive(Debug)]
 pub struct Replies<'a> {
@@ -419,7 +429,7 @@ impl Drop for Replies<'_> {
 /// How to open a session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
-    /// The socket; `None` means `$RSMD_SOCKET` or [`DEFAULT_SOCKET`].
+    /// The socket; `None` means `$RSMD_SOCKET`, [`DEFAULT_SOCKET`] or the demo's (see [`locate`]).
     pub socket: Option<PathBuf>,
     /// While the daemon answers `NotReady` (loading) or cannot be reached (starting), retry with backoff (20 ms
     /// doubling to 1 s) until this much time was spent waiting. `None` fails at once.
@@ -476,7 +486,6 @@ impl Session {
         application: Option<&str>,
         options: u32,
     ) -> Result<Session, NtmsError> {
-        let socket = socket_path(opts.socket.as_deref());
         let method = Method::OpenSession {
             server: server.map(str::to_owned),
             application: application.map(str::to_owned),
@@ -488,14 +497,16 @@ impl Session {
         let mut budget = opts.wait_ready.unwrap_or(Duration::ZERO);
         let mut backoff = Duration::from_millis(20);
         loop {
-            let attempt = Connection::connect_with(&socket, timeouts).and_then(|mut conn| {
+            // Looked for again at each attempt: a demo that is starting creates its socket meanwhile.
+            let location = SocketSearch::from_env(opts.socket.as_deref()).locate();
+            let attempt = Connection::connect_with(&location.path, timeouts).and_then(|mut conn| {
                 let reply: OpenSessionReply = decode(conn.call_method(&method)?)?;
                 Ok((conn, reply))
             });
             match attempt {
                 Ok((conn, reply)) => {
                     return Ok(Session {
-                        socket,
+                        socket: location.path,
                         id: reply.session,
                         timeouts,
                         pool: Mutex::new(vec![conn]),
@@ -504,7 +515,7 @@ impl Session {
                 }
                 Err(e @ (NtmsError::NotReady { .. } | NtmsError::NotConnected { .. })) => {
                     if budget.is_zero() {
-                        return Err(e);
+                        return Err(explain(e, &location));
                     }
                     let pause = backoff.min(budget);
                     std::thread::sleep(pause);

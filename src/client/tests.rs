@@ -231,15 +231,31 @@ fn connecting_to_a_full_queue_times_out() {
 }
 
 #[test]
+fn socket_search_failure_lists_what_was_tried() {
+    let location = SocketLocation {
+        path: PathBuf::from("/run/rsmd/rsmd.sock"),
+        origin: SocketOrigin::NotFound,
+        tried: vec!["/run/rsmd/rsmd.sock".into(), "/tmp/rsmd-demo-7/rsmd.sock".into()],
+        skipped: vec!["ignored /x/rsmd.sock: not private".into()],
+    };
+    let e = explain(NtmsError::NotConnected { message: "no socket".into() }, &location);
+    assert_eq!(
+        e.message(),
+        "rsmd is not running: no socket to use at /run/rsmd/rsmd.sock, nor at /tmp/rsmd-demo-7/rsmd.sock (start \
+         rsmd or `rsmd --demo`, or give the socket with --socket or $RSMD_SOCKET); ignored /x/rsmd.sock: not private"
+    );
+    // A socket that was given keeps its own message.
+    let given = SocketLocation { origin: SocketOrigin::Explicit, ..location };
+    assert_eq!(explain(NtmsError::NotConnected { message: "no socket".into() }, &given).message(), "no socket");
+}
+
+#[test]
 fn socket_path_precedence() {
     assert_eq!(socket_path(Some(Path::new("/x.sock"))), PathBuf::from("/x.sock"));
-    // The only test that touches the variable.
+    // The only test that touches the variable (the search itself is tested in `locate`, without the environment).
     std::env::set_var(SOCKET_ENV, "/tmp/env.sock");
     assert_eq!(socket_path(None), PathBuf::from("/tmp/env.sock"));
-    std::env::set_var(SOCKET_ENV, "");
-    assert_eq!(socket_path(None), PathBuf::from(DEFAULT_SOCKET));
     std::env::remove_var(SOCKET_ENV);
-    assert_eq!(socket_path(None), PathBuf::from(DEFAULT_SOCKET));
 }
 
 #[test]

@@ -84,12 +84,10 @@ pub fn load_config(path: Option<&Path>, demo: bool) -> Result<Config, ConfigErro
     }
 }
 
-/// Where demo mode keeps its socket, state and emulator: `$XDG_RUNTIME_DIR/rsmd-demo` or `/tmp/rsmd-demo-UID`.
+/// Where demo mode keeps its socket, state and emulator: `$XDG_RUNTIME_DIR/rsmd-demo` or `/tmp/rsmd-demo-UID`,
+/// the rule `rsm` uses to find the demo's socket ([`crate::client::locate`]).
 pub fn demo_root() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d).join("rsmd-demo"),
-        _ => PathBuf::from(format!("/tmp/rsmd-demo-{}", nix::unistd::getuid())),
-    }
+    crate::client::demo_root()
 }
 
 /// Raises the soft limit on open files to the hard limit: every client connection and device is an fd, and
@@ -112,7 +110,13 @@ pub fn run(args: DaemonArgs) -> Result<(), ServerError> {
     let mut demo_dir = None;
     let (socket, state_dir) = if args.demo {
         let root = demo_root();
-        std::fs::create_dir_all(&root).map_err(|e| ServerError::Io(format!("creating {}", root.display()), e))?;
+        // Private: created 0700, and refused (not reused) when another user owns it or others may write in it.
+        crate::client::locate::ensure_private_dir(&root).map_err(|e| {
+            ServerError::Io(
+                "preparing the demo directory (remove it, or set XDG_RUNTIME_DIR)".into(),
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, e),
+            )
+        })?;
         let vdir = root.join("vlib");
         config.libraries = vec![LibraryConfig::vlib("demo", &vdir)];
         config.discover = false;

@@ -1,14 +1,15 @@
 //! Issue 15: the `rsm` command line as an administrator meets it, run as the real binary against the real `rsmd`
-//! (on vlib): errors that say what went wrong with distinct exit statuses, JSON for every result and error, output into a closed pipe.
+//! (on vlib, or `rsmd --demo`): finding the demo's socket, the demo's private directory, errors that say what
+//! went wrong with distinct exit statuses, JSON for every result and error, output into a closed pipe.
 //!
 //! Synchronisation is on events only: sd_notify messages, notifications, lines the child prints, its exit.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 
 use serde_json::Value;
@@ -16,7 +17,7 @@ use serde_json::Value;
 use rsmd::client::Session;
 use rsmd::proto::types::MountFlags;
 
-use crate::util::{rsm_bin, vlib_config, Daemon, Vlib, WAIT};
+use crate::util::{rsm_bin, rsmd_bin, vlib_config, Daemon, Vlib, WAIT};
 
 /// A library on vlib (no delays) and a daemon serving it; `top` goes at the top of the configuration.
 fn library(dir: &Path, top: &str) -> (Vlib, Daemon) {
@@ -77,9 +78,201 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
     rx
 }
 
+/// `rsmd --demo` under the test's control: its environment, its uid, an sd_notify socket the test reads.
+struct Demo {
+    child: Option<Child>,
+    notify: UnixDatagram,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Demo {
+    /// Starts `rsmd --demo` with `env` (nothing else of the demo's location is passed) as `uid` when given.
+    fn start(dir: &Path, env: &[(&str, &str)], uid: Option<u32>) -> Demo {
+        let notify_path = dir.join(format!("notify-{}", uid.unwrap_or(0)));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify.set_read_timeout(Some(WAIT)).unwrap();
+        // Another uid must be able to send to it.
+        std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut cmd = Command::new(rsmd_bin());
+        cmd.arg("--demo")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("RSMD_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("RSMD_DEMO_TIME_SCALE", "0")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = lines(child.stderr.take().unwrap());
+        Demo { child: Some(child), notify, stderr }
+    }
+
+    /// Waits for READY=1 and the demo library ready.
+    fn wait_ready(&self) {
+        let mut ready = false;
+        loop {
+            let mut buf = [0u8; 4096];
+            let n = self.notify.recv(&mut buf).expect("the demo did not get ready in time");
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            ready |= msg == "READY=1";
+            if ready && msg.starts_with("STATUS=1 libraries: 1 ready") {
+                return;
+            }
+        }
+    }
+
+    /// Waits (bounded) for the daemon to exit; its status and everything it wrote to stderr.
+    fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let (tx, rx) = mpsc::channel();
+        let mut child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let Ok(status) = rx.recv_timeout(WAIT) else {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            panic!("rsmd --demo did not exit: it accepted the directory");
+        };
+        let err: Vec<String> = self.stderr.iter().collect();
+        (status.unwrap(), err.join("\n"))
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The service's socket exists on this machine: `rsm` would rightly use it, so the demo-finding tests skip.
+fn service_socket_present() -> bool {
+    let present = Path::new(rsmd::client::DEFAULT_SOCKET).exists();
+    if present {
+        eprintln!("skipping: {} exists, and rsm prefers it to the demo's", rsmd::client::DEFAULT_SOCKET);
+    }
+    present
+}
+
+fn mode_and_owner(p: &Path) -> (u32, u32) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.permissions().mode() & 0o7777, m.uid())
+}
+
+/// Issue 15, item 1: with `XDG_RUNTIME_DIR` set, the demo makes `$XDG_RUNTIME_DIR/rsmd-demo` private (0700, this
+/// user's) and `rsm` finds its socket without `RSMD_SOCKET` or `--socket`; a demo directory that others may write
+/// in or that another user owns is refused, not reused.
+#[test]
+fn issue_15_rsm_finds_the_demo_and_the_demo_directory_is_private() {
+    if service_socket_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let xdg = dir.path().join("xdg");
+    std::fs::create_dir(&xdg).unwrap();
+    let xdg_env = [("XDG_RUNTIME_DIR", xdg.to_str().unwrap())];
+    let demo = Demo::start(dir.path(), &xdg_env, None);
+    demo.wait_ready();
+    let root = xdg.join("rsmd-demo");
+    assert_eq!(mode_and_owner(&root), (0o700, nix::unistd::geteuid().as_raw()));
+    let mut status = rsm_command(&["status"]);
+    status.envs(xdg_env);
+    let out = run_bounded(status);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("Library demo ("), "{}", text(&out.stdout));
+    drop(demo);
+
+    // Refused when others may write in it (the issue's /tmp/rsmd-demo-65534 was world-writable)...
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, err) = Demo::start(dir.path(), &xdg_env, None).wait_exit();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{} is writable by its group or by others (mode 0777)", root.display())), "{err}");
+    assert!(err.contains("remove it, or set XDG_RUNTIME_DIR"), "{err}");
+    // ... and when another user owns it.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&root, Some(65534), None).unwrap();
+        let (status, err) = Demo::start(dir.path(), &xdg_env, None).wait_exit();
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(err.contains("belongs to uid 65534, not to this user (uid 0)"), "{err}");
+    }
+}
+
 /// Whether `uid` can run the binaries under test (every directory on their path open to others).
 fn runnable_by_others(bin: &str) -> bool {
     Path::new(bin).ancestors().skip(1).all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// Issue 15, item 1, without `XDG_RUNTIME_DIR`, as an ordinary user (the issue ran as `nobody`): the demo uses
+/// `/tmp/rsmd-demo-<uid>`, refuses one that root created world-writable, and `rsm` ignores a socket planted there;
+/// once the directory is the user's, the demo starts and `rsm` finds it from a shell with or without
+/// `XDG_RUNTIME_DIR`.
+#[test]
+fn issue_15_without_xdg_runtime_dir_the_demo_lives_in_tmp_and_rsm_finds_it() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: running rsmd as another user needs root");
+        return;
+    }
+    if !runnable_by_others(&rsmd_bin()) || !runnable_by_others(rsm_bin()) || service_socket_present() {
+        eprintln!("skipping: the binaries are not reachable by another user");
+        return;
+    }
+    // A uid of this test alone, so a real user's demo is never touched.
+    let uid = 40_000 + std::process::id() % 20_000;
+    let root = PathBuf::from(format!("/tmp/rsmd-demo-{uid}"));
+    let _ = std::fs::remove_dir_all(&root);
+    struct Cleanup(PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(root.clone());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_user = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = rsm_command(args);
+        cmd.env_remove("XDG_RUNTIME_DIR").envs(env.iter().copied()).uid(uid).gid(uid);
+        run_bounded(cmd)
+    };
+
+    // Root made it world-writable and planted a socket that never answers.
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = UnixListener::bind(root.join("rsmd.sock")).unwrap();
+    std::fs::set_permissions(root.join("rsmd.sock"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, err) = Demo::start(dir.path(), &[], Some(uid)).wait_exit();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{} belongs to uid 0, not to this user (uid {uid})", root.display())), "{err}");
+    let out = as_user(&["status"], &[]);
+    assert_eq!(out.status.code(), Some(3), "not connected, and not a timeout on the planted socket");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("ignored {}/rsmd.sock: {} belongs to uid 0", root.display(), root.display())),
+        "{err}"
+    );
+    assert!(err.contains("rsmd is not running: no socket to use at /run/rsmd/rsmd.sock"), "{err}");
+    drop(planted);
+    std::fs::remove_dir_all(&root).unwrap();
+
+    // Its own directory: created 0700 and owned by the user; rsm finds the socket by itself.
+    let demo = Demo::start(dir.path(), &[], Some(uid));
+    demo.wait_ready();
+    assert_eq!(mode_and_owner(&root), (0o700, uid));
+    for env in [&[][..], &[("XDG_RUNTIME_DIR", dir.path().to_str().unwrap())][..]] {
+        let out = as_user(&["status", "--mtx"], env);
+        assert!(out.status.success(), "{env:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("4 Drives, 22 Slots ( 2 Import/Export )"), "{}", text(&out.stdout));
+    }
 }
 
 /// Issue 15, item 5: a missing path, a directory, a file and a stale socket each say what they are (they all
