@@ -7,13 +7,19 @@
 //! Errors are printed once, as `rsm: <message>: <Name> (<code>)`, and the exit status says what kind of failure
 //! it was ([`EXIT_STATUS`], also in `rsm --help`). Output never panics: a closed pipe (`rsm mount X | head -1`)
 //! ends the output quietly.
+//!
+//! Interrupting a command that waits for the hardware (`mount`, `dismount`) cancels its request: rsm ends its
+//! session, rsmd cancels what the session waits for (undoing a move under way), and rsm says what became of it
+//! and exits 130 (143 for SIGTERM). A second interrupt stops waiting for rsmd's confirmation.
 
 use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -32,6 +38,7 @@ Exit status:
   4    not found: no such cartridge, drive, library or request
   5    access denied: the socket, cartridge or request belongs to someone else
   6    busy or timed out: in use, offline, still loading, or no answer in time
+  130  interrupted (Ctrl-C; 143 for SIGTERM): the mount or dismount waited for was cancelled
 
 The socket is --socket, else $RSMD_SOCKET, else /run/rsmd/rsmd.sock when it exists, else the demo's
 ($XDG_RUNTIME_DIR/rsmd-demo/rsmd.sock, then /tmp/rsmd-demo-UID/rsmd.sock).";
@@ -81,7 +88,7 @@ enum Command {
         /// Object id or barcode
         id: String,
     },
-    /// Mount a cartridge and wait until the drive is ready
+    /// Mount a cartridge and wait until the drive is ready (Ctrl-C cancels the mount)
     Mount {
         /// Barcode (or media id)
         barcode: String,
@@ -104,7 +111,7 @@ enum Command {
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         priority: i32,
     },
-    /// Dismount a cartridge, or whatever a drive holds
+    /// Dismount a cartridge, or whatever a drive holds (Ctrl-C cancels the dismount)
     #[command(group(ArgGroup::new("what").required(true).args(["barcode", "drive"])))]
     Dismount {
         /// Barcode (or media id)
@@ -196,6 +203,8 @@ enum Failure {
     Rsmd(NtmsError),
     /// The command line asks for something impossible.
     Usage(String),
+    /// A signal interrupted a command that waited; `message` says what became of its request.
+    Interrupted { signal: Signal, message: String },
     /// Standard output was closed by its reader (`| head`): nothing more to say to anyone.
     OutputClosed,
     /// Standard output failed otherwise.
@@ -234,6 +243,7 @@ impl Failure {
         match self {
             Failure::Rsmd(e) => exit_status(e),
             Failure::Usage(_) => 2,
+            Failure::Interrupted { signal, .. } => 128u8.saturating_add(u8::try_from(*signal as i32).unwrap_or(0)),
             Failure::OutputClosed => 0,
             Failure::Output(_) => 1,
         }
@@ -244,6 +254,7 @@ impl Failure {
         let (name, code, message) = match self {
             Failure::Rsmd(e) => (e.name().to_owned(), Some(e.code()), e.message().to_owned()),
             Failure::Usage(m) => ("Usage".to_owned(), None, m.clone()),
+            Failure::Interrupted { message, .. } => ("Interrupted".to_owned(), None, message.clone()),
             Failure::OutputClosed => ("OutputClosed".to_owned(), None, String::new()),
             Failure::Output(e) => ("Output".to_owned(), None, format!("cannot write the output: {e}")),
         };
@@ -255,6 +266,7 @@ impl Failure {
         match self {
             Failure::Rsmd(e) => format!("rsm: {}", rsmd::error_chain(e)),
             Failure::Usage(m) => format!("rsm: {m}"),
+            Failure::Interrupted { message, .. } => format!("rsm: interrupted: {message}"),
             Failure::OutputClosed => String::new(),
             Failure::Output(e) => format!("rsm: cannot write the output: {e}"),
         }
@@ -331,6 +343,76 @@ fn inventory(session: &Session, json: bool, library: Option<&str>, mode: Invento
     Ok(())
 }
 
+/// What ended a wait for a call that waits for the hardware.
+enum Event<T> {
+    Signal(Signal),
+    Done(Result<T, NtmsError>),
+}
+
+/// Runs `call` (a mount or dismount of `session`) while listening for SIGINT and SIGTERM. The first signal ends
+/// the session ([`Session::abort`]): rsmd cancels the request, undoing a move under way, and the call returns
+/// (usually `Cancelled`). A second signal exits at once. Returns the call's result and the signal, if any.
+fn wait_for<T: Send + 'static>(
+    session: &Session,
+    what: &str,
+    call: impl FnOnce() -> Result<T, NtmsError> + Send,
+) -> (Result<T, NtmsError>, Option<Signal>) {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    // Blocked before any thread starts, so every thread inherits the mask and only sigwait() sees them.
+    if signals.thread_block().is_err() {
+        return (call(), None);
+    }
+    let (tx, rx) = mpsc::channel::<Event<T>>();
+    // The signal thread outlives this function when no signal comes (it waits in sigwait()); it only sends, and
+    // stops at the first signal after the receiver is gone.
+    let signal_tx = tx.clone();
+    std::thread::spawn(move || {
+        while let Ok(sig) = signals.wait() {
+            if signal_tx.send(Event::Signal(sig)).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _ = tx.send(Event::Done(call()));
+        });
+        let mut interrupted = None;
+        loop {
+            match rx.recv() {
+                Ok(Event::Done(result)) => {
+                    // A signal that raced with the reply counts too.
+                    while let Ok(event) = rx.try_recv() {
+                        if let Event::Signal(sig) = event {
+                            interrupted = interrupted.or(Some(sig));
+                        }
+                    }
+                    return (result, interrupted);
+                }
+                Ok(Event::Signal(sig)) if interrupted.is_none() => {
+                    interrupted = Some(sig);
+                    eprintln!("rsm: cancelling the {what} (interrupt again to stop waiting for rsmd to confirm)");
+                    scope.spawn(|| {
+                        if let Err(e) = session.abort() {
+                            eprintln!("rsm: cannot cancel: {}", rsmd::error_chain(&e));
+                        }
+                    });
+                }
+                Ok(Event::Signal(sig)) => {
+                    eprintln!(
+                        "rsm: interrupted again: not waiting for rsmd; it cancels the {what} when rsm's \
+                         connections close"
+                    );
+                    std::process::exit(128 + sig as i32);
+                }
+                Err(_) => return (Err(NtmsError::Internal { message: "the call's thread vanished".into() }), None),
+            }
+        }
+    })
+}
+
 /// The drive of a mount reply as people and mtx count it, with its serial and id.
 fn drive_text(session: &Session, reply: &MountReply) -> String {
     let id = reply.drive.as_deref().unwrap_or("-");
@@ -365,19 +447,43 @@ fn mount(
             out(&format!("Mount of {media} queued as request {}\n", reply.request))
         };
     }
-    let reply = call()?;
-    if json {
-        return print_json(&reply);
+    let (result, interrupted) = wait_for(session, &format!("mount of {media}"), call);
+    match (result, interrupted) {
+        (Ok(reply), None) => {
+            if json {
+                return print_json(&reply);
+            }
+            let mut text = format!(
+                "{media} mounted in {}: {}\n",
+                drive_text(session, &reply),
+                reply.device.as_deref().unwrap_or("(no device node on this host)")
+            );
+            if let Some(d) = &reply.devices {
+                text.push_str(&format!(
+                    "  sg {}  nst {}\n",
+                    d.sg.as_deref().unwrap_or("-"),
+                    d.nst.as_deref().unwrap_or("-")
+                ));
+            }
+            out(&text)
+        }
+        (Err(e), None) => Err(e.into()),
+        (Ok(reply), Some(signal)) => Err(Failure::Interrupted {
+            signal,
+            message: format!(
+                "the mount of {media} completed before it could be cancelled: it stays in {} \
+                 (rsm dismount {media})",
+                drive_text(session, &reply)
+            ),
+        }),
+        (Err(NtmsError::Cancelled { .. }), Some(signal)) => {
+            Err(Failure::Interrupted { signal, message: format!("the mount of {media} is cancelled") })
+        }
+        (Err(e), Some(signal)) => Err(Failure::Interrupted {
+            signal,
+            message: format!("the mount of {media} ended: {}", rsmd::error_chain(&e)),
+        }),
     }
-    let mut text = format!(
-        "{media} mounted in {}: {}\n",
-        drive_text(session, &reply),
-        reply.device.as_deref().unwrap_or("(no device node on this host)")
-    );
-    if let Some(d) = &reply.devices {
-        text.push_str(&format!("  sg {}  nst {}\n", d.sg.as_deref().unwrap_or("-"), d.nst.as_deref().unwrap_or("-")));
-    }
-    out(&text)
 }
 
 fn dismount(
@@ -397,13 +503,28 @@ fn dismount(
         "drive": match &target { DismountTarget::Drive(d) => Some(d.clone()), DismountTarget::Media(_) => None },
         "deferred": deferred,
     });
-    session.dismount(target, deferred)?;
-    if json {
-        print_json(&result)
-    } else if deferred {
-        out(&format!("{what} is dismounted after the library's deferred-dismount delay\n"))
-    } else {
-        out(&format!("{what} dismounted\n"))
+    let call = || session.dismount(target.clone(), deferred);
+    let (outcome, interrupted) =
+        if deferred { (call(), None) } else { wait_for(session, &format!("dismount of {what}"), call) };
+    match (outcome, interrupted) {
+        (Ok(()), None) if json => print_json(&result),
+        (Ok(()), None) if deferred => {
+            out(&format!("{what} is dismounted after the library's deferred-dismount delay\n"))
+        }
+        (Ok(()), None) => out(&format!("{what} dismounted\n")),
+        (Err(e), None) => Err(e.into()),
+        (Ok(()), Some(signal)) => Err(Failure::Interrupted {
+            signal,
+            message: format!("the dismount of {what} completed before it could be cancelled"),
+        }),
+        (Err(NtmsError::Cancelled { .. }), Some(signal)) => Err(Failure::Interrupted {
+            signal,
+            message: format!("the dismount of {what} is cancelled: the cartridge stays mounted"),
+        }),
+        (Err(e), Some(signal)) => Err(Failure::Interrupted {
+            signal,
+            message: format!("the dismount of {what} ended: {}", rsmd::error_chain(&e)),
+        }),
     }
 }
 
@@ -575,7 +696,10 @@ mod tests {
             assert_eq!(exit_status(&e), status, "{e:?}");
             assert!(EXIT_STATUS.contains(&format!("\n  {status} ")), "{status} is documented");
         }
+        let i = Failure::Interrupted { signal: Signal::SIGINT, message: m() };
+        assert_eq!(i.exit_status(), 130);
+        assert_eq!(Failure::Interrupted { signal: Signal::SIGTERM, message: m() }.exit_status(), 143);
         assert_eq!(Failure::Usage(m()).exit_status(), 2);
-        assert_eq!(Failure::Usage(m()).to_json()["error"]["name"], "Usage");
+        assert_eq!(i.to_json()["error"]["name"], "Interrupted");
     }
 }

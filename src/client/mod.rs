@@ -568,9 +568,24 @@ impl Session {
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// `CloseNtmsSession`. Dropping a session closes it too, ignoring errors.
+    /// `CloseNtmsSession`. Dropping a session closes it too, ignoring errors. After [`Session::abort`] it does
+    /// nothing.
     pub fn close(self) -> Result<(), NtmsError> {
-        self.closed.store(true, Ordering::SeqCst);
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.call(&Method::CloseSession { session: self.id.clone() }).map(|_| ())
+    }
+
+    /// Ends the session now, from any thread, while other threads wait in calls (`CloseNtmsSession` on a
+    /// connection of its own): the daemon cancels the session's queued and waiting requests (a job already
+    /// moving is undone first), and the calls waiting for them fail with `Cancelled`. A mount that completed
+    /// before stays mounted. Later calls fail with `InvalidHandle`; [`Session::close`] and dropping then send
+    /// nothing.
+    pub fn abort(&self) -> Result<(), NtmsError> {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
         self.call(&Method::CloseSession { session: self.id.clone() }).map(|_| ())
     }
 

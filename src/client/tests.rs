@@ -325,6 +325,32 @@ fn resolve_drive_by_number_or_id() {
     assert_eq!(s.resolve_drive("7").unwrap_err().code(), 4312);
 }
 
+/// `abort` ends the session from another thread while a call waits, and then `close` and drop send nothing.
+#[test]
+fn abort_closes_the_session_once_from_another_thread() {
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let release_rx = StdMutex::new(release_rx);
+    let server = FakeServer::start(move |call| match Method::parse(call) {
+        Ok(Method::MountMedia { .. }) => {
+            release_rx.lock().unwrap().recv().unwrap();
+            error(NtmsError::Cancelled { message: "the session ended".into() })
+        }
+        _ => standard(call),
+    });
+    let s = Arc::new(Session::open_at(&server.path, None, None, 0).unwrap());
+    let mounter = {
+        let s = Arc::clone(&s);
+        thread::spawn(move || s.mount(&["ABC001L6"], None, MountFlags::default(), 0, None))
+    };
+    s.abort().unwrap();
+    s.abort().unwrap();
+    release_tx.send(()).unwrap();
+    assert!(matches!(mounter.join().unwrap(), Err(NtmsError::Cancelled { .. })));
+    Arc::try_unwrap(s).unwrap().close().unwrap();
+    let closes = server.methods().iter().filter(|m| m.ends_with("CloseSession")).count();
+    assert_eq!(closes, 1);
+}
+
 #[test]
 fn not_ready_fails_at_once_without_wait() {
     let server = FakeServer::start(|_| error(NtmsError::NotReady { message: "loading".into() }));

@@ -1,13 +1,14 @@
 //! Issue 15: the `rsm` command line as an administrator meets it, run as the real binary against the real `rsmd`
 //! (on vlib, or `rsmd --demo`): finding the demo's socket, the demo's private directory, errors that say what
-//! went wrong with distinct exit statuses, JSON for every result and error, output into a closed pipe.
+//! went wrong with distinct exit statuses, JSON for every result and error, output into a closed pipe, Ctrl-C on
+//! a waiting mount.
 //!
 //! Synchronisation is on events only: sd_notify messages, notifications, lines the child prints, its exit.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -15,7 +16,8 @@ use std::sync::mpsc;
 use serde_json::Value;
 
 use rsmd::client::Session;
-use rsmd::proto::types::MountFlags;
+use rsmd::proto::types::{MountFlags, ObjectDetails, ObjectType};
+use rsmd::proto::DismountTarget;
 
 use crate::util::{rsm_bin, rsmd_bin, vlib_config, Daemon, Vlib, WAIT};
 
@@ -76,6 +78,16 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
         }
     });
     rx
+}
+
+/// Waits (bounded) for a line satisfying `pred`.
+fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
+    loop {
+        let line = rx.recv_timeout(WAIT).expect("no such line in time");
+        if pred(&line) {
+            return line;
+        }
+    }
 }
 
 /// `rsmd --demo` under the test's control: its environment, its uid, an sd_notify socket the test reads.
@@ -402,4 +414,60 @@ fn issue_15_a_closed_pipe_is_not_a_panic() {
         .elements
         .iter()
         .any(|e| e.address >= 500 && e.address < 504 && e.barcode.as_deref() == Some("ABC004L6")));
+}
+
+/// Issue 15, item 6: Ctrl-C on a waiting `rsm mount` exited 130 silently while the mount went on, to end with a
+/// loaded cartridge nobody owned. Now the interrupt cancels the request and says so.
+#[test]
+fn issue_15_ctrl_c_cancels_a_waiting_mount_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v, d) = library(dir.path(), "");
+    let holder = Session::open_at(&d.socket, None, Some("holder"), 0).unwrap();
+    let flags = MountFlags { read: true, ..MountFlags::default() };
+    for b in ["ABC001L6", "ABC002L6", "ABC003L6", "ABC004L6"] {
+        holder.mount(&[b], None, flags, 0, None).unwrap();
+    }
+    let watcher = Session::open_at(&d.socket, None, Some("watcher"), 0).unwrap();
+    let notes = watcher.notifications(Some(ObjectType::LibRequest)).unwrap();
+    let media = watcher.get_object_information("ABC005L6").unwrap().id;
+    let mut child = rsm_command(&["--socket", d.socket.to_str().unwrap(), "mount", "ABC005L6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = lines(child.stderr.take().unwrap());
+    // Every drive holds a cartridge someone mounted: rsm's request waits for a drive (its notifications are read
+    // by a thread, so the wait is bounded).
+    let (tx, changed) = mpsc::channel();
+    std::thread::spawn(move || {
+        for n in notes {
+            if n.map_or(true, |n| tx.send(n.object).is_err()) {
+                break;
+            }
+        }
+    });
+    let request = loop {
+        let id = changed.recv_timeout(WAIT).expect("rsm's mount request did not appear in time");
+        let o = watcher.get_object_information(&id).unwrap();
+        let ObjectDetails::LibRequest(r) = &o.details else { continue };
+        if matches!(o.state.as_str(), "queued" | "waiting")
+            && r.application.as_deref() == Some("rsm")
+            && r.media.as_deref() == Some(&media)
+        {
+            break id;
+        }
+    };
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    wait_line(&err, |l| l.starts_with("rsm: cancelling the mount of ABC005L6"));
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = err.iter().collect();
+    assert_eq!(status.code(), Some(130), "exited, not killed by the signal ({:?}): {rest:?}", status.signal());
+    assert_eq!(rest, ["rsm: interrupted: the mount of ABC005L6 is cancelled"]);
+    assert_eq!(watcher.get_object_information(&request).unwrap().state, "cancelled");
+    // A drive comes free: the cancelled mount does not take it.
+    holder.dismount(DismountTarget::Media("ABC001L6".into()), false).unwrap();
+    let snap = v.server.snapshot();
+    assert!(snap.elements.iter().any(|e| e.address == 1004 && e.barcode.as_deref() == Some("ABC005L6")), "home");
+    assert_eq!(watcher.get_object_information(&request).unwrap().state, "cancelled");
 }
