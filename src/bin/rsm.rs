@@ -1,7 +1,7 @@
 //! `rsm`: the command-line client of rsmd, modelled on rsm.exe and mtx.
 //!
 //! `rsm status --mtx` prints exactly what `mtx status` prints, so existing scripts can parse it; the other
-//! commands print readable tables, or JSON with `--json`: one
+//! commands print readable tables (cartridges by barcode, elements by mtx's numbers), or JSON with `--json`: one
 //! JSON document per command, errors included (`{"error": {"name", "code", "message"}}`).
 //!
 //! Errors are printed once, as `rsm: <message>: <Name> (<code>)`, and the exit status says what kind of failure
@@ -23,7 +23,7 @@ use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use rsmd::client::format;
+use rsmd::client::format::{self, Names};
 use rsmd::client::{Session, SessionOptions, Timeouts, DEFAULT_TIMEOUTS};
 use rsmd::proto::types::{InventoryMode, MountFlags, MountReply};
 use rsmd::proto::{DismountTarget, NtmsError, ObjectDetails, ObjectInfo, ObjectType};
@@ -83,17 +83,17 @@ enum Command {
         #[arg(long, value_name = "ID")]
         container: Option<String>,
     },
-    /// Show one object by id (or a cartridge by barcode)
+    /// Show one object by id, or a cartridge by barcode (in any case)
     Info {
         /// Object id or barcode
         id: String,
     },
     /// Mount a cartridge and wait until the drive is ready (Ctrl-C cancels the mount)
     Mount {
-        /// Barcode (or media id)
+        /// Barcode, in any case (or media id)
         barcode: String,
-        /// Drive number (from 0, as mtx counts) or drive id
-        #[arg(long, value_name = "N|ID")]
+        /// Drive number (from 0, as mtx counts), serial number or id
+        #[arg(long, value_name = "N|SERIAL|ID")]
         drive: Option<String>,
         /// Give up after this many seconds
         #[arg(long, value_name = "SECONDS")]
@@ -114,10 +114,10 @@ enum Command {
     /// Dismount a cartridge, or whatever a drive holds (Ctrl-C cancels the dismount)
     #[command(group(ArgGroup::new("what").required(true).args(["barcode", "drive"])))]
     Dismount {
-        /// Barcode (or media id)
+        /// Barcode, in any case (or media id)
         barcode: Option<String>,
-        /// Drive number or id
-        #[arg(long, value_name = "N|ID")]
+        /// Drive number, serial number or id
+        #[arg(long, value_name = "N|SERIAL|ID")]
         drive: Option<String>,
         /// Leave the cartridge loaded for the library's deferred-dismount delay
         #[arg(long)]
@@ -290,6 +290,23 @@ fn print_json(value: &impl Serialize) -> Result<(), Failure> {
     out(&format!("{text}\n"))
 }
 
+/// Names for every object an id may refer to (libraries, elements, cartridges, pools, media types).
+fn names(session: &Session) -> Result<Names, NtmsError> {
+    let mut objects = Vec::new();
+    for t in [
+        ObjectType::Library,
+        ObjectType::Drive,
+        ObjectType::StorageSlot,
+        ObjectType::IePort,
+        ObjectType::PhysicalMedia,
+        ObjectType::MediaPool,
+        ObjectType::MediaType,
+    ] {
+        objects.extend(session.enumerate(None, t)?);
+    }
+    Ok(Names::new(&objects))
+}
+
 fn status(session: &Session, json: bool, mtx: bool) -> Result<(), Failure> {
     let mut objects: Vec<ObjectInfo> = Vec::new();
     for t in [ObjectType::Library, ObjectType::Changer, ObjectType::Drive, ObjectType::StorageSlot, ObjectType::IePort]
@@ -435,10 +452,10 @@ fn mount(
     flags: MountFlags,
     priority: i32,
 ) -> Result<(), Failure> {
-    let media = barcode;
+    let media = session.resolve_media(barcode)?;
     let drive = drive.map(|d| session.resolve_drive(d)).transpose()?;
     let timeout = timeout.map(Duration::from_secs);
-    let call = || session.mount(&[media], drive.as_deref(), flags, priority, timeout);
+    let call = || session.mount(&[media.as_str()], drive.as_deref(), flags, priority, timeout);
     if flags.nowait {
         let reply = call()?;
         return if json {
@@ -494,7 +511,10 @@ fn dismount(
     deferred: bool,
 ) -> Result<(), Failure> {
     let (target, what) = match (barcode, drive) {
-        (Some(b), _) => (DismountTarget::Media(b.to_owned()), b.to_owned()),
+        (Some(b), _) => {
+            let media = session.resolve_media(b)?;
+            (DismountTarget::Media(media.clone()), media)
+        }
         (None, Some(d)) => (DismountTarget::Drive(session.resolve_drive(d)?), format!("drive {d}")),
         (None, None) => return Err(Failure::Usage("give a barcode or --drive".into())),
     };
@@ -549,15 +569,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if json {
                 print_json(&objects)?;
             } else {
-                out(&format::objects_table(&objects))?;
+                out(&format::objects_table(&objects, &names(&session)?))?;
             }
         }
         Command::Info { id } => {
-            let object = session.get_object_information(&id)?;
+            let object = match session.get_object_information(&id) {
+                // A barcode in another case.
+                Err(NtmsError::ObjectNotFound { .. }) => match session.resolve_media(&id)? {
+                    exact if exact != id => session.get_object_information(&exact)?,
+                    _ => session.get_object_information(&id)?,
+                },
+                other => other?,
+            };
             if json {
                 print_json(&object)?;
             } else {
-                out(&format::object_info(&object))?;
+                out(&format::object_info(&object, &names(&session)?))?;
             }
         }
         Command::Mount { barcode, drive, timeout, write, nowait, error_if_unavailable, priority } => {
@@ -572,7 +599,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if json {
                 print_json(&requests)?;
             } else {
-                out(&format::requests_table(&requests))?;
+                out(&format::requests_table(&requests, &names(&session)?))?;
             }
         }
         Command::Cancel { id } => {

@@ -1,4 +1,9 @@
 //! Pure text formatting of wire objects for `rsm`: mtx's `status` format, readable tables, object details.
+//!
+//! People read one numbering: mtx's, the `number` the daemon gives each element (drives from 0, storage slots
+//! from 1, mail slots after the storage slots). Element addresses are a detail, shown beside the number. Ids that
+//! objects refer to (a cartridge's home slot, pool and media type, a request's cartridge and drive) are shown as
+//! what [`Names`] calls them: a barcode, `slot 3`, `drive 2`, a pool's or media type's name.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -6,8 +11,115 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::proto::types::{
-    DriveDetails, IePortDetails, LibRequestDetails, LibraryDetails, ObjectDetails, ObjectInfo, SlotDetails,
+    DriveDetails, IePortDetails, LibRequestDetails, LibraryDetails, Location, LocationKind, ObjectDetails, ObjectInfo,
+    SlotDetails,
 };
+
+/// What an id names.
+#[derive(Debug, Clone)]
+enum Named {
+    /// A library, by name.
+    Library(String),
+    /// A drive, storage slot or mail slot: its kind as people say it, its number, its library's id.
+    Element { kind: &'static str, number: u32, library: String },
+    /// Anything else that has a name people use: a cartridge's barcode, a pool's or media type's name.
+    Plain(String),
+}
+
+/// Names for the ids objects refer to, learnt from the objects a client has seen, so people read `slot 3`,
+/// `drive 2`, `ABC001L6` and `LTO-6` instead of ids. With several libraries an element's label says which
+/// (`drive 2 in lib2`).
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    by_id: HashMap<String, Named>,
+    /// Element id by (library id, element address).
+    by_address: HashMap<(String, u32), String>,
+}
+
+impl Names {
+    /// Names for `objects`.
+    pub fn new(objects: &[ObjectInfo]) -> Names {
+        let mut names = Names::default();
+        for o in objects {
+            names.add(o);
+        }
+        names
+    }
+
+    /// Learns (or updates) the name of `o`.
+    pub fn add(&mut self, o: &ObjectInfo) {
+        let element = |kind, number, library: &String, address| {
+            (Named::Element { kind, number, library: library.clone() }, Some((library.clone(), address)))
+        };
+        let (named, address) = match &o.details {
+            ObjectDetails::Library(_) => (Named::Library(o.name.clone()), None),
+            ObjectDetails::Drive(d) => element("drive", d.number, &d.library, d.element_address),
+            ObjectDetails::StorageSlot(s) => element("slot", s.number, &s.library, s.element_address),
+            ObjectDetails::IePort(p) => element("mail slot", p.number, &p.library, p.element_address),
+            ObjectDetails::PhysicalMedia(m) => {
+                (Named::Plain(m.barcode.clone().unwrap_or_else(|| o.name.clone())), None)
+            }
+            ObjectDetails::MediaPool(_) | ObjectDetails::MediaType(_) => (Named::Plain(o.name.clone()), None),
+            ObjectDetails::Changer(c) => (Named::Plain(c.device.clone().unwrap_or_else(|| o.name.clone())), None),
+            ObjectDetails::Computer(_) | ObjectDetails::LibRequest(_) | ObjectDetails::OpRequest(_) => return,
+        };
+        if let Some(key) = address {
+            self.by_address.insert(key, o.id.clone());
+        }
+        self.by_id.insert(o.id.clone(), named);
+    }
+
+    fn several_libraries(&self) -> bool {
+        self.by_id.values().filter(|n| matches!(n, Named::Library(_))).count() > 1
+    }
+
+    /// The label of the object `id` names, when known: `drive 2`, `slot 5`, `mail slot 21`, a library's, pool's
+    /// or media type's name, a cartridge's barcode.
+    pub fn label(&self, id: &str) -> Option<String> {
+        Some(match self.by_id.get(id)? {
+            Named::Library(name) | Named::Plain(name) => name.clone(),
+            Named::Element { kind, number, library } => match self.by_id.get(library) {
+                Some(Named::Library(lib)) if self.several_libraries() => format!("{kind} {number} in {lib}"),
+                _ => format!("{kind} {number}"),
+            },
+        })
+    }
+
+    /// [`Names::label`], else the id itself.
+    pub fn label_or_id(&self, id: &str) -> String {
+        self.label(id).unwrap_or_else(|| id.to_owned())
+    }
+
+    /// The label of the element at SMC element `address` in `library`.
+    pub fn element_at(&self, library: &str, address: u32) -> Option<String> {
+        self.by_address.get(&(library.to_owned(), address)).and_then(|id| self.label(id))
+    }
+
+    /// The number of drive `id` (`2`), with its library when there are several (`2 in lib2`).
+    pub fn drive_number(&self, id: &str) -> Option<String> {
+        match self.by_id.get(id)? {
+            Named::Element { kind: "drive", number, library } => match self.by_id.get(library) {
+                Some(Named::Library(lib)) if self.several_libraries() => Some(format!("{number} in {lib}")),
+                _ => Some(number.to_string()),
+            },
+            _ => None,
+        }
+    }
+
+    /// Where a cartridge is, as people say it: `slot 3 (address 1002)`, `drive 0 (address 500)`, `the robot's
+    /// hand`, `offline`.
+    pub fn location(&self, l: &Location) -> String {
+        let address = l.element_address.map(|a| format!(" (address {a})")).unwrap_or_default();
+        let by_element = l.element.as_deref().and_then(|e| self.label(e));
+        let by_address = || l.library.as_deref().zip(l.element_address).and_then(|(lib, a)| self.element_at(lib, a));
+        match (l.kind, by_element.or_else(by_address)) {
+            (LocationKind::Offline, _) => "offline".into(),
+            (LocationKind::Transport, _) => format!("the robot's hand{address}"),
+            (_, Some(label)) => format!("{label}{address}"),
+            (kind, None) => format!("{}{address}", json_word(&kind).replace('_', " ")),
+        }
+    }
+}
 
 /// Width of the volume tag field mtx prints: the 32-byte primary volume tag identifier (SMC-3 6.10.3), space
 /// padded as the library returns it.
@@ -243,10 +355,9 @@ pub fn status_table(objects: &[ObjectInfo]) -> String {
             let rows: Vec<Vec<String>> = lib
                 .ports
                 .iter()
-                .enumerate()
-                .map(|(i, p)| {
+                .map(|p| {
                     vec![
-                        (lib.slots.len() + i + 1).to_string(),
+                        p.number.to_string(),
                         p.element_address.to_string(),
                         if p.full { or_dash(p.barcode.as_deref()).to_owned() } else { "empty".into() },
                         match (p.import_enabled, p.export_enabled) {
@@ -273,8 +384,8 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
-/// A one-line summary of an object's type-specific part.
-pub fn summary(details: &ObjectDetails) -> String {
+/// A one-line summary of an object's type-specific part, with the ids it refers to named by `names`.
+pub fn summary(details: &ObjectDetails, names: &Names) -> String {
     match details {
         ObjectDetails::Computer(c) => format!("{} rsmd {}, {} libraries", c.host_name, c.version, c.library_count),
         ObjectDetails::Library(l) => {
@@ -286,7 +397,7 @@ pub fn summary(details: &ObjectDetails) -> String {
             d.number,
             json_word(&d.state),
             or_dash(d.barcode.as_deref()),
-            or_dash(d.devices.nst.as_deref())
+            or_dash(d.devices.nst.as_deref().or(d.devices.sg.as_deref()))
         ),
         ObjectDetails::StorageSlot(s) => {
             format!(
@@ -305,16 +416,23 @@ pub fn summary(details: &ObjectDetails) -> String {
             )
         }
         ObjectDetails::MediaType(t) => format!("{} sides {}", t.family, t.sides),
-        ObjectDetails::PhysicalMedia(m) => format!(
-            "{} in {}{} mounts {}",
-            or_dash(m.barcode.as_deref()),
-            json_word(&m.location.kind),
-            m.location.element_address.map(|a| format!(" {a}")).unwrap_or_default(),
-            m.mount_count
-        ),
+        ObjectDetails::PhysicalMedia(m) => {
+            format!("{} in {}, mounts {}", or_dash(m.barcode.as_deref()), names.location(&m.location), m.mount_count)
+        }
         ObjectDetails::MediaPool(p) => format!("{} {} media", json_word(&p.kind), p.media_count),
         ObjectDetails::LibRequest(r) => {
-            format!("{} {}", json_word(&r.operation), json_word(&r.state))
+            let mut text = json_word(&r.operation);
+            if let Some(m) = &r.media {
+                let _ = write!(text, " {}", names.label_or_id(m));
+            }
+            if let Some(d) = &r.drive {
+                let _ = write!(text, " drive {}", names.drive_number(d).unwrap_or_else(|| d.clone()));
+            }
+            let _ = write!(text, " {}", json_word(&r.state));
+            if let Some(e) = &r.error {
+                let _ = write!(text, ": {e}");
+            }
+            text
         }
         ObjectDetails::OpRequest(r) => {
             format!("{} {}: {}", json_word(&r.kind), json_word(&r.state), r.text)
@@ -323,7 +441,7 @@ pub fn summary(details: &ObjectDetails) -> String {
 }
 
 /// A table of objects (`rsm view`): id, name, state, enabled, summary.
-pub fn objects_table(objects: &[ObjectInfo]) -> String {
+pub fn objects_table(objects: &[ObjectInfo], names: &Names) -> String {
     if objects.is_empty() {
         return "No objects.\n".into();
     }
@@ -335,15 +453,17 @@ pub fn objects_table(objects: &[ObjectInfo]) -> String {
                 o.name.clone(),
                 o.state.clone(),
                 if o.enabled { "yes" } else { "no" }.into(),
-                summary(&o.details),
+                summary(&o.details, names),
             ]
         })
         .collect();
     table(&["ID", "NAME", "STATE", "ENABLED", "DETAILS"], &rows)
 }
 
-/// A table of library requests (`rsm requests`).
-pub fn requests_table(objects: &[ObjectInfo]) -> String {
+/// A table of library requests (`rsm requests`): cartridges by barcode and drives by number (with a library
+/// column when there are several libraries).
+pub fn requests_table(objects: &[ObjectInfo], names: &Names) -> String {
+    let several = names.several_libraries();
     let rows: Vec<Vec<String>> = objects
         .iter()
         .filter_map(|o| match &o.details {
@@ -351,26 +471,42 @@ pub fn requests_table(objects: &[ObjectInfo]) -> String {
             _ => None,
         })
         .map(|(o, r): (&ObjectInfo, &LibRequestDetails)| {
-            vec![
-                o.id.clone(),
-                json_word(&r.operation),
-                json_word(&r.state),
-                r.priority.to_string(),
-                or_dash(r.media.as_deref()).to_owned(),
-                or_dash(r.drive.as_deref()).to_owned(),
+            let mut row = vec![o.id.clone(), json_word(&r.operation), json_word(&r.state), r.priority.to_string()];
+            if several {
+                row.push(r.library.as_deref().map_or_else(|| "-".into(), |l| names.label_or_id(l)));
+            }
+            row.extend([
+                r.media.as_deref().map_or_else(|| "-".into(), |m| names.label_or_id(m)),
+                r.drive.as_deref().map_or_else(
+                    || "-".into(),
+                    |d| {
+                        // The number within its library: the library has its own column.
+                        match names.by_id.get(d) {
+                            Some(Named::Element { number, .. }) => number.to_string(),
+                            _ => d.to_owned(),
+                        }
+                    },
+                ),
                 or_dash(r.application.as_deref()).to_owned(),
                 or_dash(r.error.as_deref()).to_owned(),
-            ]
+            ]);
+            row
         })
         .collect();
     if rows.is_empty() {
         return "No library requests.\n".into();
     }
-    table(&["ID", "OPERATION", "STATE", "PRIO", "MEDIA", "DRIVE", "APPLICATION", "ERROR"], &rows)
+    let mut header = vec!["ID", "OPERATION", "STATE", "PRIO"];
+    if several {
+        header.push("LIBRARY");
+    }
+    header.extend(["MEDIA", "DRIVE", "APPLICATION", "ERROR"]);
+    table(&header, &rows)
 }
 
-/// Every field of one object, `key: value` per line (`rsm info`).
-pub fn object_info(object: &ObjectInfo) -> String {
+/// Every field of one object, `key: value` per line (`rsm info`). Ids of other objects are shown as `names`
+/// calls them, a cartridge's location as `slot 3 (address 1002)`, and a drive's source element by its number.
+pub fn object_info(object: &ObjectInfo, names: &Names) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "id: {}", object.id);
     let _ = writeln!(out, "type: {}", object.object_type.wire_name());
@@ -380,33 +516,60 @@ pub fn object_info(object: &ObjectInfo) -> String {
     let _ = writeln!(out, "state: {}", object.state);
     let _ = writeln!(out, "created: {}", object.created);
     let _ = writeln!(out, "modified: {}", object.modified);
+    let library = match &object.details {
+        ObjectDetails::Drive(d) => Some(d.library.as_str()),
+        _ => None,
+    };
     if let Ok(Value::Object(outer)) = serde_json::to_value(&object.details) {
         for inner in outer.values() {
             if let Value::Object(fields) = inner {
-                write_fields(&mut out, "", fields);
+                write_fields(&mut out, "", fields, names, library);
             }
         }
     }
     out
 }
 
-fn write_fields(out: &mut String, prefix: &str, fields: &serde_json::Map<String, Value>) {
+fn write_fields(
+    out: &mut String,
+    prefix: &str,
+    fields: &serde_json::Map<String, Value>,
+    names: &Names,
+    library: Option<&str>,
+) {
+    let word = |v: &Value| match v {
+        Value::String(s) => names.label_or_id(s),
+        other => other.to_string(),
+    };
     for (key, value) in fields {
-        match value {
-            Value::Object(sub) => write_fields(out, &format!("{prefix}{key}."), sub),
-            Value::Null => {
+        match (key.as_str(), value) {
+            ("location", Value::Object(_)) => {
+                if let Ok(l) = serde_json::from_value::<Location>(value.clone()) {
+                    let _ = writeln!(out, "{prefix}location: {}", names.location(&l));
+                }
+            }
+            ("source_element", Value::Number(n)) => {
+                let address = n.as_u64().and_then(|a| u32::try_from(a).ok());
+                let label = library.zip(address).and_then(|(lib, a)| names.element_at(lib, a));
+                match label {
+                    Some(l) => {
+                        let _ = writeln!(out, "{prefix}{key}: {l} (address {n})");
+                    }
+                    None => {
+                        let _ = writeln!(out, "{prefix}{key}: address {n}");
+                    }
+                }
+            }
+            (_, Value::Object(sub)) => write_fields(out, &format!("{prefix}{key}."), sub, names, library),
+            (_, Value::Null) => {
                 let _ = writeln!(out, "{prefix}{key}: -");
             }
-            Value::String(s) => {
-                let _ = writeln!(out, "{prefix}{key}: {s}");
-            }
-            Value::Array(items) => {
-                let words: Vec<String> =
-                    items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect();
+            (_, Value::Array(items)) => {
+                let words: Vec<String> = items.iter().map(word).collect();
                 let _ = writeln!(out, "{prefix}{key}: {}", words.join(", "));
             }
-            other => {
-                let _ = writeln!(out, "{prefix}{key}: {other}");
+            (_, other) => {
+                let _ = writeln!(out, "{prefix}{key}: {}", word(other));
             }
         }
     }

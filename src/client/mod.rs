@@ -662,22 +662,75 @@ impl Session {
         Ok(Notifications { conn, method: call.method, done: false })
     }
 
-    /// Resolves a drive given as an id or as a drive number (`0`, mtx's numbering). A number must name exactly
-    /// one drive across all libraries, else `ObjectNotFound` or `InvalidParameter` (ambiguous).
+    /// Resolves a drive given as a drive number (`0`, mtx's numbering), an id, or a serial number (in any case)
+    /// to its id. A number or serial must name exactly one drive across all libraries: none → `ObjectNotFound`,
+    /// several → `InvalidParameter`.
     pub fn resolve_drive(&self, spec: &str) -> Result<String, NtmsError> {
-        let Ok(number) = spec.parse::<u32>() else {
-            return Ok(spec.to_owned());
-        };
-        let drives = self.enumerate(None, ObjectType::Drive)?;
-        let matching: Vec<&ObjectInfo> =
-            drives.iter().filter(|d| matches!(&d.details, ObjectDetails::Drive(dd) if dd.number == number)).collect();
-        match matching.as_slice() {
-            [one] => Ok(one.id.clone()),
-            [] => Err(NtmsError::ObjectNotFound { message: format!("no drive number {number}") }),
-            _ => Err(NtmsError::InvalidParameter {
-                message: format!("drive number {number} exists in several libraries; give the drive id"),
-            }),
-        }
+        pick_drive(&self.enumerate(None, ObjectType::Drive)?, spec)
+    }
+
+    /// Resolves a cartridge given as an id or a barcode, where a barcode may be given in any case when that
+    /// names one cartridge: returns what to pass to the daemon (the exact barcode or id). Barcodes that differ
+    /// only in case → `InvalidParameter`; an unknown one is returned unchanged (the daemon answers
+    /// `ObjectNotFound`).
+    pub fn resolve_media(&self, spec: &str) -> Result<String, NtmsError> {
+        pick_media(&self.enumerate(None, ObjectType::PhysicalMedia)?, spec)
+    }
+}
+
+/// The id of the drive among `drives` that `spec` names (see [`Session::resolve_drive`]).
+pub fn pick_drive(drives: &[ObjectInfo], spec: &str) -> Result<String, NtmsError> {
+    let details = |o: &ObjectInfo| match &o.details {
+        ObjectDetails::Drive(d) => Some(d.clone()),
+        _ => None,
+    };
+    let unique = |matching: Vec<&ObjectInfo>, what: &str| match matching.as_slice() {
+        [one] => Ok(Some(one.id.clone())),
+        [] => Ok(None),
+        _ => Err(NtmsError::InvalidParameter {
+            message: format!("{what} names drives in several libraries; give the drive's id"),
+        }),
+    };
+    if let Ok(number) = spec.parse::<u32>() {
+        let matching = drives.iter().filter(|o| details(o).is_some_and(|d| d.number == number)).collect();
+        return unique(matching, &format!("drive number {number}"))?
+            .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no drive number {number}") });
+    }
+    if let Some(d) = drives.iter().find(|o| o.id.eq_ignore_ascii_case(spec)) {
+        return Ok(d.id.clone());
+    }
+    let matching = drives
+        .iter()
+        .filter(|o| details(o).and_then(|d| d.serial).is_some_and(|s| s.trim().eq_ignore_ascii_case(spec.trim())))
+        .collect();
+    unique(matching, &format!("serial {spec}"))?
+        .ok_or_else(|| NtmsError::ObjectNotFound { message: format!("no drive with number, id or serial '{spec}'") })
+}
+
+/// What to ask the daemon for when a cartridge is given as `spec` (see [`Session::resolve_media`]).
+pub fn pick_media(media: &[ObjectInfo], spec: &str) -> Result<String, NtmsError> {
+    let barcode = |o: &ObjectInfo| match &o.details {
+        ObjectDetails::PhysicalMedia(m) => m.barcode.clone(),
+        _ => None,
+    };
+    if media.iter().any(|o| o.id == spec || barcode(o).as_deref() == Some(spec)) {
+        return Ok(spec.to_owned());
+    }
+    if let Some(o) = media.iter().find(|o| o.id.eq_ignore_ascii_case(spec)) {
+        return Ok(o.id.clone());
+    }
+    let mut matching: Vec<String> = media.iter().filter_map(barcode).filter(|b| b.eq_ignore_ascii_case(spec)).collect();
+    matching.sort();
+    matching.dedup();
+    match matching.len() {
+        0 => Ok(spec.to_owned()),
+        1 => Ok(matching.remove(0)),
+        _ => Err(NtmsError::InvalidParameter {
+            message: format!(
+                "barcode {spec} matches {} (barcodes differ in case): give it exactly",
+                matching.join(", ")
+            ),
+        }),
     }
 }
 

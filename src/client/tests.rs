@@ -316,13 +316,58 @@ fn error_replies_become_ntms_errors() {
 }
 
 #[test]
-fn resolve_drive_by_number_or_id() {
+fn resolve_drive_by_number_serial_or_id() {
     let server = FakeServer::start(standard);
     let s = Session::open_at(&server.path, None, None, 0).unwrap();
     let drive = samples::all().into_iter().find(|o| o.object_type == ObjectType::Drive).unwrap();
     assert_eq!(s.resolve_drive("0").unwrap(), drive.id);
-    assert_eq!(s.resolve_drive("some-id").unwrap(), "some-id");
+    assert_eq!(s.resolve_drive(&drive.id).unwrap(), drive.id);
+    assert_eq!(s.resolve_drive(&drive.id.to_uppercase()).unwrap(), drive.id);
+    // Issue 15: `--drive` takes a drive's serial too, in any case.
+    assert_eq!(s.resolve_drive("D0").unwrap(), drive.id);
+    assert_eq!(s.resolve_drive("d0").unwrap(), drive.id);
     assert_eq!(s.resolve_drive("7").unwrap_err().code(), 4312);
+    assert_eq!(s.resolve_drive("some-id").unwrap_err().code(), 4312);
+}
+
+#[test]
+fn a_number_or_serial_in_two_libraries_is_ambiguous() {
+    let drive = samples::all().into_iter().find(|o| o.object_type == ObjectType::Drive).unwrap();
+    let mut other = drive.clone();
+    other.id = "other".into();
+    let drives = [drive, other];
+    assert_eq!(pick_drive(&drives, "0").unwrap_err().code(), 87);
+    assert_eq!(pick_drive(&drives, "D0").unwrap_err().code(), 87);
+    assert_eq!(pick_drive(&drives, "other").unwrap(), "other");
+}
+
+/// Issue 15: barcodes were case-sensitive on input.
+#[test]
+fn issue_15_barcodes_in_any_case_when_unambiguous() {
+    let cartridge = samples::all().into_iter().find(|o| o.object_type == ObjectType::PhysicalMedia).unwrap();
+    let with_barcode = |id: &str, barcode: &str| {
+        let mut o = cartridge.clone();
+        o.id = id.into();
+        if let ObjectDetails::PhysicalMedia(m) = &mut o.details {
+            m.barcode = Some(barcode.into());
+        }
+        o
+    };
+    let media = [with_barcode("m1", "ABC001L6"), with_barcode("m2", "XYZ001L6"), with_barcode("m3", "xyz001l6")];
+    assert_eq!(pick_media(&media, "ABC001L6").unwrap(), "ABC001L6");
+    assert_eq!(pick_media(&media, "abc001l6").unwrap(), "ABC001L6");
+    assert_eq!(pick_media(&media, "m1").unwrap(), "m1");
+    assert_eq!(pick_media(&media, "M1").unwrap(), "m1");
+    // Exact matches win over case-insensitive ones; two that differ only in case are ambiguous.
+    assert_eq!(pick_media(&media, "xyz001l6").unwrap(), "xyz001l6");
+    let e = pick_media(&media, "Xyz001L6").unwrap_err();
+    assert_eq!(e.code(), 87);
+    assert!(e.message().contains("XYZ001L6, xyz001l6"), "{e}");
+    // Unknown barcodes go to the daemon unchanged, which says it does not know them.
+    assert_eq!(pick_media(&media, "NOPE"), Ok("NOPE".to_owned()));
+    let server = FakeServer::start(standard);
+    let s = Session::open_at(&server.path, None, None, 0).unwrap();
+    assert_eq!(s.resolve_media("abc001l6").unwrap(), "ABC001L6");
 }
 
 /// `abort` ends the session from another thread while a call waits, and then `close` and drop send nothing.

@@ -1,7 +1,7 @@
 //! Issue 15: the `rsm` command line as an administrator meets it, run as the real binary against the real `rsmd`
 //! (on vlib, or `rsmd --demo`): finding the demo's socket, the demo's private directory, errors that say what
 //! went wrong with distinct exit statuses, JSON for every result and error, output into a closed pipe, Ctrl-C on
-//! a waiting mount.
+//! a waiting mount, readable names and numbers.
 //!
 //! Synchronisation is on events only: sd_notify messages, notifications, lines the child prints, its exit.
 
@@ -65,6 +65,13 @@ fn rsm(d: &Daemon, args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// `rsm` that must succeed; its standard output.
+fn rsm_ok(d: &Daemon, args: &[&str]) -> String {
+    let out = rsm(d, args);
+    assert!(out.status.success(), "rsm {args:?}: {:?} {}", out.status, text(&out.stderr));
+    text(&out.stdout)
 }
 
 /// Lines a child writes to `stream`, on a channel (read by a thread, so waits on them can be bounded).
@@ -470,4 +477,42 @@ fn issue_15_ctrl_c_cancels_a_waiting_mount_and_says_so() {
     let snap = v.server.snapshot();
     assert!(snap.elements.iter().any(|e| e.address == 1004 && e.barcode.as_deref() == Some("ABC005L6")), "home");
     assert_eq!(watcher.get_object_information(&request).unwrap().state, "cancelled");
+}
+
+/// Issue 15, item 7: people read barcodes, mtx's numbers and names; ids and element addresses only as details.
+/// Barcodes are taken in any case, and `--drive` takes a drive's serial.
+#[test]
+fn issue_15_output_reads_barcodes_numbers_and_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, d) = library(dir.path(), "");
+    let mounted = rsm_ok(&d, &["mount", "abc003l6", "--drive", "vdrv0002"]);
+    assert!(mounted.starts_with("ABC003L6 mounted in drive 2 (VDRV0002, id "), "{mounted}");
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let ids: Vec<String> = s
+        .enumerate(None, ObjectType::Drive)
+        .unwrap()
+        .into_iter()
+        .chain(s.enumerate(None, ObjectType::PhysicalMedia).unwrap())
+        .map(|o| o.id)
+        .collect();
+    let requests = rsm_ok(&d, &["requests"]);
+    let row: Vec<&str> = requests.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[1..], ["mount", "complete", "0", "ABC003L6", "2", "rsm", "-"], "{requests}");
+    assert!(ids.iter().all(|id| !requests.contains(id.as_str())), "no cartridge or drive ids: {requests}");
+    assert!(requests.lines().all(|l| l.len() < 120), "it was ~190 columns: {requests}");
+    let info = rsm_ok(&d, &["info", "Abc003L6"]);
+    for line in ["location: drive 2 (address 502)", "home_slot: slot 3", "pool: Free", "media_type: LTO-6"] {
+        assert!(info.lines().any(|l| l == line), "{line:?} in\n{info}");
+    }
+    let drive2 = s
+        .enumerate(None, ObjectType::Drive)
+        .unwrap()
+        .into_iter()
+        .find(|o| matches!(&o.details, ObjectDetails::Drive(dd) if dd.number == 2))
+        .unwrap();
+    let drive = rsm_ok(&d, &["info", &drive2.id]);
+    assert!(drive.lines().any(|l| l == "source_element: slot 3 (address 1002)"), "{drive}");
+    let media = rsm_ok(&d, &["view", "physical_media"]);
+    assert!(media.lines().any(|l| l.contains("ABC001L6 in slot 1 (address 1000), mounts 0")), "{media}");
+    assert!(rsm_ok(&d, &["dismount", "--drive", "VDRV0002"]).starts_with("drive VDRV0002 dismounted"));
 }

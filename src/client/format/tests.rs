@@ -225,29 +225,162 @@ fn status_table_shows_drives_slots_and_ports() {
 #[test]
 fn tables_and_info_cover_every_type() {
     let all = crate::proto::types::samples::all();
-    let text = objects_table(&all);
+    let names = Names::new(&all);
+    let text = objects_table(&all, &names);
     assert_eq!(text.lines().count(), all.len() + 1);
     for o in &all {
         assert!(text.contains(&o.id));
-        assert!(!summary(&o.details).is_empty());
-        let i = object_info(o);
+        assert!(!summary(&o.details, &names).is_empty());
+        let i = object_info(o, &names);
         assert!(i.contains(&format!("id: {}", o.id)));
         assert!(i.contains(&format!("type: {}", o.object_type.wire_name())));
     }
     let drive = all.iter().find(|o| o.object_type == ObjectType::Drive).unwrap();
-    let i = object_info(drive);
+    let i = object_info(drive, &names);
     assert!(i.contains("devices.nst: /dev/nst0"), "{i}");
     assert!(i.contains("last_cleaned: -"));
     let lib = all.iter().find(|o| o.object_type == ObjectType::Library).unwrap();
-    assert!(object_info(lib).contains("changers: c"));
-    assert_eq!(objects_table(&[]), "No objects.\n");
+    assert!(object_info(lib, &Names::default()).contains("changers: c"));
+    assert_eq!(objects_table(&[], &names), "No objects.\n");
 }
 
 #[test]
 fn requests_table_lists_only_requests() {
     let all = crate::proto::types::samples::all();
-    let text = requests_table(&all);
+    let text = requests_table(&all, &Names::new(&all));
     assert_eq!(text.lines().count(), 2);
     assert!(text.contains("mount") && text.contains("in_progress") && text.contains("bacula"));
-    assert_eq!(requests_table(&[]), "No library requests.\n");
+    assert_eq!(requests_table(&[], &Names::default()), "No library requests.\n");
+}
+
+/// A cartridge in drive 1 of the sample library, homed in slot 2, with its pool and media type.
+fn sample_with_media() -> Vec<ObjectInfo> {
+    use crate::proto::types::{MediaDetails, MediaTypeDetails, PoolDetails, PoolKind};
+    let mut objects = sample_library();
+    objects.push(info(
+        "m2".into(),
+        "ABC002L6",
+        ObjectDetails::PhysicalMedia(MediaDetails {
+            barcode: Some("ABC002L6".into()),
+            location: Location {
+                kind: LocationKind::Drive,
+                library: Some(LIB.into()),
+                element: Some("drive-1".into()),
+                element_address: Some(501),
+            },
+            home_slot: Some("slot-2".into()),
+            media_type: Some("t-lto6".into()),
+            pool: Some("p-free".into()),
+            mount_count: 3,
+            cleaner: false,
+            cleaning_count: None,
+        }),
+    ));
+    objects.push(info(
+        "t-lto6".into(),
+        "LTO-6",
+        ObjectDetails::MediaType(MediaTypeDetails {
+            family: "LTO".into(),
+            generation: Some(6),
+            sides: 1,
+            cleaner: false,
+            writable: true,
+        }),
+    ));
+    objects.push(info(
+        "p-free".into(),
+        "Free",
+        ObjectDetails::MediaPool(PoolDetails {
+            kind: PoolKind::Free,
+            media_type: None,
+            parent: None,
+            draw_from_free: false,
+            return_to_free: false,
+            max_allocations: None,
+            media_count: 1,
+        }),
+    ));
+    objects
+}
+
+fn request(media: Option<&str>, drive: Option<&str>, library: &str) -> ObjectInfo {
+    use crate::proto::types::{RequestOperation, RequestState};
+    info(
+        "R1".into(),
+        "mount request",
+        ObjectDetails::LibRequest(LibRequestDetails {
+            operation: RequestOperation::Mount,
+            state: RequestState::Complete,
+            priority: 0,
+            submitted: 0,
+            started: None,
+            completed: None,
+            library: Some(library.into()),
+            drive: drive.map(str::to_owned),
+            media: media.map(str::to_owned),
+            application: Some("rsm".into()),
+            uid: Some(0),
+            error: None,
+        }),
+    )
+}
+
+#[test]
+fn issue_15_people_read_numbers_and_names_not_ids_or_addresses() {
+    let objects = sample_with_media();
+    let names = Names::new(&objects);
+    let media = objects.iter().find(|o| o.id == "m2").unwrap();
+    let text = object_info(media, &names);
+    for line in ["location: drive 1 (address 501)", "home_slot: slot 2", "pool: Free", "media_type: LTO-6"] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+    }
+    assert!(summary(&media.details, &names).starts_with("ABC002L6 in drive 1 (address 501)"));
+    // A drive's source element is a slot by number; its library by name.
+    let drive = objects.iter().find(|o| o.id == "drive-1").unwrap();
+    let text = object_info(drive, &names);
+    assert!(text.lines().any(|l| l == "source_element: slot 2 (address 1001)"), "{text}");
+    assert!(text.lines().any(|l| l == "library: tgt"), "{text}");
+    // Requests: barcodes and drive numbers, no ids of cartridges or drives.
+    let table = requests_table(&[request(Some("m2"), Some("drive-1"), LIB)], &names);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row, ["R1", "mount", "complete", "0", "ABC002L6", "1", "rsm", "-"], "{table}");
+    assert!(!table.contains("LIBRARY"), "one library, no library column: {table}");
+    // Unknown ids stay ids.
+    assert_eq!(names.label_or_id("nope"), "nope");
+}
+
+#[test]
+fn with_several_libraries_elements_say_which() {
+    let mut objects = sample_with_media();
+    objects.push(info(
+        "L2".into(),
+        "second",
+        ObjectDetails::Library(LibraryDetails {
+            kind: LibraryKind::Online,
+            changers: Vec::new(),
+            slot_count: 0,
+            drive_count: 0,
+            ie_port_count: 0,
+            door_open: None,
+            barcode_reader: true,
+            vendor: None,
+            product: None,
+            serial: None,
+        }),
+    ));
+    let names = Names::new(&objects);
+    assert_eq!(names.label("slot-2").as_deref(), Some("slot 2 in tgt"));
+    assert_eq!(names.drive_number("drive-1").as_deref(), Some("1 in tgt"));
+    let table = requests_table(&[request(Some("m2"), Some("drive-1"), LIB)], &names);
+    assert!(table.starts_with("ID  OPERATION  STATE     PRIO  LIBRARY  MEDIA"), "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[4..7], ["tgt", "ABC002L6", "1"], "{table}");
+}
+
+#[test]
+fn mail_slots_are_numbered_by_the_daemon() {
+    let text = status_table(&sample_library());
+    let ports: Vec<&str> = text.lines().skip_while(|l| *l != "Mail slots:").skip(2).take(2).collect();
+    assert!(ports[0].trim_start().starts_with("21  10"), "{ports:?}");
+    assert!(ports[1].trim_start().starts_with("22  11"), "{ports:?}");
 }
