@@ -2,10 +2,11 @@
 //!
 //! `rsm status --mtx` prints exactly what `mtx status` prints, so existing scripts can parse it; the other
 //! commands print readable tables (cartridges by barcode, elements by mtx's numbers), or JSON with `--json`: one
-//! JSON document per command, errors included (`{"error": {"name", "code", "message"}}`).
+//! JSON document per command, errors included (`{"error": {"name", "code", "message"}}`), and one object per
+//! line for `watch`.
 //!
 //! Errors are printed once, as `rsm: <message>: <Name> (<code>)`, and the exit status says what kind of failure
-//! it was ([`EXIT_STATUS`], also in `rsm --help`). Output never panics: a closed pipe (`rsm mount X | head -1`)
+//! it was ([`EXIT_STATUS`], also in `rsm --help`). Output never panics: a closed pipe (`rsm watch | head -1`)
 //! ends the output quietly.
 //!
 //! Interrupting a command that waits for the hardware (`mount`, `dismount`) cancels its request: rsm ends its
@@ -24,9 +25,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use rsmd::client::format::{self, Names};
-use rsmd::client::{Session, SessionOptions, Timeouts, DEFAULT_TIMEOUTS};
+use rsmd::client::{Connection, Session, SessionOptions, Timeouts, DEFAULT_TIMEOUTS};
 use rsmd::proto::types::{InventoryMode, MountFlags, MountReply};
-use rsmd::proto::{DismountTarget, NtmsError, ObjectDetails, ObjectInfo, ObjectType};
+use rsmd::proto::{DismountTarget, NtmsError, ObjectDetails, ObjectInfo, ObjectType, PROTOCOL_VERSION};
 
 /// The exit statuses, as `rsm --help` and the README show them.
 const EXIT_STATUS: &str = "\
@@ -146,6 +147,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ModeArg::Default)]
         mode: ModeArg,
     },
+    /// Print every change rsmd reports, one line each (with --json one JSON object per line), until interrupted
+    Watch {
+        /// Only changes of objects of this type
+        #[arg(long = "type", value_name = "TYPE", value_parser = parse_object_type)]
+        object_type: Option<ObjectType>,
+    },
+    /// Show rsm's version, rsmd's version and interfaces, and the libraries' states
+    Version,
 }
 
 /// Inventory modes on the command line.
@@ -548,6 +557,107 @@ fn dismount(
     }
 }
 
+/// `rsm watch`: subscribes first, then learns the names, so no change between the two is missed.
+fn watch(session: &Session, json: bool, object_type: Option<ObjectType>) -> Result<(), Failure> {
+    let changes = session.notifications(object_type)?;
+    let mut names = names(session)?;
+    // On standard error, so people (and tests) know the subscription is in place; standard output has only
+    // the changes.
+    eprintln!("rsm: watching rsmd at {} (Ctrl-C to stop)", session.socket().display());
+    for change in changes {
+        let change = change?;
+        let object = match session.get_object_information(&change.object) {
+            Ok(o) => Some(o),
+            Err(NtmsError::ObjectNotFound { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(o) = &object {
+            names.add(o);
+        }
+        let line = if json {
+            let value = json!({
+                "operation": change.operation,
+                "object_type": change.object_type,
+                "object": change.object,
+                "label": names.label(&change.object),
+                "info": object,
+            });
+            serde_json::to_string(&value)
+                .map_err(|e| NtmsError::Internal { message: format!("cannot print JSON: {e}") })?
+        } else {
+            format::change_line(&change, object.as_ref(), &names)
+        };
+        out(&format!("{line}\n"))?;
+    }
+    Err(NtmsError::NotConnected { message: format!("rsmd at {} ended the notifications", session.socket().display()) }
+        .into())
+}
+
+/// `rsm version`: works without a session (a daemon still loading answers `GetInfo`).
+fn version(cli: &Cli, opts: &SessionOptions, timeouts: Timeouts) -> Result<(), Failure> {
+    let client = json!({"version": env!("CARGO_PKG_VERSION"), "protocol": PROTOCOL_VERSION});
+    if !cli.json {
+        out(&format!("rsm {} (protocol {PROTOCOL_VERSION})\n", env!("CARGO_PKG_VERSION")))?;
+    }
+    let mut conn = Connection::open_with(cli.socket.as_deref(), timeouts)?;
+    let info = conn.get_info()?;
+    let socket = conn.path().to_owned();
+    drop(conn);
+    let (libraries, protocol, loading) = match Session::open_with_timeouts(opts, timeouts, None, Some("rsm"), 0) {
+        Ok(s) => {
+            let libs = s.enumerate(None, ObjectType::Library)?;
+            let protocol = s.protocol_version();
+            s.close()?;
+            (libs, Some(protocol), false)
+        }
+        Err(NtmsError::NotReady { .. }) => (Vec::new(), None, true),
+        Err(e) => return Err(e.into()),
+    };
+    if cli.json {
+        let libs: Vec<Value> = libraries
+            .iter()
+            .map(|l| json!({"id": l.id, "name": l.name, "state": l.state, "enabled": l.enabled, "description": l.description}))
+            .collect();
+        return print_json(&json!({
+            "client": client,
+            "daemon": {
+                "socket": socket,
+                "vendor": info.vendor,
+                "product": info.product,
+                "version": info.version,
+                "url": info.url,
+                "interfaces": info.interfaces,
+                "protocol": protocol,
+                "loading": loading,
+            },
+            "libraries": libs,
+        }));
+    }
+    let mut text = format!(
+        "rsmd {} at {} (protocol {})\ninterfaces: {}\n",
+        info.version,
+        socket.display(),
+        protocol.map_or_else(|| "?".into(), |p| p.to_string()),
+        info.interfaces.join(", ")
+    );
+    if loading {
+        text.push_str("rsmd is still loading its inventory\n");
+    } else if libraries.is_empty() {
+        text.push_str("No libraries.\n");
+    }
+    for l in &libraries {
+        text.push_str(&format!("library {}: {}", l.name, l.state));
+        if !l.description.is_empty() {
+            text.push_str(&format!(" ({})", l.description));
+        }
+        if !l.enabled {
+            text.push_str(", disabled");
+        }
+        text.push('\n');
+    }
+    out(&text)
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     let opts = SessionOptions {
         socket: cli.socket.clone(),
@@ -555,6 +665,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     let timeouts =
         Timeouts { connect: Duration::from_secs(cli.reply_timeout), reply: Duration::from_secs(cli.reply_timeout) };
+    if let Command::Version = cli.command {
+        return version(&cli, &opts, timeouts);
+    }
     if let Command::Status { mtx: true } = cli.command {
         if cli.json {
             return Err(Failure::Usage("--mtx and --json exclude each other".into()));
@@ -619,6 +732,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Inventory { library, mode } => inventory(&session, json, library.as_deref(), mode.into())?,
+        Command::Watch { object_type } => watch(&session, json, object_type)?,
+        Command::Version => unreachable!("handled before the session"),
     }
     session.close()?;
     Ok(())

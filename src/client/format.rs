@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::proto::types::{
-    DriveDetails, IePortDetails, LibRequestDetails, LibraryDetails, Location, LocationKind, ObjectDetails, ObjectInfo,
-    SlotDetails,
+    DriveDetails, IePortDetails, LibRequestDetails, LibraryDetails, Location, LocationKind, Notification,
+    ObjectDetails, ObjectInfo, SlotDetails,
 };
 
 /// What an id names.
@@ -572,6 +572,36 @@ fn write_fields(
                 let _ = writeln!(out, "{prefix}{key}: {}", word(other));
             }
         }
+    }
+}
+
+/// One line for a change `rsm watch` saw: the operation, the object as people name it, its state and summary
+/// (`update drive 0: loaded, #0 loaded ABC001L6 /dev/nst0`). `object` is the object as it is now (None when it
+/// is gone).
+pub fn change_line(n: &Notification, object: Option<&ObjectInfo>, names: &Names) -> String {
+    let label = names.label(&n.object).unwrap_or_else(|| format!("{} {}", n.object_type.wire_name(), n.object));
+    let label = match n.object_type {
+        crate::proto::ObjectType::PhysicalMedia
+        | crate::proto::ObjectType::Library
+        | crate::proto::ObjectType::MediaPool
+        | crate::proto::ObjectType::MediaType
+            if names.label(&n.object).is_some() =>
+        {
+            format!("{} {label}", n.object_type.wire_name().replace('_', " "))
+        }
+        _ => label,
+    };
+    let label = match n.object_type {
+        crate::proto::ObjectType::LibRequest => format!("request {}", n.object),
+        _ => label,
+    };
+    match object {
+        // A request's summary has its state already.
+        Some(o) if o.object_type == crate::proto::ObjectType::LibRequest => {
+            format!("{} {label}: {}", json_word(&n.operation), summary(&o.details, names))
+        }
+        Some(o) => format!("{} {label}: {}, {}", json_word(&n.operation), o.state, summary(&o.details, names)),
+        None => format!("{} {label}", json_word(&n.operation)),
     }
 }
 

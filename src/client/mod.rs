@@ -445,6 +445,7 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, NtmsError> {
 pub struct Session {
     socket: PathBuf,
     id: String,
+    version: u32,
     timeouts: Timeouts,
     pool: Mutex<Vec<Connection>>,
     closed: AtomicBool,
@@ -508,6 +509,7 @@ impl Session {
                     return Ok(Session {
                         socket: location.path,
                         id: reply.session,
+                        version: reply.version,
                         timeouts,
                         pool: Mutex::new(vec![conn]),
                         closed: AtomicBool::new(false),
@@ -535,6 +537,11 @@ impl Session {
     /// The socket path.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The daemon's protocol version (from `OpenSession`).
+    pub fn protocol_version(&self) -> u32 {
+        self.version
     }
 
     fn take(&self) -> Result<Connection, NtmsError> {
@@ -587,6 +594,11 @@ impl Session {
             return Ok(());
         }
         self.call(&Method::CloseSession { session: self.id.clone() }).map(|_| ())
+    }
+
+    /// `org.varlink.service.GetInfo`: the daemon's vendor, product, version and interfaces.
+    pub fn get_info(&self) -> Result<ServiceInfo, NtmsError> {
+        self.call_as(&Method::GetInfo)
     }
 
     /// `EnumerateNtmsObject`: objects of `object_type` inside `container` (or everywhere).

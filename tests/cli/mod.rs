@@ -1,7 +1,7 @@
 //! Issue 15: the `rsm` command line as an administrator meets it, run as the real binary against the real `rsmd`
 //! (on vlib, or `rsmd --demo`): finding the demo's socket, the demo's private directory, errors that say what
 //! went wrong with distinct exit statuses, JSON for every result and error, output into a closed pipe, Ctrl-C on
-//! a waiting mount, readable names and numbers.
+//! a waiting mount, readable names and numbers, `rsm watch` and `rsm version`.
 //!
 //! Synchronisation is on events only: sd_notify messages, notifications, lines the child prints, its exit.
 
@@ -372,6 +372,8 @@ fn issue_15_json_for_every_result_and_error() {
     assert_eq!(json(&["inventory"], 0).as_array().map(Vec::len), Some(1));
     let queued = json(&["mount", "ABC003L6", "--nowait"], 0);
     let request = queued["request"].as_str().unwrap().to_owned();
+    let version = json(&["version"], 0);
+    assert_eq!(version["daemon"]["version"], env!("CARGO_PKG_VERSION"));
     // Errors: rsmd's, usage, and a request that is no longer cancellable.
     let e = json(&["info", "NOPE01L6"], 4);
     assert_eq!(e["error"]["name"], "ObjectNotFound");
@@ -515,4 +517,50 @@ fn issue_15_output_reads_barcodes_numbers_and_names() {
     let media = rsm_ok(&d, &["view", "physical_media"]);
     assert!(media.lines().any(|l| l.contains("ABC001L6 in slot 1 (address 1000), mounts 0")), "{media}");
     assert!(rsm_ok(&d, &["dismount", "--drive", "VDRV0002"]).starts_with("drive VDRV0002 dismounted"));
+}
+
+/// Issue 15, "expected and missing": `rsm watch` prints one line per change (`--json`: one object per line),
+/// `rsm version` the versions and the libraries' states.
+#[test]
+fn issue_15_watch_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, d) = library(dir.path(), "");
+    let start = |json: bool| {
+        let mut args = vec!["--socket", d.socket.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        args.push("watch");
+        let mut child = rsm_command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let out = lines(child.stdout.take().unwrap());
+        let err = lines(child.stderr.take().unwrap());
+        wait_line(&err, |l| l.starts_with("rsm: watching rsmd at "));
+        (child, out)
+    };
+    let (mut plain, plain_lines) = start(false);
+    let (mut json, json_lines) = start(true);
+    rsm_ok(&d, &["mount", "ABC006L6", "--drive", "1"]);
+    wait_line(&plain_lines, |l| l.starts_with("update drive 1: ") && l.contains(" mounted ABC006L6"));
+    wait_line(&plain_lines, |l| l.starts_with("update request ") && l.ends_with("mount ABC006L6 drive 1 complete"));
+    let line = wait_line(&json_lines, |l| {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {l}"));
+        v["object_type"] == "drive" && v["info"]["details"]["drive"]["barcode"] == "ABC006L6"
+    });
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["label"], "drive 1");
+    assert!(v["operation"].is_string() && v["object"].is_string(), "{v}");
+    plain.kill().unwrap();
+    json.kill().unwrap();
+    let _ = (plain.wait(), json.wait());
+
+    let version = rsm_ok(&d, &["version"]);
+    let lines: Vec<&str> = version.lines().collect();
+    assert_eq!(lines[0], format!("rsm {} (protocol 1)", env!("CARGO_PKG_VERSION")));
+    assert_eq!(lines[1], format!("rsmd {} at {} (protocol 1)", env!("CARGO_PKG_VERSION"), d.socket.display()));
+    assert!(lines[2].starts_with("interfaces: ") && lines[2].contains("io.rsmd.Ntms"), "{version}");
+    assert_eq!(lines[3], "library test: ready");
+    // Without a daemon the client's version still shows, and the status says why.
+    let out = run_bounded(rsm_command(&["--socket", dir.path().join("none").to_str().unwrap(), "version"]));
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), format!("rsm {} (protocol 1)\n", env!("CARGO_PKG_VERSION")));
 }

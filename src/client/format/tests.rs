@@ -384,3 +384,36 @@ fn mail_slots_are_numbered_by_the_daemon() {
     assert!(ports[0].trim_start().starts_with("21  10"), "{ports:?}");
     assert!(ports[1].trim_start().starts_with("22  11"), "{ports:?}");
 }
+
+#[test]
+fn change_lines_name_the_object() {
+    use crate::proto::types::NotificationOperation;
+    let objects = sample_with_media();
+    let names = Names::new(&objects);
+    let drive = objects.iter().find(|o| o.id == "drive-1").unwrap();
+    let n = Notification {
+        operation: NotificationOperation::Update,
+        object_type: ObjectType::Drive,
+        object: "drive-1".into(),
+    };
+    assert_eq!(change_line(&n, Some(drive), &names), "update drive 1: ready, #1 loaded ABC002L6 /dev/nst1");
+    let gone = Notification {
+        operation: NotificationOperation::Delete,
+        object_type: ObjectType::PhysicalMedia,
+        object: "m2".into(),
+    };
+    assert_eq!(change_line(&gone, None, &names), "delete physical media ABC002L6");
+    let unknown = Notification {
+        operation: NotificationOperation::Insert,
+        object_type: ObjectType::LibRequest,
+        object: "R9".into(),
+    };
+    assert_eq!(change_line(&unknown, None, &names), "insert request R9");
+    let r = request(Some("m2"), Some("drive-1"), LIB);
+    let n = Notification {
+        operation: NotificationOperation::Update,
+        object_type: ObjectType::LibRequest,
+        object: "R1".into(),
+    };
+    assert_eq!(change_line(&n, Some(&r), &names), "update request R1: mount ABC002L6 drive 1 complete");
+}
