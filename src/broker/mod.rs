@@ -200,7 +200,12 @@ pub struct Broker {
     pub administrators: Vec<u32>,
     /// Configured libraries whose changer is not there: (name, why).
     pub absent: Vec<(String, String)>,
+    /// A reply waits for the requests' pending changes: they go with this turn's batch.
+    requests_urgent: std::cell::Cell<bool>,
 }
+
+/// How long a request's progress may wait for a batch to ride with before it is written by itself.
+const REQUEST_FLUSH_MS: u64 = 100;
 
 impl Broker {
     /// A broker with no inventory yet (calls get NotReady until [`Broker::loaded`]). `seed` makes session and
@@ -224,6 +229,7 @@ impl Broker {
             parked: Vec::new(),
             completions: VecDeque::new(),
             absent: Vec::new(),
+            requests_urgent: std::cell::Cell::new(false),
         }
     }
 
@@ -334,7 +340,10 @@ impl Broker {
     /// The inventory came off disk: serve it (marked stale until each library is verified).
     pub fn loaded(&mut self, mut snapshot: Snapshot, saved_maps: crate::model::DriveMaps, now: u64) {
         self.now = now;
-        for id in self.requests.restore(std::mem::take(&mut snapshot.requests), self.now_unix()) {
+        let ended = self.requests.restore(std::mem::take(&mut snapshot.requests), self.now_unix());
+        // What a restart did to them is written at once.
+        self.requests_urgent.set(!ended.is_empty());
+        for id in ended {
             log::warn!(
                 "request {}: {}",
                 self.requests.guid_of(id),
@@ -466,8 +475,15 @@ impl Broker {
 
     /// The changes to persist as one batch (empty: nothing changed); a non-empty batch gets the next number.
     pub fn take_changes(&mut self) -> Vec<Change> {
-        let requests = self.requests.take_changes();
-        self.changes.extend(requests);
+        // A request's progress alone (queued → in progress → waiting) is not worth a flush of its own: it rides
+        // with the next inventory change, a reply that reports it, or goes after REQUEST_FLUSH_MS. (Every flush is an
+        // fsync the replies that wait behind it pay for.)
+        let due = self.requests.dirty_since().is_some_and(|t| t + REQUEST_FLUSH_MS <= self.now);
+        if !self.changes.is_empty() || self.requests_urgent.get() || due {
+            let requests = self.requests.take_changes();
+            self.changes.extend(requests);
+            self.requests_urgent.set(false);
+        }
         if !self.changes.is_empty() {
             self.last_batch += 1;
         }
@@ -493,7 +509,8 @@ impl Broker {
     pub fn poll_timeout(&self) -> Option<u64> {
         let libs = self.libs.iter().filter_map(|l| l.library.poll_timeout());
         let deferred = self.deferred.iter().map(|d| d.due).chain(self.parked.iter().filter_map(|p| p.deadline));
-        libs.chain(deferred).min()
+        let requests = self.requests.dirty_since().map(|t| t + REQUEST_FLUSH_MS);
+        libs.chain(deferred).chain(requests).min()
     }
 
     /// A one-line summary of the libraries (for `STATUS=`, and for tests, which wait for it).
@@ -523,6 +540,7 @@ impl Broker {
         for id in self.requests.take_ended() {
             self.audit(id);
         }
+        self.requests.touch(self.now);
     }
 
     /// The audit log: one line per request when it ends, with who asked (user, application, process), what
@@ -582,7 +600,12 @@ impl Broker {
 
     /// The store batch a reply must wait for: this turn's (if it changed anything) or the last one.
     pub fn batch_for_reply(&self) -> u64 {
-        self.last_batch + u64::from(!self.changes.is_empty() || self.requests.has_changes())
+        let requests = self.requests.has_changes();
+        if requests {
+            // A reply reports a request's change: it goes out with this turn's batch.
+            self.requests_urgent.set(true);
+        }
+        self.last_batch + u64::from(!self.changes.is_empty() || requests)
     }
 
     fn note(&mut self, operation: NotificationOperation, object_type: ObjectType, object: String) {

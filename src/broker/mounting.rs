@@ -528,6 +528,15 @@ impl Broker {
         });
         self.requests.set_state(key, state, drive_id, self.now_unix());
         self.note_request(key);
+        // The cartridge is in the drive: it is its owner's from now on (written while the drive threads the tape,
+        // so the reply at ready need not wait for another flush).
+        if let (Progress::WaitingForDrive { .. }, Some(&(_, media))) = (p, self.jobs.get(&key)) {
+            if let Some(owner) =
+                self.requests.get(key).filter(|r| r.kind == RequestKind::Mount).map(|r| r.owner.clone())
+            {
+                self.set_mounted_by(media, Some(owner));
+            }
+        }
     }
 
     /// A job finished: update the request and the cartridge's owner, and answer the waiting call.
@@ -538,15 +547,20 @@ impl Broker {
         let Some(request) = self.requests.get(key).cloned() else { return };
         let mount = request.kind == RequestKind::Mount;
         let now = self.now_unix();
-        // What the reply tells (the cartridge is in the drive / back home) was changed when the robot moved it; the
-        // reply waits for that. The mount counter written now is bookkeeping the reply does not report.
-        let batch = self.batch_for_reply();
+        // What the reply tells (the cartridge is in the drive and whose it is / back home) was written when the robot
+        // moved it; the reply waits for that batch (this turn's if this turn changed the inventory). The request's
+        // end and the mount counter written now are bookkeeping the reply does not report.
+        let mut batch = self.last_batch + u64::from(!self.changes.is_empty());
         let reply = match &o.result {
             Ok(()) => {
                 self.requests.finish(key, RequestStatus::Complete, None, now);
                 if mount {
-                    // The mount belongs to who asked, beyond the session (and a detached request's session).
-                    self.set_mounted_by(media, Some(request.owner.clone()));
+                    // The mount belongs to who asked, beyond the session (and a detached request's session); when
+                    // that was not written at load time (a drive without a device to poll), the reply waits for it.
+                    if self.mounted_by(media) != Some(&request.owner) {
+                        self.set_mounted_by(media, Some(request.owner.clone()));
+                        batch = self.last_batch + 1;
+                    }
                     if let Some(inv) = self.inventory.as_mut() {
                         let c = inv.count_mount(media);
                         self.push_changes(c);
@@ -559,6 +573,9 @@ impl Broker {
             Err(e) => {
                 let state = if *e == JobError::Cancelled { RequestStatus::Cancelled } else { RequestStatus::Failed };
                 self.requests.finish(key, state, Some(e.to_string()), now);
+                if mount && self.mounted_by(media) == Some(&request.owner) {
+                    self.set_mounted_by(media, None);
+                }
                 Err(WireError::Ntms(super::dispatch::job_error(e, mount)))
             }
         };

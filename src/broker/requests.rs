@@ -63,6 +63,8 @@ pub struct Requests {
     by_guid: HashMap<Guid, RequestId>,
     /// Records changed (or removed) since the last [`Requests::take_changes`].
     dirty: Vec<RequestId>,
+    /// When the oldest of those changed (the broker's clock; set by [`Requests::touch`]).
+    dirty_since: Option<u64>,
     /// Requests that ended since the last [`Requests::take_ended`] (for the audit log).
     ended: Vec<RequestId>,
 }
@@ -281,8 +283,21 @@ impl Requests {
         !self.dirty.is_empty()
     }
 
+    /// Notes the time of a change (the first since the last [`Requests::take_changes`] starts the clock).
+    pub fn touch(&mut self, now: u64) {
+        if !self.dirty.is_empty() && self.dirty_since.is_none() {
+            self.dirty_since = Some(now);
+        }
+    }
+
+    /// Since when changes wait to be written.
+    pub fn dirty_since(&self) -> Option<u64> {
+        self.dirty_since
+    }
+
     /// The store changes for the records changed since the last call.
     pub fn take_changes(&mut self) -> Vec<Change> {
+        self.dirty_since = None;
         let mut ids = std::mem::take(&mut self.dirty);
         ids.sort_unstable();
         ids.dedup();

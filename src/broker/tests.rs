@@ -353,7 +353,10 @@ fn requests_of_a_killed_run_end_failed_with_the_reason() {
     for n in 1..=4 {
         s.call_and_wait(ALICE, mount(&a, &format!("ABC00{n}L6"))).unwrap();
     }
-    let queued = s.submit(ALICE, mount(&a, "ABC005L6"));
+    // Acknowledged (nowait: the reply carries the request id, after the batch that holds it).
+    let nowait = MountFlags { nowait: true, ..MountFlags::default() };
+    let r = s.call(ALICE, mount_with(&a, "ABC005L6", nowait)).unwrap();
+    let queued = s.broker.requests.find(r["request"].as_str().unwrap()).unwrap();
     s.collect();
     // The store as the killed daemon left it.
     let mut snapshot = Snapshot::default();
