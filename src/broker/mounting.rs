@@ -41,7 +41,7 @@ fn err(e: NtmsError) -> Answer {
 impl Broker {
     fn resolve_media(&self, key: &str) -> Option<MediaRecord> {
         let inv = self.inventory.as_ref()?;
-        inv.media_by_barcode(key).or_else(|| key.parse::<Guid>().ok().and_then(|g| inv.medium(g))).cloned()
+        inv.media_by_barcode_any_case(key).or_else(|| key.parse::<Guid>().ok().and_then(|g| inv.medium(g))).cloned()
     }
 
     fn lib_index(&self, library: Guid) -> Option<usize> {

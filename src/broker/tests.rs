@@ -189,7 +189,8 @@ fn ntms(r: Reply) -> NtmsError {
 fn mount_and_dismount_through_the_broker_agree_with_the_library() {
     let mut s = Sim::new();
     let a = s.open(ALICE, "bacula");
-    let r = s.call_and_wait(ALICE, mount(&a, "ABC003L6")).unwrap();
+    // Issue 15: barcodes as people type them (any case, when only one cartridge matches).
+    let r = s.call_and_wait(ALICE, mount(&a, "abc003l6")).unwrap();
     assert!(r["drive"].is_string(), "{r:?}");
     assert!(s.drive_holding("ABC003L6").is_some());
     s.call_and_wait(ALICE, dismount(&a, "ABC003L6", false)).unwrap();

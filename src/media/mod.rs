@@ -116,6 +116,18 @@ impl Inventory {
         self.by_barcode.get(barcode).and_then(|id| self.media.get(id))
     }
 
+    /// The cartridge a barcode names as typed by a person: exactly, else in any case when only one cartridge's
+    /// barcode matches that way (labels are upper case; `abc001l6` means `ABC001L6`).
+    pub fn media_by_barcode_any_case(&self, barcode: &str) -> Option<&MediaRecord> {
+        self.media_by_barcode(barcode).or_else(|| {
+            let mut found = self.by_barcode.iter().filter(|(b, _)| b.eq_ignore_ascii_case(barcode));
+            match (found.next(), found.next()) {
+                (Some((_, id)), None) => self.media.get(id),
+                _ => None,
+            }
+        })
+    }
+
     /// Inserts or replaces a library record.
     pub fn put_library(&mut self, rec: LibraryRecord) -> Vec<Change> {
         if self.libraries.get(&rec.id) == Some(&rec) {

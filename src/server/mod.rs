@@ -239,9 +239,8 @@ impl Server {
         if let Some(dir) = &setup.demo_dir {
             eprintln!(
                 "rsmd: demo mode: a virtual library (20 slots, 2 mail slots, 4 drives) in {}\n\
-                 rsmd: listening on {}\nrsmd: try: RSMD_SOCKET={} rsm status",
+                 rsmd: listening on {}\nrsmd: try: rsm status",
                 dir.display(),
-                setup.socket.display(),
                 setup.socket.display()
             );
         }
