@@ -205,7 +205,7 @@ pub struct Broker {
 }
 
 /// How long a request's progress may wait for a batch to ride with before it is written by itself.
-const REQUEST_FLUSH_MS: u64 = 100;
+const REQUEST_FLUSH_MS: u64 = 5_000;
 
 impl Broker {
     /// A broker with no inventory yet (calls get NotReady until [`Broker::loaded`]). `seed` makes session and
