@@ -130,17 +130,15 @@ impl Lib {
             not_ready: self.library.not_ready_reason().map(str::to_owned),
             gone_drives: self
                 .library
-                .elements()
+                .drive_elements()
                 .iter()
-                .filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer)
                 .filter(|e| e.device.is_some_and(|i| !self.library.drive_usable(i)))
                 .map(|e| e.address)
                 .collect(),
             drive_jobs: self
                 .library
-                .elements()
+                .drive_elements()
                 .iter()
-                .filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer)
                 .filter_map(|e| self.library.job_on_drive(e.address).map(|m| (e.address, m)))
                 .collect(),
         })
@@ -441,14 +439,8 @@ impl Broker {
             lib.library.drive_back(drive, now);
         }
         // Its element shows the node it is on now.
-        let drives: Vec<crate::changer::Element> = self.libs.get(li).map_or_else(Vec::new, |l| {
-            l.library
-                .elements()
-                .iter()
-                .filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer)
-                .cloned()
-                .collect()
-        });
+        let drives: Vec<crate::changer::Element> =
+            self.libs.get(li).map_or_else(Vec::new, |l| l.library.drive_elements().to_vec());
         if !drives.is_empty() {
             self.apply_event(li, Event::Elements(drives));
         }

@@ -377,7 +377,7 @@ impl Broker {
     fn compatible_drives(&self, li: usize, m: &MediaRecord, write: bool) -> (Vec<u16>, Vec<u16>) {
         let infos = super::drive_infos(&self.libs[li]);
         let (mut fit, mut mapped) = (Vec::new(), Vec::new());
-        let drives = self.libs[li].library.elements().iter();
+        let drives = self.libs[li].library.drive_elements().iter();
         for e in drives.filter(|e| e.element_type == crate::scsi::element::ElementType::DataTransfer) {
             let Some(dev) = e.device else { continue };
             mapped.push(e.address);
@@ -391,7 +391,7 @@ impl Broker {
 
     fn has_free_drive(&self, li: usize, choice: &DriveChoice) -> bool {
         let lib = &self.libs[li];
-        lib.library.elements().iter().any(|e| {
+        lib.library.drive_elements().iter().any(|e| {
             e.element_type == crate::scsi::element::ElementType::DataTransfer
                 && !matches!(choice, DriveChoice::AnyOf(list) if !list.contains(&e.address))
                 && !e.full

@@ -615,6 +615,14 @@ impl Machine {
         &self.options
     }
 
+    /// The data transfer elements (drives), without walking the storage slots: the cache is kept sorted by element
+    /// type, then address, so they are one contiguous run (a 50,000-slot library has 64 of them at its end).
+    pub fn drive_elements(&self) -> &[Element] {
+        let start = self.elements.partition_point(|e| e.element_type < ElementType::DataTransfer);
+        let end = self.elements.partition_point(|e| e.element_type <= ElementType::DataTransfer);
+        &self.elements[start..end]
+    }
+
     /// True when no changer command is queued or running.
     pub fn changer_idle(&self) -> bool {
         self.changer_queue.is_empty() && !self.changer_busy

@@ -306,6 +306,11 @@ impl Library {
         self.machine.elements()
     }
 
+    /// The drives (data transfer elements) as last read, without walking the slots.
+    pub fn drive_elements(&self) -> &[Element] {
+        self.machine.drive_elements()
+    }
+
     /// The element at `address`.
     pub fn element(&self, address: u16) -> Option<&Element> {
         self.machine.element(address)

@@ -377,9 +377,9 @@ impl Mounts {
                 .any(|j| matches!(j.kind, JobKind::Dismount { drive, .. } if drive == a))
         };
         let free = lib
-            .elements()
+            .drive_elements()
             .iter()
-            .filter(|e| e.element_type == ElementType::DataTransfer && e.device.is_some())
+            .filter(|e| e.device.is_some())
             .filter(|e| (!e.full && !self.drive_busy(e.address)) || emptying(e.address))
             .count();
         waiting.saturating_sub(free)
@@ -691,13 +691,13 @@ impl Mounts {
                         };
                         // A drive that failed to become ready is used only when every allowed drive did.
                         let sound = |e: &Element| !self.suspect.contains(&e.address);
-                        let any_sound = lib.elements().iter().any(|e| {
+                        let any_sound = lib.drive_elements().iter().any(|e| {
                             e.element_type == ElementType::DataTransfer
                                 && e.device.is_some_and(|d| lib.drive_usable(d))
                                 && allowed(e)
                                 && sound(e)
                         });
-                        let mut candidates = lib.elements().iter().filter(|e| free(e) && allowed(e));
+                        let mut candidates = lib.drive_elements().iter().filter(|e| free(e) && allowed(e));
                         candidates.find(|e| !any_sound || sound(e)).map(|e| (e.address, e.device))
                     }
                 };
