@@ -196,6 +196,8 @@ pub struct Server {
     watchdog_at: Option<u64>,
     touched: HashSet<usize>,
     last_status: String,
+    /// (libraries, probing, changers open) when the absent libraries were last worked out.
+    absent_checked: (usize, usize, usize),
     /// The state directory's lock, held while the daemon runs.
     _state_lock: nix::fcntl::Flock<std::fs::File>,
     /// Drive maps being read after a SIGHUP.
@@ -313,6 +315,7 @@ impl Server {
             watchdog_at: None,
             touched: HashSet::new(),
             last_status: String::new(),
+            absent_checked: (usize::MAX, 0, 0),
             waiting: HashMap::new(),
             reopen_at: None,
             reopen_attempts: 0,
@@ -994,6 +997,14 @@ impl Server {
             if status != self.last_status {
                 self.notifier.status(&status);
                 self.last_status = status;
+            }
+            // Which configured libraries are absent changes when a changer is identified (its serial is known) or
+            // goes: not on every move (it reads the file system for configured paths).
+            let probing = self.broker.libs.iter().filter(|l| l.library.state() == crate::model::LibraryState::Probing);
+            let settled =
+                (self.broker.libs.len(), probing.count(), self.devices.iter().filter(|d| d.changer.is_some()).count());
+            if settled != self.absent_checked {
+                self.absent_checked = settled;
                 self.report_absent();
             }
         }

@@ -269,3 +269,26 @@ impl Raw {
 pub fn error_of(v: &Value) -> Option<&str> {
     v.get("error").and_then(Value::as_str)
 }
+
+/// Checks a real-kernel VM run (vmlab or vmlab/systemd) that ran an inner test printing `{tag}-BEGIN` when it
+/// started and `{tag}-OK ITEM` (optionally `: detail`) per item: prints its output, skips (returns false) when the
+/// inner test never started — unless `required`, then it fails — and asserts success and every item's line.
+pub fn check_vm_run(out: &std::process::Output, tag: &str, items: &[&str], required: bool) -> bool {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let code = out.status.code();
+    if !stdout.contains(&format!("{tag}-BEGIN")) {
+        // The inner test never started: the VM did not boot or the library did not come up.
+        assert!(!required, "RSMD_REQUIRE_VMLAB=1 but the VM did not start the tests (exit status {code:?})");
+        println!("skipped: {tag} unavailable: the VM did not start the tests (exit status {code:?})");
+        return false;
+    }
+    assert_eq!(code, Some(0), "the in-VM tests failed (their output is above)");
+    for item in items {
+        let marker = format!("{tag}-OK {item}");
+        let found = stdout.lines().any(|l| l == marker || l.starts_with(&format!("{marker}:")));
+        assert!(found, "missing marker line {marker:?}");
+    }
+    true
+}

@@ -57,20 +57,5 @@ fn real_kernel_batch() {
         .arg("RSMD_IN_VMLAB=1 ./tests-bin --exact --test-threads 1 --nocapture vmlab::inner::all")
         .output()
         .expect("run vmlab");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    let code = out.status.code();
-    if !stdout.contains("VMLAB-BEGIN") {
-        // The inner test never started: the VM did not boot or the library did not come up.
-        assert!(!required, "RSMD_REQUIRE_VMLAB=1 but the VM did not start the tests (exit status {code:?})");
-        println!("skipped: vmlab unavailable: the VM did not start the tests (exit status {code:?})");
-        return;
-    }
-    assert_eq!(code, Some(0), "the in-VM tests failed");
-    for item in ITEMS {
-        let marker = format!("VMLAB-OK {item}\n");
-        assert!(stdout.contains(&marker), "missing marker line {marker:?}");
-    }
+    crate::util::check_vm_run(&out, "VMLAB", &ITEMS, required);
 }

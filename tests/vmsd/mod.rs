@@ -176,20 +176,5 @@ fn readme_install_then_hotplug_under_systemd() {
         .arg("RSMD_IN_VMSD=1 ./tests-bin --exact --test-threads 1 --nocapture vmsd::inner::all")
         .output()
         .expect("run vmlab/systemd");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    let code = out.status.code();
-    if !stdout.contains("VMSD-BEGIN") {
-        // The inner test never started: the VM did not boot or the library did not come up.
-        assert!(!required, "RSMD_REQUIRE_VMLAB=1 but the systemd VM did not start the test (exit status {code:?})");
-        println!("skipped: vmlab/systemd unavailable: the VM did not start the test (exit status {code:?})");
-        return;
-    }
-    assert_eq!(code, Some(0), "the in-VM test failed (its output and rsmd's journal are above)");
-    for item in ITEMS {
-        let marker = format!("VMSD-OK {item}");
-        assert!(stdout.lines().any(|l| l.starts_with(&marker)), "missing marker line {marker:?}");
-    }
+    crate::util::check_vm_run(&out, "VMSD", &ITEMS, required);
 }
