@@ -279,6 +279,163 @@ pub struct MediaRecord {
     /// Who mounted it, while it is mounted: only they (from any of their sessions) or an administrator dismount it.
     #[serde(default)]
     pub mounted_by: Option<Owner>,
+    /// The state of its (only) side. Records written before pools existed load as `None` and are placed by the
+    /// new-media rule when the inventory loads.
+    #[serde(default)]
+    pub side: Option<SideState>,
+    /// The logical media id while its side is allocated (or complete): the application's handle, which
+    /// `SwapMedia` can point at another cartridge.
+    #[serde(default)]
+    pub lmid: Option<Guid>,
+    /// Who allocated it (uid and application), while allocated or complete.
+    #[serde(default)]
+    pub allocated_to: Option<Owner>,
+    /// How many times its side was allocated (the pool's `max_allocations` decommissions it).
+    #[serde(default)]
+    pub allocations: u32,
+    /// Disabled media are never mounted.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Administrator's description.
+    #[serde(default)]
+    pub description: String,
+    /// Bumped on every change: SetObjectInformation compares it.
+    #[serde(default)]
+    pub version: u64,
+    /// Unix ms when first seen.
+    #[serde(default)]
+    pub created: u64,
+    /// Unix ms of the last change by a method.
+    #[serde(default)]
+    pub modified: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl MediaRecord {
+    /// A cartridge seen for the first time: in no pool yet (the new-media rule places it).
+    pub fn new(id: Guid, barcode: Option<String>, kind: MediaKind) -> MediaRecord {
+        MediaRecord {
+            id,
+            barcode,
+            kind,
+            location: None,
+            home: None,
+            pool: None,
+            mount_count: 0,
+            mounted_by: None,
+            side: None,
+            lmid: None,
+            allocated_to: None,
+            allocations: 0,
+            enabled: true,
+            description: String::new(),
+            version: 0,
+            created: 0,
+            modified: 0,
+        }
+    }
+}
+
+/// The state of a cartridge side (RSM's `NTMS_PARTITIONSTATE`; a tape has one side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SideState {
+    /// In Free, waiting to be prepared.
+    Unprepared,
+    /// Allocatable.
+    Available,
+    /// Allocated to an application (has a logical media id).
+    Allocated,
+    /// Allocated and finished: never written again.
+    Complete,
+    /// Held for an allocation of the cartridge's other side.
+    Reserved,
+    /// Never allocated again.
+    Decommissioned,
+    /// Recognised format, unknown cartridge (Import pool).
+    Import,
+    /// Unrecognised or unreadable (Unrecognized pool).
+    Foreign,
+    /// No drive of its library can use it.
+    Incompatible,
+}
+
+impl SideState {
+    /// The name clients see.
+    pub fn name(self) -> &'static str {
+        match self {
+            SideState::Unprepared => "unprepared",
+            SideState::Available => "available",
+            SideState::Allocated => "allocated",
+            SideState::Complete => "complete",
+            SideState::Reserved => "reserved",
+            SideState::Decommissioned => "decommissioned",
+            SideState::Import => "import",
+            SideState::Foreign => "foreign",
+            SideState::Incompatible => "incompatible",
+        }
+    }
+
+    /// Allocated, complete or reserved: an application holds it.
+    pub fn is_held(self) -> bool {
+        matches!(self, SideState::Allocated | SideState::Complete | SideState::Reserved)
+    }
+}
+
+/// What a media pool is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolKind {
+    /// Scratch media any application may draw (system pool, one per media type).
+    Free,
+    /// Recognised but unknown cartridges (system pool).
+    Import,
+    /// Unrecognised, unreadable or unusable cartridges (system pool).
+    Unrecognized,
+    /// An application's pool.
+    Application,
+}
+
+/// A media pool: a system pool of one media type (`Free\LTO-6`), a system pool holding those (`Free`), or an
+/// application pool (`Bacula`, `Bacula\Full`). Only pools without sub-pools hold media.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolRecord {
+    /// Identity ([`PoolRecord::id_of`] its path).
+    pub id: Guid,
+    /// Full path, levels separated by `\`.
+    pub name: String,
+    /// What it is.
+    pub kind: PoolKind,
+    /// The media type it holds (None: any type, decided by its first cartridge; or a pool of pools).
+    pub media_type: Option<String>,
+    /// The pool above it.
+    pub parent: Option<Guid>,
+    /// Allocation takes a cartridge from Free when the pool has none available.
+    pub draw_from_free: bool,
+    /// Deallocated cartridges go back to Free.
+    pub return_to_free: bool,
+    /// A cartridge allocated this many times is decommissioned when deallocated.
+    pub max_allocations: Option<u32>,
+    /// Who created it (application pools).
+    pub owner: Option<Owner>,
+    /// Administrator's description.
+    pub description: String,
+    /// Bumped on every change: SetObjectInformation compares it.
+    pub version: u64,
+    /// Unix ms when created.
+    pub created: u64,
+    /// Unix ms of the last change.
+    pub modified: u64,
+}
+
+impl PoolRecord {
+    /// The id of the pool with this path (paths compare without case: `bacula\full` is `Bacula\Full`).
+    pub fn id_of(path: &str) -> Guid {
+        Guid::derive("pool", &path.to_ascii_lowercase())
+    }
 }
 
 /// Drive mappings by changer serial: (drive serial, data transfer element address).
@@ -408,6 +565,10 @@ pub enum Change {
     Request(RequestRecord),
     /// Remove a request.
     RemoveRequest(RequestId),
+    /// Insert or replace a media pool.
+    Pool(PoolRecord),
+    /// Remove a media pool.
+    RemovePool(Guid),
 }
 
 /// Everything on disk.
@@ -421,6 +582,8 @@ pub struct Snapshot {
     pub media: Vec<MediaRecord>,
     /// Requests.
     pub requests: Vec<RequestRecord>,
+    /// Media pools.
+    pub pools: Vec<PoolRecord>,
 }
 
 #[cfg(test)]

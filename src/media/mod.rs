@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::changer::Element;
 use crate::model::{
-    Change, DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord, Snapshot,
+    Change, DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord, PoolRecord,
+    Snapshot,
 };
 use crate::scsi::element::ElementType;
 
@@ -49,6 +50,18 @@ pub struct Inventory {
     by_barcode: HashMap<String, Guid>,
     /// Element id → key, so that lookups by id do not derive every element's id.
     by_element_id: HashMap<Guid, (Guid, ElementKind, u16)>,
+    /// Media pools.
+    pools: BTreeMap<Guid, PoolRecord>,
+    /// Lower-case pool path → id.
+    pool_names: HashMap<String, Guid>,
+    /// Cartridges per pool.
+    pool_counts: BTreeMap<Guid, usize>,
+    /// Logical media id → cartridge.
+    lmids: HashMap<Guid, Guid>,
+    /// Where new cartridges go.
+    rules: pools::MediaRules,
+    /// Unix ms of the current input (creation and modification times).
+    pub clock: u64,
 }
 
 impl Inventory {
@@ -62,10 +75,18 @@ impl Inventory {
             inv.by_element_id.insert(e.id(), (e.library, e.kind, e.address));
             inv.elements.insert((e.library, e.kind, e.address), e);
         }
+        for p in s.pools {
+            inv.pool_names.insert(p.name.to_ascii_lowercase(), p.id);
+            inv.pools.insert(p.id, p);
+        }
         for m in s.media {
             if let Some(b) = &m.barcode {
                 inv.by_barcode.insert(b.clone(), m.id);
             }
+            if let Some(l) = m.lmid {
+                inv.lmids.insert(l, m.id);
+            }
+            pools::count_into(&mut inv.pool_counts, None, m.pool);
             inv.media.insert(m.id, m);
         }
         inv
@@ -192,16 +213,11 @@ impl Inventory {
                     ElementKind::Storage => Some(here),
                     _ => e.source.map(|a| Location { library, kind: ElementKind::Storage, address: a }),
                 };
-                let mut m = self.media.get(&id).cloned().unwrap_or(MediaRecord {
-                    id,
-                    barcode: e.barcode.clone(),
-                    kind: media_kind(e.barcode.as_deref()),
-                    location: None,
-                    home: None,
-                    pool: None,
-                    mount_count: 0,
-                    mounted_by: None,
-                });
+                let mut m = self
+                    .media
+                    .get(&id)
+                    .cloned()
+                    .unwrap_or_else(|| MediaRecord::new(id, e.barcode.clone(), media_kind(e.barcode.as_deref())));
                 if !seen_media.insert(id) {
                     log::warn!("barcode {:?} seen twice in library {library}; keeping the first", e.barcode);
                 } else {
@@ -278,15 +294,44 @@ impl Inventory {
         changes
     }
 
-    fn put_media(&mut self, m: MediaRecord) -> Vec<Change> {
+    fn put_media(&mut self, mut m: MediaRecord) -> Vec<Change> {
+        let mut out = Vec::new();
+        if m.created == 0 {
+            m.created = self.clock;
+        }
+        self.place(&mut m, &mut out);
         if self.media.get(&m.id) == Some(&m) {
-            return Vec::new();
+            return out;
+        }
+        let (old_pool, old_lmid) = self.media.get(&m.id).map_or((None, None), |o| (o.pool, o.lmid));
+        pools::count_into(&mut self.pool_counts, old_pool, m.pool);
+        if let Some(l) = old_lmid.filter(|l| Some(*l) != m.lmid && self.lmids.get(l) == Some(&m.id)) {
+            self.lmids.remove(&l);
+        }
+        if let Some(l) = m.lmid {
+            self.lmids.insert(l, m.id);
         }
         if let Some(b) = &m.barcode {
             self.by_barcode.insert(b.clone(), m.id);
         }
         self.media.insert(m.id, m.clone());
-        vec![Change::Media(m)]
+        out.push(Change::Media(m));
+        out
+    }
+
+    /// Forgets a cartridge.
+    fn remove_media(&mut self, id: Guid) {
+        if let Some(m) = self.media.remove(&id) {
+            pools::count_into(&mut self.pool_counts, m.pool, None);
+            if let Some(l) = m.lmid {
+                self.lmids.remove(&l);
+            }
+            if let Some(b) = &m.barcode {
+                if self.by_barcode.get(b) == Some(&id) {
+                    self.by_barcode.remove(b);
+                }
+            }
+        }
     }
 
     /// Records who mounted cartridge `id` (None: nobody; it is loaded or in a slot).
@@ -318,6 +363,7 @@ impl Inventory {
 }
 
 pub mod compat;
+pub mod pools;
 
 #[cfg(test)]
 mod tests;

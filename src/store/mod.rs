@@ -99,6 +99,7 @@ pub struct Store {
     media: sled::Tree,
     barcodes: sled::Tree,
     requests: sled::Tree,
+    pools: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -156,6 +157,7 @@ impl Store {
             media: db.open_tree("media")?,
             barcodes: db.open_tree("media_by_barcode")?,
             requests: db.open_tree("requests")?,
+            pools: db.open_tree("pools")?,
             meta: db.open_tree("meta")?,
             db,
         };
@@ -195,6 +197,9 @@ impl Store {
         }
         for kv in self.requests.iter() {
             s.requests.push(decode(&kv?.1, "requests")?);
+        }
+        for kv in self.pools.iter() {
+            s.pools.push(decode(&kv?.1, "pools")?);
         }
         Ok(s)
     }
@@ -247,9 +252,11 @@ impl Store {
                 }
                 Change::Request(r) => ops.push((4, r.id.0.to_be_bytes().to_vec(), Some(encode(r, "requests")?))),
                 Change::RemoveRequest(id) => ops.push((4, id.0.to_be_bytes().to_vec(), None)),
+                Change::Pool(p) => ops.push((5, p.id.0.to_be_bytes().to_vec(), Some(encode(p, "pools")?))),
+                Change::RemovePool(id) => ops.push((5, id.0.to_be_bytes().to_vec(), None)),
             }
         }
-        let trees = [&self.libraries, &self.elements, &self.media, &self.barcodes, &self.requests];
+        let trees = [&self.libraries, &self.elements, &self.media, &self.barcodes, &self.requests, &self.pools];
         let result: Result<(), TransactionError<()>> = trees[..].transaction(|t| {
             for (tree, key, value) in &ops {
                 match value {

@@ -21,14 +21,8 @@ fn library(id: Guid) -> LibraryRecord {
 
 fn media(barcode: &str, lib: Guid, address: u16) -> MediaRecord {
     MediaRecord {
-        id: Guid::derive("media", barcode),
-        barcode: Some(barcode.into()),
-        kind: MediaKind::Data,
         location: Some(Location { library: lib, kind: ElementKind::Storage, address }),
-        home: None,
-        pool: None,
-        mount_count: 0,
-        mounted_by: None,
+        ..MediaRecord::new(Guid::derive("media", barcode), Some(barcode.into()), MediaKind::Data)
     }
 }
 
