@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::broker::access::{AccessRules, Grant, Rights, Scope};
 use crate::changer::{self, LibraryOptions};
+use crate::media::pools::{MediaRules, Target};
 
 /// Default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/rsmd/rsmd.toml";
@@ -135,6 +137,10 @@ pub struct Config {
     /// User ids whose sessions administer rsmd: they may dismount a cartridge another session mounted, and
     /// cancel or reorder other sessions' requests. Default: root only.
     pub administrators: Vec<u32>,
+    /// Where new cartridges go (`[media]`).
+    pub media_rules: MediaRules,
+    /// Who may do what (`[access]`).
+    pub access: AccessRules,
 }
 
 impl Default for Config {
@@ -145,6 +151,8 @@ impl Default for Config {
             discover: true,
             libraries: Vec::new(),
             administrators: vec![0],
+            media_rules: MediaRules::default(),
+            access: AccessRules::default(),
         }
     }
 }
@@ -160,6 +168,148 @@ struct RawConfig {
     administrators: Option<Spanned<Vec<i64>>>,
     #[serde(default)]
     library: Vec<Spanned<RawLibrary>>,
+    media: Option<RawMedia>,
+    access: Option<RawAccess>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMedia {
+    new: Option<Spanned<String>>,
+    #[serde(default)]
+    prefixes: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    admin_groups: Option<Spanned<Vec<i64>>>,
+    library: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    grant: Vec<Spanned<RawGrant>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    pool: Option<String>,
+    library: Option<String>,
+    computer: Option<bool>,
+    #[serde(default)]
+    uids: Vec<i64>,
+    #[serde(default)]
+    gids: Vec<i64>,
+    #[serde(default)]
+    everyone: bool,
+    rights: Vec<String>,
+}
+
+/// Ids (uids or gids) from TOML integers.
+fn ids(v: Vec<i64>, key: &str, line: usize) -> Result<Vec<u32>, ConfigError> {
+    v.into_iter()
+        .map(|u| {
+            u32::try_from(u).map_err(|_| ConfigError::Value {
+                key: key.into(),
+                line,
+                reason: format!("{u} is not a user or group id (0..=4294967295)"),
+            })
+        })
+        .collect()
+}
+
+fn rights(v: &[String], key: &str, line: usize) -> Result<Rights, ConfigError> {
+    let mut r = Rights::empty();
+    for name in v {
+        r |= Rights::parse(name).ok_or_else(|| ConfigError::Value {
+            key: key.into(),
+            line,
+            reason: format!("{name:?} is not a right (use, modify, control, all)"),
+        })?;
+    }
+    Ok(r)
+}
+
+fn media_rules(raw: Option<RawMedia>, text: &str) -> Result<MediaRules, ConfigError> {
+    let Some(raw) = raw else { return Ok(MediaRules::default()) };
+    let mut rules = MediaRules::default();
+    if let Some(n) = raw.new {
+        rules.new_media = match n.get_ref().to_ascii_lowercase().as_str() {
+            "free" => Target::Free,
+            "import" => Target::Import,
+            other => {
+                return Err(ConfigError::Value {
+                    key: "media.new".into(),
+                    line: line_of(text, n.span().start),
+                    reason: format!("{other:?} is not \"free\" or \"import\""),
+                })
+            }
+        };
+    }
+    for (prefix, target) in raw.prefixes {
+        let line = line_of(text, target.span().start);
+        if prefix.is_empty() {
+            return Err(ConfigError::Value { key: "media.prefixes".into(), line, reason: "an empty prefix".into() });
+        }
+        let t = Target::parse(target.get_ref()).map_err(|reason| ConfigError::Value {
+            key: format!("media.prefixes.{prefix}"),
+            line,
+            reason,
+        })?;
+        rules.prefixes.push((prefix, t));
+    }
+    Ok(rules)
+}
+
+fn access_rules(raw: Option<RawAccess>, text: &str) -> Result<AccessRules, ConfigError> {
+    let Some(raw) = raw else { return Ok(AccessRules::default()) };
+    let mut rules = AccessRules::default();
+    if let Some(g) = raw.admin_groups {
+        let line = line_of(text, g.span().start);
+        rules.admin_groups = ids(g.into_inner(), "access.admin_groups", line)?;
+    }
+    if let Some(l) = raw.library {
+        let line = line_of(text, l.span().start);
+        rules.library = rights(l.get_ref(), "access.library", line)?;
+    }
+    for (i, g) in raw.grant.into_iter().enumerate() {
+        let line = line_of(text, g.span().start);
+        let g = g.into_inner();
+        let key = |k: &str| format!("access.grant[{i}].{k}");
+        let scope = match (g.pool, g.library, g.computer.unwrap_or(false)) {
+            (Some(p), None, false) => {
+                Scope::Pool(crate::media::pools::normalize_path(&p).map_err(|reason| ConfigError::Value {
+                    key: key("pool"),
+                    line,
+                    reason,
+                })?)
+            }
+            (None, Some(l), false) => Scope::Library(l),
+            (None, None, true) => Scope::Computer,
+            _ => {
+                return Err(ConfigError::Value {
+                    key: key("pool"),
+                    line,
+                    reason: "a grant names exactly one of pool, library or computer = true".into(),
+                })
+            }
+        };
+        let grant = Grant {
+            scope,
+            uids: ids(g.uids, &key("uids"), line)?,
+            gids: ids(g.gids, &key("gids"), line)?,
+            everyone: g.everyone,
+            rights: rights(&g.rights, &key("rights"), line)?,
+        };
+        if grant.uids.is_empty() && grant.gids.is_empty() && !grant.everyone {
+            return Err(ConfigError::Value {
+                key: key("uids"),
+                line,
+                reason: "a grant names uids, gids or everyone = true".into(),
+            });
+        }
+        rules.grants.push(grant);
+    }
+    Ok(rules)
 }
 
 #[derive(Deserialize)]
@@ -305,6 +455,8 @@ impl Config {
             }
         };
         Ok(Config {
+            media_rules: media_rules(raw.media, text)?,
+            access: access_rules(raw.access, text)?,
             administrators,
             socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
             state_dir: raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),

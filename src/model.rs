@@ -208,6 +208,9 @@ pub struct LibraryRecord {
     /// polls the first loads from just before it instead of learning it again.
     #[serde(default)]
     pub load_ms: Option<u64>,
+    /// Disabled by an administrator (DisableObject): it takes no new work.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 /// A drive's identity and device nodes, when known.
@@ -245,6 +248,9 @@ pub struct ElementRecord {
     /// For drives: how many mounts it served.
     #[serde(default)]
     pub mounts: u64,
+    /// Disabled by an administrator (DisableObject): a disabled drive is never chosen for a mount.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 impl ElementRecord {
@@ -473,6 +479,8 @@ pub enum RequestKind {
     Clean,
     /// Open the operator door.
     Door,
+    /// Wait for a cartridge to allocate (AllocateMedia with nothing available).
+    Allocate,
 }
 
 /// Where a library request stands.

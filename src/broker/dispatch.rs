@@ -118,11 +118,6 @@ impl Broker {
         }
     }
 
-    /// Whether `peer` administers rsmd (its uid is in the configuration's `administrators`).
-    pub fn is_admin(&self, peer: Peer) -> bool {
-        self.administrators.contains(&peer.uid)
-    }
-
     /// Handles one parsed call from `peer`.
     pub fn dispatch(&mut self, method: Method, peer: Peer) -> Answer {
         let now = Answer::Reply;
@@ -207,10 +202,19 @@ impl Broker {
                     Some(Ok(g)) => Some(g),
                     Some(Err(e)) => return now(Err(e), 0),
                 };
-                let objects = self.with_view(|v| v.enumerate(object_type, container));
+                let mut objects = self.with_view(|v| v.enumerate(object_type, container));
+                if !self.is_admin(peer) {
+                    objects.retain(|o| self.may_see(peer, o));
+                }
                 now(reply(&EnumerateReply { objects }), 0)
             }
             Method::GetObjectInformation { object, .. } => match self.with_view(|v| v.find(&object)) {
+                Some(o) if !self.may_see(peer, &o) => now(
+                    ntms(NtmsError::AccessDenied {
+                        message: format!("uid {} has no use right on the pool of {object:?}", peer.uid),
+                    }),
+                    0,
+                ),
                 Some(object) => now(reply(&ObjectReply { object }), 0),
                 None => now(ntms(NtmsError::ObjectNotFound { message: format!("no object {object:?}") }), 0),
             },
@@ -236,16 +240,48 @@ impl Broker {
                     Err(e) => now(ntms(e), 0),
                 }
             }
-            Method::MountMedia { session, media, drive, flags, priority, timeout_ms } => {
-                self.mount(&session, &media, drive.as_deref(), flags, priority, timeout_ms)
+            Method::MountMedia { session, media, drive, flags, priority, timeout_ms, pool } => {
+                self.mount(&session, &media, drive.as_deref(), flags, priority, timeout_ms, pool.as_deref())
             }
             Method::DismountMedia { session, target, deferred } => {
                 let admin = self.is_admin(peer);
                 self.dismount(&session, &target, deferred, admin)
             }
+            Method::CreateMediaPool { session, name, media_type, action } => {
+                self.create_pool(&session, peer, &name, media_type.as_deref(), action)
+            }
+            Method::DeleteMediaPool { session, pool } => self.delete_pool(&session, peer, &pool),
+            Method::MoveToMediaPool { session, media, pool } => self.move_to_pool(&session, peer, &media, &pool),
+            Method::AllocateMedia { session, pool, media, new: _, error_if_unavailable, timeout_ms } => {
+                self.allocate(&session, peer, &pool, media.as_deref(), error_if_unavailable, timeout_ms)
+            }
+            Method::DeallocateMedia { session, logical_media } => self.lmid_call(&session, peer, &logical_media, false),
+            Method::SetMediaComplete { session, logical_media } => self.lmid_call(&session, peer, &logical_media, true),
+            Method::SwapMedia { session, first, second } => self.swap(&session, peer, &first, &second),
+            Method::DecommissionMedia { session, media } => self.media_call(&session, peer, &media, false),
+            Method::DeleteMedia { session, media } => self.media_call(&session, peer, &media, true),
+            Method::EnableObject { session, object } => self.set_enabled(&session, peer, &object, true),
+            Method::DisableObject { session, object } => self.set_enabled(&session, peer, &object, false),
+            Method::SetObjectInformation { session, object, version, changes } => {
+                self.set_object_information(&session, peer, &object, version, &changes)
+            }
             m @ (Method::EjectMedia { .. } | Method::InjectMedia { .. }) => {
                 now(Err(VarlinkError::MethodNotImplemented { method: m.full_name() }.into()), 0)
             }
+        }
+    }
+
+    /// Whether `peer` may see an object: cartridges and pools need use on the pool; everything else is public.
+    fn may_see(&self, peer: Peer, o: &crate::proto::types::ObjectInfo) -> bool {
+        use crate::proto::types::ObjectDetails;
+        let pool = match &o.details {
+            ObjectDetails::PhysicalMedia(m) => m.pool.as_deref(),
+            ObjectDetails::MediaPool(_) => Some(o.id.as_str()),
+            _ => None,
+        };
+        match pool.and_then(|p| p.parse::<Guid>().ok()) {
+            Some(p) => self.pool_rights(peer, p).contains(super::access::Rights::USE),
+            None => true,
         }
     }
 

@@ -19,9 +19,11 @@
 //! `mounting` is the mount/dismount policy; `requests` the library-request table; `session` the session table;
 //! `objects` the views clients enumerate.
 
+pub mod access;
 pub mod dispatch;
 pub mod mounting;
 pub mod objects;
+pub mod pools;
 pub mod requests;
 pub mod session;
 #[cfg(test)]
@@ -65,6 +67,10 @@ pub struct BrokerOptions {
     pub by_serial: Vec<ConfiguredLibrary>,
     /// Unix time (ms) at the loop's clock zero: request times are shown and kept as Unix time.
     pub epoch_ms: u64,
+    /// Where new cartridges go.
+    pub media_rules: crate::media::pools::MediaRules,
+    /// Who may do what.
+    pub access: access::AccessRules,
 }
 
 /// A drive device of a library, as people and clients name it.
@@ -200,6 +206,10 @@ pub struct Broker {
     pub absent: Vec<(String, String)>,
     /// A reply waits for the requests' pending changes: they go with this turn's batch.
     requests_urgent: std::cell::Cell<bool>,
+    /// Allocations waiting for a cartridge.
+    pub allocs: Vec<pools::AllocCall>,
+    /// The number of the last notification.
+    note_sequence: u64,
 }
 
 /// How long a request's progress may wait for a batch to ride with before it is written by itself.
@@ -228,6 +238,8 @@ impl Broker {
             completions: VecDeque::new(),
             absent: Vec::new(),
             requests_urgent: std::cell::Cell::new(false),
+            allocs: Vec::new(),
+            note_sequence: 0,
         }
     }
 
@@ -240,13 +252,13 @@ impl Broker {
             for (name, _) in self.absent.iter().filter(|a| !absent.iter().any(|b| b.0 == a.0)) {
                 log::info!("library {name} is present now");
             }
-            for (name, _) in absent.iter().chain(&self.absent) {
-                let id = Guid::derive("absent-library", name).to_string();
-                self.notes.push_back(Notification {
-                    operation: NotificationOperation::Update,
-                    object_type: ObjectType::Library,
-                    object: id,
-                });
+            let ids: Vec<String> = absent
+                .iter()
+                .chain(&self.absent)
+                .map(|(name, _)| Guid::derive("absent-library", name).to_string())
+                .collect();
+            for id in ids {
+                self.note(NotificationOperation::Update, ObjectType::Library, id);
             }
             self.absent = absent;
         }
@@ -255,6 +267,12 @@ impl Broker {
     /// The configuration changed (SIGHUP): new administrators and serial-configured libraries.
     pub fn set_options(&mut self, options: BrokerOptions) {
         self.administrators.clone_from(&options.administrators);
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.set_rules(options.media_rules.clone());
+            inv.clock = self.options.epoch_ms.saturating_add(self.now);
+            let c = inv.settle(self.options.epoch_ms.saturating_add(self.now));
+            self.push_changes(c);
+        }
         self.options = options;
     }
 
@@ -349,7 +367,10 @@ impl Broker {
             );
         }
         let mut inv = Inventory::from_snapshot(snapshot);
-        let stale = inv.mark_all_stale();
+        inv.set_rules(self.options.media_rules.clone());
+        inv.clock = self.now_unix();
+        let mut stale = inv.settle(self.now_unix());
+        stale.extend(inv.mark_all_stale());
         self.inventory = Some(inv);
         self.saved_maps = saved_maps;
         self.changes.extend(stale);
@@ -500,7 +521,12 @@ impl Broker {
     /// When [`Broker::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<u64> {
         let libs = self.libs.iter().filter_map(|l| l.library.poll_timeout());
-        let deferred = self.deferred.iter().map(|d| d.due).chain(self.parked.iter().filter_map(|p| p.deadline));
+        let deferred = self
+            .deferred
+            .iter()
+            .map(|d| d.due)
+            .chain(self.parked.iter().filter_map(|p| p.deadline))
+            .chain(self.allocs.iter().filter_map(|a| a.deadline));
         let requests = self.requests.dirty_since().map(|t| t + REQUEST_FLUSH_MS);
         libs.chain(deferred).chain(requests).min()
     }
@@ -524,6 +550,9 @@ impl Broker {
     /// finished mount is owned before housekeeping looks for idle cartridges), then the rules that react to it,
     /// then what those asked for.
     fn pump(&mut self) {
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.clock = self.options.epoch_ms.saturating_add(self.now);
+        }
         self.drain_libraries();
         if self.inventory.is_some() {
             self.housekeeping();
@@ -600,11 +629,12 @@ impl Broker {
         self.last_batch + u64::from(!self.changes.is_empty() || requests)
     }
 
-    fn note(&mut self, operation: NotificationOperation, object_type: ObjectType, object: String) {
-        self.notes.push_back(Notification { operation, object_type, object });
+    pub(crate) fn note(&mut self, operation: NotificationOperation, object_type: ObjectType, object: String) {
+        self.note_sequence += 1;
+        self.notes.push_back(Notification { operation, object_type, object, sequence: self.note_sequence });
     }
 
-    fn push_changes(&mut self, changes: Vec<Change>) {
+    pub(crate) fn push_changes(&mut self, changes: Vec<Change>) {
         for c in &changes {
             let (t, id) = match c {
                 Change::Library(l) => (ObjectType::Library, l.id.to_string()),
@@ -618,7 +648,15 @@ impl Broker {
                     e.id().to_string(),
                 ),
                 Change::Media(m) => (ObjectType::PhysicalMedia, m.id.to_string()),
-                Change::RemoveMedia(id) => (ObjectType::PhysicalMedia, id.to_string()),
+                Change::RemoveMedia(id) => {
+                    self.note(NotificationOperation::Delete, ObjectType::PhysicalMedia, id.to_string());
+                    continue;
+                }
+                Change::Pool(p) => (ObjectType::MediaPool, p.id.to_string()),
+                Change::RemovePool(id) => {
+                    self.note(NotificationOperation::Delete, ObjectType::MediaPool, id.to_string());
+                    continue;
+                }
                 _ => continue,
             };
             self.note(NotificationOperation::Update, t, id);
@@ -635,6 +673,10 @@ impl Broker {
             if !self.requests.get(key).is_some_and(|r| r.detached) {
                 self.end_parked(key, NtmsError::Cancelled { message: "the session ended".into() });
             }
+        }
+        let allocs: Vec<RequestId> = self.allocs.iter().filter(|a| a.session == handle).map(|a| a.key).collect();
+        for key in allocs {
+            self.end_alloc(key, Err(NtmsError::Cancelled { message: "the session ended".into() }));
         }
         for key in self.requests.open_of_session(handle) {
             if self.jobs.contains_key(&key) {
@@ -711,6 +753,10 @@ impl Broker {
         log::info!("audit: cancel of request {text} asked by {}", mounting::owner_text(&self.owner_of(session)));
         if self.parked.iter().any(|p| p.key == key) {
             self.end_parked(key, NtmsError::Cancelled { message: "cancelled".into() });
+            return Ok(());
+        }
+        if self.allocs.iter().any(|a| a.key == key) {
+            self.end_alloc(key, Err(NtmsError::Cancelled { message: "cancelled".into() }));
             return Ok(());
         }
         if self.jobs.contains_key(&key) {
@@ -813,6 +859,7 @@ impl Broker {
                     state: lib.library.state(),
                     stale: true,
                     load_ms: inv.library(id).and_then(|r| r.load_ms),
+                    disabled: inv.library(id).is_some_and(|r| r.disabled),
                 };
                 if let Some(ms) = rec.load_ms {
                     lib.library.assume_load_time(ms);
@@ -846,10 +893,12 @@ impl Broker {
                             rec.stale = true;
                             let now = self.options.epoch_ms.saturating_add(self.now);
                             for rid in self.requests.fail_library(id, "the library went offline", now) {
+                                self.note_sequence += 1;
                                 self.notes.push_back(Notification {
                                     operation: NotificationOperation::Update,
                                     object_type: ObjectType::LibRequest,
                                     object: rid,
+                                    sequence: self.note_sequence,
                                 });
                             }
                         }

@@ -25,6 +25,8 @@ pub struct MountCall {
     priority: i32,
     /// When it gives up.
     pub deadline: Option<u64>,
+    /// Allocate a Free cartridge into this pool first.
+    pool: Option<String>,
 }
 
 impl MountCall {
@@ -68,6 +70,7 @@ impl Broker {
         flags: MountFlags,
         priority: i32,
         timeout_ms: Option<u64>,
+        pool: Option<&str>,
     ) -> Answer {
         if !(PRIORITY_MIN..=PRIORITY_MAX).contains(&priority) {
             return err(NtmsError::InvalidParameter {
@@ -86,7 +89,13 @@ impl Broker {
             flags,
             priority,
             deadline,
+            pool: pool.map(str::to_owned),
         };
+        if let Some(pool) = pool {
+            if let Err(e) = self.resolve_pool(pool) {
+                return err(e);
+            }
+        }
         self.try_mount(None, &p)
     }
 
@@ -118,6 +127,36 @@ impl Broker {
                 None => return err(NtmsError::ObjectNotFound { message: format!("no drive {d:?}") }),
             },
         };
+        // Who asks: the session's user, or (a detached request whose session ended) the request's owner.
+        let owner = match parked.and_then(|k| self.requests.get(k)) {
+            Some(r) => r.owner.clone(),
+            None => self.owner_of(session),
+        };
+        let peer = self.peer_of(session, &owner);
+        let admin = self.is_admin(peer);
+        let mut refused = None;
+        let mut allowed = Vec::new();
+        for m in candidates {
+            match self.may_mount(&m, &owner, peer, admin, flags) {
+                Ok(()) => allowed.push(m),
+                Err(e) => refused = Some(e),
+            }
+        }
+        if allowed.is_empty() {
+            if let Some(e) = refused {
+                return err(e);
+            }
+        }
+        let candidates = allowed;
+        if let Some((dl, d)) = drive {
+            let disabled =
+                self.inventory.as_ref().and_then(|i| i.element(dl, ElementKind::Drive, d)).is_some_and(|e| e.disabled);
+            if disabled {
+                return err(NtmsError::ResourceDisabled {
+                    message: "the drive is disabled (rsm enable DRIVE to use it again)".into(),
+                });
+            }
+        }
         let mut saw_offline = false;
         let mut saw_busy = None;
         let (mut mismatch, mut unsupported) = (false, false);
@@ -146,6 +185,11 @@ impl Broker {
                 saw_offline = true;
                 continue;
             }
+            if self.inventory.as_ref().and_then(|i| i.library(loc.library)).is_some_and(|l| l.disabled) {
+                return err(NtmsError::ResourceDisabled {
+                    message: "the library is disabled (rsm enable LIBRARY to use it again)".into(),
+                });
+            }
             if lib.library.uses_source(loc.address)
                 || (loc.kind == ElementKind::Drive && lib.library.uses_drive(loc.address))
             {
@@ -154,6 +198,15 @@ impl Broker {
             }
             // Which drives can take it (a cartridge already in a drive is mounted where it is).
             let (fit, mapped) = self.compatible_drives(li, m, flags.write);
+            if loc.kind != ElementKind::Drive && !mapped.is_empty() && drive.is_none() {
+                let enabled: Vec<u16> = fit.iter().copied().filter(|d| !self.drive_disabled(loc.library, *d)).collect();
+                if enabled.is_empty() && !fit.is_empty() {
+                    return err(NtmsError::ResourceDisabled {
+                        message: "every drive that can take the cartridge is disabled".into(),
+                    });
+                }
+            }
+            let fit: Vec<u16> = fit.into_iter().filter(|d| !self.drive_disabled(loc.library, *d)).collect();
             // No drive can serve it if none is mapped to its device: say so now, with the fix, instead of waiting
             // for a drive that will never come.
             let unmapped = |d: Option<u16>| match d {
@@ -184,6 +237,19 @@ impl Broker {
                 None if fit.len() < mapped.len() => DriveChoice::AnyOf(fit),
                 None => DriveChoice::Any,
             };
+            // A Free cartridge mounted for a pool is allocated into it first (only when asked).
+            if let Some(pool) = p.pool.as_deref() {
+                let free = m.side == Some(crate::model::SideState::Available)
+                    && m.pool
+                        .and_then(|x| self.inventory.as_ref()?.pool(x))
+                        .is_some_and(|x| x.kind == crate::model::PoolKind::Free);
+                if free {
+                    match self.allocate(session, peer, pool, Some(&m.id.to_string()), true, None) {
+                        Answer::Reply(Ok(_), _) => {}
+                        other => return other,
+                    }
+                }
+            }
             return self.start_mount(
                 parked,
                 li,
@@ -313,6 +379,64 @@ impl Broker {
             return Answer::Reply(Ok(r), self.batch_for_reply());
         }
         Answer::Later { key }
+    }
+
+    fn drive_disabled(&self, library: Guid, d: u16) -> bool {
+        self.inventory.as_ref().and_then(|i| i.element(library, ElementKind::Drive, d)).is_some_and(|e| e.disabled)
+    }
+
+    /// The media rules of a mount: a disabled cartridge is never mounted; an allocated one only for the user and
+    /// application that allocated it (or an administrator); others need use on their pool; complete media are
+    /// never written.
+    fn may_mount(
+        &self,
+        m: &MediaRecord,
+        owner: &crate::model::Owner,
+        peer: super::session::Peer,
+        admin: bool,
+        flags: MountFlags,
+    ) -> Result<(), NtmsError> {
+        let name = m.barcode.clone().unwrap_or_else(|| m.id.to_string());
+        if !m.enabled {
+            return Err(NtmsError::ResourceDisabled {
+                message: format!("{name} is disabled (rsm enable {name} to use it again)"),
+            });
+        }
+        if !admin {
+            match &m.allocated_to {
+                Some(a) if a.uid != owner.uid || a.application.is_some() && a.application != owner.application => {
+                    return Err(NtmsError::AccessDenied {
+                        message: format!(
+                            "{name} is allocated to {}: only its sessions (or an administrator) mount it",
+                            owner_text(a)
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None if !self.may_see_media(peer, m) => {
+                    return Err(NtmsError::AccessDenied {
+                        message: format!("uid {} has no use right on {name}'s pool", peer.uid),
+                    });
+                }
+                None => {}
+            }
+        }
+        if flags.write {
+            match m.side {
+                Some(crate::model::SideState::Complete) => {
+                    return Err(NtmsError::WriteProtect {
+                        message: format!("{name} is complete: it is mounted for reading only"),
+                    })
+                }
+                Some(crate::model::SideState::Decommissioned) => {
+                    return Err(NtmsError::WriteProtect {
+                        message: format!("{name} is decommissioned: it is never written again"),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Parks a mount whose cartridges are all in use: a waiting request, re-tried by [`Broker::retry_parked`].
@@ -595,6 +719,7 @@ impl Broker {
             self.dismount_idle(d.li, d.drive, d.media);
         }
         self.retry_parked();
+        self.retry_allocations();
         for li in 0..self.libs.len() {
             let needed = if self.libs[li].retired { 0 } else { self.libs[li].library.starved() };
             if needed == 0 {

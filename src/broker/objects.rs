@@ -1,7 +1,7 @@
 //! The wire objects (`proto::types::ObjectInfo`) built from the cached inventory, without touching hardware.
 
 use crate::media::Inventory;
-use crate::model::{ElementKind, ElementRecord, Guid, LibraryState, MediaKind, MediaRecord};
+use crate::model::{ElementKind, ElementRecord, Guid, LibraryState, MediaKind, MediaRecord, PoolRecord};
 use crate::proto::types::*;
 
 /// What the server knows about a library beyond the inventory.
@@ -48,15 +48,6 @@ pub fn changer_id(library: Guid) -> Guid {
     Guid::derive("changer", &library.to_string())
 }
 
-/// The system pools, as RSM has them.
-pub const POOLS: [(&str, PoolKind); 3] =
-    [("Free", PoolKind::Free), ("Import", PoolKind::Import), ("Unrecognized", PoolKind::Unrecognized)];
-
-/// Id of a system pool.
-pub fn pool_id(name: &str) -> Guid {
-    Guid::derive("pool", name)
-}
-
 /// The media type of a cartridge (the rules live in [`crate::media::compat`]): (name, generation, cleaner,
 /// rewritable).
 pub fn media_type_of(barcode: Option<&str>) -> Option<(String, Option<u32>, bool, bool)> {
@@ -101,6 +92,7 @@ fn info(id: Guid, name: String, state: &str, details: ObjectDetails) -> ObjectIn
         state: state.into(),
         created: 0,
         modified: 0,
+        version: None,
         details,
     }
 }
@@ -172,38 +164,31 @@ impl View<'_> {
                     .collect()
             }
             ObjectType::PhysicalMedia => {
-                let pool = container.and_then(|c| POOLS.iter().find(|p| pool_id(p.0) == c).map(|p| p.1));
+                // In a pool (a system pool's top level means all its media types), or in a library.
+                let pools: Vec<Guid> = match container.and_then(|c| inv.pool(c)) {
+                    Some(p) if p.kind != crate::model::PoolKind::Application && p.parent.is_none() => {
+                        inv.child_pools(p.id).map(|c| c.id).collect()
+                    }
+                    Some(p) => vec![p.id],
+                    None => Vec::new(),
+                };
                 let mut v: Vec<&MediaRecord> = inv
                     .media()
-                    .filter(|m| match (container, pool) {
-                        (None, _) => true,
-                        (Some(_), Some(kind)) => pool_kind_of(m) == kind,
-                        (Some(c), None) => m.location.is_some_and(|l| l.library == c),
+                    .filter(|m| match container {
+                        None => true,
+                        Some(_) if !pools.is_empty() => m.pool.is_some_and(|p| pools.contains(&p)),
+                        Some(c) => m.location.is_some_and(|l| l.library == c),
                     })
                     .collect();
                 v.sort_by(|a, b| a.barcode.cmp(&b.barcode).then(a.id.cmp(&b.id)));
                 v.into_iter().map(|m| self.medium(m)).collect()
             }
-            ObjectType::MediaPool => POOLS
-                .iter()
-                .map(|(name, kind)| {
-                    let count = inv.media().filter(|m| pool_kind_of(m) == *kind).count();
-                    info(
-                        pool_id(name),
-                        (*name).into(),
-                        "ready",
-                        ObjectDetails::MediaPool(PoolDetails {
-                            kind: *kind,
-                            media_type: None,
-                            parent: None,
-                            draw_from_free: false,
-                            return_to_free: false,
-                            max_allocations: None,
-                            media_count: u32::try_from(count).unwrap_or(u32::MAX),
-                        }),
-                    )
-                })
-                .collect(),
+            ObjectType::MediaPool => {
+                let mut v: Vec<&PoolRecord> =
+                    inv.pools().filter(|p| container.is_none_or(|c| p.parent == Some(c))).collect();
+                v.sort_by_key(|p| p.name.to_ascii_lowercase());
+                v.into_iter().map(|p| self.pool(p)).collect()
+            }
             ObjectType::LibRequest => self.requests.objects(),
             ObjectType::OpRequest => Vec::new(),
         }
@@ -234,10 +219,13 @@ impl View<'_> {
         if let Some(r) = self.requests.object(key) {
             return Some(r);
         }
-        [ObjectType::MediaPool, ObjectType::MediaType]
-            .into_iter()
-            .flat_map(|t| self.enumerate(t, None))
-            .find(|o| o.id == id.to_string())
+        if let Some(p) = inv.pool(id) {
+            return Some(self.pool(p));
+        }
+        if let Some(m) = inv.media_by_lmid(id) {
+            return Some(self.medium(m));
+        }
+        [ObjectType::MediaType].into_iter().flat_map(|t| self.enumerate(t, None)).find(|o| o.id == id.to_string())
     }
 
     fn computer(&self) -> ObjectInfo {
@@ -426,13 +414,17 @@ impl View<'_> {
             }
         };
         let home_slot = m.home.and_then(|h| inv.element(h.library, h.kind, h.address)).map(|e| e.id().to_string());
-        let mt = media_type_of(m.barcode.as_deref());
+        let type_name = crate::media::pools::media_type_name(m);
+        // RSM's media states: idle (in a slot or offline), in use (a request works on it), mounted (in a drive).
+        let in_drive = m.location.is_some_and(|l| l.kind == ElementKind::Drive);
         let state = match (m.location, m.mounted_by.as_ref()) {
             (None, _) => "offline",
-            (Some(_), Some(_)) => "in_use",
+            (Some(_), Some(_)) => "mounted",
+            (Some(_), None) if in_drive => "loaded",
             (Some(_), None) => "idle",
         };
-        info(
+        let pool = m.pool.and_then(|p| inv.pool(p));
+        let mut o = info(
             m.id,
             m.barcode.clone().unwrap_or_else(|| "(no label)".into()),
             state,
@@ -440,21 +432,72 @@ impl View<'_> {
                 barcode: m.barcode.clone(),
                 location: Location { kind, library, element, element_address: address },
                 home_slot,
-                media_type: mt.as_ref().map(|t| media_type_id(&t.0).to_string()),
-                pool: Some(pool_id(POOLS.iter().find(|p| p.1 == pool_kind_of(m)).map_or("Free", |p| p.0)).to_string()),
+                media_type: Some(media_type_id(&type_name).to_string()),
+                pool: m.pool.map(|p| p.to_string()),
                 mount_count: m.mount_count,
                 cleaner: m.kind == MediaKind::Cleaning,
                 cleaning_count: None,
+                side: m.side.map(|s| s.name().to_owned()),
+                logical_media: m.lmid.map(|l| l.to_string()),
+                allocations: m.allocations,
+                owner_uid: m.allocated_to.as_ref().map(|o| o.uid),
+                owner_application: m.allocated_to.as_ref().and_then(|o| o.application.clone()),
+                media_type_name: Some(type_name),
+                pool_name: pool.map(|p| p.name.clone()),
             }),
-        )
+        );
+        o.enabled = m.enabled;
+        o.description.clone_from(&m.description);
+        o.version = Some(m.version);
+        o.created = m.created;
+        o.modified = m.modified;
+        o
     }
-}
 
-fn pool_kind_of(m: &MediaRecord) -> PoolKind {
-    match (&m.barcode, m.location.map(|l| l.kind)) {
-        (None, _) => PoolKind::Unrecognized,
-        (Some(_), Some(ElementKind::ImportExport)) => PoolKind::Import,
-        _ => PoolKind::Free,
+    fn pool(&self, p: &PoolRecord) -> ObjectInfo {
+        let inv = self.inventory;
+        let kind = match p.kind {
+            crate::model::PoolKind::Free => PoolKind::Free,
+            crate::model::PoolKind::Import => PoolKind::Import,
+            crate::model::PoolKind::Unrecognized => PoolKind::Unrecognized,
+            crate::model::PoolKind::Application => PoolKind::Application,
+        };
+        let children: Vec<Guid> = inv.child_pools(p.id).map(|c| c.id).collect();
+        // A system pool's top level counts the media of its types.
+        let (count, allocated) = if children.is_empty() || p.kind == crate::model::PoolKind::Application {
+            let held = if inv.pool_media_count(p.id) == 0 {
+                0
+            } else {
+                inv.media().filter(|m| m.pool == Some(p.id) && m.lmid.is_some()).count()
+            };
+            (inv.pool_media_count(p.id), held)
+        } else {
+            (children.iter().map(|c| inv.pool_media_count(*c)).sum(), 0)
+        };
+        let n = |x: usize| u32::try_from(x).unwrap_or(u32::MAX);
+        let mut o = info(
+            p.id,
+            p.name.clone(),
+            "ready",
+            ObjectDetails::MediaPool(PoolDetails {
+                kind,
+                media_type: p.media_type.as_deref().map(|t| media_type_id(t).to_string()),
+                parent: p.parent.map(|g| g.to_string()),
+                draw_from_free: p.draw_from_free,
+                return_to_free: p.return_to_free,
+                max_allocations: p.max_allocations,
+                media_count: n(count),
+                allocated_count: n(allocated),
+                pool_count: n(children.len()),
+                owner_uid: p.owner.as_ref().map(|o| o.uid),
+                owner_application: p.owner.as_ref().and_then(|o| o.application.clone()),
+            }),
+        );
+        o.description.clone_from(&p.description);
+        o.version = Some(p.version);
+        o.created = p.created;
+        o.modified = p.modified;
+        o
     }
 }
 

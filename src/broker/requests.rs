@@ -331,6 +331,7 @@ impl Requests {
             state: status_name(r.state).into(),
             created: r.submitted,
             modified: r.completed.or(r.started).unwrap_or(r.submitted),
+            version: None,
             details: ObjectDetails::LibRequest(LibRequestDetails {
                 operation,
                 state,
@@ -371,6 +372,7 @@ pub fn kind_name(k: RequestKind) -> &'static str {
         RequestKind::Inventory => "inventory",
         RequestKind::Clean => "clean",
         RequestKind::Door => "door",
+        RequestKind::Allocate => "allocate",
     }
 }
 
@@ -384,6 +386,7 @@ pub fn operation(kind: RequestKind) -> RequestOperation {
         RequestKind::Inventory => RequestOperation::Inventory,
         RequestKind::Clean => RequestOperation::Clean,
         RequestKind::Door => RequestOperation::Door,
+        RequestKind::Allocate => RequestOperation::Allocate,
     }
 }
 

@@ -12,6 +12,8 @@ pub struct Peer {
     pub pid: i32,
     /// User id.
     pub uid: u32,
+    /// Primary group id (access rights granted to a group apply to processes running with it).
+    pub gid: u32,
     /// Start time in clock ticks since boot (0 when unknown).
     pub start_time: u64,
 }
@@ -102,6 +104,11 @@ impl Sessions {
         self.sessions.get(handle).map(|s| crate::model::Owner { uid: s.peer.uid, application: s.application.clone() })
     }
 
+    /// The peer of session `handle`.
+    pub fn peer(&self, handle: &str) -> Option<Peer> {
+        self.sessions.get(handle).map(|s| s.peer)
+    }
+
     /// The process of session `handle`.
     pub fn pid(&self, handle: &str) -> Option<i32> {
         self.sessions.get(handle).map(|s| s.peer.pid)
@@ -132,9 +139,9 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    const A: Peer = Peer { pid: 10, uid: 0, start_time: 100 };
-    const A_RECYCLED: Peer = Peer { pid: 10, uid: 0, start_time: 999 };
-    const B: Peer = Peer { pid: 11, uid: 0, start_time: 100 };
+    const A: Peer = Peer { pid: 10, uid: 0, gid: 0, start_time: 100 };
+    const A_RECYCLED: Peer = Peer { pid: 10, uid: 0, gid: 0, start_time: 999 };
+    const B: Peer = Peer { pid: 11, uid: 0, gid: 0, start_time: 100 };
 
     #[test]
     fn handles_bind_to_the_process_and_end_with_its_last_connection() {

@@ -12,9 +12,9 @@ use crate::proto::types::{MountFlags, ObjectDetails};
 use crate::proto::{DismountTarget, ObjectType};
 use vlib::Config as VConfig;
 
-const ROOT: Peer = Peer { pid: 100, uid: 0, start_time: 1 };
-const ALICE: Peer = Peer { pid: 200, uid: 1000, start_time: 1 };
-const BOB: Peer = Peer { pid: 300, uid: 1001, start_time: 1 };
+const ROOT: Peer = Peer { pid: 100, uid: 0, gid: 0, start_time: 1 };
+const ALICE: Peer = Peer { pid: 200, uid: 1000, gid: 1000, start_time: 1 };
+const BOB: Peer = Peer { pid: 300, uid: 1001, gid: 1001, start_time: 1 };
 
 type Reply = Result<Map<String, Value>, WireError>;
 
@@ -171,6 +171,7 @@ fn mount_with(session: &str, barcode: &str, flags: MountFlags) -> Method {
         flags,
         priority: 0,
         timeout_ms: None,
+        pool: None,
     }
 }
 
@@ -433,4 +434,144 @@ fn a_drive_shows_loading_until_its_mount_is_ready() {
     assert_eq!(drive_state(&s), Some(DriveState::Loading));
     s.wait(key).unwrap();
     assert_eq!(drive_state(&s), Some(DriveState::Mounted));
+}
+
+fn method_create_pool(session: &str, name: &str) -> Method {
+    Method::CreateMediaPool {
+        session: session.into(),
+        name: name.into(),
+        media_type: None,
+        action: crate::proto::types::PoolAction::OpenAlways,
+    }
+}
+
+fn allocate(session: &str, pool: &str, media: Option<&str>, error_if_unavailable: bool) -> Method {
+    Method::AllocateMedia {
+        session: session.into(),
+        pool: pool.into(),
+        media: media.map(str::to_owned),
+        new: false,
+        error_if_unavailable,
+        timeout_ms: None,
+    }
+}
+
+fn visible_media(s: &mut Sim, peer: Peer, session: &str) -> Vec<String> {
+    let r = s.call(
+        peer,
+        Method::EnumerateObjects { session: session.into(), container: None, object_type: ObjectType::PhysicalMedia },
+    );
+    r.unwrap()["objects"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn two_applications_share_a_library_without_touching_each_others_tapes() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let b = s.open(BOB, "Amanda");
+    // New cartridges are in Free of their type; everyone sees them.
+    let all = visible_media(&mut s, BOB, &b);
+    assert!(all.contains(&"ABC001L6".to_owned()), "{all:?}");
+    // Alice makes her pool, draws two scratch tapes.
+    let r = s.call(ALICE, method_create_pool(&a, "Bacula")).unwrap();
+    assert_eq!(r["created"], true);
+    let set = Method::SetObjectInformation {
+        session: a.clone(),
+        object: "Bacula".into(),
+        version: None,
+        changes: crate::proto::types::ObjectChanges { draw_from_free: Some(true), ..Default::default() },
+    };
+    s.call(ALICE, set).unwrap();
+    let first = s.call(ALICE, allocate(&a, "Bacula", None, true)).unwrap();
+    let lmid = first["logical_media"].as_str().unwrap().to_owned();
+    let barcode = first["barcode"].as_str().unwrap().to_owned();
+    assert_eq!(
+        s.broker.inventory.as_ref().unwrap().media_by_barcode(&barcode).unwrap().lmid.unwrap().to_string(),
+        lmid
+    );
+    // Bob sees no Bacula media and may not mount, allocate from, deallocate or change Alice's pool.
+    assert!(!visible_media(&mut s, BOB, &b).contains(&barcode));
+    assert!(matches!(ntms(s.call(BOB, mount(&b, &barcode))), NtmsError::AccessDenied { .. }));
+    assert!(matches!(ntms(s.call(BOB, allocate(&b, "Bacula", None, true))), NtmsError::AccessDenied { .. }));
+    let dealloc = |session: &str| Method::DeallocateMedia { session: session.into(), logical_media: lmid.clone() };
+    assert!(matches!(ntms(s.call(BOB, dealloc(&b))), NtmsError::AccessDenied { .. }));
+    let del = Method::DeleteMediaPool { session: b.clone(), pool: "Bacula".into() };
+    assert!(matches!(ntms(s.call(BOB, del)), NtmsError::AccessDenied { .. }));
+    let get = Method::GetObjectInformation { session: b.clone(), object: barcode.clone() };
+    assert!(matches!(ntms(s.call(BOB, get)), NtmsError::AccessDenied { .. }));
+    // Alice's other application may not mount her Bacula tape either; her Bacula session does.
+    let other = s.open(Peer { pid: 201, ..ALICE }, "scripts");
+    assert!(matches!(
+        ntms(s.call(Peer { pid: 201, ..ALICE }, mount(&other, &barcode))),
+        NtmsError::AccessDenied { .. }
+    ));
+    s.call_and_wait(ALICE, mount(&a, &barcode)).unwrap();
+    // Mounted media are not deallocated; dismounted they are, and go back to available in the pool.
+    assert!(matches!(ntms(s.call(ALICE, dealloc(&a))), NtmsError::Busy { .. }));
+    s.call_and_wait(ALICE, dismount(&a, &barcode, false)).unwrap();
+    s.call(ALICE, dealloc(&a)).unwrap();
+    let m = s.broker.inventory.as_ref().unwrap().media_by_barcode(&barcode).unwrap().clone();
+    assert_eq!((m.side, m.lmid), (Some(crate::model::SideState::Available), None));
+    // Root (an administrator) sees and may do everything.
+    let root = s.open(ROOT, "admin");
+    assert!(visible_media(&mut s, ROOT, &root).contains(&barcode));
+    // Everything was persisted: pools and the cartridge's allocation.
+    assert!(s.persisted.iter().any(|c| matches!(c, Change::Pool(p) if p.name == "Bacula")));
+    assert!(s
+        .persisted
+        .iter()
+        .any(|c| matches!(c, Change::Media(m) if m.lmid.map(|l| l.to_string()) == Some(lmid.clone()))));
+}
+
+#[test]
+fn an_allocation_waits_for_a_cartridge_and_a_closed_session_cancels_it() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    s.call(ALICE, method_create_pool(&a, "Small")).unwrap();
+    // Nothing in the pool and it does not draw from Free: error at once, or wait.
+    assert!(matches!(ntms(s.call(ALICE, allocate(&a, "Small", None, true))), NtmsError::MediaUnavailable { .. }));
+    let key = s.submit(ALICE, allocate(&a, "Small", None, false));
+    assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Waiting);
+    // A cartridge moved into the pool satisfies it.
+    let r =
+        s.call(ALICE, Method::MoveToMediaPool { session: a.clone(), media: "ABC003L6".into(), pool: "Small".into() });
+    r.unwrap();
+    s.step();
+    let got = s.wait(key).unwrap();
+    assert_eq!(got["barcode"], "ABC003L6");
+    assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Complete);
+    // A second waiting allocation ends Cancelled with its session.
+    let key = s.submit(ALICE, allocate(&a, "Small", None, false));
+    s.call(ALICE, Method::CloseSession { session: a.clone() }).unwrap();
+    assert!(matches!(s.replies.remove(&key), Some(Err(WireError::Ntms(NtmsError::Cancelled { .. })))));
+    assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Cancelled);
+}
+
+#[test]
+fn disabled_drives_are_never_chosen_and_disabled_media_never_mounted() {
+    let mut s = Sim::new();
+    let r = s.open(ROOT, "admin");
+    let drives = s
+        .call(ROOT, Method::EnumerateObjects { session: r.clone(), container: None, object_type: ObjectType::Drive })
+        .unwrap();
+    let ids: Vec<String> =
+        drives["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect();
+    for id in &ids[1..] {
+        s.call(ROOT, Method::DisableObject { session: r.clone(), object: id.clone() }).unwrap();
+    }
+    assert!(matches!(
+        ntms(s.call(ROOT, Method::DisableObject { session: r.clone(), object: ids[1].clone() })),
+        NtmsError::InvalidState { .. }
+    ));
+    s.call_and_wait(ROOT, mount(&r, "ABC001L6")).unwrap();
+    let first = s.broker.inventory.as_ref().unwrap().element_by_id(ids[0].parse().unwrap()).unwrap().address;
+    assert_eq!(s.drive_holding("ABC001L6"), Some(first), "only the enabled drive is used");
+    // A user may not disable drives.
+    let a = s.open(ALICE, "Bacula");
+    assert!(matches!(
+        ntms(s.call(ALICE, Method::EnableObject { session: a, object: ids[1].clone() })),
+        NtmsError::AccessDenied { .. }
+    ));
+    s.call(ROOT, Method::DisableObject { session: r.clone(), object: "ABC002L6".into() }).unwrap();
+    assert!(matches!(ntms(s.call(ROOT, mount(&r, "ABC002L6"))), NtmsError::ResourceDisabled { .. }));
 }

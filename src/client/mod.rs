@@ -52,8 +52,9 @@ use crate::proto::envelope::{Call, Response};
 use crate::proto::frame::FrameDecoder;
 use crate::proto::method::{DismountTarget, Method};
 use crate::proto::types::{
-    DescriptionReply, EnumerateReply, InventoryMode, MountFlags, MountReply, Notification, ObjectDetails, ObjectInfo,
-    ObjectReply, ObjectType, OpenSessionReply, RequestReply, ServiceInfo,
+    AllocateReply, CreatePoolReply, DescriptionReply, EnumerateReply, InventoryMode, MountFlags, MountReply,
+    Notification, ObjectChanges, ObjectDetails, ObjectInfo, ObjectReply, ObjectType, OpenSessionReply, PoolAction,
+    RequestReply, ServiceInfo,
 };
 use crate::proto::{NtmsError, PROTOCOL_VERSION};
 
@@ -130,6 +131,9 @@ fn connect_error(path: &Path, e: &std::io::Error) -> NtmsError {
 fn reply_wait(method: Option<&Method>, timeouts: &Timeouts) -> Option<Duration> {
     match method {
         Some(Method::MountMedia { flags, timeout_ms, .. }) if !flags.nowait => {
+            timeout_ms.map(|t| Duration::from_millis(t).saturating_add(timeouts.reply))
+        }
+        Some(Method::AllocateMedia { error_if_unavailable: false, timeout_ms, .. }) => {
             timeout_ms.map(|t| Duration::from_millis(t).saturating_add(timeouts.reply))
         }
         Some(
@@ -635,7 +639,122 @@ impl Session {
             flags,
             priority,
             timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            pool: None,
         })
+    }
+
+    /// `MountNtmsMedia` of a cartridge that may be in Free: it is allocated into `pool` first.
+    pub fn mount_for_pool(
+        &self,
+        media: &[&str],
+        pool: &str,
+        flags: MountFlags,
+        timeout: Option<Duration>,
+    ) -> Result<MountReply, NtmsError> {
+        self.call_as(&Method::MountMedia {
+            session: self.id.clone(),
+            media: media.iter().map(|m| (*m).to_owned()).collect(),
+            drive: None,
+            flags,
+            priority: 0,
+            timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            pool: Some(pool.to_owned()),
+        })
+    }
+
+    /// `CreateNtmsMediaPool`: opens or creates an application pool; returns its id and whether it was created.
+    pub fn create_pool(
+        &self,
+        name: &str,
+        media_type: Option<&str>,
+        action: PoolAction,
+    ) -> Result<CreatePoolReply, NtmsError> {
+        self.call_as(&Method::CreateMediaPool {
+            session: self.id.clone(),
+            name: name.to_owned(),
+            media_type: media_type.map(str::to_owned),
+            action,
+        })
+    }
+
+    /// `DeleteNtmsMediaPool`.
+    pub fn delete_pool(&self, pool: &str) -> Result<(), NtmsError> {
+        self.call(&Method::DeleteMediaPool { session: self.id.clone(), pool: pool.to_owned() }).map(|_| ())
+    }
+
+    /// `MoveToNtmsMediaPool`.
+    pub fn move_to_pool(&self, media: &str, pool: &str) -> Result<(), NtmsError> {
+        let m = Method::MoveToMediaPool { session: self.id.clone(), media: media.to_owned(), pool: pool.to_owned() };
+        self.call(&m).map(|_| ())
+    }
+
+    /// `AllocateNtmsMedia`: a given cartridge or any available one of `pool`; waits up to `timeout` (forever
+    /// when None) unless `error_if_unavailable`.
+    pub fn allocate(
+        &self,
+        pool: &str,
+        media: Option<&str>,
+        error_if_unavailable: bool,
+        timeout: Option<Duration>,
+    ) -> Result<AllocateReply, NtmsError> {
+        self.call_as(&Method::AllocateMedia {
+            session: self.id.clone(),
+            pool: pool.to_owned(),
+            media: media.map(str::to_owned),
+            new: false,
+            error_if_unavailable,
+            timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        })
+    }
+
+    /// `DeallocateNtmsMedia`.
+    pub fn deallocate(&self, logical_media: &str) -> Result<(), NtmsError> {
+        let m = Method::DeallocateMedia { session: self.id.clone(), logical_media: logical_media.to_owned() };
+        self.call(&m).map(|_| ())
+    }
+
+    /// `SetNtmsMediaComplete`.
+    pub fn set_complete(&self, logical_media: &str) -> Result<(), NtmsError> {
+        let m = Method::SetMediaComplete { session: self.id.clone(), logical_media: logical_media.to_owned() };
+        self.call(&m).map(|_| ())
+    }
+
+    /// `SwapNtmsMedia`.
+    pub fn swap(&self, first: &str, second: &str) -> Result<(), NtmsError> {
+        let m = Method::SwapMedia { session: self.id.clone(), first: first.to_owned(), second: second.to_owned() };
+        self.call(&m).map(|_| ())
+    }
+
+    /// `DecommissionNtmsMedia`.
+    pub fn decommission(&self, media: &str) -> Result<(), NtmsError> {
+        self.call(&Method::DecommissionMedia { session: self.id.clone(), media: media.to_owned() }).map(|_| ())
+    }
+
+    /// `DeleteNtmsMedia`.
+    pub fn delete_media(&self, media: &str) -> Result<(), NtmsError> {
+        self.call(&Method::DeleteMedia { session: self.id.clone(), media: media.to_owned() }).map(|_| ())
+    }
+
+    /// `EnableNtmsObject` / `DisableNtmsObject`.
+    pub fn set_enabled(&self, object: &str, enabled: bool) -> Result<(), NtmsError> {
+        let object = object.to_owned();
+        let session = self.id.clone();
+        let m =
+            if enabled { Method::EnableObject { session, object } } else { Method::DisableObject { session, object } };
+        self.call(&m).map(|_| ())
+    }
+
+    /// `SetNtmsObjectInformation` with field-level changes; with `version`, refused (`RevisionMismatch`) when
+    /// the object changed since it was read.
+    pub fn set_object_information(
+        &self,
+        object: &str,
+        version: Option<u64>,
+        changes: ObjectChanges,
+    ) -> Result<ObjectInfo, NtmsError> {
+        let m = Method::SetObjectInformation { session: self.id.clone(), object: object.to_owned(), version, changes };
+        let reply: ObjectReply = self.call_as(&m)?;
+        Ok(reply.object)
     }
 
     /// `DismountNtmsMedia` / `DismountNtmsDrive`.

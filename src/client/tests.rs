@@ -194,6 +194,7 @@ fn which_calls_wait_for_the_hardware() {
         flags: MountFlags { nowait, ..MountFlags::default() },
         priority: 0,
         timeout_ms,
+        pool: None,
     };
     assert_eq!(reply_wait(Some(&mount(false, None)), &t), None);
     assert_eq!(reply_wait(Some(&mount(false, Some(5000))), &t), Some(Duration::from_secs(7)));

@@ -251,6 +251,7 @@ impl Inventory {
                     info
                 }),
                 mounts: self.elements.get(&(library, kind, e.address)).map_or(0, |old| old.mounts),
+                disabled: self.elements.get(&(library, kind, e.address)).is_some_and(|old| old.disabled),
             };
             seen_elements.insert((kind, e.address));
             // The cartridge that was here before and is not here now moved or left.
@@ -317,6 +318,26 @@ impl Inventory {
         self.media.insert(m.id, m.clone());
         out.push(Change::Media(m));
         out
+    }
+
+    /// EnableObject / DisableObject of a library or drive (by id).
+    pub fn set_enabled(&mut self, id: Guid, enabled: bool) -> Result<Vec<Change>, String> {
+        let word = if enabled { "enabled" } else { "disabled" };
+        if let Some(l) = self.libraries.get(&id) {
+            if l.disabled != enabled {
+                return Err(format!("library {} is already {word}", l.name));
+            }
+            let mut l = l.clone();
+            l.disabled = !enabled;
+            return Ok(self.put_library(l));
+        }
+        let key = *self.by_element_id.get(&id).ok_or_else(|| format!("no object {id}"))?;
+        let e = self.elements.get_mut(&key).ok_or_else(|| format!("no object {id}"))?;
+        if e.disabled != enabled {
+            return Err(format!("drive {} is already {word}", e.number));
+        }
+        e.disabled = !enabled;
+        Ok(vec![Change::Element(e.clone())])
     }
 
     /// Forgets a cartridge.

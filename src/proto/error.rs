@@ -103,8 +103,16 @@ ntms_errors! {
     CallNotImplemented = 120, "ERROR_CALL_NOT_IMPLEMENTED";
     /// The resource is busy.
     Busy = 170, "ERROR_BUSY";
+    /// A name (pool path, description) is not acceptable.
+    InvalidName = 123, "ERROR_INVALID_NAME";
+    /// The object exists already.
+    AlreadyExists = 183, "ERROR_ALREADY_EXISTS";
     /// The server name is malformed.
     InvalidComputerName = 1210, "ERROR_INVALID_COMPUTERNAME";
+    /// The object changed since the caller read it (SetObjectInformation with a stale version): read it again.
+    RevisionMismatch = 1306, "ERROR_REVISION_MISMATCH";
+    /// The object is not in a state that allows the operation (e.g. decommissioning allocated media).
+    InvalidState = 5023, "ERROR_INVALID_STATE";
     /// The network is not present (a remote server was named).
     NoNetwork = 1222, "ERROR_NO_NETWORK";
     /// The request was cancelled.

@@ -85,6 +85,7 @@ type ObjectInfo (
   state: string,
   created: int,
   modified: int,
+  version: ?int,
   details: ObjectDetails
 )
 
@@ -219,7 +220,14 @@ type MediaDetails (
   pool: ?string,
   mount_count: int,
   cleaner: bool,
-  cleaning_count: ?int
+  cleaning_count: ?int,
+  side: ?string,
+  logical_media: ?string,
+  allocations: int,
+  owner_uid: ?int,
+  owner_application: ?string,
+  media_type_name: ?string,
+  pool_name: ?string
 )
 
 # What a pool is for.
@@ -233,11 +241,15 @@ type PoolDetails (
   draw_from_free: bool,
   return_to_free: bool,
   max_allocations: ?int,
-  media_count: int
+  media_count: int,
+  allocated_count: int,
+  pool_count: int,
+  owner_uid: ?int,
+  owner_application: ?string
 )
 
 # What a library request does.
-type RequestOperation (mount, dismount, inject, eject, inventory, clean, door)
+type RequestOperation (mount, dismount, inject, eject, inventory, clean, door, allocate)
 
 # Where a library request is.
 type RequestState (queued, in_progress, waiting, complete, failed, cancelled)
@@ -318,7 +330,8 @@ method MountMedia(
   drive: ?string,
   flags: ?MountFlags,
   priority: ?int,
-  timeout_ms: ?int
+  timeout_ms: ?int,
+  pool: ?string
 ) -> (request: string, media: ?string, drive: ?string, device: ?string, devices: ?DeviceNodes)
 
 # Dismount a cartridge (media) or whatever is in a drive (drive): exactly one of them.
@@ -333,17 +346,84 @@ method SetRequestPriority(session: string, request: string, priority: int) -> ()
 # Queue an inventory of a library.
 method InventoryLibrary(session: string, library: string, mode: ?InventoryMode) -> (request: string)
 
-# Stream changes to objects (call with more).
+# Stream changes to objects (call with more). sequence counts every change the daemon announced since it
+# started: a jump shows changes this client did not hear of.
 method WaitForNotification(
   session: string,
   object_type: ?ObjectType
-) -> (operation: NotificationOperation, object_type: ObjectType, object: string)
+) -> (operation: NotificationOperation, object_type: ObjectType, object: string, sequence: int)
 
 # Move a cartridge to a mail slot.
 method EjectMedia(session: string, media: string) -> (request: string)
 
 # Take the cartridges in a library's mail slots into storage.
 method InjectMedia(session: string, library: string) -> (request: string)
+
+# How CreateMediaPool treats an existing pool.
+type PoolAction (open_existing, create_new, open_always)
+
+# Field-level changes of SetObjectInformation; absent members stay as they are.
+type ObjectChanges (
+  description: ?string,
+  name: ?string,
+  draw_from_free: ?bool,
+  return_to_free: ?bool,
+  max_allocations: ?int,
+  media_type: ?string
+)
+
+# Open or create an application pool by path (levels separated by a backslash; create each level in turn).
+method CreateMediaPool(
+  session: string,
+  name: string,
+  media_type: ?string,
+  action: ?PoolAction
+) -> (pool: string, created: bool)
+
+# Delete an empty application pool.
+method DeleteMediaPool(session: string, pool: string) -> ()
+
+# Move a cartridge to another pool (RSM's rules).
+method MoveToMediaPool(session: string, media: string, pool: string) -> ()
+
+# Allocate a given or any available cartridge of an application pool; wait for one unless error_if_unavailable.
+method AllocateMedia(
+  session: string,
+  pool: string,
+  media: ?string,
+  new: ?bool,
+  error_if_unavailable: ?bool,
+  timeout_ms: ?int
+) -> (logical_media: string, media: string, barcode: ?string, allocated_from: string)
+
+# Deallocate a logical media: its cartridge becomes available (or decommissioned, or back in Free).
+method DeallocateMedia(session: string, logical_media: string) -> ()
+
+# Two logical media of one pool exchange their cartridges.
+method SwapMedia(session: string, first: string, second: string) -> ()
+
+# Allocated to complete: never written again.
+method SetMediaComplete(session: string, logical_media: string) -> ()
+
+# Available to decommissioned: never allocated again.
+method DecommissionMedia(session: string, media: string) -> ()
+
+# Forget an offline cartridge no application holds.
+method DeleteMedia(session: string, media: string) -> ()
+
+# Use a library, drive or cartridge again.
+method EnableObject(session: string, object: string) -> ()
+
+# Take a library, drive or cartridge out of use.
+method DisableObject(session: string, object: string) -> ()
+
+# Change fields of a cartridge or pool; with version, only if unchanged since read.
+method SetObjectInformation(
+  session: string,
+  object: string,
+  version: ?int,
+  changes: ObjectChanges
+) -> (object: ObjectInfo)
 ";
 
 /// The full IDL of `io.rsmd.Ntms`, including one `error` line per [`NtmsError`] variant.

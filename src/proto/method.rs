@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use super::envelope::Call;
 use super::error::VarlinkError;
 use super::names::{NTMS_INTERFACE, SERVICE_INTERFACE};
-use super::types::{InventoryMode, MountFlags, ObjectType};
+use super::types::{InventoryMode, MountFlags, ObjectChanges, ObjectType, PoolAction};
 
 /// What `DismountMedia` takes out: a cartridge (by id or barcode) or whatever is in a drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +109,9 @@ pub enum Method {
         priority: i32,
         /// How long to wait, in ms; absent means forever.
         timeout_ms: Option<u64>,
+        /// An application pool (id or path): a cartridge that is available in Free is allocated into it first
+        /// (without it, a Free cartridge is mounted as it is, unallocated).
+        pool: Option<String>,
     },
     /// `DismountMedia(session, media | drive, deferred)` → `()`.
     ///
@@ -178,6 +181,123 @@ pub enum Method {
         /// Id of the library.
         library: String,
     },
+
+    /// `CreateMediaPool(session, name, media_type, action)` → [`super::types::CreatePoolReply`]: opens or creates
+    /// an application pool by path (`Bacula\Full`; the parent must exist). `AlreadyExists` (create_new),
+    /// `ObjectNotFound` (open_existing), `InvalidName`, `InvalidMediaPool` (a system pool's name, a parent that
+    /// holds media), `AccessDenied`. No `more`.
+    CreateMediaPool {
+        /// The session handle.
+        session: String,
+        /// The pool's path.
+        name: String,
+        /// The media type it holds (`LTO-6`); absent: the type of its first cartridge.
+        media_type: Option<String>,
+        /// What to do when it exists or not; absent means `open_always`.
+        action: PoolAction,
+    },
+    /// `DeleteMediaPool(session, pool)` → `()`: only an empty application pool. `NotEmpty`,
+    /// `InvalidMediaPool`, `AccessDenied`. No `more`.
+    DeleteMediaPool {
+        /// The session handle.
+        session: String,
+        /// Id or path of the pool.
+        pool: String,
+    },
+    /// `MoveToMediaPool(session, media, pool)` → `()` with RSM's rules (allocated media never to Free, only
+    /// import media into Import, Import/Unrecognized media only to Free). `InvalidState`, `MediaIncompatible`,
+    /// `Busy` (mounted), `InvalidMediaPool`, `AccessDenied`. No `more`.
+    MoveToMediaPool {
+        /// The session handle.
+        session: String,
+        /// Id or barcode of the cartridge.
+        media: String,
+        /// Id or path of the destination pool (`Free` means Free of the cartridge's type).
+        pool: String,
+    },
+    /// `AllocateMedia(session, pool, media, new, error_if_unavailable, timeout_ms)` →
+    /// [`super::types::AllocateReply`]. Takes the given cartridge or any available one of the pool (drawing from
+    /// Free when the pool allows); waits up to `timeout_ms` for one to become available unless
+    /// `error_if_unavailable`. `MediaUnavailable`, `Timeout`, `Cancelled`, `InvalidMediaPool`, `AccessDenied`.
+    AllocateMedia {
+        /// The session handle.
+        session: String,
+        /// Id or path of the application pool.
+        pool: String,
+        /// Id or barcode of a given cartridge.
+        media: Option<String>,
+        /// The whole cartridge (all sides; a tape has one, so the same as without).
+        new: bool,
+        /// Fail at once when nothing is available.
+        error_if_unavailable: bool,
+        /// How long to wait for a cartridge, in ms; absent means forever.
+        timeout_ms: Option<u64>,
+    },
+    /// `DeallocateMedia(session, logical_media)` → `()`. `InvalidMedia`, `Busy` (mounted), `AccessDenied`.
+    DeallocateMedia {
+        /// The session handle.
+        session: String,
+        /// The logical media id.
+        logical_media: String,
+    },
+    /// `SwapMedia(session, first, second)` → `()`: two logical media of one pool exchange their cartridges.
+    SwapMedia {
+        /// The session handle.
+        session: String,
+        /// A logical media id.
+        first: String,
+        /// Another logical media id.
+        second: String,
+    },
+    /// `SetMediaComplete(session, logical_media)` → `()`: allocated → complete (never written again).
+    SetMediaComplete {
+        /// The session handle.
+        session: String,
+        /// The logical media id.
+        logical_media: String,
+    },
+    /// `DecommissionMedia(session, media)` → `()`: available → decommissioned.
+    DecommissionMedia {
+        /// The session handle.
+        session: String,
+        /// Id or barcode of the cartridge.
+        media: String,
+    },
+    /// `DeleteMedia(session, media)` → `()`: forgets an offline cartridge no application holds.
+    DeleteMedia {
+        /// The session handle.
+        session: String,
+        /// Id or barcode of the cartridge.
+        media: String,
+    },
+    /// `EnableObject(session, object)` → `()`: a library, drive or cartridge is used again.
+    EnableObject {
+        /// The session handle.
+        session: String,
+        /// Id (or barcode) of the object.
+        object: String,
+    },
+    /// `DisableObject(session, object)` → `()`: a disabled drive is never chosen, a disabled cartridge never
+    /// mounted or allocated, a disabled library takes no new work.
+    DisableObject {
+        /// The session handle.
+        session: String,
+        /// Id (or barcode) of the object.
+        object: String,
+    },
+    /// `SetObjectInformation(session, object, version, changes)` → [`super::types::ObjectReply`]: changes the
+    /// named fields of a cartridge or pool; with `version`, only if nobody changed the object since it was read
+    /// (`RevisionMismatch` otherwise).
+    SetObjectInformation {
+        /// The session handle.
+        session: String,
+        /// Id, path or barcode of the object.
+        object: String,
+        /// The version read.
+        version: Option<u64>,
+        /// What to change.
+        changes: ObjectChanges,
+    },
 }
 
 /// Every method of `io.rsmd.Ntms`, by short name.
@@ -194,6 +314,18 @@ pub const NTMS_METHODS: &[&str] = &[
     "WaitForNotification",
     "EjectMedia",
     "InjectMedia",
+    "CreateMediaPool",
+    "DeleteMediaPool",
+    "MoveToMediaPool",
+    "AllocateMedia",
+    "DeallocateMedia",
+    "SwapMedia",
+    "SetMediaComplete",
+    "DecommissionMedia",
+    "DeleteMedia",
+    "EnableObject",
+    "DisableObject",
+    "SetObjectInformation",
 ];
 
 /// Reads parameters and remembers which names the method declares.
@@ -287,6 +419,14 @@ impl<'a> Params<'a> {
         Ok(flags)
     }
 
+    /// SetObjectInformation's field changes: an object of known members with the right types.
+    fn changes(&mut self, name: &'static str) -> Result<ObjectChanges, VarlinkError> {
+        match self.get(name) {
+            Some(v @ Value::Object(_)) => serde_json::from_value(v.clone()).map_err(|_| invalid(name)),
+            _ => Err(invalid(name)),
+        }
+    }
+
     /// Fails on the first parameter the method does not declare.
     fn finish(self) -> Result<(), VarlinkError> {
         match self.map.keys().find(|k| !self.declared.contains(&k.as_str())) {
@@ -342,6 +482,7 @@ impl Method {
                     flags: p.flags("flags")?,
                     priority: p.opt_int("priority")?.unwrap_or(0),
                     timeout_ms: p.opt_int("timeout_ms")?,
+                    pool: p.opt_string("pool")?,
                 },
                 "DismountMedia" => {
                     let session = p.string("session")?;
@@ -372,6 +513,50 @@ impl Method {
                 },
                 "EjectMedia" => Method::EjectMedia { session: p.string("session")?, media: p.string("media")? },
                 "InjectMedia" => Method::InjectMedia { session: p.string("session")?, library: p.string("library")? },
+                "CreateMediaPool" => Method::CreateMediaPool {
+                    session: p.string("session")?,
+                    name: p.string("name")?,
+                    media_type: p.opt_string("media_type")?,
+                    action: p.opt_enum("action")?.unwrap_or_default(),
+                },
+                "DeleteMediaPool" => Method::DeleteMediaPool { session: p.string("session")?, pool: p.string("pool")? },
+                "MoveToMediaPool" => Method::MoveToMediaPool {
+                    session: p.string("session")?,
+                    media: p.string("media")?,
+                    pool: p.string("pool")?,
+                },
+                "AllocateMedia" => Method::AllocateMedia {
+                    session: p.string("session")?,
+                    pool: p.string("pool")?,
+                    media: p.opt_string("media")?,
+                    new: p.opt_bool("new")?.unwrap_or(false),
+                    error_if_unavailable: p.opt_bool("error_if_unavailable")?.unwrap_or(false),
+                    timeout_ms: p.opt_int("timeout_ms")?,
+                },
+                "DeallocateMedia" => {
+                    Method::DeallocateMedia { session: p.string("session")?, logical_media: p.string("logical_media")? }
+                }
+                "SwapMedia" => Method::SwapMedia {
+                    session: p.string("session")?,
+                    first: p.string("first")?,
+                    second: p.string("second")?,
+                },
+                "SetMediaComplete" => Method::SetMediaComplete {
+                    session: p.string("session")?,
+                    logical_media: p.string("logical_media")?,
+                },
+                "DecommissionMedia" => {
+                    Method::DecommissionMedia { session: p.string("session")?, media: p.string("media")? }
+                }
+                "DeleteMedia" => Method::DeleteMedia { session: p.string("session")?, media: p.string("media")? },
+                "EnableObject" => Method::EnableObject { session: p.string("session")?, object: p.string("object")? },
+                "DisableObject" => Method::DisableObject { session: p.string("session")?, object: p.string("object")? },
+                "SetObjectInformation" => Method::SetObjectInformation {
+                    session: p.string("session")?,
+                    object: p.string("object")?,
+                    version: p.opt_int("version")?,
+                    changes: p.changes("changes")?,
+                },
                 _ => return Err(not_found()),
             },
             _ => return Err(VarlinkError::InterfaceNotFound { interface: interface.to_owned() }),
@@ -409,6 +594,18 @@ impl Method {
             Method::WaitForNotification { .. } => "WaitForNotification",
             Method::EjectMedia { .. } => "EjectMedia",
             Method::InjectMedia { .. } => "InjectMedia",
+            Method::CreateMediaPool { .. } => "CreateMediaPool",
+            Method::DeleteMediaPool { .. } => "DeleteMediaPool",
+            Method::MoveToMediaPool { .. } => "MoveToMediaPool",
+            Method::AllocateMedia { .. } => "AllocateMedia",
+            Method::DeallocateMedia { .. } => "DeallocateMedia",
+            Method::SwapMedia { .. } => "SwapMedia",
+            Method::SetMediaComplete { .. } => "SetMediaComplete",
+            Method::DecommissionMedia { .. } => "DecommissionMedia",
+            Method::DeleteMedia { .. } => "DeleteMedia",
+            Method::EnableObject { .. } => "EnableObject",
+            Method::DisableObject { .. } => "DisableObject",
+            Method::SetObjectInformation { .. } => "SetObjectInformation",
         }
     }
 
@@ -431,7 +628,19 @@ impl Method {
             | Method::InventoryLibrary { session, .. }
             | Method::WaitForNotification { session, .. }
             | Method::EjectMedia { session, .. }
-            | Method::InjectMedia { session, .. } => Some(session),
+            | Method::InjectMedia { session, .. }
+            | Method::CreateMediaPool { session, .. }
+            | Method::DeleteMediaPool { session, .. }
+            | Method::MoveToMediaPool { session, .. }
+            | Method::AllocateMedia { session, .. }
+            | Method::DeallocateMedia { session, .. }
+            | Method::SwapMedia { session, .. }
+            | Method::SetMediaComplete { session, .. }
+            | Method::DecommissionMedia { session, .. }
+            | Method::DeleteMedia { session, .. }
+            | Method::EnableObject { session, .. }
+            | Method::DisableObject { session, .. }
+            | Method::SetObjectInformation { session, .. } => Some(session),
         }
     }
 
@@ -458,8 +667,9 @@ impl Method {
                 put(&mut m, "session", session);
                 put(&mut m, "object", object);
             }
-            Method::MountMedia { session, media, drive, flags, priority, timeout_ms } => {
+            Method::MountMedia { session, media, drive, flags, priority, timeout_ms, pool } => {
                 put(&mut m, "session", session);
+                put_opt(&mut m, "pool", pool.as_ref());
                 put(&mut m, "media", media);
                 put_opt(&mut m, "drive", drive.as_ref());
                 if *flags != MountFlags::default() {
@@ -508,6 +718,59 @@ impl Method {
                 put(&mut m, "session", session);
                 put(&mut m, "library", library);
             }
+            Method::CreateMediaPool { session, name, media_type, action } => {
+                put(&mut m, "session", session);
+                put(&mut m, "name", name);
+                put_opt(&mut m, "media_type", media_type.as_ref());
+                if *action != PoolAction::default() {
+                    put(&mut m, "action", action);
+                }
+            }
+            Method::DeleteMediaPool { session, pool } => {
+                put(&mut m, "session", session);
+                put(&mut m, "pool", pool);
+            }
+            Method::MoveToMediaPool { session, media, pool } => {
+                put(&mut m, "session", session);
+                put(&mut m, "media", media);
+                put(&mut m, "pool", pool);
+            }
+            Method::AllocateMedia { session, pool, media, new, error_if_unavailable, timeout_ms } => {
+                put(&mut m, "session", session);
+                put(&mut m, "pool", pool);
+                put_opt(&mut m, "media", media.as_ref());
+                if *new {
+                    put(&mut m, "new", true);
+                }
+                if *error_if_unavailable {
+                    put(&mut m, "error_if_unavailable", true);
+                }
+                put_opt(&mut m, "timeout_ms", *timeout_ms);
+            }
+            Method::DeallocateMedia { session, logical_media }
+            | Method::SetMediaComplete { session, logical_media } => {
+                put(&mut m, "session", session);
+                put(&mut m, "logical_media", logical_media);
+            }
+            Method::SwapMedia { session, first, second } => {
+                put(&mut m, "session", session);
+                put(&mut m, "first", first);
+                put(&mut m, "second", second);
+            }
+            Method::DecommissionMedia { session, media } | Method::DeleteMedia { session, media } => {
+                put(&mut m, "session", session);
+                put(&mut m, "media", media);
+            }
+            Method::EnableObject { session, object } | Method::DisableObject { session, object } => {
+                put(&mut m, "session", session);
+                put(&mut m, "object", object);
+            }
+            Method::SetObjectInformation { session, object, version, changes } => {
+                put(&mut m, "session", session);
+                put(&mut m, "object", object);
+                put_opt(&mut m, "version", *version);
+                put(&mut m, "changes", changes);
+            }
         }
         let mut call = Call::new(self.full_name(), m);
         call.more = self.requires_more();
@@ -551,6 +814,7 @@ pub(crate) mod samples {
                 },
                 priority: -3,
                 timeout_ms: Some(60_000),
+                pool: Some("Bacula".into()),
             },
             Method::DismountMedia { session: s(), target: DismountTarget::Media("m".into()), deferred: true },
             Method::DismountMedia { session: s(), target: DismountTarget::Drive("d".into()), deferred: false },
@@ -560,6 +824,42 @@ pub(crate) mod samples {
             Method::WaitForNotification { session: s(), object_type: Some(ObjectType::Drive) },
             Method::EjectMedia { session: s(), media: "m".into() },
             Method::InjectMedia { session: s(), library: "l".into() },
+            Method::CreateMediaPool {
+                session: s(),
+                name: "Bacula\\Full".into(),
+                media_type: Some("LTO-6".into()),
+                action: PoolAction::CreateNew,
+            },
+            Method::DeleteMediaPool { session: s(), pool: "p".into() },
+            Method::MoveToMediaPool { session: s(), media: "m".into(), pool: "p".into() },
+            Method::AllocateMedia {
+                session: s(),
+                pool: "p".into(),
+                media: Some("m".into()),
+                new: true,
+                error_if_unavailable: true,
+                timeout_ms: Some(5),
+            },
+            Method::DeallocateMedia { session: s(), logical_media: "lm".into() },
+            Method::SwapMedia { session: s(), first: "a".into(), second: "b".into() },
+            Method::SetMediaComplete { session: s(), logical_media: "lm".into() },
+            Method::DecommissionMedia { session: s(), media: "m".into() },
+            Method::DeleteMedia { session: s(), media: "m".into() },
+            Method::EnableObject { session: s(), object: "o".into() },
+            Method::DisableObject { session: s(), object: "o".into() },
+            Method::SetObjectInformation {
+                session: s(),
+                object: "o".into(),
+                version: Some(4),
+                changes: ObjectChanges {
+                    description: Some("d".into()),
+                    name: Some("n".into()),
+                    draw_from_free: Some(true),
+                    return_to_free: Some(false),
+                    max_allocations: Some(3),
+                    media_type: Some("LTO-6".into()),
+                },
+            },
         ]
     }
 }
@@ -614,6 +914,7 @@ mod tests {
                 flags: MountFlags::default(),
                 priority: 0,
                 timeout_ms: None,
+                pool: None,
             })
         );
         assert_eq!(
@@ -625,6 +926,7 @@ mod tests {
                 flags: MountFlags { write: true, ..MountFlags::default() },
                 priority: 0,
                 timeout_ms: None,
+                pool: None,
             })
         );
         assert_eq!(

@@ -101,6 +101,10 @@ pub struct ObjectInfo {
     pub created: u64,
     /// Last modification time, Unix ms.
     pub modified: u64,
+    /// The object's version, for objects SetObjectInformation writes (cartridges, pools): pass it back to
+    /// have a change refused when someone changed the object since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     /// The type-specific part.
     pub details: ObjectDetails,
 }
@@ -388,6 +392,28 @@ pub struct MediaDetails {
     pub cleaner: bool,
     /// Cleanings done, for cleaners.
     pub cleaning_count: Option<u32>,
+    /// The state of its side: unprepared, available, allocated, complete, reserved, decommissioned, import,
+    /// foreign, incompatible.
+    #[serde(default)]
+    pub side: Option<String>,
+    /// Its logical media id, while allocated or complete.
+    #[serde(default)]
+    pub logical_media: Option<String>,
+    /// How many times it was allocated.
+    #[serde(default)]
+    pub allocations: u32,
+    /// Who allocated it: user id.
+    #[serde(default)]
+    pub owner_uid: Option<u32>,
+    /// Who allocated it: application.
+    #[serde(default)]
+    pub owner_application: Option<String>,
+    /// The media type's name (`LTO-6`).
+    #[serde(default)]
+    pub media_type_name: Option<String>,
+    /// The pool's path (`Bacula\Full`).
+    #[serde(default)]
+    pub pool_name: Option<String>,
 }
 
 /// What a pool is for.
@@ -421,6 +447,18 @@ pub struct PoolDetails {
     pub max_allocations: Option<u32>,
     /// Number of cartridges in the pool.
     pub media_count: u32,
+    /// Of them, allocated or complete.
+    #[serde(default)]
+    pub allocated_count: u32,
+    /// Number of pools directly below it.
+    #[serde(default)]
+    pub pool_count: u32,
+    /// Who created it (application pools): user id.
+    #[serde(default)]
+    pub owner_uid: Option<u32>,
+    /// Who created it: application.
+    #[serde(default)]
+    pub owner_application: Option<String>,
 }
 
 /// What a library request does (`NTMS_LM_*`).
@@ -441,6 +479,8 @@ pub enum RequestOperation {
     Clean,
     /// Open the operator door.
     Door,
+    /// Wait for a cartridge to allocate.
+    Allocate,
 }
 
 /// A library request's state (`NTMS_LM_*` states).
@@ -641,6 +681,71 @@ pub struct Notification {
     pub object_type: ObjectType,
     /// Id of the object.
     pub object: String,
+    /// The number of this change in the daemon's one stream of changes (from 1 at each start, one more for every
+    /// notification): a client that reconnects, or watches without a filter, sees from a jump how many changes
+    /// it did not hear of (RSM dropped them silently). With an `object_type` filter, numbers of other types are
+    /// skipped.
+    #[serde(default)]
+    pub sequence: u64,
+}
+
+/// How CreateMediaPool treats an existing pool (`NTMS_OPEN_EXISTING`, `NTMS_CREATE_NEW`, `NTMS_OPEN_ALWAYS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolAction {
+    /// Open it; fail when missing.
+    OpenExisting,
+    /// Create it; fail when it exists.
+    CreateNew,
+    /// Open it, creating it when missing.
+    #[default]
+    OpenAlways,
+}
+
+/// Reply of `CreateMediaPool`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatePoolReply {
+    /// Id of the pool.
+    pub pool: String,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+/// Reply of `AllocateMedia`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocateReply {
+    /// The new logical media id: the application's handle on the cartridge.
+    pub logical_media: String,
+    /// Id of the cartridge.
+    pub media: String,
+    /// Its barcode.
+    pub barcode: Option<String>,
+    /// Id of the pool it came from (the pool itself, Free or Import).
+    pub allocated_from: String,
+}
+
+/// Field-level changes of `SetObjectInformation`; absent members stay as they are.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectChanges {
+    /// New description (every writable type).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New name (application pools: the last level of the path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Pools: allocation draws from Free when the pool has nothing available.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draw_from_free: Option<bool>,
+    /// Pools: deallocated media return to Free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_to_free: Option<bool>,
+    /// Pools: allocations before a cartridge is decommissioned (0 = no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_allocations: Option<u32>,
+    /// Application pools without media: the media type they hold ("" = any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
 }
 
 /// Reply of `org.varlink.service.GetInfo`.
@@ -680,6 +785,7 @@ pub(crate) mod samples {
             state: "ready".into(),
             created: 1_700_000_000_000,
             modified: 1_700_000_000_001,
+            version: Some(3),
             details,
         }
     }
@@ -801,6 +907,13 @@ pub(crate) mod samples {
                     mount_count: 3,
                     cleaner: false,
                     cleaning_count: None,
+                    side: Some("allocated".into()),
+                    logical_media: Some("lm".into()),
+                    allocations: 1,
+                    owner_uid: Some(1000),
+                    owner_application: Some("Bacula".into()),
+                    media_type_name: Some("LTO-6".into()),
+                    pool_name: Some("Bacula".into()),
                 }),
             ),
             info(
@@ -814,6 +927,10 @@ pub(crate) mod samples {
                     return_to_free: false,
                     max_allocations: None,
                     media_count: 0,
+                    allocated_count: 0,
+                    pool_count: 1,
+                    owner_uid: None,
+                    owner_application: None,
                 }),
             ),
             info(

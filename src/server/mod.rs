@@ -101,6 +101,8 @@ fn broker_options(config: &crate::config::Config, host: &str, epoch_ms: u64) -> 
     BrokerOptions {
         host: host.to_owned(),
         administrators: config.administrators.clone(),
+        media_rules: config.media_rules.clone(),
+        access: config.access.clone(),
         by_serial: config
             .libraries
             .iter()
@@ -396,7 +398,7 @@ impl Server {
     fn add_client(&mut self, mut stream: mio::net::UnixStream) {
         let cred = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials);
         let peer = match cred {
-            Ok(c) => Peer { pid: c.pid(), uid: c.uid(), start_time: start_time_of(c.pid()) },
+            Ok(c) => Peer { pid: c.pid(), uid: c.uid(), gid: c.gid(), start_time: start_time_of(c.pid()) },
             Err(e) => {
                 log::warn!("no peer credentials ({e}); refusing connection");
                 return;

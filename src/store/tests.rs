@@ -16,6 +16,7 @@ fn library(id: Guid) -> LibraryRecord {
         state: LibraryState::Ready,
         stale: false,
         load_ms: Some(20_000),
+        disabled: false,
     }
 }
 
@@ -61,6 +62,7 @@ fn elements_scan_in_address_order() {
         accessible: true,
         drive: None,
         mounts: 0,
+        disabled: false,
     };
     store.apply(&[Change::Element(el(300)), Change::Element(el(2)), Change::Element(el(1000))]).unwrap();
     let addrs: Vec<u16> = store.load().unwrap().elements.iter().map(|e| e.address).collect();

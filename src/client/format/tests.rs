@@ -47,6 +47,7 @@ fn info(id: String, name: &str, details: ObjectDetails) -> ObjectInfo {
         state: "ready".into(),
         created: 0,
         modified: 0,
+        version: None,
         details,
     }
 }
@@ -274,6 +275,13 @@ fn sample_with_media() -> Vec<ObjectInfo> {
             mount_count: 3,
             cleaner: false,
             cleaning_count: None,
+            side: Some("available".into()),
+            logical_media: None,
+            allocations: 0,
+            owner_uid: None,
+            owner_application: None,
+            media_type_name: Some("LTO-6".into()),
+            pool_name: Some("Free\\LTO-6".into()),
         }),
     ));
     objects.push(info(
@@ -298,6 +306,10 @@ fn sample_with_media() -> Vec<ObjectInfo> {
             return_to_free: false,
             max_allocations: None,
             media_count: 1,
+            allocated_count: 0,
+            pool_count: 0,
+            owner_uid: None,
+            owner_application: None,
         }),
     ));
     objects
@@ -395,18 +407,21 @@ fn change_lines_name_the_object() {
         operation: NotificationOperation::Update,
         object_type: ObjectType::Drive,
         object: "drive-1".into(),
+        sequence: 1,
     };
     assert_eq!(change_line(&n, Some(drive), &names), "update drive 1: ready, #1 loaded ABC002L6 /dev/nst1");
     let gone = Notification {
         operation: NotificationOperation::Delete,
         object_type: ObjectType::PhysicalMedia,
         object: "m2".into(),
+        sequence: 1,
     };
     assert_eq!(change_line(&gone, None, &names), "delete physical media ABC002L6");
     let unknown = Notification {
         operation: NotificationOperation::Insert,
         object_type: ObjectType::LibRequest,
         object: "R9".into(),
+        sequence: 1,
     };
     assert_eq!(change_line(&unknown, None, &names), "insert request R9");
     let r = request(Some("m2"), Some("drive-1"), LIB);
@@ -414,6 +429,7 @@ fn change_lines_name_the_object() {
         operation: NotificationOperation::Update,
         object_type: ObjectType::LibRequest,
         object: "R1".into(),
+        sequence: 1,
     };
     assert_eq!(change_line(&n, Some(&r), &names), "update request R1: mount ABC002L6 drive 1 complete");
 }

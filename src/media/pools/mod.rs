@@ -330,7 +330,7 @@ impl Inventory {
             draw_from_free: false,
             return_to_free: false,
             max_allocations: None,
-            owner: (kind == PoolKind::Application).then(|| Owner { uid: 0, application: None }),
+            owner: (kind == PoolKind::Application).then_some(Owner { uid: 0, application: None }),
             description: String::new(),
             version: 1,
             created: now,
@@ -530,7 +530,11 @@ impl Inventory {
                 return Ok(self.system_leaf(kind, ty, now, out));
             }
             if p.media_type.as_deref() != Some(ty) {
-                return Err(PoolError::Incompatible(format!("{} holds {} media, not {ty}", p.name, p.media_type_str())));
+                return Err(PoolError::Incompatible(format!(
+                    "{} holds {} media, not {ty}",
+                    p.name,
+                    p.media_type_str()
+                )));
             }
             return Ok(pool);
         }
@@ -593,7 +597,10 @@ impl Inventory {
             )));
         }
         if m.kind == MediaKind::Cleaning && dest_kind != PoolKind::Free {
-            return Err(PoolError::Incompatible(format!("{} is a cleaning cartridge: it stays in Free", Self::label(&m))));
+            return Err(PoolError::Incompatible(format!(
+                "{} is a cleaning cartridge: it stays in Free",
+                Self::label(&m)
+            )));
         }
         let mut n = m;
         if n.pool == Some(dest) {
@@ -625,7 +632,10 @@ impl Inventory {
             )));
         }
         if let Some(c) = self.child_pools(args.pool).next() {
-            return Err(PoolError::InvalidPool(format!("{} holds pools ({}): allocate in one of them", p.name, c.name)));
+            return Err(PoolError::InvalidPool(format!(
+                "{} holds pools ({}): allocate in one of them",
+                p.name, c.name
+            )));
         }
         let pool = p.clone();
         let candidate = match args.media {
@@ -867,8 +877,7 @@ impl Inventory {
     pub fn update_media(&mut self, media: Guid, u: &Update, now: u64) -> Result<Vec<Change>, PoolError> {
         let m = self.medium_checked(media)?.clone();
         check_version(u.version, m.version, &Self::label(&m))?;
-        if u.name.is_some() || u.draw_from_free.is_some() || u.return_to_free.is_some() || u.max_allocations.is_some()
-        {
+        if u.name.is_some() || u.draw_from_free.is_some() || u.return_to_free.is_some() || u.max_allocations.is_some() {
             return Err(PoolError::InvalidName(
                 "a cartridge's writable field is description (its name is its barcode)".into(),
             ));
@@ -922,7 +931,11 @@ impl Inventory {
         }
         if let Some(t) = &u.media_type {
             if self.pool_media_count(pool) > 0 {
-                return Err(PoolError::NotEmpty(format!("{} holds media: its type stays {}", p.name, p.media_type_str())));
+                return Err(PoolError::NotEmpty(format!(
+                    "{} holds media: its type stays {}",
+                    p.name,
+                    p.media_type_str()
+                )));
             }
             n.media_type = (!t.is_empty()).then(|| t.clone());
         }

@@ -148,10 +148,22 @@ fn pools_create_nest_and_delete_by_rsm_rules() {
     assert!(created);
     let (again, created, changes) = inv.create_pool("bacula", None, CreateAction::OpenAlways, o.clone(), 1).unwrap();
     assert_eq!((again, created, changes.len()), (top, false, 0), "open-always opens in any case");
-    assert!(matches!(inv.create_pool("Bacula", None, CreateAction::CreateNew, o.clone(), 1), Err(PoolError::AlreadyExists(_))));
-    assert!(matches!(inv.create_pool("Amanda", None, CreateAction::OpenExisting, o.clone(), 1), Err(PoolError::InvalidPool(_))));
+    assert!(matches!(
+        inv.create_pool("Bacula", None, CreateAction::CreateNew, o.clone(), 1),
+        Err(PoolError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        inv.create_pool("Amanda", None, CreateAction::OpenExisting, o.clone(), 1),
+        Err(PoolError::InvalidPool(_))
+    ));
     for bad in ["", "a\\\\b", "x \\y", &"x".repeat(65), "a/b"] {
-        assert!(matches!(inv.create_pool(bad, None, CreateAction::OpenAlways, o.clone(), 1), Err(PoolError::InvalidName(_))), "{bad:?}");
+        assert!(
+            matches!(
+                inv.create_pool(bad, None, CreateAction::OpenAlways, o.clone(), 1),
+                Err(PoolError::InvalidName(_))
+            ),
+            "{bad:?}"
+        );
     }
     for system in ["Free", "free\\LTO-6", "Import\\x", "Unrecognized"] {
         assert!(inv.create_pool(system, None, CreateAction::CreateNew, o.clone(), 1).is_err(), "{system}");
@@ -316,8 +328,12 @@ fn field_level_updates_check_the_version() {
     // Media: description only.
     let m = id(&inv, "ABC001L6");
     let mv = inv.medium(m).unwrap().version;
-    inv.update_media(m, &Update { version: Some(mv), description: Some("off-site".into()), ..Default::default() }, 1).unwrap();
-    assert!(matches!(inv.update_media(m, &Update { version: Some(mv), ..Default::default() }, 1), Err(PoolError::Stale(_))));
+    inv.update_media(m, &Update { version: Some(mv), description: Some("off-site".into()), ..Default::default() }, 1)
+        .unwrap();
+    assert!(matches!(
+        inv.update_media(m, &Update { version: Some(mv), ..Default::default() }, 1),
+        Err(PoolError::Stale(_))
+    ));
     assert!(inv.update_media(m, &Update { name: Some("x".into()), ..Default::default() }, 1).is_err());
     assert!(inv.update_media(m, &Update { description: Some("x\u{1}".into()), ..Default::default() }, 1).is_err());
     let _ = ElementKind::Drive;
