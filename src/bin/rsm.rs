@@ -62,6 +62,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUTS.reply.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     reply_timeout: u64,
+    /// The application the session speaks for: media allocated by `rsm allocate` belong to it, and only its
+    /// sessions (and administrators) mount them
+    #[arg(long, global = true, value_name = "NAME", default_value = "rsm")]
+    application: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -155,6 +159,127 @@ enum Command {
     },
     /// Show rsm's version, rsmd's version and interfaces, and the libraries' states
     Version,
+    /// List media pools (system pools Free, Import, Unrecognized per media type, and application pools)
+    Pools,
+    /// Create, delete or change a media pool, or move a cartridge into one
+    Pool {
+        #[command(subcommand)]
+        action: PoolCommand,
+    },
+    /// List cartridges with their pool, side state, place and owner
+    Media {
+        /// Only the cartridges of this pool (path or id; Free, Import, Unrecognized: every media type)
+        #[arg(long, value_name = "POOL")]
+        pool: Option<String>,
+    },
+    /// Allocate a cartridge of an application pool (a given one, or any available) for --application
+    Allocate {
+        /// Application pool path (`Bacula\Full`) or id
+        pool: String,
+        /// This cartridge (available in the pool or in Free, or in Import)
+        barcode: Option<String>,
+        /// Fail at once when none is available instead of waiting
+        #[arg(long)]
+        error_if_unavailable: bool,
+        /// Give up waiting after this many seconds
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+    /// Deallocate a cartridge (by logical media id or barcode): it becomes available again
+    Deallocate {
+        /// Logical media id or barcode
+        media: String,
+    },
+    /// Mark an allocated cartridge complete: it is never written again
+    Complete {
+        /// Logical media id or barcode
+        media: String,
+    },
+    /// Exchange the cartridges behind two logical media of one pool
+    Swap {
+        /// Logical media id or barcode
+        first: String,
+        /// Logical media id or barcode
+        second: String,
+    },
+    /// Decommission an available cartridge: it is never allocated again
+    Decommission {
+        /// Barcode or id
+        barcode: String,
+    },
+    /// Forget an offline cartridge that no application holds
+    DeleteMedia {
+        /// Barcode or id
+        barcode: String,
+    },
+    /// Use a library, drive or cartridge again
+    Enable {
+        /// Barcode, drive number/serial/id, or library name/id
+        object: String,
+    },
+    /// Take a library, drive or cartridge out of use (a disabled drive is never chosen, a disabled cartridge
+    /// never mounted or allocated)
+    Disable {
+        /// Barcode, drive number/serial/id, or library name/id
+        object: String,
+    },
+}
+
+/// `rsm pool …`.
+#[derive(Debug, Subcommand)]
+enum PoolCommand {
+    /// Create an application pool (its parent must exist: create `Bacula`, then `Bacula\Full`)
+    Create {
+        /// Pool path
+        path: String,
+        /// The media type it holds (`LTO-6`; default: the type of its first cartridge)
+        #[arg(long = "type", value_name = "TYPE")]
+        media_type: Option<String>,
+        /// Allocation draws from Free when the pool has none available
+        #[arg(long)]
+        draw_from_free: bool,
+        /// Deallocated cartridges go back to Free
+        #[arg(long)]
+        return_to_free: bool,
+        /// Decommission a cartridge after this many allocations
+        #[arg(long, value_name = "N")]
+        max_allocations: Option<u32>,
+    },
+    /// Delete an empty application pool
+    Delete {
+        /// Pool path or id
+        pool: String,
+    },
+    /// Move a cartridge into a pool (`Free` for scratch)
+    Move {
+        /// Barcode or id
+        barcode: String,
+        /// Pool path or id
+        pool: String,
+    },
+    /// Change a pool's policy or description (only the fields given)
+    Set {
+        /// Pool path or id
+        pool: String,
+        /// Draw from Free when empty
+        #[arg(long, value_name = "BOOL")]
+        draw_from_free: Option<bool>,
+        /// Return deallocated cartridges to Free
+        #[arg(long, value_name = "BOOL")]
+        return_to_free: Option<bool>,
+        /// Allocations before a cartridge is decommissioned (0: no limit)
+        #[arg(long, value_name = "N")]
+        max_allocations: Option<u32>,
+        /// Description
+        #[arg(long)]
+        description: Option<String>,
+        /// New name (the last level of the path)
+        #[arg(long)]
+        name: Option<String>,
+        /// Refuse the change if the pool's version is no longer this one (from `rsm info POOL --json`)
+        #[arg(long)]
+        version: Option<u64>,
+    },
 }
 
 /// Inventory modes on the command line.
@@ -673,7 +798,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             return Err(Failure::Usage("--mtx and --json exclude each other".into()));
         }
     }
-    let session = Session::open_with_timeouts(&opts, timeouts, None, Some("rsm"), 0)?;
+    let session = Session::open_with_timeouts(&opts, timeouts, None, Some(&cli.application), 0)?;
     let json = cli.json;
     match cli.command {
         Command::Status { mtx } => status(&session, json, mtx)?,
@@ -734,9 +859,172 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Inventory { library, mode } => inventory(&session, json, library.as_deref(), mode.into())?,
         Command::Watch { object_type } => watch(&session, json, object_type)?,
         Command::Version => unreachable!("handled before the session"),
+        Command::Pools => {
+            let pools = session.enumerate(None, ObjectType::MediaPool)?;
+            if json {
+                print_json(&pools)?;
+            } else {
+                out(&format::pools_table(&pools))?;
+            }
+        }
+        Command::Pool { action } => pool_command(&session, json, action)?,
+        Command::Media { pool } => {
+            let pool_id = match pool.as_deref() {
+                Some(p) => Some(pool_id(&session, p)?),
+                None => None,
+            };
+            let media = session.enumerate(pool_id.as_deref(), ObjectType::PhysicalMedia)?;
+            if json {
+                print_json(&media)?;
+            } else {
+                out(&format::media_table(&media, &names(&session)?))?;
+            }
+        }
+        Command::Allocate { pool, barcode, error_if_unavailable, timeout } => {
+            let media = barcode.as_deref().map(|b| session.resolve_media(b)).transpose()?;
+            let r =
+                session.allocate(&pool, media.as_deref(), error_if_unavailable, timeout.map(Duration::from_secs))?;
+            if json {
+                print_json(&r)?;
+            } else {
+                out(&format!(
+                    "Allocated {} in {pool} for {}: logical media {}\n",
+                    r.barcode.as_deref().unwrap_or(&r.media),
+                    cli.application,
+                    r.logical_media
+                ))?;
+            }
+        }
+        Command::Deallocate { media } => {
+            let m = session.resolve_media(&media)?;
+            session.deallocate(&m)?;
+            done_line(json, "deallocated", &media)?;
+        }
+        Command::Complete { media } => {
+            let m = session.resolve_media(&media)?;
+            session.set_complete(&m)?;
+            done_line(json, "complete", &media)?;
+        }
+        Command::Swap { first, second } => {
+            let (a, b) = (session.resolve_media(&first)?, session.resolve_media(&second)?);
+            session.swap(&a, &b)?;
+            if json {
+                print_json(&json!({ "swapped": [first, second] }))?;
+            } else {
+                out(&format!("Swapped the cartridges of {first} and {second}\n"))?;
+            }
+        }
+        Command::Decommission { barcode } => {
+            session.decommission(&session.resolve_media(&barcode)?)?;
+            done_line(json, "decommissioned", &barcode)?;
+        }
+        Command::DeleteMedia { barcode } => {
+            session.delete_media(&session.resolve_media(&barcode)?)?;
+            done_line(json, "deleted", &barcode)?;
+        }
+        Command::Enable { object } => {
+            let id = object_id(&session, &object)?;
+            session.set_enabled(&id, true)?;
+            done_line(json, "enabled", &object)?;
+        }
+        Command::Disable { object } => {
+            let enable = false;
+            let id = object_id(&session, &object)?;
+            session.set_enabled(&id, enable)?;
+            done_line(json, if enable { "enabled" } else { "disabled" }, &object)?;
+        }
     }
     session.close()?;
     Ok(())
+}
+
+/// `{"<what>": "<object>"}` or `<Object> <what>`.
+fn done_line(json: bool, what: &str, object: &str) -> Result<(), Failure> {
+    if json {
+        print_json(&json!({ what: object }))
+    } else {
+        out(&format!("{object} {what}\n"))
+    }
+}
+
+/// A pool's id from its path (in any case) or id.
+fn pool_id(session: &Session, spec: &str) -> Result<String, Failure> {
+    let pools = session.enumerate(None, ObjectType::MediaPool)?;
+    let spec_path = spec.trim_start_matches('\\');
+    pools.iter().find(|p| p.id == spec || p.name.eq_ignore_ascii_case(spec_path)).map(|p| p.id.clone()).ok_or_else(
+        || Failure::Rsmd(NtmsError::InvalidMediaPool { message: format!("no pool {spec:?} (rsm pools lists them)") }),
+    )
+}
+
+/// The id of what `enable`/`disable` name: a cartridge (barcode), a library (name or id), or a drive (number,
+/// serial or id).
+fn object_id(session: &Session, spec: &str) -> Result<String, Failure> {
+    let libraries = session.enumerate(None, ObjectType::Library)?;
+    if let Some(l) = libraries.iter().find(|l| l.id == spec || l.name.eq_ignore_ascii_case(spec)) {
+        return Ok(l.id.clone());
+    }
+    match session.resolve_drive(spec) {
+        Ok(d) => return Ok(d),
+        Err(NtmsError::ObjectNotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(session.resolve_media(spec)?)
+}
+
+fn pool_command(session: &Session, json: bool, action: PoolCommand) -> Result<(), Failure> {
+    use rsmd::proto::types::{ObjectChanges, PoolAction};
+    match action {
+        PoolCommand::Create { path, media_type, draw_from_free, return_to_free, max_allocations } => {
+            let r = session.create_pool(&path, media_type.as_deref(), PoolAction::CreateNew)?;
+            let changes = ObjectChanges {
+                draw_from_free: draw_from_free.then_some(true),
+                return_to_free: return_to_free.then_some(true),
+                max_allocations,
+                ..ObjectChanges::default()
+            };
+            if changes != ObjectChanges::default() {
+                session.set_object_information(&r.pool, None, changes)?;
+            }
+            if json {
+                print_json(&r)
+            } else {
+                out(&format!("Pool {path} created ({})\n", r.pool))
+            }
+        }
+        PoolCommand::Delete { pool } => {
+            let id = pool_id(session, &pool)?;
+            session.delete_pool(&id)?;
+            done_line(json, "deleted", &pool)
+        }
+        PoolCommand::Move { barcode, pool } => {
+            let m = session.resolve_media(&barcode)?;
+            let id = pool_id(session, &pool)?;
+            session.move_to_pool(&m, &id)?;
+            if json {
+                print_json(&json!({ "moved": barcode, "pool": pool }))
+            } else {
+                out(&format!("{barcode} moved to {pool}\n"))
+            }
+        }
+        PoolCommand::Set { pool, draw_from_free, return_to_free, max_allocations, description, name, version } => {
+            let id = pool_id(session, &pool)?;
+            let changes =
+                ObjectChanges { draw_from_free, return_to_free, max_allocations, description, name, media_type: None };
+            if changes == ObjectChanges::default() {
+                return Err(Failure::Usage(
+                    "nothing to change: give --draw-from-free, --return-to-free, \
+                                           --max-allocations, --description or --name"
+                        .into(),
+                ));
+            }
+            let o = session.set_object_information(&id, version, changes)?;
+            if json {
+                print_json(&o)
+            } else {
+                out(&format!("Pool {} changed (version {})\n", o.name, o.version.unwrap_or(0)))
+            }
+        }
+    }
 }
 
 /// Parses the command line; with `--json`, a usage error is a JSON error too (exit status 2).

@@ -325,11 +325,12 @@ impl Broker {
         let inv = self.inventory.as_mut().ok_or_else(|| NtmsError::NotReady { message: "loading".into() })?;
         let (a, changes) = inv.allocate(&args).map_err(pool_error)?;
         let barcode = inv.medium(a.media).and_then(|m| m.barcode.clone());
+        let name = inv.pool(pool).map_or_else(|| pool.to_string(), |p| p.name.clone());
         self.push_changes(changes);
         self.audit_pool(
             peer,
             session,
-            &format!("cartridge {} allocated in pool {pool} as {}", barcode.as_deref().unwrap_or("?"), a.lmid),
+            &format!("cartridge {} allocated in pool {name} as {}", barcode.as_deref().unwrap_or("?"), a.lmid),
         );
         Ok(to_map(&AllocateReply {
             logical_media: a.lmid.to_string(),

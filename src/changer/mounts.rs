@@ -943,16 +943,21 @@ impl Mounts {
                     return self.start_undo(id, lib);
                 }
                 let again = |s: &mut Self, interval: Millis| {
-                    // While the load time is unknown: often at first, then backing off. With an estimate, keep
-                    // polling at its fiftieth.
+                    // While the load time is unknown: often at first, then backing off. With an estimate: every
+                    // twentieth of it until it is due, then every fiftieth (few polls, and readiness seen
+                    // within about one percent).
                     let fast = now.saturating_sub(s.active[idx].loaded_at) < s.poll_first * FAST_POLLS;
-                    let next = if s.load_estimate.is_some() || fast {
-                        interval
-                    } else {
-                        (interval + interval / 2).min(s.poll_max)
+                    let (wait, next) = match s.load_estimate {
+                        Some(est) => {
+                            let due = s.active[idx].loaded_at + est;
+                            let coarse = (est / 20).clamp(10, s.poll_max);
+                            (if now + coarse <= due { coarse } else { interval }, interval)
+                        }
+                        None if fast => (interval, interval),
+                        None => (interval, (interval + interval / 2).min(s.poll_max)),
                     };
                     s.active[idx].not_ready_at = now;
-                    s.active[idx].step = Step::WaitingReady { next_at: Some(now + interval), interval: next };
+                    s.active[idx].step = Step::WaitingReady { next_at: Some(now + wait), interval: next };
                 };
                 match action {
                     Action::Done => {

@@ -460,6 +460,86 @@ pub fn objects_table(objects: &[ObjectInfo], names: &Names) -> String {
     table(&["ID", "NAME", "STATE", "ENABLED", "DETAILS"], &rows)
 }
 
+/// `rsm pools`: one line per pool, by path.
+pub fn pools_table(objects: &[ObjectInfo]) -> String {
+    let rows: Vec<Vec<String>> = objects
+        .iter()
+        .filter_map(|o| match &o.details {
+            ObjectDetails::MediaPool(p) => Some((o, p)),
+            _ => None,
+        })
+        .map(|(o, p)| {
+            let mut policy = Vec::new();
+            if p.draw_from_free {
+                policy.push("draw-from-free".to_owned());
+            }
+            if p.return_to_free {
+                policy.push("return-to-free".to_owned());
+            }
+            if let Some(n) = p.max_allocations {
+                policy.push(format!("max-allocations={n}"));
+            }
+            let owner = match (p.owner_uid, p.owner_application.as_deref()) {
+                (Some(u), Some(a)) => format!("uid {u} ({a})"),
+                (Some(u), None) => format!("uid {u}"),
+                _ => "-".into(),
+            };
+            vec![
+                o.name.clone(),
+                json_word(&p.kind),
+                p.media_count.to_string(),
+                p.allocated_count.to_string(),
+                if policy.is_empty() { "-".into() } else { policy.join(",") },
+                owner,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "No pools.\n".into();
+    }
+    table(&["POOL", "KIND", "MEDIA", "ALLOCATED", "POLICY", "OWNER"], &rows)
+}
+
+/// `rsm media`: one line per cartridge with its pool, side state, place and owner.
+pub fn media_table(objects: &[ObjectInfo], names: &Names) -> String {
+    let rows: Vec<Vec<String>> = objects
+        .iter()
+        .filter_map(|o| match &o.details {
+            ObjectDetails::PhysicalMedia(m) => Some((o, m)),
+            _ => None,
+        })
+        .map(|(o, m)| {
+            let place = match (&m.location.kind, m.location.element.as_deref()) {
+                (crate::proto::types::LocationKind::Offline, _) => "offline".to_owned(),
+                (_, Some(e)) => names.label_or_id(e),
+                (k, None) => json_word(k),
+            };
+            let owner = match (m.owner_uid, m.owner_application.as_deref()) {
+                (Some(u), Some(a)) => format!("uid {u} ({a})"),
+                (Some(u), None) => format!("uid {u}"),
+                _ => "-".into(),
+            };
+            let mut state = or_dash(m.side.as_deref()).to_owned();
+            if !o.enabled {
+                state.push_str(",disabled");
+            }
+            vec![
+                o.name.clone(),
+                or_dash(m.media_type_name.as_deref()).to_owned(),
+                or_dash(m.pool_name.as_deref()).to_owned(),
+                state,
+                place,
+                owner,
+                or_dash(m.logical_media.as_deref()).to_owned(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "No media.\n".into();
+    }
+    table(&["BARCODE", "TYPE", "POOL", "SIDE", "WHERE", "ALLOCATED TO", "LOGICAL MEDIA"], &rows)
+}
+
 /// A table of library requests (`rsm requests`): cartridges by barcode and drives by number (with a library
 /// column when there are several libraries).
 pub fn requests_table(objects: &[ObjectInfo], names: &Names) -> String {

@@ -503,7 +503,7 @@ fn issue_15_output_reads_barcodes_numbers_and_names() {
     assert!(ids.iter().all(|id| !requests.contains(id.as_str())), "no cartridge or drive ids: {requests}");
     assert!(requests.lines().all(|l| l.len() < 120), "it was ~190 columns: {requests}");
     let info = rsm_ok(&d, &["info", "Abc003L6"]);
-    for line in ["location: drive 2 (address 502)", "home_slot: slot 3", "pool: Free", "media_type: LTO-6"] {
+    for line in ["location: drive 2 (address 502)", "home_slot: slot 3", "pool: Free\\LTO-6", "media_type: LTO-6"] {
         assert!(info.lines().any(|l| l == line), "{line:?} in\n{info}");
     }
     let drive2 = s
@@ -563,4 +563,106 @@ fn issue_15_watch_and_version() {
     let out = run_bounded(rsm_command(&["--socket", dir.path().join("none").to_str().unwrap(), "version"]));
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(text(&out.stdout), format!("rsm {} (protocol 1)\n", env!("CARGO_PKG_VERSION")));
+}
+
+/// `rsm` as another user (uid and gid), with `args`.
+fn rsm_as(d: &Daemon, uid: u32, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = rsm_command(&["--socket", d.socket.to_str().unwrap()]);
+    cmd.args(args).uid(uid).gid(uid);
+    run_bounded(cmd)
+}
+
+/// Issue 12: two applications under two real uids (root's Bacula, `nobody`'s Amanda) share one library; every
+/// mutating method refuses the wrong one with AccessDenied (exit 5), enumerations show each only what it may see;
+/// an allocation acknowledged survives `kill -9`.
+#[test]
+fn issue_12_two_users_share_a_library_and_allocations_survive_kill_9() {
+    if !nix::unistd::geteuid().is_root() || !runnable_by_others(rsm_bin()) {
+        eprintln!("skipped: needs root and binaries others may run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (v, mut d) = library(dir.path(), "");
+    // Let the other user reach the socket.
+    for p in [dir.path().to_owned(), dir.path().join("rsmd")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    const NOBODY: u32 = 65534;
+    let ok_as = |d: &Daemon, uid: u32, args: &[&str]| {
+        let out = if uid == 0 { rsm(d, args) } else { rsm_as(d, uid, args) };
+        assert!(out.status.success(), "uid {uid} rsm {args:?}: {:?} {}", out.status, text(&out.stderr));
+        text(&out.stdout)
+    };
+    let denied = |d: &Daemon, args: &[&str]| {
+        let out = rsm_as(d, NOBODY, args);
+        assert_eq!(out.status.code(), Some(5), "rsm {args:?} as nobody: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stderr).contains("AccessDenied"), "{}", text(&out.stderr));
+    };
+    // Root's Bacula pool draws from Free; one tape allocated.
+    ok_as(&d, 0, &["--application", "Bacula", "pool", "create", "Bacula", "--draw-from-free", "--return-to-free"]);
+    let got: Value =
+        serde_json::from_str(&ok_as(&d, 0, &["--json", "--application", "Bacula", "allocate", "Bacula"])).unwrap();
+    let bacula_tape = got["barcode"].as_str().unwrap().to_owned();
+    assert_eq!(bacula_tape, "ABC001L6", "the first available by barcode");
+    // nobody's Amanda pool, its own tape.
+    ok_as(&d, NOBODY, &["--application", "Amanda", "pool", "create", "Amanda", "--draw-from-free"]);
+    let got: Value = serde_json::from_str(&ok_as(
+        &d,
+        NOBODY,
+        &["--json", "--application", "Amanda", "allocate", "Amanda", "--error-if-unavailable"],
+    ))
+    .unwrap();
+    let amanda_tape = got["barcode"].as_str().unwrap().to_owned();
+    assert_ne!(amanda_tape, bacula_tape, "never both");
+    // What each sees.
+    let seen = ok_as(&d, NOBODY, &["media"]);
+    assert!(!seen.contains(&bacula_tape) && seen.contains(&amanda_tape), "{seen}");
+    let pools = ok_as(&d, NOBODY, &["pools"]);
+    assert!(pools.contains("Amanda") && !pools.contains("Bacula") && pools.contains("Free\\LTO-6"), "{pools}");
+    let all = ok_as(&d, 0, &["media", "--pool", "Amanda"]);
+    assert!(all.contains(&amanda_tape) && all.contains("uid 65534 (Amanda)"), "root sees all: {all}");
+    // Every mutating method on root's tape or pool refuses nobody.
+    denied(&d, &["mount", &bacula_tape]);
+    denied(&d, &["deallocate", &bacula_tape]);
+    denied(&d, &["complete", &bacula_tape]);
+    denied(&d, &["decommission", &bacula_tape]);
+    denied(&d, &["disable", &bacula_tape]);
+    denied(&d, &["pool", "move", &bacula_tape, "Free"]);
+    denied(&d, &["swap", &bacula_tape, &amanda_tape]);
+    denied(&d, &["disable", "0"]);
+    // Not even the same user's other application mounts the Amanda tape; Amanda does.
+    let other = rsm_as(&d, NOBODY, &["--application", "scripts", "mount", &amanda_tape]);
+    assert_eq!(other.status.code(), Some(5), "{}", text(&other.stderr));
+    let mounted = ok_as(&d, NOBODY, &["--application", "Amanda", "mount", &amanda_tape]);
+    assert!(mounted.contains(&amanda_tape), "{mounted}");
+    ok_as(&d, NOBODY, &["--application", "Amanda", "dismount", &amanda_tape]);
+    // A stale version is refused, a current one applies.
+    let info: Value = serde_json::from_str(&ok_as(&d, NOBODY, &["--json", "info", &pool_id_of(&d, "Amanda")])).unwrap();
+    let version = info["version"].as_u64().unwrap().to_string();
+    ok_as(&d, NOBODY, &["pool", "set", "Amanda", "--max-allocations", "3", "--version", &version]);
+    let stale = rsm_as(&d, NOBODY, &["pool", "set", "Amanda", "--description", "x", "--version", &version]);
+    assert!(text(&stale.stderr).contains("RevisionMismatch"), "{}", text(&stale.stderr));
+    // kill -9 right after the allocation was acknowledged: it is there after the restart.
+    let got: Value =
+        serde_json::from_str(&ok_as(&d, 0, &["--json", "--application", "Bacula", "allocate", "Bacula"])).unwrap();
+    let lmid = got["logical_media"].as_str().unwrap().to_owned();
+    let barcode = got["barcode"].as_str().unwrap().to_owned();
+    d.kill9();
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let info: Value = serde_json::from_str(&ok_as(&d, 0, &["--json", "info", &barcode])).unwrap();
+    let m = &info["details"]["physical_media"];
+    assert_eq!((m["logical_media"].as_str(), m["side"].as_str()), (Some(lmid.as_str()), Some("allocated")), "{info}");
+    assert_eq!(m["pool_name"], "Bacula");
+    // Deallocated, it goes back to Free (the pool returns media).
+    ok_as(&d, 0, &["--application", "Bacula", "deallocate", &lmid]);
+    let info: Value = serde_json::from_str(&ok_as(&d, 0, &["--json", "info", &barcode])).unwrap();
+    assert_eq!(info["details"]["physical_media"]["pool_name"], "Free\\LTO-6");
+}
+
+fn pool_id_of(d: &Daemon, name: &str) -> String {
+    let pools: Value = serde_json::from_str(&rsm_ok(d, &["--json", "pools"])).unwrap();
+    pools.as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["id"].as_str().unwrap().to_owned()
 }
