@@ -686,3 +686,76 @@ fn mounts_and_dismounts_leave_one_audit_line_each() {
     assert!(audit[1].contains("dismount request") && audit[1].contains("cartridge ABC002L6"), "{}", audit[1]);
     assert!(!audit.iter().any(|l| l.contains("Some(") || l.contains("None")), "{audit:?}");
 }
+
+/// Issue 12: 32 clients in 8 applications race to allocate the 16 scratch cartridges of the default library (and
+/// deallocate and allocate again): no cartridge is ever held by two allocations at once, every allocation that
+/// failed says MediaUnavailable, and at the end every cartridge is in exactly one pool.
+#[test]
+fn racing_allocations_never_give_one_cartridge_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = emulator(dir.path(), 0.0, |_| {});
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let admin = Session::open_at(&d.socket, None, Some("setup"), 0).unwrap();
+    for app in 0..8 {
+        let name = format!("App{app}");
+        let p = admin.create_pool(&name, None, rsmd::proto::types::PoolAction::CreateNew).unwrap();
+        let changes = rsmd::proto::types::ObjectChanges {
+            draw_from_free: Some(true),
+            return_to_free: Some(true),
+            ..Default::default()
+        };
+        admin.set_object_information(&p.pool, None, changes).unwrap();
+    }
+    let held = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::<String>::new()));
+    let socket = d.socket.clone();
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let (socket, held) = (socket.clone(), held.clone());
+            std::thread::spawn(move || {
+                let app = format!("App{}", i % 8);
+                let s = Session::open_at(&socket, None, Some(&app), 0).unwrap();
+                let (mut got, mut unavailable) = (0, 0);
+                for _ in 0..20 {
+                    match s.allocate(&app, None, true, None) {
+                        Ok(r) => {
+                            let barcode = r.barcode.unwrap();
+                            assert!(held.lock().unwrap().insert(barcode.clone()), "{barcode} given twice");
+                            got += 1;
+                            // Release it (the set first: once deallocated, another may get it at once).
+                            held.lock().unwrap().remove(&barcode);
+                            s.deallocate(&r.logical_media).unwrap();
+                        }
+                        Err(NtmsError::MediaUnavailable { .. }) => unavailable += 1,
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+                (got, unavailable)
+            })
+        })
+        .collect();
+    let (mut got, mut unavailable) = (0, 0);
+    for t in threads {
+        let (g, u) = t.join().unwrap();
+        got += g;
+        unavailable += u;
+    }
+    assert_eq!(got + unavailable, 32 * 20);
+    assert!(got >= 16, "at least every cartridge once: {got}");
+    // Every cartridge back in Free, exactly once.
+    let media = admin.enumerate(None, ObjectType::PhysicalMedia).unwrap();
+    let data: Vec<_> = media
+        .iter()
+        .filter_map(|o| match &o.details {
+            ObjectDetails::PhysicalMedia(m) if !m.cleaner => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert!(data
+        .iter()
+        .all(|m| m.pool_name.as_deref() == Some("Free\\LTO-6") && m.side.as_deref() == Some("available")));
+    let mut barcodes: Vec<_> = data.iter().map(|m| m.barcode.clone()).collect();
+    barcodes.sort();
+    barcodes.dedup();
+    assert_eq!(barcodes.len(), data.len());
+}
