@@ -1,7 +1,8 @@
 use super::*;
 use crate::scsi::asc::Asc;
 
-fn el(t: ElementType, address: u16, barcode: Option<&str>) -> Element {
+/// An element as a library reports it (shared with the pool tests).
+pub(super) fn el(t: ElementType, address: u16, barcode: Option<&str>) -> Element {
     Element {
         element_type: t,
         address,
@@ -16,7 +17,7 @@ fn el(t: ElementType, address: u16, barcode: Option<&str>) -> Element {
     }
 }
 
-fn no_drive(_: usize) -> DriveInfo {
+pub(super) fn no_drive(_: usize) -> DriveInfo {
     DriveInfo::default()
 }
 

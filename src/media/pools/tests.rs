@@ -1,26 +1,7 @@
 use super::*;
-use crate::changer::Element;
-use crate::model::{DriveInfo, ElementKind};
+use crate::media::tests::{el, no_drive};
+use crate::model::ElementKind;
 use crate::scsi::element::ElementType;
-
-fn el(t: ElementType, address: u16, barcode: Option<&str>) -> Element {
-    Element {
-        element_type: t,
-        address,
-        full: barcode.is_some(),
-        barcode: barcode.map(str::to_owned),
-        source: None,
-        exception: None,
-        accessible: true,
-        impexp: false,
-        identifier: None,
-        device: None,
-    }
-}
-
-fn no_drive(_: usize) -> DriveInfo {
-    DriveInfo::default()
-}
 
 const LIB: &str = "S";
 
