@@ -305,7 +305,7 @@ fn main() {
     );
     println!(
         "rsmd TUR polling: every {} ms for the first {} ms, then backing off x1.5 up to {} ms, until the load time is \
-         learned; then from just before it, every fiftieth of it",
+         learned; then from just before it, every twentieth of it until it is due, then every fiftieth",
         rsmd::changer::mounts::FIRST_POLL_MS,
         rsmd::changer::mounts::FAST_POLL_FOR_MS,
         rsmd::changer::mounts::MAX_POLL_MS

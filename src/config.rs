@@ -442,16 +442,7 @@ impl Config {
             None => vec![0],
             Some(uids) => {
                 let line = line_of(text, uids.span().start);
-                uids.into_inner()
-                    .into_iter()
-                    .map(|u| {
-                        u32::try_from(u).map_err(|_| ConfigError::Value {
-                            key: "administrators".into(),
-                            line,
-                            reason: format!("{u} is not a user id (0..=4294967295)"),
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
+                ids(uids.into_inner(), "administrators", line)?
             }
         };
         Ok(Config {
@@ -567,5 +558,35 @@ mod tests {
         assert!(err("administrators = [-1]").contains("administrators"));
         assert!(err("administrators = \"root\"").contains("administrators"));
         assert!(matches!(Config::load(Path::new("/nonexistent/rsmd.toml")), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn media_rules_and_access_grants() {
+        let c = Config::parse(
+            "[media]\nnew = \"import\"\n[media.prefixes]\nCLN = \"cleaner\"\nB = 'Bacula\\Full'\n\
+             [access]\nadmin_groups = [34]\nlibrary = [\"use\"]\n\
+             [[access.grant]]\npool = \"Bacula\"\ngids = [133]\nrights = [\"use\", \"control\"]\n\
+             [[access.grant]]\ncomputer = true\neveryone = true\nrights = [\"all\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.media_rules.new_media, Target::Import);
+        assert!(c.media_rules.prefixes.contains(&("B".into(), Target::Pool("Bacula\\Full".into()))));
+        assert!(c.media_rules.prefixes.contains(&("CLN".into(), Target::Cleaner)));
+        assert_eq!(c.access.admin_groups, vec![34]);
+        assert_eq!(c.access.library, Rights::USE);
+        assert_eq!(c.access.grants[0].scope, Scope::Pool("Bacula".into()));
+        assert_eq!(c.access.grants[0].rights, Rights::USE | Rights::CONTROL);
+        assert_eq!((c.access.grants[1].scope.clone(), c.access.grants[1].everyone), (Scope::Computer, true));
+        assert_eq!(Config::parse("").unwrap().access.library, Rights::USE | Rights::CONTROL, "the default");
+        let err = |t: &str| Config::parse(t).unwrap_err().to_string();
+        assert!(err("[media]\nnew = \"scratch\"").contains("media.new at line 2"));
+        assert!(err("[media.prefixes]\nX = 'Free\\LTO-6'").contains("system pool"));
+        assert!(err("[access]\nlibrary = [\"read\"]").contains("not a right"));
+        assert!(err("[[access.grant]]\npool = \"A\"\nlibrary = \"l\"\nuids = [1]\nrights = [\"use\"]")
+            .contains("exactly one"));
+        assert!(err("[[access.grant]]\npool = \"A\"\nrights = [\"use\"]").contains("uids, gids or everyone"));
+        assert!(
+            err("[[access.grant]]\npool = \"A\"\ngids = [-2]\nrights = [\"use\"]").contains("not a user or group id")
+        );
     }
 }

@@ -115,6 +115,9 @@ enum Command {
         /// Request priority, -15 (lowest) to 15 (highest)
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         priority: i32,
+        /// A cartridge available in Free is first allocated into this application pool for --application
+        #[arg(long, value_name = "POOL")]
+        pool: Option<String>,
     },
     /// Dismount a cartridge, or whatever a drive holds (Ctrl-C cancels the dismount)
     #[command(group(ArgGroup::new("what").required(true).args(["barcode", "drive"])))]
@@ -576,20 +579,26 @@ fn drive_text(session: &Session, reply: &MountReply) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What `rsm mount` mounts: a cartridge, where, and the pool to allocate it into first.
+struct MountTarget<'a> {
+    barcode: &'a str,
+    drive: Option<&'a str>,
+    pool: Option<&'a str>,
+}
+
 fn mount(
     session: &Session,
     json: bool,
-    barcode: &str,
-    drive: Option<&str>,
+    target: MountTarget<'_>,
     timeout: Option<u64>,
     flags: MountFlags,
     priority: i32,
 ) -> Result<(), Failure> {
+    let barcode = target.barcode;
     let media = session.resolve_media(barcode)?;
-    let drive = drive.map(|d| session.resolve_drive(d)).transpose()?;
+    let drive = target.drive.map(|d| session.resolve_drive(d)).transpose()?;
     let timeout = timeout.map(Duration::from_secs);
-    let call = || session.mount(&[media.as_str()], drive.as_deref(), flags, priority, timeout);
+    let call = || session.mount_in_pool(&[media.as_str()], drive.as_deref(), flags, priority, timeout, target.pool);
     if flags.nowait {
         let reply = call()?;
         return if json {
@@ -825,9 +834,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 out(&format::object_info(&object, &names(&session)?))?;
             }
         }
-        Command::Mount { barcode, drive, timeout, write, nowait, error_if_unavailable, priority } => {
+        Command::Mount { barcode, drive, timeout, write, nowait, error_if_unavailable, priority, pool } => {
             let flags = MountFlags { read: !write, write, nowait, error_if_unavailable, ..MountFlags::default() };
-            mount(&session, json, &barcode, drive.as_deref(), timeout, flags, priority)?;
+            let target = MountTarget { barcode: &barcode, drive: drive.as_deref(), pool: pool.as_deref() };
+            mount(&session, json, target, timeout, flags, priority)?;
         }
         Command::Dismount { barcode, drive, deferred } => {
             dismount(&session, json, barcode.as_deref(), drive.as_deref(), deferred)?;

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::objects::View;
 use super::session::{HandleError, Peer};
-use super::Broker;
+use super::{pools, Broker};
 use crate::changer::{JobError, MoveError};
 use crate::model::Guid;
 use crate::proto::types::{DescriptionReply, EnumerateReply, ObjectReply, ObjectType, OpenSessionReply, RequestReply};
@@ -31,7 +31,7 @@ pub enum Answer {
     },
 }
 
-fn reply<T: serde::Serialize>(v: &T) -> Result<Map<String, Value>, WireError> {
+pub(super) fn reply<T: serde::Serialize>(v: &T) -> Result<Map<String, Value>, WireError> {
     match serde_json::to_value(v) {
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(NtmsError::Internal { message: "reply did not serialize to an object".into() }.into()),
@@ -203,13 +203,14 @@ impl Broker {
                     Some(Err(e)) => return now(Err(e), 0),
                 };
                 let mut objects = self.with_view(|v| v.enumerate(object_type, container));
-                if !self.is_admin(peer) {
-                    objects.retain(|o| self.may_see(peer, o));
+                if !self.is_admin(peer) && matches!(object_type, ObjectType::PhysicalMedia | ObjectType::MediaPool) {
+                    let usable = self.usable_pools(peer);
+                    objects.retain(|o| pool_of_object(o).is_none_or(|p| usable.contains(&p)));
                 }
                 now(reply(&EnumerateReply { objects }), 0)
             }
             Method::GetObjectInformation { object, .. } => match self.with_view(|v| v.find(&object)) {
-                Some(o) if !self.is_admin(peer) && !self.may_see(peer, &o) => now(
+                Some(o) if !self.may_see(peer, &o) => now(
                     ntms(NtmsError::AccessDenied {
                         message: format!("uid {} has no use right on the pool of {object:?}", peer.uid),
                     }),
@@ -248,22 +249,32 @@ impl Broker {
                 self.dismount(&session, &target, deferred, admin)
             }
             Method::CreateMediaPool { session, name, media_type, action } => {
-                self.create_pool(&session, peer, &name, media_type.as_deref(), action)
+                pools::answer(self.create_pool(&session, peer, &name, media_type.as_deref(), action))
             }
-            Method::DeleteMediaPool { session, pool } => self.delete_pool(&session, peer, &pool),
-            Method::MoveToMediaPool { session, media, pool } => self.move_to_pool(&session, peer, &media, &pool),
+            Method::DeleteMediaPool { session, pool } => pools::answer(self.delete_pool(&session, peer, &pool)),
+            Method::MoveToMediaPool { session, media, pool } => {
+                pools::answer(self.move_to_pool(&session, peer, &media, &pool))
+            }
             Method::AllocateMedia { session, pool, media, new: _, error_if_unavailable, timeout_ms } => {
                 self.allocate(&session, peer, &pool, media.as_deref(), error_if_unavailable, timeout_ms)
             }
-            Method::DeallocateMedia { session, logical_media } => self.lmid_call(&session, peer, &logical_media, false),
-            Method::SetMediaComplete { session, logical_media } => self.lmid_call(&session, peer, &logical_media, true),
-            Method::SwapMedia { session, first, second } => self.swap(&session, peer, &first, &second),
-            Method::DecommissionMedia { session, media } => self.media_call(&session, peer, &media, false),
-            Method::DeleteMedia { session, media } => self.media_call(&session, peer, &media, true),
-            Method::EnableObject { session, object } => self.set_enabled(&session, peer, &object, true),
-            Method::DisableObject { session, object } => self.set_enabled(&session, peer, &object, false),
+            Method::DeallocateMedia { session, logical_media } => {
+                pools::answer(self.lmid_call(&session, peer, &logical_media, false))
+            }
+            Method::SetMediaComplete { session, logical_media } => {
+                pools::answer(self.lmid_call(&session, peer, &logical_media, true))
+            }
+            Method::SwapMedia { session, first, second } => pools::answer(self.swap(&session, peer, &first, &second)),
+            Method::DecommissionMedia { session, media } => {
+                pools::answer(self.media_call(&session, peer, &media, false))
+            }
+            Method::DeleteMedia { session, media } => pools::answer(self.media_call(&session, peer, &media, true)),
+            Method::EnableObject { session, object } => pools::answer(self.set_enabled(&session, peer, &object, true)),
+            Method::DisableObject { session, object } => {
+                pools::answer(self.set_enabled(&session, peer, &object, false))
+            }
             Method::SetObjectInformation { session, object, version, changes } => {
-                self.set_object_information(&session, peer, &object, version, &changes)
+                pools::answer(self.set_object_information(&session, peer, &object, version, &changes))
             }
             m @ (Method::EjectMedia { .. } | Method::InjectMedia { .. }) => {
                 now(Err(VarlinkError::MethodNotImplemented { method: m.full_name() }.into()), 0)
@@ -273,16 +284,8 @@ impl Broker {
 
     /// Whether `peer` may see an object: cartridges and pools need use on the pool; everything else is public.
     fn may_see(&self, peer: Peer, o: &crate::proto::types::ObjectInfo) -> bool {
-        use crate::proto::types::ObjectDetails;
-        let pool = match &o.details {
-            ObjectDetails::PhysicalMedia(m) => m.pool.as_deref(),
-            ObjectDetails::MediaPool(_) => Some(o.id.as_str()),
-            _ => None,
-        };
-        match pool.and_then(|p| p.parse::<Guid>().ok()) {
-            Some(p) => self.pool_rights(peer, p).contains(super::access::Rights::USE),
-            None => true,
-        }
+        self.is_admin(peer)
+            || pool_of_object(o).is_none_or(|p| self.pool_rights(peer, p).contains(super::access::Rights::USE))
     }
 
     fn resolve_container(&self, c: &str) -> Result<Guid, WireError> {
@@ -311,6 +314,16 @@ impl Broker {
             absent: &self.absent,
         };
         f(&view)
+    }
+}
+
+/// The pool an object's visibility depends on: a cartridge's pool, a pool itself.
+fn pool_of_object(o: &crate::proto::types::ObjectInfo) -> Option<Guid> {
+    use crate::proto::types::ObjectDetails;
+    match &o.details {
+        ObjectDetails::PhysicalMedia(m) => m.pool.as_deref()?.parse().ok(),
+        ObjectDetails::MediaPool(_) => o.id.parse().ok(),
+        _ => None,
     }
 }
 

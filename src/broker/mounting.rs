@@ -41,7 +41,8 @@ fn err(e: NtmsError) -> Answer {
 }
 
 impl Broker {
-    fn resolve_media(&self, key: &str) -> Option<MediaRecord> {
+    /// A cartridge by barcode (in any case when that names one) or id.
+    pub(super) fn resolve_media(&self, key: &str) -> Option<MediaRecord> {
         let inv = self.inventory.as_ref()?;
         inv.media_by_barcode_any_case(key).or_else(|| key.parse::<Guid>().ok().and_then(|g| inv.medium(g))).cloned()
     }
@@ -197,16 +198,15 @@ impl Broker {
                 continue;
             }
             // Which drives can take it (a cartridge already in a drive is mounted where it is).
-            let (fit, mapped) = self.compatible_drives(li, m, flags.write);
-            if loc.kind != ElementKind::Drive && !mapped.is_empty() && drive.is_none() {
-                let enabled: Vec<u16> = fit.iter().copied().filter(|d| !self.drive_disabled(loc.library, *d)).collect();
-                if enabled.is_empty() && !fit.is_empty() {
-                    return err(NtmsError::ResourceDisabled {
-                        message: "every drive that can take the cartridge is disabled".into(),
-                    });
-                }
+            let (mut fit, mapped) = self.compatible_drives(li, m, flags.write);
+            // Disabled drives are never chosen.
+            let compatible = fit.len();
+            fit.retain(|d| !self.drive_disabled(loc.library, *d));
+            if fit.is_empty() && compatible > 0 && drive.is_none() && loc.kind != ElementKind::Drive {
+                return err(NtmsError::ResourceDisabled {
+                    message: "every drive that can take the cartridge is disabled".into(),
+                });
             }
-            let fit: Vec<u16> = fit.into_iter().filter(|d| !self.drive_disabled(loc.library, *d)).collect();
             // No drive can serve it if none is mapped to its device: say so now, with the fix, instead of waiting
             // for a drive that will never come.
             let unmapped = |d: Option<u16>| match d {

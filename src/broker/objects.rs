@@ -465,12 +465,7 @@ impl View<'_> {
         let children: Vec<Guid> = inv.child_pools(p.id).map(|c| c.id).collect();
         // A system pool's top level counts the media of its types.
         let (count, allocated) = if children.is_empty() || p.kind == crate::model::PoolKind::Application {
-            let held = if inv.pool_media_count(p.id) == 0 {
-                0
-            } else {
-                inv.media().filter(|m| m.pool == Some(p.id) && m.lmid.is_some()).count()
-            };
-            (inv.pool_media_count(p.id), held)
+            (inv.pool_media_count(p.id), inv.pool_held_count(p.id))
         } else {
             (children.iter().map(|c| inv.pool_media_count(*c)).sum(), 0)
         };

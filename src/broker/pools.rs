@@ -4,12 +4,13 @@
 use serde_json::{Map, Value};
 
 use super::access::{Object, Rights};
-use super::dispatch::Answer;
+use super::dispatch::{reply, Answer};
 use super::session::Peer;
 use super::Broker;
 use crate::media::pools::{AllocateArgs, CreateAction, PoolError, Update};
-use crate::model::{Change, Guid, MediaRecord, Owner, PoolRecord, RequestId, RequestKind, RequestStatus};
-use crate::proto::types::{AllocateReply, CreatePoolReply, ObjectChanges, PoolAction};
+use crate::media::Inventory;
+use crate::model::{Change, Guid, MediaRecord, Owner, PoolKind, PoolRecord, RequestId, RequestKind, RequestStatus};
+use crate::proto::types::{AllocateReply, CreatePoolReply, ObjectChanges, ObjectReply, PoolAction};
 use crate::proto::{NtmsError, WireError};
 
 /// An allocation waiting for a cartridge to become available.
@@ -25,6 +26,17 @@ pub struct AllocCall {
     pub pool: Guid,
     /// When it gives up.
     pub deadline: Option<u64>,
+}
+
+/// What a life-cycle method answers: the reply and the store batch it waits for.
+pub type Done = Result<(Map<String, Value>, u64), NtmsError>;
+
+/// The answer to a call that replied at once.
+pub fn answer(r: Done) -> Answer {
+    match r {
+        Ok((m, batch)) => Answer::Reply(Ok(m), batch),
+        Err(e) => Answer::Reply(Err(WireError::Ntms(e)), 0),
+    }
 }
 
 /// The wire error for a refused pool operation.
@@ -44,21 +56,24 @@ pub fn pool_error(e: PoolError) -> NtmsError {
     }
 }
 
-fn done(r: Result<Map<String, Value>, NtmsError>, batch: u64) -> Answer {
-    match r {
-        Ok(m) => Answer::Reply(Ok(m), batch),
-        Err(e) => Answer::Reply(Err(WireError::Ntms(e)), 0),
-    }
+/// A typed reply as a parameter map.
+fn map<T: serde::Serialize>(v: &T) -> Result<Map<String, Value>, NtmsError> {
+    reply(v).map_err(|_| NtmsError::Internal { message: "reply did not serialize to an object".into() })
 }
 
-fn to_map<T: serde::Serialize>(v: &T) -> Map<String, Value> {
-    match serde_json::to_value(v) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    }
+fn not_ready() -> NtmsError {
+    NtmsError::NotReady { message: "rsmd is loading its inventory; retry shortly".into() }
 }
 
 impl Broker {
+    fn inv(&self) -> Result<&Inventory, NtmsError> {
+        self.inventory.as_ref().ok_or_else(not_ready)
+    }
+
+    fn inv_mut(&mut self) -> Result<&mut Inventory, NtmsError> {
+        self.inventory.as_mut().ok_or_else(not_ready)
+    }
+
     // --- Rights ---------------------------------------------------------------------------------------------
 
     /// Whether `peer` administers rsmd (configured uids or admin groups).
@@ -71,10 +86,8 @@ impl Broker {
         let mut chain = Vec::new();
         let Some(inv) = self.inventory.as_ref() else { return chain };
         let mut next = inv.pool(id);
-        while let Some(p) = next {
-            if chain.len() > 64 {
-                break;
-            }
+        // Bounded: a damaged database with a parent cycle must not hang the loop.
+        while let Some(p) = next.filter(|_| chain.len() <= 64) {
             chain.push(p);
             next = p.parent.and_then(|up| inv.pool(up));
         }
@@ -91,6 +104,12 @@ impl Broker {
     pub fn library_rights(&self, peer: Peer, id: Guid) -> Rights {
         let name = self.inventory.as_ref().and_then(|i| i.library(id)).map(|l| l.name.clone()).unwrap_or_default();
         self.options.access.rights(&self.administrators, peer, Object::Library(&name))
+    }
+
+    /// The pools `peer` may use (see cartridges in): one rights check per pool, not per cartridge.
+    pub fn usable_pools(&self, peer: Peer) -> std::collections::HashSet<Guid> {
+        let Some(inv) = self.inventory.as_ref() else { return Default::default() };
+        inv.pools().map(|p| p.id).filter(|p| self.pool_rights(peer, *p).contains(Rights::USE)).collect()
     }
 
     fn need_pool(&self, peer: Peer, id: Guid, needed: Rights, what: &str) -> Result<(), NtmsError> {
@@ -122,7 +141,7 @@ impl Broker {
 
     /// A pool by id or path.
     pub fn resolve_pool(&self, key: &str) -> Result<Guid, NtmsError> {
-        let inv = self.inventory.as_ref().ok_or_else(|| NtmsError::NotReady { message: "loading".into() })?;
+        let inv = self.inv()?;
         key.parse::<Guid>()
             .ok()
             .filter(|g| inv.pool(*g).is_some())
@@ -130,18 +149,16 @@ impl Broker {
             .ok_or_else(|| NtmsError::InvalidMediaPool { message: format!("no pool {key:?} (rsm pools lists them)") })
     }
 
-    /// A cartridge by id or barcode.
+    /// A cartridge by barcode or id.
     fn resolve_cartridge(&self, key: &str) -> Result<Guid, NtmsError> {
-        let inv = self.inventory.as_ref().ok_or_else(|| NtmsError::NotReady { message: "loading".into() })?;
-        inv.media_by_barcode_any_case(key)
-            .or_else(|| key.parse::<Guid>().ok().and_then(|g| inv.medium(g)))
+        self.resolve_media(key)
             .map(|m| m.id)
             .ok_or_else(|| NtmsError::InvalidMedia { message: format!("no cartridge {key:?}") })
     }
 
     /// A logical media id (or, for people, the barcode of an allocated cartridge).
     fn resolve_lmid(&self, key: &str) -> Result<Guid, NtmsError> {
-        let inv = self.inventory.as_ref().ok_or_else(|| NtmsError::NotReady { message: "loading".into() })?;
+        let inv = self.inv()?;
         if let Some(g) = key.parse::<Guid>().ok().filter(|g| inv.media_by_lmid(*g).is_some()) {
             return Ok(g);
         }
@@ -155,11 +172,14 @@ impl Broker {
         self.inventory.as_ref()?.medium(media)?.pool
     }
 
-    /// Applies an inventory operation's result: its changes are persisted and notified; the reply waits for them.
-    fn apply(&mut self, r: Result<Vec<Change>, PoolError>) -> Result<u64, NtmsError> {
-        let changes = r.map_err(pool_error)?;
-        self.push_changes(changes);
-        Ok(self.batch_for_reply())
+    fn pool_of_lmid(&self, lmid: Guid) -> Option<Guid> {
+        self.inventory.as_ref()?.media_by_lmid(lmid)?.pool
+    }
+
+    /// Persists and announces an inventory operation's changes; an empty reply waits for them.
+    fn apply(&mut self, r: Result<Vec<Change>, PoolError>) -> Done {
+        self.push_changes(r.map_err(pool_error)?);
+        Ok((Map::new(), self.batch_for_reply()))
     }
 
     fn audit_pool(&self, peer: Peer, session: &str, what: &str) {
@@ -177,7 +197,7 @@ impl Broker {
         name: &str,
         media_type: Option<&str>,
         action: PoolAction,
-    ) -> Answer {
+    ) -> Done {
         let owner = self.owner_of(session);
         let action = match action {
             PoolAction::OpenExisting => CreateAction::OpenExisting,
@@ -189,83 +209,57 @@ impl Broker {
             .and_then(|p| p.rsplit_once('\\').map(|(up, _)| up.to_owned()))
             .and_then(|up| self.inventory.as_ref()?.pool_by_name(&up).map(|p| p.id));
         if let Some(up) = parent {
-            if let Err(e) = self.need_pool(peer, up, Rights::CONTROL, "create a pool") {
-                return done(Err(e), 0);
-            }
+            self.need_pool(peer, up, Rights::CONTROL, "create a pool")?;
         }
         let now = self.now_unix();
-        let Some(inv) = self.inventory.as_mut() else {
-            return done(Err(NtmsError::NotReady { message: "loading".into() }), 0);
+        let (id, created, changes) = match self.inv_mut()?.create_pool(name, media_type, action, owner, now) {
+            Err(PoolError::InvalidPool(message)) if action == CreateAction::OpenExisting => {
+                return Err(NtmsError::ObjectNotFound { message })
+            }
+            r => r.map_err(pool_error)?,
         };
-        let r = inv.create_pool(name, media_type, action, owner, now);
-        match r {
-            Ok((id, created, changes)) => {
-                if created {
-                    self.audit_pool(peer, session, &format!("pool {name} created"));
-                }
-                self.push_changes(changes);
-                let reply = CreatePoolReply { pool: id.to_string(), created };
-                done(Ok(to_map(&reply)), self.batch_for_reply())
-            }
-            Err(PoolError::InvalidPool(m)) if action == CreateAction::OpenExisting => {
-                done(Err(NtmsError::ObjectNotFound { message: m }), 0)
-            }
-            Err(e) => done(Err(pool_error(e)), 0),
+        if created {
+            self.audit_pool(peer, session, &format!("pool {name} created"));
         }
+        self.push_changes(changes);
+        Ok((map(&CreatePoolReply { pool: id.to_string(), created })?, self.batch_for_reply()))
     }
 
     /// `DeleteMediaPool`: modify on the pool.
-    pub fn delete_pool(&mut self, session: &str, peer: Peer, pool: &str) -> Answer {
-        let r = (|| {
-            let id = self.resolve_pool(pool)?;
-            self.need_pool(peer, id, Rights::MODIFY, "delete the pool")?;
-            let r = self.inventory.as_mut().map_or(Ok(Vec::new()), |inv| inv.delete_pool(id));
-            let batch = self.apply(r)?;
-            self.audit_pool(peer, session, &format!("pool {pool} deleted"));
-            Ok((Map::new(), batch))
-        })();
-        match r {
-            Ok((m, b)) => done(Ok(m), b),
-            Err(e) => done(Err(e), 0),
-        }
+    pub fn delete_pool(&mut self, session: &str, peer: Peer, pool: &str) -> Done {
+        let id = self.resolve_pool(pool)?;
+        self.need_pool(peer, id, Rights::MODIFY, "delete the pool")?;
+        let r = self.inv_mut()?.delete_pool(id);
+        let done = self.apply(r)?;
+        self.audit_pool(peer, session, &format!("pool {pool} deleted"));
+        Ok(done)
     }
 
     /// `MoveToMediaPool`: control on both pools (use suffices on a Free pool).
-    pub fn move_to_pool(&mut self, session: &str, peer: Peer, media: &str, pool: &str) -> Answer {
-        let r = (|| {
-            let m = self.resolve_cartridge(media)?;
-            let dest = self.resolve_pool(pool)?;
-            let needed = |b: &Broker, p: Guid| {
-                let free = b
-                    .inventory
-                    .as_ref()
-                    .and_then(|i| i.pool(p))
-                    .is_some_and(|p| p.kind == crate::model::PoolKind::Free);
-                if free {
-                    Rights::USE
-                } else {
-                    Rights::CONTROL
-                }
-            };
-            if let Some(from) = self.pool_of_media(m) {
-                self.need_pool(peer, from, needed(self, from), "move the cartridge out of its pool")?;
+    pub fn move_to_pool(&mut self, session: &str, peer: Peer, media: &str, pool: &str) -> Done {
+        let m = self.resolve_cartridge(media)?;
+        let dest = self.resolve_pool(pool)?;
+        let needed = |b: &Broker, p: Guid| {
+            let free = b.inventory.as_ref().and_then(|i| i.pool(p)).is_some_and(|p| p.kind == PoolKind::Free);
+            if free {
+                Rights::USE
+            } else {
+                Rights::CONTROL
             }
-            self.need_pool(peer, dest, needed(self, dest), "move the cartridge into the pool")?;
-            let now = self.now_unix();
-            let r = self.inventory.as_mut().map_or(Ok(Vec::new()), |inv| inv.move_to_pool(m, dest, now));
-            let batch = self.apply(r)?;
-            self.audit_pool(peer, session, &format!("cartridge {media} moved to pool {pool}"));
-            Ok(batch)
-        })();
-        match r {
-            Ok(b) => done(Ok(Map::new()), b),
-            Err(e) => done(Err(e), 0),
+        };
+        if let Some(from) = self.pool_of_media(m) {
+            self.need_pool(peer, from, needed(self, from), "move the cartridge out of its pool")?;
         }
+        self.need_pool(peer, dest, needed(self, dest), "move the cartridge into the pool")?;
+        let now = self.now_unix();
+        let r = self.inv_mut()?.move_to_pool(m, dest, now);
+        let done = self.apply(r)?;
+        self.audit_pool(peer, session, &format!("cartridge {media} moved to pool {pool}"));
+        Ok(done)
     }
 
-    /// `AllocateMedia`: control on the pool (and use on Free when drawing from it). Waits for a cartridge unless
-    /// `error_if_unavailable`.
-    #[allow(clippy::too_many_arguments)]
+    /// `AllocateMedia`: control on the pool (and use on the pool a given cartridge comes from). Waits for a
+    /// cartridge unless `error_if_unavailable`.
     pub fn allocate(
         &mut self,
         session: &str,
@@ -275,32 +269,25 @@ impl Broker {
         error_if_unavailable: bool,
         timeout_ms: Option<u64>,
     ) -> Answer {
-        let pool = match self.resolve_pool(pool) {
-            Ok(p) => p,
-            Err(e) => return done(Err(e), 0),
-        };
-        if let Err(e) = self.need_pool(peer, pool, Rights::CONTROL, "allocate") {
-            return done(Err(e), 0);
-        }
-        let media = match media.map(|m| self.resolve_cartridge(m)).transpose() {
-            Ok(m) => m,
-            Err(e) => return done(Err(e), 0),
-        };
-        if let Some(from) = media.and_then(|m| self.pool_of_media(m)).filter(|f| *f != pool) {
-            if let Err(e) = self.need_pool(peer, from, Rights::USE, "allocate from that pool") {
-                return done(Err(e), 0);
+        let checked = (|| {
+            let pool = self.resolve_pool(pool)?;
+            self.need_pool(peer, pool, Rights::CONTROL, "allocate")?;
+            let media = media.map(|m| self.resolve_cartridge(m)).transpose()?;
+            if let Some(from) = media.and_then(|m| self.pool_of_media(m)).filter(|f| *f != pool) {
+                self.need_pool(peer, from, Rights::USE, "allocate from that pool")?;
             }
-        }
+            Ok((pool, media))
+        })();
+        let (pool, media) = match checked {
+            Ok(x) => x,
+            Err(e) => return answer(Err(e)),
+        };
         match self.try_allocate(session, peer, pool, media) {
-            Ok(reply) => done(Ok(reply), self.batch_for_reply()),
             Err(NtmsError::MediaUnavailable { message }) if !error_if_unavailable && media.is_none() => {
                 if timeout_ms == Some(0) {
-                    return done(Err(NtmsError::Timeout { message }), 0);
+                    return answer(Err(NtmsError::Timeout { message }));
                 }
-                let owner = self.owner_of(session);
-                let mut new = self.new_request(RequestKind::Allocate, None, session);
-                new.owner = owner;
-                let key = self.requests.add(new, self.now_unix());
+                let key = self.requests.add(self.new_request(RequestKind::Allocate, None, session), self.now_unix());
                 self.requests.set_state(key, RequestStatus::Waiting, None, self.now_unix());
                 self.note_request(key);
                 let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
@@ -308,36 +295,26 @@ impl Broker {
                 log::info!("allocation in pool {pool} waits for a cartridge: {message}");
                 Answer::Later { key }
             }
-            Err(e) => done(Err(e), 0),
+            r => answer(r),
         }
     }
 
-    fn try_allocate(
-        &mut self,
-        session: &str,
-        peer: Peer,
-        pool: Guid,
-        media: Option<Guid>,
-    ) -> Result<Map<String, Value>, NtmsError> {
-        let owner = self.owner_of(session);
-        let owner = if owner.uid == peer.uid { owner } else { Owner { uid: peer.uid, application: None } };
-        let args = AllocateArgs { pool, media, owner, now: self.now_unix() };
-        let inv = self.inventory.as_mut().ok_or_else(|| NtmsError::NotReady { message: "loading".into() })?;
+    fn try_allocate(&mut self, session: &str, peer: Peer, pool: Guid, media: Option<Guid>) -> Done {
+        let args = AllocateArgs { pool, media, owner: self.owner_of(session), now: self.now_unix() };
+        let inv = self.inv_mut()?;
         let (a, changes) = inv.allocate(&args).map_err(pool_error)?;
         let barcode = inv.medium(a.media).and_then(|m| m.barcode.clone());
         let name = inv.pool(pool).map_or_else(|| pool.to_string(), |p| p.name.clone());
         self.push_changes(changes);
-        self.audit_pool(
-            peer,
-            session,
-            &format!("cartridge {} allocated in pool {name} as {}", barcode.as_deref().unwrap_or("?"), a.lmid),
-        );
-        Ok(to_map(&AllocateReply {
+        let label = barcode.as_deref().unwrap_or("(no label)");
+        self.audit_pool(peer, session, &format!("cartridge {label} allocated in pool {name} as {}", a.lmid));
+        let r = AllocateReply {
             logical_media: a.lmid.to_string(),
             media: a.media.to_string(),
             barcode,
             allocated_from: a.from.to_string(),
-        }))
+        };
+        Ok((map(&r)?, self.batch_for_reply()))
     }
 
     /// Waiting allocations: the ones that can be served now are, the timed-out ones fail with `Timeout`.
@@ -348,154 +325,115 @@ impl Broker {
         let now = self.now;
         for c in std::mem::take(&mut self.allocs) {
             if c.deadline.is_some_and(|d| d <= now) {
-                self.end_alloc(
-                    c.key,
-                    Err(NtmsError::Timeout { message: "no cartridge became available in time".into() }),
-                );
-                continue;
-            }
-            let ready = self.inventory.as_ref().is_some_and(|i| i.could_allocate(c.pool));
-            if !ready {
+                let e = NtmsError::Timeout { message: "no cartridge became available in time".into() };
+                self.end_alloc(c.key, Err(e));
+            } else if self.inventory.as_ref().is_some_and(|i| i.could_allocate(c.pool)) {
+                let r = self.try_allocate(&c.session, c.peer, c.pool, None);
+                self.end_alloc(c.key, r);
+            } else {
                 self.allocs.push(c);
-                continue;
             }
-            let r = self.try_allocate(&c.session, c.peer, c.pool, None);
-            self.end_alloc(c.key, r);
         }
     }
 
     /// Ends a waiting allocation with its reply.
-    pub fn end_alloc(&mut self, key: RequestId, r: Result<Map<String, Value>, NtmsError>) {
+    pub fn end_alloc(&mut self, key: RequestId, r: Done) {
         self.allocs.retain(|c| c.key != key);
         let (state, error) = match &r {
             Ok(_) => (RequestStatus::Complete, None),
-            Err(NtmsError::Cancelled { .. }) => (RequestStatus::Cancelled, r.as_ref().err().map(ToString::to_string)),
+            Err(e @ NtmsError::Cancelled { .. }) => (RequestStatus::Cancelled, Some(e.to_string())),
             Err(e) => (RequestStatus::Failed, Some(e.to_string())),
         };
         if self.requests.is_open(key) {
             self.requests.finish(key, state, error, self.now_unix());
             self.note_request(key);
         }
-        self.completions.push_back((key, r.map_err(WireError::Ntms), self.batch_for_reply()));
+        let reply = r.map(|(m, _)| m).map_err(WireError::Ntms);
+        self.completions.push_back((key, reply, self.batch_for_reply()));
     }
 
-    /// `DeallocateMedia`, `SetMediaComplete`: control on the pool.
-    pub fn lmid_call(&mut self, session: &str, peer: Peer, lmid: &str, complete: bool) -> Answer {
-        let r = (|| {
-            let l = self.resolve_lmid(lmid)?;
-            let pool = self.inventory.as_ref().and_then(|i| i.media_by_lmid(l)).and_then(|m| m.pool);
-            if let Some(p) = pool {
-                let what = if complete { "mark the media complete" } else { "deallocate" };
-                self.need_pool(peer, p, Rights::CONTROL, what)?;
-            }
-            let now = self.now_unix();
-            let inv = self.inventory.as_mut().ok_or_else(|| NtmsError::NotReady { message: "loading".into() })?;
-            let r = if complete { inv.set_complete(l, now) } else { inv.deallocate(l, now) };
-            let (media, changes) = r.map_err(pool_error)?;
-            let barcode = inv.medium(media).and_then(|m| m.barcode.clone()).unwrap_or_default();
-            self.push_changes(changes);
-            let what = if complete { "marked complete" } else { "deallocated" };
-            self.audit_pool(peer, session, &format!("cartridge {barcode} ({lmid}) {what}"));
-            Ok(self.batch_for_reply())
-        })();
-        match r {
-            Ok(b) => done(Ok(Map::new()), b),
-            Err(e) => done(Err(e), 0),
+    /// `DeallocateMedia` (`complete` false) and `SetMediaComplete`: control on the pool.
+    pub fn lmid_call(&mut self, session: &str, peer: Peer, lmid: &str, complete: bool) -> Done {
+        let l = self.resolve_lmid(lmid)?;
+        if let Some(p) = self.pool_of_lmid(l) {
+            let what = if complete { "mark the media complete" } else { "deallocate" };
+            self.need_pool(peer, p, Rights::CONTROL, what)?;
         }
+        let now = self.now_unix();
+        let inv = self.inv_mut()?;
+        let r = if complete { inv.set_complete(l, now) } else { inv.deallocate(l, now) };
+        let (media, changes) = r.map_err(pool_error)?;
+        let barcode = inv.medium(media).and_then(|m| m.barcode.clone()).unwrap_or_default();
+        let done = self.apply(Ok(changes))?;
+        let what = if complete { "marked complete" } else { "deallocated" };
+        self.audit_pool(peer, session, &format!("cartridge {barcode} ({lmid}) {what}"));
+        Ok(done)
     }
 
     /// `SwapMedia`: modify on the pool.
-    pub fn swap(&mut self, session: &str, peer: Peer, first: &str, second: &str) -> Answer {
-        let r = (|| {
-            let (a, b) = (self.resolve_lmid(first)?, self.resolve_lmid(second)?);
-            for l in [a, b] {
-                if let Some(p) = self.inventory.as_ref().and_then(|i| i.media_by_lmid(l)).and_then(|m| m.pool) {
-                    self.need_pool(peer, p, Rights::MODIFY, "swap media")?;
-                }
-            }
-            let now = self.now_unix();
-            let r = self.inventory.as_mut().map_or(Ok(Vec::new()), |inv| inv.swap(a, b, now));
-            let batch = self.apply(r)?;
-            self.audit_pool(peer, session, &format!("logical media {first} and {second} swapped"));
-            Ok(batch)
-        })();
-        match r {
-            Ok(b) => done(Ok(Map::new()), b),
-            Err(e) => done(Err(e), 0),
+    pub fn swap(&mut self, session: &str, peer: Peer, first: &str, second: &str) -> Done {
+        let (a, b) = (self.resolve_lmid(first)?, self.resolve_lmid(second)?);
+        for p in [a, b].into_iter().filter_map(|l| self.pool_of_lmid(l)) {
+            self.need_pool(peer, p, Rights::MODIFY, "swap media")?;
         }
+        let now = self.now_unix();
+        let r = self.inv_mut()?.swap(a, b, now);
+        let done = self.apply(r)?;
+        self.audit_pool(peer, session, &format!("logical media {first} and {second} swapped"));
+        Ok(done)
     }
 
-    /// `DecommissionMedia` (control on the pool), `DeleteMedia` (modify on the pool).
-    pub fn media_call(&mut self, session: &str, peer: Peer, media: &str, delete: bool) -> Answer {
-        let r = (|| {
-            let m = self.resolve_cartridge(media)?;
-            if let Some(p) = self.pool_of_media(m) {
-                let (needed, what) =
-                    if delete { (Rights::MODIFY, "delete the cartridge") } else { (Rights::CONTROL, "decommission") };
-                self.need_pool(peer, p, needed, what)?;
-            }
-            let now = self.now_unix();
-            let r = self.inventory.as_mut().map_or(Ok(Vec::new()), |inv| {
-                if delete {
-                    inv.delete_media(m)
-                } else {
-                    inv.decommission(m, now)
-                }
-            });
-            let batch = self.apply(r)?;
-            let what = if delete { "deleted" } else { "decommissioned" };
-            self.audit_pool(peer, session, &format!("cartridge {media} {what}"));
-            Ok(batch)
-        })();
-        match r {
-            Ok(b) => done(Ok(Map::new()), b),
-            Err(e) => done(Err(e), 0),
+    /// `DecommissionMedia` (control on the pool) and `DeleteMedia` (`delete`; modify on the pool).
+    pub fn media_call(&mut self, session: &str, peer: Peer, media: &str, delete: bool) -> Done {
+        let m = self.resolve_cartridge(media)?;
+        if let Some(p) = self.pool_of_media(m) {
+            let (needed, what) =
+                if delete { (Rights::MODIFY, "delete the cartridge") } else { (Rights::CONTROL, "decommission") };
+            self.need_pool(peer, p, needed, what)?;
         }
+        let now = self.now_unix();
+        let inv = self.inv_mut()?;
+        let r = if delete { inv.delete_media(m) } else { inv.decommission(m, now) };
+        let done = self.apply(r)?;
+        let what = if delete { "deleted" } else { "decommissioned" };
+        self.audit_pool(peer, session, &format!("cartridge {media} {what}"));
+        Ok(done)
     }
 
     /// `EnableObject` / `DisableObject`: a cartridge (modify on its pool), a drive or library (modify on the
     /// library).
-    pub fn set_enabled(&mut self, session: &str, peer: Peer, object: &str, enabled: bool) -> Answer {
-        let r = (|| {
-            let now = self.now_unix();
-            let word = if enabled { "enabled" } else { "disabled" };
-            if let Ok(m) = self.resolve_cartridge(object) {
-                if let Some(p) = self.pool_of_media(m) {
-                    self.need_pool(peer, p, Rights::MODIFY, "enable or disable the cartridge")?;
-                }
-                let r = self.inventory.as_mut().map_or(Ok(Vec::new()), |inv| inv.set_media_enabled(m, enabled, now));
-                let batch = self.apply(r)?;
-                self.audit_pool(peer, session, &format!("cartridge {object} {word}"));
-                return Ok(batch);
+    pub fn set_enabled(&mut self, session: &str, peer: Peer, object: &str, enabled: bool) -> Done {
+        let now = self.now_unix();
+        let word = if enabled { "enabled" } else { "disabled" };
+        let done = if let Ok(m) = self.resolve_cartridge(object) {
+            if let Some(p) = self.pool_of_media(m) {
+                self.need_pool(peer, p, Rights::MODIFY, "enable or disable the cartridge")?;
             }
+            let r = self.inv_mut()?.set_media_enabled(m, enabled, now);
+            self.apply(r)?
+        } else {
             let g: Guid =
                 object.parse().map_err(|_| NtmsError::ObjectNotFound { message: format!("no object {object:?}") })?;
-            let inv = self.inventory.as_ref().ok_or_else(|| NtmsError::NotReady { message: "loading".into() })?;
+            let inv = self.inv()?;
             let library = if inv.library(g).is_some() {
                 Some(g)
             } else {
                 inv.element_by_id(g).filter(|e| e.kind == crate::model::ElementKind::Drive).map(|e| e.library)
             };
-            let Some(library) = library else {
-                return Err(NtmsError::InvalidParameter {
-                    message: "only libraries, drives and cartridges are enabled or disabled".into(),
-                });
-            };
+            let library = library.ok_or_else(|| NtmsError::InvalidParameter {
+                message: "only libraries, drives and cartridges are enabled or disabled".into(),
+            })?;
             if !self.library_rights(peer, library).contains(Rights::MODIFY) {
                 return Err(NtmsError::AccessDenied {
                     message: format!("uid {} has no modify right on the library", peer.uid),
                 });
             }
-            let inv = self.inventory.as_mut().ok_or_else(|| NtmsError::NotReady { message: "loading".into() })?;
-            let changes = inv.set_enabled(g, enabled).map_err(|m| NtmsError::InvalidState { message: m })?;
-            self.push_changes(changes);
-            self.audit_pool(peer, session, &format!("{object} {word}"));
-            Ok(self.batch_for_reply())
-        })();
-        match r {
-            Ok(b) => done(Ok(Map::new()), b),
-            Err(e) => done(Err(e), 0),
-        }
+            let changes =
+                self.inv_mut()?.set_enabled(g, enabled).map_err(|message| NtmsError::InvalidState { message })?;
+            self.apply(Ok(changes))?
+        };
+        self.audit_pool(peer, session, &format!("{object} {word}"));
+        Ok(done)
     }
 
     /// `SetObjectInformation` on a cartridge or pool: modify on the pool.
@@ -506,7 +444,7 @@ impl Broker {
         object: &str,
         version: Option<u64>,
         changes: &ObjectChanges,
-    ) -> Answer {
+    ) -> Done {
         let u = Update {
             version,
             description: changes.description.clone(),
@@ -516,32 +454,25 @@ impl Broker {
             max_allocations: changes.max_allocations,
             media_type: changes.media_type.clone(),
         };
-        let r = (|| {
-            let now = self.now_unix();
-            if let Ok(p) = self.resolve_pool(object) {
-                self.need_pool(peer, p, Rights::MODIFY, "change the pool")?;
-                let r = self.inventory.as_mut().map_or(Ok(Vec::new()), |inv| inv.update_pool(p, &u, now));
-                let batch = self.apply(r)?;
-                self.audit_pool(peer, session, &format!("pool {object} changed"));
-                return Ok((p, batch));
-            }
+        let now = self.now_unix();
+        let (id, batch) = if let Ok(p) = self.resolve_pool(object) {
+            self.need_pool(peer, p, Rights::MODIFY, "change the pool")?;
+            let r = self.inv_mut()?.update_pool(p, &u, now);
+            (p, self.apply(r)?.1)
+        } else {
             let m = self.resolve_cartridge(object).map_err(|_| NtmsError::ObjectNotFound {
                 message: format!("no pool or cartridge {object:?} (only those are changed with SetObjectInformation)"),
             })?;
             if let Some(p) = self.pool_of_media(m) {
                 self.need_pool(peer, p, Rights::MODIFY, "change the cartridge")?;
             }
-            let r = self.inventory.as_mut().map_or(Ok(Vec::new()), |inv| inv.update_media(m, &u, now));
-            let batch = self.apply(r)?;
-            self.audit_pool(peer, session, &format!("cartridge {object} changed"));
-            Ok((m, batch))
-        })();
-        match r {
-            Ok((id, batch)) => match self.with_view(|v| v.find(&id.to_string())) {
-                Some(object) => done(Ok(to_map(&crate::proto::types::ObjectReply { object })), batch),
-                None => done(Ok(Map::new()), batch),
-            },
-            Err(e) => done(Err(e), 0),
-        }
+            let r = self.inv_mut()?.update_media(m, &u, now);
+            (m, self.apply(r)?.1)
+        };
+        self.audit_pool(peer, session, &format!("{object} changed"));
+        let object = self
+            .with_view(|v| v.find(&id.to_string()))
+            .ok_or_else(|| NtmsError::Internal { message: "the changed object vanished".into() })?;
+        Ok((map(&ObjectReply { object })?, batch))
     }
 }

@@ -871,7 +871,7 @@ impl Mounts {
                 } else {
                     self.progress.push_back(Progress::WaitingForDrive { id });
                     // Poll at once the first time; once the drives' load time is known, first poll just before it
-                    // is due and then often (a fiftieth of it), so readiness is seen within about one percent.
+                    // is due (then see `again` in `on_drive`: a twentieth of it until due, a fiftieth after).
                     let (next_at, interval) = match self.load_estimate {
                         None => (now, self.poll_first),
                         Some(est) => (now + est * 9 / 10, ready_poll_interval(est, self.poll_max)),

@@ -632,6 +632,20 @@ impl Session {
         priority: i32,
         timeout: Option<Duration>,
     ) -> Result<MountReply, NtmsError> {
+        self.mount_in_pool(media, drive, flags, priority, timeout, None)
+    }
+
+    /// [`Session::mount`]; a cartridge that is available in Free is first allocated into `pool` (an application
+    /// pool's path or id) for this session's application.
+    pub fn mount_in_pool(
+        &self,
+        media: &[&str],
+        drive: Option<&str>,
+        flags: MountFlags,
+        priority: i32,
+        timeout: Option<Duration>,
+        pool: Option<&str>,
+    ) -> Result<MountReply, NtmsError> {
         self.call_as(&Method::MountMedia {
             session: self.id.clone(),
             media: media.iter().map(|m| (*m).to_owned()).collect(),
@@ -639,26 +653,7 @@ impl Session {
             flags,
             priority,
             timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            pool: None,
-        })
-    }
-
-    /// `MountNtmsMedia` of a cartridge that may be in Free: it is allocated into `pool` first.
-    pub fn mount_for_pool(
-        &self,
-        media: &[&str],
-        pool: &str,
-        flags: MountFlags,
-        timeout: Option<Duration>,
-    ) -> Result<MountReply, NtmsError> {
-        self.call_as(&Method::MountMedia {
-            session: self.id.clone(),
-            media: media.iter().map(|m| (*m).to_owned()).collect(),
-            drive: None,
-            flags,
-            priority: 0,
-            timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            pool: Some(pool.to_owned()),
+            pool: pool.map(str::to_owned),
         })
     }
 

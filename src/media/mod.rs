@@ -54,8 +54,8 @@ pub struct Inventory {
     pools: BTreeMap<Guid, PoolRecord>,
     /// Lower-case pool path → id.
     pool_names: HashMap<String, Guid>,
-    /// Cartridges per pool.
-    pool_counts: BTreeMap<Guid, usize>,
+    /// Per pool: counts and the available cartridges.
+    pool_index: HashMap<Guid, pools::PoolIndex>,
     /// Logical media id → cartridge.
     lmids: HashMap<Guid, Guid>,
     /// Where new cartridges go.
@@ -83,10 +83,7 @@ impl Inventory {
             if let Some(b) = &m.barcode {
                 inv.by_barcode.insert(b.clone(), m.id);
             }
-            if let Some(l) = m.lmid {
-                inv.lmids.insert(l, m.id);
-            }
-            pools::count_into(&mut inv.pool_counts, None, m.pool);
+            inv.index(None, Some(&m));
             inv.media.insert(m.id, m);
         }
         inv
@@ -304,14 +301,8 @@ impl Inventory {
         if self.media.get(&m.id) == Some(&m) {
             return out;
         }
-        let (old_pool, old_lmid) = self.media.get(&m.id).map_or((None, None), |o| (o.pool, o.lmid));
-        pools::count_into(&mut self.pool_counts, old_pool, m.pool);
-        if let Some(l) = old_lmid.filter(|l| Some(*l) != m.lmid && self.lmids.get(l) == Some(&m.id)) {
-            self.lmids.remove(&l);
-        }
-        if let Some(l) = m.lmid {
-            self.lmids.insert(l, m.id);
-        }
+        let old = self.media.get(&m.id).cloned();
+        self.index(old.as_ref(), Some(&m));
         if let Some(b) = &m.barcode {
             self.by_barcode.insert(b.clone(), m.id);
         }
@@ -343,10 +334,7 @@ impl Inventory {
     /// Forgets a cartridge.
     fn remove_media(&mut self, id: Guid) {
         if let Some(m) = self.media.remove(&id) {
-            pools::count_into(&mut self.pool_counts, m.pool, None);
-            if let Some(l) = m.lmid {
-                self.lmids.remove(&l);
-            }
+            self.index(Some(&m), None);
             if let Some(b) = &m.barcode {
                 if self.by_barcode.get(b) == Some(&id) {
                     self.by_barcode.remove(b);

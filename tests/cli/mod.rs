@@ -638,6 +638,18 @@ fn issue_12_two_users_share_a_library_and_allocations_survive_kill_9() {
     let mounted = ok_as(&d, NOBODY, &["--application", "Amanda", "mount", &amanda_tape]);
     assert!(mounted.contains(&amanda_tape), "{mounted}");
     ok_as(&d, NOBODY, &["--application", "Amanda", "dismount", &amanda_tape]);
+    // A mount for a pool allocates a Free cartridge into it first; without --pool it stays in Free.
+    let free_tape = "ABC010L6";
+    ok_as(&d, NOBODY, &["--application", "Amanda", "mount", free_tape, "--pool", "Amanda"]);
+    ok_as(&d, NOBODY, &["--application", "Amanda", "dismount", free_tape]);
+    let info: Value = serde_json::from_str(&ok_as(&d, NOBODY, &["--json", "info", free_tape])).unwrap();
+    let m = &info["details"]["physical_media"];
+    assert_eq!((m["pool_name"].as_str(), m["side"].as_str()), (Some("Amanda"), Some("allocated")), "{info}");
+    assert_eq!((m["owner_uid"].as_u64(), m["owner_application"].as_str()), (Some(65534), Some("Amanda")));
+    ok_as(&d, NOBODY, &["mount", "ABC011L6"]);
+    ok_as(&d, NOBODY, &["dismount", "ABC011L6"]);
+    let info: Value = serde_json::from_str(&ok_as(&d, NOBODY, &["--json", "info", "ABC011L6"])).unwrap();
+    assert_eq!(info["details"]["physical_media"]["pool_name"], "Free\\LTO-6");
     // A stale version is refused, a current one applies.
     let info: Value = serde_json::from_str(&ok_as(&d, NOBODY, &["--json", "info", &pool_id_of(&d, "Amanda")])).unwrap();
     let version = info["version"].as_u64().unwrap().to_string();

@@ -16,7 +16,7 @@
 //!
 //! Each operation checks everything before it changes anything, so an error leaves the inventory as it was.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use super::{compat, Inventory};
 use crate::model::{Change, Guid, MediaKind, MediaRecord, Owner, PoolKind, PoolRecord, SideState};
@@ -254,17 +254,12 @@ impl Inventory {
 
     /// How many cartridges are in pool `id`.
     pub fn pool_media_count(&self, id: Guid) -> usize {
-        self.pool_counts.get(&id).copied().unwrap_or(0)
+        self.pool_index.get(&id).map_or(0, |ix| ix.count)
     }
 
-    /// The application pool `id` is in or under (its top-level application pool), for access checks.
-    pub fn pool_path(&self, id: Guid) -> Option<&str> {
-        self.pools.get(&id).map(|p| p.name.as_str())
-    }
-
-    /// The new-media rule in force.
-    pub fn rules(&self) -> &MediaRules {
-        &self.rules
+    /// How many cartridges of pool `id` are allocated or complete.
+    pub fn pool_held_count(&self, id: Guid) -> usize {
+        self.pool_index.get(&id).map_or(0, |ix| ix.held)
     }
 
     // --- Setting up -----------------------------------------------------------------------------------------
@@ -382,7 +377,7 @@ impl Inventory {
         if m.side.is_some() && m.pool.is_some() {
             return;
         }
-        let now = m.modified.max(m.created);
+        let now = self.clock;
         let barcode = m.barcode.as_deref().unwrap_or("");
         let rule = self
             .rules
@@ -490,7 +485,7 @@ impl Inventory {
             created: now,
             modified: now,
         };
-        // A pool deleted and created again under the same path keeps a fresh id.
+        // A pool renamed away from this path keeps its id: the new pool here takes another.
         while self.pools.contains_key(&rec.id) {
             rec.id = Guid::derive("pool-again", &rec.id.to_string());
         }
@@ -704,31 +699,31 @@ impl Inventory {
         Ok(())
     }
 
-    /// The best Available cartridge for `pool`: its own first, then Free's (when it draws from Free).
+    /// The best Available cartridge for `pool`: its own first, then Free's (when it draws from Free); the lowest
+    /// barcode of each that is online, enabled, not mounted and of the pool's type.
     fn pick(&self, pool: &PoolRecord) -> Option<Guid> {
-        let usable = |m: &&MediaRecord| {
-            m.side == Some(SideState::Available) && self.check_allocatable(m, pool).is_ok() && m.location.is_some()
+        let first_usable = |p: Guid| {
+            self.pool_index.get(&p)?.available.iter().find_map(|(barcode, id)| {
+                let m = self.media.get(id)?;
+                (m.location.is_some() && self.check_allocatable(m, pool).is_ok()).then(|| (barcode.clone(), *id))
+            })
         };
-        let best = |it: &mut dyn Iterator<Item = &MediaRecord>| {
-            it.filter(usable).min_by(|a, b| a.barcode.cmp(&b.barcode).then(a.id.cmp(&b.id))).map(|m| m.id)
-        };
-        if let Some(id) = best(&mut self.media.values().filter(|m| m.pool == Some(pool.id))) {
+        if let Some((_, id)) = first_usable(pool.id) {
             return Some(id);
         }
         if !pool.draw_from_free {
             return None;
         }
-        let free: Vec<Guid> = self
-            .pools
+        self.pools
             .values()
             .filter(|p| {
                 p.kind == PoolKind::Free
                     && p.parent.is_some()
                     && pool.media_type.as_deref().is_none_or(|t| p.media_type.as_deref() == Some(t))
             })
-            .map(|p| p.id)
-            .collect();
-        best(&mut self.media.values().filter(|m| m.pool.is_some_and(|p| free.contains(&p))))
+            .filter_map(|p| first_usable(p.id))
+            .min()
+            .map(|(_, id)| id)
     }
 
     /// Whether an allocation in `pool` could succeed now (a waiting allocation asks after every change).
@@ -989,18 +984,45 @@ fn description(d: &str) -> Result<String, PoolError> {
     Ok(d.to_owned())
 }
 
-/// Counts cartridges per pool (kept by the inventory as records change).
-pub(super) fn count_into(counts: &mut BTreeMap<Guid, usize>, old: Option<Guid>, new: Option<Guid>) {
-    if old == new {
-        return;
-    }
-    if let Some(o) = old {
-        if let Some(c) = counts.get_mut(&o) {
-            *c = c.saturating_sub(1);
+/// What the inventory keeps per pool as records change, so that counts and allocation do not scan every
+/// cartridge.
+#[derive(Debug, Default, Clone)]
+pub(super) struct PoolIndex {
+    /// Cartridges in the pool.
+    count: usize,
+    /// Of them, allocated or complete (with a logical media id).
+    held: usize,
+    /// The available ones, by barcode then id: allocation takes the first that fits.
+    available: BTreeSet<(Option<String>, Guid)>,
+}
+
+impl Inventory {
+    /// Keeps the pool index and the LMID index in step with a record changing from `old` to `new`.
+    pub(super) fn index(&mut self, old: Option<&MediaRecord>, new: Option<&MediaRecord>) {
+        let key = |m: &MediaRecord| (m.barcode.clone(), m.id);
+        if let Some(o) = old {
+            if let Some(ix) = o.pool.and_then(|p| self.pool_index.get_mut(&p)) {
+                ix.count = ix.count.saturating_sub(1);
+                ix.held = ix.held.saturating_sub(usize::from(o.lmid.is_some()));
+                ix.available.remove(&key(o));
+            }
+            if let Some(l) = o.lmid.filter(|l| self.lmids.get(l) == Some(&o.id)) {
+                self.lmids.remove(&l);
+            }
         }
-    }
-    if let Some(n) = new {
-        *counts.entry(n).or_insert(0) += 1;
+        if let Some(n) = new {
+            if let Some(p) = n.pool {
+                let ix = self.pool_index.entry(p).or_default();
+                ix.count += 1;
+                ix.held += usize::from(n.lmid.is_some());
+                if n.side == Some(SideState::Available) {
+                    ix.available.insert(key(n));
+                }
+            }
+            if let Some(l) = n.lmid {
+                self.lmids.insert(l, n.id);
+            }
+        }
     }
 }
 

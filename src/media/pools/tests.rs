@@ -1,6 +1,7 @@
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::media::tests::{el, no_drive};
-use crate::model::ElementKind;
 use crate::scsi::element::ElementType;
 
 const LIB: &str = "S";
@@ -69,6 +70,15 @@ fn assert_invariants(inv: &Inventory) {
     }
     for p in inv.pools() {
         assert_eq!(inv.pool_media_count(p.id), counts.get(&p.id).copied().unwrap_or(0), "count of {}", p.name);
+        let held = inv.media().filter(|m| m.pool == Some(p.id) && m.lmid.is_some()).count();
+        assert_eq!(inv.pool_held_count(p.id), held, "held in {}", p.name);
+        let available: BTreeSet<(Option<String>, Guid)> = inv
+            .media()
+            .filter(|m| m.pool == Some(p.id) && m.side == Some(SideState::Available))
+            .map(|m| (m.barcode.clone(), m.id))
+            .collect();
+        let indexed = inv.pool_index.get(&p.id).map(|ix| ix.available.clone()).unwrap_or_default();
+        assert_eq!(indexed, available, "available in {}", p.name);
     }
 }
 
@@ -317,5 +327,4 @@ fn field_level_updates_check_the_version() {
     ));
     assert!(inv.update_media(m, &Update { name: Some("x".into()), ..Default::default() }, 1).is_err());
     assert!(inv.update_media(m, &Update { description: Some("x\u{1}".into()), ..Default::default() }, 1).is_err());
-    let _ = ElementKind::Drive;
 }
