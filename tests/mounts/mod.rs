@@ -759,3 +759,148 @@ fn racing_allocations_never_give_one_cartridge_twice() {
     barcodes.dedup();
     assert_eq!(barcodes.len(), data.len());
 }
+
+/// What a storm client was told, per logical media id.
+#[derive(Debug, Clone, Default)]
+struct Acked {
+    barcode: String,
+    /// Deallocation acknowledged.
+    released: bool,
+    /// A deallocation was sent and not answered (the daemon died): either outcome is allowed.
+    releasing: bool,
+}
+
+/// Issue 12, reliability: a storm of allocate → mount → dismount → deallocate from 6 clients in 3 applications,
+/// the daemon killed with SIGKILL after a varying number of acknowledged operations, 8 times; after each restart:
+/// every cartridge in exactly one pool and one place (the same place the library reports), every LMID on one
+/// allocated side, and nothing acknowledged lost (an acknowledged allocation is still there unless its
+/// deallocation was sent; an acknowledged deallocation is never undone).
+#[test]
+fn killed_at_random_points_of_an_allocation_storm_nothing_acknowledged_is_lost() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::{mpsc, Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let v = emulator(dir.path(), 0.0, |_| {});
+    let root = dir.path().join("rsmd");
+    let config = vlib_config(&v.dir, "");
+    let acked: Arc<Mutex<HashMap<String, Acked>>> = Arc::default();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for round in 0..8 {
+        let mut d = Daemon::start(&root, &config);
+        d.wait_ready(1);
+        let admin = Session::open_at(&d.socket, None, Some("admin"), 0).unwrap();
+        // --- Invariants after the previous crash. ---
+        if round > 0 {
+            let media = admin.enumerate(None, ObjectType::PhysicalMedia).unwrap();
+            let pools: HashSet<String> =
+                admin.enumerate(None, ObjectType::MediaPool).unwrap().into_iter().map(|p| p.id).collect();
+            let mut lmids = HashSet::new();
+            let mut by_barcode = HashMap::new();
+            let snap = v.server.snapshot();
+            for o in &media {
+                let ObjectDetails::PhysicalMedia(m) = &o.details else { unreachable!() };
+                let barcode = m.barcode.clone().unwrap();
+                assert!(m.pool.as_ref().is_some_and(|p| pools.contains(p)), "round {round}: {barcode} in no pool");
+                assert!(by_barcode.insert(barcode.clone(), m.clone()).is_none(), "{barcode} listed twice");
+                let held = snap.elements.iter().filter(|e| e.barcode.as_deref() == Some(barcode.as_str())).count();
+                assert_eq!(held, 1, "round {round}: {barcode} in {held} places of the library");
+                let here = snap.elements.iter().find(|e| e.barcode.as_deref() == Some(barcode.as_str())).unwrap();
+                assert_eq!(m.location.element_address, Some(u32::from(here.address)), "round {round}: {barcode}");
+                if let Some(l) = &m.logical_media {
+                    assert!(lmids.insert(l.clone()), "round {round}: LMID {l} on two cartridges");
+                    assert!(matches!(m.side.as_deref(), Some("allocated" | "complete")), "{barcode}: {:?}", m.side);
+                }
+            }
+            for (lmid, a) in acked.lock().unwrap().iter() {
+                let m = &by_barcode[&a.barcode];
+                if a.released {
+                    assert!(!lmids.contains(lmid), "round {round}: released {lmid} ({}) came back", a.barcode);
+                } else if !a.releasing {
+                    assert_eq!(
+                        m.logical_media.as_deref(),
+                        Some(lmid.as_str()),
+                        "round {round}: {} lost {lmid}",
+                        a.barcode
+                    );
+                }
+            }
+        }
+        // --- Back to a clean start: every drive empty, every cartridge deallocated. ---
+        for o in admin.enumerate(None, ObjectType::Drive).unwrap() {
+            let ObjectDetails::Drive(dr) = &o.details else { unreachable!() };
+            if dr.media.is_some() {
+                admin.dismount(DismountTarget::Drive(o.id.clone()), false).unwrap();
+            }
+        }
+        for o in admin.enumerate(None, ObjectType::PhysicalMedia).unwrap() {
+            let ObjectDetails::PhysicalMedia(m) = &o.details else { unreachable!() };
+            if let Some(l) = &m.logical_media {
+                admin.deallocate(l).unwrap();
+                if let Some(a) = acked.lock().unwrap().get_mut(l) {
+                    a.released = true;
+                }
+            }
+        }
+        if round == 0 {
+            for app in ["A0", "A1", "A2"] {
+                let p = admin.create_pool(app, None, rsmd::proto::types::PoolAction::CreateNew).unwrap();
+                let ch = rsmd::proto::types::ObjectChanges {
+                    draw_from_free: Some(true),
+                    return_to_free: Some(true),
+                    ..Default::default()
+                };
+                admin.set_object_information(&p.pool, None, ch).unwrap();
+            }
+        }
+        // --- The storm, killed after a varying number of acknowledged operations. ---
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let kill_after = 5 + (seed >> 33) % 60;
+        let (tx, rx) = mpsc::channel::<()>();
+        let clients: Vec<_> = (0..6)
+            .map(|i| {
+                let (socket, acked, tx) = (d.socket.clone(), acked.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let app = format!("A{}", i % 3);
+                    let Ok(s) = Session::open_at(&socket, None, Some(&app), 0) else { return };
+                    loop {
+                        let Ok(a) = s.allocate(&app, None, true, None) else { return };
+                        let barcode = a.barcode.unwrap();
+                        acked
+                            .lock()
+                            .unwrap()
+                            .insert(a.logical_media.clone(), Acked { barcode: barcode.clone(), ..Acked::default() });
+                        let _ = tx.send(());
+                        if s.mount(&[barcode.as_str()], None, flags(), 0, None).is_err()
+                            || s.dismount(DismountTarget::Media(barcode.clone()), false).is_err()
+                        {
+                            return;
+                        }
+                        let _ = tx.send(());
+                        acked.lock().unwrap().get_mut(&a.logical_media).unwrap().releasing = true;
+                        if s.deallocate(&a.logical_media).is_err() {
+                            return;
+                        }
+                        let mut g = acked.lock().unwrap();
+                        let e = g.get_mut(&a.logical_media).unwrap();
+                        (e.released, e.releasing) = (true, false);
+                        drop(g);
+                        let _ = tx.send(());
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut seen = 0;
+        while seen < kill_after && rx.recv_timeout(WAIT_STORM).is_ok() {
+            seen += 1;
+        }
+        assert_eq!(seen, kill_after, "round {round}: the storm stalled after {seen} acknowledgements");
+        d.kill9();
+        for c in clients {
+            c.join().unwrap();
+        }
+    }
+}
+
+/// How long a storm may go without acknowledging anything before the test calls it stalled.
+const WAIT_STORM: Duration = Duration::from_secs(30);
