@@ -120,6 +120,12 @@ fn decode<T: DeserializeOwned>(v: &[u8], tree: &'static str) -> Result<T, StoreE
     serde_json::from_slice(v).map_err(|source| StoreError::Record { tree, source })
 }
 
+/// One write: (tree index, key, value; None removes).
+type Write = (usize, Vec<u8>, Option<Vec<u8>>);
+
+/// The most writes one sled transaction takes (see [`Store::apply`]).
+pub const MAX_TRANSACTION_OPS: usize = 1024;
+
 impl Store {
     /// Opens (creating) the database in `dir`, checking and migrating the schema.
     ///
@@ -135,7 +141,7 @@ impl Store {
             .path(&path)
             .mode(sled::Mode::HighThroughput)
             // A fixed page cache: sled's default asks the cgroup and complains in small VMs and containers.
-            .cache_capacity(64 << 20);
+            .cache_capacity(16 << 20);
         // sled's background threads may hold the file lock briefly after the last handle is dropped (a store
         // reopened in the same process), as may a previous rsmd that is still exiting: wait for it a while.
         let mut attempts = 0;
@@ -212,10 +218,16 @@ impl Store {
         self.media.get(id)?.map(|v| decode(&v, "media")).transpose()
     }
 
-    /// Writes a batch atomically (not yet flushed).
+    /// Writes a batch (not yet flushed): atomically when it has at most [`MAX_TRANSACTION_OPS`] writes, which every
+    /// batch of a method is; a larger one (the first scan of a big library, 150,000 writes for 50,000 slots) as
+    /// several transactions of whole changes, because sled holds a whole transaction in memory (one of 100,000
+    /// writes peaked at 560 MB). A crash in between leaves whole records of a prefix: the libraries are marked
+    /// stale and rescanned at the next start, which rewrites them.
     pub fn apply(&self, changes: &[Change]) -> Result<(), StoreError> {
         // Encode first so that a bad record fails the batch before anything is written.
-        let mut ops: Vec<(usize, Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(changes.len());
+        let mut ops: Vec<Write> = Vec::with_capacity(changes.len());
+        // Where each change's writes end, so transactions split between changes, never inside one.
+        let mut ends = Vec::with_capacity(changes.len());
         for c in changes {
             match c {
                 Change::Library(l) => ops.push((0, l.id.to_be_bytes().to_vec(), Some(encode(l, "libraries")?))),
@@ -229,14 +241,19 @@ impl Store {
                 }
                 Change::Media(m) => {
                     let id = m.id.to_be_bytes().to_vec();
-                    if let Some(old) = self.media.get(&id)? {
-                        let old: MediaRecord = decode(&old, "media")?;
-                        if let Some(b) = old.barcode.filter(|b| Some(b) != m.barcode.as_ref()) {
+                    let old_barcode = match self.media.get(&id)? {
+                        Some(old) => decode::<MediaRecord>(&old, "media")?.barcode,
+                        None => None,
+                    };
+                    // The barcode index is written only when the barcode changes (most updates move a cartridge
+                    // or change its state: rewriting an unchanged index entry costs sled a page update).
+                    if old_barcode != m.barcode {
+                        if let Some(b) = old_barcode {
                             ops.push((3, b.into_bytes(), None));
                         }
-                    }
-                    if let Some(b) = &m.barcode {
-                        ops.push((3, b.as_bytes().to_vec(), Some(id.clone())));
+                        if let Some(b) = &m.barcode {
+                            ops.push((3, b.as_bytes().to_vec(), Some(id.clone())));
+                        }
                     }
                     ops.push((2, id, Some(encode(m, "media")?)));
                 }
@@ -255,22 +272,38 @@ impl Store {
                 Change::Pool(p) => ops.push((5, p.id.0.to_be_bytes().to_vec(), Some(encode(p, "pools")?))),
                 Change::RemovePool(id) => ops.push((5, id.0.to_be_bytes().to_vec(), None)),
             }
+            ends.push(ops.len());
         }
         let trees = [&self.libraries, &self.elements, &self.media, &self.barcodes, &self.requests, &self.pools];
-        let result: Result<(), TransactionError<()>> = trees[..].transaction(|t| {
-            for (tree, key, value) in &ops {
-                match value {
-                    Some(v) => t[*tree].insert(key.as_slice(), v.as_slice())?,
-                    None => t[*tree].remove(key.as_slice())?,
-                };
+        let commit = |chunk: &[Write]| {
+            let result: Result<(), TransactionError<()>> = trees[..].transaction(|t| {
+                for (tree, key, value) in chunk {
+                    match value {
+                        Some(v) => t[*tree].insert(key.as_slice(), v.as_slice())?,
+                        None => t[*tree].remove(key.as_slice())?,
+                    };
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+            match result {
+                Ok(()) => Ok(()),
+                Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
+                Err(TransactionError::Abort(())) => Err(StoreError::WriterGone),
             }
-            Ok::<(), ConflictableTransactionError<()>>(())
-        });
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
-            Err(TransactionError::Abort(())) => Err(StoreError::WriterGone),
+        };
+        // Whole changes, as many as fit (a single larger change goes alone).
+        let (mut start, mut last) = (0, 0);
+        for &end in &ends {
+            if end - start > MAX_TRANSACTION_OPS && last > start {
+                commit(&ops[start..last])?;
+                start = last;
+            }
+            last = end;
         }
+        if last > start {
+            commit(&ops[start..last])?;
+        }
+        Ok(())
     }
 
     /// Puts everything written so far on disk. Blocks: never call it on the event loop (see [`Writer`]).

@@ -143,3 +143,22 @@ fn a_database_held_by_another_handle_is_reported_locked() {
     // Released (sled's threads may take a moment: open waits for them).
     Store::open(dir.path()).unwrap();
 }
+
+#[test]
+fn a_batch_larger_than_one_transaction_is_written_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let lib = Guid::derive("library", "S1");
+    // Each cartridge is two writes (record and barcode index): 3,001 changes are 6,002 writes, six transactions.
+    let n = 3 * MAX_TRANSACTION_OPS / 2 * 2 + 1;
+    let all: Vec<Change> =
+        (0..n).map(|i| Change::Media(media(&format!("L{i:05}L8"), lib, u16::try_from(i).unwrap()))).collect();
+    store.apply(&all).unwrap();
+    store.flush().unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.media.len(), n);
+    for i in [0, MAX_TRANSACTION_OPS / 2, MAX_TRANSACTION_OPS, n - 1] {
+        let m = store.media_by_barcode(&format!("L{i:05}L8")).unwrap().unwrap();
+        assert_eq!(m.location.unwrap().address, u16::try_from(i).unwrap(), "its record and its index entry");
+    }
+}
