@@ -123,11 +123,27 @@ impl LibraryConfig {
     }
 }
 
+/// The mode of a socket rsmd binds itself, unless configured: owner and group read and write.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+
+/// A group, as the configuration names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupSpec {
+    /// By name (looked up when the socket is bound).
+    Name(String),
+    /// By id.
+    Gid(u32),
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Socket path.
     pub socket: PathBuf,
+    /// The group of a socket rsmd binds itself (None: rsmd's own group).
+    pub socket_group: Option<GroupSpec>,
+    /// The mode of a socket rsmd binds itself.
+    pub socket_mode: u32,
     /// State directory.
     pub state_dir: PathBuf,
     /// Serve every changer found in sysfs as well.
@@ -147,6 +163,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             socket: DEFAULT_SOCKET.into(),
+            socket_group: None,
+            socket_mode: DEFAULT_SOCKET_MODE,
             state_dir: DEFAULT_STATE_DIR.into(),
             discover: true,
             libraries: Vec::new(),
@@ -163,6 +181,8 @@ type Spanned<T> = toml::Spanned<T>;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     socket: Option<PathBuf>,
+    socket_group: Option<Spanned<toml::Value>>,
+    socket_mode: Option<Spanned<i64>>,
     state_dir: Option<PathBuf>,
     discover: Option<bool>,
     administrators: Option<Spanned<Vec<i64>>>,
@@ -445,7 +465,31 @@ impl Config {
                 ids(uids.into_inner(), "administrators", line)?
             }
         };
+        let socket_group = match raw.socket_group {
+            None => None,
+            Some(g) => {
+                let line = line_of(text, g.span().start);
+                let bad = |reason: String| ConfigError::Value { key: "socket_group".into(), line, reason };
+                match g.into_inner() {
+                    toml::Value::String(name) if !name.trim().is_empty() => Some(GroupSpec::Name(name)),
+                    toml::Value::Integer(gid) => {
+                        Some(GroupSpec::Gid(u32::try_from(gid).map_err(|_| bad(format!("{gid} is not a group id")))?))
+                    }
+                    other => return Err(bad(format!("{other} is not a group name or id"))),
+                }
+            }
+        };
+        let socket_mode = match raw.socket_mode {
+            None => DEFAULT_SOCKET_MODE,
+            Some(m) => u32::try_from(*m.get_ref()).ok().filter(|m| *m <= 0o777).ok_or_else(|| ConfigError::Value {
+                key: "socket_mode".into(),
+                line: line_of(text, m.span().start),
+                reason: format!("{:o} is not a file mode (write it in octal: 0o660)", m.get_ref()),
+            })?,
+        };
         Ok(Config {
+            socket_group,
+            socket_mode,
             media_rules: media_rules(raw.media, text)?,
             access: access_rules(raw.access, text)?,
             administrators,
@@ -558,6 +602,18 @@ mod tests {
         assert!(err("administrators = [-1]").contains("administrators"));
         assert!(err("administrators = \"root\"").contains("administrators"));
         assert!(matches!(Config::load(Path::new("/nonexistent/rsmd.toml")), Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn socket_group_and_mode() {
+        let c = Config::parse("socket_group = \"rsm\"\nsocket_mode = 0o640").unwrap();
+        assert_eq!((c.socket_group, c.socket_mode), (Some(GroupSpec::Name("rsm".into())), 0o640));
+        let c = Config::parse("socket_group = 133").unwrap();
+        assert_eq!((c.socket_group, c.socket_mode), (Some(GroupSpec::Gid(133)), DEFAULT_SOCKET_MODE));
+        let err = |t: &str| Config::parse(t).unwrap_err().to_string();
+        assert!(err("socket_mode = 0o1777").contains("socket_mode at line 1"));
+        assert!(err("\nsocket_group = -1").contains("socket_group at line 2"));
+        assert!(err("socket_group = true").contains("not a group name or id"));
     }
 
     #[test]

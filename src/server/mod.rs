@@ -239,7 +239,8 @@ impl Server {
         // The state first: a second rsmd on the same state fails before it listens (it answered NotReady for the
         // seconds it waited for the database's lock).
         let state_lock = start::lock_state(&setup.state_dir)?;
-        let (listener, unlink) = start::listen(&setup.socket)?;
+        let (listener, unlink) =
+            start::listen(&setup.socket, setup.config.socket_group.as_ref(), setup.config.socket_mode)?;
         if let Some(dir) = &setup.demo_dir {
             eprintln!(
                 "rsmd: demo mode: a virtual library (20 slots, 2 mail slots, 4 drives) in {}\n\

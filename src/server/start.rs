@@ -163,7 +163,11 @@ pub fn lock_state(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Server
 
 /// The listening socket: systemd's (socket activation) or one we bind. Returns the path to unlink at exit when we
 /// bound it.
-pub fn listen(path: &Path) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
+pub fn listen(
+    path: &Path,
+    group: Option<&crate::config::GroupSpec>,
+    mode: u32,
+) -> Result<(UnixListener, Option<PathBuf>), ServerError> {
     if let Some(l) = super::notify::activation_listener() {
         l.set_nonblocking(true).map_err(|e| ServerError::Io("configuring the activated socket".into(), e))?;
         log::info!("using the socket passed by systemd");
@@ -181,6 +185,29 @@ pub fn listen(path: &Path) -> Result<(UnixListener, Option<PathBuf>), ServerErro
     }
     let l = UnixListener::bind(path).map_err(|e| ServerError::Io(format!("binding {}", path.display()), e))?;
     l.set_nonblocking(true).map_err(|e| ServerError::Io("configuring the socket".into(), e))?;
+    // Who may connect: the socket's group and mode (connecting needs write permission).
+    let gid = match group {
+        None => None,
+        Some(crate::config::GroupSpec::Gid(g)) => Some(*g),
+        Some(crate::config::GroupSpec::Name(name)) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            _ => {
+                return Err(ServerError::Io(
+                    format!("socket_group {name:?}"),
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no such group (create it: groupadd --system NAME)",
+                    ),
+                ))
+            }
+        },
+    };
+    let io = |what: &str, e: std::io::Error| ServerError::Io(format!("{what} {}", path.display()), e);
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| io("giving group of", e))?;
+    }
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .map_err(|e| io("setting the mode of", e))?;
     Ok((l, Some(path.into())))
 }
 

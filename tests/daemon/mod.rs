@@ -238,3 +238,55 @@ fn a_configured_changer_that_is_not_there_is_shown_and_logged() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("main") && text.contains("not_present") && text.contains("does not exist"), "{text}");
 }
+
+/// Issue 12: the socket rsmd binds itself gets the configured group and mode, so that group's members connect and
+/// other users do not (connecting needs write permission on the socket).
+#[test]
+fn the_socket_gets_the_configured_group_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    // nogroup (65534) exists on Debian; any gid works for chown as root, a name must exist.
+    let config = format!("socket_group = 65534\nsocket_mode = 0o660\n{}", vlib_config(&v.dir, ""));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
+    d.wait_ready(1);
+    let m = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!((m.gid(), m.permissions().mode() & 0o777), (65534, 0o660));
+    if nix::unistd::geteuid().is_root() {
+        // A user outside the group (and not the owner) cannot connect; one in the group can.
+        for p in [dir.path().to_owned(), dir.path().join("rsmd")] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let try_as = |uid: u32, gid: u32| {
+            use std::os::unix::process::CommandExt;
+            let out = std::process::Command::new(crate::util::rsm_bin())
+                .args(["--socket", d.socket.to_str().unwrap(), "status"])
+                .uid(uid)
+                .gid(gid)
+                .output()
+                .unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let (code, err) = try_as(65534, 1);
+        assert_eq!(code, Some(5), "outside the group: {err}");
+        assert!(err.contains("may not open rsmd's socket") && err.contains("group nogroup"), "{err}");
+        let (code, err) = try_as(65534, 65534);
+        assert_eq!(code, Some(0), "in the group: {err}");
+    }
+    // A group name that does not exist stops the daemon with a clear error.
+    let bad = format!("socket_group = \"no-such-group-rsmd\"\n{}", vlib_config(&v.dir, ""));
+    let out = std::process::Command::new(crate::util::rsmd_bin())
+        .args(["--config"])
+        .arg({
+            let p = dir.path().join("bad.toml");
+            std::fs::write(&p, bad).unwrap();
+            p
+        })
+        .args(["--socket", dir.path().join("bad.sock").to_str().unwrap()])
+        .args(["--state-dir", dir.path().join("bad-state").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-group-rsmd") && err.contains("no such group"), "{err}");
+}
