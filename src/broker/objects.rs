@@ -48,12 +48,6 @@ pub fn changer_id(library: Guid) -> Guid {
     Guid::derive("changer", &library.to_string())
 }
 
-/// The media type of a cartridge (the rules live in [`crate::media::compat`]): (name, generation, cleaner,
-/// rewritable).
-pub fn media_type_of(barcode: Option<&str>) -> Option<(String, Option<u32>, bool, bool)> {
-    crate::media::compat::media_type(barcode?).map(|m| (m.name, m.generation.map(u32::from), m.cleaner, m.rewritable))
-}
-
 /// A configured library whose changer is not there, as clients see it: offline, not present, with the reason.
 fn absent_library(name: &str, why: &str) -> ObjectInfo {
     let mut o = info(
@@ -140,29 +134,28 @@ impl View<'_> {
                 v.sort_by_key(|e| (e.library, e.number));
                 v.into_iter().map(|e| self.element(e)).collect()
             }
-            ObjectType::MediaType => {
-                let mut names: Vec<(String, Option<u32>, bool, bool)> =
-                    inv.media().filter_map(|m| media_type_of(m.barcode.as_deref())).collect();
-                names.sort_by(|a, b| a.0.cmp(&b.0));
-                names.dedup_by(|a, b| a.0 == b.0);
-                names
-                    .into_iter()
-                    .map(|(family, generation, cleaner, writable)| {
-                        info(
-                            media_type_id(&family),
-                            family.clone(),
-                            "ready",
-                            ObjectDetails::MediaType(MediaTypeDetails {
-                                family,
-                                generation,
-                                sides: 1,
-                                cleaner,
-                                writable,
-                            }),
-                        )
-                    })
-                    .collect()
-            }
+            ObjectType::MediaType => inv
+                .media_types()
+                .into_iter()
+                .filter(|(_, (_, libraries))| container.is_none_or(|c| libraries.contains(&c)))
+                .map(|(name, (t, libraries))| {
+                    let mut libraries: Vec<String> = libraries.iter().map(ToString::to_string).collect();
+                    libraries.sort();
+                    info(
+                        media_type_id(&name),
+                        name.clone(),
+                        "ready",
+                        ObjectDetails::MediaType(MediaTypeDetails {
+                            family: name,
+                            generation: t.generation.map(u32::from),
+                            sides: 1,
+                            cleaner: t.cleaner,
+                            writable: t.rewritable,
+                            libraries,
+                        }),
+                    )
+                })
+                .collect(),
             ObjectType::PhysicalMedia => {
                 // In a pool (a system pool's top level means all its media types), or in a library.
                 let pools: Vec<Guid> = match container.and_then(|c| inv.pool(c)) {
@@ -493,18 +486,5 @@ impl View<'_> {
         o.created = p.created;
         o.modified = p.modified;
         o
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn media_types_from_barcodes() {
-        assert_eq!(media_type_of(Some("ABC001L6")).unwrap().0, "LTO-6");
-        assert_eq!(media_type_of(Some("ABC001M8")).unwrap().1, Some(7));
-        assert!(media_type_of(Some("CLN001L1")).unwrap().2);
-        assert_eq!(media_type_of(None), None);
     }
 }

@@ -57,16 +57,49 @@ pub struct MediaTypeInfo {
 /// The media type a barcode label names, if it follows the LTO label convention.
 pub fn media_type(barcode: &str) -> Option<MediaTypeInfo> {
     if is_cleaning(barcode) {
-        return Some(MediaTypeInfo { name: "LTO-Cleaner".into(), generation: None, cleaner: true, rewritable: false });
+        return Some(cleaner_type());
     }
     let m = lto_media(barcode)?;
     let worm = barcode.trim_end().bytes().last().is_some_and(|c| matches!(c.to_ascii_uppercase(), b'T'..=b'Z'));
+    Some(lto_type(m, worm))
+}
+
+/// The LTO universal cleaning cartridge type.
+fn cleaner_type() -> MediaTypeInfo {
+    MediaTypeInfo { name: "LTO-Cleaner".into(), generation: None, cleaner: true, rewritable: false }
+}
+
+/// The media type of an LTO cartridge.
+fn lto_type(m: LtoMedia, worm: bool) -> MediaTypeInfo {
     let name = match (m.type_m, worm) {
         (true, _) => "LTO-M8".to_owned(),
         (false, true) => format!("LTO-{}-WORM", m.generation),
         (false, false) => format!("LTO-{}", m.generation),
     };
-    Some(MediaTypeInfo { name, generation: Some(m.generation), cleaner: false, rewritable: !worm })
+    MediaTypeInfo { name, generation: Some(m.generation), cleaner: false, rewritable: !worm }
+}
+
+/// The media types a drive (INQUIRY vendor and product) takes, by the LTO rules: every rewritable and WORM
+/// generation it reads, Type M on LTO-8, and the universal cleaner. Empty when the product names no LTO
+/// generation (the drive then decides, cartridge by cartridge).
+pub fn drive_media_types(product: &str) -> Vec<MediaTypeInfo> {
+    let Some(d) = lto_drive_generation(product) else { return Vec::new() };
+    let mut v = Vec::new();
+    for g in 1..=9 {
+        let m = LtoMedia { generation: g, type_m: false };
+        if lto_compatible(d, m, false) {
+            v.push(lto_type(m, false));
+            // WORM cartridges exist from LTO-3 on.
+            if g >= 3 {
+                v.push(lto_type(m, true));
+            }
+        }
+    }
+    if lto_compatible(d, LtoMedia { generation: 7, type_m: true }, false) {
+        v.push(lto_type(LtoMedia { generation: 7, type_m: true }, false));
+    }
+    v.push(cleaner_type());
+    v
 }
 
 /// The LTO generation of a drive from its INQUIRY vendor and product (`IBM ULT3580-TD8`, `IBM ULTRIUM-HH7`,
@@ -124,6 +157,17 @@ mod tests {
         assert!(!is_cleaning("ABCCU"), "CU only counts as the media identifier of an 8-character label");
         assert!(!is_cleaning("ABC001L6"));
         assert_eq!(t("XYZ"), None);
+    }
+
+    #[test]
+    fn drives_name_the_media_types_they_take() {
+        let names = |p: &str| drive_media_types(p).into_iter().map(|t| t.name).collect::<Vec<_>>();
+        assert_eq!(
+            names("HP Ultrium 6-SCSI"),
+            ["LTO-4", "LTO-4-WORM", "LTO-5", "LTO-5-WORM", "LTO-6", "LTO-6-WORM", "LTO-Cleaner"]
+        );
+        assert_eq!(names("IBM ULT3580-TD8"), ["LTO-7", "LTO-7-WORM", "LTO-8", "LTO-8-WORM", "LTO-M8", "LTO-Cleaner"]);
+        assert!(names("VLIB VIRTUAL TAPE").is_empty(), "no generation named: the drive decides");
     }
 
     #[test]

@@ -331,6 +331,34 @@ impl Inventory {
         Ok(vec![Change::Element(e.clone())])
     }
 
+    /// Every media type the inventory knows, with the libraries it relates to (RSM's library ↔ media type
+    /// relation): a library takes the types its drives can use and holds the types of its cartridges. Cartridges
+    /// without a readable LTO label are of type `unknown`.
+    pub fn media_types(&self) -> BTreeMap<String, (compat::MediaTypeInfo, HashSet<Guid>)> {
+        let mut out: BTreeMap<String, (compat::MediaTypeInfo, HashSet<Guid>)> = BTreeMap::new();
+        let mut add = |t: compat::MediaTypeInfo, library: Option<Guid>| {
+            let e = out.entry(t.name.clone()).or_insert_with(|| (t, HashSet::new()));
+            e.1.extend(library);
+        };
+        for m in self.media.values() {
+            let t = m.barcode.as_deref().and_then(compat::media_type).unwrap_or_else(|| compat::MediaTypeInfo {
+                name: pools::UNKNOWN_TYPE.into(),
+                generation: None,
+                cleaner: false,
+                rewritable: true,
+            });
+            add(t, m.location.map(|l| l.library));
+        }
+        for e in self.elements.values().filter(|e| e.kind == ElementKind::Drive) {
+            for t in
+                e.drive.as_ref().and_then(|d| d.product.as_deref()).map(compat::drive_media_types).unwrap_or_default()
+            {
+                add(t, Some(e.library));
+            }
+        }
+        out
+    }
+
     /// Forgets a cartridge.
     fn remove_media(&mut self, id: Guid) {
         if let Some(m) = self.media.remove(&id) {

@@ -103,3 +103,24 @@ fn shrinking_library_removes_elements_and_snapshot_round_trips() {
     assert_eq!(back.elements(lib).count(), 5);
     assert!(back.media_by_barcode("ABC001L6").is_some());
 }
+
+#[test]
+fn media_types_relate_to_the_libraries_whose_drives_take_them_or_that_hold_them() {
+    let (a, b) = (Guid::derive("library", "A"), Guid::derive("library", "B"));
+    let mut inv = Inventory::default();
+    let mut drive = el(ElementType::DataTransfer, 500, None);
+    drive.device = Some(0);
+    let lto8 = |_: usize| DriveInfo { product: Some("IBM ULT3580-TD8".into()), ..DriveInfo::default() };
+    inv.reconcile(a, &[drive.clone(), el(ElementType::Storage, 1000, Some("ABC001L6"))], true, &lto8);
+    let mut unlabelled = el(ElementType::Storage, 1000, None);
+    unlabelled.full = true;
+    inv.reconcile(b, &[unlabelled], true, &no_drive);
+    let types = inv.media_types();
+    let libs = |name: &str| types.get(name).map(|t| t.1.clone()).unwrap_or_default();
+    assert_eq!(libs("LTO-8"), [a].into(), "its drive takes LTO-8");
+    assert_eq!(libs("LTO-M8"), [a].into());
+    assert_eq!(libs("LTO-6"), [a].into(), "it holds an LTO-6 cartridge (its LTO-8 drive cannot read it)");
+    assert_eq!(libs("unknown"), [b].into(), "a cartridge without a label");
+    assert!(!types.contains_key("LTO-5"));
+    assert!(types["LTO-Cleaner"].0.cleaner);
+}

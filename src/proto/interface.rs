@@ -197,7 +197,8 @@ type MediaTypeDetails (
   generation: ?int,
   sides: int,
   cleaner: bool,
-  writable: bool
+  writable: bool,
+  libraries: []string
 )
 
 # The kind of place a cartridge is in.

@@ -342,6 +342,9 @@ pub struct MediaTypeDetails {
     pub cleaner: bool,
     /// Whether drives can write it (false for read-only generations).
     pub writable: bool,
+    /// Ids of the libraries it relates to: their drives take it, or they hold cartridges of it.
+    #[serde(default)]
+    pub libraries: Vec<String>,
 }
 
 /// Where a cartridge is.
@@ -888,6 +891,7 @@ pub(crate) mod samples {
                     sides: 1,
                     cleaner: false,
                     writable: true,
+                    libraries: vec!["l".into()],
                 }),
             ),
             info(

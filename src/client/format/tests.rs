@@ -293,6 +293,7 @@ fn sample_with_media() -> Vec<ObjectInfo> {
             sides: 1,
             cleaner: false,
             writable: true,
+            libraries: vec![LIB.into()],
         }),
     ));
     objects.push(info(
