@@ -579,6 +579,21 @@ pub enum Change {
     RemovePool(Guid),
 }
 
+/// One record as it comes off disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A library.
+    Library(LibraryRecord),
+    /// An element.
+    Element(ElementRecord),
+    /// A cartridge.
+    Media(MediaRecord),
+    /// A request.
+    Request(RequestRecord),
+    /// A media pool.
+    Pool(PoolRecord),
+}
+
 /// Everything on disk.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Snapshot {

@@ -353,10 +353,23 @@ impl Broker {
         self.pump();
     }
 
-    /// The inventory came off disk: serve it (marked stale until each library is verified).
+    /// The inventory came off disk as a snapshot: serve it (marked stale until each library is verified).
     pub fn loaded(&mut self, mut snapshot: Snapshot, saved_maps: crate::model::DriveMaps, now: u64) {
+        let requests = std::mem::take(&mut snapshot.requests);
+        self.loaded_inventory(Inventory::from_snapshot(snapshot), requests, saved_maps, now);
+    }
+
+    /// The inventory came off disk, built record by record (and the requests that were open): serve it, marked
+    /// stale until each library is verified.
+    pub fn loaded_inventory(
+        &mut self,
+        mut inv: Inventory,
+        requests: Vec<crate::model::RequestRecord>,
+        saved_maps: crate::model::DriveMaps,
+        now: u64,
+    ) {
         self.now = now;
-        let ended = self.requests.restore(std::mem::take(&mut snapshot.requests), self.now_unix());
+        let ended = self.requests.restore(requests, self.now_unix());
         // What a restart did to them is written at once.
         self.requests_urgent.set(!ended.is_empty());
         for id in ended {
@@ -366,7 +379,6 @@ impl Broker {
                 self.requests.get(id).and_then(|r| r.error.as_deref()).unwrap_or("")
             );
         }
-        let mut inv = Inventory::from_snapshot(snapshot);
         inv.set_rules(self.options.media_rules.clone());
         inv.clock = self.now_unix();
         let mut stale = inv.settle(self.now_unix());

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::changer::Element;
 use crate::model::{
     Change, DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord, PoolRecord,
-    Snapshot,
+    Record, Snapshot,
 };
 use crate::scsi::element::ElementType;
 
@@ -68,25 +68,39 @@ impl Inventory {
     /// The inventory as loaded from disk.
     pub fn from_snapshot(s: Snapshot) -> Inventory {
         let mut inv = Inventory::default();
-        for l in s.libraries {
-            inv.libraries.insert(l.id, l);
-        }
-        for e in s.elements {
-            inv.by_element_id.insert(e.id(), (e.library, e.kind, e.address));
-            inv.elements.insert((e.library, e.kind, e.address), e);
-        }
-        for p in s.pools {
-            inv.pool_names.insert(p.name.to_ascii_lowercase(), p.id);
-            inv.pools.insert(p.id, p);
-        }
-        for m in s.media {
-            if let Some(b) = &m.barcode {
-                inv.by_barcode.insert(b.clone(), m.id);
-            }
-            inv.index(None, Some(&m));
-            inv.media.insert(m.id, m);
+        let records = (s.libraries.into_iter().map(Record::Library))
+            .chain(s.elements.into_iter().map(Record::Element))
+            .chain(s.pools.into_iter().map(Record::Pool))
+            .chain(s.media.into_iter().map(Record::Media));
+        for r in records {
+            inv.load_record(r);
         }
         inv
+    }
+
+    /// Takes one record off disk (requests are not the inventory's: they are ignored).
+    pub fn load_record(&mut self, r: Record) {
+        match r {
+            Record::Library(l) => {
+                self.libraries.insert(l.id, l);
+            }
+            Record::Element(e) => {
+                self.by_element_id.insert(e.id(), (e.library, e.kind, e.address));
+                self.elements.insert((e.library, e.kind, e.address), e);
+            }
+            Record::Pool(p) => {
+                self.pool_names.insert(p.name.to_ascii_lowercase(), p.id);
+                self.pools.insert(p.id, p);
+            }
+            Record::Media(m) => {
+                if let Some(b) = &m.barcode {
+                    self.by_barcode.insert(b.clone(), m.id);
+                }
+                self.index(None, Some(&m));
+                self.media.insert(m.id, m);
+            }
+            Record::Request(_) => {}
+        }
     }
 
     /// All libraries.

@@ -34,7 +34,7 @@ use crate::broker::session::{parse_start_time, Peer};
 use crate::broker::{Answer, Broker, BrokerOptions, ConfiguredLibrary, LibrarySpec};
 use crate::changer::DeviceRef;
 use crate::proto::{Call, ErrorReply, Method, NtmsError, Reply, WireError};
-use crate::store::{Snapshot, Store, StoreError, Writer};
+use crate::store::{Store, StoreError, Writer};
 use crate::transport::{Completion, Transport, TransportError};
 use client::{Client, ReadOutcome, Slot};
 use notify::Notifier;
@@ -168,7 +168,9 @@ impl Src {
 }
 
 /// What the loader thread reads: the database, its contents, and the saved drive maps.
-type Loaded = (Store, Snapshot, crate::store::DriveMaps);
+/// What the loader thread hands the loop: the store, the inventory built from it, the requests that were open, the
+/// saved drive maps.
+type Loaded = (Store, crate::media::Inventory, Vec<crate::model::RequestRecord>, crate::store::DriveMaps);
 
 /// The loop's plumbing around a [`Broker`].
 #[derive(Debug)]
@@ -276,7 +278,15 @@ impl Server {
                 let r = std::fs::create_dir_all(&dir)
                     .map_err(|e| StoreError::Db(sled::Error::Io(e)))
                     .and_then(|()| Store::open(&dir))
-                    .and_then(|s| s.load().map(|snap| (s, snap, crate::store::drive_maps(&dir))));
+                    .and_then(|s| {
+                        let mut inv = crate::media::Inventory::default();
+                        let mut requests = Vec::new();
+                        s.load_each(|r| match r {
+                            crate::store::Record::Request(q) => requests.push(q),
+                            r => inv.load_record(r),
+                        })?;
+                        Ok((s, inv, requests, crate::store::drive_maps(&dir)))
+                    });
                 let _ = tx.send(r);
                 let _ = w.wake();
             })
@@ -543,9 +553,9 @@ impl Server {
         }
         if let Some(rx) = &self.loader {
             match rx.try_recv() {
-                Ok(Ok((store, snapshot, maps))) => {
+                Ok(Ok((store, inventory, requests, maps))) => {
                     self.loader = None;
-                    self.loaded(store, snapshot, maps);
+                    self.loaded(store, inventory, requests, maps);
                 }
                 Ok(Err(e)) => {
                     self.loader = None;
@@ -571,9 +581,15 @@ impl Server {
         }
     }
 
-    fn loaded(&mut self, store: Store, snapshot: Snapshot, maps: crate::store::DriveMaps) {
-        let n = snapshot.media.len();
-        self.broker.loaded(snapshot, maps, self.now);
+    fn loaded(
+        &mut self,
+        store: Store,
+        inventory: crate::media::Inventory,
+        requests: Vec<crate::model::RequestRecord>,
+        maps: crate::store::DriveMaps,
+    ) {
+        let n = inventory.media().count();
+        self.broker.loaded_inventory(inventory, requests, maps, self.now);
         let w = self.waker.clone();
         self.writer = Some(Writer::spawn(store, move || {
             let _ = w.wake();
