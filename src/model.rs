@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 ///
 /// Identities never derive from `/dev/sgN` numbers: a library's is derived from its changer's serial number, an
 /// element's from its library and address, a cartridge's is allocated once and kept across moves.
+///
+/// Kept as 16 big-endian bytes (ordering as the number): byte-aligned, so that the many optional ids and places in a
+/// 50,000-cartridge inventory carry no padding.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Guid(pub u128);
+pub struct Guid([u8; 16]);
 
 impl Guid {
     /// A stable identity derived from a namespace and a name (FNV-1a 128, then RFC 4122 version/variant bits set
@@ -38,23 +41,28 @@ impl Guid {
     fn with_version_bits(v: u128, version: u128) -> Guid {
         let v = (v & !(0xF << 76)) | (version << 76);
         let v = (v & !(0x3 << 62)) | (0x2 << 62);
-        Guid(v)
+        Guid(v.to_be_bytes())
     }
 
     /// The 16 bytes, big-endian: the form used in store keys so that ranges sort.
     pub fn to_be_bytes(self) -> [u8; 16] {
-        self.0.to_be_bytes()
+        self.0
     }
 
     /// The inverse of [`Guid::to_be_bytes`].
     pub fn from_be_bytes(b: [u8; 16]) -> Guid {
-        Guid(u128::from_be_bytes(b))
+        Guid(b)
+    }
+
+    /// The id as a number.
+    pub fn as_u128(self) -> u128 {
+        u128::from_be_bytes(self.0)
     }
 }
 
 impl fmt::Display for Guid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v = self.0;
+        let v = self.as_u128();
         write!(
             f,
             "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
@@ -91,7 +99,7 @@ impl FromStr for Guid {
         if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(GuidParseError);
         }
-        u128::from_str_radix(&hex, 16).map(Guid).map_err(|_| GuidParseError)
+        u128::from_str_radix(&hex, 16).map(|v| Guid(v.to_be_bytes())).map_err(|_| GuidParseError)
     }
 }
 
@@ -244,7 +252,7 @@ pub struct ElementRecord {
     /// The robot can reach the element (ACCESS).
     pub accessible: bool,
     /// For drives: identity and nodes.
-    pub drive: Option<DriveInfo>,
+    pub drive: Option<Box<DriveInfo>>,
     /// For drives: how many mounts it served.
     #[serde(default)]
     pub mounts: u64,

@@ -259,7 +259,8 @@ impl Inventory {
                     if info.serial.is_none() {
                         info.serial.clone_from(&e.identifier);
                     }
-                    info
+                    // Boxed: only drives have one, and 50,000 slots should not carry its room.
+                    Box::new(info)
                 }),
                 mounts: self.elements.get(&(library, kind, e.address)).map_or(0, |old| old.mounts),
                 disabled: self.elements.get(&(library, kind, e.address)).is_some_and(|old| old.disabled),

@@ -282,8 +282,8 @@ impl Store {
                 }
                 Change::Request(r) => ops.push((4, r.id.0.to_be_bytes().to_vec(), Some(encode(r, "requests")?))),
                 Change::RemoveRequest(id) => ops.push((4, id.0.to_be_bytes().to_vec(), None)),
-                Change::Pool(p) => ops.push((5, p.id.0.to_be_bytes().to_vec(), Some(encode(p, "pools")?))),
-                Change::RemovePool(id) => ops.push((5, id.0.to_be_bytes().to_vec(), None)),
+                Change::Pool(p) => ops.push((5, p.id.to_be_bytes().to_vec(), Some(encode(p, "pools")?))),
+                Change::RemovePool(id) => ops.push((5, id.to_be_bytes().to_vec(), None)),
             }
             ends.push(ops.len());
         }
