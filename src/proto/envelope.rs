@@ -195,10 +195,26 @@ impl Reply {
         Value::Object(map)
     }
 
-    /// The framed reply, NUL included.
+    /// The framed reply, NUL included: the same bytes as `frame::encode(&self.to_value())`, written straight from
+    /// the parameters (no copy of them into a JSON tree: this runs for every reply).
     pub fn encode(&self) -> Vec<u8> {
-        frame::encode(&self.to_value())
+        #[derive(serde::Serialize)]
+        struct Wire<'a> {
+            // In the order the JSON tree prints its keys (sorted).
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            continues: bool,
+            parameters: &'a Map<String, Value>,
+        }
+        to_frame(&Wire { continues: self.continues, parameters: &self.parameters })
     }
+}
+
+/// `value` as a frame: its JSON and the NUL. The wire structs here hold only strings, bools and JSON values, which
+/// always serialise.
+fn to_frame<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(0);
+    bytes
 }
 
 /// An error reply.
@@ -221,7 +237,12 @@ impl ErrorReply {
 
     /// The framed error reply, NUL included.
     pub fn encode(&self) -> Vec<u8> {
-        frame::encode(&self.to_value())
+        #[derive(serde::Serialize)]
+        struct Wire<'a> {
+            error: &'a str,
+            parameters: &'a Map<String, Value>,
+        }
+        to_frame(&Wire { error: &self.error, parameters: &self.parameters })
     }
 }
 
@@ -316,6 +337,15 @@ mod tests {
         let e = ErrorReply { error: "io.rsmd.Ntms.Busy".into(), parameters: Map::new() };
         assert_eq!(e.to_value(), json!({"error": "io.rsmd.Ntms.Busy", "parameters": {}}));
         assert_eq!(e.encode().last(), Some(&0));
+        // The direct encoders write exactly what the JSON trees print (key order, escapes, `continues` only when
+        // true), for nested and escaped values too.
+        let p = json!({"z": [1, {"b": "é\u{1}\"q"}], "a": null, "m": {"y": 2.5, "x": true}});
+        for continues in [false, true] {
+            let r = Reply { parameters: p.as_object().unwrap().clone(), continues };
+            assert_eq!(r.encode(), frame::encode(&r.to_value()));
+        }
+        let e = ErrorReply { error: "io.rsmd.Ntms.Busy".into(), parameters: p.as_object().unwrap().clone() };
+        assert_eq!(e.encode(), frame::encode(&e.to_value()));
     }
 
     #[test]
