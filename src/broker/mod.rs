@@ -33,7 +33,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::changer::{Event, Library, LibraryOptions, Outgoing};
 use crate::media::Inventory;
-use crate::model::{Change, Snapshot};
+use crate::model::Change;
 use crate::model::{DriveInfo, Guid, LibraryRecord, LibraryState, Owner, RequestId, RequestKind, RequestStatus};
 use crate::proto::types::{InventoryMode, Notification, NotificationOperation, ObjectType, PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{Method, NtmsError, WireError};
@@ -353,8 +353,9 @@ impl Broker {
         self.pump();
     }
 
-    /// The inventory came off disk as a snapshot: serve it (marked stale until each library is verified).
-    pub fn loaded(&mut self, mut snapshot: Snapshot, saved_maps: crate::model::DriveMaps, now: u64) {
+    /// The inventory came off disk as a snapshot (tests): see [`Broker::loaded_inventory`].
+    #[cfg(test)]
+    pub fn loaded(&mut self, mut snapshot: crate::model::Snapshot, saved_maps: crate::model::DriveMaps, now: u64) {
         let requests = std::mem::take(&mut snapshot.requests);
         self.loaded_inventory(Inventory::from_snapshot(snapshot), requests, saved_maps, now);
     }

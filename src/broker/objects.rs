@@ -36,6 +36,8 @@ pub struct View<'a> {
     pub requests: &'a super::requests::Requests,
     /// Configured libraries whose changer is not there: (name, why).
     pub absent: &'a [(String, String)],
+    /// Cartridges an open request works on (computed when a cartridge is first shown).
+    pub busy_media: std::cell::OnceCell<std::collections::HashSet<String>>,
 }
 
 /// Id of the computer object.
@@ -408,12 +410,13 @@ impl View<'_> {
         };
         let home_slot = m.home.and_then(|h| inv.element(h.library, h.kind, h.address)).map(|e| e.id().to_string());
         let type_name = crate::media::pools::media_type_name(m);
-        // RSM's media states: idle (in a slot or offline), in use (a request works on it), mounted (in a drive).
-        let in_drive = m.location.is_some_and(|l| l.kind == ElementKind::Drive);
+        // RSM's media states: in use while a request works on it (queued, moving, loading, unloading), loaded once
+        // mounted and ready, idle in a slot or parked in a drive; and offline outside any library.
+        let busy = self.busy_media.get_or_init(|| self.requests.open_media()).contains(&m.id.to_string());
         let state = match (m.location, m.mounted_by.as_ref()) {
             (None, _) => "offline",
-            (Some(_), Some(_)) => "mounted",
-            (Some(_), None) if in_drive => "loaded",
+            _ if busy => "in_use",
+            (Some(_), Some(_)) => "loaded",
             (Some(_), None) => "idle",
         };
         let pool = m.pool.and_then(|p| inv.pool(p));

@@ -223,6 +223,11 @@ impl Requests {
             .collect()
     }
 
+    /// The cartridges (ids) open requests work on.
+    pub fn open_media(&self) -> std::collections::HashSet<String> {
+        self.items.values().filter(|r| r.state.is_open()).filter_map(|r| r.media.clone()).collect()
+    }
+
     fn trim(&mut self) {
         let finished: Vec<RequestId> = self.items.values().filter(|r| !r.state.is_open()).map(|r| r.id).collect();
         if finished.len() > KEEP_FINISHED {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::changer::tests::{to_vlib, vlib_request, vlib_result};
+use crate::model::Snapshot;
 use crate::model::{RequestRecord, RequestStatus};
 use crate::proto::types::{MountFlags, ObjectDetails};
 use crate::proto::{DismountTarget, ObjectType};
@@ -574,4 +575,21 @@ fn disabled_drives_are_never_chosen_and_disabled_media_never_mounted() {
     ));
     s.call(ROOT, Method::DisableObject { session: r.clone(), object: "ABC002L6".into() }).unwrap();
     assert!(matches!(ntms(s.call(ROOT, mount(&r, "ABC002L6"))), NtmsError::ResourceDisabled { .. }));
+}
+
+#[test]
+fn media_states_follow_rsm_in_use_loaded_idle() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let state = |s: &mut Sim| {
+        let r = s.call(ALICE, Method::GetObjectInformation { session: a.clone(), object: "ABC002L6".into() });
+        r.unwrap()["object"]["state"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(state(&mut s), "idle");
+    let key = s.submit(ALICE, mount(&a, "ABC002L6"));
+    assert_eq!(state(&mut s), "in_use", "a request works on it");
+    s.wait(key).unwrap();
+    assert_eq!(state(&mut s), "loaded", "mounted and ready");
+    s.call(ALICE, dismount(&a, "ABC002L6", true)).unwrap();
+    assert_eq!(state(&mut s), "idle", "parked in the drive by a deferred dismount");
 }

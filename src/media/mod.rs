@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::changer::Element;
 use crate::model::{
     Change, DriveInfo, ElementKind, ElementRecord, Guid, LibraryRecord, Location, MediaKind, MediaRecord, PoolRecord,
-    Record, Snapshot,
+    Record,
 };
 use crate::scsi::element::ElementType;
 
@@ -65,8 +65,9 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    /// The inventory as loaded from disk.
-    pub fn from_snapshot(s: Snapshot) -> Inventory {
+    /// An inventory from a snapshot (tests; the daemon loads record by record with [`Inventory::load_record`]).
+    #[cfg(test)]
+    pub fn from_snapshot(s: crate::model::Snapshot) -> Inventory {
         let mut inv = Inventory::default();
         let records = (s.libraries.into_iter().map(Record::Library))
             .chain(s.elements.into_iter().map(Record::Element))

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::Snapshot;
 use crate::scsi::asc::Asc;
 
 /// An element as a library reports it (shared with the pool tests).

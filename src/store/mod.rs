@@ -189,7 +189,8 @@ impl Store {
         }
     }
 
-    /// Reads everything.
+    /// Reads everything into one snapshot (tests; the daemon builds its inventory with [`Store::load_each`]).
+    #[cfg(test)]
     pub fn load(&self) -> Result<Snapshot, StoreError> {
         let mut s = Snapshot::default();
         self.load_each(|r| match r {
