@@ -162,3 +162,35 @@ fn a_batch_larger_than_one_transaction_is_written_whole() {
         assert_eq!(m.location.unwrap().address, u16::try_from(i).unwrap(), "its record and its index entry");
     }
 }
+
+#[test]
+fn records_leave_out_defaults_and_read_back_the_same() {
+    let lib = Guid::derive("library", "S1");
+    let m = media("ABC001L6", lib, 1000);
+    let text = serde_json::to_string(&m).unwrap();
+    for absent in ["lmid", "allocated_to", "mounted_by", "description", "enabled", "allocations", "home"] {
+        assert!(!text.contains(absent), "{absent} in {text}");
+    }
+    assert_eq!(serde_json::from_str::<MediaRecord>(&text).unwrap(), m);
+    // A record written with every field (before) reads the same.
+    let full = r#"{"id":"0e318da1-bf07-52dd-98b9-c56890c9fcba","barcode":"X","kind":"data","location":null,"home":null,
+        "pool":null,"mount_count":0,"mounted_by":null,"side":null,"lmid":null,"allocated_to":null,"allocations":0,
+        "enabled":true,"description":"","version":0,"created":0,"modified":0}"#;
+    let old: MediaRecord = serde_json::from_str(full).unwrap();
+    assert_eq!((old.barcode.as_deref(), old.enabled, old.location), (Some("X"), true, None));
+    let e = ElementRecord {
+        library: lib,
+        kind: ElementKind::Storage,
+        address: 7,
+        number: 1,
+        media: None,
+        exception: None,
+        accessible: true,
+        drive: None,
+        mounts: 0,
+        disabled: false,
+    };
+    let text = serde_json::to_string(&e).unwrap();
+    assert!(!text.contains("drive") && !text.contains("disabled"), "{text}");
+    assert_eq!(serde_json::from_str::<ElementRecord>(&text).unwrap(), e);
+}
