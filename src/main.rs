@@ -50,6 +50,26 @@ struct Cli {
     /// More log output (-v debug, -vv trace)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Print the rsmd(8) manual page (roff) and exit
+    #[arg(long)]
+    man: bool,
+    /// Print the rsmd.toml(5) manual page (roff), the reference of every configuration key, and exit
+    #[arg(long)]
+    man_config: bool,
+}
+
+/// rsmd(8), from the same definitions as `--help`.
+fn man_page() -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command()
+        .about("Removable Storage Manager daemon: brokers tape libraries to many applications")
+        .after_help(
+            "Configuration: /etc/rsmd/rsmd.toml (see rsmd.toml(5)). Clients: rsm(1) and the io.rsmd.Ntms Varlink \
+         interface on the socket. systemd: rsmd.socket and rsmd.service (Type=notify; SIGHUP reloads).",
+        );
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).section("8").render(&mut out)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &out)
 }
 
 fn print_chain(e: &dyn std::error::Error) {
@@ -58,6 +78,21 @@ fn print_chain(e: &dyn std::error::Error) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.man || cli.man_config {
+        let r = if cli.man {
+            man_page()
+        } else {
+            let page = rsmd::config::reference::man_page(env!("CARGO_PKG_VERSION"));
+            std::io::Write::write_all(&mut std::io::stdout(), page.as_bytes())
+        };
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rsmd: writing the manual page: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let level = match cli.verbose {
         0 => log::LevelFilter::Info,
         1 => log::LevelFilter::Debug,

@@ -162,6 +162,14 @@ enum Command {
     },
     /// Show rsm's version, rsmd's version and interfaces, and the libraries' states
     Version,
+    /// Print a completion script for a shell (bash, zsh, fish): `rsm completions bash >
+    /// /usr/share/bash-completion/completions/rsm`
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the rsm(1) manual page (roff)
+    Man,
     /// List media pools (system pools Free, Import, Unrecognized per media type, and application pools)
     Pools,
     /// Create, delete or change a media pool, or move a cartridge into one
@@ -413,8 +421,13 @@ impl Failure {
 /// Writes `text` to standard output. A reader that went away (`EPIPE`) is not an error worth a panic or a
 /// message: it ends the command quietly.
 fn out(text: &str) -> Result<(), Failure> {
+    write_all(text.as_bytes())
+}
+
+/// Writes to standard output; a closed pipe ends quietly.
+fn write_all(bytes: &[u8]) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::BrokenPipe => Err(Failure::OutputClosed),
         Err(e) => Err(Failure::Output(e)),
@@ -802,6 +815,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Version = cli.command {
         return version(&cli, &opts, timeouts);
     }
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "rsm", &mut out);
+        return write_all(&out);
+    }
+    if let Command::Man = cli.command {
+        use clap::CommandFactory;
+        let mut out = Vec::new();
+        clap_mangen::Man::new(Cli::command()).section("1").render(&mut out).map_err(Failure::Output)?;
+        return write_all(&out);
+    }
     if let Command::Status { mtx: true } = cli.command {
         if cli.json {
             return Err(Failure::Usage("--mtx and --json exclude each other".into()));
@@ -868,7 +893,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Inventory { library, mode } => inventory(&session, json, library.as_deref(), mode.into())?,
         Command::Watch { object_type } => watch(&session, json, object_type)?,
-        Command::Version => unreachable!("handled before the session"),
+        Command::Version | Command::Completions { .. } | Command::Man => unreachable!("handled before the session"),
         Command::Pools => {
             let pools = session.enumerate(None, ObjectType::MediaPool)?;
             if json {

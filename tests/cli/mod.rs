@@ -678,3 +678,40 @@ fn pool_id_of(d: &Daemon, name: &str) -> String {
     let pools: Value = serde_json::from_str(&rsm_ok(d, &["--json", "pools"])).unwrap();
     pools.as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["id"].as_str().unwrap().to_owned()
 }
+
+/// Issue 15: manual pages and shell completions come from the binaries (the same definitions as `--help`), without
+/// a daemon; the pages render with groff without warnings where groff is installed.
+#[test]
+fn issue_15_manual_pages_and_completions() {
+    let bin = |program: &str, args: &[&str]| {
+        let mut cmd = Command::new(program);
+        cmd.args(args).env("RSMD_SOCKET", "/nonexistent/rsmd.sock");
+        let out = run_bounded(cmd);
+        assert!(out.status.success(), "{program} {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let pages = [
+        (bin(rsm_bin(), &["man"]), ".TH rsm 1", "allocate"),
+        (bin(&rsmd_bin(), &["--man"]), ".TH rsmd 8", "map\\-drives"),
+        (bin(&rsmd_bin(), &["--man-config"]), ".TH RSMD.TOML 5", "socket_group"),
+    ];
+    for (page, head, word) in &pages {
+        assert!(page.starts_with(".ie") || page.starts_with(".TH"), "{}", &page[..80.min(page.len())]);
+        assert!(page.contains(head) && page.contains(word), "{head}: {word} missing");
+        if Path::new("/usr/bin/groff").exists() {
+            let mut groff = Command::new("groff");
+            groff.args(["-man", "-Tutf8", "-ww", "-z"]).stdin(Stdio::piped());
+            let mut child = groff.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), page.as_bytes()).unwrap();
+            drop(child.stdin.take());
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success() && out.stderr.is_empty(), "{head}: groff says {}", text(&out.stderr));
+        }
+    }
+    for (shell, head) in [("bash", "_rsm()"), ("zsh", "#compdef rsm"), ("fish", "complete -c rsm")] {
+        let script = bin(rsm_bin(), &["completions", shell]);
+        assert!(script.contains(head) && script.contains("allocate") && script.contains("dismount"), "{shell}");
+    }
+    let bad = rsm_command(&["completions", "tcsh"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "an unknown shell is a usage error");
+}

@@ -39,6 +39,22 @@ fn all() {
     assert!(out.status.success(), "the README's install section failed (its trace is above)");
     ok("install", &format!("in {:.1} s", t.elapsed().as_secs_f64()));
 
+    step("manual pages and shell completions, as the install section put them");
+    let installed = [
+        ("/usr/share/man/man1/rsm.1", ".TH rsm 1"),
+        ("/usr/share/man/man8/rsmd.8", ".TH rsmd 8"),
+        ("/usr/share/man/man5/rsmd.toml.5", ".TH RSMD.TOML 5"),
+        ("/usr/share/bash-completion/completions/rsm", "_rsm()"),
+        ("/usr/share/zsh/vendor-completions/_rsm", "#compdef rsm"),
+        ("/usr/share/fish/vendor_completions.d/rsm.fish", "complete -c rsm"),
+    ];
+    for (path, head) in installed {
+        let body = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(body.contains(head), "{path} is not what it should be: {}", &body[..body.len().min(200)]);
+        assert!(body.contains("allocate") || path.contains("rsmd"), "{path} names rsm's commands");
+    }
+    ok("manuals", "rsm(1), rsmd(8), rsmd.toml(5), bash/zsh/fish completions installed");
+
     step("the service");
     for unit in ["rsmd.socket", "rsmd.service"] {
         assert_eq!(systemctl_show(unit, "ActiveState"), "active", "{unit} is active after `enable --now`");

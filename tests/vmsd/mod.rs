@@ -21,8 +21,9 @@ use std::process::Command;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The items [`inner::all`] checks, each announced by a `VMSD-OK <item>` line.
-const ITEMS: [&str; 10] = [
+const ITEMS: [&str; 11] = [
     "install",
+    "manuals",
     "service",
     "status",
     "mount",

@@ -28,6 +28,8 @@ use crate::broker::access::{AccessRules, Grant, Rights, Scope};
 use crate::changer::{self, LibraryOptions};
 use crate::media::pools::{MediaRules, Target};
 
+pub mod reference;
+
 /// Default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/rsmd/rsmd.toml";
 /// Default socket.
