@@ -26,6 +26,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 
 use crate::changer::{self, same_serial, DeviceRef, Element, Event, Identity, Library, LibraryOptions, Millis};
+use crate::emu::EmuTransport;
 use crate::error_chain::error_chain;
 use crate::model::LibraryState;
 use crate::scsi::asc;
@@ -63,6 +64,9 @@ pub enum DevicesError {
     /// `--changer` names no changer sysfs knows about.
     #[error("No changer at {0}")]
     NoSuchChanger(PathBuf),
+    /// Neither sysfs nor the configuration has a changer to map.
+    #[error("No changers found: no medium changer in sysfs and no vlib library in the configuration")]
+    NothingToMap,
     /// The drive mapping file could not be written.
     #[error("Cannot write {}", path.display())]
     Persist {
@@ -1105,38 +1109,80 @@ fn same_node(a: &Path, b: &Path) -> bool {
     a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
-/// `rsmd --map-drives`: returns the text to print.
-pub fn map_drives(o: &ListOptions, changer: Option<&Path>) -> Result<String, DevicesError> {
+/// `rsmd --map-drives`: maps the drives of the changers sysfs knows and of the configuration's vlib libraries
+/// (`vlib`: their listen directories; `changer.sock` and `drive<i>.sock` stand in for sg nodes), or of the one
+/// changer `changer` names; returns the text to print. Nothing to map is an error.
+pub fn map_drives(o: &ListOptions, changer: Option<&Path>, vlib: &[PathBuf]) -> Result<String, DevicesError> {
     let (changers, tapes) = scan(o)?;
-    let selected: Vec<&ScsiDevice> = match changer {
+    let vlib_changers: Vec<(PathBuf, PathBuf)> =
+        vlib.iter().map(|d| (d.clone(), d.join("changer.sock"))).filter(|(_, c)| c.exists()).collect();
+    let (selected, vlib_selected): (Vec<&ScsiDevice>, Vec<&(PathBuf, PathBuf)>) = match changer {
         Some(p) => {
-            let c =
-                changers.iter().find(|c| same_node(&c.sg, p)).ok_or_else(|| DevicesError::NoSuchChanger(p.into()))?;
-            vec![c]
+            let sg: Vec<&ScsiDevice> = changers.iter().filter(|c| same_node(&c.sg, p)).collect();
+            let v: Vec<&(PathBuf, PathBuf)> =
+                vlib_changers.iter().filter(|(d, c)| same_node(c, p) || same_node(d, p)).collect();
+            if sg.is_empty() && v.is_empty() {
+                return Err(DevicesError::NoSuchChanger(p.into()));
+            }
+            (sg, v)
         }
-        None => changers.iter().collect(),
+        None => (changers.iter().collect(), vlib_changers.iter().collect()),
     };
+    if selected.is_empty() && vlib_selected.is_empty() {
+        return Err(DevicesError::NothingToMap);
+    }
     let mut driver = Driver::new();
-    let mut drives = identify_drives(&mut driver, &tapes);
-    let results: Vec<ChangerMapping> = selected
-        .iter()
-        .map(|c| match open(&c.sg) {
+    let mut results: Vec<ChangerMapping> = Vec::new();
+    if !selected.is_empty() {
+        let mut drives = identify_drives(&mut driver, &tapes);
+        results.extend(selected.iter().map(|c| match open(&c.sg) {
             Ok(mut t) => map_changer(&mut driver, &c.sg, &mut t, &mut drives, &o.state_dir),
-            Err(e) => ChangerMapping {
-                sg: c.sg.clone(),
-                serial: None,
-                elements: Vec::new(),
-                saved: None,
-                error: Some(error_chain(&e)),
-            },
-        })
-        .collect();
+            Err(e) => ChangerMapping::failed(&c.sg, error_chain(&e)),
+        }));
+    }
+    for (dir, changer) in vlib_selected {
+        let mut drives = identify_vlib_drives(&mut driver, dir);
+        results.push(match EmuTransport::connect(changer) {
+            Ok(mut t) => map_changer(&mut driver, changer, &mut t, &mut drives, &o.state_dir),
+            Err(e) => ChangerMapping::failed(changer, format!("cannot connect: {e}")),
+        });
+    }
     if o.json {
         let mut s = serde_json::to_string_pretty(&results).map_err(DevicesError::Json)?;
         s.push('\n');
         Ok(s)
     } else {
         Ok(render_mapping(&results))
+    }
+}
+
+/// Opens and identifies a vlib library's drives (`drive0.sock`, `drive1.sock`, … in `dir`).
+fn identify_vlib_drives(driver: &mut Driver, dir: &Path) -> Vec<(TapeDevice, Option<EmuTransport>)> {
+    (0..)
+        .map(|i| dir.join(format!("drive{i}.sock")))
+        .take_while(|p| p.exists())
+        .map(|p| {
+            let mut info = TapeDevice { device: DeviceInfo { sg: p.clone(), ..DeviceInfo::default() }, nst: None };
+            let mut transport = match EmuTransport::connect(&p) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    info.device.error = Some(format!("cannot connect: {e}"));
+                    None
+                }
+            };
+            if let Some(t) = transport.as_mut() {
+                if let Err(e) = identify_on(driver, t, &mut info.device) {
+                    info.device.error = Some(error_chain(&e));
+                }
+            }
+            (info, transport)
+        })
+        .collect()
+}
+
+impl ChangerMapping {
+    fn failed(sg: &Path, error: String) -> ChangerMapping {
+        ChangerMapping { sg: sg.to_owned(), serial: None, elements: Vec::new(), saved: None, error: Some(error) }
     }
 }
 
@@ -1475,6 +1521,37 @@ mod tests {
         assert_eq!(v["drives"][0]["error"], "INQUIRY failed: Device is gone");
     }
 
+    /// Issue 15: `--map-drives` maps a configured vlib library (no DVCID: the drives' serials come from the drives
+    /// themselves as a cartridge goes through each) and saves the map under the changer's serial, which rsmd then
+    /// applies.
+    #[test]
+    fn map_drives_maps_a_configured_vlib_library() {
+        let mut c = vlib::Config::default_library();
+        c.dvcid = false;
+        let (dir, _server) = serve(c);
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("class/scsi_generic")).unwrap();
+        let o = ListOptions {
+            sysfs: tmp.path().into(),
+            dev: tmp.path().join("dev"),
+            state_dir: tmp.path().join("state"),
+            json: false,
+        };
+        let text = map_drives(&o, None, &[dir.path().to_owned()]).unwrap();
+        assert!(text.contains("4 of 4 drive elements mapped"), "{text}");
+        assert!(text.contains("drive2.sock"), "{text}");
+        assert!(text.contains("saved to"), "{text}");
+        let maps = crate::store::drive_maps(&o.state_dir);
+        assert_eq!(maps.values().next().map(Vec::len), Some(4), "{maps:?}");
+        // The same library named by its changer socket; an unknown path is refused.
+        let one = map_drives(&o, Some(&dir.path().join("changer.sock")), &[dir.path().to_owned()]).unwrap();
+        assert!(one.contains("4 of 4"), "{one}");
+        assert!(matches!(
+            map_drives(&o, Some(Path::new("/nowhere/changer.sock")), &[dir.path().to_owned()]),
+            Err(DevicesError::NoSuchChanger(_))
+        ));
+    }
+
     #[test]
     fn empty_sysfs_lists_no_devices() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1486,8 +1563,9 @@ mod tests {
             json: false,
         };
         assert_eq!(list_devices(&o).unwrap(), "no devices found\n");
-        assert_eq!(map_drives(&o, None).unwrap(), "no changers found\n");
-        assert!(matches!(map_drives(&o, Some(Path::new("/dev/sg3"))), Err(DevicesError::NoSuchChanger(_))));
+        // Issue 15: nothing to map is an error (rsmd exits 1), not "no changers found" with status 0.
+        assert!(matches!(map_drives(&o, None, &[]), Err(DevicesError::NothingToMap)));
+        assert!(matches!(map_drives(&o, Some(Path::new("/dev/sg3")), &[]), Err(DevicesError::NoSuchChanger(_))));
         let json: serde_json::Value =
             serde_json::from_str(&list_devices(&ListOptions { json: true, ..o }).unwrap()).unwrap();
         assert_eq!(json, serde_json::json!({"changers": [], "drives": []}));

@@ -117,7 +117,15 @@ fn main() -> ExitCode {
         let out = if cli.list_devices {
             rsmd::devices::list_devices(&o)
         } else {
-            rsmd::devices::map_drives(&o, cli.changer.as_deref())
+            let vlib: Vec<PathBuf> = config
+                .libraries
+                .iter()
+                .filter_map(|l| match &l.source {
+                    rsmd::config::Source::Vlib(d) => Some(d.clone()),
+                    _ => None,
+                })
+                .collect();
+            rsmd::devices::map_drives(&o, cli.changer.as_deref(), &vlib)
         };
         return match out {
             Ok(text) => {

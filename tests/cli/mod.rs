@@ -715,3 +715,40 @@ fn issue_15_manual_pages_and_completions() {
     let bad = rsm_command(&["completions", "tcsh"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "an unknown shell is a usage error");
 }
+
+/// Issue 15, item 2: `rsmd --map-drives` maps a configured vlib library whose drives the library does not name (no
+/// DVCID), saves the map, and the daemon started on that state mounts at once; with nothing to map it exits 1.
+#[test]
+fn issue_15_map_drives_for_a_vlib_library_then_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = vlib::Config::default_library();
+    c.dvcid = false;
+    c.time_scale = 0.0;
+    let v = Vlib::start(&dir.path().join("vlib"), c);
+    let root = dir.path().join("rsmd");
+    std::fs::create_dir_all(&root).unwrap();
+    let config = root.join("rsmd.toml");
+    std::fs::write(&config, vlib_config(&v.dir, "")).unwrap();
+    let state = root.join("state");
+    let sysfs = dir.path().join("sys");
+    std::fs::create_dir_all(sysfs.join("class/scsi_generic")).unwrap();
+    let map = |config: &Path| {
+        let mut cmd = Command::new(rsmd_bin());
+        cmd.arg("--config").arg(config).arg("--state-dir").arg(&state).arg("--sysfs-root").arg(&sysfs);
+        cmd.arg("--map-drives");
+        run_bounded(cmd)
+    };
+    let out = map(&config);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("4 of 4 drive elements mapped"), "{}", text(&out.stdout));
+    let mut d = Daemon::start(&root, &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let mounted = rsm_ok(&d, &["mount", "ABC001L6"]);
+    assert!(mounted.contains("mounted in drive"), "{mounted}");
+    drop(d);
+    let empty = root.join("empty.toml");
+    std::fs::write(&empty, "discover = true\n").unwrap();
+    let out = map(&empty);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("No changers found"), "{}", text(&out.stderr));
+}
