@@ -219,6 +219,12 @@ pub struct LibraryRecord {
     /// Disabled by an administrator (DisableObject): it takes no new work.
     #[serde(default)]
     pub disabled: bool,
+    /// Unix ms when first seen.
+    #[serde(default)]
+    pub created: u64,
+    /// Unix ms of the last change (state, name, device).
+    #[serde(default)]
+    pub modified: u64,
 }
 
 /// A drive's identity and device nodes, when known.
@@ -327,7 +333,7 @@ pub struct MediaRecord {
     /// Unix ms when first seen.
     #[serde(default)]
     pub created: u64,
-    /// Unix ms of the last change by a method.
+    /// Unix ms of the last change (a move, a mount, a method).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub modified: u64,
 }

@@ -312,6 +312,7 @@ impl Broker {
             libraries: &libraries,
             requests,
             absent: &self.absent,
+            started: self.options.epoch_ms,
             busy_media: std::cell::OnceCell::new(),
         };
         f(&view)

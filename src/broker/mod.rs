@@ -873,6 +873,8 @@ impl Broker {
                     stale: true,
                     load_ms: inv.library(id).and_then(|r| r.load_ms),
                     disabled: inv.library(id).is_some_and(|r| r.disabled),
+                    created: 0,
+                    modified: 0,
                 };
                 if let Some(ms) = rec.load_ms {
                     lib.library.assume_load_time(ms);

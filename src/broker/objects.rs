@@ -36,6 +36,8 @@ pub struct View<'a> {
     pub requests: &'a super::requests::Requests,
     /// Configured libraries whose changer is not there: (name, why).
     pub absent: &'a [(String, String)],
+    /// Unix ms when the daemon started (the computer object's times).
+    pub started: u64,
     /// Cartridges an open request works on (computed when a cartridge is first shown).
     pub busy_media: std::cell::OnceCell<std::collections::HashSet<String>>,
 }
@@ -225,7 +227,7 @@ impl View<'_> {
 
     fn computer(&self) -> ObjectInfo {
         let drive_count = self.inventory.all_elements().filter(|e| e.kind == ElementKind::Drive).count();
-        info(
+        let mut o = info(
             computer_id(self.host),
             self.host.into(),
             "ready",
@@ -235,7 +237,9 @@ impl View<'_> {
                 library_count: u32::try_from(self.inventory.libraries().count()).unwrap_or(u32::MAX),
                 drive_count: u32::try_from(drive_count).unwrap_or(u32::MAX),
             }),
-        )
+        );
+        (o.created, o.modified) = (self.started, self.started);
+        o
     }
 
     fn library(&self, id: Guid) -> ObjectInfo {
@@ -267,7 +271,9 @@ impl View<'_> {
                 serial: rec.map(|r| r.serial.clone()),
             }),
         );
-        o.enabled = kind == LibraryKind::Online;
+        // Usable: online, and not disabled by an administrator.
+        o.enabled = kind == LibraryKind::Online && !rec.is_some_and(|r| r.disabled);
+        (o.created, o.modified) = rec.map_or((0, 0), |r| (r.created, r.modified));
         if rec.is_some_and(|r| r.stale) && kind == LibraryKind::Offline {
             o.description = "inventory not verified since the library went offline".into();
         }
@@ -280,7 +286,7 @@ impl View<'_> {
     fn changer(&self, lib: Guid) -> ObjectInfo {
         let rec = self.inventory.library(lib);
         let transport = self.inventory.elements(lib).find(|e| e.kind == ElementKind::Transport);
-        info(
+        let mut o = info(
             changer_id(lib),
             format!("{} changer", rec.map_or("", |r| r.name.as_str())),
             state_name(self.library_state(lib)),
@@ -292,10 +298,22 @@ impl View<'_> {
                 product: rec.map(|r| r.product.clone()),
                 serial: rec.map(|r| r.serial.clone()),
             }),
-        )
+        );
+        (o.created, o.modified) = rec.map_or((0, 0), |r| (r.created, r.modified));
+        o
     }
 
     fn element(&self, e: &ElementRecord) -> ObjectInfo {
+        let mut o = self.element_details(e);
+        // DisableObject: a disabled drive is never chosen.
+        o.enabled = !e.disabled;
+        // Elements are found with their library; their own changes are not timed (the cartridges' are).
+        o.created = self.inventory.library(e.library).map_or(0, |l| l.created);
+        o.modified = o.created;
+        o
+    }
+
+    fn element_details(&self, e: &ElementRecord) -> ObjectInfo {
         let inv = self.inventory;
         let m = e.media.and_then(|id| inv.medium(id));
         let barcode = m.and_then(|m| m.barcode.clone());

@@ -564,6 +564,8 @@ fn disabled_drives_are_never_chosen_and_disabled_media_never_mounted() {
         ntms(s.call(ROOT, Method::DisableObject { session: r.clone(), object: ids[1].clone() })),
         NtmsError::InvalidState { .. }
     ));
+    let shown = s.call(ROOT, Method::GetObjectInformation { session: r.clone(), object: ids[1].clone() }).unwrap();
+    assert_eq!(shown["object"]["enabled"], false, "a disabled drive is shown so");
     s.call_and_wait(ROOT, mount(&r, "ABC001L6")).unwrap();
     let first = s.broker.inventory.as_ref().unwrap().element_by_id(ids[0].parse().unwrap()).unwrap().address;
     assert_eq!(s.drive_holding("ABC001L6"), Some(first), "only the enabled drive is used");

@@ -162,10 +162,14 @@ impl Inventory {
     }
 
     /// Inserts or replaces a library record.
-    pub fn put_library(&mut self, rec: LibraryRecord) -> Vec<Change> {
-        if self.libraries.get(&rec.id) == Some(&rec) {
+    pub fn put_library(&mut self, mut rec: LibraryRecord) -> Vec<Change> {
+        let old = self.libraries.get(&rec.id);
+        rec.created = old.map_or(self.clock, |o| o.created);
+        rec.modified = old.map_or(self.clock, |o| o.modified);
+        if old == Some(&rec) {
             return Vec::new();
         }
+        rec.modified = self.clock;
         self.libraries.insert(rec.id, rec.clone());
         vec![Change::Library(rec)]
     }
@@ -314,9 +318,12 @@ impl Inventory {
             m.created = self.clock;
         }
         self.place(&mut m, &mut out);
+        // `modified` is the time of the last change of any kind (a move, a mount, a method).
+        m.modified = self.media.get(&m.id).map_or(m.created, |o| o.modified);
         if self.media.get(&m.id) == Some(&m) {
             return out;
         }
+        m.modified = self.clock.max(m.created);
         let old = self.media.get(&m.id).cloned();
         self.index(old.as_ref(), Some(&m));
         if let Some(b) = &m.barcode {

@@ -17,6 +17,8 @@ fn library(id: Guid) -> LibraryRecord {
         stale: false,
         load_ms: Some(20_000),
         disabled: false,
+        created: 1,
+        modified: 2,
     }
 }
 

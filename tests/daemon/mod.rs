@@ -290,3 +290,37 @@ fn the_socket_gets_the_configured_group_and_mode() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-group-rsmd") && err.contains("no such group"), "{err}");
 }
+
+/// Issue 15, item 8: objects carry Unix-ms creation and modification times (they were all 0): the computer since the
+/// daemon started, a library (and its changer and elements) since first seen, a cartridge since first seen.
+#[test]
+fn objects_carry_creation_and_modification_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let s = Session::open_at(&d.socket, None, None, 0).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let now = u64::try_from(now).unwrap();
+    let recent = |t: u64| t > now - 600_000 && t <= now + 1_000;
+    for t in [
+        ObjectType::Computer,
+        ObjectType::Library,
+        ObjectType::Changer,
+        ObjectType::Drive,
+        ObjectType::PhysicalMedia,
+        ObjectType::MediaPool,
+    ] {
+        let objects = s.enumerate(None, t).unwrap();
+        assert!(!objects.is_empty(), "{t:?}");
+        for o in objects {
+            assert!(
+                recent(o.created) && recent(o.modified) && o.modified >= o.created,
+                "{t:?} {}: {} {}",
+                o.name,
+                o.created,
+                o.modified
+            );
+        }
+    }
+}
