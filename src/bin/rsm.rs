@@ -19,6 +19,10 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
@@ -592,6 +596,77 @@ fn drive_text(session: &Session, reply: &MountReply) -> String {
     }
 }
 
+/// Follows a mount of cartridge `media` (id) on its own session and prints each new stage to standard error (`rsm:
+/// ABC001L6: queued behind 2 requests`, `… moving to drive 1`, `… drive 1 loading`) until `done`. The thread is
+/// left to end with the process: it waits on rsmd's notifications.
+fn progress(
+    socket: std::path::PathBuf,
+    barcode: String,
+    media: String,
+    done: Arc<AtomicBool>,
+) -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok(s) = Session::open_at(&socket, None, Some("rsm"), 0) else { return };
+        let notes = s.notifications(None);
+        let _ = tx.send(());
+        let Ok(notes) = notes else { return };
+        let mut last = String::new();
+        for n in notes {
+            if n.is_err() || done.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some(stage) = mount_stage(&s, &media) else { continue };
+            if stage != last && !done.load(Ordering::SeqCst) {
+                eprintln!("rsm: {barcode}: {stage}");
+                last = stage;
+            }
+        }
+    });
+    rx
+}
+
+/// Where the open mount of cartridge `media` stands, in words.
+fn mount_stage(s: &Session, media: &str) -> Option<String> {
+    use rsmd::proto::types::{RequestOperation, RequestState};
+    let requests = s.requests().ok()?;
+    let open = |r: &rsmd::proto::types::LibRequestDetails| {
+        matches!(r.state, RequestState::Queued | RequestState::InProgress | RequestState::Waiting)
+    };
+    let details = |o: &ObjectInfo| match &o.details {
+        ObjectDetails::LibRequest(r) => Some(r.clone()),
+        _ => None,
+    };
+    let all: Vec<_> = requests.iter().filter_map(details).filter(open).collect();
+    let mine = all.iter().find(|r| r.operation == RequestOperation::Mount && r.media.as_deref() == Some(media))?;
+    let drive = mine.drive.as_deref().and_then(|d| s.get_object_information(d).ok());
+    let drive = drive.as_ref().and_then(|o| match &o.details {
+        ObjectDetails::Drive(d) => Some(d.number),
+        _ => None,
+    });
+    Some(match (mine.state, drive) {
+        // Waiting with a drive: the cartridge is in it and the drive threads the tape (in progress: the robot
+        // moves it; the drive shows `loading` for the whole job).
+        (RequestState::Waiting, Some(n)) => format!("drive {n} loading, waiting for it to be ready"),
+        (RequestState::Waiting, None) => "waiting for the cartridge (in use)".to_owned(),
+        (RequestState::Queued, _) => {
+            let ahead = all
+                .iter()
+                .filter(|r| {
+                    r.library == mine.library && r.submitted < mine.submitted && r.state != RequestState::Waiting
+                })
+                .count();
+            match ahead {
+                0 => "queued".to_owned(),
+                1 => "queued behind 1 request".to_owned(),
+                n => format!("queued behind {n} requests"),
+            }
+        }
+        (_, Some(n)) => format!("robot moving it to drive {n}"),
+        (_, None) => "robot moving".to_owned(),
+    })
+}
+
 /// What `rsm mount` mounts: a cartridge, where, and the pool to allocate it into first.
 struct MountTarget<'a> {
     barcode: &'a str,
@@ -620,7 +695,17 @@ fn mount(
             out(&format!("Mount of {media} queued as request {}\n", reply.request))
         };
     }
+    // On a terminal, say what is happening while the robot and the drive work (nothing extra when piped).
+    let done = Arc::new(AtomicBool::new(false));
+    if !json && std::io::stderr().is_terminal() {
+        if let Ok(id) = session.get_object_information(&media).map(|o| o.id) {
+            // Subscribed before the mount is sent, so that no stage is missed.
+            let subscribed = progress(session.socket().to_owned(), barcode.to_owned(), id, done.clone());
+            let _ = subscribed.recv_timeout(Duration::from_secs(2));
+        }
+    }
     let (result, interrupted) = wait_for(session, &format!("mount of {media}"), call);
+    done.store(true, Ordering::SeqCst);
     match (result, interrupted) {
         (Ok(reply), None) => {
             if json {

@@ -752,3 +752,38 @@ fn issue_15_map_drives_for_a_vlib_library_then_mount() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("No changers found"), "{}", text(&out.stderr));
 }
+
+/// Issue 15, item 4: on a terminal `rsm mount` says what is happening while the robot and the drive work; piped,
+/// it prints only the result.
+#[test]
+fn issue_15_mount_progress_on_a_terminal_only() {
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: no script(1) to give rsm a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = vlib::Config::default_library();
+    c.dvcid = true;
+    // Robot move 400 ms, load 1 s: stages long enough to be seen.
+    c.time_scale = 0.05;
+    let v = Vlib::start(&dir.path().join("vlib"), c);
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let socket = d.socket.to_str().unwrap().to_owned();
+    let line = format!("{} --socket {socket} mount ABC001L6", rsm_bin());
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]).env_remove("RSMD_SOCKET").stdin(Stdio::null());
+    let out = run_bounded(cmd);
+    let tty = text(&out.stdout);
+    println!("rsm on a terminal:\n{tty}");
+    assert!(out.status.success(), "{tty}");
+    assert!(tty.contains("rsm: ABC001L6: robot moving it to drive"), "{tty}");
+    assert!(tty.contains("rsm: ABC001L6: drive") && tty.contains("loading, waiting for it to be ready"), "{tty}");
+    assert!(tty.contains("ABC001L6 mounted in drive"), "{tty}");
+    rsm_ok(&d, &["dismount", "ABC001L6"]);
+    // Piped: the result alone.
+    let out = rsm(&d, &["mount", "ABC001L6"]);
+    assert!(out.status.success());
+    assert!(!text(&out.stderr).contains("rsm: ABC001L6:"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("ABC001L6 mounted in drive"));
+}
