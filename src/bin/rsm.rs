@@ -900,6 +900,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Version = cli.command {
         return version(&cli, &opts, timeouts);
     }
+    if cli.json && matches!(cli.command, Command::Completions { .. } | Command::Man) {
+        return Err(Failure::Usage("completions and man print scripts and pages, not JSON: leave out --json".into()));
+    }
     if let Command::Completions { shell } = cli.command {
         use clap::CommandFactory;
         let mut out = Vec::new();

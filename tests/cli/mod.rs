@@ -374,6 +374,23 @@ fn issue_15_json_for_every_result_and_error() {
     let request = queued["request"].as_str().unwrap().to_owned();
     let version = json(&["version"], 0);
     assert_eq!(version["daemon"]["version"], env!("CARGO_PKG_VERSION"));
+    // The media life-cycle commands (issue 12).
+    assert_eq!(json(&["pool", "create", "J", "--draw-from-free"], 0)["created"], true);
+    assert!(json(&["pools"], 0).as_array().is_some_and(|a| a.iter().any(|p| p["name"] == "J")));
+    assert_eq!(json(&["pool", "set", "J", "--max-allocations", "5"], 0)["name"], "J");
+    let got = json(&["allocate", "J", "ABC005L6"], 0);
+    assert_eq!(got["barcode"], "ABC005L6");
+    assert!(json(&["media", "--pool", "J"], 0).as_array().is_some_and(|a| a.len() == 1));
+    assert_eq!(json(&["complete", "ABC005L6"], 0)["complete"], "ABC005L6");
+    assert_eq!(json(&["deallocate", "ABC005L6"], 0)["deallocated"], "ABC005L6");
+    assert_eq!(json(&["decommission", "ABC005L6"], 0)["decommissioned"], "ABC005L6");
+    assert_eq!(json(&["pool", "move", "ABC006L6", "J"], 0)["moved"], "ABC006L6");
+    assert_eq!(json(&["disable", "ABC007L6"], 0)["disabled"], "ABC007L6");
+    assert_eq!(json(&["enable", "ABC007L6"], 0)["enabled"], "ABC007L6");
+    assert_eq!(json(&["delete-media", "ABC007L6"], 1)["error"]["name"], "InvalidState");
+    assert_eq!(json(&["swap", "ABC006L6", "ABC007L6"], 1)["error"]["name"], "InvalidMedia");
+    assert_eq!(json(&["pool", "delete", "Free"], 4)["error"]["name"], "InvalidMediaPool");
+    assert_eq!(json(&["completions", "bash"], 2)["error"]["name"], "Usage");
     // Errors: rsmd's, usage, and a request that is no longer cancellable.
     let e = json(&["info", "NOPE01L6"], 4);
     assert_eq!(e["error"]["name"], "ObjectNotFound");
