@@ -191,11 +191,15 @@ impl View<'_> {
         }
     }
 
-    /// The object with this id (or, for cartridges, barcode).
+    /// The object with this id (or a cartridge by barcode, a pool by path).
     pub fn find(&self, key: &str) -> Option<ObjectInfo> {
         let inv = self.inventory;
         if let Some(m) = inv.media_by_barcode(key) {
             return Some(self.medium(m));
+        }
+        // A pool by its path (`Bacula\Full`), as people name pools.
+        if let Some(p) = inv.pool_by_name(key) {
+            return Some(self.pool(p));
         }
         let id: Guid = key.parse().ok()?;
         if id == computer_id(self.host) {

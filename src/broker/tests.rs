@@ -483,6 +483,8 @@ fn two_applications_share_a_library_without_touching_each_others_tapes() {
         changes: crate::proto::types::ObjectChanges { draw_from_free: Some(true), ..Default::default() },
     };
     s.call(ALICE, set).unwrap();
+    let by_path = s.call(ALICE, Method::GetObjectInformation { session: a.clone(), object: "bacula".into() }).unwrap();
+    assert_eq!(by_path["object"]["details"]["media_pool"]["draw_from_free"], true, "a pool by its path, any case");
     let first = s.call(ALICE, allocate(&a, "Bacula", None, true)).unwrap();
     let lmid = first["logical_media"].as_str().unwrap().to_owned();
     let barcode = first["barcode"].as_str().unwrap().to_owned();

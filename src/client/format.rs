@@ -417,7 +417,14 @@ pub fn summary(details: &ObjectDetails, names: &Names) -> String {
         }
         ObjectDetails::MediaType(t) => format!("{} sides {}", t.family, t.sides),
         ObjectDetails::PhysicalMedia(m) => {
-            format!("{} in {}, mounts {}", or_dash(m.barcode.as_deref()), names.location(&m.location), m.mount_count)
+            let mut text = format!("{} in {}", or_dash(m.barcode.as_deref()), names.location(&m.location));
+            if let Some(pool) = &m.pool_name {
+                text.push_str(&format!(", pool {pool}"));
+            }
+            if let Some(side) = &m.side {
+                text.push_str(&format!(", {side}"));
+            }
+            format!("{text}, mounts {}", m.mount_count)
         }
         ObjectDetails::MediaPool(p) => format!("{} {} media", json_word(&p.kind), p.media_count),
         ObjectDetails::LibRequest(r) => {
@@ -594,8 +601,8 @@ pub fn object_info(object: &ObjectInfo, names: &Names) -> String {
     let _ = writeln!(out, "description: {}", object.description);
     let _ = writeln!(out, "enabled: {}", object.enabled);
     let _ = writeln!(out, "state: {}", object.state);
-    let _ = writeln!(out, "created: {}", object.created);
-    let _ = writeln!(out, "modified: {}", object.modified);
+    let _ = writeln!(out, "created: {}", time_text(object.created));
+    let _ = writeln!(out, "modified: {}", time_text(object.modified));
     let library = match &object.details {
         ObjectDetails::Drive(d) => Some(d.library.as_str()),
         _ => None,
@@ -608,6 +615,26 @@ pub fn object_info(object: &ObjectInfo, names: &Names) -> String {
         }
     }
     out
+}
+
+/// A Unix time in ms for people: `2026-11-30 16:58:11 UTC` (`-` for 0, never set).
+pub fn time_text(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 fn write_fields(
@@ -639,6 +666,9 @@ fn write_fields(
                         let _ = writeln!(out, "{prefix}{key}: address {n}");
                     }
                 }
+            }
+            ("submitted" | "started" | "completed" | "last_cleaned", Value::Number(n)) => {
+                let _ = writeln!(out, "{prefix}{key}: {}", time_text(n.as_u64().unwrap_or(0)));
             }
             (_, Value::Object(sub)) => write_fields(out, &format!("{prefix}{key}."), sub, names, library),
             (_, Value::Null) => {

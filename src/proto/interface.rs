@@ -321,7 +321,7 @@ method EnumerateObjects(
   object_type: ObjectType
 ) -> (objects: []ObjectInfo)
 
-# Get one object by id, or a cartridge by barcode.
+# Get one object by id, a cartridge by barcode, or a pool by path.
 method GetObjectInformation(session: string, object: string) -> (object: ObjectInfo)
 
 # Mount one of the media (ids or barcodes) and reply when the drive is ready (at once with nowait).

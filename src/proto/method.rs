@@ -81,8 +81,8 @@ pub enum Method {
         /// Which type to list.
         object_type: ObjectType,
     },
-    /// `GetObjectInformation(session, object)` → [`super::types::ObjectReply`]. `object` is a GUID, or for
-    /// media a barcode; unknown → `ObjectNotFound`. No `more`.
+    /// `GetObjectInformation(session, object)` → [`super::types::ObjectReply`]. `object` is a GUID, a
+    /// cartridge's barcode or a pool's path; unknown → `ObjectNotFound`. No `more`.
     GetObjectInformation {
         /// The session handle.
         session: String,

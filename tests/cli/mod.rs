@@ -532,7 +532,10 @@ fn issue_15_output_reads_barcodes_numbers_and_names() {
     let drive = rsm_ok(&d, &["info", &drive2.id]);
     assert!(drive.lines().any(|l| l == "source_element: slot 3 (address 1002)"), "{drive}");
     let media = rsm_ok(&d, &["view", "physical_media"]);
-    assert!(media.lines().any(|l| l.contains("ABC001L6 in slot 1 (address 1000), mounts 0")), "{media}");
+    assert!(
+        media.lines().any(|l| l.contains("ABC001L6 in slot 1 (address 1000), pool Free\\LTO-6, available, mounts 0")),
+        "{media}"
+    );
     assert!(rsm_ok(&d, &["dismount", "--drive", "VDRV0002"]).starts_with("drive VDRV0002 dismounted"));
 }
 

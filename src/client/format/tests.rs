@@ -434,3 +434,11 @@ fn change_lines_name_the_object() {
     };
     assert_eq!(change_line(&n, Some(&r), &names), "update request R1: mount ABC002L6 drive 1 complete");
 }
+
+#[test]
+fn times_for_people() {
+    assert_eq!(time_text(0), "-");
+    assert_eq!(time_text(86_400_000), "1970-01-02 00:00:00 UTC");
+    assert_eq!(time_text(951_782_400_000), "2000-02-29 00:00:00 UTC", "a leap day");
+    assert_eq!(time_text(1_796_061_491_464), "2026-11-30 17:58:11 UTC");
+}
