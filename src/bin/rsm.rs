@@ -92,7 +92,7 @@ enum Command {
         #[arg(long, value_name = "ID")]
         container: Option<String>,
     },
-    /// Show one object by id, or a cartridge by barcode (in any case)
+    /// Show one object by id, a cartridge by barcode (in any case) or a pool by path
     Info {
         /// Object id or barcode
         id: String,
@@ -166,14 +166,6 @@ enum Command {
     },
     /// Show rsm's version, rsmd's version and interfaces, and the libraries' states
     Version,
-    /// Print a completion script for a shell (bash, zsh, fish): `rsm completions bash >
-    /// /usr/share/bash-completion/completions/rsm`
-    Completions {
-        /// The shell
-        shell: clap_complete::Shell,
-    },
-    /// Print the rsm(1) manual page (roff)
-    Man,
     /// List media pools (system pools Free, Import, Unrecognized per media type, and application pools)
     Pools,
     /// Create, delete or change a media pool, or move a cartridge into one
@@ -238,6 +230,14 @@ enum Command {
         /// Barcode, drive number/serial/id, or library name/id
         object: String,
     },
+    /// Print a completion script for a shell (bash, zsh, fish): `rsm completions bash >
+    /// /usr/share/bash-completion/completions/rsm`
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the rsm(1) manual page (roff)
+    Man,
 }
 
 /// `rsm pool …`.
