@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -157,6 +158,9 @@ enum Command {
         /// How to read it
         #[arg(long, value_enum, default_value_t = ModeArg::Default)]
         mode: ModeArg,
+        /// Return once the inventory is queued instead of when it is done
+        #[arg(long)]
+        nowait: bool,
     },
     /// Print every change rsmd reports, one line each (with --json one JSON object per line), until interrupted
     Watch {
@@ -481,7 +485,13 @@ fn status(session: &Session, json: bool, mtx: bool) -> Result<(), Failure> {
     }
 }
 
-fn inventory(session: &Session, json: bool, library: Option<&str>, mode: InventoryMode) -> Result<(), Failure> {
+fn inventory(
+    session: &Session,
+    json: bool,
+    library: Option<&str>,
+    mode: InventoryMode,
+    nowait: bool,
+) -> Result<(), Failure> {
     let libraries = session.enumerate(None, ObjectType::Library)?;
     let chosen: Vec<&ObjectInfo> = match library {
         Some(want) => {
@@ -500,18 +510,87 @@ fn inventory(session: &Session, json: bool, library: Option<&str>, mode: Invento
         }
         None => libraries.iter().filter(|l| matches!(l.details, ObjectDetails::Library(_))).collect(),
     };
-    let mut requests = Vec::new();
+    // Subscribed before anything is queued, so that no change is missed.
+    let notes = if nowait { None } else { Some(session.notifications(None)?) };
+    let mut queued = Vec::new();
     for lib in chosen {
         let request = session.inventory(&lib.id, mode)?;
-        if !json {
+        if !json && nowait {
             out(&format!("Inventory of {} queued as request {request}\n", lib.name))?;
         }
-        requests.push(json!({"library": lib.id, "request": request}));
+        queued.push((lib.name.clone(), lib.id.clone(), request));
     }
+    let Some(notes) = notes else {
+        if json {
+            let v: Vec<Value> = queued.iter().map(|(_, l, r)| json!({"library": l, "request": r})).collect();
+            print_json(&v)?;
+        }
+        return Ok(());
+    };
+    // Until every inventory ends; on a terminal, the elements read so far.
+    let tty = !json && std::io::stderr().is_terminal();
+    let ended = |s: &Session, request: &str| match s.get_object_information(request).map(|o| o.details) {
+        Ok(ObjectDetails::LibRequest(r)) => match r.state {
+            rsmd::proto::types::RequestState::Complete => Some(Ok(())),
+            rsmd::proto::types::RequestState::Failed | rsmd::proto::types::RequestState::Cancelled => {
+                Some(Err(r.error.unwrap_or_else(|| format!("{:?}", r.state).to_lowercase())))
+            }
+            _ => None,
+        },
+        Ok(_) => Some(Err("not a library request".into())),
+        Err(e) => Some(Err(rsmd::error_chain(&e))),
+    };
+    let mut outcome: Vec<Option<Result<(), String>>> = queued.iter().map(|(_, _, r)| ended(session, r)).collect();
+    let mut shown: HashMap<String, (u32, u32)> = HashMap::new();
+    let mut notes = notes;
+    while outcome.iter().any(Option::is_none) {
+        let Some(n) = notes.next() else {
+            return Err(NtmsError::NotConnected { message: "rsmd ended the notifications".into() }.into());
+        };
+        let n = n?;
+        if tty && n.object_type == ObjectType::Library {
+            if let Some((name, _, _)) = queued.iter().find(|(_, l, _)| *l == n.object) {
+                if let Ok(ObjectDetails::Library(d)) = session.get_object_information(&n.object).map(|o| o.details) {
+                    if let (Some(done), Some(total)) = (d.scan_done, d.scan_total) {
+                        if shown.insert(n.object.clone(), (done, total)) != Some((done, total)) {
+                            eprintln!("rsm: {name}: {done} of {total} elements read");
+                        }
+                    }
+                }
+            }
+        }
+        for (i, (_, _, request)) in queued.iter().enumerate() {
+            if outcome[i].is_none() {
+                outcome[i] = ended(session, request);
+            }
+        }
+    }
+    let results: Vec<Value> = queued
+        .iter()
+        .zip(&outcome)
+        .map(|((_, l, r), o)| match o {
+            Some(Err(e)) => json!({"library": l, "request": r, "state": "failed", "error": e}),
+            _ => json!({"library": l, "request": r, "state": "complete"}),
+        })
+        .collect();
+    let failed = outcome.iter().find_map(|o| o.as_ref().and_then(|r| r.as_ref().err()));
     if json {
-        print_json(&requests)?;
+        // One JSON document: the results, or the error.
+        if failed.is_none() {
+            print_json(&results)?;
+        }
+    } else {
+        for ((name, _, _), o) in queued.iter().zip(&outcome) {
+            match o {
+                Some(Err(e)) => out(&format!("Inventory of {name} failed: {e}\n"))?,
+                _ => out(&format!("Inventory of {name} complete\n"))?,
+            }
+        }
     }
-    Ok(())
+    match failed {
+        Some(e) => Err(NtmsError::LibraryOffline { message: format!("an inventory failed: {e}") }.into()),
+        None => Ok(()),
+    }
 }
 
 /// What ended a wait for a call that waits for the hardware.
@@ -979,7 +1058,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 out(&format!("Request {id} now has priority {priority}\n"))?;
             }
         }
-        Command::Inventory { library, mode } => inventory(&session, json, library.as_deref(), mode.into())?,
+        Command::Inventory { library, mode, nowait } => {
+            inventory(&session, json, library.as_deref(), mode.into(), nowait)?;
+        }
         Command::Watch { object_type } => watch(&session, json, object_type)?,
         Command::Version | Command::Completions { .. } | Command::Man => unreachable!("handled before the session"),
         Command::Pools => {

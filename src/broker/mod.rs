@@ -121,6 +121,8 @@ pub struct Lib {
     pub retired: bool,
     /// How long a deferred dismount leaves a cartridge loaded.
     pub deferred_dismount_ms: u64,
+    /// The scan progress last announced (clients following an inventory hear of each chunk).
+    pub scan_announced: Option<(usize, usize)>,
 }
 
 impl Lib {
@@ -134,6 +136,7 @@ impl Lib {
             state: Some(self.library.state()),
             suspect_drives: self.library.suspect_drives().to_vec(),
             not_ready: self.library.not_ready_reason().map(str::to_owned),
+            scan: self.library.scan_progress(),
             gone_drives: self
                 .library
                 .drive_elements()
@@ -410,6 +413,7 @@ impl Broker {
             key: spec.key,
             retired: false,
             deferred_dismount_ms,
+            scan_announced: None,
         });
         self.pump();
         self.libs.len() - 1
@@ -444,7 +448,21 @@ impl Broker {
         if let Some(lib) = self.libs.get_mut(li) {
             lib.library.handle_completion(tag, result, now);
         }
+        self.announce_scan(li);
         self.pump();
+    }
+
+    /// A chunk of a scan was read: the library's progress changed, and clients following an inventory hear of it.
+    fn announce_scan(&mut self, li: usize) {
+        let Some(lib) = self.libs.get_mut(li) else { return };
+        let now = lib.library.scan_progress();
+        if now == lib.scan_announced {
+            return;
+        }
+        lib.scan_announced = now;
+        if let (Some(id), Some(_)) = (lib.id, now) {
+            self.note(NotificationOperation::Update, ObjectType::Library, id.to_string());
+        }
     }
 
     /// Device `d` of library `li` (0 = changer, 1 + n = drive n) went away.

@@ -21,6 +21,8 @@ pub struct LibraryView {
     pub drive_jobs: Vec<(u16, bool)>,
     /// Why the library does not answer yet (`not ready: 04h/01h …`), while it keeps trying.
     pub not_ready: Option<String>,
+    /// While it scans: (elements read, elements it has).
+    pub scan: Option<(usize, usize)>,
 }
 
 /// Everything objects are built from.
@@ -69,6 +71,8 @@ fn absent_library(name: &str, why: &str) -> ObjectInfo {
             vendor: None,
             product: None,
             serial: None,
+            scan_done: None,
+            scan_total: None,
         }),
     );
     o.enabled = false;
@@ -273,6 +277,8 @@ impl View<'_> {
                 vendor: rec.map(|r| r.vendor.clone()),
                 product: rec.map(|r| r.product.clone()),
                 serial: rec.map(|r| r.serial.clone()),
+                scan_done: self.live(id).and_then(|l| l.scan).map(|s| u32::try_from(s.0).unwrap_or(u32::MAX)),
+                scan_total: self.live(id).and_then(|l| l.scan).map(|s| u32::try_from(s.1).unwrap_or(u32::MAX)),
             }),
         );
         // Usable: online, and not disabled by an administrator.

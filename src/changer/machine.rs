@@ -435,6 +435,21 @@ impl Machine {
         self.not_ready.as_deref()
     }
 
+    /// While a whole scan runs: (elements read, elements the library has).
+    pub fn scan_progress(&self) -> Option<(usize, usize)> {
+        if self.phase != Phase::Scanning {
+            return None;
+        }
+        let ea = self.probe.addresses?;
+        let total =
+            [ElementType::MediumTransport, ElementType::Storage, ElementType::ImportExport, ElementType::DataTransfer]
+                .into_iter()
+                .filter_map(|t| ea.range(t))
+                .map(|r| usize::from(r.count))
+                .sum();
+        Some((self.scanned.len().min(total), total))
+    }
+
     /// Number of moves queued or running.
     pub fn moves_pending(&self) -> usize {
         self.moves.len() + usize::from(self.current_move.is_some())

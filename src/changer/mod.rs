@@ -340,6 +340,11 @@ impl Library {
         self.machine.not_ready_reason()
     }
 
+    /// While a whole scan (an inventory) runs: (elements read, elements the library has).
+    pub fn scan_progress(&self) -> Option<(usize, usize)> {
+        self.machine.scan_progress()
+    }
+
     /// Number of robot moves queued or running.
     pub fn moves_pending(&self) -> usize {
         self.machine.moves_pending()

@@ -126,7 +126,9 @@ type LibraryDetails (
   barcode_reader: bool,
   vendor: ?string,
   product: ?string,
-  serial: ?string
+  serial: ?string,
+  scan_done: ?int,
+  scan_total: ?int
 )
 
 # A changer (the robot).

@@ -204,6 +204,12 @@ pub struct LibraryDetails {
     pub product: Option<String>,
     /// Unit serial number.
     pub serial: Option<String>,
+    /// While the library is scanned (an inventory): elements read so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_done: Option<u32>,
+    /// While the library is scanned: elements it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_total: Option<u32>,
 }
 
 /// A changer, the robot (`NTMS_CHANGERINFORMATION`).
@@ -820,6 +826,8 @@ pub(crate) mod samples {
                     vendor: Some("STK".into()),
                     product: Some("L700".into()),
                     serial: None,
+                    scan_done: Some(10),
+                    scan_total: Some(26),
                 }),
             ),
             info(

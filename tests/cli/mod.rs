@@ -807,3 +807,37 @@ fn issue_15_mount_progress_on_a_terminal_only() {
     assert!(!text(&out.stderr).contains("rsm: ABC001L6:"), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("ABC001L6 mounted in drive"));
 }
+
+/// Issue 15, item 4: `rsm inventory` waits for the inventory and, on a terminal, shows the elements read so far;
+/// piped, it says only how it ended; `--nowait` returns once it is queued.
+#[test]
+fn issue_15_inventory_shows_elements_read_on_a_terminal() {
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: no script(1) to give rsm a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = vlib::Config::default_library();
+    c.dvcid = true;
+    // READ ELEMENT STATUS at half its real cost (vlib: ~1 ms per element with volume tags, plus the command).
+    c.time_scale = 0.5;
+    let v = Vlib::start(&dir.path().join("vlib"), c);
+    // Four elements per READ ELEMENT STATUS: the scan takes several steps.
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, "chunk = 4"));
+    d.wait_ready(1);
+    let line = format!("{} --socket {} inventory", rsm_bin(), d.socket.display());
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]).env_remove("RSMD_SOCKET").stdin(Stdio::null());
+    let out = run_bounded(cmd);
+    let tty = text(&out.stdout);
+    println!("rsm inventory on a terminal:\n{tty}");
+    assert!(out.status.success(), "{tty}");
+    let progress: Vec<&str> =
+        tty.lines().filter(|l| l.starts_with("rsm: test: ") && l.contains("elements read")).collect();
+    assert!(!progress.is_empty(), "{tty}");
+    assert!(tty.contains("Inventory of test complete"), "{tty}");
+    let piped = rsm_ok(&d, &["inventory"]);
+    assert_eq!(piped, "Inventory of test complete\n");
+    let queued = rsm_ok(&d, &["inventory", "--nowait"]);
+    assert!(queued.starts_with("Inventory of test queued as request "), "{queued}");
+}

@@ -73,6 +73,8 @@ fn sample_library() -> Vec<ObjectInfo> {
             vendor: None,
             product: None,
             serial: None,
+            scan_done: None,
+            scan_total: None,
         }),
     )];
     // Objects arrive in no particular order: the formatter sorts them.
@@ -379,6 +381,8 @@ fn with_several_libraries_elements_say_which() {
             vendor: None,
             product: None,
             serial: None,
+            scan_done: None,
+            scan_total: None,
         }),
     ));
     let names = Names::new(&objects);
