@@ -647,18 +647,8 @@ fn identify_drives(driver: &mut Driver, tapes: &[ScsiDevice]) -> Vec<(TapeDevice
         .map(|t| {
             let mut info =
                 TapeDevice { device: DeviceInfo { sg: t.sg.clone(), ..DeviceInfo::default() }, nst: t.nst.clone() };
-            let mut transport = match open(&t.sg) {
-                Ok(transport) => Some(transport),
-                Err(e) => {
-                    info.device.error = Some(error_chain(&e));
-                    None
-                }
-            };
-            if let Some(transport) = transport.as_mut() {
-                if let Err(e) = identify_on(driver, transport, &mut info.device) {
-                    info.device.error = Some(error_chain(&e));
-                }
-            }
+
+            let transport = identified(driver, &mut info, open(&t.sg).map_err(|e| error_chain(&e)));
             (info, transport)
         })
         .collect()
@@ -1156,6 +1146,22 @@ pub fn map_drives(o: &ListOptions, changer: Option<&Path>, vlib: &[PathBuf]) -> 
     }
 }
 
+/// A drive device just opened (or not: why), identified by INQUIRY and VPD; failures go into `info`.
+fn identified<T: Transport>(driver: &mut Driver, info: &mut TapeDevice, opened: Result<T, String>) -> Option<T> {
+    match opened {
+        Ok(mut t) => {
+            if let Err(e) = identify_on(driver, &mut t, &mut info.device) {
+                info.device.error = Some(error_chain(&e));
+            }
+            Some(t)
+        }
+        Err(why) => {
+            info.device.error = Some(why);
+            None
+        }
+    }
+}
+
 /// Opens and identifies a vlib library's drives (`drive0.sock`, `drive1.sock`, … in `dir`).
 fn identify_vlib_drives(driver: &mut Driver, dir: &Path) -> Vec<(TapeDevice, Option<EmuTransport>)> {
     (0..)
@@ -1163,18 +1169,9 @@ fn identify_vlib_drives(driver: &mut Driver, dir: &Path) -> Vec<(TapeDevice, Opt
         .take_while(|p| p.exists())
         .map(|p| {
             let mut info = TapeDevice { device: DeviceInfo { sg: p.clone(), ..DeviceInfo::default() }, nst: None };
-            let mut transport = match EmuTransport::connect(&p) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    info.device.error = Some(format!("cannot connect: {e}"));
-                    None
-                }
-            };
-            if let Some(t) = transport.as_mut() {
-                if let Err(e) = identify_on(driver, t, &mut info.device) {
-                    info.device.error = Some(error_chain(&e));
-                }
-            }
+
+            let opened = EmuTransport::connect(&p).map_err(|e| format!("cannot connect: {e}"));
+            let transport = identified(driver, &mut info, opened);
             (info, transport)
         })
         .collect()

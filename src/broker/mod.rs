@@ -8,7 +8,7 @@
 //! Inputs: [`Broker::handle_call`] (a parsed method from a peer), [`Broker::handle_completion`] (a SCSI command
 //! of library `li` finished), [`Broker::handle_timeout`] (time passed), [`Broker::device_gone`],
 //! [`Broker::add_library`], [`Broker::connected`] / [`Broker::disconnected`] (a peer's connections), and
-//! [`Broker::loaded`] (the inventory came off disk).
+//! [`Broker::loaded_inventory`] (the inventory came off disk).
 //!
 //! Outputs, drained by the loop after every input in this order: [`Broker::poll_command`] (SCSI commands to
 //! submit on a library's device), [`Broker::take_changes`] (one batch to persist; the batch number replies wait
@@ -219,7 +219,7 @@ pub struct Broker {
 const REQUEST_FLUSH_MS: u64 = 5_000;
 
 impl Broker {
-    /// A broker with no inventory yet (calls get NotReady until [`Broker::loaded`]). `seed` makes session and
+    /// A broker with no inventory yet (calls get NotReady until [`Broker::loaded_inventory`]). `seed` makes session and
     /// request ids unpredictable across runs.
     pub fn new(options: BrokerOptions, seed: u64) -> Broker {
         Broker {

@@ -773,14 +773,27 @@ fn issue_15_map_drives_for_a_vlib_library_then_mount() {
     assert!(text(&out.stderr).contains("No changers found"), "{}", text(&out.stderr));
 }
 
+/// Runs `rsm --socket <daemon's> args` on a terminal (script(1) gives it one); its terminal's output. None when
+/// script(1) is not installed.
+fn rsm_on_a_terminal(d: &Daemon, args: &str) -> Option<String> {
+    if !Path::new("/usr/bin/script").exists() {
+        eprintln!("skipped: no script(1) to give rsm a terminal");
+        return None;
+    }
+    let line = format!("{} --socket {} {args}", rsm_bin(), d.socket.display());
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]).env_remove("RSMD_SOCKET").stdin(Stdio::null());
+    let out = run_bounded(cmd);
+    let tty = text(&out.stdout);
+    println!("rsm {args} on a terminal:\n{tty}");
+    assert!(out.status.success(), "{tty}");
+    Some(tty)
+}
+
 /// Issue 15, item 4: on a terminal `rsm mount` says what is happening while the robot and the drive work; piped,
 /// it prints only the result.
 #[test]
 fn issue_15_mount_progress_on_a_terminal_only() {
-    if !Path::new("/usr/bin/script").exists() {
-        eprintln!("skipped: no script(1) to give rsm a terminal");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let mut c = vlib::Config::default_library();
     c.dvcid = true;
@@ -789,14 +802,7 @@ fn issue_15_mount_progress_on_a_terminal_only() {
     let v = Vlib::start(&dir.path().join("vlib"), c);
     let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
     d.wait_ready(1);
-    let socket = d.socket.to_str().unwrap().to_owned();
-    let line = format!("{} --socket {socket} mount ABC001L6", rsm_bin());
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", &line, "/dev/null"]).env_remove("RSMD_SOCKET").stdin(Stdio::null());
-    let out = run_bounded(cmd);
-    let tty = text(&out.stdout);
-    println!("rsm on a terminal:\n{tty}");
-    assert!(out.status.success(), "{tty}");
+    let Some(tty) = rsm_on_a_terminal(&d, "mount ABC001L6") else { return };
     assert!(tty.contains("rsm: ABC001L6: robot moving it to drive"), "{tty}");
     assert!(tty.contains("rsm: ABC001L6: drive") && tty.contains("loading, waiting for it to be ready"), "{tty}");
     assert!(tty.contains("ABC001L6 mounted in drive"), "{tty}");
@@ -812,10 +818,6 @@ fn issue_15_mount_progress_on_a_terminal_only() {
 /// piped, it says only how it ended; `--nowait` returns once it is queued.
 #[test]
 fn issue_15_inventory_shows_elements_read_on_a_terminal() {
-    if !Path::new("/usr/bin/script").exists() {
-        eprintln!("skipped: no script(1) to give rsm a terminal");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let mut c = vlib::Config::default_library();
     c.dvcid = true;
@@ -825,13 +827,7 @@ fn issue_15_inventory_shows_elements_read_on_a_terminal() {
     // Four elements per READ ELEMENT STATUS: the scan takes several steps.
     let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, "chunk = 4"));
     d.wait_ready(1);
-    let line = format!("{} --socket {} inventory", rsm_bin(), d.socket.display());
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", &line, "/dev/null"]).env_remove("RSMD_SOCKET").stdin(Stdio::null());
-    let out = run_bounded(cmd);
-    let tty = text(&out.stdout);
-    println!("rsm inventory on a terminal:\n{tty}");
-    assert!(out.status.success(), "{tty}");
+    let Some(tty) = rsm_on_a_terminal(&d, "inventory") else { return };
     let progress: Vec<&str> =
         tty.lines().filter(|l| l.starts_with("rsm: test: ") && l.contains("elements read")).collect();
     assert!(!progress.is_empty(), "{tty}");
