@@ -218,6 +218,11 @@ enum Command {
         /// Barcode or id
         barcode: String,
     },
+    /// Move a cartridge to a free mail slot for the operator to take (waits until it is there)
+    Eject {
+        /// Barcode or id
+        barcode: String,
+    },
     /// Forget an offline cartridge that no application holds
     DeleteMedia {
         /// Barcode or id
@@ -1121,6 +1126,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Decommission { barcode } => {
             session.decommission(&session.resolve_media(&barcode)?)?;
             done_line(json, "decommissioned", &barcode)?;
+        }
+        Command::Eject { barcode } => {
+            let request = session.eject(&session.resolve_media(&barcode)?)?;
+            if json {
+                print_json(&json!({ "ejected": barcode, "request": request }))?;
+            } else {
+                out(&format!("{barcode} is in a mail slot (request {request})\n"))?;
+            }
         }
         Command::DeleteMedia { barcode } => {
             session.delete_media(&session.resolve_media(&barcode)?)?;

@@ -276,7 +276,8 @@ impl Broker {
             Method::SetObjectInformation { session, object, version, changes } => {
                 pools::answer(self.set_object_information(&session, peer, &object, version, &changes))
             }
-            m @ (Method::EjectMedia { .. } | Method::InjectMedia { .. }) => {
+            Method::EjectMedia { session, media } => self.eject(&session, peer, &media),
+            m @ Method::InjectMedia { .. } => {
                 now(Err(VarlinkError::MethodNotImplemented { method: m.full_name() }.into()), 0)
             }
         }

@@ -23,6 +23,7 @@ pub mod access;
 pub mod dispatch;
 pub mod mounting;
 pub mod objects;
+pub mod physical;
 pub mod pools;
 pub mod requests;
 pub mod session;
@@ -211,6 +212,8 @@ pub struct Broker {
     requests_urgent: std::cell::Cell<bool>,
     /// Allocations waiting for a cartridge.
     pub allocs: Vec<pools::AllocCall>,
+    /// Physical moves in flight (ejects), by request.
+    pub physical: Vec<(RequestId, physical::PhysicalMove)>,
     /// The number of the last notification.
     note_sequence: u64,
 }
@@ -242,6 +245,7 @@ impl Broker {
             absent: Vec::new(),
             requests_urgent: std::cell::Cell::new(false),
             allocs: Vec::new(),
+            physical: Vec::new(),
             note_sequence: 0,
         }
     }
@@ -942,6 +946,9 @@ impl Broker {
             }
             Event::Attention { device, asc } => {
                 log::info!("{}: unit attention {:02X}h/{:02X}h on the {device}: rescanning", lib.label, asc.0, asc.1);
+            }
+            Event::MoveFinished { id: crate::changer::Origin::Caller(id), result } => {
+                self.physical_move_finished(id, result);
             }
             Event::MoveFinished { id, result } => log::debug!("move {id} finished: {result:?}"),
             Event::DriveCommand { .. } | Event::Inventory(_) | Event::Elements(_) => {}

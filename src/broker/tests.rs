@@ -597,3 +597,35 @@ fn media_states_follow_rsm_in_use_loaded_idle() {
     s.call(ALICE, dismount(&a, "ABC002L6", true)).unwrap();
     assert_eq!(state(&mut s), "idle", "parked in the drive by a deferred dismount");
 }
+
+fn eject(session: &str, barcode: &str) -> Method {
+    Method::EjectMedia { session: session.into(), media: barcode.into() }
+}
+
+#[test]
+fn eject_moves_a_cartridge_to_a_free_mail_slot_and_refuses_what_it_cannot() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let ie = |s: &Sim, barcode: &str| {
+        s.target
+            .snapshot()
+            .elements
+            .iter()
+            .any(|e| e.kind == vlib::ElementType::ImportExport && e.barcode.as_deref() == Some(barcode))
+    };
+    let r = s.call_and_wait(ALICE, eject(&a, "ABC005L6")).unwrap();
+    assert!(r["request"].is_string());
+    assert!(ie(&s, "ABC005L6"), "in a mail slot");
+    let m = s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC005L6").unwrap().clone();
+    assert_eq!(m.location.unwrap().kind, crate::model::ElementKind::ImportExport, "the inventory follows");
+    assert!(matches!(ntms(s.call(ALICE, eject(&a, "ABC005L6"))), NtmsError::InvalidOperation { .. }));
+    // The second mail slot, then none left.
+    s.call_and_wait(ALICE, eject(&a, "ABC006L6")).unwrap();
+    assert!(matches!(ntms(s.call(ALICE, eject(&a, "ABC007L6"))), NtmsError::IePortFull { .. }));
+    // A cartridge in a drive is dismounted first.
+    s.call_and_wait(ALICE, mount(&a, "ABC003L6")).unwrap();
+    assert!(matches!(ntms(s.call(ALICE, eject(&a, "ABC003L6"))), NtmsError::UnableToEjectMountedMedia { .. }));
+    let key = s.broker.requests.find(r["request"].as_str().unwrap()).unwrap();
+    assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Complete);
+    assert_eq!(s.broker.requests.get(key).unwrap().kind, RequestKind::Eject);
+}

@@ -657,6 +657,14 @@ impl Session {
         })
     }
 
+    /// `EjectNtmsMedia`: the cartridge (id or barcode) goes to a free mail slot; returns the request once it is
+    /// there.
+    pub fn eject(&self, media: &str) -> Result<String, NtmsError> {
+        let reply: RequestReply =
+            self.call_as(&Method::EjectMedia { session: self.id.clone(), media: media.to_owned() })?;
+        Ok(reply.request)
+    }
+
     /// `CreateNtmsMediaPool`: opens or creates an application pool; returns its id and whether it was created.
     pub fn create_pool(
         &self,

@@ -1,0 +1,143 @@
+//! Physical operations on cartridges, as broker rules: EjectMedia moves a cartridge to a free mail slot for the
+//! operator to take (it goes offline once a rescan no longer sees it).
+//!
+//! The moves are the changer's single moves (`Library::request_move`, tagged with the request's number); their
+//! outcome arrives as `Event::MoveFinished` and ends the request.
+
+use serde_json::{Map, Value};
+
+use super::dispatch::Answer;
+use super::session::Peer;
+use super::Broker;
+use crate::changer::MoveError;
+use crate::model::{ElementKind, RequestId, RequestKind, RequestStatus};
+use crate::proto::types::NotificationOperation;
+use crate::proto::{NtmsError, ObjectType, WireError};
+
+/// A physical move in flight for a request.
+#[derive(Debug, Clone)]
+pub struct PhysicalMove {
+    /// What it does, for the log and errors (`eject of ABC001L6 to mail slot 21`).
+    pub what: String,
+    /// The mail slot it heads for (another eject must not pick it).
+    pub port: Option<u16>,
+}
+
+fn refuse(e: NtmsError) -> Answer {
+    Answer::Reply(Err(WireError::Ntms(e)), 0)
+}
+
+impl Broker {
+    /// `EjectMedia`: the cartridge goes to a free mail slot. Refused at once when it is offline, in a drive
+    /// (`UnableToEjectMountedMedia`), on its way somewhere, or when every mail slot is full (`IePortFull`); an
+    /// allocated cartridge is ejected only by its owner (or an administrator). The reply comes when it is there.
+    pub fn eject(&mut self, session: &str, peer: Peer, media: &str) -> Answer {
+        let Some(m) = self.resolve_media(media) else {
+            return refuse(NtmsError::ObjectNotFound { message: format!("no cartridge {media:?}") });
+        };
+        let name = m.barcode.clone().unwrap_or_else(|| m.id.to_string());
+        let owner = self.owner_of(session);
+        let mine = m.allocated_to.as_ref().is_none_or(|a| a.uid == owner.uid && a.application == owner.application);
+        if !mine && !self.is_admin(peer) {
+            return refuse(NtmsError::AccessDenied {
+                message: format!(
+                    "{name} is allocated to {}",
+                    super::mounting::owner_text(m.allocated_to.as_ref().unwrap_or(&owner))
+                ),
+            });
+        }
+        let Some(loc) = m.location else {
+            return refuse(NtmsError::MediaOffline { message: format!("{name} is not in a library") });
+        };
+        if !self.library_rights(peer, loc.library).contains(super::access::Rights::CONTROL) {
+            return refuse(NtmsError::AccessDenied {
+                message: format!("uid {} has no control right on the library", peer.uid),
+            });
+        }
+        match loc.kind {
+            ElementKind::Drive => {
+                return refuse(NtmsError::UnableToEjectMountedMedia {
+                    message: format!("{name} is in a drive: dismount it first"),
+                })
+            }
+            ElementKind::ImportExport => {
+                return refuse(NtmsError::InvalidOperation { message: format!("{name} is in a mail slot already") })
+            }
+            _ => {}
+        }
+        let Some(li) = self.libs.iter().position(|l| l.id == Some(loc.library) && !l.retired) else {
+            return refuse(NtmsError::LibraryOffline { message: "the cartridge's library is not served".into() });
+        };
+        if self.libs[li].library.uses_source(loc.address) {
+            return refuse(NtmsError::Busy { message: format!("{name} is being moved") });
+        }
+        // A free mail slot, not one another eject is heading for.
+        let heading: Vec<u16> = self.physical.iter().filter_map(|(_, p)| p.port).collect();
+        let port = self.inventory.as_ref().and_then(|inv| {
+            inv.elements(loc.library)
+                .filter(|e| e.kind == ElementKind::ImportExport && e.media.is_none() && e.accessible)
+                .map(|e| (e.number, e.address))
+                .filter(|(_, a)| !heading.contains(a))
+                .min()
+        });
+        let Some((number, port)) = port else {
+            return refuse(NtmsError::IePortFull {
+                message: "every mail slot is full: empty them, then eject again".into(),
+            });
+        };
+        let mut new = self.new_request(RequestKind::Eject, Some(loc.library), session);
+        new.media = Some(m.id.to_string());
+        let key = self.requests.add(new, self.now_unix());
+        self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
+        self.requests.set_state(key, RequestStatus::InProgress, None, self.now_unix());
+        let what = format!("eject of {name} to mail slot {number}");
+        if let Err(e) = self.libs[li].library.request_move(key.0, loc.address, port) {
+            let e = move_error(&what, &e);
+            self.requests.finish(key, RequestStatus::Failed, Some(e.to_string()), self.now_unix());
+            self.note_request(key);
+            return refuse(e);
+        }
+        log::info!("{what} started");
+        self.physical.push((key, PhysicalMove { what, port: Some(port) }));
+        Answer::Later { key }
+    }
+
+    /// A single move of a physical request ended.
+    pub fn physical_move_finished(&mut self, id: u64, result: Result<(), MoveError>) {
+        let key = RequestId(id);
+        let Some(i) = self.physical.iter().position(|(k, _)| *k == key) else { return };
+        let (_, p) = self.physical.remove(i);
+        let now = self.now_unix();
+        let reply = match result {
+            Ok(()) => {
+                self.requests.finish(key, RequestStatus::Complete, None, now);
+                let mut r = Map::new();
+                r.insert("request".into(), Value::String(self.requests.guid_of(key)));
+                Ok(r)
+            }
+            Err(e) => {
+                let e = move_error(&p.what, &e);
+                let state = if matches!(e, NtmsError::Cancelled { .. }) {
+                    RequestStatus::Cancelled
+                } else {
+                    RequestStatus::Failed
+                };
+                self.requests.finish(key, state, Some(e.to_string()), now);
+                Err(WireError::Ntms(e))
+            }
+        };
+        self.note_request(key);
+        self.completions.push_back((key, reply, self.batch_for_reply()));
+    }
+}
+
+/// The wire error for a failed physical move.
+fn move_error(what: &str, e: &MoveError) -> NtmsError {
+    let message = format!("{what}: {}", crate::error_chain(e));
+    match e {
+        MoveError::Cancelled => NtmsError::Cancelled { message },
+        MoveError::TimedOut => NtmsError::Timeout { message },
+        MoveError::Offline => NtmsError::LibraryOffline { message },
+        _ => NtmsError::MediumNotAccessible { message },
+    }
+}
