@@ -223,6 +223,11 @@ enum Command {
         /// Barcode or id
         barcode: String,
     },
+    /// Take the cartridges in a library's mail slots into storage, each to its home slot when free (waits)
+    Inject {
+        /// Library id or name (default: the only library)
+        library: Option<String>,
+    },
     /// Forget an offline cartridge that no application holds
     DeleteMedia {
         /// Barcode or id
@@ -1133,6 +1138,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print_json(&json!({ "ejected": barcode, "request": request }))?;
             } else {
                 out(&format!("{barcode} is in a mail slot (request {request})\n"))?;
+            }
+        }
+        Command::Inject { library } => {
+            let libraries = session.enumerate(None, ObjectType::Library)?;
+            let chosen: Vec<&ObjectInfo> = libraries
+                .iter()
+                .filter(|l| library.as_deref().is_none_or(|want| l.id == want || l.name == want))
+                .filter(|l| l.state != "not_present")
+                .collect();
+            let lib = match chosen.as_slice() {
+                [one] => *one,
+                [] => return Err(NtmsError::InvalidLibrary { message: "no such library".into() }.into()),
+                _ => return Err(Failure::Usage("several libraries: name one".into())),
+            };
+            let request = session.inject(&lib.id)?;
+            if json {
+                print_json(&json!({ "injected": lib.name, "request": request }))?;
+            } else {
+                out(&format!("The mail slots of {} are in storage (request {request})\n", lib.name))?;
             }
         }
         Command::DeleteMedia { barcode } => {

@@ -277,9 +277,7 @@ impl Broker {
                 pools::answer(self.set_object_information(&session, peer, &object, version, &changes))
             }
             Method::EjectMedia { session, media } => self.eject(&session, peer, &media),
-            m @ Method::InjectMedia { .. } => {
-                now(Err(VarlinkError::MethodNotImplemented { method: m.full_name() }.into()), 0)
-            }
+            Method::InjectMedia { session, library } => self.inject(&session, peer, &library),
         }
     }
 

@@ -629,3 +629,29 @@ fn eject_moves_a_cartridge_to_a_free_mail_slot_and_refuses_what_it_cannot() {
     assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Complete);
     assert_eq!(s.broker.requests.get(key).unwrap().kind, RequestKind::Eject);
 }
+
+#[test]
+fn inject_takes_the_mail_slots_back_to_their_home_slots() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let lib = s.broker.libs[0].id.unwrap().to_string();
+    let inject = |session: &str| Method::InjectMedia { session: session.into(), library: lib.clone() };
+    // Nothing in the mail slots: done at once.
+    s.call(ALICE, inject(&a)).unwrap();
+    s.call_and_wait(ALICE, eject(&a, "ABC005L6")).unwrap();
+    s.call_and_wait(ALICE, eject(&a, "ABC006L6")).unwrap();
+    let r = s.call_and_wait(ALICE, inject(&a)).unwrap();
+    let key = s.broker.requests.find(r["request"].as_str().unwrap()).unwrap();
+    assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Complete);
+    let slot_of = |s: &Sim, barcode: &str| {
+        let snap = s.target.snapshot();
+        snap.elements.iter().find(|e| e.barcode.as_deref() == Some(barcode)).map(|e| (e.kind, e.address))
+    };
+    let home5 = s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC005L6").unwrap().home.unwrap().address;
+    assert_eq!(slot_of(&s, "ABC005L6"), Some((vlib::ElementType::Storage, home5)), "back home");
+    assert_eq!(slot_of(&s, "ABC006L6").map(|x| x.0), Some(vlib::ElementType::Storage));
+    assert!(matches!(
+        ntms(s.call(ALICE, Method::InjectMedia { session: a.clone(), library: "nope".into() })),
+        NtmsError::InvalidLibrary { .. }
+    ));
+}

@@ -665,6 +665,14 @@ impl Session {
         Ok(reply.request)
     }
 
+    /// `InjectNtmsMedia`: the cartridges in the library's mail slots go into storage; returns the request once
+    /// they are in.
+    pub fn inject(&self, library: &str) -> Result<String, NtmsError> {
+        let reply: RequestReply =
+            self.call_as(&Method::InjectMedia { session: self.id.clone(), library: library.to_owned() })?;
+        Ok(reply.request)
+    }
+
     /// `CreateNtmsMediaPool`: opens or creates an application pool; returns its id and whether it was created.
     pub fn create_pool(
         &self,

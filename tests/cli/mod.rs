@@ -389,6 +389,8 @@ fn issue_15_json_for_every_result_and_error() {
     assert_eq!(json(&["enable", "ABC007L6"], 0)["enabled"], "ABC007L6");
     assert_eq!(json(&["delete-media", "ABC007L6"], 1)["error"]["name"], "InvalidState");
     assert_eq!(json(&["eject", "ABC008L6"], 0)["ejected"], "ABC008L6");
+    assert_eq!(json(&["inject"], 0)["injected"], "test");
+    assert_eq!(json(&["info", "ABC008L6"], 0)["details"]["physical_media"]["location"]["kind"], "slot");
     assert_eq!(json(&["swap", "ABC006L6", "ABC007L6"], 1)["error"]["name"], "InvalidMedia");
     assert_eq!(json(&["pool", "delete", "Free"], 4)["error"]["name"], "InvalidMediaPool");
     assert_eq!(json(&["completions", "bash"], 2)["error"]["name"], "Usage");
