@@ -753,6 +753,19 @@ fn daemon_hotplug(lab: &Lab) {
     };
     assert_eq!(holds(&slot3), 1, "rsmd's inventory has {slot3} in one slot");
     println!("  mtx load behind rsmd's back: the mount of {slot3} went on from drive 0");
+    // Issue 13: eject to a mail slot and inject back through the daemon on the real changer, agreeing with mtx.
+    s.eject(&barcode).expect("eject on real sg");
+    let in_port = assert_agrees_with_mtx(&lab.changer)
+        .into_values()
+        .any(|e| e.element_type == ElementType::ImportExport && e.barcode() == Some(barcode.as_str()));
+    assert!(in_port, "{barcode} is in a mail slot as the library reports it");
+    let library = s.enumerate(None, ObjectType::Library).expect("libraries")[0].id.clone();
+    s.inject(&library).expect("inject on real sg");
+    let stored = assert_agrees_with_mtx(&lab.changer)
+        .into_values()
+        .any(|e| e.element_type == ElementType::Storage && e.barcode() == Some(barcode.as_str()));
+    assert!(stored, "{barcode} is back in storage");
+    println!("  eject to a mail slot and inject back through the daemon: {barcode}");
     iscsiadm("--logout");
     d.wait_notify(|m| m.contains(" 1 offline"));
     assert_eq!(s.enumerate(None, ObjectType::StorageSlot).expect("stale slots").len(), slots);
