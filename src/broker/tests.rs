@@ -655,3 +655,35 @@ fn inject_takes_the_mail_slots_back_to_their_home_slots() {
         NtmsError::InvalidLibrary { .. }
     ));
 }
+
+/// Issue 13: an ejected cartridge the operator took away is offline (still catalogued, still allocated); a mount
+/// of it says so; brought back through the mail slot and injected, it is home with its pool and allocation.
+#[test]
+fn an_ejected_cartridge_taken_away_is_offline_and_comes_back_with_its_allocation() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    s.call(ALICE, method_create_pool(&a, "Bacula")).unwrap();
+    s.call(ALICE, allocate(&a, "Bacula", Some("ABC007L6"), true)).unwrap();
+    s.call_and_wait(ALICE, eject(&a, "ABC007L6")).unwrap();
+    // The operator collects it: the library's unit attention (seen by the idle heartbeat) makes rsmd rescan.
+    s.target.inject(vlib::Fault::TakeFromPorts);
+    let offline =
+        |s: &Sim| s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC007L6").unwrap().location.is_none();
+    s.drive_bounded(100_000, |s| offline(s));
+    let m = s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC007L6").unwrap().clone();
+    assert_eq!(
+        (m.side, m.pool.is_some()),
+        (Some(crate::model::SideState::Allocated), true),
+        "still catalogued and allocated"
+    );
+    assert!(matches!(ntms(s.call(ALICE, mount(&a, "ABC007L6"))), NtmsError::MediaOffline { .. }));
+    // Back through the mail slot, then injected: home, still Bacula's.
+    s.target.inject(vlib::Fault::ImportCartridge { barcode: "ABC007L6".into() });
+    let lib = s.broker.libs[0].id.unwrap().to_string();
+    s.drive_bounded(100_000, |s| !offline(s));
+    s.call_and_wait(ALICE, Method::InjectMedia { session: a.clone(), library: lib }).unwrap();
+    let m = s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC007L6").unwrap().clone();
+    assert_eq!(m.location.unwrap().kind, crate::model::ElementKind::Storage);
+    assert_eq!(m.side, Some(crate::model::SideState::Allocated));
+    s.call_and_wait(ALICE, mount(&a, "ABC007L6")).unwrap();
+}

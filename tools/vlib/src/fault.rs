@@ -62,6 +62,9 @@ pub enum Fault {
         /// Barcode of the imported cartridge.
         barcode: String,
     },
+    /// An operator took every cartridge out of the I/E slots (an eject collected); the changer raises UNIT
+    /// ATTENTION 06/28/00.
+    TakeFromPorts,
 }
 
 /// Why an injected fault could not be applied.
@@ -141,10 +144,11 @@ impl FaultConfig {
             "import" => Fault::ImportCartridge {
                 barcode: self.barcode.clone().ok_or_else(|| missing("barcode"))?,
             },
+            "take" => Fault::TakeFromPorts,
             other => {
                 return Err((
                     "kind".to_string(),
-                    format!("unknown fault kind `{other}` (expected unit_attention, not_ready, jam, wont_unload, disappear, hang, reset, door_closed, import)"),
+                    format!("unknown fault kind `{other}` (expected unit_attention, not_ready, jam, wont_unload, disappear, hang, reset, door_closed, import, take)"),
                 ))
             }
         })

@@ -593,6 +593,14 @@ impl Target {
                 slot.source = None;
                 self.changer.pending_ua = Some(sense::MEDIUM_MAY_HAVE_CHANGED);
             }
+            Fault::TakeFromPorts => {
+                for e in &mut self.elements[ElementType::ImportExport.index()] {
+                    e.medium = None;
+                    e.source = None;
+                    e.impexp = false;
+                }
+                self.changer.pending_ua = Some(sense::MEDIUM_MAY_HAVE_CHANGED);
+            }
         }
         Ok(())
     }
@@ -929,6 +937,9 @@ mod tests {
     #[test]
     fn import_and_disappear() {
         let mut t = lib();
+        t.try_inject(Fault::ImportCartridge { barcode: "ABC999L6".into() }).unwrap();
+        t.try_inject(Fault::TakeFromPorts).unwrap();
+        assert!(t.snapshot().elements.iter().all(|e| e.kind != ElementType::ImportExport || e.barcode.is_none()));
         t.try_inject(Fault::ImportCartridge { barcode: "ABC999L6".into() }).unwrap();
         assert!(t.try_inject(Fault::ImportCartridge { barcode: "ABC999L6".into() }).is_err());
         t.try_inject(Fault::ImportCartridge { barcode: "ABC998L6".into() }).unwrap();

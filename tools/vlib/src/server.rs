@@ -460,6 +460,7 @@ fn control_line(s: &Shared, line: &str) -> Vec<String> {
             ["snapshot"] => return Err(String::new()),
             ["door"] => Fault::DoorClosed,
             ["import", b] => Fault::ImportCartridge { barcode: (*b).to_string() },
+            ["take"] => Fault::TakeFromPorts,
             ["fault", "unit_attention", ..] => Fault::UnitAttentionAfter {
                 device: dev(2)?,
                 commands: if w.len() > 3 { u32::try_from(num(3)?).map_err(|e| e.to_string())? } else { 0 },
