@@ -754,16 +754,13 @@ impl Broker {
     }
 
     /// Queues an inventory of library `id` for `session`; returns the request id. The default mode is the fast
-    /// one (READ ELEMENT STATUS with barcodes); `full` and `omid` are not implemented yet and are refused, never
-    /// ignored.
+    /// one (READ ELEMENT STATUS with barcodes); `full` first has the library check every element (INITIALIZE
+    /// ELEMENT STATUS); `omid` is not implemented yet and is refused, never ignored.
     pub fn start_inventory(&mut self, id: Guid, session: &str, mode: InventoryMode) -> Result<String, NtmsError> {
-        if matches!(mode, InventoryMode::Full | InventoryMode::Omid) {
+        if mode == InventoryMode::Omid {
             return Err(NtmsError::CallNotImplemented {
-                message: format!(
-                    "inventory mode {} is not implemented; use the fast mode (READ ELEMENT STATUS with \
-                     barcodes)",
-                    if mode == InventoryMode::Full { "full" } else { "omid" }
-                ),
+                message: "inventory mode omid (reading each cartridge's label) is not implemented; use fast or full"
+                    .into(),
             });
         }
         let Some(lib) = self.libs.iter_mut().find(|l| l.id == Some(id) && !l.retired) else {
@@ -772,7 +769,11 @@ impl Broker {
         if lib.library.state() == LibraryState::Offline {
             return Err(NtmsError::LibraryOffline { message: format!("library {id} is offline") });
         }
-        lib.library.request_rescan();
+        if mode == InventoryMode::Full {
+            lib.library.request_initialize();
+        } else {
+            lib.library.request_rescan();
+        }
         let new = self.new_request(RequestKind::Inventory, Some(id), session);
         let now = self.now_unix();
         let rid = self.requests.add(new, now);

@@ -27,6 +27,8 @@ struct Sim {
     replies: HashMap<RequestId, Reply>,
     /// Every batch of changes handed to the store.
     persisted: Vec<Change>,
+    /// The operation code of every command the broker sent.
+    opcodes: Vec<u8>,
 }
 
 impl Sim {
@@ -47,7 +49,7 @@ impl Sim {
         broker.loaded(Snapshot::default(), HashMap::new(), 0);
         let spec = LibrarySpec { label: "sim".into(), key: "sim".into(), name: None, drives, options };
         broker.add_library(spec, 0);
-        let mut s = Sim { broker, target, now: 0, replies: HashMap::new(), persisted: Vec::new() };
+        let mut s = Sim { broker, target, now: 0, replies: HashMap::new(), persisted: Vec::new(), opcodes: Vec::new() };
         s.drive_bounded(100_000, |s| s.broker.libs[0].library.state() == LibraryState::Ready);
         s
     }
@@ -58,6 +60,7 @@ impl Sim {
         while let Some((li, o)) = self.broker.poll_command() {
             progressed = true;
             let device = to_vlib(o.device);
+            self.opcodes.extend(o.command.cdb.first());
             if !self.target.is_present(device) {
                 self.broker.handle_completion(li, o.tag, Err(TransportError::DeviceGone), self.now);
                 continue;
@@ -339,13 +342,21 @@ fn inventory_modes_not_implemented_are_refused() {
     let mut s = Sim::new();
     let a = s.open(ALICE, "a");
     let library = s.broker.libs[0].id.unwrap().to_string();
-    for mode in [InventoryMode::Full, InventoryMode::Omid] {
-        let e = ntms(s.call(ALICE, Method::InventoryLibrary { session: a.clone(), library: library.clone(), mode }));
-        assert!(matches!(e, NtmsError::CallNotImplemented { .. }), "{e:?}");
+    let mode = InventoryMode::Omid;
+    let e = ntms(s.call(ALICE, Method::InventoryLibrary { session: a.clone(), library: library.clone(), mode }));
+    assert!(matches!(e, NtmsError::CallNotImplemented { .. }), "{e:?}");
+    // Fast: READ ELEMENT STATUS only; full: INITIALIZE ELEMENT STATUS (07h) first, then the scan.
+    for (mode, initializes) in [(InventoryMode::Fast, false), (InventoryMode::Full, true)] {
+        s.opcodes.clear();
+        let r = s.call(ALICE, Method::InventoryLibrary { session: a.clone(), library: library.clone(), mode }).unwrap();
+        let request = r["request"].as_str().unwrap().to_owned();
+        s.drive_bounded(100_000, |s| s.request_state(&request) == RequestStatus::Complete);
+        let first_scan = s.opcodes.iter().position(|&o| o == 0xB8).expect("READ ELEMENT STATUS");
+        assert_eq!(s.opcodes.contains(&0x07), initializes, "{mode:?}: {:02x?}", s.opcodes);
+        if initializes {
+            assert!(s.opcodes.iter().position(|&o| o == 0x07).unwrap() < first_scan, "initialize first");
+        }
     }
-    let r = s.call(ALICE, Method::InventoryLibrary { session: a.clone(), library, mode: InventoryMode::Fast }).unwrap();
-    let request = r["request"].as_str().unwrap().to_owned();
-    s.drive_bounded(100_000, |s| s.request_state(&request) == RequestStatus::Complete);
 }
 
 /// Requests persisted by a run that was killed come back failed, with the reason, and numbering goes on.

@@ -267,10 +267,26 @@ enum Purpose {
     Capabilities,
     DriveInquiry(usize),
     DriveSerial(usize),
-    Scan { element_type: ElementType, start: u16, count: u16, alloc: u32, dvcid: bool, whole: bool },
-    Move { id: Origin, source: u16, destination: u16 },
+    Scan {
+        element_type: ElementType,
+        start: u16,
+        count: u16,
+        alloc: u32,
+        dvcid: bool,
+        whole: bool,
+    },
+    Move {
+        id: Origin,
+        source: u16,
+        destination: u16,
+    },
+    /// INITIALIZE ELEMENT STATUS before a full inventory's scan.
+    Initialize,
     Heartbeat,
-    Drive { id: Origin, drive: usize },
+    Drive {
+        id: Origin,
+        drive: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -347,6 +363,8 @@ pub struct Machine {
     scanned: Vec<Element>,
     dvcid: bool,
     rescan: Option<bool>,
+    /// The next scan starts with INITIALIZE ELEMENT STATUS (a full inventory).
+    initialize: bool,
     pub(super) elements: Vec<Element>,
     moves: VecDeque<MoveRequest>,
     current_move: Option<MoveRequest>,
@@ -384,6 +402,7 @@ impl Machine {
             scanned: Vec::new(),
             dvcid: true,
             rescan: None,
+            initialize: false,
             elements: Vec::new(),
             moves: VecDeque::new(),
             current_move: None,
@@ -600,6 +619,15 @@ impl Machine {
         if self.phase != Phase::Offline {
             self.rescan = Some(self.rescan.unwrap_or(false));
             self.pump();
+        }
+    }
+
+    /// A full inventory: INITIALIZE ELEMENT STATUS (the library checks every element itself, reading barcodes
+    /// again), then the scan. A library that refuses the command is scanned as it is.
+    pub fn request_initialize(&mut self) {
+        if self.phase != Phase::Offline {
+            self.initialize = true;
+            self.request_rescan();
         }
     }
 
@@ -863,6 +891,12 @@ impl Machine {
             if let Some(reprobe) = self.rescan.take() {
                 if reprobe || self.probe.addresses.is_none() {
                     self.start_probe();
+                } else if std::mem::take(&mut self.initialize) {
+                    self.phase = Phase::Scanning;
+                    self.set_state(LibraryState::Scanning);
+                    if let Some(command) = self.command_for(&Purpose::Initialize) {
+                        self.queue_changer(Purpose::Initialize, command);
+                    }
                 } else {
                     self.start_scan();
                 }
@@ -974,6 +1008,11 @@ impl Machine {
                 for a in [source, destination] {
                     self.reread(a);
                 }
+            }
+            Purpose::Initialize => {
+                let why = failure.map_or_else(|| "no answer".to_owned(), |f| f.to_string());
+                log::warn!("{device}: INITIALIZE ELEMENT STATUS failed ({why}); reading element status as it is");
+                self.start_scan();
             }
             Purpose::Heartbeat => self.schedule_heartbeat(),
             Purpose::Drive { .. } => {}
@@ -1130,7 +1169,8 @@ impl Machine {
                     | Purpose::Serial
                     | Purpose::DeviceId
                     | Purpose::AddressAssignment
-                    | Purpose::Capabilities => {
+                    | Purpose::Capabilities
+                    | Purpose::Initialize => {
                         if let Some(command) = self.command_for(&purpose) {
                             self.changer_queue.push_front(Queued { purpose, command });
                         }
@@ -1206,6 +1246,7 @@ impl Machine {
                 self.apply_move(source, destination);
                 self.events.push_back(Event::MoveFinished { id, result: Ok(()) });
             }
+            Purpose::Initialize => self.start_scan(),
             Purpose::Heartbeat => self.schedule_heartbeat(),
             Purpose::Drive { .. } => {}
         }
@@ -1228,6 +1269,8 @@ impl Machine {
                 cdb::move_medium(self.transport_address(), *source, *destination, false)
                     .into_command(self.options.move_timeout)
             }
+            // The library walks every element: minutes on a big one.
+            Purpose::Initialize => cdb::initialize_element_status().into_command(self.options.move_timeout * 10),
             Purpose::Heartbeat => cdb::test_unit_ready().into_command(t),
             Purpose::Drive { .. } => return None,
         })

@@ -154,6 +154,13 @@ impl Library {
         self.pump();
     }
 
+    /// A full inventory: INITIALIZE ELEMENT STATUS, then the rescan (a library that refuses the command is
+    /// scanned as it is).
+    pub fn request_initialize(&mut self) {
+        self.machine.request_initialize();
+        self.pump();
+    }
+
     /// The tunables it runs with.
     pub fn options(&self) -> &LibraryOptions {
         self.machine.options()
