@@ -36,7 +36,8 @@ impl MountCall {
     }
 }
 
-fn err(e: NtmsError) -> Answer {
+/// A call refused at once.
+pub(super) fn err(e: NtmsError) -> Answer {
     Answer::Reply(Err(WireError::Ntms(e)), 0)
 }
 

@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::dispatch::Answer;
+use super::mounting::err;
 use super::session::Peer;
 use super::Broker;
 use crate::changer::MoveError;
@@ -30,23 +31,19 @@ pub struct PhysicalMove {
     pub done: usize,
 }
 
-fn refuse(e: NtmsError) -> Answer {
-    Answer::Reply(Err(WireError::Ntms(e)), 0)
-}
-
 impl Broker {
     /// `EjectMedia`: the cartridge goes to a free mail slot. Refused at once when it is offline, in a drive
     /// (`UnableToEjectMountedMedia`), on its way somewhere, or when every mail slot is full (`IePortFull`); an
     /// allocated cartridge is ejected only by its owner (or an administrator). The reply comes when it is there.
     pub fn eject(&mut self, session: &str, peer: Peer, media: &str) -> Answer {
         let Some(m) = self.resolve_media(media) else {
-            return refuse(NtmsError::ObjectNotFound { message: format!("no cartridge {media:?}") });
+            return err(NtmsError::ObjectNotFound { message: format!("no cartridge {media:?}") });
         };
         let name = m.barcode.clone().unwrap_or_else(|| m.id.to_string());
         let owner = self.owner_of(session);
         let mine = m.allocated_to.as_ref().is_none_or(|a| a.uid == owner.uid && a.application == owner.application);
         if !mine && !self.is_admin(peer) {
-            return refuse(NtmsError::AccessDenied {
+            return err(NtmsError::AccessDenied {
                 message: format!(
                     "{name} is allocated to {}",
                     super::mounting::owner_text(m.allocated_to.as_ref().unwrap_or(&owner))
@@ -54,29 +51,29 @@ impl Broker {
             });
         }
         let Some(loc) = m.location else {
-            return refuse(NtmsError::MediaOffline { message: format!("{name} is not in a library") });
+            return err(NtmsError::MediaOffline { message: format!("{name} is not in a library") });
         };
         if !self.library_rights(peer, loc.library).contains(super::access::Rights::CONTROL) {
-            return refuse(NtmsError::AccessDenied {
+            return err(NtmsError::AccessDenied {
                 message: format!("uid {} has no control right on the library", peer.uid),
             });
         }
         match loc.kind {
             ElementKind::Drive => {
-                return refuse(NtmsError::UnableToEjectMountedMedia {
+                return err(NtmsError::UnableToEjectMountedMedia {
                     message: format!("{name} is in a drive: dismount it first"),
                 })
             }
             ElementKind::ImportExport => {
-                return refuse(NtmsError::InvalidOperation { message: format!("{name} is in a mail slot already") })
+                return err(NtmsError::InvalidOperation { message: format!("{name} is in a mail slot already") })
             }
             _ => {}
         }
         let Some(li) = self.libs.iter().position(|l| l.id == Some(loc.library) && !l.retired) else {
-            return refuse(NtmsError::LibraryOffline { message: "the cartridge's library is not served".into() });
+            return err(NtmsError::LibraryOffline { message: "the cartridge's library is not served".into() });
         };
         if self.libs[li].library.uses_source(loc.address) {
-            return refuse(NtmsError::Busy { message: format!("{name} is being moved") });
+            return err(NtmsError::Busy { message: format!("{name} is being moved") });
         }
         // A free mail slot, not one another eject is heading for.
         let heading: Vec<u16> = self.physical.iter().filter_map(|(_, p)| p.port).collect();
@@ -88,7 +85,7 @@ impl Broker {
                 .min()
         });
         let Some((number, port)) = port else {
-            return refuse(NtmsError::IePortFull {
+            return err(NtmsError::IePortFull {
                 message: "every mail slot is full: empty them, then eject again".into(),
             });
         };
@@ -102,7 +99,7 @@ impl Broker {
             let e = move_error(&what, &e);
             self.requests.finish(key, RequestStatus::Failed, Some(e.to_string()), self.now_unix());
             self.note_request(key);
-            return refuse(e);
+            return err(e);
         }
         log::info!("{what} started");
         self.physical.push((key, PhysicalMove { what, port: Some(port), rest: Default::default(), li, done: 0 }));
@@ -116,18 +113,18 @@ impl Broker {
         let Some(id) =
             library.parse().ok().filter(|g| self.inventory.as_ref().is_some_and(|i| i.library(*g).is_some()))
         else {
-            return refuse(NtmsError::InvalidLibrary { message: format!("no library {library:?}") });
+            return err(NtmsError::InvalidLibrary { message: format!("no library {library:?}") });
         };
         if !self.library_rights(peer, id).contains(super::access::Rights::CONTROL) {
-            return refuse(NtmsError::AccessDenied {
+            return err(NtmsError::AccessDenied {
                 message: format!("uid {} has no control right on the library", peer.uid),
             });
         }
         let Some(li) = self.libs.iter().position(|l| l.id == Some(id) && !l.retired) else {
-            return refuse(NtmsError::LibraryOffline { message: "the library is not served".into() });
+            return err(NtmsError::LibraryOffline { message: "the library is not served".into() });
         };
         let Some(inv) = self.inventory.as_ref() else {
-            return refuse(NtmsError::NotReady { message: "loading".into() });
+            return err(NtmsError::NotReady { message: "loading".into() });
         };
         let lib = &self.libs[li].library;
         let waiting: Vec<(u16, Option<u16>, String)> = inv
@@ -165,15 +162,15 @@ impl Broker {
         let key = self.requests.add(new, self.now_unix());
         self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
         let Some((source, destination, what)) = plan.pop_front() else {
-            let (state, err) = if any_waiting {
+            let (state, error) = if any_waiting {
                 (RequestStatus::Failed, Some(NtmsError::LibraryFull { message: "no storage slot is free".into() }))
             } else {
                 (RequestStatus::Complete, None)
             };
-            self.requests.finish(key, state, err.as_ref().map(ToString::to_string), self.now_unix());
+            self.requests.finish(key, state, error.as_ref().map(ToString::to_string), self.now_unix());
             self.note_request(key);
-            return match err {
-                Some(e) => refuse(e),
+            return match error {
+                Some(e) => err(e),
                 None => {
                     let mut r = Map::new();
                     r.insert("request".into(), Value::String(self.requests.guid_of(key)));
@@ -186,7 +183,7 @@ impl Broker {
             let e = move_error(&what, &e);
             self.requests.finish(key, RequestStatus::Failed, Some(e.to_string()), self.now_unix());
             self.note_request(key);
-            return refuse(e);
+            return err(e);
         }
         log::info!("{what} started");
         self.physical.push((key, PhysicalMove { what, port: None, rest: plan, li, done: 0 }));
