@@ -582,6 +582,77 @@ pub struct RequestRecord {
     pub media: Option<String>,
 }
 
+/// What an operator request asks of the operator (RSM's `NTMS_OPREQ_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorKind {
+    /// A message (an application's own text).
+    Message,
+    /// Put new (scratch) media in the library.
+    NewMedia,
+    /// Insert or replace a cleaning cartridge.
+    Cleaner,
+    /// Service a device (a drive that needs attention).
+    DeviceService,
+    /// Move media: bring an offline cartridge back, or take the ejected ones out of the mail slots.
+    MoveMedia,
+}
+
+/// Where an operator request stands (RSM's `NTMS_OPSTATE_*`; rsmd shows a request to the operators as soon as it
+/// is submitted, so it starts `Active`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorState {
+    /// Shown to the operators, not answered yet.
+    Active,
+    /// The operator did what it asks (or the daemon saw it done).
+    Satisfied,
+    /// The operator refused.
+    Refused,
+    /// Withdrawn by its submitter (or the work that raised it ended).
+    Cancelled,
+}
+
+/// An operator request: a call for a person to do something in front of the library.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    /// Its number (the key of its record; operators type it: `rsm satisfy 12`).
+    pub number: u64,
+    /// Its public identity.
+    pub guid: Guid,
+    /// What it asks.
+    pub kind: OperatorKind,
+    /// Where it stands.
+    pub state: OperatorState,
+    /// The text shown to the operator.
+    pub text: String,
+    /// The object concerned (a cartridge, drive or library id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// The library concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<Guid>,
+    /// Who submitted it (the daemon's own requests: uid 0, application `rsmd`).
+    pub owner: Owner,
+    /// The submitting session (None: the daemon's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// The library request that waits for it (a mount of an offline cartridge, an eject waiting for mail slots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<RequestId>,
+    /// Unix time (ms) it was submitted.
+    pub submitted: u64,
+    /// Unix time (ms) it was answered or withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+    /// The user who answered it (None: the daemon saw it done, or nobody yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<u32>,
+    /// Why it was refused or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 // The store persists these; the domain produces them. They live here so that `media` and `broker` need not
 // import `store`.
 
@@ -613,6 +684,10 @@ pub enum Change {
     Pool(PoolRecord),
     /// Remove a media pool.
     RemovePool(Guid),
+    /// Insert or replace an operator request.
+    Operator(OperatorRecord),
+    /// Remove an operator request (purged).
+    RemoveOperator(u64),
 }
 
 /// One record as it comes off disk.
@@ -628,6 +703,17 @@ pub enum Record {
     Request(RequestRecord),
     /// A media pool.
     Pool(PoolRecord),
+    /// An operator request.
+    Operator(OperatorRecord),
+}
+
+/// The requests an earlier run left on disk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Requested {
+    /// Library requests.
+    pub library: Vec<RequestRecord>,
+    /// Operator requests.
+    pub operator: Vec<OperatorRecord>,
 }
 
 /// Everything on disk.
@@ -643,6 +729,8 @@ pub struct Snapshot {
     pub requests: Vec<RequestRecord>,
     /// Media pools.
     pub pools: Vec<PoolRecord>,
+    /// Operator requests.
+    pub operators: Vec<OperatorRecord>,
 }
 
 #[cfg(test)]

@@ -138,9 +138,9 @@ enum Command {
     },
     /// List library requests
     Requests,
-    /// Cancel a library request
+    /// Cancel a library request, or withdraw an operator request (by its number)
     Cancel {
-        /// Request id
+        /// Library request id, or operator request number
         id: String,
     },
     /// Move a queued mount or dismount up or down the robot's queue
@@ -218,10 +218,53 @@ enum Command {
         /// Barcode or id
         barcode: String,
     },
-    /// Move a cartridge to a free mail slot for the operator to take (waits until it is there)
+    /// Move cartridges to free mail slots for the operator to take, one cycle of the port (waits until the last
+    /// is there; when they do not all fit, the rest wait for the operator to empty the mail slots)
     Eject {
-        /// Barcode or id
-        barcode: String,
+        /// Barcodes or ids (of one library)
+        #[arg(required = true)]
+        barcodes: Vec<String>,
+        /// Fail at once when they do not all fit in the free mail slots
+        #[arg(long)]
+        error_if_full: bool,
+    },
+    /// List operator requests (the active ones; --all: the answered ones too)
+    Operator {
+        /// Also the satisfied, refused and cancelled ones
+        #[arg(long)]
+        all: bool,
+    },
+    /// Tell rsmd an operator request is done (the work waiting for it goes on)
+    Satisfy {
+        /// Operator request number or id
+        id: String,
+    },
+    /// Refuse an operator request (the work waiting for it fails RequestRefused)
+    Refuse {
+        /// Operator request number or id
+        id: String,
+        /// Why, for whoever submitted it
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Submit an operator request (an application's message, or a typed request)
+    Submit {
+        /// The text shown to the operator
+        text: String,
+        /// What it asks
+        #[arg(long, value_enum, default_value_t = OpKindArg::Message)]
+        kind: OpKindArg,
+        /// The object it concerns (barcode, drive, library, id)
+        #[arg(long)]
+        object: Option<String>,
+    },
+    /// Wait until an operator request is answered: exit 0 when satisfied, 1 when refused, cancelled or timed out
+    WaitOperator {
+        /// Operator request number or id
+        id: String,
+        /// Give up after this many seconds
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
     },
     /// Take the cartridges in a library's mail slots into storage, each to its home slot when free (waits)
     Inject {
@@ -331,6 +374,34 @@ impl From<ModeArg> for InventoryMode {
             ModeArg::Fast => InventoryMode::Fast,
             ModeArg::Full => InventoryMode::Full,
             ModeArg::Omid => InventoryMode::Omid,
+        }
+    }
+}
+
+/// Operator request kinds on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OpKindArg {
+    /// A message
+    Message,
+    /// Put new media in the library
+    NewMedia,
+    /// Insert or replace a cleaning cartridge
+    Cleaner,
+    /// Service a device
+    DeviceService,
+    /// Move media
+    MoveMedia,
+}
+
+impl From<OpKindArg> for rsmd::proto::types::OpRequestKind {
+    fn from(k: OpKindArg) -> Self {
+        use rsmd::proto::types::OpRequestKind as K;
+        match k {
+            OpKindArg::Message => K::Message,
+            OpKindArg::NewMedia => K::NewMedia,
+            OpKindArg::Cleaner => K::Cleaner,
+            OpKindArg::DeviceService => K::DeviceService,
+            OpKindArg::MoveMedia => K::MoveMedia,
         }
     }
 }
@@ -1052,6 +1123,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 out(&format::requests_table(&requests, &names(&session)?))?;
             }
         }
+        Command::Cancel { id } if id.parse::<u64>().is_ok() => {
+            session.cancel_operator(&id)?;
+            if json {
+                print_json(&json!({ "cancelled": id }))?;
+            } else {
+                out(&format!("Operator request {id} withdrawn\n"))?;
+            }
+        }
         Command::Cancel { id } => {
             session.cancel_request(&id)?;
             if json {
@@ -1132,13 +1211,52 @@ fn run(cli: Cli) -> Result<(), Failure> {
             session.decommission(&session.resolve_media(&barcode)?)?;
             done_line(json, "decommissioned", &barcode)?;
         }
-        Command::Eject { barcode } => {
-            let request = session.eject(&session.resolve_media(&barcode)?)?;
+        Command::Eject { barcodes, error_if_full } => {
+            let ids = barcodes.iter().map(|b| session.resolve_media(b)).collect::<Result<Vec<String>, _>>()?;
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let request = session.eject_many(&ids, error_if_full)?;
             if json {
-                print_json(&json!({ "ejected": barcode, "request": request }))?;
+                print_json(&json!({ "ejected": barcodes, "request": request }))?;
             } else {
-                out(&format!("{barcode} is in a mail slot (request {request})\n"))?;
+                let what = barcodes.join(", ");
+                let verb = if barcodes.len() == 1 { "is" } else { "are" };
+                out(&format!("{what} {verb} in the mail slots (request {request})\n"))?;
             }
+        }
+        Command::Operator { all } => {
+            let mut requests = session.enumerate(None, ObjectType::OpRequest)?;
+            if !all {
+                requests.retain(|o| o.state == "active");
+            }
+            if json {
+                print_json(&requests)?;
+            } else {
+                out(&format::operator_table(&requests, &names(&session)?))?;
+            }
+        }
+        Command::Satisfy { id } => {
+            session.satisfy_operator(&id)?;
+            done_line(json, "satisfied", &id)?;
+        }
+        Command::Refuse { id, reason } => {
+            session.refuse_operator(&id, reason.as_deref())?;
+            done_line(json, "refused", &id)?;
+        }
+        Command::Submit { text, kind, object } => {
+            let object = match object.as_deref() {
+                Some(o) => Some(object_id(&session, o)?),
+                None => None,
+            };
+            let (id, number) = session.submit_operator(kind.into(), &text, object.as_deref())?;
+            if json {
+                print_json(&json!({ "request": id, "number": number }))?;
+            } else {
+                out(&format!("Operator request {number} submitted ({id})\n"))?;
+            }
+        }
+        Command::WaitOperator { id, timeout } => {
+            session.wait_operator(&id, timeout.map(Duration::from_secs))?;
+            done_line(json, "satisfied", &id)?;
         }
         Command::Inject { library } => {
             let libraries = session.enumerate(None, ObjectType::Library)?;

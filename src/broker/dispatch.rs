@@ -276,7 +276,22 @@ impl Broker {
             Method::SetObjectInformation { session, object, version, changes } => {
                 pools::answer(self.set_object_information(&session, peer, &object, version, &changes))
             }
-            Method::EjectMedia { session, media } => self.eject(&session, peer, &media),
+            Method::EjectMedia { session, media, error_if_full } => self.eject(&session, peer, &media, error_if_full),
+            Method::SubmitOperatorRequest { session, kind, text, object } => {
+                answer_now(self.submit_operator(&session, kind, &text, object.as_deref()), self)
+            }
+            Method::WaitForOperatorRequest { session, request, timeout_ms } => {
+                self.wait_operator(&session, &request, timeout_ms)
+            }
+            Method::SatisfyOperatorRequest { request, .. } => {
+                answer_now(self.answer_operator(peer, &request, true, None), self)
+            }
+            Method::RefuseOperatorRequest { request, reason, .. } => {
+                answer_now(self.answer_operator(peer, &request, false, reason.as_deref()), self)
+            }
+            Method::CancelOperatorRequest { session, request } => {
+                answer_now(self.cancel_operator(&session, peer, &request), self)
+            }
             Method::InjectMedia { session, library } => self.inject(&session, peer, &library),
         }
     }
@@ -310,11 +325,20 @@ impl Broker {
             host: &self.host,
             libraries: &libraries,
             requests,
+            operators: &self.operators,
             absent: &self.absent,
             started: self.options.epoch_ms,
             busy_media: std::cell::OnceCell::new(),
         };
         f(&view)
+    }
+}
+
+/// The answer to a call that changed something and replies at once (after its batch is durable).
+fn answer_now(r: Result<Map<String, Value>, NtmsError>, b: &Broker) -> Answer {
+    match r {
+        Ok(m) => Answer::Reply(Ok(m), b.batch_for_reply()),
+        Err(e) => Answer::Reply(Err(WireError::Ntms(e)), 0),
     }
 }
 

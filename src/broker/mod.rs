@@ -23,6 +23,7 @@ pub mod access;
 pub mod dispatch;
 pub mod mounting;
 pub mod objects;
+pub mod operator;
 pub mod physical;
 pub mod pools;
 pub mod requests;
@@ -216,6 +217,14 @@ pub struct Broker {
     pub physical: Vec<(RequestId, physical::PhysicalMove)>,
     /// The number of the last notification.
     note_sequence: u64,
+    /// Operator requests.
+    pub operators: operator::Operators,
+    /// `WaitForOperatorRequest` calls waiting for an answer.
+    pub op_waits: Vec<operator::OpWait>,
+    /// Numbers the keys of those calls.
+    op_wait_seq: u64,
+    /// Ejects waiting for the operator to empty the mail slots.
+    pub port_waits: Vec<physical::PortWait>,
 }
 
 /// How long a request's progress may wait for a batch to ride with before it is written by itself.
@@ -247,6 +256,10 @@ impl Broker {
             allocs: Vec::new(),
             physical: Vec::new(),
             note_sequence: 0,
+            operators: operator::Operators::new(seed),
+            op_waits: Vec::new(),
+            op_wait_seq: 0,
+            port_waits: Vec::new(),
         }
     }
 
@@ -363,7 +376,10 @@ impl Broker {
     /// The inventory came off disk as a snapshot (tests): see [`Broker::loaded_inventory`].
     #[cfg(test)]
     pub fn loaded(&mut self, mut snapshot: crate::model::Snapshot, saved_maps: crate::model::DriveMaps, now: u64) {
-        let requests = std::mem::take(&mut snapshot.requests);
+        let requests = crate::model::Requested {
+            library: std::mem::take(&mut snapshot.requests),
+            operator: std::mem::take(&mut snapshot.operators),
+        };
         self.loaded_inventory(Inventory::from_snapshot(snapshot), requests, saved_maps, now);
     }
 
@@ -372,12 +388,19 @@ impl Broker {
     pub fn loaded_inventory(
         &mut self,
         mut inv: Inventory,
-        requests: Vec<crate::model::RequestRecord>,
+        requests: crate::model::Requested,
         saved_maps: crate::model::DriveMaps,
         now: u64,
     ) {
         self.now = now;
-        let ended = self.requests.restore(requests, self.now_unix());
+        let ended = self.requests.restore(requests.library, self.now_unix());
+        let table = &self.requests;
+        let ops = self.operators.restore(requests.operator, |k| table.is_open(k), self.now_unix());
+        for n in ops {
+            if let Some(r) = self.operators.get(n) {
+                self.changes.push(Change::Operator(r.clone()));
+            }
+        }
         // What a restart did to them is written at once.
         self.requests_urgent.set(!ended.is_empty());
         for id in ended {
@@ -561,7 +584,8 @@ impl Broker {
             .iter()
             .map(|d| d.due)
             .chain(self.parked.iter().filter_map(|p| p.deadline))
-            .chain(self.allocs.iter().filter_map(|a| a.deadline));
+            .chain(self.allocs.iter().filter_map(|a| a.deadline))
+            .chain(self.operator_deadline());
         let requests = self.requests.dirty_since().map(|t| t + REQUEST_FLUSH_MS);
         libs.chain(deferred).chain(requests).min()
     }
@@ -707,6 +731,13 @@ impl Broker {
         for key in parked {
             if !self.requests.get(key).is_some_and(|r| r.detached) {
                 self.end_parked(key, NtmsError::Cancelled { message: "the session ended".into() });
+            }
+        }
+        self.operator_session_ended(handle);
+        let waits: Vec<RequestId> = self.port_waits.iter().filter(|w| w.session == handle).map(|w| w.key).collect();
+        for key in waits {
+            if !self.requests.get(key).is_some_and(|r| r.detached) {
+                self.end_port_wait(key, NtmsError::Cancelled { message: "the session ended".into() });
             }
         }
         let allocs: Vec<RequestId> = self.allocs.iter().filter(|a| a.session == handle).map(|a| a.key).collect();
@@ -920,6 +951,7 @@ impl Broker {
                     for rid in self.requests.finish_inventory(id, now) {
                         self.note(NotificationOperation::Update, ObjectType::LibRequest, rid);
                     }
+                    self.operator_scan_done(id);
                 }
                 self.push_changes(changes);
             }

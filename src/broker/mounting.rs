@@ -6,7 +6,10 @@ use super::dispatch::Answer;
 use super::requests::NewRequest;
 use super::Broker;
 use crate::changer::{DriveChoice, JobError, JobKind, Outcome, Progress};
-use crate::model::{ElementKind, Guid, MediaKind, MediaRecord, Owner, RequestId, RequestKind, RequestStatus};
+use crate::model::{
+    ElementKind, Guid, MediaKind, MediaRecord, OperatorKind, OperatorState, Owner, RequestId, RequestKind,
+    RequestStatus,
+};
 use crate::proto::types::{DeviceNodes, MountFlags, MountReply, NotificationOperation, ObjectType};
 use crate::proto::types::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::proto::{DismountTarget, NtmsError, WireError};
@@ -27,6 +30,10 @@ pub struct MountCall {
     pub deadline: Option<u64>,
     /// Allocate a Free cartridge into this pool first.
     pool: Option<String>,
+    /// The operator request to bring its offline cartridge back (while it waits for one).
+    pub op: Option<u64>,
+    /// Libraries being read again after the operator answered (no new request until they are).
+    pub awaiting_scan: Vec<Guid>,
 }
 
 impl MountCall {
@@ -92,6 +99,8 @@ impl Broker {
             priority,
             deadline,
             pool: pool.map(str::to_owned),
+            op: None,
+            awaiting_scan: Vec::new(),
         };
         if let Some(pool) = pool {
             if let Err(e) = self.resolve_pool(pool) {
@@ -160,11 +169,14 @@ impl Broker {
             }
         }
         let mut saw_offline = false;
+        // A cartridge out of every library (ejected): the operator can bring it back.
+        let mut saw_out: Option<&MediaRecord> = None;
         let mut saw_busy = None;
         let (mut mismatch, mut unsupported) = (false, false);
         for m in &candidates {
             let Some(loc) = m.location else {
                 saw_offline = true;
+                saw_out = saw_out.or(Some(m));
                 continue;
             };
             if m.mounted_by.is_some() {
@@ -267,8 +279,16 @@ impl Broker {
         // In use by another session (or on its way): wait for it, unless asked not to.
         if let Some((library, media)) = saw_busy.filter(|_| !flags.error_if_unavailable) {
             if !(saw_offline && flags.error_if_offline) {
-                return self.park(parked, p, library, media);
+                return self.park(parked, p, Some(library), media);
             }
+        }
+        // Out of the library: an operator request asks for it back, and the mount waits (unless asked to fail).
+        if let Some(m) = saw_out.filter(|_| saw_busy.is_none() && !flags.error_if_offline) {
+            let (id, name) = (m.id, m.barcode.clone().unwrap_or_else(|| m.id.to_string()));
+            let library = m.home.map(|h| h.library);
+            let answer = self.park(parked, p, library, id);
+            self.call_operator_for_offline(id, &name, library, p);
+            return answer;
         }
         if mismatch {
             return err(NtmsError::DriveMediaMismatch {
@@ -440,8 +460,32 @@ impl Broker {
         Ok(())
     }
 
-    /// Parks a mount whose cartridges are all in use: a waiting request, re-tried by [`Broker::retry_parked`].
-    fn park(&mut self, parked: Option<RequestId>, p: &MountCall, library: Guid, media: Guid) -> Answer {
+    /// A parked mount waits for offline cartridge `media`: unless the operator was asked already (or the libraries
+    /// are being read again after an answer), a move-media request asks for it back.
+    fn call_operator_for_offline(&mut self, media: Guid, name: &str, library: Option<Guid>, p: &MountCall) {
+        let Some(key) = self.parked.last().map(|x| x.key) else { return };
+        let asked = p.op.filter(|n| self.operators.get(*n).is_some_and(|r| r.state == OperatorState::Active));
+        let op = match asked {
+            Some(n) => Some(n),
+            None if !p.awaiting_scan.is_empty() => None,
+            None => {
+                let lib = library
+                    .and_then(|l| self.inventory.as_ref()?.library(l))
+                    .map_or_else(|| "its library".to_owned(), |l| format!("library {}", l.name));
+                let text = format!(
+                    "a mount waits for cartridge {name}, which is out of the library: put it in a mail slot of {lib}"
+                );
+                Some(self.raise_operator(OperatorKind::MoveMedia, text, Some(media.to_string()), library, Some(key)))
+            }
+        };
+        if let Some(last) = self.parked.last_mut() {
+            last.op = op;
+        }
+    }
+
+    /// Parks a mount whose cartridges are all in use (or out of the library): a waiting request, re-tried by
+    /// [`Broker::retry_parked`].
+    fn park(&mut self, parked: Option<RequestId>, p: &MountCall, library: Option<Guid>, media: Guid) -> Answer {
         let key = match parked {
             Some(key) => key,
             None => {
@@ -449,7 +493,7 @@ impl Broker {
                     detached: p.flags.nowait,
                     priority: p.priority,
                     media: Some(media.to_string()),
-                    ..self.new_request(RequestKind::Mount, Some(library), &p.session)
+                    ..self.new_request(RequestKind::Mount, library, &p.session)
                 };
                 let key = self.requests.add(new, self.now_unix());
                 self.requests.wait(key);
@@ -457,7 +501,7 @@ impl Broker {
                 key
             }
         };
-        self.parked.push(MountCall { key, ..p.clone() });
+        self.parked.push(MountCall { key, op: None, ..p.clone() });
         if p.flags.nowait && parked.is_none() {
             let mut r = Map::new();
             r.insert("request".into(), Value::String(self.requests.guid_of(key)));
@@ -721,6 +765,8 @@ impl Broker {
         }
         self.retry_parked();
         self.retry_allocations();
+        self.resume_port_waits();
+        self.operator_housekeeping();
         for li in 0..self.libs.len() {
             let needed = if self.libs[li].retired { 0 } else { self.libs[li].library.starved() };
             if needed == 0 {

@@ -36,6 +36,8 @@ pub struct View<'a> {
     pub libraries: &'a [LibraryView],
     /// Library requests (turned into objects only when asked for).
     pub requests: &'a super::requests::Requests,
+    /// Operator requests.
+    pub operators: &'a super::operator::Operators,
     /// Configured libraries whose changer is not there: (name, why).
     pub absent: &'a [(String, String)],
     /// Unix ms when the daemon started (the computer object's times).
@@ -191,7 +193,7 @@ impl View<'_> {
                 v.into_iter().map(|p| self.pool(p)).collect()
             }
             ObjectType::LibRequest => self.requests.objects(),
-            ObjectType::OpRequest => Vec::new(),
+            ObjectType::OpRequest => self.operators.objects(),
         }
     }
 
@@ -222,6 +224,9 @@ impl View<'_> {
             return Some(self.element(e));
         }
         if let Some(r) = self.requests.object(key) {
+            return Some(r);
+        }
+        if let Some(r) = self.operators.object(key) {
             return Some(r);
         }
         if let Some(p) = inv.pool(id) {

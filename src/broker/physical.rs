@@ -12,7 +12,7 @@ use super::mounting::err;
 use super::session::Peer;
 use super::Broker;
 use crate::changer::MoveError;
-use crate::model::{ElementKind, RequestId, RequestKind, RequestStatus};
+use crate::model::{ElementKind, LibraryState, RequestId, RequestKind, RequestStatus};
 use crate::proto::types::NotificationOperation;
 use crate::proto::{NtmsError, ObjectType, WireError};
 
@@ -21,8 +21,8 @@ use crate::proto::{NtmsError, ObjectType, WireError};
 pub struct PhysicalMove {
     /// What it does, for the log and errors (`eject of ABC001L6 to mail slot 21`).
     pub what: String,
-    /// The mail slot it heads for (another eject must not pick it).
-    pub port: Option<u16>,
+    /// The mail slots it heads for (another eject must not pick them).
+    pub ports: Vec<u16>,
     /// Moves still to make after the one in flight (inject): (source, destination, what).
     pub rest: std::collections::VecDeque<(u16, u16, String)>,
     /// The library's index.
@@ -31,19 +31,90 @@ pub struct PhysicalMove {
     pub done: usize,
 }
 
+/// An eject whose cartridges wait for mail slots (all of them, at first: the moves start from here).
+#[derive(Debug, Clone)]
+pub struct PortWait {
+    /// The eject's request.
+    pub key: RequestId,
+    /// The library's index.
+    pub li: usize,
+    /// The library.
+    pub library: crate::model::Guid,
+    /// The cartridges still to eject, in the order asked.
+    pub media: Vec<crate::model::Guid>,
+    /// The operator request to empty the mail slots, while one is raised.
+    pub op: Option<u64>,
+    /// The session that asked.
+    pub session: String,
+    /// Cartridges ejected so far.
+    pub done: usize,
+}
+
 impl Broker {
-    /// `EjectMedia`: the cartridge goes to a free mail slot. Refused at once when it is offline, in a drive
-    /// (`UnableToEjectMountedMedia`), on its way somewhere, or when every mail slot is full (`IePortFull`); an
-    /// allocated cartridge is ejected only by its owner (or an administrator). The reply comes when it is there.
-    pub fn eject(&mut self, session: &str, peer: Peer, media: &str) -> Answer {
+    /// `EjectMedia`: the cartridges (one or many, of one library) go to free mail slots, staged one move after
+    /// another for one cycle of the port. More cartridges than free mail slots: the rest wait, and an operator
+    /// request asks for the mail slots to be emptied; once a re-read shows them empty (the library's unit attention
+    /// when the operator closes them, or the operator's answer), the next ones go. Refused at once when one is
+    /// offline, in a drive (`UnableToEjectMountedMedia`), on its way somewhere, allocated to another application
+    /// (unless an administrator asks), or with `error_if_full` when they do not all fit (`IePortFull`). The reply
+    /// comes when the last one is in a mail slot.
+    pub fn eject(&mut self, session: &str, peer: Peer, media: &[String], error_if_full: bool) -> Answer {
+        if media.is_empty() {
+            return err(NtmsError::InvalidParameter { message: "no cartridge to eject".into() });
+        }
+        let mut chosen: Vec<(crate::model::MediaRecord, String)> = Vec::new();
+        for key in media {
+            match self.check_eject(session, peer, key) {
+                Ok(m) if chosen.iter().any(|(c, _)| c.id == m.0.id) => {
+                    return err(NtmsError::InvalidParameter { message: format!("{} is named twice", m.1) })
+                }
+                Ok(m) => chosen.push(m),
+                Err(e) => return err(e),
+            }
+        }
+        let library = chosen[0].0.location.map(|l| l.library).unwrap_or_default();
+        if chosen.iter().any(|(m, _)| m.location.map(|l| l.library) != Some(library)) {
+            return err(NtmsError::InvalidParameter {
+                message: "the cartridges are in different libraries: eject them in one call per library".into(),
+            });
+        }
+        let Some(li) = self.libs.iter().position(|l| l.id == Some(library) && !l.retired) else {
+            return err(NtmsError::LibraryOffline { message: "the cartridges' library is not served".into() });
+        };
+        if error_if_full && self.free_ports(library).len() < chosen.len() {
+            return err(NtmsError::IePortFull {
+                message: format!(
+                    "{} cartridges to eject and {} free mail slots: empty them, then eject again",
+                    chosen.len(),
+                    self.free_ports(library).len()
+                ),
+            });
+        }
+        let mut new = self.new_request(RequestKind::Eject, Some(library), session);
+        new.media = Some(chosen[0].0.id.to_string());
+        let key = self.requests.add(new, self.now_unix());
+        self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
+        let queue: Vec<crate::model::Guid> = chosen.iter().map(|(m, _)| m.id).collect();
+        self.port_waits.push(PortWait { key, li, library, media: queue, op: None, session: session.into(), done: 0 });
+        self.resume_port_waits();
+        Answer::Later { key }
+    }
+
+    /// The checks of one cartridge to eject: (its record, its name).
+    fn check_eject(
+        &self,
+        session: &str,
+        peer: Peer,
+        media: &str,
+    ) -> Result<(crate::model::MediaRecord, String), NtmsError> {
         let Some(m) = self.resolve_media(media) else {
-            return err(NtmsError::ObjectNotFound { message: format!("no cartridge {media:?}") });
+            return Err(NtmsError::ObjectNotFound { message: format!("no cartridge {media:?}") });
         };
         let name = m.barcode.clone().unwrap_or_else(|| m.id.to_string());
         let owner = self.owner_of(session);
         let mine = m.allocated_to.as_ref().is_none_or(|a| a.uid == owner.uid && a.application == owner.application);
         if !mine && !self.is_admin(peer) {
-            return err(NtmsError::AccessDenied {
+            return Err(NtmsError::AccessDenied {
                 message: format!(
                     "{name} is allocated to {}",
                     super::mounting::owner_text(m.allocated_to.as_ref().unwrap_or(&owner))
@@ -51,59 +122,155 @@ impl Broker {
             });
         }
         let Some(loc) = m.location else {
-            return err(NtmsError::MediaOffline { message: format!("{name} is not in a library") });
+            return Err(NtmsError::MediaOffline { message: format!("{name} is not in a library") });
         };
         if !self.library_rights(peer, loc.library).contains(super::access::Rights::CONTROL) {
-            return err(NtmsError::AccessDenied {
+            return Err(NtmsError::AccessDenied {
                 message: format!("uid {} has no control right on the library", peer.uid),
             });
         }
         match loc.kind {
             ElementKind::Drive => {
-                return err(NtmsError::UnableToEjectMountedMedia {
+                return Err(NtmsError::UnableToEjectMountedMedia {
                     message: format!("{name} is in a drive: dismount it first"),
                 })
             }
             ElementKind::ImportExport => {
-                return err(NtmsError::InvalidOperation { message: format!("{name} is in a mail slot already") })
+                return Err(NtmsError::InvalidOperation { message: format!("{name} is in a mail slot already") })
             }
             _ => {}
         }
-        let Some(li) = self.libs.iter().position(|l| l.id == Some(loc.library) && !l.retired) else {
-            return err(NtmsError::LibraryOffline { message: "the cartridge's library is not served".into() });
-        };
-        if self.libs[li].library.uses_source(loc.address) {
-            return err(NtmsError::Busy { message: format!("{name} is being moved") });
+        let busy = self.libs.iter().any(|l| l.id == Some(loc.library) && l.library.uses_source(loc.address))
+            || self.port_waits.iter().any(|w| w.media.contains(&m.id));
+        if busy {
+            return Err(NtmsError::Busy { message: format!("{name} is being moved") });
         }
-        // A free mail slot, not one another eject is heading for.
-        let heading: Vec<u16> = self.physical.iter().filter_map(|(_, p)| p.port).collect();
-        let port = self.inventory.as_ref().and_then(|inv| {
-            inv.elements(loc.library)
-                .filter(|e| e.kind == ElementKind::ImportExport && e.media.is_none() && e.accessible)
-                .map(|e| (e.number, e.address))
-                .filter(|(_, a)| !heading.contains(a))
-                .min()
-        });
-        let Some((number, port)) = port else {
-            return err(NtmsError::IePortFull {
-                message: "every mail slot is full: empty them, then eject again".into(),
-            });
-        };
-        let mut new = self.new_request(RequestKind::Eject, Some(loc.library), session);
-        new.media = Some(m.id.to_string());
-        let key = self.requests.add(new, self.now_unix());
-        self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
-        self.requests.set_state(key, RequestStatus::InProgress, None, self.now_unix());
-        let what = format!("eject of {name} to mail slot {number}");
-        if let Err(e) = self.libs[li].library.request_move(key.0, loc.address, port) {
-            let e = move_error(&what, &e);
-            self.requests.finish(key, RequestStatus::Failed, Some(e.to_string()), self.now_unix());
+        Ok((m, name))
+    }
+
+    /// The free mail slots of a library no eject is heading for: (number, address), lowest number first.
+    fn free_ports(&self, library: crate::model::Guid) -> Vec<(u32, u16)> {
+        let heading: Vec<u16> = self.physical.iter().flat_map(|(_, p)| p.ports.iter().copied()).collect();
+        let Some(inv) = self.inventory.as_ref() else { return Vec::new() };
+        let mut v: Vec<(u32, u16)> = inv
+            .elements(library)
+            .filter(|e| e.kind == ElementKind::ImportExport && e.media.is_none() && e.accessible)
+            .map(|e| (e.number, e.address))
+            .filter(|(_, a)| !heading.contains(a))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Ejects waiting for mail slots: the next cartridges go to the free ones; none free, an operator request asks
+    /// for them to be emptied (once per wait). A wait with nothing left ends its request.
+    pub fn resume_port_waits(&mut self) {
+        let mut i = 0;
+        while i < self.port_waits.len() {
+            let w = &self.port_waits[i];
+            let (key, library, li) = (w.key, w.library, w.li);
+            if self.physical.iter().any(|(k, _)| *k == key) {
+                i += 1;
+                continue;
+            }
+            if w.media.is_empty() {
+                let w = self.port_waits.remove(i);
+                log::info!("eject request {}: {} cartridges in the mail slots", self.requests.guid_of(key), w.done);
+                self.end_physical(key, "eject", Ok(()));
+                continue;
+            }
+            let ports = self.free_ports(library);
+            if ports.is_empty() || self.libs[li].library.state() != LibraryState::Ready {
+                if ports.is_empty() && self.port_waits[i].op.is_none() {
+                    self.call_operator_for_ports(i);
+                }
+                i += 1;
+                continue;
+            }
+            // As many as there are free mail slots, in the order asked; one that moved meanwhile is skipped.
+            let mut plan = std::collections::VecDeque::new();
+            let mut ports = ports.into_iter();
+            let mut skipped = Vec::new();
+            while plan.len() < self.port_waits[i].media.len() {
+                let Some((number, port)) = ports.next() else { break };
+                let Some(id) = self.port_waits[i].media.first().copied() else { break };
+                self.port_waits[i].media.remove(0);
+                let m = self.inventory.as_ref().and_then(|inv| inv.medium(id)).cloned();
+                let Some((m, loc)) = m.and_then(|m| Some((m.clone(), m.location?))) else {
+                    skipped.push(id);
+                    continue;
+                };
+                let name = m.barcode.clone().unwrap_or_else(|| id.to_string());
+                if loc.kind != ElementKind::Storage || self.libs[li].library.uses_source(loc.address) {
+                    log::warn!("eject of {name}: it is no longer in a storage slot; left where it is");
+                    skipped.push(id);
+                    continue;
+                }
+                plan.push_back((loc.address, port, format!("eject of {name} to mail slot {number}")));
+            }
+            if !skipped.is_empty() && plan.is_empty() && self.port_waits[i].media.is_empty() {
+                let w = self.port_waits.remove(i);
+                let e = NtmsError::MediumNotAccessible { message: "the cartridges to eject moved meanwhile".into() };
+                self.fail_physical(w.key, e);
+                continue;
+            }
+            let Some((source, destination, what)) = plan.pop_front() else {
+                i += 1;
+                continue;
+            };
+            self.port_waits[i].op = None;
+            self.requests.set_state(key, RequestStatus::InProgress, None, self.now_unix());
             self.note_request(key);
-            return err(e);
+            match self.libs[li].library.request_move(key.0, source, destination) {
+                Ok(()) => {
+                    log::info!("{what} started");
+                    let ports = std::iter::once(destination).chain(plan.iter().map(|p| p.1)).collect();
+                    self.physical.push((key, PhysicalMove { what, ports, rest: plan, li, done: 0 }));
+                    i += 1;
+                }
+                Err(e) => {
+                    self.port_waits.remove(i);
+                    self.fail_physical(key, move_error(&what, &e));
+                }
+            }
         }
-        log::info!("{what} started");
-        self.physical.push((key, PhysicalMove { what, port: Some(port), rest: Default::default(), li, done: 0 }));
-        Answer::Later { key }
+    }
+
+    /// The mail slots of wait `i`'s library are all full: the operator is asked to empty them.
+    fn call_operator_for_ports(&mut self, i: usize) {
+        let w = &self.port_waits[i];
+        let (key, library, left) = (w.key, w.library, w.media.len());
+        self.requests.wait(key);
+        self.note_request(key);
+        let name =
+            self.inventory.as_ref().and_then(|inv| inv.library(library)).map_or(String::new(), |l| l.name.clone());
+        let text = format!(
+            "the mail slots of library {name} are full: take the ejected cartridges out ({left} more to eject)"
+        );
+        let n = self.raise_operator(
+            crate::model::OperatorKind::MoveMedia,
+            text,
+            Some(library.to_string()),
+            Some(library),
+            Some(key),
+        );
+        self.port_waits[i].op = Some(n);
+    }
+
+    /// Ends an eject waiting for mail slots with `e` (cancelled, refused by the operator).
+    pub fn end_port_wait(&mut self, key: RequestId, e: NtmsError) {
+        self.port_waits.retain(|w| w.key != key);
+        self.fail_physical(key, e);
+    }
+
+    fn fail_physical(&mut self, key: RequestId, e: NtmsError) {
+        let state =
+            if matches!(e, NtmsError::Cancelled { .. }) { RequestStatus::Cancelled } else { RequestStatus::Failed };
+        if self.requests.is_open(key) {
+            self.requests.finish(key, state, Some(e.to_string()), self.now_unix());
+            self.note_request(key);
+        }
+        self.completions.push_back((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
     }
 
     /// `InjectMedia`: every cartridge in the library's mail slots goes to storage, to its home slot when that is
@@ -143,6 +310,7 @@ impl Broker {
             .collect();
         free.sort_unstable();
         let mut plan = std::collections::VecDeque::new();
+        let mut left = Vec::new();
         for (source, home, name) in waiting {
             let slot = match home.and_then(|h| free.iter().position(|(_, a)| *a == h)) {
                 Some(i) => Some(free.remove(i)),
@@ -153,10 +321,23 @@ impl Broker {
                 Some((number, address)) => {
                     plan.push_back((source, address, format!("inject of {name} to slot {number}")))
                 }
-                None => log::warn!("inject: no free slot for {name}: it stays in the mail slot"),
+                None => {
+                    log::warn!("inject: no free slot for {name}: it stays in the mail slot");
+                    left.push(name);
+                }
             }
         }
         let any_waiting = inv.elements(id).any(|e| e.kind == ElementKind::ImportExport && e.media.is_some());
+        if !left.is_empty() {
+            let name = inv.library(id).map_or(String::new(), |l| l.name.clone());
+            let text = format!(
+                "library {name} is full: {} stay in the mail slots ({}); make room (eject or remove cartridges), \
+                 then inject again",
+                left.len(),
+                left.join(", ")
+            );
+            self.raise_operator(crate::model::OperatorKind::Message, text, Some(id.to_string()), Some(id), None);
+        }
         let mut new = self.new_request(RequestKind::Inject, Some(id), session);
         new.media = None;
         let key = self.requests.add(new, self.now_unix());
@@ -186,7 +367,7 @@ impl Broker {
             return err(e);
         }
         log::info!("{what} started");
-        self.physical.push((key, PhysicalMove { what, port: None, rest: plan, li, done: 0 }));
+        self.physical.push((key, PhysicalMove { what, ports: Vec::new(), rest: plan, li, done: 0 }));
         Answer::Later { key }
     }
 
@@ -212,6 +393,14 @@ impl Broker {
             }
         }
         let (_, p) = self.physical.remove(i);
+        // An eject goes on with the cartridges still waiting for mail slots (or ends there).
+        if let Some(w) = self.port_waits.iter_mut().find(|w| w.key == key) {
+            if result.is_ok() {
+                w.done += p.done;
+                return self.resume_port_waits();
+            }
+            self.port_waits.retain(|w| w.key != key);
+        }
         self.end_physical(key, &p.what, result);
     }
 

@@ -26,6 +26,8 @@ pub struct AllocCall {
     pub pool: Guid,
     /// When it gives up.
     pub deadline: Option<u64>,
+    /// The operator request for new media it raised.
+    pub op: Option<u64>,
 }
 
 /// What a life-cycle method answers: the reply and the store batch it waits for.
@@ -291,7 +293,16 @@ impl Broker {
                 self.requests.set_state(key, RequestStatus::Waiting, None, self.now_unix());
                 self.note_request(key);
                 let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
-                self.allocs.push(AllocCall { key, session: session.to_owned(), peer, pool, deadline });
+                let name =
+                    self.inventory.as_ref().and_then(|i| i.pool(pool)).map_or(pool.to_string(), |p| p.name.clone());
+                let op = self.raise_operator(
+                    crate::model::OperatorKind::NewMedia,
+                    format!("pool {name} has no cartridge to allocate: put new media in the library (or move some to the pool)"),
+                    Some(pool.to_string()),
+                    None,
+                    Some(key),
+                );
+                self.allocs.push(AllocCall { key, session: session.to_owned(), peer, pool, deadline, op: Some(op) });
                 log::info!("allocation in pool {pool} waits for a cartridge: {message}");
                 Answer::Later { key }
             }

@@ -610,7 +610,7 @@ fn media_states_follow_rsm_in_use_loaded_idle() {
 }
 
 fn eject(session: &str, barcode: &str) -> Method {
-    Method::EjectMedia { session: session.into(), media: barcode.into() }
+    Method::EjectMedia { session: session.into(), media: vec![barcode.into()], error_if_full: false }
 }
 
 #[test]
@@ -630,9 +630,11 @@ fn eject_moves_a_cartridge_to_a_free_mail_slot_and_refuses_what_it_cannot() {
     let m = s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC005L6").unwrap().clone();
     assert_eq!(m.location.unwrap().kind, crate::model::ElementKind::ImportExport, "the inventory follows");
     assert!(matches!(ntms(s.call(ALICE, eject(&a, "ABC005L6"))), NtmsError::InvalidOperation { .. }));
-    // The second mail slot, then none left.
+    // The second mail slot, then none left: asked to fail rather than wait, it fails at once.
     s.call_and_wait(ALICE, eject(&a, "ABC006L6")).unwrap();
-    assert!(matches!(ntms(s.call(ALICE, eject(&a, "ABC007L6"))), NtmsError::IePortFull { .. }));
+    let full = Method::EjectMedia { session: a.clone(), media: vec!["ABC007L6".into()], error_if_full: true };
+    assert!(matches!(ntms(s.call(ALICE, full)), NtmsError::IePortFull { .. }));
+    assert!(s.broker.operators.active().next().is_none(), "no operator request for a call that failed");
     // A cartridge in a drive is dismounted first.
     s.call_and_wait(ALICE, mount(&a, "ABC003L6")).unwrap();
     assert!(matches!(ntms(s.call(ALICE, eject(&a, "ABC003L6"))), NtmsError::UnableToEjectMountedMedia { .. }));
@@ -665,6 +667,43 @@ fn inject_takes_the_mail_slots_back_to_their_home_slots() {
         ntms(s.call(ALICE, Method::InjectMedia { session: a.clone(), library: "nope".into() })),
         NtmsError::InvalidLibrary { .. }
     ));
+    // Issue 13: more cartridges in the mail slots than free slots: the rest stay, and an operator request says so.
+    let free = |s: &Sim| {
+        s.target
+            .snapshot()
+            .elements
+            .iter()
+            .filter(|e| e.kind == vlib::ElementType::Storage && e.barcode.is_none())
+            .count()
+    };
+    let mut n = 0;
+    while free(&s) > 1 {
+        for _ in 0..2 {
+            n += 1;
+            s.target.inject(vlib::Fault::ImportCartridge { barcode: format!("NEW{n:03}L6") });
+        }
+        let seen = n;
+        s.drive_bounded(100_000, |s| {
+            s.broker.inventory.as_ref().unwrap().media_by_barcode(&format!("NEW{seen:03}L6")).is_some()
+        });
+        s.call_and_wait(ALICE, inject(&a)).unwrap();
+    }
+    assert!(s.broker.operators.active().next().is_none());
+    for _ in 0..2 {
+        n += 1;
+        s.target.inject(vlib::Fault::ImportCartridge { barcode: format!("NEW{n:03}L6") });
+    }
+    let seen = n;
+    s.drive_bounded(100_000, |s| {
+        s.broker.inventory.as_ref().unwrap().media_by_barcode(&format!("NEW{seen:03}L6")).is_some()
+    });
+    s.call_and_wait(ALICE, inject(&a)).unwrap();
+    assert_eq!(free(&s), 0);
+    let op = s.broker.operators.active().next().expect("an operator request").clone();
+    assert_eq!(op.kind, crate::model::OperatorKind::Message);
+    assert!(op.text.contains("is full: 1 stay in the mail slots"), "{}", op.text);
+    // No slot at all: LibraryFull.
+    assert!(matches!(ntms(s.call(ALICE, inject(&a))), NtmsError::LibraryFull { .. }));
 }
 
 /// Issue 13: an ejected cartridge the operator took away is offline (still catalogued, still allocated); a mount
@@ -687,7 +726,8 @@ fn an_ejected_cartridge_taken_away_is_offline_and_comes_back_with_its_allocation
         (Some(crate::model::SideState::Allocated), true),
         "still catalogued and allocated"
     );
-    assert!(matches!(ntms(s.call(ALICE, mount(&a, "ABC007L6"))), NtmsError::MediaOffline { .. }));
+    let fail_fast = MountFlags { error_if_offline: true, ..MountFlags::default() };
+    assert!(matches!(ntms(s.call(ALICE, mount_with(&a, "ABC007L6", fail_fast))), NtmsError::MediaOffline { .. }));
     // Back through the mail slot, then injected: home, still Bacula's.
     s.target.inject(vlib::Fault::ImportCartridge { barcode: "ABC007L6".into() });
     let lib = s.broker.libs[0].id.unwrap().to_string();
@@ -697,4 +737,180 @@ fn an_ejected_cartridge_taken_away_is_offline_and_comes_back_with_its_allocation
     assert_eq!(m.location.unwrap().kind, crate::model::ElementKind::Storage);
     assert_eq!(m.side, Some(crate::model::SideState::Allocated));
     s.call_and_wait(ALICE, mount(&a, "ABC007L6")).unwrap();
+}
+
+/// The operator requests the broker raised, as (kind, object, state).
+fn operator_requests(s: &Sim) -> Vec<(crate::model::OperatorKind, Option<String>, crate::model::OperatorState)> {
+    s.broker
+        .with_view(|v| v.operators.objects())
+        .iter()
+        .rev()
+        .filter_map(|o| {
+            let n = o.name.rsplit(' ').next()?.parse().ok()?;
+            let r = s.broker.operators.get(n)?;
+            Some((r.kind, r.object.clone(), r.state))
+        })
+        .collect()
+}
+
+/// Issue 13: more cartridges than free mail slots: the first ones go, the rest wait while an operator request asks
+/// for the mail slots to be emptied; once the operator took them (the library's unit attention, a re-read), the
+/// rest go, the request is satisfied by the daemon, and the eject answers when the last is out.
+#[test]
+fn an_eject_of_more_cartridges_than_mail_slots_waits_for_the_operator_to_empty_them() {
+    use crate::model::{OperatorKind, OperatorState};
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let lib = s.broker.libs[0].id.unwrap().to_string();
+    let four = ["ABC005L6", "ABC006L6", "ABC007L6", "ABC008L6"].map(String::from).to_vec();
+    let key = s.submit(ALICE, Method::EjectMedia { session: a.clone(), media: four, error_if_full: false });
+    s.drive_bounded(100_000, |s| s.broker.operators.active().next().is_some());
+    assert_eq!(operator_requests(&s), vec![(OperatorKind::MoveMedia, Some(lib.clone()), OperatorState::Active)]);
+    assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Waiting);
+    let in_ports = |s: &Sim| {
+        let snap = s.target.snapshot();
+        let mut v: Vec<String> = snap
+            .elements
+            .iter()
+            .filter(|e| e.kind == vlib::ElementType::ImportExport)
+            .filter_map(|e| e.barcode.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(in_ports(&s), ["ABC005L6", "ABC006L6"], "the first two, one port cycle");
+    assert!(!s.replies.contains_key(&key), "no answer before the last is out");
+    // The operator empties the mail slots; the library says so with a unit attention.
+    s.target.inject(vlib::Fault::TakeFromPorts);
+    s.wait(key).unwrap();
+    assert_eq!(in_ports(&s), ["ABC007L6", "ABC008L6"]);
+    assert_eq!(operator_requests(&s), vec![(OperatorKind::MoveMedia, Some(lib), OperatorState::Satisfied)]);
+    let n = s.broker.operators.objects().len() as u64;
+    assert_eq!(s.broker.operators.get(n).unwrap().answered_by, None, "the daemon saw it done");
+    assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Complete);
+    let inv = s.broker.inventory.as_ref().unwrap();
+    assert!(inv.media_by_barcode("ABC005L6").unwrap().location.is_none(), "taken: offline");
+    // The operator refuses the next time: the eject fails RequestRefused and the cartridge stays home.
+    let key = s.submit(ALICE, eject(&a, "ABC009L6"));
+    s.drive_bounded(100_000, |s| s.broker.operators.active().next().is_some());
+    let n = s.broker.operators.active().next().unwrap().number;
+    let refuse =
+        Method::RefuseOperatorRequest { session: a.clone(), request: n.to_string(), reason: Some("no".into()) };
+    // Operators answer: the control right on the library (every local user has it by default).
+    s.broker.options.access.library = super::access::Rights::USE;
+    assert!(matches!(ntms(s.call(ALICE, refuse.clone())), NtmsError::AccessDenied { .. }));
+    let r = s.open(ROOT, "console");
+    s.call(ROOT, Method::RefuseOperatorRequest { session: r, request: n.to_string(), reason: Some("no".into()) })
+        .unwrap();
+    assert!(matches!(ntms(s.wait(key)), NtmsError::RequestRefused { .. }));
+    let m = s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC009L6").unwrap().clone();
+    assert_eq!(m.location.unwrap().kind, crate::model::ElementKind::Storage);
+}
+
+/// Issue 13: a mount of a cartridge out of the library raises a move-media operator request and waits; the
+/// cartridge put in a mail slot is mounted from there, and the request is satisfied by the daemon. A wait for the
+/// request (WaitForOperatorRequest) answers then.
+#[test]
+fn a_mount_of_an_offline_cartridge_waits_for_the_operator_to_bring_it() {
+    use crate::model::{OperatorKind, OperatorState};
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    s.call_and_wait(ALICE, eject(&a, "ABC007L6")).unwrap();
+    s.target.inject(vlib::Fault::TakeFromPorts);
+    let id = s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC007L6").unwrap().id.to_string();
+    s.drive_bounded(100_000, |s| {
+        s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC007L6").unwrap().location.is_none()
+    });
+    let key = s.submit(ALICE, mount(&a, "ABC007L6"));
+    assert_eq!(operator_requests(&s), vec![(OperatorKind::MoveMedia, Some(id.clone()), OperatorState::Active)]);
+    assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Waiting);
+    let n = s.broker.operators.active().next().unwrap().number;
+    let b = s.open(BOB, "script");
+    let wait =
+        s.submit(BOB, Method::WaitForOperatorRequest { session: b.clone(), request: n.to_string(), timeout_ms: None });
+    // A wait with a short timeout gives up alone.
+    let short =
+        s.submit(BOB, Method::WaitForOperatorRequest { session: b, request: n.to_string(), timeout_ms: Some(50) });
+    assert!(matches!(ntms(s.wait(short)), NtmsError::Timeout { .. }));
+    // Retried every turn, the mount raises no second request.
+    s.drive_bounded(1_000, |s| s.now > 5_000);
+    assert_eq!(s.broker.operators.objects().len(), 1);
+    s.target.inject(vlib::Fault::ImportCartridge { barcode: "ABC007L6".into() });
+    let r = s.wait(key).unwrap();
+    assert!(r["drive"].is_string());
+    assert!(s.drive_holding("ABC007L6").is_some());
+    assert_eq!(operator_requests(&s), vec![(OperatorKind::MoveMedia, Some(id), OperatorState::Satisfied)]);
+    assert_eq!(s.wait(wait).unwrap()["state"], "satisfied");
+}
+
+/// Issue 13: an application's own operator request: submitted, seen, satisfied by an operator; a refused one
+/// fails the submitter's wait with RequestRefused; the submitter may withdraw its own, nobody else's.
+#[test]
+fn operator_requests_are_submitted_answered_and_withdrawn() {
+    use crate::proto::types::OpRequestKind;
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let b = s.open(BOB, "Amanda");
+    let r = s.open(ROOT, "console");
+    let submit = |session: &str, text: &str| Method::SubmitOperatorRequest {
+        session: session.into(),
+        kind: OpRequestKind::Message,
+        text: text.into(),
+        object: Some("ABC001L6".into()),
+    };
+    let one = s.call(ALICE, submit(&a, "load the weekly tapes")).unwrap();
+    assert_eq!(one["number"], 1);
+    let o = s.broker.operators.get(1).unwrap();
+    let media = s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC001L6").unwrap();
+    assert_eq!(o.object.as_deref(), Some(media.id.to_string().as_str()), "the object by its id");
+    assert_eq!(o.library, media.location.map(|l| l.library));
+    assert!(matches!(ntms(s.call(ALICE, submit(&a, ""))), NtmsError::InvalidParameter { .. }));
+    assert!(matches!(ntms(s.call(ALICE, submit(&a, &"x".repeat(2000)))), NtmsError::InvalidParameter { .. }));
+    let nothing = Method::SubmitOperatorRequest {
+        session: a.clone(),
+        kind: OpRequestKind::Message,
+        text: "t".into(),
+        object: Some("nope".into()),
+    };
+    assert!(matches!(ntms(s.call(ALICE, nothing)), NtmsError::ObjectNotFound { .. }));
+    let id = one["request"].as_str().unwrap().to_owned();
+    let wait =
+        s.submit(ALICE, Method::WaitForOperatorRequest { session: a.clone(), request: id.clone(), timeout_ms: None });
+    s.call(ROOT, Method::SatisfyOperatorRequest { session: r.clone(), request: id.clone() }).unwrap();
+    assert_eq!(s.wait(wait).unwrap()["state"], "satisfied");
+    assert_eq!(s.broker.operators.get(1).unwrap().answered_by, Some(0));
+    assert!(matches!(
+        ntms(s.call(ROOT, Method::SatisfyOperatorRequest { session: r.clone(), request: "1".into() })),
+        NtmsError::InvalidState { .. }
+    ));
+    // Refused: the wait fails with the reason.
+    s.call(ALICE, submit(&a, "second")).unwrap();
+    let wait =
+        s.submit(ALICE, Method::WaitForOperatorRequest { session: a.clone(), request: "2".into(), timeout_ms: None });
+    s.call(
+        ROOT,
+        Method::RefuseOperatorRequest { session: r.clone(), request: "2".into(), reason: Some("no tapes left".into()) },
+    )
+    .unwrap();
+    match ntms(s.wait(wait)) {
+        NtmsError::RequestRefused { message } => assert!(message.contains("no tapes left"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // Withdrawn: only by its submitter (or an administrator).
+    s.call(ALICE, submit(&a, "third")).unwrap();
+    let cancel = |session: &str| Method::CancelOperatorRequest { session: session.into(), request: "3".into() };
+    assert!(matches!(ntms(s.call(BOB, cancel(&b))), NtmsError::AccessDenied { .. }));
+    let wait =
+        s.submit(ALICE, Method::WaitForOperatorRequest { session: a.clone(), request: "3".into(), timeout_ms: None });
+    s.call(ALICE, cancel(&a)).unwrap();
+    assert!(matches!(ntms(s.wait(wait)), NtmsError::Cancelled { .. }));
+    // Every change was persisted, and the requests are objects clients can list and look up.
+    let persisted = s.persisted.iter().filter(|c| matches!(c, Change::Operator(_))).count();
+    assert!(persisted >= 6, "{persisted}");
+    let listed = s
+        .call(BOB, Method::EnumerateObjects { session: b.clone(), container: None, object_type: ObjectType::OpRequest })
+        .unwrap();
+    assert_eq!(listed["objects"].as_array().unwrap().len(), 3);
+    let one = s.call(BOB, Method::GetObjectInformation { session: b, object: id }).unwrap();
+    assert_eq!(one["object"]["details"]["op_request"]["state"], "satisfied");
 }

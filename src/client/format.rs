@@ -591,6 +591,41 @@ pub fn requests_table(objects: &[ObjectInfo], names: &Names) -> String {
     table(&header, &rows)
 }
 
+/// Operator requests as `rsm operator` prints them: number, kind, state, when, from whom, what about, the text.
+pub fn operator_table(objects: &[ObjectInfo], names: &Names) -> String {
+    let rows: Vec<Vec<String>> = objects
+        .iter()
+        .filter_map(|o| match &o.details {
+            ObjectDetails::OpRequest(r) => Some(r),
+            _ => None,
+        })
+        .map(|r| {
+            let from = match (&r.application, r.uid) {
+                (Some(a), Some(u)) => format!("{a} (uid {u})"),
+                (None, Some(u)) => format!("uid {u}"),
+                (a, None) => or_dash(a.as_deref()).to_owned(),
+            };
+            let mut text = r.text.clone();
+            if let Some(why) = r.reason.as_deref().filter(|_| r.state != crate::proto::types::OpRequestState::Active) {
+                text.push_str(&format!(" [{why}]"));
+            }
+            vec![
+                r.number.map_or_else(|| "-".into(), |n| n.to_string()),
+                json_word(&r.kind),
+                json_word(&r.state),
+                time_text(r.submitted),
+                from,
+                r.object.as_deref().map_or_else(|| "-".into(), |o| names.label_or_id(o)),
+                text,
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "No operator requests.\n".into();
+    }
+    table(&["NUMBER", "KIND", "STATE", "SUBMITTED", "FROM", "OBJECT", "TEXT"], &rows)
+}
+
 /// Every field of one object, `key: value` per line (`rsm info`). Ids of other objects are shown as `names`
 /// calls them, a cartridge's location as `slot 3 (address 1002)`, and a drive's source element by its number.
 pub fn object_info(object: &ObjectInfo, names: &Names) -> String {

@@ -660,9 +660,66 @@ impl Session {
     /// `EjectNtmsMedia`: the cartridge (id or barcode) goes to a free mail slot; returns the request once it is
     /// there.
     pub fn eject(&self, media: &str) -> Result<String, NtmsError> {
+        self.eject_many(&[media], false)
+    }
+
+    /// `EjectNtmsMedia` of several cartridges of one library, staged for one cycle of the mail slots; those that do
+    /// not fit wait for an operator to empty the slots (or, with `error_if_full`, the call fails `IePortFull`).
+    /// Returns the request once the last one is in a mail slot.
+    pub fn eject_many(&self, media: &[&str], error_if_full: bool) -> Result<String, NtmsError> {
+        let media = media.iter().map(|m| (*m).to_owned()).collect();
         let reply: RequestReply =
-            self.call_as(&Method::EjectMedia { session: self.id.clone(), media: media.to_owned() })?;
+            self.call_as(&Method::EjectMedia { session: self.id.clone(), media, error_if_full })?;
         Ok(reply.request)
+    }
+
+    /// `SubmitNtmsOperatorRequest`: asks the operators; returns the request's (id, number).
+    pub fn submit_operator(
+        &self,
+        kind: crate::proto::types::OpRequestKind,
+        text: &str,
+        object: Option<&str>,
+    ) -> Result<(String, u64), NtmsError> {
+        let m = Method::SubmitOperatorRequest {
+            session: self.id.clone(),
+            kind,
+            text: text.to_owned(),
+            object: object.map(str::to_owned),
+        };
+        let reply = self.call(&m)?;
+        let id = reply.get("request").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        Ok((id, reply.get("number").and_then(serde_json::Value::as_u64).unwrap_or_default()))
+    }
+
+    /// `WaitForNtmsOperatorRequest`: returns once the request (id or number) is satisfied; `RequestRefused`,
+    /// `Cancelled`, `Timeout` otherwise.
+    pub fn wait_operator(&self, request: &str, timeout: Option<Duration>) -> Result<(), NtmsError> {
+        let m = Method::WaitForOperatorRequest {
+            session: self.id.clone(),
+            request: request.to_owned(),
+            timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
+        self.call(&m).map(|_| ())
+    }
+
+    /// `SatisfyNtmsOperatorRequest`.
+    pub fn satisfy_operator(&self, request: &str) -> Result<(), NtmsError> {
+        self.call(&Method::SatisfyOperatorRequest { session: self.id.clone(), request: request.to_owned() }).map(|_| ())
+    }
+
+    /// `RefuseNtmsOperatorRequest`, with the reason the submitter is told.
+    pub fn refuse_operator(&self, request: &str, reason: Option<&str>) -> Result<(), NtmsError> {
+        let m = Method::RefuseOperatorRequest {
+            session: self.id.clone(),
+            request: request.to_owned(),
+            reason: reason.map(str::to_owned),
+        };
+        self.call(&m).map(|_| ())
+    }
+
+    /// `CancelNtmsOperatorRequest`: withdraws one's own request.
+    pub fn cancel_operator(&self, request: &str) -> Result<(), NtmsError> {
+        self.call(&Method::CancelOperatorRequest { session: self.id.clone(), request: request.to_owned() }).map(|_| ())
     }
 
     /// `InjectNtmsMedia`: the cartridges in the library's mail slots go into storage; returns the request once

@@ -309,7 +309,9 @@ fn error_replies_become_ntms_errors() {
     let s = Session::open_at(&server.path, None, None, 0).unwrap();
     let e = s.get_object_information("nope").unwrap_err();
     assert_eq!(e, NtmsError::ObjectNotFound { message: "no object nope".into() });
-    let e = s.call(&Method::EjectMedia { session: "S1".into(), media: "m".into() }).unwrap_err();
+    let e = s
+        .call(&Method::EjectMedia { session: "S1".into(), media: vec!["m".into()], error_if_full: false })
+        .unwrap_err();
     assert_eq!(e.code(), 120);
     // An error reply leaves the connection usable.
     assert_eq!(s.idle_connections(), 1);

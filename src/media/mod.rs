@@ -100,7 +100,7 @@ impl Inventory {
                 self.index(None, Some(&m));
                 self.media.insert(m.id, m);
             }
-            Record::Request(_) => {}
+            Record::Request(_) | Record::Operator(_) => {}
         }
     }
 

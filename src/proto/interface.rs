@@ -287,7 +287,12 @@ type OpRequestDetails (
   object: ?string,
   submitted: int,
   application: ?string,
-  uid: ?int
+  uid: ?int,
+  number: ?int,
+  library: ?string,
+  completed: ?int,
+  answered_by: ?int,
+  reason: ?string
 )
 
 # Mount options; absent members are false.
@@ -356,11 +361,38 @@ method WaitForNotification(
   object_type: ?ObjectType
 ) -> (operation: NotificationOperation, object_type: ObjectType, object: string, sequence: int)
 
-# Move a cartridge to a mail slot.
-method EjectMedia(session: string, media: string) -> (request: string)
+# Move cartridges to mail slots: media, then media_list, staged for one cycle of the port. More than the free
+# mail slots: the rest wait for an operator to empty them (or IePortFull at once with error_if_full).
+method EjectMedia(
+  session: string,
+  media: string,
+  media_list: ?[]string,
+  error_if_full: ?bool
+) -> (request: string)
 
 # Take the cartridges in a library's mail slots into storage.
 method InjectMedia(session: string, library: string) -> (request: string)
+
+# Ask the operators for something: an application's message or a typed request (object: what it concerns).
+method SubmitOperatorRequest(
+  session: string,
+  kind: OpRequestKind,
+  text: string,
+  object: ?string
+) -> (request: string, number: int)
+
+# Wait until an operator request is answered: satisfied returns, refused fails RequestRefused, cancelled fails
+# Cancelled; Timeout after timeout_ms. request: its id or number.
+method WaitForOperatorRequest(session: string, request: string, timeout_ms: ?int) -> (state: OpRequestState)
+
+# The operator did what the request asks (control right on its library).
+method SatisfyOperatorRequest(session: string, request: string) -> ()
+
+# The operator cannot do what the request asks; the work waiting for it fails RequestRefused.
+method RefuseOperatorRequest(session: string, request: string, reason: ?string) -> ()
+
+# The submitter withdraws its request (an administrator may withdraw any).
+method CancelOperatorRequest(session: string, request: string) -> ()
 
 # How CreateMediaPool treats an existing pool.
 type PoolAction (open_existing, create_new, open_always)

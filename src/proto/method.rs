@@ -165,13 +165,61 @@ pub enum Method {
         /// Only objects of this type; absent means all.
         object_type: Option<ObjectType>,
     },
-    /// `EjectMedia(session, media)` → [`super::types::RequestReply`]: moves the cartridge to a free mail slot.
-    /// Mounted media → `UnableToEjectMountedMedia`; no free port → `IePortFull`. No `more`.
+    /// `EjectMedia(session, media, media_list, error_if_full)` → [`super::types::RequestReply`]: moves the
+    /// cartridges (`media`, then `media_list`) to free mail slots, one cycle of the port; more than fit wait for an
+    /// operator to empty the slots. Mounted media → `UnableToEjectMountedMedia`; with `error_if_full`, more than
+    /// the free slots → `IePortFull`. No `more`.
     EjectMedia {
         /// The session handle.
         session: String,
-        /// Id or barcode of the cartridge.
-        media: String,
+        /// Ids or barcodes of the cartridges (wire: `media` and `media_list`), at least one.
+        media: Vec<String>,
+        /// Fail at once when they do not all fit in the free mail slots.
+        error_if_full: bool,
+    },
+    /// `SubmitOperatorRequest(session, kind, text, object)` → `(request, number)`: a request to the operators.
+    SubmitOperatorRequest {
+        /// The session handle.
+        session: String,
+        /// What it asks.
+        kind: super::types::OpRequestKind,
+        /// The text shown to the operator.
+        text: String,
+        /// Id (or barcode, pool path) of the object it concerns.
+        object: Option<String>,
+    },
+    /// `WaitForOperatorRequest(session, request, timeout_ms)` → `(state)` once answered; `RequestRefused`,
+    /// `Cancelled`, `Timeout`. No `more`.
+    WaitForOperatorRequest {
+        /// The session handle.
+        session: String,
+        /// Id or number of the operator request.
+        request: String,
+        /// How long to wait; absent means forever.
+        timeout_ms: Option<u64>,
+    },
+    /// `SatisfyOperatorRequest(session, request)` → `()`.
+    SatisfyOperatorRequest {
+        /// The session handle.
+        session: String,
+        /// Id or number of the operator request.
+        request: String,
+    },
+    /// `RefuseOperatorRequest(session, request, reason)` → `()`.
+    RefuseOperatorRequest {
+        /// The session handle.
+        session: String,
+        /// Id or number of the operator request.
+        request: String,
+        /// Why, for the submitter.
+        reason: Option<String>,
+    },
+    /// `CancelOperatorRequest(session, request)` → `()`.
+    CancelOperatorRequest {
+        /// The session handle.
+        session: String,
+        /// Id or number of the operator request.
+        request: String,
     },
     /// `InjectMedia(session, library)` → [`super::types::RequestReply`]: takes every cartridge in the library's
     /// mail slots into free storage slots. Library full → `LibraryFull`. No `more`.
@@ -314,6 +362,11 @@ pub const NTMS_METHODS: &[&str] = &[
     "WaitForNotification",
     "EjectMedia",
     "InjectMedia",
+    "SubmitOperatorRequest",
+    "WaitForOperatorRequest",
+    "SatisfyOperatorRequest",
+    "RefuseOperatorRequest",
+    "CancelOperatorRequest",
     "CreateMediaPool",
     "DeleteMediaPool",
     "MoveToMediaPool",
@@ -386,6 +439,17 @@ impl<'a> Params<'a> {
                 items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| invalid(name))).collect()
             }
             _ => Err(invalid(name)),
+        }
+    }
+
+    /// An optional array of strings (absent or `null`: empty).
+    fn opt_string_array(&mut self, name: &'static str) -> Result<Vec<String>, VarlinkError> {
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => {
+                items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(|| invalid(name))).collect()
+            }
+            Some(_) => Err(invalid(name)),
         }
     }
 
@@ -511,7 +575,34 @@ impl Method {
                     session: p.string("session")?,
                     object_type: p.opt_enum("object_type")?,
                 },
-                "EjectMedia" => Method::EjectMedia { session: p.string("session")?, media: p.string("media")? },
+                "EjectMedia" => {
+                    let session = p.string("session")?;
+                    let mut media = vec![p.string("media")?];
+                    media.extend(p.opt_string_array("media_list")?);
+                    Method::EjectMedia { session, media, error_if_full: p.opt_bool("error_if_full")?.unwrap_or(false) }
+                }
+                "SubmitOperatorRequest" => Method::SubmitOperatorRequest {
+                    session: p.string("session")?,
+                    kind: p.opt_enum("kind")?.ok_or_else(|| invalid("kind"))?,
+                    text: p.string("text")?,
+                    object: p.opt_string("object")?,
+                },
+                "WaitForOperatorRequest" => Method::WaitForOperatorRequest {
+                    session: p.string("session")?,
+                    request: p.string("request")?,
+                    timeout_ms: p.opt_int("timeout_ms")?,
+                },
+                "SatisfyOperatorRequest" => {
+                    Method::SatisfyOperatorRequest { session: p.string("session")?, request: p.string("request")? }
+                }
+                "RefuseOperatorRequest" => Method::RefuseOperatorRequest {
+                    session: p.string("session")?,
+                    request: p.string("request")?,
+                    reason: p.opt_string("reason")?,
+                },
+                "CancelOperatorRequest" => {
+                    Method::CancelOperatorRequest { session: p.string("session")?, request: p.string("request")? }
+                }
                 "InjectMedia" => Method::InjectMedia { session: p.string("session")?, library: p.string("library")? },
                 "CreateMediaPool" => Method::CreateMediaPool {
                     session: p.string("session")?,
@@ -593,6 +684,11 @@ impl Method {
             Method::InventoryLibrary { .. } => "InventoryLibrary",
             Method::WaitForNotification { .. } => "WaitForNotification",
             Method::EjectMedia { .. } => "EjectMedia",
+            Method::SubmitOperatorRequest { .. } => "SubmitOperatorRequest",
+            Method::WaitForOperatorRequest { .. } => "WaitForOperatorRequest",
+            Method::SatisfyOperatorRequest { .. } => "SatisfyOperatorRequest",
+            Method::RefuseOperatorRequest { .. } => "RefuseOperatorRequest",
+            Method::CancelOperatorRequest { .. } => "CancelOperatorRequest",
             Method::InjectMedia { .. } => "InjectMedia",
             Method::CreateMediaPool { .. } => "CreateMediaPool",
             Method::DeleteMediaPool { .. } => "DeleteMediaPool",
@@ -628,6 +724,11 @@ impl Method {
             | Method::InventoryLibrary { session, .. }
             | Method::WaitForNotification { session, .. }
             | Method::EjectMedia { session, .. }
+            | Method::SubmitOperatorRequest { session, .. }
+            | Method::WaitForOperatorRequest { session, .. }
+            | Method::SatisfyOperatorRequest { session, .. }
+            | Method::RefuseOperatorRequest { session, .. }
+            | Method::CancelOperatorRequest { session, .. }
             | Method::InjectMedia { session, .. }
             | Method::CreateMediaPool { session, .. }
             | Method::DeleteMediaPool { session, .. }
@@ -710,9 +811,36 @@ impl Method {
                 put(&mut m, "session", session);
                 put_opt(&mut m, "object_type", *object_type);
             }
-            Method::EjectMedia { session, media } => {
+            Method::EjectMedia { session, media, error_if_full } => {
                 put(&mut m, "session", session);
-                put(&mut m, "media", media);
+                put_opt(&mut m, "media", media.first());
+                if media.len() > 1 {
+                    put(&mut m, "media_list", &media[1..]);
+                }
+                if *error_if_full {
+                    put(&mut m, "error_if_full", true);
+                }
+            }
+            Method::SubmitOperatorRequest { session, kind, text, object } => {
+                put(&mut m, "session", session);
+                put(&mut m, "kind", kind);
+                put(&mut m, "text", text);
+                put_opt(&mut m, "object", object.as_ref());
+            }
+            Method::WaitForOperatorRequest { session, request, timeout_ms } => {
+                put(&mut m, "session", session);
+                put(&mut m, "request", request);
+                put_opt(&mut m, "timeout_ms", *timeout_ms);
+            }
+            Method::SatisfyOperatorRequest { session, request }
+            | Method::CancelOperatorRequest { session, request } => {
+                put(&mut m, "session", session);
+                put(&mut m, "request", request);
+            }
+            Method::RefuseOperatorRequest { session, request, reason } => {
+                put(&mut m, "session", session);
+                put(&mut m, "request", request);
+                put_opt(&mut m, "reason", reason.as_ref());
             }
             Method::InjectMedia { session, library } => {
                 put(&mut m, "session", session);
@@ -822,7 +950,18 @@ pub(crate) mod samples {
             Method::SetRequestPriority { session: s(), request: "r".into(), priority: -15 },
             Method::InventoryLibrary { session: s(), library: "l".into(), mode: InventoryMode::Full },
             Method::WaitForNotification { session: s(), object_type: Some(ObjectType::Drive) },
-            Method::EjectMedia { session: s(), media: "m".into() },
+            Method::EjectMedia { session: s(), media: vec!["m".into()], error_if_full: false },
+            Method::EjectMedia { session: s(), media: vec!["m".into(), "n".into()], error_if_full: true },
+            Method::SubmitOperatorRequest {
+                session: s(),
+                kind: crate::proto::types::OpRequestKind::Message,
+                text: "t".into(),
+                object: Some("o".into()),
+            },
+            Method::WaitForOperatorRequest { session: s(), request: "1".into(), timeout_ms: Some(5) },
+            Method::SatisfyOperatorRequest { session: s(), request: "1".into() },
+            Method::RefuseOperatorRequest { session: s(), request: "1".into(), reason: Some("r".into()) },
+            Method::CancelOperatorRequest { session: s(), request: "1".into() },
             Method::InjectMedia { session: s(), library: "l".into() },
             Method::CreateMediaPool {
                 session: s(),

@@ -588,6 +588,21 @@ pub struct OpRequestDetails {
     pub application: Option<String>,
     /// The submitting process's user id.
     pub uid: Option<u32>,
+    /// Its number (operators type it).
+    #[serde(default)]
+    pub number: Option<u64>,
+    /// Id of the library concerned.
+    #[serde(default)]
+    pub library: Option<String>,
+    /// When it was answered or withdrawn, Unix ms.
+    #[serde(default)]
+    pub completed: Option<u64>,
+    /// The user who answered it.
+    #[serde(default)]
+    pub answered_by: Option<u32>,
+    /// Why it was refused or cancelled.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// Options of a mount (`NTMS_MOUNT_*`); all false by default.
@@ -974,6 +989,11 @@ pub(crate) mod samples {
                     submitted: 1,
                     application: None,
                     uid: None,
+                    number: Some(3),
+                    library: Some("l".into()),
+                    completed: Some(2),
+                    answered_by: Some(0),
+                    reason: Some("none left".into()),
                 }),
             ),
         ]

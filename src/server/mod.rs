@@ -170,7 +170,7 @@ impl Src {
 /// What the loader thread reads: the database, its contents, and the saved drive maps.
 /// What the loader thread hands the loop: the store, the inventory built from it, the requests that were open, the
 /// saved drive maps.
-type Loaded = (Store, crate::media::Inventory, Vec<crate::model::RequestRecord>, crate::store::DriveMaps);
+type Loaded = (Store, crate::media::Inventory, crate::model::Requested, crate::store::DriveMaps);
 
 /// The loop's plumbing around a [`Broker`].
 #[derive(Debug)]
@@ -280,9 +280,10 @@ impl Server {
                     .and_then(|()| Store::open(&dir))
                     .and_then(|s| {
                         let mut inv = crate::media::Inventory::default();
-                        let mut requests = Vec::new();
+                        let mut requests = crate::model::Requested::default();
                         s.load_each(|r| match r {
-                            crate::store::Record::Request(q) => requests.push(q),
+                            crate::store::Record::Request(q) => requests.library.push(q),
+                            crate::store::Record::Operator(o) => requests.operator.push(o),
                             r => inv.load_record(r),
                         })?;
                         Ok((s, inv, requests, crate::store::drive_maps(&dir)))
@@ -585,7 +586,7 @@ impl Server {
         &mut self,
         store: Store,
         inventory: crate::media::Inventory,
-        requests: Vec<crate::model::RequestRecord>,
+        requests: crate::model::Requested,
         maps: crate::store::DriveMaps,
     ) {
         let n = inventory.media().count();

@@ -62,6 +62,8 @@ pub fn activation_listener() -> Option<UnixListener> {
     Some(UnixListener::from(fd))
 }
 
+pub use crate::broker::operator::NOTICE_TARGET;
+
 /// A logger for `log`: stderr, with sd-daemon `<N>` priority prefixes when stderr is the journal.
 #[derive(Debug)]
 pub struct Logger {
@@ -90,27 +92,53 @@ impl log::Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let line = if self.journal {
-            let prio = match r.level() {
-                log::Level::Error => 3,
-                log::Level::Warn => 4,
-                log::Level::Info => 6,
-                log::Level::Debug | log::Level::Trace => 7,
-            };
-            format!("<{prio}>{}\n", r.args())
-        } else {
-            format!("rsmd: {}: {}\n", r.level().as_str().to_lowercase(), r.args())
-        };
         use std::io::Write;
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        let _ = std::io::stderr().write_all(self.line(r).as_bytes());
     }
 
     fn flush(&self) {}
 }
 
+impl Logger {
+    /// The line written for `r`: with the journal's `<N>` priority prefix (operator requests at 5, NOTICE), or
+    /// `rsmd: LEVEL: ` on a terminal.
+    fn line(&self, r: &log::Record<'_>) -> String {
+        let notice = r.target() == NOTICE_TARGET && r.level() == log::Level::Info;
+        let line = if self.journal {
+            let prio = match r.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info if notice => 5,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            format!("<{prio}>{}\n", r.args())
+        } else {
+            let level = if notice { "notice".to_owned() } else { r.level().as_str().to_lowercase() };
+            format!("rsmd: {level}: {}\n", r.args())
+        };
+        line
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13: operator requests reach the journal at NOTICE (5), everything else at its level.
+    #[test]
+    fn operator_requests_are_notices() {
+        let line = |journal: bool, target: &str, level: log::Level| {
+            let args = format_args!("x");
+            let r = log::Record::builder().args(args).target(target).level(level).build();
+            Logger { journal, level: log::LevelFilter::Info }.line(&r)
+        };
+        assert_eq!(line(true, NOTICE_TARGET, log::Level::Info), "<5>x\n");
+        assert_eq!(line(true, "rsmd::broker", log::Level::Info), "<6>x\n");
+        assert_eq!(line(true, "rsmd::broker", log::Level::Warn), "<4>x\n");
+        assert_eq!(line(false, NOTICE_TARGET, log::Level::Info), "rsmd: notice: x\n");
+        assert_eq!(line(false, "rsmd", log::Level::Error), "rsmd: error: x\n");
+    }
 
     /// Issue 15: `-v` flooded the journal with sled's internals.
     #[test]

@@ -100,6 +100,7 @@ pub struct Store {
     barcodes: sled::Tree,
     requests: sled::Tree,
     pools: sled::Tree,
+    operators: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -164,6 +165,7 @@ impl Store {
             barcodes: db.open_tree("media_by_barcode")?,
             requests: db.open_tree("requests")?,
             pools: db.open_tree("pools")?,
+            operators: db.open_tree("operator_requests")?,
             meta: db.open_tree("meta")?,
             db,
         };
@@ -199,12 +201,13 @@ impl Store {
             Record::Media(m) => s.media.push(m),
             Record::Request(q) => s.requests.push(q),
             Record::Pool(p) => s.pools.push(p),
+            Record::Operator(o) => s.operators.push(o),
         })?;
         Ok(s)
     }
 
     /// Reads everything, handing each record to `f` as it is decoded (libraries, elements, pools, media, requests,
-    /// in that order): a 50,000-cartridge database loads without a second copy of it in memory.
+    /// operator requests, in that order): a 50,000-cartridge database loads without a second copy of it in memory.
     pub fn load_each(&self, mut f: impl FnMut(Record)) -> Result<(), StoreError> {
         for kv in self.libraries.iter() {
             f(Record::Library(decode(&kv?.1, "libraries")?));
@@ -220,6 +223,9 @@ impl Store {
         }
         for kv in self.requests.iter() {
             f(Record::Request(decode(&kv?.1, "requests")?));
+        }
+        for kv in self.operators.iter() {
+            f(Record::Operator(decode(&kv?.1, "operator_requests")?));
         }
         Ok(())
     }
@@ -285,10 +291,22 @@ impl Store {
                 Change::RemoveRequest(id) => ops.push((4, id.0.to_be_bytes().to_vec(), None)),
                 Change::Pool(p) => ops.push((5, p.id.to_be_bytes().to_vec(), Some(encode(p, "pools")?))),
                 Change::RemovePool(id) => ops.push((5, id.to_be_bytes().to_vec(), None)),
+                Change::Operator(o) => {
+                    ops.push((6, o.number.to_be_bytes().to_vec(), Some(encode(o, "operator_requests")?)))
+                }
+                Change::RemoveOperator(n) => ops.push((6, n.to_be_bytes().to_vec(), None)),
             }
             ends.push(ops.len());
         }
-        let trees = [&self.libraries, &self.elements, &self.media, &self.barcodes, &self.requests, &self.pools];
+        let trees = [
+            &self.libraries,
+            &self.elements,
+            &self.media,
+            &self.barcodes,
+            &self.requests,
+            &self.pools,
+            &self.operators,
+        ];
         let commit = |chunk: &[Write]| {
             let result: Result<(), TransactionError<()>> = trees[..].transaction(|t| {
                 for (tree, key, value) in chunk {
