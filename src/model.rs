@@ -238,6 +238,29 @@ pub struct DriveInfo {
     pub device: Option<String>,
     /// The drive's non-rewinding tape node (`/dev/nstN`), when mapped.
     pub nst: Option<String>,
+    /// Its cleaning and health record (kept across re-reads of the library).
+    #[serde(default, skip_serializing_if = "DriveCare::is_empty")]
+    pub care: DriveCare,
+}
+
+/// What rsmd knows of a drive's health: when it was last cleaned, and the TapeAlert flags it reported last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DriveCare {
+    /// Unix time (ms) of its last cleaning by rsmd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_cleaned: Option<u64>,
+    /// The TapeAlert flags of its last report (flag n = bit n - 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub alerts: u64,
+    /// Cleanings done by rsmd.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cleanings: u64,
+}
+
+impl DriveCare {
+    fn is_empty(&self) -> bool {
+        *self == DriveCare::default()
+    }
 }
 
 /// One element of a library.

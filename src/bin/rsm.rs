@@ -228,6 +228,16 @@ enum Command {
         #[arg(long)]
         error_if_full: bool,
     },
+    /// Unlock a library's door for the operator: robot work waits until it has been opened and closed
+    Door {
+        /// Library id or name (default: the only library)
+        library: Option<String>,
+    },
+    /// Clean a drive with a cleaning cartridge of its library (waits until it is clean)
+    Clean {
+        /// Drive number (from 0, as mtx counts), serial number or id
+        drive: String,
+    },
     /// List operator requests (the active ones; --all: the answered ones too)
     Operator {
         /// Also the satisfied, refused and cancelled ones
@@ -1216,11 +1226,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             let request = session.eject_many(&ids, error_if_full)?;
             if json {
-                print_json(&json!({ "ejected": barcodes, "request": request }))?;
+                let ejected = if barcodes.len() == 1 { json!(barcodes[0]) } else { json!(barcodes) };
+                print_json(&json!({ "ejected": ejected, "request": request }))?;
             } else {
                 let what = barcodes.join(", ");
                 let verb = if barcodes.len() == 1 { "is" } else { "are" };
                 out(&format!("{what} {verb} in the mail slots (request {request})\n"))?;
+            }
+        }
+        Command::Clean { drive } => {
+            let id = session.resolve_drive(&drive)?;
+            let request = session.clean_drive(&id)?;
+            if json {
+                print_json(&json!({ "cleaned": drive, "request": request }))?;
+            } else {
+                out(&format!("Drive {drive} is clean (request {request})\n"))?;
             }
         }
         Command::Operator { all } => {
@@ -1258,18 +1278,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             session.wait_operator(&id, timeout.map(Duration::from_secs))?;
             done_line(json, "satisfied", &id)?;
         }
+        Command::Door { library } => {
+            let lib = one_library(&session, library.as_deref())?;
+            let request = session.access_door(&lib.id)?;
+            if json {
+                print_json(&json!({ "unlocked": lib.name, "request": request }))?;
+            } else {
+                out(&format!(
+                    "The door of {} is unlocked: open it; robot work waits until it is closed (request {request})\n",
+                    lib.name
+                ))?;
+            }
+        }
         Command::Inject { library } => {
-            let libraries = session.enumerate(None, ObjectType::Library)?;
-            let chosen: Vec<&ObjectInfo> = libraries
-                .iter()
-                .filter(|l| library.as_deref().is_none_or(|want| l.id == want || l.name == want))
-                .filter(|l| l.state != "not_present")
-                .collect();
-            let lib = match chosen.as_slice() {
-                [one] => *one,
-                [] => return Err(NtmsError::InvalidLibrary { message: "no such library".into() }.into()),
-                _ => return Err(Failure::Usage("several libraries: name one".into())),
-            };
+            let lib = one_library(&session, library.as_deref())?;
             let request = session.inject(&lib.id)?;
             if json {
                 print_json(&json!({ "injected": lib.name, "request": request }))?;
@@ -1303,6 +1325,21 @@ fn done_line(json: bool, what: &str, object: &str) -> Result<(), Failure> {
         print_json(&json!({ what: object }))
     } else {
         out(&format!("{object} {what}\n"))
+    }
+}
+
+/// The library named (id or name), or the only one.
+fn one_library(session: &Session, library: Option<&str>) -> Result<ObjectInfo, Failure> {
+    let libraries = session.enumerate(None, ObjectType::Library)?;
+    let mut chosen: Vec<ObjectInfo> = libraries
+        .into_iter()
+        .filter(|l| library.is_none_or(|want| l.id == want || l.name == want))
+        .filter(|l| l.state != "not_present")
+        .collect();
+    match chosen.len() {
+        1 => Ok(chosen.remove(0)),
+        0 => Err(NtmsError::InvalidLibrary { message: "no such library".into() }.into()),
+        _ => Err(Failure::Usage("several libraries: name one".into())),
     }
 }
 

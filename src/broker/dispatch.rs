@@ -98,6 +98,8 @@ pub fn job_error(e: &JobError, mount: bool) -> NtmsError {
         JobError::NoFreeSlot => NtmsError::LibraryFull { message },
         JobError::UnloadRefused(_) => NtmsError::DeviceNotAvailable { message },
         JobError::WriteProtected => NtmsError::WriteProtect { message },
+        JobError::CleanerStuck => NtmsError::DeviceNotAvailable { message },
+        JobError::NotACleaner => NtmsError::InvalidMedia { message },
         _ if mount => NtmsError::UnableToLoadMedium { message },
         _ => NtmsError::MediumNotAccessible { message },
     }
@@ -277,6 +279,8 @@ impl Broker {
                 pools::answer(self.set_object_information(&session, peer, &object, version, &changes))
             }
             Method::EjectMedia { session, media, error_if_full } => self.eject(&session, peer, &media, error_if_full),
+            Method::CleanDrive { session, drive } => self.clean_drive(&session, peer, &drive),
+            Method::AccessLibraryDoor { session, library } => self.access_door(&session, peer, &library),
             Method::SubmitOperatorRequest { session, kind, text, object } => {
                 answer_now(self.submit_operator(&session, kind, &text, object.as_deref()), self)
             }

@@ -20,6 +20,7 @@
 //! `objects` the views clients enumerate.
 
 pub mod access;
+pub mod cleaning;
 pub mod dispatch;
 pub mod mounting;
 pub mod objects;
@@ -125,6 +126,10 @@ pub struct Lib {
     pub deferred_dismount_ms: u64,
     /// The scan progress last announced (clients following an inventory hear of each chunk).
     pub scan_announced: Option<(usize, usize)>,
+    /// Inject what an operator puts in the mail slots at once.
+    pub auto_inject: bool,
+    /// The mail slots an automatic inject last took (or tried to): a changed set starts the next one.
+    pub auto_seen: Vec<u16>,
 }
 
 impl Lib {
@@ -133,6 +138,7 @@ impl Lib {
             return None;
         }
         Some(LibraryView {
+            door_open: self.library.door_open(),
             id: self.id?,
             device: self.label.clone(),
             state: Some(self.library.state()),
@@ -225,6 +231,10 @@ pub struct Broker {
     op_wait_seq: u64,
     /// Ejects waiting for the operator to empty the mail slots.
     pub port_waits: Vec<physical::PortWait>,
+    /// Drive cleanings queued or running.
+    pub cleanings: Vec<cleaning::CleanCall>,
+    /// Door accesses: (request, library index, answered yet).
+    pub doors: Vec<(RequestId, usize, bool)>,
 }
 
 /// How long a request's progress may wait for a batch to ride with before it is written by itself.
@@ -260,6 +270,8 @@ impl Broker {
             op_waits: Vec::new(),
             op_wait_seq: 0,
             port_waits: Vec::new(),
+            cleanings: Vec::new(),
+            doors: Vec::new(),
         }
     }
 
@@ -337,6 +349,7 @@ impl Broker {
             log::warn!("library {}: {} take effect when rsmd restarts", lib.label, later.join(", "));
         }
         lib.deferred_dismount_ms = options.deferred_dismount_ms;
+        lib.auto_inject = options.auto_inject;
         if lib.drive_map != options.drive_map {
             lib.drive_map.clone_from(&options.drive_map);
             let serial = lib.library.identity().serial.clone();
@@ -417,6 +430,7 @@ impl Broker {
         self.inventory = Some(inv);
         self.saved_maps = saved_maps;
         self.changes.extend(stale);
+        self.restore_cleanings();
     }
 
     /// True once the inventory is loaded.
@@ -429,6 +443,7 @@ impl Broker {
         self.now = now;
         let drive_map = spec.options.drive_map.clone();
         let deferred_dismount_ms = spec.options.deferred_dismount_ms;
+        let auto_inject = spec.options.auto_inject;
         self.libs.push(Lib {
             library: Library::new(spec.drives.len(), spec.options, now),
             id: None,
@@ -441,6 +456,8 @@ impl Broker {
             retired: false,
             deferred_dismount_ms,
             scan_announced: None,
+            auto_inject,
+            auto_seen: Vec::new(),
         });
         self.pump();
         self.libs.len() - 1
@@ -585,7 +602,8 @@ impl Broker {
             .map(|d| d.due)
             .chain(self.parked.iter().filter_map(|p| p.deadline))
             .chain(self.allocs.iter().filter_map(|a| a.deadline))
-            .chain(self.operator_deadline());
+            .chain(self.operator_deadline())
+            .chain(self.cleaning_deadline());
         let requests = self.requests.dirty_since().map(|t| t + REQUEST_FLUSH_MS);
         libs.chain(deferred).chain(requests).min()
     }
@@ -954,6 +972,9 @@ impl Broker {
                     self.operator_scan_done(id);
                 }
                 self.push_changes(changes);
+                if self.libs[li].auto_inject {
+                    self.auto_inject(li);
+                }
             }
             Event::State(state) => {
                 if let Some(id) = lib.id {
@@ -984,6 +1005,8 @@ impl Broker {
                 self.physical_move_finished(id, result);
             }
             Event::MoveFinished { id, result } => log::debug!("move {id} finished: {result:?}"),
+            Event::DoorUnlocked => self.door_unlocked(li),
+            Event::DoorClosed { opened } => self.door_closed(li, opened),
             Event::DriveCommand { .. } | Event::Inventory(_) | Event::Elements(_) => {}
         }
     }
@@ -1016,6 +1039,7 @@ pub(crate) fn drive_infos(lib: &Lib) -> Vec<DriveInfo> {
             product: id.as_ref().map(|i| format!("{} {}", i.vendor, i.product)),
             device: Some(d.path.clone()),
             nst: d.nst.clone(),
+            care: Default::default(),
         })
         .collect()
 }

@@ -55,7 +55,7 @@ impl Broker {
         inv.media_by_barcode_any_case(key).or_else(|| key.parse::<Guid>().ok().and_then(|g| inv.medium(g))).cloned()
     }
 
-    fn lib_index(&self, library: Guid) -> Option<usize> {
+    pub(super) fn lib_index(&self, library: Guid) -> Option<usize> {
         self.libs.iter().position(|l| l.id == Some(library) && !l.retired)
     }
 
@@ -714,6 +714,13 @@ impl Broker {
         let key = RequestId(o.id);
         let Some((_, media)) = self.jobs.remove(&key) else { return };
         let Some(request) = self.requests.get(key).cloned() else { return };
+        if request.kind == RequestKind::Clean {
+            return self.cleaning_finished(li, key, o, media);
+        }
+        // What a dismount read of the drive's TapeAlert flags.
+        if let (Some(alerts), Some(drive)) = (o.alerts, o.drive) {
+            self.note_alerts(li, drive, alerts);
+        }
         let mount = request.kind == RequestKind::Mount;
         let now = self.now_unix();
         // What the reply tells (the cartridge is in the drive and whose it is / back home) was written when the robot
@@ -766,6 +773,7 @@ impl Broker {
         self.retry_parked();
         self.retry_allocations();
         self.resume_port_waits();
+        self.schedule_cleanings();
         self.operator_housekeeping();
         for li in 0..self.libs.len() {
             let needed = if self.libs[li].retired { 0 } else { self.libs[li].library.starved() };

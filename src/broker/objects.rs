@@ -3,6 +3,7 @@
 use crate::media::Inventory;
 use crate::model::{ElementKind, ElementRecord, Guid, LibraryState, MediaKind, MediaRecord, PoolRecord};
 use crate::proto::types::*;
+use crate::scsi::tape::TapeAlerts;
 
 /// What the server knows about a library beyond the inventory.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +24,8 @@ pub struct LibraryView {
     pub not_ready: Option<String>,
     /// While it scans: (elements read, elements it has).
     pub scan: Option<(usize, usize)>,
+    /// The operator has the door open (rsmd unlocked it).
+    pub door_open: bool,
 }
 
 /// Everything objects are built from.
@@ -275,7 +278,7 @@ impl View<'_> {
                 slot_count: count(ElementKind::Storage),
                 drive_count: count(ElementKind::Drive),
                 ie_port_count: count(ElementKind::ImportExport),
-                door_open: None,
+                door_open: self.live(id).map(|l| l.door_open),
                 barcode_reader: inv
                     .elements(id)
                     .any(|e| e.media.and_then(|m| inv.medium(m)).is_some_and(|m| m.barcode.is_some())),
@@ -389,8 +392,10 @@ impl View<'_> {
                         source_element: m.and_then(|m| m.home).map(|h| u32::from(h.address)),
                         mounted_by,
                         mount_count: e.mounts,
-                        needs_cleaning: false,
-                        last_cleaned: None,
+                        needs_cleaning: TapeAlerts(d.care.alerts).needs_cleaning(),
+                        last_cleaned: d.care.last_cleaned,
+                        tape_alerts: (d.care.alerts != 0).then(|| TapeAlerts(d.care.alerts).flags()),
+                        cleanings: (d.care.cleanings != 0).then_some(d.care.cleanings),
                     }),
                 )
             }
@@ -465,7 +470,8 @@ impl View<'_> {
                 pool: m.pool.map(|p| p.to_string()),
                 mount_count: m.mount_count,
                 cleaner: m.kind == MediaKind::Cleaning,
-                cleaning_count: None,
+                cleaning_count: (m.kind == MediaKind::Cleaning)
+                    .then(|| u32::try_from(m.mount_count).unwrap_or(u32::MAX)),
                 side: m.side.map(|s| s.name().to_owned()),
                 logical_media: m.lmid.map(|l| l.to_string()),
                 allocations: m.allocations,

@@ -482,6 +482,15 @@ impl Broker {
             self.end_alloc(key, Err(e));
         } else if self.port_waits.iter().any(|w| w.key == key) {
             self.end_port_wait(key, e);
+        } else if let Some(i) = self.cleanings.iter().position(|c| c.key == key && !c.running) {
+            self.cleanings.remove(i);
+            let state =
+                if matches!(e, NtmsError::Cancelled { .. }) { RequestStatus::Cancelled } else { RequestStatus::Failed };
+            if self.requests.is_open(key) {
+                self.requests.finish(key, state, Some(e.to_string()), self.now_unix());
+                self.note_request(key);
+            }
+            self.completions.push_back((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
         }
     }
 
@@ -547,6 +556,7 @@ impl Broker {
         self.parked.iter().any(|p| p.key == key && p.op == Some(n))
             || self.allocs.iter().any(|a| a.key == key && a.op == Some(n))
             || self.port_waits.iter().any(|w| w.key == key && w.op == Some(n))
+            || self.cleanings.iter().any(|c| c.key == key && c.op == Some(n))
     }
 
     /// The next `WaitForOperatorRequest` deadline.

@@ -290,6 +290,54 @@ impl Broker {
         let Some(li) = self.libs.iter().position(|l| l.id == Some(id) && !l.retired) else {
             return err(NtmsError::LibraryOffline { message: "the library is not served".into() });
         };
+        let new = self.new_request(RequestKind::Inject, Some(id), session);
+        self.start_inject(li, id, new, None)
+    }
+
+    /// Automatic inject (`auto_inject`): the cartridges an operator put in the mail slots (the library reports
+    /// them IMPEXP) go into storage as the daemon's own InjectMedia; the ones rsmd ejected stay for the operator.
+    pub fn auto_inject(&mut self, li: usize) {
+        let (Some(id), false) = (self.libs[li].id, self.libs[li].retired) else { return };
+        if self.libs[li].library.state() != LibraryState::Ready
+            || self
+                .physical
+                .iter()
+                .any(|(k, p)| p.li == li && self.requests.get(*k).is_some_and(|r| r.kind == RequestKind::Inject))
+        {
+            return;
+        }
+        let lib = &self.libs[li].library;
+        let placed: Vec<u16> = lib
+            .elements()
+            .iter()
+            .filter(|e| e.element_type == crate::scsi::element::ElementType::ImportExport && e.full && e.impexp)
+            .map(|e| e.address)
+            .filter(|a| !lib.uses_source(*a))
+            .collect();
+        if placed == self.libs[li].auto_seen {
+            return;
+        }
+        self.libs[li].auto_seen.clone_from(&placed);
+        if placed.is_empty() {
+            return;
+        }
+        log::info!(
+            "library {}: {} cartridges put in the mail slots: injecting them",
+            self.libs[li].label,
+            placed.len()
+        );
+        let new = super::requests::NewRequest::system(RequestKind::Inject, Some(id), None);
+        let _ = self.start_inject(li, id, new, Some(&placed));
+    }
+
+    /// Injects the cartridges in library `li`'s mail slots (only those in `only`, when given) under request `new`.
+    fn start_inject(
+        &mut self,
+        li: usize,
+        id: crate::model::Guid,
+        new: super::requests::NewRequest,
+        only: Option<&[u16]>,
+    ) -> Answer {
         let Some(inv) = self.inventory.as_ref() else {
             return err(NtmsError::NotReady { message: "loading".into() });
         };
@@ -297,6 +345,7 @@ impl Broker {
         let waiting: Vec<(u16, Option<u16>, String)> = inv
             .elements(id)
             .filter(|e| e.kind == ElementKind::ImportExport && !lib.uses_source(e.address))
+            .filter(|e| only.is_none_or(|o| o.contains(&e.address)))
             .filter_map(|e| {
                 let m = inv.medium(e.media?)?;
                 let home = m.home.filter(|h| h.kind == ElementKind::Storage).map(|h| h.address);
@@ -338,8 +387,6 @@ impl Broker {
             );
             self.raise_operator(crate::model::OperatorKind::Message, text, Some(id.to_string()), Some(id), None);
         }
-        let mut new = self.new_request(RequestKind::Inject, Some(id), session);
-        new.media = None;
         let key = self.requests.add(new, self.now_unix());
         self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
         let Some((source, destination, what)) = plan.pop_front() else {
@@ -426,6 +473,100 @@ impl Broker {
         };
         self.note_request(key);
         self.completions.push_back((key, reply, self.batch_for_reply()));
+    }
+}
+
+impl Broker {
+    /// `AccessLibraryDoor`: the door is unlocked for the operator and robot work waits until it has been opened and
+    /// closed (the library is read again then) or nobody opened it in time. The reply comes once it is unlocked;
+    /// the request completes when the door access ends.
+    pub fn access_door(&mut self, session: &str, peer: Peer, library: &str) -> Answer {
+        let Some(id) =
+            library.parse().ok().filter(|g| self.inventory.as_ref().is_some_and(|i| i.library(*g).is_some()))
+        else {
+            return err(NtmsError::InvalidLibrary { message: format!("no library {library:?}") });
+        };
+        if !self.library_rights(peer, id).contains(super::access::Rights::CONTROL) {
+            return err(NtmsError::AccessDenied {
+                message: format!("uid {} has no control right on the library", peer.uid),
+            });
+        }
+        let Some(li) = self.libs.iter().position(|l| l.id == Some(id) && !l.retired) else {
+            return err(NtmsError::LibraryOffline { message: "the library is not served".into() });
+        };
+        if let Some((key, _, _)) = self.doors.iter().find(|(_, l, _)| *l == li) {
+            return err(NtmsError::Busy {
+                message: format!("the door is being opened already (request {})", self.requests.guid_of(*key)),
+            });
+        }
+        // The door access outlives the caller's session: the operator walks to the library.
+        let new =
+            super::requests::NewRequest { detached: true, ..self.new_request(RequestKind::Door, Some(id), session) };
+        let key = self.requests.add(new, self.now_unix());
+        self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
+        if let Err(e) = self.libs[li].library.request_door_access() {
+            let e = move_error("unlocking the door", &e);
+            self.requests.finish(key, RequestStatus::Failed, Some(e.to_string()), self.now_unix());
+            return err(e);
+        }
+        self.requests.set_state(key, RequestStatus::InProgress, None, self.now_unix());
+        self.doors.push((key, li, false));
+        Answer::Later { key }
+    }
+
+    /// The door of library `li` is unlocked: the callers hear it, the operator is told (NOTICE).
+    pub fn door_unlocked(&mut self, li: usize) {
+        let name = self.libs[li].name.clone().unwrap_or_else(|| self.libs[li].label.clone());
+        log::info!(
+            target: super::operator::NOTICE_TARGET,
+            "library {name}: the door is unlocked: open it; robot work waits until it is closed"
+        );
+        let batch = self.batch_for_reply();
+        for (key, l, answered) in &mut self.doors {
+            if *l == li && !*answered {
+                *answered = true;
+                let mut r = Map::new();
+                r.insert("request".into(), Value::String(self.requests.guid_of(*key)));
+                self.completions.push_back((*key, Ok(r), batch));
+            }
+        }
+        if let Some(id) = self.libs[li].id {
+            self.note(NotificationOperation::Update, ObjectType::Library, id.to_string());
+        }
+    }
+
+    /// The door access of library `li` ended (closed and read again, or not opened in time): its requests complete.
+    pub fn door_closed(&mut self, li: usize, opened: bool) {
+        let now = self.now_unix();
+        let (ended, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.doors).into_iter().partition(|d| d.1 == li);
+        self.doors = keep;
+        log::info!(
+            "library {}: door access over ({}): robot work resumes",
+            self.libs[li].label,
+            if opened { "opened and closed" } else { "not opened" }
+        );
+        for (key, _, answered) in ended {
+            let offline = self.libs[li].library.state() == LibraryState::Offline;
+            if offline {
+                let e = NtmsError::LibraryOffline { message: "the library went offline".into() };
+                self.requests.finish(key, RequestStatus::Failed, Some(e.to_string()), now);
+                if !answered {
+                    self.completions.push_back((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
+                }
+            } else {
+                let note = (!opened).then(|| "the door was not opened".to_owned());
+                self.requests.finish(key, RequestStatus::Complete, note, now);
+                if !answered {
+                    let mut r = Map::new();
+                    r.insert("request".into(), Value::String(self.requests.guid_of(key)));
+                    self.completions.push_back((key, Ok(r), self.batch_for_reply()));
+                }
+            }
+            self.note_request(key);
+        }
+        if let Some(id) = self.libs[li].id {
+            self.note(NotificationOperation::Update, ObjectType::Library, id.to_string());
+        }
     }
 }
 

@@ -82,7 +82,8 @@ impl Requests {
         let mut ended = Vec::new();
         for mut r in records {
             self.next = self.next.max(r.id.0);
-            if r.state.is_open() {
+            // Cleanings go on (the broker queues them again): RSM lost them.
+            if r.state.is_open() && r.kind != RequestKind::Clean {
                 let was = match r.state {
                     RequestStatus::Queued => "queued",
                     RequestStatus::Waiting => "waiting",
@@ -128,6 +129,11 @@ impl Requests {
         self.dirty.push(id);
         self.trim();
         id
+    }
+
+    /// The open requests of one kind.
+    pub fn open_of_kind(&self, kind: RequestKind) -> Vec<RequestId> {
+        self.items.values().filter(|r| r.kind == kind && r.state.is_open()).map(|r| r.id).collect()
     }
 
     /// The record of request `id`.

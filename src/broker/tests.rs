@@ -914,3 +914,260 @@ fn operator_requests_are_submitted_answered_and_withdrawn() {
     let one = s.call(BOB, Method::GetObjectInformation { session: b, object: id }).unwrap();
     assert_eq!(one["object"]["details"]["op_request"]["state"], "satisfied");
 }
+
+/// The store as a killed daemon left it: the last record of everything persisted.
+fn snapshot_of(persisted: &[Change]) -> Snapshot {
+    let mut s = Snapshot::default();
+    let mut requests: HashMap<RequestId, RequestRecord> = HashMap::new();
+    for c in persisted {
+        match c {
+            Change::Request(r) => {
+                requests.insert(r.id, r.clone());
+            }
+            Change::Media(m) => {
+                s.media.retain(|x: &crate::model::MediaRecord| x.id != m.id);
+                s.media.push(m.clone());
+            }
+            Change::Element(e) => {
+                s.elements.retain(|x| x.id() != e.id());
+                s.elements.push(e.clone());
+            }
+            Change::Library(l) => {
+                s.libraries.retain(|x| x.id != l.id);
+                s.libraries.push(l.clone());
+            }
+            Change::Operator(o) => {
+                s.operators.retain(|x| x.number != o.number);
+                s.operators.push(o.clone());
+            }
+            _ => {}
+        }
+    }
+    let mut records: Vec<RequestRecord> = requests.into_values().collect();
+    records.sort_by_key(|r| r.id);
+    s.requests = records;
+    s
+}
+
+fn drive_care(s: &Sim, number: u32) -> crate::model::DriveCare {
+    let lib = s.broker.libs[0].id.unwrap();
+    let inv = s.broker.inventory.as_ref().unwrap();
+    let e = inv.elements(lib).find(|e| e.kind == crate::model::ElementKind::Drive && e.number == number).unwrap();
+    e.drive.as_ref().unwrap().care
+}
+
+fn drive_id(s: &Sim, number: u32) -> String {
+    let lib = s.broker.libs[0].id.unwrap();
+    let inv = s.broker.inventory.as_ref().unwrap();
+    inv.elements(lib)
+        .find(|e| e.kind == crate::model::ElementKind::Drive && e.number == number)
+        .unwrap()
+        .id()
+        .to_string()
+}
+
+/// Issue 13: a drive that raises TapeAlert 20 (clean now) at a dismount is cleaned with the library's cleaning
+/// cartridge: in, cleaned, ejected by the drive, back to its slot; the use is counted, the drive's cleaning
+/// recorded. CleanDrive cleans on request. A cleaner that has done its cleanings is retired and the operator asked
+/// for another; a cleaning without a cleaner waits for one, and fails when the operator refuses.
+#[test]
+fn a_drive_asking_for_cleaning_is_cleaned_and_spent_cleaners_are_retired() {
+    use crate::model::{OperatorKind, OperatorState};
+    let mut s = Sim::with(
+        |c| c.clean_after_loads = 2,
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, ..LibraryOptions::default() },
+    );
+    s.broker.options.media_rules.cleaner_uses = 2;
+    let a = s.open(ALICE, "Bacula");
+    let d0 = drive_id(&s, 0);
+    let in_drive0 = |barcode: &str| Method::MountMedia {
+        session: a.clone(),
+        media: vec![barcode.into()],
+        drive: Some(d0.clone()),
+        flags: MountFlags::default(),
+        priority: 0,
+        timeout_ms: None,
+        pool: None,
+    };
+    for b in ["ABC001L6", "ABC002L6"] {
+        s.call_and_wait(ALICE, in_drive0(b)).unwrap();
+        s.call_and_wait(ALICE, dismount(&a, b, false)).unwrap();
+    }
+    // The second load raised "clean now": the dismount read it and queued a cleaning, which runs by itself.
+    assert_eq!(s.broker.requests.open_of_kind(RequestKind::Clean).len(), 1, "a cleaning is queued");
+    assert!(drive_care(&s, 0).alerts & (1 << 19) != 0, "the drive shows the flag");
+    s.drive_bounded(200_000, |s| s.broker.cleanings.is_empty());
+    let cleaner = |s: &Sim| s.broker.inventory.as_ref().unwrap().media_by_barcode("CLN001L1").unwrap().clone();
+    assert_eq!(cleaner(&s).mount_count, 1, "one use counted");
+    assert_eq!(cleaner(&s).location, cleaner(&s).home, "back in its slot");
+    let care = drive_care(&s, 0);
+    assert!(care.last_cleaned.is_some() && care.cleanings == 1 && care.alerts & (1 << 19) == 0, "{care:?}");
+    assert!(!s.target.snapshot().drives[0].clean_now, "the drive is clean");
+    let done = s.broker.requests.objects();
+    let clean = done.iter().find(|o| o.name.contains("clean")).expect("the cleaning request");
+    assert_eq!(clean.state, "complete");
+    // Asked for: the second use spends the cleaner: retired, and the operator is asked for a new one.
+    let r = s.call_and_wait(ALICE, Method::CleanDrive { session: a.clone(), drive: drive_id(&s, 1) }).unwrap();
+    assert!(r["request"].is_string());
+    assert_eq!(cleaner(&s).mount_count, 2);
+    assert!(!cleaner(&s).enabled, "retired");
+    let ops = operator_requests(&s);
+    assert!(ops.contains(&(OperatorKind::Cleaner, Some(cleaner(&s).id.to_string()), OperatorState::Active)), "{ops:?}");
+    // No usable cleaner: the next cleaning waits for one; refused, it fails.
+    let key = s.submit(ALICE, Method::CleanDrive { session: a.clone(), drive: drive_id(&s, 2) });
+    s.drive_bounded(1_000, |s| s.broker.requests.get(key).is_some_and(|r| r.state == RequestStatus::Waiting));
+    let lib = s.broker.libs[0].id.unwrap().to_string();
+    let n = s.broker.operators.active().find(|r| r.object.as_deref() == Some(&lib)).expect("a cleaner request").number;
+    assert!(matches!(
+        ntms(s.call(ALICE, Method::CleanDrive { session: a.clone(), drive: drive_id(&s, 2) })),
+        NtmsError::Busy { .. }
+    ));
+    let r = s.open(ROOT, "console");
+    s.call(ROOT, Method::RefuseOperatorRequest { session: r, request: n.to_string(), reason: None }).unwrap();
+    assert!(matches!(ntms(s.wait(key)), NtmsError::RequestRefused { .. }));
+    assert!(s.broker.cleanings.is_empty());
+}
+
+/// Issue 13: a drive that never ejects the cleaning cartridge: the cleaning gives up after its time, the drive is
+/// suspect, a device-service operator request says what to do, and the call fails DeviceNotAvailable.
+#[test]
+fn a_drive_that_never_ejects_the_cleaner_raises_a_device_service_request() {
+    use crate::model::OperatorKind;
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    s.target.inject(vlib::Fault::CleanerStuck { drive: 0 });
+    let e = ntms(s.call_and_wait(ALICE, Method::CleanDrive { session: a, drive: drive_id(&s, 0) }));
+    assert!(matches!(e, NtmsError::DeviceNotAvailable { .. }), "{e:?}");
+    let d0 = drive_id(&s, 0);
+    let op = s.broker.operators.active().find(|r| r.kind == OperatorKind::DeviceService).expect("device service");
+    assert_eq!(op.object.as_deref(), Some(d0.as_str()));
+    assert!(op.text.contains("did not eject cleaning cartridge CLN001L1"), "{}", op.text);
+    assert!(s.drive_holding("CLN001L1").is_some(), "left in the drive");
+    assert!(s.now >= crate::changer::CLEAN_TIMEOUT_MS);
+}
+
+/// Issue 13: queued cleanings survive a restart (RSM lost them); other open requests end failed.
+#[test]
+fn queued_cleanings_survive_a_restart() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    // Drive 0 holds a mounted cartridge: its cleaning waits.
+    let d0 = drive_id(&s, 0);
+    let m = Method::MountMedia {
+        session: a.clone(),
+        media: vec!["ABC001L6".into()],
+        drive: Some(d0.clone()),
+        flags: MountFlags::default(),
+        priority: 0,
+        timeout_ms: None,
+        pool: None,
+    };
+    s.call_and_wait(ALICE, m).unwrap();
+    let key = s.submit(ALICE, Method::CleanDrive { session: a.clone(), drive: d0.clone() });
+    s.drive_bounded(1_000, |s| s.now > 2_000);
+    assert!(s.broker.requests.is_open(key));
+    s.collect();
+    let snapshot = snapshot_of(&s.persisted);
+    let mut restarted = Broker::new(BrokerOptions::default(), 8);
+    restarted.loaded(snapshot, HashMap::new(), 0);
+    assert_eq!(restarted.cleanings.len(), 1, "queued again");
+    assert_eq!(restarted.cleanings[0].drive, s.broker.cleanings[0].drive);
+    assert_eq!(restarted.requests.get(key).unwrap().state, RequestStatus::Queued);
+}
+
+/// Issue 13: with auto_inject, what an operator puts in the mail slots (IMPEXP) goes into storage by itself; what
+/// rsmd ejected stays there for the operator.
+#[test]
+fn auto_inject_takes_in_what_the_operator_put_in_the_mail_slots() {
+    let mut s = Sim::with(
+        |_| {},
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, auto_inject: true, ..LibraryOptions::default() },
+    );
+    let a = s.open(ALICE, "Bacula");
+    s.call_and_wait(ALICE, eject(&a, "ABC005L6")).unwrap();
+    s.target.inject(vlib::Fault::ImportCartridge { barcode: "NEW001L6".into() });
+    let stored = |s: &Sim, b: &str| {
+        s.broker
+            .inventory
+            .as_ref()
+            .unwrap()
+            .media_by_barcode(b)
+            .and_then(|m| m.location)
+            .is_some_and(|l| l.kind == crate::model::ElementKind::Storage)
+    };
+    s.drive_bounded(200_000, |s| stored(s, "NEW001L6"));
+    let m = s.broker.inventory.as_ref().unwrap().media_by_barcode("ABC005L6").unwrap().clone();
+    assert_eq!(m.location.unwrap().kind, crate::model::ElementKind::ImportExport, "the ejected one stays");
+    let injects = s.broker.requests.objects().into_iter().filter(|o| o.name.contains("inject")).count();
+    assert_eq!(injects, 1, "one automatic inject");
+    // Quiet again: nothing more happens.
+    let at = s.now;
+    s.drive_bounded(1_000, |s| s.now > at + 60_000);
+    assert_eq!(s.broker.requests.objects().into_iter().filter(|o| o.name.contains("inject")).count(), 1);
+}
+
+/// Issue 13: AccessLibraryDoor unlocks the door (PREVENT ALLOW MEDIUM REMOVAL, allow) and holds robot work: a mount
+/// waits until the door closed (the library's unit attention) and the library was read again, then goes on. A door
+/// nobody opens is given up after its time.
+#[test]
+fn robot_work_waits_while_the_door_is_unlocked() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let lib = s.broker.libs[0].id.unwrap().to_string();
+    let door = |a: &str| Method::AccessLibraryDoor { session: a.into(), library: lib.clone() };
+    let opcodes_before = s.opcodes.len();
+    let r = s.call_and_wait(ALICE, door(&a)).unwrap();
+    let door_request = s.broker.requests.find(r["request"].as_str().unwrap()).unwrap();
+    assert!(s.opcodes[opcodes_before..].contains(&0x1E), "PREVENT ALLOW MEDIUM REMOVAL sent");
+    assert!(matches!(ntms(s.call(ALICE, door(&a))), NtmsError::Busy { .. }));
+    let mount = s.submit(ALICE, mount(&a, "ABC001L6"));
+    let at = s.now;
+    s.drive_bounded(10_000, |s| s.now > at + 30_000);
+    assert!(!s.replies.contains_key(&mount), "no move while the door is unlocked");
+    assert_eq!(s.drive_holding("ABC001L6"), None);
+    assert_eq!(s.broker.requests.get(door_request).unwrap().state, RequestStatus::InProgress);
+    // The operator closes the door: the library says so, is read again, and the mount goes on.
+    s.target.inject(vlib::Fault::DoorClosed);
+    s.wait(mount).unwrap();
+    assert!(s.drive_holding("ABC001L6").is_some());
+    assert_eq!(s.broker.requests.get(door_request).unwrap().state, RequestStatus::Complete);
+    // Unlocked and never opened: robot work resumes after the door's time.
+    s.call_and_wait(ALICE, door(&a)).unwrap();
+    let key = s.broker.doors[0].0;
+    s.drive_bounded(100_000, |s| !s.broker.requests.is_open(key));
+    assert!(s.now >= crate::changer::DOOR_TIMEOUT_MS);
+    let r = s.broker.requests.get(key).unwrap();
+    assert_eq!((r.state, r.error.as_deref()), (RequestStatus::Complete, Some("the door was not opened")));
+    s.call_and_wait(ALICE, dismount(&a, "ABC001L6", false)).unwrap();
+}
+
+/// Issue 13: a cleaner the drive reports expired (TapeAlert 22) is retired (disabled, a cleaner operator request)
+/// and the cleaning goes on with the next cleaner; the library's second cleaner, a CLN-labelled one, does it.
+#[test]
+fn an_expired_cleaner_is_retired_and_the_next_one_cleans() {
+    use crate::model::OperatorKind;
+    let mut s = Sim::with(
+        |c| {
+            let spent = c.cartridges.iter_mut().find(|x| x.barcode == "CLN001L1").unwrap();
+            spent.uses = c.cleaner_max_uses;
+            let mut second = spent.clone();
+            // The spent one is tried first (the lowest slot of the cleaners rsmd knows as unused).
+            spent.location = vlib::config::Location::Slot(17);
+            second.barcode = "CLN002L1".into();
+            second.uses = 0;
+            c.cartridges.push(second);
+        },
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, ..LibraryOptions::default() },
+    );
+    let a = s.open(ALICE, "Bacula");
+    s.call_and_wait(ALICE, Method::CleanDrive { session: a, drive: drive_id(&s, 0) }).unwrap();
+    let inv = s.broker.inventory.as_ref().unwrap();
+    let first = inv.media_by_barcode("CLN001L1").unwrap();
+    let second = inv.media_by_barcode("CLN002L1").unwrap();
+    assert!(!first.enabled, "the expired one is retired");
+    assert_eq!(first.mount_count, 0, "it did not clean");
+    assert_eq!((second.enabled, second.mount_count), (true, 1), "the next one cleaned");
+    let op = s.broker.operators.active().find(|r| r.kind == OperatorKind::Cleaner).expect("a cleaner request");
+    assert!(op.text.contains("CLN001L1 expired"), "{}", op.text);
+    assert_eq!(drive_care(&s, 0).cleanings, 1);
+}

@@ -87,6 +87,8 @@ pub struct LibraryOptions {
     pub ready_timeout_ms: Millis,
     /// How long a deferred dismount leaves the cartridge loaded (the broker's).
     pub deferred_dismount_ms: Millis,
+    /// Cartridges an operator puts in the mail slots are injected at once (the broker's).
+    pub auto_inject: bool,
     /// TEST UNIT READY poll interval after a load while the load time is unknown (50 polls, then backing off).
     pub poll_first_ms: Millis,
     /// Longest TEST UNIT READY poll interval.
@@ -113,6 +115,7 @@ impl Default for LibraryOptions {
             probe_timeout: Duration::from_secs(60),
             ready_timeout_ms: super::mounts::READY_TIMEOUT_MS,
             deferred_dismount_ms: super::DEFERRED_DISMOUNT_MS,
+            auto_inject: false,
             poll_first_ms: super::mounts::FIRST_POLL_MS,
             poll_max_ms: super::mounts::MAX_POLL_MS,
             abort_grace_ms: super::mounts::ABORT_GRACE_MS,
@@ -248,6 +251,14 @@ pub enum Event {
         /// The outcome.
         result: Result<Response, TransportError>,
     },
+    /// The operator door is unlocked (PREVENT ALLOW MEDIUM REMOVAL, allow): no robot move starts until it closes.
+    DoorUnlocked,
+    /// The door access ended: the door was opened and closed (and the library read again), or it was not opened
+    /// in time (`opened` false); robot work resumes.
+    DoorClosed {
+        /// The operator opened it.
+        opened: bool,
+    },
     /// The hardware reported something that makes the inventory suspect (UNIT ATTENTION).
     Attention {
         /// The device.
@@ -282,6 +293,8 @@ enum Purpose {
     },
     /// INITIALIZE ELEMENT STATUS before a full inventory's scan.
     Initialize,
+    /// PREVENT ALLOW MEDIUM REMOVAL (allow): the door is unlocked for the operator.
+    Door,
     Heartbeat,
     Drive {
         id: Origin,
@@ -331,6 +344,26 @@ enum DriveDevice {
     },
 }
 
+/// The operator door, as `AccessLibraryDoor` drives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// Closed (or never asked for): robot work runs.
+    Closed,
+    /// PREVENT ALLOW MEDIUM REMOVAL (allow) is on its way.
+    Unlocking,
+    /// Unlocked for the operator: no move starts. `until`: when a door nobody opened is locked again in rsmd's
+    /// eyes; `opened`: the changer answered NOT READY (its door open) since.
+    Unlocked { until: Millis, opened: bool },
+    /// The door was closed (a unit attention, or the changer ready again): the library is read again, and robot
+    /// work resumes after that.
+    Closing { opened: bool },
+}
+
+/// How long an unlocked door may stay unopened before robot work resumes.
+pub const DOOR_TIMEOUT_MS: Millis = 5 * 60 * 1000;
+/// How often the changer is asked whether the door is open while it is unlocked.
+pub const DOOR_POLL_MS: Millis = 1_000;
+
 /// A move requested and not yet started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct MoveRequest {
@@ -378,6 +411,8 @@ pub struct Machine {
     /// Why the changer is being waited for (the last refusal, named), until it answers a command.
     not_ready: Option<String>,
     heartbeat_at: Option<Millis>,
+    /// The operator door.
+    door: Door,
     now: Millis,
 }
 
@@ -411,6 +446,7 @@ impl Machine {
             refused_since: now,
             not_ready: None,
             heartbeat_at: None,
+            door: Door::Closed,
             now,
         };
         lib.start_probe();
@@ -688,7 +724,11 @@ impl Machine {
 
     /// When `handle_timeout` should be called next.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        [self.hold_until, self.heartbeat_at].into_iter().flatten().min()
+        let door = match self.door {
+            Door::Unlocked { until, opened: false } => Some(until),
+            _ => None,
+        };
+        [self.hold_until, self.heartbeat_at, door].into_iter().flatten().min()
     }
 
     /// Time passed.
@@ -696,6 +736,12 @@ impl Machine {
         self.now = now;
         if self.hold_until.is_some_and(|t| t <= now) {
             self.hold_until = None;
+        }
+        if let Door::Unlocked { until, opened: false } = self.door {
+            if until <= now {
+                log::info!("the door was not opened in {} s: robot work resumes", DOOR_TIMEOUT_MS / 1000);
+                self.door_closed(false);
+            }
         }
         if self.heartbeat_at.is_some_and(|t| t <= now) {
             self.heartbeat_at = None;
@@ -874,10 +920,53 @@ impl Machine {
         self.phase = Phase::Ready;
         self.set_state(LibraryState::Ready);
         self.schedule_heartbeat();
+        if let (Door::Closing { opened }, true) = (self.door, whole_scan) {
+            self.door_closed(opened);
+        }
+    }
+
+    /// `AccessLibraryDoor`: unlocks the door for the operator (PREVENT ALLOW MEDIUM REMOVAL, allow) and holds
+    /// robot work until the door has been opened and closed (the library is read again then), or nobody opened it
+    /// within [`DOOR_TIMEOUT_MS`]. Reported by [`Event::DoorUnlocked`] and [`Event::DoorClosed`].
+    pub fn request_door_access(&mut self) -> Result<(), MoveError> {
+        if self.phase == Phase::Offline {
+            return Err(MoveError::Offline);
+        }
+        if self.door == Door::Closed {
+            self.door = Door::Unlocking;
+            let command = cdb::prevent_allow_medium_removal(false).into_command(self.options.probe_timeout);
+            self.queue_changer(Purpose::Door, command);
+            self.pump();
+        }
+        Ok(())
+    }
+
+    /// Whether the operator has the door open (rsmd unlocked it and the changer says so).
+    pub fn door_open(&self) -> bool {
+        matches!(self.door, Door::Unlocked { opened: true, .. })
+    }
+
+    /// True while the door is unlocked for the operator (robot work waits).
+    pub fn door_unlocked(&self) -> bool {
+        self.door != Door::Closed
+    }
+
+    fn door_unlocked_now(&mut self) {
+        self.door = Door::Unlocked { until: self.now + DOOR_TIMEOUT_MS, opened: false };
+        self.events.push_back(Event::DoorUnlocked);
+        self.schedule_heartbeat();
+    }
+
+    fn door_closed(&mut self, opened: bool) {
+        self.door = Door::Closed;
+        self.events.push_back(Event::DoorClosed { opened });
+        self.schedule_heartbeat();
     }
 
     fn schedule_heartbeat(&mut self) {
-        if self.options.heartbeat_ms > 0 {
+        if matches!(self.door, Door::Unlocked { .. }) {
+            self.heartbeat_at = Some(self.now + DOOR_POLL_MS);
+        } else if self.options.heartbeat_ms > 0 {
             self.heartbeat_at = Some(self.now + self.options.heartbeat_ms);
         }
     }
@@ -900,7 +989,7 @@ impl Machine {
                 } else {
                     self.start_scan();
                 }
-            } else if self.phase == Phase::Ready {
+            } else if self.phase == Phase::Ready && self.door == Door::Closed {
                 if let Some(m) = self.moves.pop_front() {
                     self.current_move = Some(m);
                     self.set_state(LibraryState::Busy);
@@ -934,6 +1023,9 @@ impl Machine {
             return;
         }
         log::warn!("library offline: {why}");
+        if self.door != Door::Closed {
+            self.door_closed(false);
+        }
         self.phase = Phase::Offline;
         self.set_state(LibraryState::Offline);
         self.changer_queue.clear();
@@ -957,6 +1049,10 @@ impl Machine {
             // A drive's unit attention (a tape loaded, a drive reset) says nothing about the changer's elements.
             if device == DeviceRef::Changer {
                 self.rescan = Some(self.rescan.unwrap_or(false) || reprobe);
+                // The door was closed (06/28: not ready to ready): robot work resumes after the re-read.
+                if let Door::Unlocked { opened, .. } = self.door {
+                    self.door = Door::Closing { opened };
+                }
             }
         }
         Some(action)
@@ -1015,6 +1111,12 @@ impl Machine {
                 self.start_scan();
             }
             Purpose::Heartbeat => self.schedule_heartbeat(),
+            // A changer without PREVENT ALLOW MEDIUM REMOVAL may let the door open anyway.
+            Purpose::Door => {
+                let why = failure.map_or_else(|| "no answer".to_owned(), |f| f.to_string());
+                log::warn!("{device}: unlocking the door failed ({why}); robot work waits for the door anyway");
+                self.door_unlocked_now();
+            }
             Purpose::Drive { .. } => {}
         }
     }
@@ -1114,6 +1216,9 @@ impl Machine {
     }
 
     fn on_response(&mut self, device: DeviceRef, purpose: Purpose, r: Response) {
+        if device == DeviceRef::Changer {
+            self.watch_door(&r);
+        }
         let mut action = self.note_attention(device, &r).unwrap_or(Action::Done);
         if device == DeviceRef::Changer {
             // While probing or scanning, any NOT READY is waited out (a library inventorying after power-on, or
@@ -1170,7 +1275,8 @@ impl Machine {
                     | Purpose::DeviceId
                     | Purpose::AddressAssignment
                     | Purpose::Capabilities
-                    | Purpose::Initialize => {
+                    | Purpose::Initialize
+                    | Purpose::Door => {
                         if let Some(command) = self.command_for(&purpose) {
                             self.changer_queue.push_front(Queued { purpose, command });
                         }
@@ -1247,8 +1353,25 @@ impl Machine {
                 self.events.push_back(Event::MoveFinished { id, result: Ok(()) });
             }
             Purpose::Initialize => self.start_scan(),
+            Purpose::Door => self.door_unlocked_now(),
             Purpose::Heartbeat => self.schedule_heartbeat(),
             Purpose::Drive { .. } => {}
+        }
+    }
+
+    /// While the door is unlocked: a NOT READY from the changer means it is open; a good answer after that means
+    /// it was closed without a unit attention (the library is read again before robot work resumes).
+    fn watch_door(&mut self, r: &Response) {
+        let Door::Unlocked { until, opened } = self.door else { return };
+        let key = crate::scsi::sense::Sense::parse(&r.sense).map(|s| s.key);
+        if key.is_ok_and(|k| k == crate::scsi::sense::SenseKey::NotReady) {
+            if !opened {
+                log::info!("the library door is open");
+            }
+            self.door = Door::Unlocked { until, opened: true };
+        } else if opened && r.status == 0 {
+            self.door = Door::Closing { opened };
+            self.request_full_rescan();
         }
     }
 
@@ -1272,6 +1395,7 @@ impl Machine {
             // The library walks every element: minutes on a big one.
             Purpose::Initialize => cdb::initialize_element_status().into_command(self.options.move_timeout * 10),
             Purpose::Heartbeat => cdb::test_unit_ready().into_command(t),
+            Purpose::Door => cdb::prevent_allow_medium_removal(false).into_command(t),
             Purpose::Drive { .. } => return None,
         })
     }

@@ -38,8 +38,9 @@ use crate::model::LibraryState;
 use crate::scsi::mode::ElementAddressAssignment;
 use crate::transport::{Command, Response, Tag, TransportError};
 
+pub use machine::DOOR_TIMEOUT_MS;
 pub use machine::{DeviceRef, Element, Event, Identity, LibraryOptions, MoveError, Origin, Outgoing};
-pub use mounts::{DriveChoice, JobError, JobId, JobKind, Outcome, Progress};
+pub use mounts::{DriveChoice, JobError, JobId, JobKind, Outcome, Progress, CLEAN_TIMEOUT_MS};
 pub use policy::{map_drives, same_serial, DriveMapping};
 
 use machine::Machine;
@@ -159,6 +160,23 @@ impl Library {
     pub fn request_initialize(&mut self) {
         self.machine.request_initialize();
         self.pump();
+    }
+
+    /// `AccessLibraryDoor`: see [`machine::Machine::request_door_access`].
+    pub fn request_door_access(&mut self) -> Result<(), MoveError> {
+        let r = self.machine.request_door_access();
+        self.pump();
+        r
+    }
+
+    /// The operator has the door open.
+    pub fn door_open(&self) -> bool {
+        self.machine.door_open()
+    }
+
+    /// The door is unlocked for the operator (robot work waits).
+    pub fn door_unlocked(&self) -> bool {
+        self.machine.door_unlocked()
     }
 
     /// The tunables it runs with.

@@ -28,6 +28,7 @@ use crate::scsi::action::{classify, Action, Failure};
 use crate::scsi::cdb;
 use crate::scsi::element::ElementType;
 use crate::scsi::mode::ModeParameters;
+use crate::scsi::tape::TapeAlerts;
 use crate::transport::{Response, TransportError};
 
 /// Which drive a mount may use.
@@ -57,6 +58,15 @@ pub enum JobKind {
         drive: u16,
         /// Preferred destination.
         home: Option<u16>,
+    },
+    /// Clean drive element `drive` with the cleaning cartridge in `cleaner`: move it in, wait while the drive
+    /// cleans (TEST UNIT READY answers "cleaning cartridge installed") until it ejects the cleaner ("medium not
+    /// present"), read its TapeAlert flags, and move the cleaner back to `cleaner`.
+    Clean {
+        /// Element holding the cleaning cartridge.
+        cleaner: u16,
+        /// The drive element.
+        drive: u16,
     },
 }
 
@@ -96,6 +106,12 @@ pub enum JobError {
     /// The library is offline.
     #[error("The library is offline")]
     Offline,
+    /// The drive did not eject the cleaning cartridge in time (it is left in the drive when it cannot be unloaded).
+    #[error("The drive did not finish cleaning: the cleaning cartridge was not ejected in time")]
+    CleanerStuck,
+    /// The drive loaded the "cleaning" cartridge as a data cartridge: it is not a cleaner.
+    #[error("The drive took the cartridge for a data cartridge: it is not a cleaning cartridge")]
+    NotACleaner,
 }
 
 /// A job's id, chosen by the caller (the broker uses its request's number).
@@ -110,6 +126,9 @@ pub struct Outcome {
     pub drive: Option<u16>,
     /// The result.
     pub result: Result<(), JobError>,
+    /// The drive's TapeAlert flags, read before a dismount's unload and after a cleaning (None: not read, or the
+    /// drive has no TapeAlert page).
+    pub alerts: Option<TapeAlerts>,
 }
 
 /// A progress report (for request objects).
@@ -140,6 +159,13 @@ enum Step {
     AwaitingRobot,
     /// Ready, and mounted for writing: MODE SENSE asks whether the cartridge is write protected.
     CheckingWriteProtect,
+    /// LOG SENSE of the TapeAlert page in flight (a dismount before its unload, a cleaning after the eject).
+    ReadingAlerts,
+    /// The cleaner is in the drive: polling TEST UNIT READY until the drive ejects it; next poll at `next_at`
+    /// (None: a poll is in flight).
+    Cleaning {
+        next_at: Option<Millis>,
+    },
     /// Polling TEST UNIT READY; next poll at `next_at` (None: a poll is in flight).
     WaitingReady {
         next_at: Option<Millis>,
@@ -181,7 +207,14 @@ struct Job {
     relocated: bool,
     /// Once aborted (cancelled, timed out, failed): when to stop waiting for a drive that does not answer.
     give_up_at: Option<Millis>,
+    /// TapeAlert flags read during the job.
+    alerts: Option<TapeAlerts>,
 }
+
+/// How often a cleaning drive is asked whether it has ejected the cleaner.
+pub const CLEAN_POLL_MS: Millis = 1_000;
+/// How long a cleaning may take before the drive counts as stuck (LTO drives clean in one to three minutes).
+pub const CLEAN_TIMEOUT_MS: Millis = 10 * 60 * 1000;
 
 /// Timeout of the short drive commands (TEST UNIT READY, MODE SENSE).
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -284,6 +317,7 @@ impl Mounts {
             barcode: None,
             relocated: false,
             give_up_at: None,
+            alerts: None,
         });
     }
 
@@ -296,7 +330,7 @@ impl Mounts {
     pub fn cancel(&mut self, id: u64, lib: &mut Machine) -> bool {
         if let Some(i) = self.queue.iter().position(|j| j.id == id) {
             let j = self.queue.remove(i);
-            self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Cancelled) });
+            self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Cancelled), alerts: None });
             return true;
         }
         match self.active.iter_mut().find(|j| j.id == id) {
@@ -363,7 +397,7 @@ impl Mounts {
     /// When `poll` should run next for timers.
     pub fn poll_timeout(&self) -> Option<Millis> {
         let polls = self.active.iter().filter_map(|j| match j.step {
-            Step::WaitingReady { next_at, .. } => next_at,
+            Step::WaitingReady { next_at, .. } | Step::Cleaning { next_at } => next_at,
             _ => None,
         });
         let deadlines = self.queue.iter().chain(&self.active).filter(|j| j.abort.is_none()).filter_map(|j| j.deadline);
@@ -394,12 +428,16 @@ impl Mounts {
     /// True when a job uses drive element `address` (or will: a queued dismount of it).
     pub fn uses_drive(&self, address: u16) -> bool {
         self.drive_busy(address)
-            || self.queue.iter().any(|j| matches!(j.kind, JobKind::Dismount { drive, .. } if drive == address))
+            || self.queue.iter().any(|j| {
+                matches!(j.kind, JobKind::Dismount { drive, .. } | JobKind::Clean { drive, .. } if drive == address)
+            })
     }
 
     /// True when a job (queued or running) mounts the cartridge in `source`.
     pub fn uses_source(&self, source: u16) -> bool {
-        self.queue.iter().chain(&self.active).any(|j| matches!(j.kind, JobKind::Mount { source: s, .. } if s == source))
+        self.queue.iter().chain(&self.active).any(
+            |j| matches!(j.kind, JobKind::Mount { source: s, .. } | JobKind::Clean { cleaner: s, .. } if s == source),
+        )
     }
 
     /// The kind of the job running on drive element `address`: `Some(true)` a mount (the robot is bringing the
@@ -443,7 +481,9 @@ impl Mounts {
         let mut i = 0;
         while i < self.queue.len() {
             let names_it = match &self.queue[i].kind {
-                JobKind::Mount { drive: DriveChoice::Element(a), .. } | JobKind::Dismount { drive: a, .. } => gone(*a),
+                JobKind::Mount { drive: DriveChoice::Element(a), .. }
+                | JobKind::Dismount { drive: a, .. }
+                | JobKind::Clean { drive: a, .. } => gone(*a),
                 JobKind::Mount { .. } => false,
             };
             if names_it {
@@ -460,7 +500,12 @@ impl Mounts {
         for i in (0..self.queue.len()).rev() {
             if self.queue[i].deadline.is_some_and(|d| d <= now) {
                 let j = self.queue.remove(i);
-                self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::TimedOut) });
+                self.outcomes.push_back(Outcome {
+                    id: j.id,
+                    drive: None,
+                    result: Err(JobError::TimedOut),
+                    alerts: None,
+                });
             }
         }
         for j in &mut self.active {
@@ -483,7 +528,11 @@ impl Mounts {
             let j = &self.active[idx];
             // (An undo's unload has no destination yet; its move back is the robot's, not the drive's.)
             let on_drive = match j.step {
-                Step::WaitingReady { .. } | Step::CheckingWriteProtect | Step::Unloading => true,
+                Step::WaitingReady { .. }
+                | Step::CheckingWriteProtect
+                | Step::Unloading
+                | Step::ReadingAlerts
+                | Step::Cleaning { .. } => true,
                 Step::Undoing => j.dest.is_none(),
                 _ => false,
             };
@@ -501,7 +550,9 @@ impl Mounts {
         let aborting: Vec<u64> = self
             .active
             .iter()
-            .filter(|j| j.abort.is_some() && matches!(j.step, Step::WaitingReady { .. }))
+            .filter(|j| {
+                j.abort.is_some() && matches!(j.step, Step::WaitingReady { .. } | Step::Cleaning { next_at: Some(_) })
+            })
             .map(|j| j.id)
             .collect();
         for id in aborting {
@@ -509,6 +560,15 @@ impl Mounts {
         }
         // Refused mounts whose cartridge the re-read has found (a drive's first poll is due at once).
         self.recheck(lib, now);
+        // Cleaning drives asked whether they ejected the cleaner.
+        for j in &mut self.active {
+            if let Step::Cleaning { next_at: Some(t) } = j.step {
+                if let (true, Some(dev)) = (t <= now, j.device) {
+                    lib.drive_command(Origin::Job(j.id), dev, cdb::test_unit_ready().into_command(COMMAND_TIMEOUT));
+                    j.step = Step::Cleaning { next_at: None };
+                }
+            }
+        }
         // TEST UNIT READY polls that are due.
         for j in &mut self.active {
             if let Step::WaitingReady { next_at: Some(t), interval } = j.step {
@@ -526,7 +586,12 @@ impl Mounts {
         }
         if lib.state() == LibraryState::Offline {
             for j in self.queue.drain(..) {
-                self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Offline) });
+                self.outcomes.push_back(Outcome {
+                    id: j.id,
+                    drive: None,
+                    result: Err(JobError::Offline),
+                    alerts: None,
+                });
             }
             // Moves out that were waiting for the robot cannot happen either, nor a refused mount's next step.
             let waits_for_robot = |j: &Job| matches!(j.step, Step::AwaitingRobot | Step::Rechecking { .. });
@@ -721,7 +786,49 @@ impl Mounts {
                         Start::Started
                     }
                     Err(e) => {
-                        self.outcomes.push_back(Outcome { id: job.id, drive: None, result: Err(JobError::Move(e)) });
+                        self.outcomes.push_back(Outcome {
+                            id: job.id,
+                            drive: None,
+                            result: Err(JobError::Move(e)),
+                            alerts: None,
+                        });
+                        Start::Failed
+                    }
+                }
+            }
+            JobKind::Clean { cleaner, drive } => {
+                let Some(e) = lib.element(*drive) else {
+                    self.fail(i, JobError::DriveUnavailable(*drive));
+                    return Start::Failed;
+                };
+                if e.device.is_some_and(|d| lib.drive_is_gone(d)) {
+                    self.fail(i, JobError::DriveGone);
+                    return Start::Failed;
+                }
+                let Some(device) = e.device else {
+                    self.fail(i, JobError::Unmapped(*drive));
+                    return Start::Failed;
+                };
+                if e.full || self.drive_busy(*drive) || !lib.drive_usable(device) {
+                    return Start::Wait;
+                }
+                let mut job = self.queue.remove(i);
+                match lib.request_move(Origin::Job(job.id), *cleaner, *drive) {
+                    Ok(()) => {
+                        job.drive = Some(*drive);
+                        job.device = Some(device);
+                        job.step = Step::Moving;
+                        self.progress.push_back(Progress::Started { id: job.id, drive: *drive });
+                        self.active.push(job);
+                        Start::Started
+                    }
+                    Err(e) => {
+                        self.outcomes.push_back(Outcome {
+                            id: job.id,
+                            drive: None,
+                            result: Err(JobError::Move(e)),
+                            alerts: None,
+                        });
                         Start::Failed
                     }
                 }
@@ -740,12 +847,13 @@ impl Mounts {
                 job.device = device;
                 self.progress.push_back(Progress::Started { id: job.id, drive: *drive });
                 match device {
+                    // The drive's TapeAlert flags first (cleaning needed, media or hardware trouble), then unload.
                     Some(dev) => {
-                        job.step = Step::Unloading;
+                        job.step = Step::ReadingAlerts;
                         lib.drive_command(
                             Origin::Job(job.id),
                             dev,
-                            cdb::load_unload(false, false).into_command(std::time::Duration::from_secs(15 * 60)),
+                            cdb::log_sense(0x2E, 512).into_command(COMMAND_TIMEOUT),
                         );
                         self.active.push(job);
                         Start::Started
@@ -763,12 +871,12 @@ impl Mounts {
 
     fn fail(&mut self, i: usize, e: JobError) {
         let j = self.queue.remove(i);
-        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result: Err(e) });
+        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result: Err(e), alerts: None });
     }
 
     fn finish(&mut self, idx: usize, result: Result<(), JobError>) {
         let j = self.active.remove(idx);
-        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result });
+        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result, alerts: j.alerts });
     }
 
     /// Moves the cartridge out of the job's drive to its home or a free slot.
@@ -778,6 +886,7 @@ impl Mounts {
         let home = match &j.kind {
             JobKind::Dismount { home, .. } => *home,
             JobKind::Mount { source, .. } => Some(*source),
+            JobKind::Clean { cleaner, .. } => Some(*cleaner),
         }
         .or_else(|| lib.element(drive).and_then(|e| e.source));
         let reserved: Vec<u16> = self.active.iter().filter_map(|x| x.dest).collect();
@@ -882,6 +991,38 @@ impl Mounts {
                 }
             }
             (JobKind::Dismount { .. }, Ok(())) => self.finish(idx, Ok(())),
+            // The cleaner is back in its slot.
+            (JobKind::Clean { .. }, Ok(())) if job.dest.is_some() => self.finish(idx, Ok(())),
+            (JobKind::Clean { .. }, Ok(())) => {
+                if job.abort.is_some() {
+                    let id = job.id;
+                    self.start_undo(id, lib);
+                } else if job.device.is_none() {
+                    self.finish(idx, Err(JobError::Unmapped(job.drive.unwrap_or_default())));
+                } else {
+                    let j = &mut self.active[idx];
+                    j.loaded_at = now;
+                    j.ready_by = now + CLEAN_TIMEOUT_MS;
+                    j.step = Step::Cleaning { next_at: Some(now + CLEAN_POLL_MS) };
+                }
+            }
+        }
+    }
+
+    /// The TapeAlert page was read (or could not be: a drive without the page is unloaded all the same): a
+    /// dismount unloads, a cleaning moves the ejected cleaner back.
+    fn alerts_read(&mut self, idx: usize, lib: &mut Machine) {
+        let j = &mut self.active[idx];
+        match (&j.kind, j.device) {
+            (JobKind::Dismount { .. }, Some(dev)) => {
+                j.step = Step::Unloading;
+                lib.drive_command(
+                    Origin::Job(j.id),
+                    dev,
+                    cdb::load_unload(false, false).into_command(std::time::Duration::from_secs(15 * 60)),
+                );
+            }
+            _ => j.step = Step::AwaitingRobot,
         }
     }
 
@@ -899,6 +1040,17 @@ impl Mounts {
     fn on_drive(&mut self, id: u64, result: Result<Response, TransportError>, lib: &mut Machine, now: Millis) {
         let Some(idx) = self.active.iter().position(|j| j.id == id) else { return };
         let step = self.active[idx].step.clone();
+        if matches!(step, Step::ReadingAlerts | Step::Cleaning { .. }) && result.is_err() {
+            // A timed-out poll of a cleaning drive is asked again; a timed-out TapeAlert read goes on without it.
+            match (&step, &result) {
+                (Step::Cleaning { .. }, Err(TransportError::TimedOut)) => {
+                    self.active[idx].step = Step::Cleaning { next_at: Some(now + CLEAN_POLL_MS) };
+                    return;
+                }
+                (Step::ReadingAlerts, Err(TransportError::TimedOut)) => return self.alerts_read(idx, lib),
+                _ => {}
+            }
+        }
         let r = match result {
             Ok(r) => r,
             Err(TransportError::TimedOut) => {
@@ -1023,6 +1175,56 @@ impl Mounts {
                 } else {
                     // Not protected, or the drive would not say: the mount stands (a write will tell).
                     self.finish(idx, Ok(()));
+                }
+            }
+            Step::ReadingAlerts => {
+                if action == Action::Done {
+                    match TapeAlerts::parse(&r.data) {
+                        Ok(a) => self.active[idx].alerts = Some(a),
+                        Err(e) => log::debug!("job {id}: TapeAlert page unreadable: {e}"),
+                    }
+                }
+                self.alerts_read(idx, lib);
+            }
+            Step::Cleaning { .. } => {
+                let j = &mut self.active[idx];
+                if j.abort.is_some() {
+                    return self.start_undo(id, lib);
+                }
+                match action {
+                    // Ejected: the cleaning is over; what the drive says about it is in its TapeAlert flags.
+                    Action::Fail(Failure::MediumNotPresent) => {
+                        if let Some(dev) = j.device {
+                            j.step = Step::ReadingAlerts;
+                            lib.drive_command(
+                                Origin::Job(id),
+                                dev,
+                                cdb::log_sense(0x2E, 512).into_command(COMMAND_TIMEOUT),
+                            );
+                        }
+                    }
+                    // Loaded as a data cartridge: not a cleaner. Taken back out.
+                    Action::Done => {
+                        j.abort = Some(JobError::NotACleaner);
+                        self.start_undo(id, lib);
+                    }
+                    _ if now >= j.ready_by => {
+                        if let Some(d) = j.drive.filter(|d| !self.suspect.contains(d)) {
+                            log::warn!("drive element {d} did not eject the cleaning cartridge in time");
+                            self.suspect.push(d);
+                        }
+                        self.active[idx].abort = Some(JobError::CleanerStuck);
+                        self.start_undo(id, lib);
+                    }
+                    // Cleaning ("cleaning cartridge installed"), becoming ready, a unit attention: ask again.
+                    Action::Fail(Failure::CleaningCartridgeInstalled)
+                    | Action::WaitReady { .. }
+                    | Action::Retry { .. }
+                    | Action::Rescan { .. } => j.step = Step::Cleaning { next_at: Some(now + CLEAN_POLL_MS) },
+                    Action::Fail(f) => {
+                        j.abort = Some(JobError::NotReady(f));
+                        self.start_undo(id, lib);
+                    }
                 }
             }
             Step::Queued | Step::Moving | Step::AwaitingRobot | Step::Rechecking { .. } => {}

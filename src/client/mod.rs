@@ -31,7 +31,9 @@
 //! and a call rsmd answers at once may wait [`Timeouts::reply`] for its answer; then it fails with
 //! [`NtmsError::Timeout`] and the connection is dropped. The calls that wait for the hardware have no reply
 //! timeout: `MountMedia` (unless `nowait`; with its own `timeout_ms` it waits that long plus the reply timeout),
-//! `DismountMedia` (unless `deferred`), `EjectMedia`, `InjectMedia`, and the notification stream.
+//! `DismountMedia` (unless `deferred`), `EjectMedia`, `InjectMedia`, `CleanDrive`, `AccessLibraryDoor`,
+//! `WaitForOperatorRequest` (with its own `timeout_ms`: that long plus the reply timeout), and the notification
+//! stream.
 
 pub mod format;
 pub mod locate;
@@ -136,10 +138,15 @@ fn reply_wait(method: Option<&Method>, timeouts: &Timeouts) -> Option<Duration> 
         Some(Method::AllocateMedia { error_if_unavailable: false, timeout_ms, .. }) => {
             timeout_ms.map(|t| Duration::from_millis(t).saturating_add(timeouts.reply))
         }
+        Some(Method::WaitForOperatorRequest { timeout_ms, .. }) => {
+            timeout_ms.map(|t| Duration::from_millis(t).saturating_add(timeouts.reply))
+        }
         Some(
             Method::DismountMedia { deferred: false, .. }
             | Method::EjectMedia { .. }
             | Method::InjectMedia { .. }
+            | Method::CleanDrive { .. }
+            | Method::AccessLibraryDoor { .. }
             | Method::WaitForNotification { .. },
         ) => None,
         _ => Some(timeouts.reply),
@@ -670,6 +677,21 @@ impl Session {
         let media = media.iter().map(|m| (*m).to_owned()).collect();
         let reply: RequestReply =
             self.call_as(&Method::EjectMedia { session: self.id.clone(), media, error_if_full })?;
+        Ok(reply.request)
+    }
+
+    /// `AccessNtmsLibraryDoor`: unlocks the library's door for the operator; returns the request once unlocked
+    /// (robot work waits until the door has been opened and closed).
+    pub fn access_door(&self, library: &str) -> Result<String, NtmsError> {
+        let reply: RequestReply =
+            self.call_as(&Method::AccessLibraryDoor { session: self.id.clone(), library: library.to_owned() })?;
+        Ok(reply.request)
+    }
+
+    /// `CleanNtmsDrive`: cleans the drive (id); returns the request once it is clean.
+    pub fn clean_drive(&self, drive: &str) -> Result<String, NtmsError> {
+        let reply: RequestReply =
+            self.call_as(&Method::CleanDrive { session: self.id.clone(), drive: drive.to_owned() })?;
         Ok(reply.request)
     }
 

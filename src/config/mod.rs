@@ -107,6 +107,8 @@ pub struct LibraryConfig {
     pub ready_timeout_ms: u64,
     /// How long a deferred dismount leaves the cartridge loaded (ms).
     pub deferred_dismount_ms: u64,
+    /// Inject what an operator puts in the mail slots without being asked.
+    pub auto_inject: bool,
 }
 
 impl LibraryConfig {
@@ -121,6 +123,7 @@ impl LibraryConfig {
             heartbeat_ms: defaults.heartbeat_ms,
             ready_timeout_ms: DEFAULT_READY_TIMEOUT_MS,
             deferred_dismount_ms: DEFAULT_DEFERRED_DISMOUNT_MS,
+            auto_inject: false,
         }
     }
 }
@@ -198,6 +201,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawMedia {
     new: Option<Spanned<String>>,
+    cleaner_uses: Option<Spanned<i64>>,
     #[serde(default)]
     prefixes: BTreeMap<String, Spanned<String>>,
 }
@@ -266,6 +270,13 @@ fn media_rules(raw: Option<RawMedia>, text: &str) -> Result<MediaRules, ConfigEr
                 })
             }
         };
+    }
+    if let Some(u) = raw.cleaner_uses {
+        rules.cleaner_uses = u32::try_from(*u.get_ref()).ok().filter(|u| *u > 0).ok_or_else(|| ConfigError::Value {
+            key: "media.cleaner_uses".into(),
+            line: line_of(text, u.span().start),
+            reason: format!("{} is not a number of cleanings (1 or more)", u.get_ref()),
+        })?;
     }
     for (prefix, target) in raw.prefixes {
         let line = line_of(text, target.span().start);
@@ -344,6 +355,7 @@ struct RawLibrary {
     heartbeat_ms: Option<Spanned<i64>>,
     ready_timeout_ms: Option<Spanned<i64>>,
     deferred_dismount_ms: Option<Spanned<i64>>,
+    auto_inject: Option<bool>,
     #[serde(default)]
     drives: BTreeMap<String, Spanned<i64>>,
 }
@@ -458,6 +470,7 @@ impl Config {
                 heartbeat_ms,
                 ready_timeout_ms,
                 deferred_dismount_ms,
+                auto_inject: l.auto_inject.unwrap_or(false),
             });
         }
         let administrators = match raw.administrators {
@@ -638,6 +651,8 @@ mod tests {
         assert_eq!(Config::parse("").unwrap().access.library, Rights::USE | Rights::CONTROL, "the default");
         let err = |t: &str| Config::parse(t).unwrap_err().to_string();
         assert!(err("[media]\nnew = \"scratch\"").contains("media.new at line 2"));
+        assert!(err("[media]\ncleaner_uses = 0").contains("media.cleaner_uses at line 2"));
+        assert_eq!(Config::parse("[media]\ncleaner_uses = 30").unwrap().media_rules.cleaner_uses, 30);
         assert!(err("[media.prefixes]\nX = 'Free\\LTO-6'").contains("system pool"));
         assert!(err("[access]\nlibrary = [\"read\"]").contains("not a right"));
         assert!(err("[[access.grant]]\npool = \"A\"\nlibrary = \"l\"\nuids = [1]\nrights = [\"use\"]")

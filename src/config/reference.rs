@@ -41,6 +41,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "How long a deferred dismount leaves a cartridge loaded for a remount in place.",
     ),
     (
+        "[[library]] auto_inject",
+        "bool; false",
+        "Inject the cartridges an operator puts in the mail slots at once (the library's IMPEXP flag), as InjectMedia.",
+    ),
+    (
         "[library.drives]",
         "table: drive serial = element address",
         "The drive mapping for libraries that do not report drive serials (see rsmd --map-drives).",
@@ -49,6 +54,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "[media] new",
         "\"free\" | \"import\"; free",
         "Where a new cartridge of a known LTO type goes when no prefix matches.",
+    ),
+    (
+        "[media] cleaner_uses",
+        "integer; 50",
+        "Cleanings a cleaning cartridge is good for: rsmd counts them and retires the cleaner after that many.",
     ),
     (
         "[media.prefixes]",
@@ -93,10 +103,11 @@ mod tests {
     #[test]
     fn the_reference_names_the_keys_the_parser_accepts() {
         let every = "socket = \"/s\"\nsocket_group = 5\nsocket_mode = 0o600\nstate_dir = \"/d\"\ndiscover = true\n\
-                     administrators = [0]\n[media]\nnew = \"free\"\n[media.prefixes]\nCLN = \"cleaner\"\n\
+                     administrators = [0]\n[media]\nnew = \"free\"\ncleaner_uses = 9\n[media.prefixes]\nCLN = \"cleaner\"\n\
                      [access]\nadmin_groups = [1]\nlibrary = [\"use\"]\n[[access.grant]]\ncomputer = true\n\
                      everyone = true\nrights = [\"use\"]\n[[library]]\nname = \"a\"\nchanger = \"auto\"\nchunk = 8\n\
                      heartbeat_ms = 1000\nready_timeout_ms = 1000\ndeferred_dismount_ms = 0\n\
+                     auto_inject = true\n\
                      [library.drives]\n\"S\" = 1\n";
         crate::config::Config::parse(every).unwrap();
         for line in every.lines() {

@@ -264,6 +264,9 @@ impl Inventory {
                     if info.serial.is_none() {
                         info.serial.clone_from(&e.identifier);
                     }
+                    if let Some(d) = self.elements.get(&(library, kind, e.address)).and_then(|o| o.drive.as_ref()) {
+                        info.care = d.care;
+                    }
                     // Boxed: only drives have one, and 50,000 slots should not carry its room.
                     Box::new(info)
                 }),
@@ -406,6 +409,23 @@ impl Inventory {
     }
 
     /// Counts a mount of cartridge `id`.
+    /// Changes drive element `address` of `library`'s care record.
+    pub fn update_drive_care(
+        &mut self,
+        library: Guid,
+        address: u16,
+        f: impl FnOnce(&mut crate::model::DriveCare),
+    ) -> Vec<Change> {
+        let Some(e) = self.elements.get_mut(&(library, ElementKind::Drive, address)) else { return Vec::new() };
+        let Some(d) = e.drive.as_mut() else { return Vec::new() };
+        let before = d.care;
+        f(&mut d.care);
+        if d.care == before {
+            return Vec::new();
+        }
+        vec![Change::Element(e.clone())]
+    }
+
     pub fn count_mount(&mut self, id: Guid) -> Vec<Change> {
         let Some(mut m) = self.media.get(&id).cloned() else { return Vec::new() };
         m.mount_count += 1;

@@ -167,7 +167,9 @@ type DriveDetails (
   mounted_by: ?string,
   mount_count: int,
   needs_cleaning: bool,
-  last_cleaned: ?int
+  last_cleaned: ?int,
+  tape_alerts: ?[]int,
+  cleanings: ?int
 )
 
 # A storage slot. number counts from 1 within its library.
@@ -372,6 +374,14 @@ method EjectMedia(
 
 # Take the cartridges in a library's mail slots into storage.
 method InjectMedia(session: string, library: string) -> (request: string)
+
+# Unlock the library's door for the operator: robot work waits until it has been opened and closed (the library is
+# then read again). Replies once unlocked; the request completes when the door access ends.
+method AccessLibraryDoor(session: string, library: string) -> (request: string)
+
+# Clean a drive: a cleaning cartridge of the library goes in, the drive cleans and ejects it, it goes back. Replies
+# when done; queued cleanings survive a restart.
+method CleanDrive(session: string, drive: string) -> (request: string)
 
 # Ask the operators for something: an application's message or a typed request (object: what it concerns).
 method SubmitOperatorRequest(

@@ -177,6 +177,23 @@ pub enum Method {
         /// Fail at once when they do not all fit in the free mail slots.
         error_if_full: bool,
     },
+    /// `AccessLibraryDoor(session, library)` → [`super::types::RequestReply`] once the door is unlocked.
+    /// `InvalidLibrary`, `LibraryOffline`, `AccessDenied`, `Busy` (being opened already). No `more`.
+    AccessLibraryDoor {
+        /// The session handle.
+        session: String,
+        /// Id of the library.
+        library: String,
+    },
+    /// `CleanDrive(session, drive)` → [`super::types::RequestReply`] once the drive is clean. `ObjectNotFound`,
+    /// `AccessDenied` (no control right), `Busy` (a cleaning of it is queued), `DeviceNotAvailable` (the drive kept
+    /// the cleaner). No `more`.
+    CleanDrive {
+        /// The session handle.
+        session: String,
+        /// Id of the drive.
+        drive: String,
+    },
     /// `SubmitOperatorRequest(session, kind, text, object)` → `(request, number)`: a request to the operators.
     SubmitOperatorRequest {
         /// The session handle.
@@ -362,6 +379,8 @@ pub const NTMS_METHODS: &[&str] = &[
     "WaitForNotification",
     "EjectMedia",
     "InjectMedia",
+    "AccessLibraryDoor",
+    "CleanDrive",
     "SubmitOperatorRequest",
     "WaitForOperatorRequest",
     "SatisfyOperatorRequest",
@@ -581,6 +600,10 @@ impl Method {
                     media.extend(p.opt_string_array("media_list")?);
                     Method::EjectMedia { session, media, error_if_full: p.opt_bool("error_if_full")?.unwrap_or(false) }
                 }
+                "AccessLibraryDoor" => {
+                    Method::AccessLibraryDoor { session: p.string("session")?, library: p.string("library")? }
+                }
+                "CleanDrive" => Method::CleanDrive { session: p.string("session")?, drive: p.string("drive")? },
                 "SubmitOperatorRequest" => Method::SubmitOperatorRequest {
                     session: p.string("session")?,
                     kind: p.opt_enum("kind")?.ok_or_else(|| invalid("kind"))?,
@@ -684,6 +707,8 @@ impl Method {
             Method::InventoryLibrary { .. } => "InventoryLibrary",
             Method::WaitForNotification { .. } => "WaitForNotification",
             Method::EjectMedia { .. } => "EjectMedia",
+            Method::CleanDrive { .. } => "CleanDrive",
+            Method::AccessLibraryDoor { .. } => "AccessLibraryDoor",
             Method::SubmitOperatorRequest { .. } => "SubmitOperatorRequest",
             Method::WaitForOperatorRequest { .. } => "WaitForOperatorRequest",
             Method::SatisfyOperatorRequest { .. } => "SatisfyOperatorRequest",
@@ -724,6 +749,8 @@ impl Method {
             | Method::InventoryLibrary { session, .. }
             | Method::WaitForNotification { session, .. }
             | Method::EjectMedia { session, .. }
+            | Method::CleanDrive { session, .. }
+            | Method::AccessLibraryDoor { session, .. }
             | Method::SubmitOperatorRequest { session, .. }
             | Method::WaitForOperatorRequest { session, .. }
             | Method::SatisfyOperatorRequest { session, .. }
@@ -820,6 +847,14 @@ impl Method {
                 if *error_if_full {
                     put(&mut m, "error_if_full", true);
                 }
+            }
+            Method::AccessLibraryDoor { session, library } => {
+                put(&mut m, "session", session);
+                put(&mut m, "library", library);
+            }
+            Method::CleanDrive { session, drive } => {
+                put(&mut m, "session", session);
+                put(&mut m, "drive", drive);
             }
             Method::SubmitOperatorRequest { session, kind, text, object } => {
                 put(&mut m, "session", session);
@@ -959,6 +994,8 @@ pub(crate) mod samples {
                 object: Some("o".into()),
             },
             Method::WaitForOperatorRequest { session: s(), request: "1".into(), timeout_ms: Some(5) },
+            Method::CleanDrive { session: s(), drive: "d".into() },
+            Method::AccessLibraryDoor { session: s(), library: "l".into() },
             Method::SatisfyOperatorRequest { session: s(), request: "1".into() },
             Method::RefuseOperatorRequest { session: s(), request: "1".into(), reason: Some("r".into()) },
             Method::CancelOperatorRequest { session: s(), request: "1".into() },

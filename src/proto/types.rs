@@ -293,6 +293,12 @@ pub struct DriveDetails {
     pub needs_cleaning: bool,
     /// Last cleaning time, Unix ms.
     pub last_cleaned: Option<u64>,
+    /// The TapeAlert flags of the drive's last report (1..=64).
+    #[serde(default)]
+    pub tape_alerts: Option<Vec<u8>>,
+    /// Cleanings rsmd did.
+    #[serde(default)]
+    pub cleanings: Option<u64>,
 }
 
 /// A storage slot (`NTMS_STORAGESLOTINFORMATION`).
@@ -876,6 +882,8 @@ pub(crate) mod samples {
                     mount_count: 3,
                     needs_cleaning: false,
                     last_cleaned: None,
+                    tape_alerts: Some(vec![20]),
+                    cleanings: Some(1),
                 }),
             ),
             info(

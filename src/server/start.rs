@@ -267,6 +267,7 @@ pub fn options(lc: Option<&LibraryConfig>) -> LibraryOptions {
         heartbeat_ms: lc.map_or(d.heartbeat_ms, |l| l.heartbeat_ms),
         ready_timeout_ms: lc.map_or(d.ready_timeout_ms, |l| l.ready_timeout_ms),
         deferred_dismount_ms: lc.map_or(d.deferred_dismount_ms, |l| l.deferred_dismount_ms),
+        auto_inject: lc.is_some_and(|l| l.auto_inject),
         ..d
     }
 }

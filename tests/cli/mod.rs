@@ -840,3 +840,139 @@ fn issue_15_inventory_shows_elements_read_on_a_terminal() {
     let queued = rsm_ok(&d, &["inventory", "--nowait"]);
     assert!(queued.starts_with("Inventory of test queued as request "), "{queued}");
 }
+
+/// `rsm watch --type TYPE`, its lines on a channel; killed (and reaped) when dropped.
+struct Watcher(Child);
+
+impl Watcher {
+    fn start(d: &Daemon, object_type: &str) -> (Watcher, mpsc::Receiver<String>) {
+        let mut cmd = rsm_command(&["--socket", d.socket.to_str().unwrap(), "watch", "--type", object_type]);
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let seen = lines(child.stdout.take().unwrap());
+        (Watcher(child), seen)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `rsm` in the background, its stdout and exit status on a channel.
+fn rsm_background(d: &Daemon, args: &[&str]) -> mpsc::Receiver<Output> {
+    let mut cmd = rsm_command(&["--socket", d.socket.to_str().unwrap()]);
+    cmd.args(args);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run_bounded(cmd));
+    });
+    rx
+}
+
+/// Issue 13: an operator's week from the command line, on the real daemon and vlib: an eject of more cartridges
+/// than mail slots waits for them to be emptied (an operator request says so, satisfied by itself when the
+/// operator takes them), applications' operator requests are answered and waited for, the door holds the robot
+/// until it is closed, a drive is cleaned, and a queued cleaning survives kill -9.
+#[test]
+fn issue_13_eject_door_clean_and_operator_requests_from_the_command_line() {
+    use vlib::Fault;
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let config = vlib_config(&v.dir, "heartbeat_ms = 200");
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
+    d.wait_ready(1);
+    let json = |d: &Daemon, args: &[&str], code: i32| -> Value {
+        let mut all = vec!["--json"];
+        all.extend(args);
+        let out = rsm(d, &all);
+        assert_eq!(out.status.code(), Some(code), "rsm {all:?}: {} {}", text(&out.stdout), text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Three cartridges, two mail slots: the third waits for the operator.
+    let (watcher, seen) = Watcher::start(&d, "op_request");
+    let eject = rsm_background(&d, &["--json", "eject", "ABC001L6", "ABC002L6", "ABC003L6"]);
+    wait_line(&seen, |l| l.contains("insert"));
+    let ops = json(&d, &["operator"], 0);
+    let ops = ops.as_array().unwrap();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0]["details"]["op_request"]["kind"], "move_media");
+    let listed = rsm_ok(&d, &["operator"]);
+    assert!(listed.contains("the mail slots of library test are full"), "{listed}");
+    v.server.inject(Fault::TakeFromPorts).unwrap();
+    let out = eject.recv_timeout(WAIT).unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["ejected"][2], "ABC003L6");
+    let all = json(&d, &["operator", "--all"], 0);
+    assert_eq!(all[0]["details"]["op_request"]["state"], "satisfied");
+    assert_eq!(json(&d, &["operator"], 0).as_array().map(Vec::len), Some(0), "none active");
+    // An application's request: waited for, satisfied; another refused.
+    let n = json(&d, &["submit", "load the weekly tapes", "--object", "ABC004L6"], 0)["number"].as_u64().unwrap();
+    let waiting = rsm_background(&d, &["wait-operator", &n.to_string()]);
+    rsm_ok(&d, &["satisfy", &n.to_string()]);
+    assert!(waiting.recv_timeout(WAIT).unwrap().status.success());
+    let m = json(&d, &["submit", "clean the robot", "--kind", "device-service"], 0)["number"].as_u64().unwrap();
+    rsm_ok(&d, &["refuse", &m.to_string(), "--reason", "no time"]);
+    let out = rsm(&d, &["wait-operator", &m.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no time") && text(&out.stderr).contains("RequestRefused"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(json(&d, &["satisfy", &m.to_string()], 1)["error"]["name"], "InvalidState");
+    // The door: unlocked, the robot waits; closed, the mount goes on.
+    let out = rsm_ok(&d, &["door"]);
+    assert!(out.contains("is unlocked"), "{out}");
+    let mount = rsm_background(&d, &["--json", "mount", "ABC005L6"]);
+    assert!(mount.recv_timeout(std::time::Duration::from_millis(500)).is_err(), "no move while the door is unlocked");
+    v.server.inject(Fault::DoorClosed).unwrap();
+    let out = mount.recv_timeout(WAIT).unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Cleaning: on request, the cleaner's use counted.
+    let out = rsm_ok(&d, &["clean", "1"]);
+    assert!(out.contains("Drive 1 is clean"), "{out}");
+    assert_eq!(json(&d, &["info", "CLN001L1"], 0)["details"]["physical_media"]["cleaning_count"], 1);
+    let drive = json(&d, &["view", "drive"], 0);
+    assert!(drive.as_array().unwrap().iter().any(|x| x["details"]["drive"]["cleanings"] == 1), "{drive}");
+    // A cleaning of the drive that holds ABC005L6 waits; kill -9; after the restart it is still queued, and it
+    // runs once the drive is free.
+    let loaded = json(&d, &["info", "ABC005L6"], 0)["details"]["physical_media"]["location"]["element"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let number = json(&d, &["info", &loaded], 0)["details"]["drive"]["number"].as_u64().unwrap().to_string();
+    drop(watcher);
+    let (watcher, seen) = Watcher::start(&d, "lib_request");
+    let _queued = rsm_background(&d, &["clean", &number]);
+    wait_line(&seen, |l| l.contains("insert"));
+    // Batches are written in order: once this later call is acknowledged, the queued cleaning is on disk.
+    rsm_ok(&d, &["submit", "acknowledged after the cleaning was queued"]);
+    let requests = json(&d, &["requests"], 0);
+    let clean = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["details"]["lib_request"]["operation"] == "clean" && r["state"] != "complete")
+        .cloned();
+    let clean = clean.expect("a queued cleaning");
+    drop(watcher);
+    d.kill9();
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
+    d.wait_ready(1);
+    let after = json(&d, &["info", clean["id"].as_str().unwrap()], 0);
+    assert_eq!(after["details"]["lib_request"]["state"], "queued", "{after}");
+    rsm_ok(&d, &["dismount", "ABC005L6"]);
+    let (watcher, seen) = Watcher::start(&d, "lib_request");
+    loop {
+        let state = json(&d, &["info", clean["id"].as_str().unwrap()], 0)["details"]["lib_request"]["state"].clone();
+        if state == "complete" {
+            break;
+        }
+        assert!(state == "queued" || state == "in_progress" || state == "waiting", "{state}");
+        wait_line(&seen, |_| true);
+    }
+    assert_eq!(json(&d, &["info", "CLN001L1"], 0)["details"]["physical_media"]["cleaning_count"], 2);
+    drop(watcher);
+}

@@ -123,6 +123,8 @@ fn sample_library() -> Vec<ObjectInfo> {
                 mount_count: 0,
                 needs_cleaning: false,
                 last_cleaned: None,
+                tape_alerts: None,
+                cleanings: None,
             }),
         ));
     }

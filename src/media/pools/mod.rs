@@ -73,11 +73,16 @@ pub struct MediaRules {
     pub prefixes: Vec<(String, Target)>,
     /// Where a cartridge of a known media type goes when no prefix matches: Free or Import.
     pub new_media: Target,
+    /// Cleanings a cleaning cartridge is good for (it is retired after that many).
+    pub cleaner_uses: u32,
 }
+
+/// Cleanings a cleaning cartridge is good for when the configuration does not say (LTO cleaners: 50).
+pub const CLEANER_USES: u32 = 50;
 
 impl Default for MediaRules {
     fn default() -> Self {
-        MediaRules { prefixes: Vec::new(), new_media: Target::Free }
+        MediaRules { prefixes: Vec::new(), new_media: Target::Free, cleaner_uses: CLEANER_USES }
     }
 }
 

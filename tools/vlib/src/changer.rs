@@ -5,7 +5,7 @@ use crate::cdb::{mode_data, mode_request};
 use crate::config::{BarcodePad, DvcidUnsupported};
 use crate::fault::InjectError;
 use crate::sense::{self, Sense};
-use crate::{be, inquiry, request_sense, std_inquiry, ElementType, Medium, Outcome, Request, Target};
+use crate::{be, inquiry, request_sense, std_inquiry, DriveStatus, ElementType, Medium, Outcome, Request, Target};
 
 /// Changer INQUIRY vendor identification.
 pub const VENDOR: &str = "VLIB    ";
@@ -18,9 +18,10 @@ impl Target {
     pub(crate) fn changer_command(&mut self, req: &Request, start: u64) -> Outcome {
         let cdb = &req.cdb[..];
         let cmd = self.config.scaled(self.config.timing.command_ms);
+        let door = self.door_open.then_some(sense::DOOR_OPEN);
         let r = match cdb[0] {
-            0x00 => Ok(Vec::new()),
-            0x03 => Ok(request_sense(cdb, self.changer.pending_ua.take())),
+            0x00 => door.map_or(Ok(Vec::new()), Err),
+            0x03 => Ok(request_sense(cdb, self.changer.pending_ua.take().or(door))),
             0x12 => inquiry(cdb, std_inquiry(0x08, false, VENDOR, PRODUCT, REVISION), &self.config.serial, VENDOR),
             0x1a | 0x5a => self.changer_mode_sense(cdb),
             0x1e => {
@@ -32,6 +33,9 @@ impl Target {
                 }
             }
             0xb8 => return self.read_element_status(cdb),
+            // The robot does not move while the door is open.
+            0xa5 | 0x2b | 0x07 | 0x37 if self.door_open => Err(sense::DOOR_OPEN),
+            0xa6 if self.config.exchange && self.door_open => Err(sense::DOOR_OPEN),
             0xa5 => return self.move_medium(cdb, start),
             0xa6 if self.config.exchange => return self.exchange_medium(cdb, start),
             0x2b => return self.position_to_element(cdb),
@@ -196,11 +200,13 @@ impl Target {
                 let addr = base + u16::try_from(i).expect("address range");
                 d[0..2].copy_from_slice(&addr.to_be_bytes());
                 let mut flags = u8::from(e.medium.is_some());
+                // ACCESS: the robot can reach the element (not while the door is open).
+                let access = if self.door_open { 0 } else { 0x08 };
                 match ty {
                     ElementType::Transport => {}
-                    ElementType::Storage | ElementType::Drive => flags |= 0x08,
+                    ElementType::Storage | ElementType::Drive => flags |= access,
                     ElementType::ImportExport => {
-                        flags |= 0x08 | 0x10 | 0x20;
+                        flags |= access | 0x10 | 0x20;
                         if e.impexp {
                             flags |= 0x02;
                         }
@@ -276,6 +282,10 @@ impl Target {
                 if d.wont_unload {
                     return Err(sense::INTERNAL_FAILURE);
                 }
+                if self.drive_status(i, start) == DriveStatus::Cleaning {
+                    // The drive holds the cleaning cartridge until it ejects it.
+                    return Err(sense::REMOVAL_PREVENTED);
+                }
                 if d.is_ejected(start) {
                     Ok(0)
                 } else if self.config.unload_before_move {
@@ -304,9 +314,7 @@ impl Target {
     fn put(&mut self, ty: ElementType, i: usize, m: Medium, from: u16, at: u64) {
         if ty == ElementType::Drive {
             self.counters.loads += 1;
-            let load = self.config.scaled(self.config.timing.load_ms);
-            let n = self.config.clean_after_loads;
-            self.drives[i].inserted(&m, at, at + load, n);
+            self.drive_insert(i, &m, at);
         }
         let e = &mut self.elements[ty.index()][i];
         e.medium = Some(m);
@@ -324,6 +332,7 @@ impl Target {
         };
         let ((sty, si), (dty, di)) = (at(source)?, at(destination)?);
         let now = self.now();
+        self.settle_drives(now);
         let extra = self.check_source(sty, si, now).map_err(|s| InjectError(format!("source {source}: {s:?}")))?;
         if source == destination || self.elements[dty.index()][di].medium.is_some() {
             return Err(InjectError(format!("destination {destination} is full")));
@@ -844,6 +853,109 @@ mod tests {
         let r = run(&mut t, &cdb::request_sense(18), 18);
         assert_eq!(r.data[2], 0);
         assert!(run(&mut t, &cdb::test_unit_ready(), 0).is_good());
+    }
+
+    /// Byte 2 (flags) of every element descriptor of a READ ELEMENT STATUS of all elements, by address.
+    fn element_flags(t: &mut Target) -> Vec<(u16, u8)> {
+        let r = run(t, &cdb::read_element_status(0, 0, 0xffff, false, false, false, 0xffff), 0xffff);
+        assert!(r.is_good(), "{r:?}");
+        let mut out = Vec::new();
+        let mut p = 8;
+        while p < r.data.len() {
+            let dlen = usize::from(u16::from_be_bytes([r.data[p + 2], r.data[p + 3]]));
+            let bytes = crate::be(&r.data[p + 5..p + 8]) as usize;
+            for d in r.data[p + 8..p + 8 + bytes].chunks(dlen) {
+                out.push((u16::from_be_bytes([d[0], d[1]]), d[2]));
+            }
+            p += 8 + bytes;
+        }
+        out
+    }
+
+    #[test]
+    fn door_open_is_refused_while_removal_is_prevented() {
+        let mut t = lib();
+        assert!(run(&mut t, &cdb::prevent_allow(true), 0).is_good());
+        let e = t.try_inject(crate::Fault::DoorOpen).unwrap_err();
+        assert_eq!(e.0, "the door is locked: PREVENT MEDIUM REMOVAL is in effect");
+        let s = t.snapshot();
+        assert!(!s.door_open && s.changer_prevent);
+        assert!(run(&mut t, &cdb::test_unit_ready(), 0).is_good(), "nothing happened");
+        assert!(mv(&mut t, 1000, 1017).is_good());
+        assert!(run(&mut t, &cdb::prevent_allow(false), 0).is_good());
+        t.try_inject(crate::Fault::DoorOpen).unwrap();
+        let s = t.snapshot();
+        assert!(s.door_open && !s.changer_prevent);
+        // Config faults go through the same rule.
+        let c = Config::from_toml("[[fault]]\nkind = \"door_open\"").unwrap();
+        assert!(Target::new(c).unwrap().snapshot().door_open);
+    }
+
+    #[test]
+    fn door_open_stops_the_robot_until_closed() {
+        let mut c = Config::new(Personality::Generic, 4, 1, 1);
+        for (n, b) in [(1, "AAA001L6"), (2, "AAA002L6")] {
+            c.cartridges.push(crate::config::Cartridge::new(b, crate::config::Location::Slot(n)));
+        }
+        let mut g = Target::new(c).unwrap();
+        let mut t = lib();
+        for t in [&mut t, &mut g] {
+            let before = element_flags(t);
+            assert!(before.iter().filter(|e| e.0 >= 10).all(|e| e.1 & 0x08 != 0), "ACCESS while closed: {before:?}");
+            t.inject(crate::Fault::DoorOpen);
+            let commands: [Vec<u8>; 6] = [
+                cdb::move_medium(0, 1000, 1017),
+                cdb::position_to_element(0, 1005),
+                cdb::initialize_element_status(),
+                cdb::initialize_element_status_range(1000, 5),
+                cdb::test_unit_ready(),
+                cdb::exchange_medium(0, 1000, 1001, 1000),
+            ];
+            for c in &commands {
+                let r = t.execute(Device::Changer, c, Direction::None);
+                let want = if c[0] == 0xa6 && !t.config().exchange { (5, 0x20, 0) } else { (2, 0x04, 0x83) };
+                assert_eq!(r.sense_code(), want, "{c:02x?}");
+                assert!(r.duration_ms <= 1, "no robot time");
+            }
+            let r = run(t, &cdb::request_sense(18), 18);
+            assert_eq!((r.data[2], r.data[12], r.data[13]), (2, 0x04, 0x83), "REQUEST SENSE says why");
+            assert!(t.snapshot().robot_log.is_empty(), "nothing moved");
+            // READ ELEMENT STATUS answers, without ACCESS on storage, I/E and drive elements.
+            let open = element_flags(t);
+            assert_eq!(open.len(), before.len());
+            for (&(a, f), &(b, g)) in open.iter().zip(&before) {
+                assert_eq!(a, b);
+                assert_eq!(f, g & !0x08, "element {a}");
+            }
+            // The operator moves cartridges by hand meanwhile.
+            t.move_by_hand(1001, 10).unwrap();
+            // The drives are not the changer: they answer as before.
+            assert_eq!(
+                t.execute(Device::Drive(0), &cdb::test_unit_ready(), Direction::None).sense_code(),
+                (2, 0x3a, 0)
+            );
+            // Closing: 06/28/00 once, then ACCESS and the robot are back.
+            t.inject(crate::Fault::DoorClosed);
+            assert!(!t.snapshot().door_open);
+            assert_eq!(run(t, &cdb::test_unit_ready(), 0).sense_code(), (6, 0x28, 0));
+            assert!(run(t, &cdb::test_unit_ready(), 0).is_good());
+            assert!(element_flags(t).iter().filter(|e| e.0 >= 10).all(|e| e.1 & 0x08 != 0));
+            assert!(mv(t, 10, 1001).is_good());
+        }
+    }
+
+    #[test]
+    fn door_open_with_a_pending_unit_attention_reports_the_attention_first() {
+        let mut t = lib();
+        t.inject(crate::Fault::Reset { device: Device::Changer });
+        t.inject(crate::Fault::DoorOpen);
+        assert_eq!(mv(&mut t, 1000, 1017).sense_code(), (6, 0x29, 0));
+        assert_eq!(mv(&mut t, 1000, 1017).sense_code(), (2, 0x04, 0x83));
+        // Closing an open door while the initiator set PREVENT meanwhile is fine (only opening is locked).
+        assert!(run(&mut t, &cdb::prevent_allow(true), 0).is_good());
+        t.try_inject(crate::Fault::DoorClosed).unwrap();
+        assert_eq!(run(&mut t, &cdb::test_unit_ready(), 0).sense_code(), (6, 0x28, 0));
+        assert!(mv(&mut t, 1000, 1017).is_good());
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub struct Timing {
     pub init_per_element_ms: u64,
     /// Every other command.
     pub command_ms: u64,
+    /// A drive cleaning: from the cleaning cartridge's arrival in the drive until the drive ejects it.
+    pub clean_ms: u64,
 }
 
 impl Default for Timing {
@@ -113,6 +115,7 @@ impl Default for Timing {
             res_per_element_ms: 0,
             init_per_element_ms: 50,
             command_ms: 1,
+            clean_ms: 30000,
         }
     }
 }
@@ -139,6 +142,10 @@ pub struct Cartridge {
     pub write_protected: bool,
     /// A cleaning cartridge (default: label starts with `CLN`).
     pub cleaning: bool,
+    /// Cleanings this cleaning cartridge has done already (a drive refuses it once `cleaner_max_uses` is reached).
+    pub uses: u32,
+    /// A cleaning cartridge the drives do not accept (TapeAlert 17h "invalid cleaning tape"): ejected at once.
+    pub invalid_cleaner: bool,
 }
 
 impl Cartridge {
@@ -149,6 +156,8 @@ impl Cartridge {
             location,
             write_protected: false,
             cleaning: barcode.starts_with("CLN"),
+            uses: 0,
+            invalid_cleaner: false,
         }
     }
 
@@ -225,6 +234,9 @@ pub struct Config {
     pub time_scale: f64,
     /// TapeAlert 14h "clean now" is raised after this many data loads of a drive; 0 = never.
     pub clean_after_loads: u32,
+    /// Cleanings a cleaning cartridge can do: one with `uses` at or above this is expired (the drive ejects it
+    /// without cleaning and raises TapeAlert 16h). At least 1.
+    pub cleaner_max_uses: u32,
     /// Every device starts with a pending UNIT ATTENTION 06/29/00 (power on).
     pub power_on_unit_attention: bool,
     /// Initial cartridges.
@@ -282,6 +294,7 @@ impl Config {
             timing: Timing::default(),
             time_scale: 1.0,
             clean_after_loads: 0,
+            cleaner_max_uses: 50,
             power_on_unit_attention: false,
             cartridges: Vec::new(),
             faults: Vec::new(),
@@ -338,6 +351,9 @@ impl Config {
             if n != 6 && n != 8 {
                 return Err(ConfigError::new("barcode_len", "must be 6 or 8"));
             }
+        }
+        if self.cleaner_max_uses == 0 {
+            return Err(ConfigError::new("cleaner_max_uses", "must be at least 1"));
         }
         if self.serial.is_empty() || self.serial.len() > 64 {
             return Err(ConfigError::new("serial", "must be 1..=64 characters"));
@@ -401,6 +417,12 @@ impl Config {
             if !seen_loc.insert(c.location) {
                 return Err(ConfigError::new(key(field), "element already holds a cartridge"));
             }
+            if c.invalid_cleaner && !c.cleaning {
+                return Err(ConfigError::new(
+                    key("invalid_cleaner"),
+                    "only a cleaning cartridge can be an invalid one",
+                ));
+            }
         }
         Ok(())
     }
@@ -416,6 +438,10 @@ struct RawCartridge {
     #[serde(default)]
     write_protected: bool,
     cleaning: Option<bool>,
+    #[serde(default)]
+    uses: u32,
+    #[serde(default)]
+    invalid_cleaner: bool,
 }
 
 #[derive(Deserialize)]
@@ -472,6 +498,7 @@ struct RawConfig {
     timing: Option<Timing>,
     time_scale: Option<f64>,
     clean_after_loads: Option<u32>,
+    cleaner_max_uses: Option<u32>,
     power_on_unit_attention: Option<bool>,
     fill: Option<RawFill>,
     #[serde(default)]
@@ -524,6 +551,7 @@ impl TryFrom<RawConfig> for Config {
         c.timing = r.timing.unwrap_or_default();
         c.time_scale = r.time_scale.unwrap_or(1.0);
         c.clean_after_loads = r.clean_after_loads.unwrap_or(0);
+        c.cleaner_max_uses = r.cleaner_max_uses.unwrap_or(c.cleaner_max_uses);
         c.power_on_unit_attention = r.power_on_unit_attention.unwrap_or(false);
         if let Some(f) = r.fill {
             let total = f.count.saturating_add(f.cleaning);
@@ -562,6 +590,8 @@ impl TryFrom<RawConfig> for Config {
             if let Some(cl) = rc.cleaning {
                 cart.cleaning = cl;
             }
+            cart.uses = rc.uses;
+            cart.invalid_cleaner = rc.invalid_cleaner;
             c.cartridges.push(cart);
         }
         for (i, fc) in r.fault.iter().enumerate() {
@@ -661,6 +691,63 @@ moves = 3
             c.faults,
             vec![Fault::UnitAttentionAfter { device: Device::Changer, commands: 2 }, Fault::RobotJam { next_moves: 3 }]
         );
+    }
+
+    #[test]
+    fn toml_cleaning_door_and_tapealert_keys() {
+        let c = Config::from_toml(
+            r#"
+cleaner_max_uses = 20
+[timing]
+clean_ms = 45000
+[[cartridge]]
+barcode = "CLN007L1"
+slot = 1
+uses = 19
+[[cartridge]]
+barcode = "CLNBADL1"
+slot = 2
+invalid_cleaner = true
+[[fault]]
+kind = "cleaner_stuck"
+drive = 1
+[[fault]]
+kind = "tapealert"
+drive = 2
+flag = 20
+[[fault]]
+kind = "door_open"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.cleaner_max_uses, 20);
+        assert_eq!(c.timing.clean_ms, 45000);
+        assert_eq!(c.timing.move_ms, 8000);
+        assert_eq!((c.cartridges[0].uses, c.cartridges[0].invalid_cleaner), (19, false));
+        assert!(c.cartridges[1].cleaning && c.cartridges[1].invalid_cleaner);
+        assert_eq!(
+            c.faults,
+            vec![Fault::CleanerStuck { drive: 1 }, Fault::TapeAlert { drive: 2, flag: 20 }, Fault::DoorOpen]
+        );
+        let d = Config::from_toml("").unwrap();
+        assert_eq!((d.cleaner_max_uses, d.timing.clean_ms), (50, 30000));
+        assert_eq!(Config::default_library().cartridges[16].uses, 0);
+        let e = Config::from_toml("[[fault]]\nkind = \"tapealert\"\ndrive = 0\nflag = 65").unwrap_err();
+        assert_eq!(e.key, "fault[0].flag", "{e}");
+        let e = Config::from_toml("[[fault]]\nkind = \"tapealert\"\ndrive = 0").unwrap_err();
+        assert_eq!(e.key, "fault[0].flag", "{e}");
+        let e = Config::from_toml("[[fault]]\nkind = \"cleaner_stuck\"").unwrap_err();
+        assert_eq!(e.key, "fault[0].drive", "{e}");
+        let e = Config::from_toml("cleaner_max_uses = 0").unwrap_err();
+        assert_eq!(e.key, "cleaner_max_uses", "{e}");
+        let e =
+            Config::from_toml("[[cartridge]]\nbarcode = \"ABC001L6\"\nslot = 1\ninvalid_cleaner = true").unwrap_err();
+        assert_eq!(e.key, "cartridge[0].invalid_cleaner", "{e}");
+        let e = Config::from_toml("[timing]\nclean_mz = 3").unwrap_err();
+        assert_eq!(e.key, "clean_mz", "{e}");
+        // A fault the target refuses at start is a configuration error.
+        let c = Config::from_toml("[[fault]]\nkind = \"tapealert\"\ndrive = 9\nflag = 3").unwrap();
+        assert_eq!(crate::Target::new(c).unwrap_err().key, "fault");
     }
 
     #[test]

@@ -15,6 +15,36 @@ pub const VENDOR: &str = "VLIB    ";
 pub const PRODUCT: &str = "VIRTUAL TAPE    ";
 /// TapeAlert flag "clean now".
 pub const TAPEALERT_CLEAN_NOW: u16 = 0x14;
+/// TapeAlert flag "expired cleaning media": a cleaning cartridge that has done `cleaner_max_uses` cleanings.
+pub const TAPEALERT_EXPIRED_CLEANER: u16 = 0x16;
+/// TapeAlert flag "invalid cleaning tape": a cleaning cartridge the drive does not accept.
+pub const TAPEALERT_INVALID_CLEANER: u16 = 0x17;
+
+/// Bit of TapeAlert flag `flag` (1..=64) in a flag mask.
+const fn alert_bit(flag: u16) -> u64 {
+    1u64 << (flag - 1)
+}
+
+/// How a cleaning cartridge's stay in a drive ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CleanOutcome {
+    /// The drive cleaned: clean now and the load count cleared, one use counted on the cleaner.
+    Cleaned,
+    /// Expired cleaner: ejected without cleaning, TapeAlert 16h.
+    Expired,
+    /// Invalid cleaner: ejected without cleaning, TapeAlert 17h.
+    Invalid,
+    /// Ejected by a reset of a drive that was stuck cleaning: nothing done.
+    Aborted,
+}
+
+/// A cleaning cartridge in a drive, until the drive ejects it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CleanJob {
+    /// When the drive ejects the cleaner; None = never (`Fault::CleanerStuck`).
+    pub(crate) until: Option<u64>,
+    pub(crate) outcome: CleanOutcome,
+}
 
 /// Per-drive state. The cartridge itself lives in the changer's drive element; this holds timing.
 #[derive(Clone, Debug)]
@@ -30,6 +60,14 @@ pub(crate) struct DriveState {
     pub(crate) loads_since_clean: u32,
     pub(crate) clean_now: bool,
     pub(crate) wont_unload: bool,
+    /// The cleaning cartridge in the drive, until its end is settled.
+    pub(crate) cleaning: Option<CleanJob>,
+    /// `Fault::CleanerStuck`: cleanings never end until a reset.
+    pub(crate) cleaner_stuck: bool,
+    /// TapeAlert flags raised by a rejected cleaner (16h, 17h); cleared when the next cartridge is loaded.
+    pub(crate) load_alerts: u64,
+    /// TapeAlert flags raised by `Fault::TapeAlert`; cleared by a LOG SENSE of page 2Eh.
+    pub(crate) fault_alerts: u64,
 }
 
 impl DriveState {
@@ -43,6 +81,10 @@ impl DriveState {
             loads_since_clean: 0,
             clean_now: false,
             wont_unload: false,
+            cleaning: None,
+            cleaner_stuck: false,
+            load_alerts: 0,
+            fault_alerts: 0,
         }
     }
 
@@ -54,20 +96,38 @@ impl DriveState {
         self.ejected_at = None;
         self.present_from = 0;
         self.ready_at = 0;
+        self.cleaning = None;
     }
 
-    pub(crate) fn inserted(&mut self, m: &Medium, at: u64, ready_at: u64, clean_after: u32) {
-        self.present_from = at;
-        self.ready_at = ready_at;
-        self.ejected_at = None;
-        if m.cleaning {
-            self.loads_since_clean = 0;
-            self.clean_now = false;
-        } else {
-            self.loads_since_clean += 1;
-            if clean_after > 0 && self.loads_since_clean >= clean_after {
-                self.clean_now = true;
-            }
+    /// Every TapeAlert flag set now, bit n-1 for flag n.
+    pub(crate) fn tapealert(&self) -> u64 {
+        let clean = if self.clean_now { alert_bit(TAPEALERT_CLEAN_NOW) } else { 0 };
+        clean | self.load_alerts | self.fault_alerts
+    }
+
+    /// A cleaning is in progress at `t` (an accepted cleaner not ejected yet).
+    pub(crate) fn is_cleaning(&self, t: u64) -> bool {
+        self.cleaning.is_some_and(|j| {
+            j.outcome == CleanOutcome::Cleaned && t >= self.present_from && j.until.is_none_or(|u| t < u)
+        })
+    }
+
+    /// `Fault::CleanerStuck`: the cleaning in progress (or the next one) never ends.
+    pub(crate) fn stick_cleaning(&mut self) {
+        self.cleaner_stuck = true;
+        if let Some(j) = self.cleaning.as_mut().filter(|j| j.outcome == CleanOutcome::Cleaned) {
+            j.until = None;
+            self.ejected_at = None;
+        }
+    }
+
+    /// A reset: a stuck cleaning ends at `now` with the cleaner ejected, and cleanings end normally again.
+    pub(crate) fn reset_cleaning(&mut self, now: u64) {
+        self.cleaner_stuck = false;
+        if let Some(j) = self.cleaning.as_mut().filter(|j| j.until.is_none()) {
+            j.until = Some(now.max(self.present_from));
+            j.outcome = CleanOutcome::Aborted;
+            self.ejected_at = j.until;
         }
     }
 }
@@ -84,9 +144,70 @@ impl Target {
             None => DriveStatus::Empty,
             Some(_) if t < d.present_from => DriveStatus::Empty,
             Some(_) if d.is_ejected(t) => DriveStatus::Ejected,
-            Some(_) if t < d.ready_at => DriveStatus::Loading,
             Some(m) if m.cleaning => DriveStatus::Cleaning,
+            Some(_) if t < d.ready_at => DriveStatus::Loading,
             Some(_) => DriveStatus::Ready,
+        }
+    }
+
+    /// Cartridge `m` arrives in drive `i` at `at` (a robot or hand move, a LOAD of an ejected cleaner, or a
+    /// cleaner placed there by the configuration). A data cartridge threads for `load_ms` and counts towards
+    /// `clean_after_loads`; a cleaning cartridge starts a cleaning of `clean_ms` (or is rejected: expired after
+    /// `command_ms`, invalid at once) that ends with the drive ejecting it.
+    pub(crate) fn drive_insert(&mut self, i: usize, m: &Medium, at: u64) {
+        let c = &self.config;
+        let (load, clean, cmd) =
+            (c.scaled(c.timing.load_ms), c.scaled(c.timing.clean_ms), c.scaled(c.timing.command_ms));
+        let (clean_after, max_uses) = (c.clean_after_loads, c.cleaner_max_uses);
+        let d = &mut self.drives[i];
+        d.present_from = at;
+        d.ejected_at = None;
+        d.cleaning = None;
+        d.load_alerts = 0;
+        if m.cleaning {
+            let job = if m.invalid_cleaner {
+                CleanJob { until: Some(at), outcome: CleanOutcome::Invalid }
+            } else if m.uses >= max_uses {
+                CleanJob { until: Some(at + cmd), outcome: CleanOutcome::Expired }
+            } else if d.cleaner_stuck {
+                CleanJob { until: None, outcome: CleanOutcome::Cleaned }
+            } else {
+                CleanJob { until: Some(at + clean), outcome: CleanOutcome::Cleaned }
+            };
+            d.ready_at = at;
+            d.ejected_at = job.until;
+            d.cleaning = Some(job);
+        } else {
+            d.ready_at = at + load;
+            d.loads_since_clean += 1;
+            if clean_after > 0 && d.loads_since_clean >= clean_after {
+                d.clean_now = true;
+            }
+        }
+    }
+
+    /// Ends the cleanings whose cleaner the drive has ejected by `t`: their results take effect.
+    pub(crate) fn settle_drives(&mut self, t: u64) {
+        for i in 0..self.drives.len() {
+            let Some(job) = self.drives[i].cleaning else { continue };
+            if job.until.is_none_or(|u| u > t) {
+                continue;
+            }
+            let d = &mut self.drives[i];
+            d.cleaning = None;
+            self.counters.unloads += 1;
+            match job.outcome {
+                CleanOutcome::Cleaned => {
+                    d.clean_now = false;
+                    d.loads_since_clean = 0;
+                    if let Some(m) = self.elements[ElementType::Drive.index()][i].medium.as_mut() {
+                        m.uses = m.uses.saturating_add(1);
+                    }
+                }
+                CleanOutcome::Expired => d.load_alerts |= alert_bit(TAPEALERT_EXPIRED_CLEANER),
+                CleanOutcome::Invalid => d.load_alerts |= alert_bit(TAPEALERT_INVALID_CLEANER),
+                CleanOutcome::Aborted => {}
+            }
         }
     }
 
@@ -139,8 +260,19 @@ impl Target {
         let immed = cdb[1] & 0x01 != 0;
         let load = cdb[4] & 0x01 != 0;
         let status = self.drive_status(i, start);
-        if status == DriveStatus::Empty {
-            return Outcome::err(sense::MEDIUM_NOT_PRESENT, cmd);
+        match status {
+            DriveStatus::Empty => return Outcome::err(sense::MEDIUM_NOT_PRESENT, cmd),
+            // Cleaning: the drive neither loads nor unloads until it ejects the cleaner by itself.
+            DriveStatus::Cleaning => return Outcome::err(sense::CLEANING_INSTALLED, cmd),
+            _ => {}
+        }
+        if load && status == DriveStatus::Ejected {
+            if let Some(m) = self.drive_medium(i).filter(|m| m.cleaning).cloned() {
+                // Loading the ejected cleaner again starts another cleaning.
+                self.counters.loads += 1;
+                self.drive_insert(i, &m, start);
+                return Outcome::ok(Vec::new(), cmd);
+            }
         }
         let d = &mut self.drives[i];
         let done = if load {
@@ -209,7 +341,7 @@ impl Target {
         Ok(mode_data(&req, ds, Some(block), &pages))
     }
 
-    fn log_sense(&self, i: usize, cdb: &[u8]) -> Result<Vec<u8>, Sense> {
+    fn log_sense(&mut self, i: usize, cdb: &[u8]) -> Result<Vec<u8>, Sense> {
         if cdb.len() < 10 {
             return Err(Sense::invalid_field(0, None));
         }
@@ -217,13 +349,16 @@ impl Target {
         let mut d = match cdb[2] & 0x3f {
             0x00 => vec![0x00, 0x00, 0x00, 0x02, 0x00, 0x2e],
             0x2e => {
+                let alerts = self.drives[i].tapealert();
                 let mut d = vec![0x2e, 0x00];
                 d.extend_from_slice(&(64u16 * 5).to_be_bytes());
                 for code in 1u16..=64 {
                     d.extend_from_slice(&code.to_be_bytes());
-                    let flag = code == TAPEALERT_CLEAN_NOW && self.drives[i].clean_now;
+                    let flag = alerts & alert_bit(code) != 0;
                     d.extend_from_slice(&[0x03, 0x01, u8::from(flag)]);
                 }
+                // Read-clear: the flags a fault raised are reported once.
+                self.drives[i].fault_alerts = 0;
                 d
             }
             _ => return Err(Sense::invalid_field(2, Some(5))),
@@ -366,15 +501,256 @@ mod tests {
         assert_eq!(flag(&mut t), 1);
         assert!(t.snapshot().drives[0].clean_now);
         assert!(mv(&mut t, 500, 1000).is_good());
-        // cleaning cartridge in slot 20
+        // cleaning cartridge in slot 20: the flag stays while it cleans, and is cleared when the cleaning ends
         assert!(mv(&mut t, 1019, 500).is_good());
-        t.advance(t.now() + 20_000);
+        let arrived = t.now();
+        t.advance(arrived + 20_000);
         assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        assert_eq!(flag(&mut t), 1);
+        t.advance(arrived + 30_000);
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
         assert_eq!(flag(&mut t), 0);
         assert_eq!(t.snapshot().drives[0].loads_since_clean, 0);
         let r = drv(&mut t, 0, &cdb::log_sense(0, 255));
         assert_eq!(r.data, vec![0, 0, 0, 2, 0, 0x2e]);
         assert_eq!(drv(&mut t, 0, &cdb::log_sense(0x30, 255)).sense_code(), (5, 0x24, 0));
+    }
+
+    /// TapeAlert flags of drive `i` read by LOG SENSE page 2Eh (which clears the ones a fault raised), checking
+    /// the page layout: 64 parameters 0001h..0040h, control 03h, length 1.
+    fn alerts(t: &mut Target, i: usize) -> Vec<u16> {
+        let r = t.execute(Device::Drive(i), &cdb::log_sense(0x2e, 1024), Direction::FromDevice(1024));
+        assert!(r.is_good(), "{r:?}");
+        assert_eq!(&r.data[0..4], &[0x2e, 0, 0x01, 0x40]);
+        assert_eq!(r.data.len(), 4 + 64 * 5);
+        let mut set = Vec::new();
+        for (k, p) in r.data[4..].chunks(5).enumerate() {
+            let code = u16::try_from(k + 1).unwrap();
+            assert_eq!(&p[0..4], &[code.to_be_bytes()[0], code.to_be_bytes()[1], 0x03, 0x01]);
+            assert!(p[4] <= 1);
+            if p[4] == 1 {
+                set.push(code);
+            }
+        }
+        set
+    }
+
+    fn element_flags(t: &mut Target, address: u16) -> u8 {
+        let r = t.execute(
+            Device::Changer,
+            &cdb::read_element_status(t.locate(address).unwrap().0.code(), address, 1, false, false, false, 255),
+            Direction::FromDevice(255),
+        );
+        assert!(r.is_good(), "{r:?}");
+        assert_eq!(u16::from_be_bytes([r.data[16], r.data[17]]), address);
+        r.data[18]
+    }
+
+    fn uses_of(t: &Target, address: u16) -> u32 {
+        t.snapshot().elements.iter().find(|e| e.address == address).unwrap().uses
+    }
+
+    #[test]
+    fn cleaning_ends_with_the_cleaner_ejected_the_flag_cleared_and_a_use_counted() {
+        let mut cfg = Config::default_library();
+        cfg.clean_after_loads = 1;
+        let mut t = Target::new(cfg).unwrap();
+        assert!(mv(&mut t, 1000, 500).is_good());
+        assert!(mv(&mut t, 500, 1000).is_good());
+        assert_eq!(alerts(&mut t, 0), vec![0x14]);
+        assert!(t.snapshot().drives[0].clean_now);
+        assert_eq!(t.snapshot().drives[0].tapealert, 1 << 19);
+        let unloads = t.snapshot().counters.unloads;
+        // The cleaning cartridge (slot 20) goes in: the drive cleans for clean_ms from its arrival.
+        assert!(mv(&mut t, 1019, 500).is_good());
+        let arrived = t.now();
+        let d = &t.snapshot().drives[0];
+        assert_eq!((d.status, d.cleaning, d.barcode.as_deref()), (DriveStatus::Cleaning, true, Some("CLN001L1")));
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        assert_eq!(drv(&mut t, 0, &cdb::request_sense(18)).data[12..14], [0x30, 0x03]);
+        // Neither an unload nor a MOVE takes it out while it cleans; the flag stays until the cleaning is done.
+        assert_eq!(drv(&mut t, 0, &cdb::load_unload(false, false)).sense_code(), (2, 0x30, 0x03));
+        assert_eq!(drv(&mut t, 0, &cdb::load_unload(true, false)).sense_code(), (2, 0x30, 0x03));
+        assert_eq!(mv(&mut t, 500, 1019).sense_code(), (5, 0x53, 0x02));
+        assert_eq!(alerts(&mut t, 0), vec![0x14]);
+        assert_eq!(t.snapshot().drives[0].status, DriveStatus::Cleaning);
+        t.advance(arrived + 29_999);
+        assert_eq!(uses_of(&t, 500), 0);
+        assert!(t.snapshot().drives[0].cleaning);
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        // Done: the drive ejected the cleaner by itself; the robot has yet to take it.
+        t.advance(arrived + 30_000);
+        let s = t.snapshot();
+        assert_eq!((s.drives[0].status, s.drives[0].cleaning), (DriveStatus::Ejected, false));
+        assert!(!s.drives[0].clean_now);
+        assert_eq!(s.drives[0].loads_since_clean, 0);
+        assert_eq!(s.drives[0].tapealert, 0);
+        assert_eq!(s.counters.unloads, unloads + 1, "the drive's own eject");
+        assert_eq!(uses_of(&t, 500), 1, "one use counted on the cleaner");
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert!(alerts(&mut t, 0).is_empty());
+        assert_eq!(element_flags(&mut t, 500) & 0x01, 0x01, "the drive element is still full");
+        // The robot takes it without an unload: a plain move.
+        let r = mv(&mut t, 500, 1019);
+        assert!(r.is_good());
+        assert_eq!(r.duration_ms, 8000);
+        assert_eq!(t.snapshot().counters.unloads, unloads + 1);
+        assert_eq!(uses_of(&t, 1019), 1);
+        assert_eq!(t.snapshot().drives[0].status, DriveStatus::Empty);
+        // The cleaner counts its uses across drives.
+        assert!(mv(&mut t, 1019, 503).is_good());
+        t.advance(t.now() + 30_000);
+        assert!(mv(&mut t, 503, 1019).is_good());
+        assert_eq!(uses_of(&t, 1019), 2);
+        // The drive loading an ejected cleaner again (LOAD) cleans again.
+        assert!(mv(&mut t, 1019, 501).is_good());
+        t.advance(t.now() + 30_000);
+        assert_eq!(drv(&mut t, 1, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert!(drv(&mut t, 1, &cdb::load_unload(true, true)).is_good());
+        assert!(t.snapshot().drives[1].cleaning);
+        assert_eq!(drv(&mut t, 1, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        t.advance(t.now() + 30_000);
+        assert_eq!(uses_of(&t, 501), 4);
+    }
+
+    #[test]
+    fn cleaning_with_time_scale_zero_and_a_cleaner_placed_in_a_drive() {
+        let mut cfg = Config::default_library();
+        cfg.time_scale = 0.0;
+        cfg.cartridges.push(Cartridge::new("CLN002L1", Location::Drive(2)));
+        let mut t = Target::new(cfg).unwrap();
+        // Placed in a drive: cleaned at start (instantly here) and ejected.
+        assert_eq!(t.snapshot().drives[2].status, DriveStatus::Ejected);
+        assert_eq!(uses_of(&t, 502), 1);
+        assert!(mv(&mut t, 1019, 500).is_good());
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert!(mv(&mut t, 500, 1019).is_good());
+        assert_eq!(uses_of(&t, 1019), 1);
+        // With time: a cleaner configured in a drive cleans from time 0.
+        let mut cfg = Config::default_library();
+        cfg.cartridges.push(Cartridge::new("CLN002L1", Location::Drive(2)));
+        let mut t = Target::new(cfg).unwrap();
+        assert!(t.snapshot().drives[2].cleaning);
+        assert_eq!(drv(&mut t, 2, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        t.advance(30_000);
+        assert_eq!(drv(&mut t, 2, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert_eq!(uses_of(&t, 502), 1);
+    }
+
+    #[test]
+    fn expired_and_invalid_cleaners_are_ejected_with_flags_22_and_23() {
+        let mut cfg = Config::default_library();
+        cfg.clean_after_loads = 1;
+        cfg.cleaner_max_uses = 3;
+        cfg.cartridges.push(Cartridge { uses: 3, ..Cartridge::new("CLN002L1", Location::Slot(18)) });
+        cfg.cartridges.push(Cartridge { invalid_cleaner: true, ..Cartridge::new("CLN003L1", Location::Slot(19)) });
+        let mut t = Target::new(cfg).unwrap();
+        assert!(mv(&mut t, 1000, 500).is_good());
+        assert!(mv(&mut t, 500, 1000).is_good());
+        // Expired: in the drive for command_ms, then ejected without cleaning.
+        assert!(mv(&mut t, 1017, 500).is_good());
+        let arrived = t.now();
+        assert!(!t.snapshot().drives[0].cleaning, "rejected, not cleaning");
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        t.advance(arrived + 1);
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert_eq!(t.snapshot().drives[0].status, DriveStatus::Ejected);
+        assert_eq!(alerts(&mut t, 0), vec![0x14, 0x16], "still needs cleaning; expired cleaner");
+        assert_eq!(alerts(&mut t, 0), vec![0x14, 0x16], "not cleared by reading");
+        assert_eq!(uses_of(&t, 500), 3, "no use counted");
+        let r = mv(&mut t, 500, 1017);
+        assert_eq!((r.is_good(), r.duration_ms), (true, 8000));
+        assert_eq!(alerts(&mut t, 0), vec![0x14, 0x16], "readable until the next load");
+        // Invalid: ejected at once; loading it clears flag 22 and raises 23.
+        assert!(mv(&mut t, 1018, 500).is_good());
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert_eq!(t.snapshot().drives[0].status, DriveStatus::Ejected);
+        assert_eq!(alerts(&mut t, 0), vec![0x14, 0x17]);
+        assert_eq!(t.snapshot().drives[0].tapealert, (1 << 19) | (1 << 22));
+        assert!(mv(&mut t, 500, 1018).is_good());
+        assert_eq!(alerts(&mut t, 0), vec![0x14, 0x17]);
+        // The next cartridge loaded clears it.
+        assert!(mv(&mut t, 1001, 500).is_good());
+        assert_eq!(alerts(&mut t, 0), vec![0x14]);
+        // A good cleaner still cleans (the limit counts uses below cleaner_max_uses).
+        assert!(mv(&mut t, 500, 1001).is_good());
+        assert!(mv(&mut t, 1019, 500).is_good());
+        t.advance(t.now() + 30_000);
+        assert!(alerts(&mut t, 0).is_empty());
+    }
+
+    #[test]
+    fn cleaner_stuck_until_reset() {
+        let mut t = lib();
+        t.try_inject(crate::Fault::CleanerStuck { drive: 0 }).unwrap();
+        assert!(t.try_inject(crate::Fault::CleanerStuck { drive: 4 }).is_err());
+        assert!(mv(&mut t, 1019, 500).is_good());
+        t.advance(t.now() + 3_600_000);
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        assert_eq!(drv(&mut t, 0, &cdb::load_unload(false, false)).sense_code(), (2, 0x30, 0x03));
+        assert_eq!(mv(&mut t, 500, 1019).sense_code(), (5, 0x53, 0x02));
+        let d = &t.snapshot().drives[0];
+        assert_eq!((d.status, d.cleaning), (DriveStatus::Cleaning, true));
+        // The reset ejects it, without a cleaning done.
+        t.inject(crate::Fault::Reset { device: Device::Drive(0) });
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (6, 0x29, 0));
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert_eq!(t.snapshot().drives[0].status, DriveStatus::Ejected);
+        assert!(!t.snapshot().drives[0].cleaning);
+        assert_eq!(uses_of(&t, 500), 0);
+        assert!(mv(&mut t, 500, 1019).is_good());
+        // The reset cleared the fault: the next cleaning ends.
+        assert!(mv(&mut t, 1019, 500).is_good());
+        t.advance(t.now() + 30_000);
+        assert_eq!(drv(&mut t, 0, &cdb::test_unit_ready()).sense_code(), (2, 0x3a, 0));
+        assert_eq!(uses_of(&t, 500), 1);
+        // Injected during a cleaning, it stops that cleaning from ending.
+        assert!(mv(&mut t, 500, 1019).is_good());
+        assert!(mv(&mut t, 1019, 501).is_good());
+        t.advance(t.now() + 10_000);
+        t.inject(crate::Fault::CleanerStuck { drive: 1 });
+        t.advance(t.now() + 100_000);
+        assert_eq!(drv(&mut t, 1, &cdb::test_unit_ready()).sense_code(), (2, 0x30, 0x03));
+        assert!(t.snapshot().drives[1].cleaning);
+        t.inject(crate::Fault::Reset { device: Device::Drive(1) });
+        assert_eq!(t.snapshot().drives[1].status, DriveStatus::Ejected);
+        assert_eq!(uses_of(&t, 501), 1);
+    }
+
+    #[test]
+    fn tapealert_fault_flags_are_read_once_except_clean_now() {
+        let mut t = lib();
+        for flag in [3, 20, 64] {
+            t.try_inject(crate::Fault::TapeAlert { drive: 1, flag }).unwrap();
+        }
+        for bad in [0, 65] {
+            let e = t.try_inject(crate::Fault::TapeAlert { drive: 1, flag: bad }).unwrap_err();
+            assert!(e.0.contains("1..=64"), "{e}");
+        }
+        assert!(t.try_inject(crate::Fault::TapeAlert { drive: 7, flag: 3 }).is_err());
+        let s = t.snapshot();
+        assert_eq!(s.drives[1].tapealert, (1 << 2) | (1 << 19) | (1 << 63));
+        assert!(s.drives[1].clean_now);
+        assert!(alerts(&mut t, 0).is_empty(), "other drives unaffected");
+        assert_eq!(alerts(&mut t, 1), vec![3, 20, 64]);
+        // Read-clear, except flag 20 which waits for a cleaning.
+        assert_eq!(alerts(&mut t, 1), vec![20]);
+        assert_eq!(t.snapshot().drives[1].tapealert, 1 << 19);
+        // Command results do not change for flags.
+        assert!(mv(&mut t, 1000, 501).is_good());
+        t.advance(t.now() + 20_000);
+        assert!(drv(&mut t, 1, &cdb::test_unit_ready()).is_good());
+        assert!(mv(&mut t, 501, 1000).is_good());
+        assert!(mv(&mut t, 1019, 501).is_good());
+        t.advance(t.now() + 30_000);
+        assert!(alerts(&mut t, 1).is_empty());
+        // A truncated read still clears; the LOG SENSE of page 0 does not.
+        t.inject(crate::Fault::TapeAlert { drive: 1, flag: 5 });
+        assert!(drv(&mut t, 1, &cdb::log_sense(0, 255)).is_good());
+        assert_eq!(t.snapshot().drives[1].tapealert, 1 << 4);
+        let r = t.execute(Device::Drive(1), &cdb::log_sense(0x2e, 8), Direction::FromDevice(8));
+        assert_eq!(r.data.len(), 8);
+        assert_eq!(t.snapshot().drives[1].tapealert, 0);
     }
 
     #[test]

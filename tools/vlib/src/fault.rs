@@ -54,8 +54,30 @@ pub enum Fault {
         /// The device.
         device: Device,
     },
-    /// The library door was closed: the changer raises UNIT ATTENTION 06/28/00.
+    /// The operator closed the library door (also when it was not open): ACCESS returns to the elements, the
+    /// robot commands work again, and the changer raises UNIT ATTENTION 06/28/00.
     DoorClosed,
+    /// The operator opened the library door. Refused while the changer has PREVENT MEDIUM REMOVAL in effect (the
+    /// door is locked). While it is open MOVE MEDIUM, EXCHANGE MEDIUM, POSITION TO ELEMENT, INITIALIZE ELEMENT
+    /// STATUS and the changer's TEST UNIT READY answer NOT READY 02/04/83, and READ ELEMENT STATUS reports ACCESS = 0
+    /// for storage, I/E and drive elements; cartridges may be moved by hand (`Target::move_by_hand`).
+    /// `Fault::DoorClosed` closes it.
+    DoorOpen,
+    /// Drive `drive` never finishes a cleaning: a cleaning cartridge in it (now, or the next one) keeps TEST UNIT
+    /// READY at 02/30/03 and its unload refused with 02/30/03. Cleared by `Fault::Reset` of that drive, which ejects
+    /// the cleaning cartridge (without a completed cleaning).
+    CleanerStuck {
+        /// Drive index.
+        drive: usize,
+    },
+    /// Drive `drive` raises TapeAlert flag `flag` (1..=64). The flag is cleared once a LOG SENSE of page 2Eh
+    /// reads it, except flag 20 (14h, clean now), which stays until the drive is cleaned.
+    TapeAlert {
+        /// Drive index.
+        drive: usize,
+        /// TapeAlert flag number, 1..=64.
+        flag: u8,
+    },
     /// An operator put cartridge `barcode` into the first free I/E slot (IMPEXP set); the changer raises
     /// UNIT ATTENTION 06/28/00.
     ImportCartridge {
@@ -94,7 +116,7 @@ pub fn parse_device(s: &str) -> Option<Device> {
 /// A `[[fault]]` entry as written in TOML, e.g. `{ kind = "unit_attention", after_commands = 3,
 /// device = "changer" }`. Kinds: `unit_attention` (device, after_commands), `not_ready` (device, ms),
 /// `jam` (moves), `wont_unload` (drive), `disappear` (device), `hang` (device), `reset` (device), `door_closed`,
-/// `import` (barcode).
+/// `door_open`, `import` (barcode), `take`, `cleaner_stuck` (drive), `tapealert` (drive, flag).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FaultConfig {
@@ -108,10 +130,12 @@ pub struct FaultConfig {
     pub ms: Option<u64>,
     /// For `jam`.
     pub moves: Option<u32>,
-    /// For `wont_unload`.
+    /// For `wont_unload`, `cleaner_stuck`, `tapealert`.
     pub drive: Option<usize>,
     /// For `import`.
     pub barcode: Option<String>,
+    /// For `tapealert`: the flag number, 1..=64.
+    pub flag: Option<u8>,
 }
 
 impl FaultConfig {
@@ -141,6 +165,18 @@ impl FaultConfig {
             "hang" => Fault::Hang { device: device()? },
             "reset" => Fault::Reset { device: device()? },
             "door_closed" => Fault::DoorClosed,
+            "door_open" => Fault::DoorOpen,
+            "cleaner_stuck" => Fault::CleanerStuck {
+                drive: self.drive.ok_or_else(|| missing("drive"))?,
+            },
+            "tapealert" => Fault::TapeAlert {
+                drive: self.drive.ok_or_else(|| missing("drive"))?,
+                flag: match self.flag {
+                    Some(f) if (1..=64).contains(&f) => f,
+                    Some(f) => return Err(("flag".to_string(), format!("{f} is not a TapeAlert flag (1..=64)"))),
+                    None => return Err(missing("flag")),
+                },
+            },
             "import" => Fault::ImportCartridge {
                 barcode: self.barcode.clone().ok_or_else(|| missing("barcode"))?,
             },
@@ -148,7 +184,7 @@ impl FaultConfig {
             other => {
                 return Err((
                     "kind".to_string(),
-                    format!("unknown fault kind `{other}` (expected unit_attention, not_ready, jam, wont_unload, disappear, hang, reset, door_closed, import, take)"),
+                    format!("unknown fault kind `{other}` (expected unit_attention, not_ready, jam, wont_unload, disappear, hang, reset, door_closed, door_open, import, take, cleaner_stuck, tapealert)"),
                 ))
             }
         })
@@ -178,11 +214,24 @@ mod tests {
             moves: None,
             drive: None,
             barcode: None,
+            flag: None,
         };
         assert_eq!(fc.to_fault(), Ok(Fault::NotReadyFor { device: Device::Drive(1), ms: 5000 }));
         let bad = FaultConfig { ms: None, ..fc.clone() };
         assert_eq!(bad.to_fault().unwrap_err().0, "ms");
-        let bad = FaultConfig { kind: "explode".into(), ..fc };
+        let bad = FaultConfig { kind: "explode".into(), ..fc.clone() };
         assert_eq!(bad.to_fault().unwrap_err().0, "kind");
+        let kind = |k: &str| FaultConfig { kind: k.into(), ..fc.clone() };
+        assert_eq!(kind("door_open").to_fault(), Ok(Fault::DoorOpen));
+        assert_eq!(kind("door_closed").to_fault(), Ok(Fault::DoorClosed));
+        assert_eq!(kind("cleaner_stuck").to_fault().unwrap_err().0, "drive");
+        let stuck = FaultConfig { drive: Some(2), ..kind("cleaner_stuck") };
+        assert_eq!(stuck.to_fault(), Ok(Fault::CleanerStuck { drive: 2 }));
+        let alert = FaultConfig { drive: Some(1), flag: Some(4), ..kind("tapealert") };
+        assert_eq!(alert.to_fault(), Ok(Fault::TapeAlert { drive: 1, flag: 4 }));
+        assert_eq!(FaultConfig { flag: None, ..alert.clone() }.to_fault().unwrap_err().0, "flag");
+        assert_eq!(FaultConfig { flag: Some(0), ..alert.clone() }.to_fault().unwrap_err().0, "flag");
+        assert_eq!(FaultConfig { flag: Some(65), ..alert.clone() }.to_fault().unwrap_err().0, "flag");
+        assert_eq!(FaultConfig { drive: None, ..alert }.to_fault().unwrap_err().0, "drive");
     }
 }

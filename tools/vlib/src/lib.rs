@@ -139,6 +139,10 @@ pub struct Medium {
     pub write_protected: bool,
     /// Cleaning cartridge.
     pub cleaning: bool,
+    /// Cleanings done with this cartridge (cleaning cartridges only).
+    pub uses: u32,
+    /// A cleaning cartridge the drives reject (TapeAlert 17h).
+    pub invalid_cleaner: bool,
 }
 
 /// One element's state.
@@ -164,6 +168,8 @@ pub struct ElementSnapshot {
     pub source: Option<u16>,
     /// I/E slot filled by the operator.
     pub impexp: bool,
+    /// Cleanings done with the cartridge (0 for data cartridges and empty elements).
+    pub uses: u32,
 }
 
 /// State of a drive as seen at the snapshot's time.
@@ -177,7 +183,8 @@ pub enum DriveStatus {
     Ready,
     /// Cartridge ejected (unloaded), waiting for the robot.
     Ejected,
-    /// A cleaning cartridge is in the drive (TUR 02/30/03).
+    /// A cleaning cartridge is in the drive and not ejected yet: cleaning, or about to eject a cleaner it rejects
+    /// (TUR 02/30/03).
     Cleaning,
 }
 
@@ -194,6 +201,10 @@ pub struct DriveSnapshot {
     pub loads_since_clean: u32,
     /// TapeAlert 14h "clean now" set.
     pub clean_now: bool,
+    /// A cleaning is in progress (a cleaning cartridge accepted by the drive, not ejected yet).
+    pub cleaning: bool,
+    /// TapeAlert flags set now: bit n-1 for flag n (so flag 20 "clean now" is `1 << 19`).
+    pub tapealert: u64,
     /// PREVENT MEDIUM REMOVAL in effect.
     pub prevent: bool,
     /// Device present (not disappeared).
@@ -228,8 +239,10 @@ pub struct Snapshot {
     pub drives: Vec<DriveSnapshot>,
     /// Changer present.
     pub changer_present: bool,
-    /// Changer PREVENT MEDIUM REMOVAL in effect.
+    /// Changer PREVENT MEDIUM REMOVAL in effect (the door is locked).
     pub changer_prevent: bool,
+    /// The library door is open (`Fault::DoorOpen`).
+    pub door_open: bool,
     /// Counters.
     pub counters: Counters,
     /// Every successful robot move, in order.
@@ -287,6 +300,7 @@ pub struct Target {
     pub(crate) changer: DevState,
     pub(crate) robot_busy_until: u64,
     pub(crate) jam_moves: u32,
+    pub(crate) door_open: bool,
     pub(crate) drives: Vec<drive::DriveState>,
     pub(crate) counters: Counters,
     robot_log: Vec<RobotMove>,
@@ -323,6 +337,7 @@ impl Target {
             elements,
             robot_busy_until: 0,
             jam_moves: 0,
+            door_open: false,
             counters: Counters::default(),
             robot_log: Vec::new(),
             now: 0,
@@ -331,12 +346,22 @@ impl Target {
             config,
         };
         for c in t.config.cartridges.clone() {
-            let m = Medium { barcode: c.barcode.clone(), write_protected: c.write_protected, cleaning: c.cleaning };
+            let m = Medium {
+                barcode: c.barcode.clone(),
+                write_protected: c.write_protected,
+                cleaning: c.cleaning,
+                uses: c.uses,
+                invalid_cleaner: c.invalid_cleaner,
+            };
             let (ty, idx) = match c.location {
                 config::Location::Slot(s) => (ElementType::Storage, s as usize - 1),
                 config::Location::Ie(s) => (ElementType::ImportExport, s as usize - 1),
                 config::Location::Drive(d) => (ElementType::Drive, d),
             };
+            if ty == ElementType::Drive && m.cleaning {
+                // A cleaning cartridge placed in a drive starts its cleaning when the library starts.
+                t.drive_insert(idx, &m, 0);
+            }
             t.elements[ty.index()][idx].medium = Some(m);
             if ty == ElementType::ImportExport {
                 t.elements[ty.index()][idx].impexp = true;
@@ -345,6 +370,7 @@ impl Target {
         for f in t.config.faults.clone() {
             t.try_inject(f).map_err(|e| ConfigError { key: "fault".into(), message: e.0 })?;
         }
+        t.settle_drives(0);
         Ok(t)
     }
 
@@ -368,9 +394,10 @@ impl Target {
         self.now
     }
 
-    /// Moves the target's notion of the current time forward (never backward).
+    /// Moves the target's notion of the current time forward (never backward); cleanings that end by then end.
     pub fn advance(&mut self, now_ms: u64) {
         self.now = self.now.max(now_ms);
+        self.settle_drives(self.now);
     }
 
     fn dev(&self, device: Device) -> Option<&DevState> {
@@ -526,6 +553,7 @@ impl Target {
     /// Injects a fault at the current virtual time.
     pub fn try_inject(&mut self, fault: Fault) -> Result<(), InjectError> {
         let now = self.now;
+        self.settle_drives(now);
         let need = |t: &Target, d: Device| {
             if t.dev(d).is_some() {
                 Ok(())
@@ -573,11 +601,40 @@ impl Target {
                 d.not_ready_until = 0;
                 d.ua_countdown = None;
                 match device {
-                    Device::Drive(i) => self.drives[i].wont_unload = false,
+                    Device::Drive(i) => {
+                        self.drives[i].wont_unload = false;
+                        self.drives[i].reset_cleaning(now);
+                        self.settle_drives(now);
+                    }
                     Device::Changer => self.jam_moves = 0,
                 }
             }
-            Fault::DoorClosed => self.changer.pending_ua = Some(sense::MEDIUM_MAY_HAVE_CHANGED),
+            Fault::DoorClosed => {
+                self.door_open = false;
+                self.changer.pending_ua = Some(sense::MEDIUM_MAY_HAVE_CHANGED);
+            }
+            Fault::DoorOpen => {
+                if self.changer.prevent {
+                    return Err(InjectError("the door is locked: PREVENT MEDIUM REMOVAL is in effect".into()));
+                }
+                self.door_open = true;
+            }
+            Fault::CleanerStuck { drive } => {
+                need(self, Device::Drive(drive))?;
+                self.drives[drive].stick_cleaning();
+            }
+            Fault::TapeAlert { drive, flag } => {
+                need(self, Device::Drive(drive))?;
+                if !(1..=64).contains(&flag) {
+                    return Err(InjectError(format!("TapeAlert flag {flag} is not in 1..=64")));
+                }
+                let d = &mut self.drives[drive];
+                if u16::from(flag) == drive::TAPEALERT_CLEAN_NOW {
+                    d.clean_now = true;
+                } else {
+                    d.fault_alerts |= 1u64 << (flag - 1);
+                }
+            }
             Fault::ImportCartridge { barcode } => {
                 if barcode.is_empty() || barcode.len() > 32 || !barcode.is_ascii() {
                     return Err(InjectError(format!("bad barcode {barcode:?}")));
@@ -588,7 +645,13 @@ impl Target {
                 let ie = &mut self.elements[ElementType::ImportExport.index()];
                 let slot =
                     ie.iter_mut().find(|e| e.medium.is_none()).ok_or_else(|| InjectError("no free I/E slot".into()))?;
-                slot.medium = Some(Medium { cleaning: barcode.starts_with("CLN"), barcode, write_protected: false });
+                slot.medium = Some(Medium {
+                    cleaning: barcode.starts_with("CLN"),
+                    barcode,
+                    write_protected: false,
+                    uses: 0,
+                    invalid_cleaner: false,
+                });
                 slot.impexp = true;
                 slot.source = None;
                 self.changer.pending_ua = Some(sense::MEDIUM_MAY_HAVE_CHANGED);
@@ -637,6 +700,7 @@ impl Target {
                     barcode: e.medium.as_ref().map(|m| m.barcode.clone()),
                     source: e.source,
                     impexp: e.impexp,
+                    uses: e.medium.as_ref().map_or(0, |m| m.uses),
                 });
             }
         }
@@ -649,6 +713,8 @@ impl Target {
                     barcode: self.drive_medium(i).map(|m| m.barcode.clone()),
                     loads_since_clean: d.loads_since_clean,
                     clean_now: d.clean_now,
+                    cleaning: d.is_cleaning(self.now),
+                    tapealert: d.tapealert(),
                     prevent: d.dev.prevent,
                     present: d.dev.present,
                 }
@@ -660,6 +726,7 @@ impl Target {
             drives,
             changer_present: self.changer.present,
             changer_prevent: self.changer.prevent,
+            door_open: self.door_open,
             counters: self.counters,
             robot_log: self.robot_log.clone(),
         }
@@ -672,6 +739,7 @@ impl Target {
         let Some(&op) = req.cdb.first() else {
             return Outcome::err(sense::INVALID_OPCODE, cmd);
         };
+        self.settle_drives(start);
         let exempt = matches!(op, 0x12 | 0x03);
         let d = self.dev_mut(device).expect("present");
         if !exempt {

@@ -146,6 +146,8 @@ impl Sense {
 pub const MEDIUM_NOT_PRESENT: Sense = Sense::new(NOT_READY, 0x3a, 0x00);
 /// NOT READY 04/01: becoming ready.
 pub const BECOMING_READY: Sense = Sense::new(NOT_READY, 0x04, 0x01);
+/// NOT READY 04/83: door open (vendor specific; HP and Quantum libraries report an open door so).
+pub const DOOR_OPEN: Sense = Sense::new(NOT_READY, 0x04, 0x83);
 /// NOT READY 30/03: cleaning cartridge installed.
 pub const CLEANING_INSTALLED: Sense = Sense::new(NOT_READY, 0x30, 0x03);
 /// ILLEGAL REQUEST 20/00: invalid command operation code.

@@ -443,8 +443,28 @@ fn scheduler(s: &Arc<Shared>) {
     }
 }
 
-/// Executes one control-socket line; returns the reply lines (the last is `ok` or `error: ...`).
-fn control_line(s: &Shared, line: &str) -> Vec<String> {
+/// A parsed control-socket line.
+#[derive(Debug, PartialEq, Eq)]
+enum Control {
+    /// An empty line: no answer.
+    Nothing,
+    /// `snapshot`.
+    Snapshot,
+    /// A fault to inject.
+    Fault(Fault),
+}
+
+/// Parses a TapeAlert flag number: decimal (`20`) or hexadecimal (`0x14`), 1..=64.
+fn parse_flag(v: &str) -> Result<u8, String> {
+    let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u8::from_str_radix(h, 16),
+        None => v.parse(),
+    };
+    n.ok().filter(|n| (1..=64).contains(n)).ok_or_else(|| format!("not a TapeAlert flag (1..=64): {v}"))
+}
+
+/// Parses one control-socket line.
+fn parse_control(line: &str) -> Result<Control, String> {
     let w: Vec<&str> = line.split_whitespace().collect();
     let dev = |i: usize| -> Result<Device, String> {
         let name = w.get(i).ok_or("missing device")?;
@@ -454,38 +474,46 @@ fn control_line(s: &Shared, line: &str) -> Vec<String> {
         let v = w.get(i).ok_or("missing number")?;
         v.parse().map_err(|_| format!("not a number: {v}"))
     };
-    let fault: Result<Option<Fault>, String> = (|| {
-        Ok(Some(match w.as_slice() {
-            [] => return Ok(None),
-            ["snapshot"] => return Err(String::new()),
-            ["door"] => Fault::DoorClosed,
-            ["import", b] => Fault::ImportCartridge { barcode: (*b).to_string() },
-            ["take"] => Fault::TakeFromPorts,
-            ["fault", "unit_attention", ..] => Fault::UnitAttentionAfter {
-                device: dev(2)?,
-                commands: if w.len() > 3 { u32::try_from(num(3)?).map_err(|e| e.to_string())? } else { 0 },
-            },
-            ["fault", "not_ready", _, _] => Fault::NotReadyFor { device: dev(2)?, ms: num(3)? },
-            ["fault", "jam", ..] => Fault::RobotJam {
-                next_moves: if w.len() > 2 { u32::try_from(num(2)?).map_err(|e| e.to_string())? } else { 1 },
-            },
-            ["fault", "wont_unload", _] => match dev(2)? {
-                Device::Drive(drive) => Fault::DriveWontUnload { drive },
-                Device::Changer => return Err("wont_unload needs a drive".into()),
-            },
-            ["fault", "disappear", _] => Fault::Disappear { device: dev(2)? },
-            ["fault", "hang", _] => Fault::Hang { device: dev(2)? },
-            ["fault", "reset", _] => Fault::Reset { device: dev(2)? },
-            _ => return Err(format!("unknown command: {line}")),
-        }))
-    })();
-    match fault {
-        Ok(None) => Vec::new(),
-        Ok(Some(f)) => match s.inject(f) {
+    let drive = |i: usize, what: &str| -> Result<usize, String> {
+        match dev(i)? {
+            Device::Drive(d) => Ok(d),
+            Device::Changer => Err(format!("{what} needs a drive")),
+        }
+    };
+    Ok(Control::Fault(match w.as_slice() {
+        [] => return Ok(Control::Nothing),
+        ["snapshot"] => return Ok(Control::Snapshot),
+        ["door"] | ["door", "close" | "closed"] => Fault::DoorClosed,
+        ["door", "open"] => Fault::DoorOpen,
+        ["import", b] => Fault::ImportCartridge { barcode: (*b).to_string() },
+        ["take"] => Fault::TakeFromPorts,
+        ["fault", "unit_attention", ..] => Fault::UnitAttentionAfter {
+            device: dev(2)?,
+            commands: if w.len() > 3 { u32::try_from(num(3)?).map_err(|e| e.to_string())? } else { 0 },
+        },
+        ["fault", "not_ready", _, _] => Fault::NotReadyFor { device: dev(2)?, ms: num(3)? },
+        ["fault", "jam", ..] => Fault::RobotJam {
+            next_moves: if w.len() > 2 { u32::try_from(num(2)?).map_err(|e| e.to_string())? } else { 1 },
+        },
+        ["fault", "wont_unload", _] => Fault::DriveWontUnload { drive: drive(2, "wont_unload")? },
+        ["fault", "disappear", _] => Fault::Disappear { device: dev(2)? },
+        ["fault", "hang", _] => Fault::Hang { device: dev(2)? },
+        ["fault", "reset", _] => Fault::Reset { device: dev(2)? },
+        ["fault", "cleaner_stuck", _] => Fault::CleanerStuck { drive: drive(2, "cleaner_stuck")? },
+        ["fault", "tapealert", _, f] => Fault::TapeAlert { drive: drive(2, "tapealert")?, flag: parse_flag(f)? },
+        _ => return Err(format!("unknown command: {line}")),
+    }))
+}
+
+/// Executes one control-socket line; returns the reply lines (the last is `ok` or `error: ...`).
+fn control_line(s: &Shared, line: &str) -> Vec<String> {
+    match parse_control(line) {
+        Ok(Control::Nothing) => Vec::new(),
+        Ok(Control::Fault(f)) => match s.inject(f) {
             Ok(()) => vec!["ok".into()],
             Err(e) => vec![format!("error: {e}")],
         },
-        Err(e) if e.is_empty() => {
+        Ok(Control::Snapshot) => {
             let mut st = s.lock();
             st.target.advance(s.now_ms());
             let mut v = snapshot_lines(&st.target.snapshot());
@@ -496,9 +524,15 @@ fn control_line(s: &Shared, line: &str) -> Vec<String> {
     }
 }
 
-/// Plain-text snapshot, one line per element and drive.
+/// Plain-text snapshot: the time, the changer (door, PREVENT), one line per element and drive, the counters.
 pub fn snapshot_lines(snap: &Snapshot) -> Vec<String> {
     let mut v = vec![format!("time {}", snap.now_ms)];
+    v.push(format!(
+        "changer door {} prevent {} present {}",
+        if snap.door_open { "open" } else { "closed" },
+        snap.changer_prevent,
+        snap.changer_present
+    ));
     for e in &snap.elements {
         let kind = match e.kind {
             crate::ElementType::Transport => "transport",
@@ -507,23 +541,28 @@ pub fn snapshot_lines(snap: &Snapshot) -> Vec<String> {
             crate::ElementType::Drive => "drive",
         };
         v.push(format!(
-            "element {kind} {} {} {} source {}{}",
+            "element {kind} {} {} {} source {}{}{}",
             e.address,
             if e.full { "full" } else { "empty" },
             e.barcode.as_deref().unwrap_or("-"),
             e.source.map_or("-".to_string(), |s| s.to_string()),
             if e.impexp { " impexp" } else { "" },
+            if e.full { format!(" uses {}", e.uses) } else { String::new() },
         ));
     }
     for (i, d) in snap.drives.iter().enumerate() {
+        let flags: Vec<String> =
+            (1..=64u32).filter(|f| d.tapealert >> (f - 1) & 1 != 0).map(|f| f.to_string()).collect();
         v.push(format!(
-            "drive {i} serial {} status {:?} barcode {} loads {} clean_now {} present {}",
+            "drive {i} serial {} status {:?} barcode {} loads {} clean_now {} present {} cleaning {} tapealert {}",
             d.serial,
             d.status,
             d.barcode.as_deref().unwrap_or("-"),
             d.loads_since_clean,
             d.clean_now,
-            d.present
+            d.present,
+            d.cleaning,
+            if flags.is_empty() { "-".to_string() } else { flags.join(",") }
         ));
     }
     let c = &snap.counters;
@@ -747,6 +786,36 @@ mod tests {
     }
 
     #[test]
+    fn control_lines_parse() {
+        let f = |l: &str| {
+            parse_control(l).map(|c| match c {
+                Control::Fault(f) => f,
+                other => panic!("{l}: {other:?}"),
+            })
+        };
+        assert_eq!(parse_control(""), Ok(Control::Nothing));
+        assert_eq!(parse_control("  snapshot "), Ok(Control::Snapshot));
+        assert_eq!(f("door"), Ok(Fault::DoorClosed));
+        assert_eq!(f("door close"), Ok(Fault::DoorClosed));
+        assert_eq!(f("door closed"), Ok(Fault::DoorClosed));
+        assert_eq!(f("door open"), Ok(Fault::DoorOpen));
+        assert!(f("door ajar").unwrap_err().starts_with("unknown command"));
+        assert_eq!(f("fault cleaner_stuck drive1"), Ok(Fault::CleanerStuck { drive: 1 }));
+        assert_eq!(f("fault cleaner_stuck changer").unwrap_err(), "cleaner_stuck needs a drive");
+        assert!(f("fault cleaner_stuck").is_err());
+        assert_eq!(f("fault tapealert drive3 20"), Ok(Fault::TapeAlert { drive: 3, flag: 20 }));
+        assert_eq!(f("fault tapealert drive0 0x16"), Ok(Fault::TapeAlert { drive: 0, flag: 22 }));
+        assert_eq!(f("fault tapealert drive0 64"), Ok(Fault::TapeAlert { drive: 0, flag: 64 }));
+        for bad in ["fault tapealert drive0 0", "fault tapealert drive0 65", "fault tapealert drive0 x"] {
+            assert!(f(bad).unwrap_err().starts_with("not a TapeAlert flag"), "{bad}");
+        }
+        assert_eq!(f("fault tapealert changer 3").unwrap_err(), "tapealert needs a drive");
+        assert!(f("fault tapealert drive0").unwrap_err().starts_with("unknown command"));
+        assert_eq!(f("fault wont_unload drive2"), Ok(Fault::DriveWontUnload { drive: 2 }));
+        assert_eq!(f("fault jam"), Ok(Fault::RobotJam { next_moves: 1 }));
+    }
+
+    #[test]
     fn control_socket_and_disappear() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg(1.0);
@@ -765,11 +834,32 @@ mod tests {
         assert!(!srv.snapshot().drives[1].present);
         assert_eq!(control(&mut ctl, &mut ctl_r, "import ABC999L6"), vec!["ok"]);
         let snap = control(&mut ctl, &mut ctl_r, "snapshot");
-        assert!(snap.iter().any(|l| l == "element ie 10 full ABC999L6 source - impexp"), "{snap:?}");
-        assert!(snap.iter().any(|l| l.starts_with("drive 1 serial VDRV0001") && l.ends_with("present false")));
+        assert!(snap.iter().any(|l| l == "element ie 10 full ABC999L6 source - impexp uses 0"), "{snap:?}");
+        assert!(snap.iter().any(|l| l == "element storage 1019 full CLN001L1 source - uses 0"), "{snap:?}");
+        assert!(snap.iter().any(|l| l == "element storage 1016 empty - source -"), "{snap:?}");
+        assert!(snap.iter().any(|l| l == "changer door closed prevent false present true"), "{snap:?}");
+        assert!(snap.iter().any(|l| l.starts_with("drive 1 serial VDRV0001") && l.contains(" present false")));
+        assert!(snap
+            .iter()
+            .any(|l| l.starts_with("drive 0 serial VDRV0000") && l.ends_with(" cleaning false tapealert -")));
         assert_eq!(snap.last().unwrap(), "ok");
+        assert_eq!(control(&mut ctl, &mut ctl_r, "door open"), vec!["ok"]);
+        assert_eq!(control(&mut ctl, &mut ctl_r, "fault tapealert drive0 0x14"), vec!["ok"]);
+        assert_eq!(control(&mut ctl, &mut ctl_r, "fault tapealert drive0 3"), vec!["ok"]);
+        let snap = control(&mut ctl, &mut ctl_r, "snapshot");
+        assert!(snap.iter().any(|l| l == "changer door open prevent false present true"), "{snap:?}");
+        assert!(snap.iter().any(|l| l.starts_with("drive 0 ") && l.ends_with(" tapealert 3,20")), "{snap:?}");
+        assert!(srv.snapshot().door_open);
+        assert_eq!(control(&mut ctl, &mut ctl_r, "door close"), vec!["ok"]);
+        assert!(!srv.snapshot().door_open);
+        let e = control(&mut ctl, &mut ctl_r, "fault tapealert drive0 65");
+        assert_eq!(e, vec!["error: not a TapeAlert flag (1..=64): 65"]);
+        let e = control(&mut ctl, &mut ctl_r, "fault tapealert drive9 2");
+        assert_eq!(e, vec!["error: no device drive9"]);
         for line in [
             "door",
+            "door closed",
+            "fault cleaner_stuck drive2",
             "fault unit_attention changer",
             "fault not_ready changer 5000",
             "fault jam 1",
