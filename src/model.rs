@@ -350,6 +350,9 @@ pub struct MediaRecord {
     /// Administrator's description.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// What its first block says (a label inventory read it): `bacula Vol0001`, `ansi A00001`, `blank`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_media: Option<String>,
     /// Bumped on every change: SetObjectInformation compares it.
     #[serde(default)]
     pub version: u64,
@@ -397,6 +400,7 @@ impl MediaRecord {
             allocations: 0,
             enabled: true,
             description: String::new(),
+            on_media: None,
             version: 0,
             created: 0,
             modified: 0,
@@ -603,6 +607,9 @@ pub struct RequestRecord {
     pub drive: Option<String>,
     /// The cartridge it moves (id).
     pub media: Option<String>,
+    /// How far it is: (done, total) — elements read by an inventory, cartridges identified by a label inventory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<(u64, u64)>,
 }
 
 /// What an operator request asks of the operator (RSM's `NTMS_OPREQ_*`).

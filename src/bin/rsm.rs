@@ -158,6 +158,15 @@ enum Command {
         /// How to read it
         #[arg(long, value_enum, default_value_t = ModeArg::Default)]
         mode: ModeArg,
+        /// Same as --mode fast
+        #[arg(long, conflicts_with_all = ["mode", "full", "label"])]
+        fast: bool,
+        /// Same as --mode full
+        #[arg(long, conflicts_with_all = ["mode", "label"])]
+        full: bool,
+        /// Same as --mode label: read the first block of every cartridge without a barcode
+        #[arg(long, conflicts_with = "mode")]
+        label: bool,
         /// Return once the inventory is queued instead of when it is done
         #[arg(long)]
         nowait: bool,
@@ -373,8 +382,9 @@ enum ModeArg {
     Fast,
     /// Have the robot scan every slot first
     Full,
-    /// Mount each cartridge and read its label
-    Omid,
+    /// Mount each cartridge without a barcode and read its first block (ANSI/IBM, LTFS, Bacula, Amanda labels)
+    #[value(alias = "omid")]
+    Label,
 }
 
 impl From<ModeArg> for InventoryMode {
@@ -383,7 +393,7 @@ impl From<ModeArg> for InventoryMode {
             ModeArg::Default => InventoryMode::Default,
             ModeArg::Fast => InventoryMode::Fast,
             ModeArg::Full => InventoryMode::Full,
-            ModeArg::Omid => InventoryMode::Omid,
+            ModeArg::Label => InventoryMode::Omid,
         }
     }
 }
@@ -1157,7 +1167,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 out(&format!("Request {id} now has priority {priority}\n"))?;
             }
         }
-        Command::Inventory { library, mode, nowait } => {
+        Command::Inventory { library, mode, fast, full, label, nowait } => {
+            let mode = match (fast, full, label) {
+                (true, _, _) => ModeArg::Fast,
+                (_, true, _) => ModeArg::Full,
+                (_, _, true) => ModeArg::Label,
+                _ => mode,
+            };
             inventory(&session, json, library.as_deref(), mode.into(), nowait)?;
         }
         Command::Watch { object_type } => watch(&session, json, object_type)?,

@@ -22,6 +22,7 @@
 pub mod access;
 pub mod cleaning;
 pub mod dispatch;
+pub mod identify;
 pub mod mounting;
 pub mod objects;
 pub mod operator;
@@ -235,6 +236,12 @@ pub struct Broker {
     pub cleanings: Vec<cleaning::CleanCall>,
     /// Door accesses: (request, library index, answered yet).
     pub doors: Vec<(RequestId, usize, bool)>,
+    /// Label inventories under way.
+    pub label_runs: Vec<identify::LabelRun>,
+    /// Their identify jobs.
+    pub identify_jobs: identify::IdentifyJobs,
+    /// Numbers the identify jobs.
+    identify_seq: u64,
 }
 
 /// How long a request's progress may wait for a batch to ride with before it is written by itself.
@@ -272,6 +279,9 @@ impl Broker {
             port_waits: Vec::new(),
             cleanings: Vec::new(),
             doors: Vec::new(),
+            label_runs: Vec::new(),
+            identify_jobs: Default::default(),
+            identify_seq: 0,
         }
     }
 
@@ -504,8 +514,13 @@ impl Broker {
             return;
         }
         lib.scan_announced = now;
-        if let (Some(id), Some(_)) = (lib.id, now) {
+        if let (Some(id), Some((done, total))) = (lib.id, now) {
             self.note(NotificationOperation::Update, ObjectType::Library, id.to_string());
+            let label = self.label_run_keys(id);
+            for key in self.requests.open_inventories(id).into_iter().filter(|k| !label.contains(k)) {
+                self.requests.set_progress(key, done as u64, total as u64);
+                self.note_request(key);
+            }
         }
     }
 
@@ -804,17 +819,24 @@ impl Broker {
 
     /// Queues an inventory of library `id` for `session`; returns the request id. The default mode is the fast
     /// one (READ ELEMENT STATUS with barcodes); `full` first has the library check every element (INITIALIZE
-    /// ELEMENT STATUS); `omid` is not implemented yet and is refused, never ignored.
+    /// ELEMENT STATUS); `omid` (label) reads the first block of every cartridge without a barcode after the scan
+    /// (see [`identify`]).
     pub fn start_inventory(&mut self, id: Guid, session: &str, mode: InventoryMode) -> Result<String, NtmsError> {
-        if mode == InventoryMode::Omid {
-            return Err(NtmsError::CallNotImplemented {
-                message: "inventory mode omid (reading each cartridge's label) is not implemented; use fast or full"
-                    .into(),
-            });
-        }
-        let Some(lib) = self.libs.iter_mut().find(|l| l.id == Some(id) && !l.retired) else {
+        let Some(li) = self.libs.iter().position(|l| l.id == Some(id) && !l.retired) else {
             return Err(NtmsError::InvalidLibrary { message: format!("no library {id}") });
         };
+        if mode == InventoryMode::Omid {
+            if self.libs[li].library.state() == LibraryState::Offline {
+                return Err(NtmsError::LibraryOffline { message: format!("library {id} is offline") });
+            }
+            let new = self.new_request(RequestKind::Inventory, Some(id), session);
+            let key = self.requests.add(new, self.now_unix());
+            let guid = self.requests.guid_of(key);
+            self.note(NotificationOperation::Insert, ObjectType::LibRequest, guid.clone());
+            self.start_label_inventory(li, id, key);
+            return Ok(guid);
+        }
+        let lib = &mut self.libs[li];
         if lib.library.state() == LibraryState::Offline {
             return Err(NtmsError::LibraryOffline { message: format!("library {id} is offline") });
         }
@@ -966,10 +988,12 @@ impl Broker {
                         changes.extend(inv.put_library(rec));
                     }
                     let now = self.options.epoch_ms.saturating_add(self.now);
-                    for rid in self.requests.finish_inventory(id, now) {
+                    let label = self.label_run_keys(id);
+                    for rid in self.requests.finish_inventory(id, now, &label) {
                         self.note(NotificationOperation::Update, ObjectType::LibRequest, rid);
                     }
                     self.operator_scan_done(id);
+                    self.label_scan_done(li, id);
                 }
                 self.push_changes(changes);
                 if self.libs[li].auto_inject {

@@ -713,6 +713,9 @@ impl Broker {
         self.persist_load_time(li);
         let key = RequestId(o.id);
         let Some((_, media)) = self.jobs.remove(&key) else { return };
+        if self.is_identify_job(key) {
+            return self.identify_finished(o);
+        }
         let Some(request) = self.requests.get(key).cloned() else { return };
         if request.kind == RequestKind::Clean {
             return self.cleaning_finished(li, key, o, media);
@@ -774,6 +777,7 @@ impl Broker {
         self.retry_allocations();
         self.resume_port_waits();
         self.schedule_cleanings();
+        self.label_housekeeping();
         self.operator_housekeeping();
         for li in 0..self.libs.len() {
             let needed = if self.libs[li].retired { 0 } else { self.libs[li].library.starved() };

@@ -479,6 +479,7 @@ impl View<'_> {
                 owner_application: m.allocated_to.as_ref().and_then(|o| o.application.clone()),
                 media_type_name: Some(type_name),
                 pool_name: pool.map(|p| p.name.clone()),
+                on_media: m.on_media.clone(),
             }),
         );
         o.enabled = m.enabled;

@@ -123,12 +123,31 @@ impl Requests {
             priority: new.priority,
             drive: None,
             media: new.media,
+            progress: None,
         };
         self.items.insert(id, r);
         self.by_guid.insert(guid, id);
         self.dirty.push(id);
         self.trim();
         id
+    }
+
+    /// Records how far request `id` is (done of total).
+    pub fn set_progress(&mut self, id: RequestId, done: u64, total: u64) {
+        if self.items.get(&id).is_some_and(|r| r.progress != Some((done, total))) {
+            if let Some(r) = self.get_mut(id) {
+                r.progress = Some((done, total));
+            }
+        }
+    }
+
+    /// The open inventory requests of a library.
+    pub fn open_inventories(&self, library: Guid) -> Vec<RequestId> {
+        self.items
+            .values()
+            .filter(|r| r.library == Some(library) && r.kind == RequestKind::Inventory && r.state.is_open())
+            .map(|r| r.id)
+            .collect()
     }
 
     /// The open requests of one kind.
@@ -260,12 +279,15 @@ impl Requests {
     }
 
     /// Completes the running inventories of a library; returns their public ids.
-    pub fn finish_inventory(&mut self, library: Guid, now: u64) -> Vec<String> {
+    pub fn finish_inventory(&mut self, library: Guid, now: u64, except: &[RequestId]) -> Vec<String> {
         let ids: Vec<RequestId> = self
             .items
             .values()
             .filter(|r| {
-                r.library == Some(library) && r.kind == RequestKind::Inventory && r.state == RequestStatus::InProgress
+                r.library == Some(library)
+                    && r.kind == RequestKind::Inventory
+                    && r.state == RequestStatus::InProgress
+                    && !except.contains(&r.id)
             })
             .map(|r| r.id)
             .collect();
@@ -356,6 +378,8 @@ impl Requests {
                 application: r.owner.application.clone(),
                 uid: Some(r.owner.uid),
                 error: r.error.clone(),
+                done: r.progress.map(|p| p.0),
+                total: r.progress.map(|p| p.1),
             }),
         }
     }
@@ -439,7 +463,7 @@ mod tests {
         r.set_state(a, RequestStatus::InProgress, None, 7);
         assert_eq!(r.open_of_session("s2"), vec![b]);
         r.cancel(b, 8).unwrap();
-        assert_eq!(r.finish_inventory(lib, 9), vec![r.guid_of(a)]);
+        assert_eq!(r.finish_inventory(lib, 9, &[]), vec![r.guid_of(a)]);
         assert!(matches!(r.cancel(a, 10), Err(NtmsError::InvalidOperation { .. })));
         assert_eq!(r.find("nope"), None);
         assert_eq!(r.find(&r.guid_of(b)), Some(b));

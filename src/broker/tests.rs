@@ -335,16 +335,19 @@ fn deferred_dismount_remount_in_place_then_home_by_a_system_request() {
     assert!(system.is_some_and(|o| o.state == "complete"), "the daemon's dismount is a request like any other");
 }
 
-/// Issue 11: InventoryLibrary dropped its mode (`full` and `omid` "completed" in 2 ms): they are refused until
-/// implemented, the fast one runs.
+/// Issue 11: InventoryLibrary dropped its mode (`full` and `omid` "completed" in 2 ms). Each mode does what it says:
+/// a label inventory of a library whose cartridges all have barcodes reads no tape.
 #[test]
-fn inventory_modes_not_implemented_are_refused() {
+fn inventory_modes_run_what_they_say() {
     let mut s = Sim::new();
     let a = s.open(ALICE, "a");
     let library = s.broker.libs[0].id.unwrap().to_string();
     let mode = InventoryMode::Omid;
-    let e = ntms(s.call(ALICE, Method::InventoryLibrary { session: a.clone(), library: library.clone(), mode }));
-    assert!(matches!(e, NtmsError::CallNotImplemented { .. }), "{e:?}");
+    s.opcodes.clear();
+    let r = s.call(ALICE, Method::InventoryLibrary { session: a.clone(), library: library.clone(), mode }).unwrap();
+    let request = r["request"].as_str().unwrap().to_owned();
+    s.drive_bounded(100_000, |s| s.request_state(&request) == RequestStatus::Complete);
+    assert!(s.opcodes.contains(&0xB8) && !s.opcodes.contains(&0x08), "scanned, nothing read: {:02x?}", s.opcodes);
     // Fast: READ ELEMENT STATUS only; full: INITIALIZE ELEMENT STATUS (07h) first, then the scan.
     for (mode, initializes) in [(InventoryMode::Fast, false), (InventoryMode::Full, true)] {
         s.opcodes.clear();
@@ -1170,4 +1173,53 @@ fn an_expired_cleaner_is_retired_and_the_next_one_cleans() {
     let op = s.broker.operators.active().find(|r| r.kind == OperatorKind::Cleaner).expect("a cleaner request");
     assert!(op.text.contains("CLN001L1 expired"), "{}", op.text);
     assert_eq!(drive_care(&s, 0).cleanings, 1);
+}
+
+/// Issue 13: every new physical method refuses a user without the control right on the library.
+#[test]
+fn physical_methods_need_the_control_right() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let lib = s.broker.libs[0].id.unwrap().to_string();
+    s.broker.options.access.library = super::access::Rights::USE;
+    let denied = |s: &mut Sim, m: Method| {
+        let e = ntms(s.call(ALICE, m));
+        assert!(matches!(e, NtmsError::AccessDenied { .. }), "{e:?}");
+    };
+    let d0 = drive_id(&s, 0);
+    denied(&mut s, Method::CleanDrive { session: a.clone(), drive: d0 });
+    denied(&mut s, Method::AccessLibraryDoor { session: a.clone(), library: lib.clone() });
+    denied(&mut s, eject(&a, "ABC001L6"));
+    denied(&mut s, Method::InjectMedia { session: a.clone(), library: lib });
+    let n = s.call(
+        ALICE,
+        Method::SubmitOperatorRequest {
+            session: a.clone(),
+            kind: crate::proto::types::OpRequestKind::Message,
+            text: "anyone may ask".into(),
+            object: None,
+        },
+    );
+    let n = n.unwrap()["number"].to_string();
+    denied(&mut s, Method::SatisfyOperatorRequest { session: a.clone(), request: n.clone() });
+    denied(&mut s, Method::RefuseOperatorRequest { session: a.clone(), request: n, reason: None });
+    assert!(s.broker.requests.objects().is_empty(), "nothing was queued");
+}
+
+/// Issue 13: the door opened by hand while a mount's move waits: the library answers NOT READY (door open), the
+/// move waits, and once the door is closed the mount goes on.
+#[test]
+fn a_door_opened_mid_move_holds_the_move_until_it_is_closed() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let key = s.submit(ALICE, mount(&a, "ABC001L6"));
+    // The move is queued for the changer; the operator opens the door before it runs.
+    s.target.inject(vlib::Fault::DoorOpen);
+    let at = s.now;
+    s.drive_bounded(10_000, |s| s.now > at + 20_000);
+    assert!(!s.replies.contains_key(&key), "the move waits while the door is open");
+    assert_eq!(s.drive_holding("ABC001L6"), None);
+    s.target.inject(vlib::Fault::DoorClosed);
+    s.wait(key).unwrap();
+    assert!(s.drive_holding("ABC001L6").is_some());
 }

@@ -1222,9 +1222,11 @@ impl Machine {
         let mut action = self.note_attention(device, &r).unwrap_or(Action::Done);
         if device == DeviceRef::Changer {
             // While probing or scanning, any NOT READY is waited out (a library inventorying after power-on, or
-            // with its door open, says 04/00 or 04/03 for minutes); a move refused so fails at once.
+            // with its door open, says 04/00 or 04/03 for minutes); so is a move refused so (a door opened by hand:
+            // 04/83 on many libraries), for at most the move timeout: the robot goes on once the door is closed.
             let starting = matches!(self.phase, Phase::Probing | Phase::Scanning);
-            if starting && action == Action::Fail(Failure::Offline) {
+            let moving = matches!(purpose, Purpose::Move { .. });
+            if (starting || moving) && action == Action::Fail(Failure::Offline) {
                 action = Action::WaitReady { after_ms: 0 };
             }
             match action {

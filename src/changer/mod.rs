@@ -40,7 +40,7 @@ use crate::transport::{Command, Response, Tag, TransportError};
 
 pub use machine::DOOR_TIMEOUT_MS;
 pub use machine::{DeviceRef, Element, Event, Identity, LibraryOptions, MoveError, Origin, Outgoing};
-pub use mounts::{DriveChoice, JobError, JobId, JobKind, Outcome, Progress, CLEAN_TIMEOUT_MS};
+pub use mounts::{BlockRead, DriveChoice, JobError, JobId, JobKind, Outcome, Progress, CLEAN_TIMEOUT_MS};
 pub use policy::{map_drives, same_serial, DriveMapping};
 
 use machine::Machine;

@@ -59,6 +59,14 @@ pub enum JobKind {
         /// Preferred destination.
         home: Option<u16>,
     },
+    /// Identify the cartridge in `source`: mount it like [`JobKind::Mount`], read its first block (READ(6), the tape
+    /// at its beginning), and take it back to `source`; the outcome carries what was read.
+    Identify {
+        /// Element holding the cartridge.
+        source: u16,
+        /// The drive to use.
+        drive: DriveChoice,
+    },
     /// Clean drive element `drive` with the cleaning cartridge in `cleaner`: move it in, wait while the drive
     /// cleans (TEST UNIT READY answers "cleaning cartridge installed") until it ejects the cleaner ("medium not
     /// present"), read its TapeAlert flags, and move the cleaner back to `cleaner`.
@@ -129,7 +137,24 @@ pub struct Outcome {
     /// The drive's TapeAlert flags, read before a dismount's unload and after a cleaning (None: not read, or the
     /// drive has no TapeAlert page).
     pub alerts: Option<TapeAlerts>,
+    /// What an identify job read from the tape.
+    pub read: Option<BlockRead>,
 }
+
+/// The first block of a tape, as an identify job read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockRead {
+    /// The block's bytes (the first [`IDENTIFY_READ_BYTES`] of a longer one).
+    Data(Vec<u8>),
+    /// End of data at the beginning of the tape: a blank tape.
+    Blank,
+    /// The drive could not read it (the reason).
+    Failed(String),
+}
+
+/// How much of the first block an identify job reads: enough for every label format (an Amanda header is 32 KiB,
+/// a Bacula block 64 KiB).
+pub const IDENTIFY_READ_BYTES: u32 = 256 * 1024;
 
 /// A progress report (for request objects).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +186,8 @@ enum Step {
     CheckingWriteProtect,
     /// LOG SENSE of the TapeAlert page in flight (a dismount before its unload, a cleaning after the eject).
     ReadingAlerts,
+    /// READ(6) of the first block in flight (an identify job).
+    ReadingBlock,
     /// The cleaner is in the drive: polling TEST UNIT READY until the drive ejects it; next poll at `next_at`
     /// (None: a poll is in flight).
     Cleaning {
@@ -209,12 +236,19 @@ struct Job {
     give_up_at: Option<Millis>,
     /// TapeAlert flags read during the job.
     alerts: Option<TapeAlerts>,
+    /// What an identify job read.
+    read: Option<BlockRead>,
+    /// An identify job's cartridge is going back home: the move back ends the job well.
+    returning: bool,
 }
 
 /// How often a cleaning drive is asked whether it has ejected the cleaner.
 pub const CLEAN_POLL_MS: Millis = 1_000;
 /// How long a cleaning may take before the drive counts as stuck (LTO drives clean in one to three minutes).
 pub const CLEAN_TIMEOUT_MS: Millis = 10 * 60 * 1000;
+
+/// Timeout of the READ of an identify job (a drive may have to locate on a badly wound tape).
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
 
 /// Timeout of the short drive commands (TEST UNIT READY, MODE SENSE).
 const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -318,6 +352,8 @@ impl Mounts {
             relocated: false,
             give_up_at: None,
             alerts: None,
+            read: None,
+            returning: false,
         });
     }
 
@@ -330,7 +366,13 @@ impl Mounts {
     pub fn cancel(&mut self, id: u64, lib: &mut Machine) -> bool {
         if let Some(i) = self.queue.iter().position(|j| j.id == id) {
             let j = self.queue.remove(i);
-            self.outcomes.push_back(Outcome { id: j.id, drive: None, result: Err(JobError::Cancelled), alerts: None });
+            self.outcomes.push_back(Outcome {
+                id: j.id,
+                drive: None,
+                result: Err(JobError::Cancelled),
+                alerts: None,
+                read: None,
+            });
             return true;
         }
         match self.active.iter_mut().find(|j| j.id == id) {
@@ -338,7 +380,7 @@ impl Mounts {
                 j.abort = Some(JobError::Cancelled);
                 // A mount whose move still waits for the robot is simply taken off the robot's queue: the library
                 // reports the move cancelled and the job ends with nothing to undo.
-                if j.step == Step::Moving && matches!(j.kind, JobKind::Mount { .. }) {
+                if j.step == Step::Moving && matches!(j.kind, JobKind::Mount { .. } | JobKind::Identify { .. }) {
                     lib.cancel_move(Origin::Job(id));
                 }
                 true
@@ -436,7 +478,9 @@ impl Mounts {
     /// True when a job (queued or running) mounts the cartridge in `source`.
     pub fn uses_source(&self, source: u16) -> bool {
         self.queue.iter().chain(&self.active).any(
-            |j| matches!(j.kind, JobKind::Mount { source: s, .. } | JobKind::Clean { cleaner: s, .. } if s == source),
+            |j| {
+                matches!(j.kind, JobKind::Mount { source: s, .. } | JobKind::Clean { cleaner: s, .. } | JobKind::Identify { source: s, .. } if s == source)
+            },
         )
     }
 
@@ -465,7 +509,7 @@ impl Mounts {
                 continue;
             }
             match j.step {
-                Step::Moving if matches!(j.kind, JobKind::Mount { .. }) => {
+                Step::Moving if matches!(j.kind, JobKind::Mount { .. } | JobKind::Identify { .. }) => {
                     let id = j.id;
                     // Taken back: the cancelled move ends the job with this error. Running: the cartridge lands
                     // in the drive and the first poll fails the job.
@@ -482,9 +526,10 @@ impl Mounts {
         while i < self.queue.len() {
             let names_it = match &self.queue[i].kind {
                 JobKind::Mount { drive: DriveChoice::Element(a), .. }
+                | JobKind::Identify { drive: DriveChoice::Element(a), .. }
                 | JobKind::Dismount { drive: a, .. }
                 | JobKind::Clean { drive: a, .. } => gone(*a),
-                JobKind::Mount { .. } => false,
+                JobKind::Mount { .. } | JobKind::Identify { .. } => false,
             };
             if names_it {
                 self.fail(i, JobError::DriveGone);
@@ -505,6 +550,7 @@ impl Mounts {
                     drive: None,
                     result: Err(JobError::TimedOut),
                     alerts: None,
+                    read: None,
                 });
             }
         }
@@ -512,7 +558,7 @@ impl Mounts {
             if j.abort.is_none() && j.deadline.is_some_and(|d| d <= now) {
                 j.abort = Some(JobError::TimedOut);
                 // Still waiting for the robot: take the move back, nothing to undo.
-                if j.step == Step::Moving && matches!(j.kind, JobKind::Mount { .. }) {
+                if j.step == Step::Moving && matches!(j.kind, JobKind::Mount { .. } | JobKind::Identify { .. }) {
                     lib.cancel_move(Origin::Job(j.id));
                 }
             }
@@ -532,6 +578,7 @@ impl Mounts {
                 | Step::CheckingWriteProtect
                 | Step::Unloading
                 | Step::ReadingAlerts
+                | Step::ReadingBlock
                 | Step::Cleaning { .. } => true,
                 Step::Undoing => j.dest.is_none(),
                 _ => false,
@@ -591,6 +638,7 @@ impl Mounts {
                     drive: None,
                     result: Err(JobError::Offline),
                     alerts: None,
+                    read: None,
                 });
             }
             // Moves out that were waiting for the robot cannot happen either, nor a refused mount's next step.
@@ -726,9 +774,10 @@ impl Mounts {
     fn try_start(&mut self, i: usize, lib: &mut Machine, now: Millis) -> Start {
         let job = self.queue[i].clone();
         match &job.kind {
-            JobKind::Mount { source, drive } => {
-                let src_busy =
-                    self.active.iter().any(|j| matches!(&j.kind, JobKind::Mount { source: s, .. } if s == source));
+            JobKind::Mount { source, drive } | JobKind::Identify { source, drive } => {
+                let src_busy = self.active.iter().any(|j| {
+                    matches!(&j.kind, JobKind::Mount { source: s, .. } | JobKind::Identify { source: s, .. } if s == source)
+                });
                 if src_busy {
                     return Start::Wait;
                 }
@@ -791,6 +840,7 @@ impl Mounts {
                             drive: None,
                             result: Err(JobError::Move(e)),
                             alerts: None,
+                            read: None,
                         });
                         Start::Failed
                     }
@@ -828,6 +878,7 @@ impl Mounts {
                             drive: None,
                             result: Err(JobError::Move(e)),
                             alerts: None,
+                            read: None,
                         });
                         Start::Failed
                     }
@@ -871,12 +922,12 @@ impl Mounts {
 
     fn fail(&mut self, i: usize, e: JobError) {
         let j = self.queue.remove(i);
-        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result: Err(e), alerts: None });
+        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result: Err(e), alerts: None, read: None });
     }
 
     fn finish(&mut self, idx: usize, result: Result<(), JobError>) {
         let j = self.active.remove(idx);
-        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result, alerts: j.alerts });
+        self.outcomes.push_back(Outcome { id: j.id, drive: j.drive, result, alerts: j.alerts, read: j.read });
     }
 
     /// Moves the cartridge out of the job's drive to its home or a free slot.
@@ -885,7 +936,7 @@ impl Mounts {
         let Some(drive) = j.drive else { return Start::Failed };
         let home = match &j.kind {
             JobKind::Dismount { home, .. } => *home,
-            JobKind::Mount { source, .. } => Some(*source),
+            JobKind::Mount { source, .. } | JobKind::Identify { source, .. } => Some(*source),
             JobKind::Clean { cleaner, .. } => Some(*cleaner),
         }
         .or_else(|| lib.element(drive).and_then(|e| e.source));
@@ -904,7 +955,8 @@ impl Mounts {
         };
         let id = self.active[idx].id;
         self.active[idx].dest = Some(dest);
-        self.active[idx].step = if self.active[idx].abort.is_some() { Step::Undoing } else { Step::Moving };
+        let back = self.active[idx].abort.is_some() || self.active[idx].returning;
+        self.active[idx].step = if back { Step::Undoing } else { Step::Moving };
         match lib.request_move(Origin::Job(id), drive, dest) {
             Ok(()) => Start::Started,
             Err(e) => {
@@ -966,11 +1018,13 @@ impl Mounts {
                 let abort = job.abort.clone();
                 self.finish(idx, Err(abort.unwrap_or(JobError::Move(e))));
             }
+            // An identified cartridge is home again.
+            (_, Ok(())) if undoing && job.returning && job.abort.is_none() => self.finish(idx, Ok(())),
             (_, Ok(())) if undoing => {
                 let abort = job.abort.clone().unwrap_or(JobError::Cancelled);
                 self.finish(idx, Err(abort));
             }
-            (JobKind::Mount { .. }, Ok(())) => {
+            (JobKind::Mount { .. } | JobKind::Identify { .. }, Ok(())) => {
                 if job.abort.is_some() {
                     let id = job.id;
                     self.start_undo(id, lib);
@@ -1124,6 +1178,13 @@ impl Mounts {
                         };
                         self.load_estimate = Some(est);
                         self.replan_polls(est, now);
+                        if let (JobKind::Identify { .. }, Some(dev)) = (&self.active[idx].kind, self.active[idx].device)
+                        {
+                            self.active[idx].step = Step::ReadingBlock;
+                            let command = cdb::read_6(IDENTIFY_READ_BYTES).into_command(READ_TIMEOUT);
+                            lib.drive_command(Origin::Job(id), dev, command);
+                            return;
+                        }
                         match (self.active[idx].write, self.active[idx].device) {
                             // The header's device-specific byte says whether the tape is write protected (the st
                             // driver asks the same way: page 0, 12 bytes).
@@ -1176,6 +1237,23 @@ impl Mounts {
                     // Not protected, or the drive would not say: the mount stands (a write will tell).
                     self.finish(idx, Ok(()));
                 }
+            }
+            Step::ReadingBlock => {
+                let sense = crate::scsi::sense::Sense::parse(&r.sense).ok();
+                let read = match (r.status, sense) {
+                    (0, _) => BlockRead::Data(r.data.clone()),
+                    // A longer block: its first bytes, with ILI.
+                    (_, Some(s)) if s.ili && s.key == crate::scsi::sense::SenseKey::NoSense => {
+                        BlockRead::Data(r.data.clone())
+                    }
+                    (_, Some(s)) if s.key == crate::scsi::sense::SenseKey::BlankCheck => BlockRead::Blank,
+                    (_, Some(s)) => BlockRead::Failed(format!("{} {:02X}h/{:02X}h", s.key.name(), s.asc.0, s.asc.1)),
+                    (status, None) => BlockRead::Failed(format!("status {status:02X}h")),
+                };
+                let j = &mut self.active[idx];
+                j.read = Some(read);
+                j.returning = true;
+                self.start_undo(id, lib);
             }
             Step::ReadingAlerts => {
                 if action == Action::Done {

@@ -834,7 +834,7 @@ fn a_mount_of_a_cartridge_already_in_a_drive_completes_there() {
     s.target.move_by_hand(1002, 500).unwrap();
     s.lib.submit_job(1, JobKind::Mount { source: 1002, drive: DriveChoice::Any }, 0, None);
     let o = s.wait_outcome(1);
-    assert_eq!(o, Outcome { id: 1, drive: Some(500), result: Ok(()), alerts: None });
+    assert_eq!(o, Outcome { id: 1, drive: Some(500), result: Ok(()), alerts: None, read: None });
     assert_eq!(s.target.snapshot().drives[0].status, vlib::DriveStatus::Ready, "answered TEST UNIT READY");
     s.drive_bounded(10_000, |s| s.lib.machine.inventory_settled() && s.lib.machine.changer_idle());
     s.assert_agrees();
@@ -851,7 +851,7 @@ fn a_mount_of_a_cartridge_moved_to_another_slot_is_retried_from_there() {
     s.ready();
     s.target.move_by_hand(1002, 1016).unwrap();
     s.lib.submit_job(1, JobKind::Mount { source: 1002, drive: DriveChoice::Element(501) }, 0, None);
-    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: Some(501), result: Ok(()), alerts: None });
+    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: Some(501), result: Ok(()), alerts: None, read: None });
     s.assert_agrees();
     assert_eq!(s.lib.element(501).unwrap().barcode.as_deref(), Some("ABC003L6"));
     let log = s.target.snapshot().robot_log;
@@ -864,7 +864,7 @@ fn a_mount_into_a_drive_filled_behind_our_back_goes_to_another_drive() {
     s.ready();
     s.target.move_by_hand(1003, 500).unwrap();
     s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
-    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: Some(501), result: Ok(()), alerts: None });
+    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: Some(501), result: Ok(()), alerts: None, read: None });
     s.assert_agrees();
     // Asked for that very drive: the refusal stands (and the cache is corrected).
     s.target.move_by_hand(1004, 502).unwrap();
@@ -883,7 +883,10 @@ fn a_gone_drive_fails_its_jobs_is_avoided_and_is_used_again_once_back() {
     s.lib.drive_gone(0);
     assert!(!s.lib.drive_usable(0));
     s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
-    assert_eq!(s.wait_outcome(1), Outcome { id: 1, drive: None, result: Err(JobError::DriveGone), alerts: None });
+    assert_eq!(
+        s.wait_outcome(1),
+        Outcome { id: 1, drive: None, result: Err(JobError::DriveGone), alerts: None, read: None }
+    );
     s.lib.submit_job(2, JobKind::Mount { source: 1000, drive: DriveChoice::Any }, 0, None);
     let o = s.wait_outcome(2);
     assert_eq!(o.result, Ok(()));
@@ -893,7 +896,10 @@ fn a_gone_drive_fails_its_jobs_is_avoided_and_is_used_again_once_back() {
     s.drive_bounded(10_000, |s| s.lib.element(502).is_some_and(|e| e.full));
     s.target.inject(Fault::Disappear { device: Device::Drive(2) });
     s.lib.drive_gone(2);
-    assert_eq!(s.wait_outcome(3), Outcome { id: 3, drive: Some(502), result: Err(JobError::DriveGone), alerts: None });
+    assert_eq!(
+        s.wait_outcome(3),
+        Outcome { id: 3, drive: Some(502), result: Err(JobError::DriveGone), alerts: None, read: None }
+    );
     // A queued dismount of it fails too, and nothing is left in flight to it.
     s.lib.submit_job(4, JobKind::Dismount { drive: 502, home: Some(1001) }, 0, None);
     assert_eq!(s.wait_outcome(4).result, Err(JobError::DriveGone));
@@ -907,7 +913,7 @@ fn a_gone_drive_fails_its_jobs_is_avoided_and_is_used_again_once_back() {
     assert_eq!(s.lib.drive_identities()[0].as_ref().map(|i| i.serial.as_str()), Some("VDRV0000"));
     assert_eq!(s.lib.element(500).unwrap().device, Some(0));
     s.lib.submit_job(5, JobKind::Mount { source: 1002, drive: DriveChoice::Element(500) }, 0, None);
-    assert_eq!(s.wait_outcome(5), Outcome { id: 5, drive: Some(500), result: Ok(()), alerts: None });
+    assert_eq!(s.wait_outcome(5), Outcome { id: 5, drive: Some(500), result: Ok(()), alerts: None, read: None });
     s.assert_agrees();
 }
 
@@ -928,7 +934,7 @@ fn a_job_deadline_fires_while_the_drive_never_answers() {
     let o = s.wait_outcome(1);
     assert_eq!(
         o,
-        Outcome { id: 1, drive: Some(501), result: Err(JobError::DriveGone), alerts: None },
+        Outcome { id: 1, drive: Some(501), result: Err(JobError::DriveGone), alerts: None, read: None },
         "cannot be undone"
     );
     assert!(s.now >= deadline && s.now <= deadline + grace, "ended {} ms after the deadline", s.now - deadline);

@@ -443,6 +443,7 @@ impl Inventory {
 }
 
 pub mod compat;
+pub mod labels;
 pub mod pools;
 
 #[cfg(test)]

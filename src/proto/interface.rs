@@ -232,7 +232,8 @@ type MediaDetails (
   owner_uid: ?int,
   owner_application: ?string,
   media_type_name: ?string,
-  pool_name: ?string
+  pool_name: ?string,
+  on_media: ?string
 )
 
 # What a pool is for.
@@ -272,7 +273,9 @@ type LibRequestDetails (
   media: ?string,
   application: ?string,
   uid: ?int,
-  error: ?string
+  error: ?string,
+  done: ?int,
+  total: ?int
 )
 
 # What an operator request asks.

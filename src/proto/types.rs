@@ -429,6 +429,9 @@ pub struct MediaDetails {
     /// The pool's path (`Bacula\Full`).
     #[serde(default)]
     pub pool_name: Option<String>,
+    /// What its first block says, once a label inventory read it (`bacula Vol0001`, `blank`).
+    #[serde(default)]
+    pub on_media: Option<String>,
 }
 
 /// What a pool is for.
@@ -543,6 +546,12 @@ pub struct LibRequestDetails {
     pub uid: Option<u32>,
     /// Why it failed, when it failed.
     pub error: Option<String>,
+    /// How far it is: elements read by an inventory, cartridges read by a label inventory.
+    #[serde(default)]
+    pub done: Option<u64>,
+    /// Of how many.
+    #[serde(default)]
+    pub total: Option<u64>,
 }
 
 /// What an operator request asks (`NTMS_OPREQ_*`).
@@ -949,6 +958,7 @@ pub(crate) mod samples {
                     owner_application: Some("Bacula".into()),
                     media_type_name: Some("LTO-6".into()),
                     pool_name: Some("Bacula".into()),
+                    on_media: None,
                 }),
             ),
             info(
@@ -984,6 +994,8 @@ pub(crate) mod samples {
                     application: Some("bacula".into()),
                     uid: Some(0),
                     error: None,
+                    done: Some(1),
+                    total: Some(2),
                 }),
             ),
             info(

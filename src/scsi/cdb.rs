@@ -236,6 +236,17 @@ pub fn log_sense(page: u8, alloc: u16) -> Cdb {
     Cdb::new([opcode::LOG_SENSE, 0, 0x40 | (page & 0x3F), 0, 0, 0, 0, hi, lo, 0], u32::from(alloc))
 }
 
+/// READ(6) (08h) in variable-block mode: one block of at most `len` bytes (up to 16 MiB - 1). A longer block
+/// answers CHECK CONDITION with ILI and the first `len` bytes; end of data answers BLANK CHECK.
+///
+/// # References
+/// SSC-4 6.4 (READ(6)).
+pub fn read_6(len: u32) -> Cdb {
+    let len = len.min(0x00FF_FFFF);
+    let [_, a, b, c] = len.to_be_bytes();
+    Cdb::new([0x08, 0, a, b, c, 0], len)
+}
+
 /// MODE SENSE(6) for a tape drive's block descriptor (density code, write protect): page 00h, block descriptors
 /// included.
 ///

@@ -286,6 +286,7 @@ fn sample_with_media() -> Vec<ObjectInfo> {
             owner_application: None,
             media_type_name: Some("LTO-6".into()),
             pool_name: Some("Free\\LTO-6".into()),
+            on_media: None,
         }),
     ));
     objects.push(info(
@@ -338,6 +339,8 @@ fn request(media: Option<&str>, drive: Option<&str>, library: &str) -> ObjectInf
             application: Some("rsm".into()),
             uid: Some(0),
             error: None,
+            done: None,
+            total: None,
         }),
     )
 }

@@ -618,6 +618,40 @@ impl Inventory {
         Ok(out)
     }
 
+    /// A label inventory read the cartridge's first block: `label` is what it says (`None`: nothing a recogniser
+    /// knows), `blank` when the tape holds no data. A cartridge in a system pool moves by what it is: a blank one
+    /// to Free (or where `[media] new` sends new media), a labelled one (another application's or another
+    /// system's) to Import, anything else to Unrecognized. Allocated media and application pools are not touched;
+    /// the label is recorded either way.
+    pub fn set_identified(&mut self, media: Guid, label: Option<String>, blank: bool, now: u64) -> Vec<Change> {
+        let Some(m) = self.media.get(&media).cloned() else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut n = m.clone();
+        n.on_media = match (&label, blank) {
+            (_, true) => Some("blank".into()),
+            (Some(l), _) => Some(l.clone()),
+            (None, false) => Some("unrecognized data".into()),
+        };
+        let kind = m.pool.and_then(|p| self.pools.get(&p)).map(|p| p.kind);
+        let system = matches!(kind, Some(PoolKind::Free | PoolKind::Import | PoolKind::Unrecognized));
+        if system && !m.side.is_some_and(SideState::is_held) && m.kind != MediaKind::Cleaning {
+            let ty = media_type_name(&m);
+            let (to, side) = match (blank, label.is_some()) {
+                (true, _) if self.rules.new_media == Target::Import => (PoolKind::Import, SideState::Import),
+                (true, _) => (PoolKind::Free, SideState::Available),
+                (false, true) => (PoolKind::Import, SideState::Import),
+                (false, false) => (PoolKind::Unrecognized, SideState::Foreign),
+            };
+            n.pool = Some(self.system_leaf(to, &ty, now, &mut out));
+            n.side = Some(side);
+        }
+        if n != m {
+            touch(&mut n.version, &mut n.modified, now);
+            out.extend(self.put_media(n));
+        }
+        out
+    }
+
     // --- Allocation -----------------------------------------------------------------------------------------
 
     /// AllocateMedia. With `args.media`: that cartridge, Available in the pool or in Free (any application may
