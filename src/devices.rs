@@ -1390,6 +1390,7 @@ mod tests {
             exception: None,
             accessible: true,
             impexp: false,
+            cleaning: false,
             identifier: id.map(str::to_owned),
             device: None,
         }

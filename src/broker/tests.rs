@@ -1223,3 +1223,52 @@ fn a_door_opened_mid_move_holds_the_move_until_it_is_closed() {
     s.wait(key).unwrap();
     assert!(s.drive_holding("ABC001L6").is_some());
 }
+
+/// Issue 13: kill -9 while an eject waits for the mail slots to be emptied: after the restart the eject has ended
+/// (its caller is gone) with the reason, its operator request is cancelled, and the cartridge still home stays.
+#[test]
+fn an_eject_waiting_for_the_mail_slots_ends_with_a_restart() {
+    use crate::model::OperatorState;
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let three = ["ABC005L6", "ABC006L6", "ABC007L6"].map(String::from).to_vec();
+    let key = s.submit(ALICE, Method::EjectMedia { session: a, media: three, error_if_full: false });
+    s.drive_bounded(100_000, |s| s.broker.operators.active().next().is_some());
+    s.collect();
+    let snapshot = snapshot_of(&s.persisted);
+    assert_eq!(snapshot.operators.len(), 1, "the operator request was persisted");
+    let mut restarted = Broker::new(BrokerOptions::default(), 8);
+    restarted.loaded(snapshot, HashMap::new(), 0);
+    let r = restarted.requests.get(key).unwrap();
+    assert_eq!(r.state, RequestStatus::Failed);
+    assert!(r.error.as_deref().unwrap().contains("rsmd restarted"), "{r:?}");
+    let op = restarted.operators.get(1).unwrap();
+    assert_eq!(op.state, OperatorState::Cancelled);
+    let changes = restarted.take_changes();
+    assert!(changes.iter().any(|c| matches!(c, Change::Operator(o) if o.state == OperatorState::Cancelled)), "written");
+    let home = restarted.inventory.as_ref().unwrap().media_by_barcode("ABC007L6").unwrap().location.unwrap();
+    assert_eq!(home.kind, crate::model::ElementKind::Storage);
+}
+
+/// Issue 13: a cleaning cartridge is known by the library's report (element descriptor MEDIUM TYPE 2) as well as
+/// by its CLN label: one whose label says nothing of it is a cleaner too, and cleans.
+#[test]
+fn a_cleaner_is_known_by_the_librarys_report() {
+    let mut s = Sim::with(
+        |c| {
+            c.cartridges.retain(|x| x.barcode != "CLN001L1");
+            let mut cleaner = vlib::config::Cartridge::new("XYZ001L1", vlib::config::Location::Slot(18));
+            cleaner.cleaning = true;
+            c.cartridges.push(cleaner);
+        },
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, ..LibraryOptions::default() },
+    );
+    let lib = s.broker.libs[0].id.unwrap();
+    let inv = s.broker.inventory.as_ref().unwrap();
+    let slot = inv.elements(lib).find(|e| e.kind == crate::model::ElementKind::Storage && e.number == 18).unwrap();
+    let m = inv.medium(slot.media.expect("a cartridge in slot 18")).unwrap().clone();
+    assert_eq!((m.barcode.as_deref(), m.kind), (Some("XYZ001L1"), crate::model::MediaKind::Cleaning));
+    let a = s.open(ALICE, "Bacula");
+    s.call_and_wait(ALICE, Method::CleanDrive { session: a, drive: drive_id(&s, 0) }).unwrap();
+    assert_eq!(s.broker.inventory.as_ref().unwrap().medium(m.id).unwrap().mount_count, 1);
+}

@@ -164,6 +164,8 @@ pub struct Element {
     pub accessible: bool,
     /// Import/export: placed by an operator.
     pub impexp: bool,
+    /// The library reports the cartridge a cleaning cartridge (descriptor MEDIUM TYPE 2).
+    pub cleaning: bool,
     /// Data transfer elements: the drive serial from DVCID.
     pub identifier: Option<String>,
     /// Data transfer elements: the index of the drive device mapped to it.
@@ -1439,6 +1441,7 @@ impl Machine {
                 exception: d.except.then_some(d.asc),
                 accessible: d.access,
                 impexp: d.impexp,
+                cleaning: d.full && d.medium_type == 2,
                 identifier: d.identifier.map(|i| i.serial()),
                 device: None,
             })

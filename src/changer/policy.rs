@@ -93,6 +93,7 @@ mod tests {
             exception: None,
             accessible: true,
             impexp: false,
+            cleaning: false,
             identifier: id.map(str::to_owned),
             device: None,
         }

@@ -229,11 +229,10 @@ impl Inventory {
                     ElementKind::Storage => Some(here),
                     _ => e.source.map(|a| Location { library, kind: ElementKind::Storage, address: a }),
                 };
-                let mut m = self
-                    .media
-                    .get(&id)
-                    .cloned()
-                    .unwrap_or_else(|| MediaRecord::new(id, e.barcode.clone(), media_kind(e.barcode.as_deref())));
+                let mut m = self.media.get(&id).cloned().unwrap_or_else(|| {
+                    let kind = if e.cleaning { MediaKind::Cleaning } else { media_kind(e.barcode.as_deref()) };
+                    MediaRecord::new(id, e.barcode.clone(), kind)
+                });
                 if !seen_media.insert(id) {
                     log::warn!("barcode {:?} seen twice in library {library}; keeping the first", e.barcode);
                 } else {

@@ -13,6 +13,7 @@ pub(super) fn el(t: ElementType, address: u16, barcode: Option<&str>) -> Element
         exception: None,
         accessible: true,
         impexp: false,
+        cleaning: false,
         identifier: None,
         device: None,
     }

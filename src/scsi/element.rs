@@ -147,6 +147,8 @@ pub struct ElementDescriptor {
     pub source: Option<u16>,
     /// INVERT: the cartridge was inverted.
     pub invert: bool,
+    /// MEDIUM TYPE (byte 9 bits 2-0, SMC-3): 0 unspecified, 1 data, 2 cleaning, 3 diagnostic, 4 WORM.
+    pub medium_type: u8,
     /// Primary volume tag (barcode), when requested and present.
     pub primary_tag: Option<VolumeTag>,
     /// Alternate volume tag.
@@ -311,6 +313,7 @@ fn parse_descriptor(
         asc: Asc(asc, ascq),
         source: (byte9 & 0x80 != 0).then_some(source_address),
         invert: byte9 & 0x40 != 0,
+        medium_type: byte9 & 0x07,
         primary_tag,
         alternate_tag,
         identifier,
