@@ -51,6 +51,9 @@ pub struct CleanCall {
     pub next_try: u64,
 }
 
+/// Ids of TapeAlert reads outside jobs (`Origin::Caller`), apart from the physical moves' request numbers.
+const ALERT_READ_KEYS: u64 = 1 << 60;
+
 /// TapeAlert flags that call for a person: device-service operator requests.
 const SERVICE_FLAGS: &[u8] = &[0x1E, 0x1F, 0x20, 0x22, 0x25, 0x26, 0x27];
 
@@ -400,6 +403,37 @@ impl Broker {
             );
             let drive_id = crate::model::element_id(library, ElementKind::Drive, drive).to_string();
             self.raise_operator(OperatorKind::DeviceService, text, Some(drive_id), Some(library), None);
+        }
+    }
+
+    /// A drive signalled TapeAlert (sense 5Dh on one of its commands): its TapeAlert page is read (LOG SENSE 2Eh,
+    /// outside any job) and handled as a dismount's would be.
+    pub fn read_alerts(&mut self, li: usize, drive: usize) {
+        if self.alert_reads.iter().any(|&(_, l, d)| l == li && d == drive) {
+            return;
+        }
+        self.alert_seq += 1;
+        let id = ALERT_READ_KEYS + self.alert_seq;
+        self.alert_reads.push((id, li, drive));
+        let command = crate::scsi::cdb::log_sense(0x2E, 512).into_command(std::time::Duration::from_secs(60));
+        self.libs[li].library.drive_command(id, drive, command);
+    }
+
+    /// A TapeAlert page asked for by [`Broker::read_alerts`] arrived.
+    pub fn alerts_read(
+        &mut self,
+        li: usize,
+        id: u64,
+        drive: usize,
+        result: Result<crate::transport::Response, crate::transport::TransportError>,
+    ) {
+        let Some(i) = self.alert_reads.iter().position(|&(k, _, _)| k == id) else { return };
+        self.alert_reads.remove(i);
+        let alerts = result.ok().filter(|r| r.status == 0).and_then(|r| TapeAlerts::parse(&r.data).ok());
+        let element =
+            self.libs[li].library.drive_elements().iter().find(|e| e.device == Some(drive)).map(|e| e.address);
+        if let (Some(alerts), Some(element)) = (alerts, element) {
+            self.note_alerts(li, element, alerts);
         }
     }
 

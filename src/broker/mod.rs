@@ -242,6 +242,10 @@ pub struct Broker {
     pub identify_jobs: identify::IdentifyJobs,
     /// Numbers the identify jobs.
     identify_seq: u64,
+    /// TapeAlert reads outside jobs: (id, library index, drive device).
+    pub alert_reads: Vec<(u64, usize, usize)>,
+    /// Numbers them.
+    alert_seq: u64,
 }
 
 /// How long a request's progress may wait for a batch to ride with before it is written by itself.
@@ -282,6 +286,8 @@ impl Broker {
             label_runs: Vec::new(),
             identify_jobs: Default::default(),
             identify_seq: 0,
+            alert_reads: Vec::new(),
+            alert_seq: 0,
         }
     }
 
@@ -1031,6 +1037,10 @@ impl Broker {
             Event::MoveFinished { id, result } => log::debug!("move {id} finished: {result:?}"),
             Event::DoorUnlocked => self.door_unlocked(li),
             Event::DoorClosed { opened } => self.door_closed(li, opened),
+            Event::TapeAlert { drive } => self.read_alerts(li, drive),
+            Event::DriveCommand { id: crate::changer::Origin::Caller(id), drive, result } => {
+                self.alerts_read(li, id, drive, result)
+            }
             Event::DriveCommand { .. } | Event::Inventory(_) | Event::Elements(_) => {}
         }
     }

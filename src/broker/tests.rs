@@ -1272,3 +1272,98 @@ fn a_cleaner_is_known_by_the_librarys_report() {
     s.call_and_wait(ALICE, Method::CleanDrive { session: a, drive: drive_id(&s, 0) }).unwrap();
     assert_eq!(s.broker.inventory.as_ref().unwrap().medium(m.id).unwrap().mount_count, 1);
 }
+
+/// An ANSI VOL1 label (ECMA-13 layout: "VOL1", volume id 4..10, owner 37..51, label standard version at 79).
+fn ansi_vol1(volume: &str, owner: &str) -> Vec<u8> {
+    let mut l = vec![b' '; 80];
+    l[..4].copy_from_slice(b"VOL1");
+    l[4..4 + volume.len()].copy_from_slice(volume.as_bytes());
+    l[37..37 + owner.len()].copy_from_slice(owner.as_bytes());
+    l[79] = b'4';
+    l
+}
+
+/// Issue 13: the label inventory mounts the cartridges whose barcode the library cannot read, reads their first
+/// block and puts them back: a labelled one goes to Import with its label shown, a blank one to Free, one with
+/// data nothing recognises to Unrecognized; the request counts them; barcoded cartridges are not touched.
+#[test]
+fn a_label_inventory_identifies_the_cartridges_without_a_barcode() {
+    use crate::model::PoolKind;
+    let mut s = Sim::with(
+        |c| {
+            let mut add = |barcode: &str, slot: u32, block: Option<Vec<u8>>| {
+                let mut x = vlib::config::Cartridge::new(barcode, vlib::config::Location::Slot(slot));
+                x.label_unreadable = true;
+                x.first_block = block;
+                c.cartridges.push(x);
+            };
+            add("NOL001L6", 17, Some(ansi_vol1("A00001", "BACKUP")));
+            add("NOL002L6", 18, None);
+            add("NOL003L6", 19, Some(b"no label in here, just data that nothing recognises".repeat(20)));
+        },
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, ..LibraryOptions::default() },
+    );
+    let lib = s.broker.libs[0].id.unwrap();
+    let in_slot = |s: &Sim, n: u32| {
+        let inv = s.broker.inventory.as_ref().unwrap();
+        let e = inv.elements(lib).find(|e| e.kind == crate::model::ElementKind::Storage && e.number == n).unwrap();
+        inv.medium(e.media.expect("still in its slot")).unwrap().clone()
+    };
+    for n in 17..=19 {
+        assert_eq!(in_slot(&s, n).barcode, None, "slot {n}: no barcode read");
+    }
+    let a = s.open(ALICE, "admin");
+    s.opcodes.clear();
+    let r = s
+        .call(ALICE, Method::InventoryLibrary { session: a, library: lib.to_string(), mode: InventoryMode::Omid })
+        .unwrap();
+    let request = r["request"].as_str().unwrap().to_owned();
+    s.drive_bounded(400_000, |s| s.request_state(&request) == RequestStatus::Complete);
+    assert_eq!(s.opcodes.iter().filter(|&&o| o == 0x08).count(), 3, "three first blocks read");
+    let key = s.broker.requests.find(&request).unwrap();
+    assert_eq!(s.broker.requests.get(key).unwrap().progress, Some((3, 3)));
+    let pool_kind = |s: &Sim, m: &crate::model::MediaRecord| {
+        s.broker.inventory.as_ref().unwrap().pool(m.pool.unwrap()).unwrap().kind
+    };
+    let labelled = in_slot(&s, 17);
+    assert_eq!(labelled.on_media.as_deref(), Some("ansi A00001"));
+    assert_eq!(pool_kind(&s, &labelled), PoolKind::Import);
+    let blank = in_slot(&s, 18);
+    assert_eq!((blank.on_media.as_deref(), pool_kind(&s, &blank)), (Some("blank"), PoolKind::Free));
+    let data = in_slot(&s, 19);
+    assert_eq!((data.on_media.as_deref(), pool_kind(&s, &data)), (Some("unrecognized data"), PoolKind::Unrecognized));
+    assert_eq!(in_slot(&s, 1).on_media, None, "barcoded cartridges are not read");
+    for d in 0..4 {
+        assert!(s.target.snapshot().drives[d].barcode.is_none(), "drive {d} empty again");
+    }
+}
+
+/// Issue 13: a drive that signals TapeAlert on a command (RECOVERED ERROR 5D/00) has its flags read at once: a
+/// hardware flag raises a device-service request, and the drive object shows the flags.
+#[test]
+fn a_tapealert_signal_on_a_command_reads_the_flags() {
+    use crate::model::OperatorKind;
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let d0 = drive_id(&s, 0);
+    let key = s.submit(
+        ALICE,
+        Method::MountMedia {
+            session: a,
+            media: vec!["ABC001L6".into()],
+            drive: Some(d0.clone()),
+            flags: MountFlags::default(),
+            priority: 0,
+            timeout_ms: None,
+            pool: None,
+        },
+    );
+    // While the drive loads, it raises "hardware A" (30): its next TEST UNIT READY says so.
+    s.target.inject(vlib::Fault::TapeAlert { drive: 0, flag: 0x1E });
+    s.wait(key).unwrap();
+    s.drive_bounded(10_000, |s| drive_care(s, 0).alerts != 0);
+    assert_eq!(drive_care(&s, 0).alerts, 1 << (0x1E - 1));
+    let op = s.broker.operators.active().find(|r| r.kind == OperatorKind::DeviceService).expect("device service");
+    assert_eq!(op.object.as_deref(), Some(d0.as_str()));
+    assert!(op.text.contains("30 (hardware A)"), "{}", op.text);
+}

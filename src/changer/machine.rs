@@ -253,6 +253,11 @@ pub enum Event {
         /// The outcome.
         result: Result<Response, TransportError>,
     },
+    /// A drive answered with the informational exception of TapeAlert (ASC 5Dh): its flags are worth reading.
+    TapeAlert {
+        /// The drive device.
+        drive: usize,
+    },
     /// The operator door is unlocked (PREVENT ALLOW MEDIUM REMOVAL, allow): no robot move starts until it closes.
     DoorUnlocked,
     /// The door access ended: the door was opened and closed (and the library read again), or it was not opened
@@ -770,6 +775,12 @@ impl Machine {
         if let Purpose::Drive { id, drive } = purpose {
             if let Ok(r) = &result {
                 self.note_attention(device, r);
+                // Informational exception 5Dh (failure prediction threshold exceeded): the drive raised TapeAlert
+                // flags; whoever follows drive health reads them.
+                let asc = crate::scsi::sense::Sense::parse(&r.sense).map(|s| s.asc.0).ok();
+                if asc == Some(0x5D) && !matches!(id, Origin::Caller(_)) {
+                    self.events.push_back(Event::TapeAlert { drive });
+                }
             }
             self.events.push_back(Event::DriveCommand { id, drive, result });
             self.pump();

@@ -845,10 +845,13 @@ fn issue_15_inventory_shows_elements_read_on_a_terminal() {
 struct Watcher(Child);
 
 impl Watcher {
+    /// Starts `rsm watch` and returns once it is subscribed (it says so on stderr after subscribing).
     fn start(d: &Daemon, object_type: &str) -> (Watcher, mpsc::Receiver<String>) {
         let mut cmd = rsm_command(&["--socket", d.socket.to_str().unwrap(), "watch", "--type", object_type]);
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let seen = lines(child.stdout.take().unwrap());
+        let said = lines(child.stderr.take().unwrap());
+        wait_line(&said, |l| l.contains("watching rsmd"));
         (Watcher(child), seen)
     }
 }

@@ -112,6 +112,9 @@ impl Target {
                 BarcodePad::Nul => 0,
             };
             t[..32].fill(pad);
+            if m.label_unreadable {
+                return t;
+            }
             let b = m.barcode.as_bytes();
             let n = self.config.barcode_len.map_or(b.len(), usize::from).min(b.len()).min(32);
             t[..n].copy_from_slice(&b[..n]);
@@ -670,6 +673,22 @@ mod tests {
         let tag = &r.data[16 + 12..16 + 48];
         assert_eq!(&tag[..6], b"ABC001");
         assert!(tag[6..].iter().all(|&b| b == 0));
+    }
+
+    /// A cartridge whose label the library cannot read has a blank volume tag; the others keep theirs.
+    #[test]
+    fn res_unreadable_label() {
+        let mut cfg = Config::default_library();
+        cfg.cartridges[0].label_unreadable = true;
+        let mut t = Target::new(cfg).unwrap();
+        let r = run(&mut t, &cdb::read_element_status(2, 1000, 2, true, false, false, 255), 255);
+        let desc = r.data[8 + 2..12].to_vec();
+        let len = usize::from(u16::from_be_bytes([desc[0], desc[1]]));
+        let first = &r.data[16..16 + len];
+        assert_eq!(first[2] & 0x01, 1, "full");
+        assert!(first[12..44].iter().all(|&b| b == b' '), "blank tag: {:?}", &first[12..44]);
+        let second = &r.data[16 + len..16 + 2 * len];
+        assert_eq!(&second[12..20], b"ABC002L6");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use crate::fault::{Fault, FaultConfig};
 
@@ -146,7 +147,16 @@ pub struct Cartridge {
     pub uses: u32,
     /// A cleaning cartridge the drives do not accept (TapeAlert 17h "invalid cleaning tape"): ejected at once.
     pub invalid_cleaner: bool,
+    /// The data on the tape: its first block, which a drive's READ returns at the beginning of the tape (one block
+    /// only; end of data follows). None: a blank tape. 1..=[`MAX_FIRST_BLOCK`] bytes, data cartridges only.
+    pub first_block: Option<Vec<u8>>,
+    /// The library cannot read its barcode label (torn, missing): READ ELEMENT STATUS reports a blank volume tag.
+    /// The barcode still names it in faults and snapshots.
+    pub label_unreadable: bool,
 }
+
+/// The largest `first_block` a cartridge may hold (8 MiB, an LTO drive's largest block).
+pub const MAX_FIRST_BLOCK: usize = 8 * 1024 * 1024;
 
 impl Cartridge {
     /// A data cartridge (cleaning if the label starts with `CLN`) in `location`.
@@ -158,6 +168,8 @@ impl Cartridge {
             cleaning: barcode.starts_with("CLN"),
             uses: 0,
             invalid_cleaner: false,
+            first_block: None,
+            label_unreadable: false,
         }
     }
 
@@ -312,14 +324,22 @@ impl Config {
         c
     }
 
-    /// Parses TOML (format in README.md); errors name the offending key.
+    /// Parses TOML (format in README.md); errors name the offending key. A relative `first_block_file` is read
+    /// from the current directory.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let msg = e.message().to_string();
-            // serde's messages name unknown/missing fields; add the line for the rest.
-            let key = msg.split('`').nth(1).filter(|_| msg.contains("field")).unwrap_or("").to_string();
-            ConfigError::new(key, e.to_string().trim().to_string())
-        })?;
+        Config::try_from(raw_toml(text)?)
+    }
+
+    /// Reads and parses the TOML file `path`; a relative `first_block_file` is read from the file's directory.
+    pub fn from_toml_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::new("", format!("cannot be read: {e}")))?;
+        let mut raw = raw_toml(&text)?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for c in &mut raw.cartridge {
+            if let Some(f) = c.first_block_file.as_mut().filter(|f| f.is_relative()) {
+                *f = dir.join(&*f);
+            }
+        }
         Config::try_from(raw)
     }
 
@@ -423,6 +443,9 @@ impl Config {
                     "only a cleaning cartridge can be an invalid one",
                 ));
             }
+            if let Some(b) = &c.first_block {
+                check_first_block(b, c.cleaning).map_err(|m| ConfigError::new(key("first_block"), m))?;
+            }
         }
         Ok(())
     }
@@ -442,6 +465,43 @@ struct RawCartridge {
     uses: u32,
     #[serde(default)]
     invalid_cleaner: bool,
+    first_block_hex: Option<String>,
+    first_block_file: Option<PathBuf>,
+    #[serde(default)]
+    label_unreadable: bool,
+}
+
+/// Why a first block cannot be a cartridge's.
+fn check_first_block(b: &[u8], cleaning: bool) -> Result<(), String> {
+    if cleaning {
+        Err("a cleaning cartridge holds no data".into())
+    } else if b.is_empty() {
+        Err("a tape block holds at least one byte".into())
+    } else if b.len() > MAX_FIRST_BLOCK {
+        Err(format!("{} bytes: a block holds at most {MAX_FIRST_BLOCK}", b.len()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Bytes from hex digits; ASCII whitespace between them is ignored (long blocks can be written over several lines).
+fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!("{} hex digits: an odd number", digits.len()));
+    }
+    let value = |d: u8| char::from(d).to_digit(16).ok_or_else(|| format!("{:?} is not a hex digit", char::from(d)));
+    digits.chunks(2).map(|p| Ok(u8::try_from(value(p[0])? * 16 + value(p[1])?).unwrap_or(u8::MAX))).collect()
+}
+
+/// The TOML text as it is written, before the checks.
+fn raw_toml(text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let msg = e.message().to_string();
+        // serde's messages name unknown/missing fields; add the line for the rest.
+        let key = msg.split('`').nth(1).filter(|_| msg.contains("field")).unwrap_or("").to_string();
+        ConfigError::new(key, e.to_string().trim().to_string())
+    })
 }
 
 #[derive(Deserialize)]
@@ -592,6 +652,29 @@ impl TryFrom<RawConfig> for Config {
             }
             cart.uses = rc.uses;
             cart.invalid_cleaner = rc.invalid_cleaner;
+            cart.label_unreadable = rc.label_unreadable;
+            let key = |f: &str| format!("cartridge[{i}].{f}");
+            cart.first_block = match (rc.first_block_hex, rc.first_block_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        key("first_block_file"),
+                        "give first_block_hex or first_block_file, not both",
+                    ))
+                }
+                (Some(h), None) => {
+                    let b = parse_hex(&h).map_err(|m| ConfigError::new(key("first_block_hex"), m))?;
+                    check_first_block(&b, cart.cleaning).map_err(|m| ConfigError::new(key("first_block_hex"), m))?;
+                    Some(b)
+                }
+                (None, Some(f)) => {
+                    let b = std::fs::read(&f)
+                        .map_err(|e| ConfigError::new(key("first_block_file"), format!("{}: {e}", f.display())))?;
+                    check_first_block(&b, cart.cleaning)
+                        .map_err(|m| ConfigError::new(key("first_block_file"), format!("{}: {m}", f.display())))?;
+                    Some(b)
+                }
+                (None, None) => None,
+            };
             c.cartridges.push(cart);
         }
         for (i, fc) in r.fault.iter().enumerate() {
@@ -748,6 +831,62 @@ kind = "door_open"
         // A fault the target refuses at start is a configuration error.
         let c = Config::from_toml("[[fault]]\nkind = \"tapealert\"\ndrive = 9\nflag = 3").unwrap();
         assert_eq!(crate::Target::new(c).unwrap_err().key, "fault");
+    }
+
+    #[test]
+    fn toml_first_block_hex_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let vol1 = dir.path().join("vol1.bin");
+        std::fs::write(&vol1, b"VOL1ABC123").unwrap();
+        let text = format!(
+            "[[cartridge]]\nbarcode = \"HEX001L6\"\nslot = 1\nfirst_block_hex = \"\"\"\n56 4f 4C 31\n0a ff\"\"\"\n\
+             [[cartridge]]\nbarcode = \"FIL001L6\"\nslot = 2\nfirst_block_file = {:?}\n\
+             [[cartridge]]\nbarcode = \"BLK001L6\"\nslot = 3\n",
+            vol1.display().to_string()
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.cartridges[0].first_block.as_deref(), Some(&b"VOL1\n\xff"[..]));
+        assert_eq!(c.cartridges[1].first_block.as_deref(), Some(&b"VOL1ABC123"[..]));
+        assert_eq!(c.cartridges[2].first_block, None, "a blank tape");
+        assert_eq!(Cartridge::new("X", Location::Slot(1)).first_block, None);
+        // From a file: a relative first_block_file is the config file's neighbour.
+        let toml = dir.path().join("lib.toml");
+        std::fs::write(&toml, "[[cartridge]]\nbarcode = \"REL001L6\"\nslot = 4\nfirst_block_file = \"vol1.bin\"\n")
+            .unwrap();
+        let c = Config::from_toml_file(&toml).unwrap();
+        assert_eq!(c.cartridges[0].first_block.as_deref(), Some(&b"VOL1ABC123"[..]));
+        let e = Config::from_toml_file(&dir.path().join("absent.toml")).unwrap_err();
+        assert!(e.message.starts_with("cannot be read"), "{e}");
+        // It reaches the drives: the block is the cartridge's in the target.
+        let t = crate::Target::new(c).unwrap();
+        let m = t.elements[crate::ElementType::Storage.index()][3].medium.as_ref().unwrap();
+        assert_eq!(m.first_block.as_deref(), Some(&b"VOL1ABC123"[..]));
+    }
+
+    #[test]
+    fn toml_first_block_errors_name_the_key() {
+        let cart = |extra: &str| format!("[[cartridge]]\nbarcode = \"ABC001L6\"\nslot = 1\n{extra}");
+        for (extra, key, words) in [
+            ("first_block_hex = \"abc\"", "cartridge[0].first_block_hex", "odd"),
+            ("first_block_hex = \"0g\"", "cartridge[0].first_block_hex", "not a hex digit"),
+            ("first_block_hex = \" \"", "cartridge[0].first_block_hex", "at least one byte"),
+            ("first_block_hex = \"00\"\ncleaning = true", "cartridge[0].first_block_hex", "cleaning"),
+            ("first_block_file = \"/nonexistent/vlib/vol1.bin\"", "cartridge[0].first_block_file", "/nonexistent"),
+            ("first_block_hex = \"00\"\nfirst_block_file = \"x\"", "cartridge[0].first_block_file", "not both"),
+            ("first_block = \"00\"", "first_block", "unknown field"),
+        ] {
+            let e = Config::from_toml(&cart(extra)).unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e}");
+            assert!(e.to_string().contains(words), "{extra}: {e}");
+        }
+        // Built in code: the same checks, by Config::validate.
+        let mut c = Config::default_library();
+        c.cartridges[3].first_block = Some(vec![0; MAX_FIRST_BLOCK + 1]);
+        assert_eq!(c.validate().unwrap_err().key, "cartridge[3].first_block");
+        c.cartridges[3].first_block = Some(vec![0; MAX_FIRST_BLOCK]);
+        c.validate().unwrap();
+        c.cartridges[16].first_block = Some(vec![1]);
+        assert_eq!(crate::Target::new(c).unwrap_err().key, "cartridge[16].first_block");
     }
 
     #[test]

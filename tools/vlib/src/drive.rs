@@ -1,12 +1,13 @@
-//! The SSC tape drives: TEST UNIT READY, INQUIRY, LOAD UNLOAD, REWIND, READ POSITION, MODE SENSE,
-//! LOG SENSE (TapeAlert), PREVENT ALLOW, REQUEST SENSE.
+//! The SSC tape drives: TEST UNIT READY, INQUIRY, LOAD UNLOAD, REWIND, READ(6) of a cartridge's first block,
+//! READ POSITION, MODE SENSE, LOG SENSE (TapeAlert), PREVENT ALLOW, REQUEST SENSE.
 
 use crate::cdb::{mode_data, mode_request};
 use crate::changer::REVISION;
 use crate::config::Cartridge;
 use crate::sense::{self, Sense};
 use crate::{
-    be, inquiry, request_sense, std_inquiry, DevState, DriveStatus, ElementType, Medium, Outcome, Request, Target,
+    be, inquiry, request_sense, std_inquiry, DataCheck, DevState, DriveStatus, ElementType, Medium, Outcome, Request,
+    Target,
 };
 
 /// Drive INQUIRY vendor identification.
@@ -19,6 +20,13 @@ pub const TAPEALERT_CLEAN_NOW: u16 = 0x14;
 pub const TAPEALERT_EXPIRED_CLEANER: u16 = 0x16;
 /// TapeAlert flag "invalid cleaning tape": a cleaning cartridge the drive does not accept.
 pub const TAPEALERT_INVALID_CLEANER: u16 = 0x17;
+
+/// Sense key BLANK CHECK.
+pub const BLANK_CHECK: u8 = 0x08;
+/// BLANK CHECK 00/05: end-of-data detected (a READ past the last block written, or of a blank tape).
+pub const END_OF_DATA: Sense = Sense::new(BLANK_CHECK, 0x00, 0x05);
+/// NO SENSE 00/00: the condition reported with ILI (a READ of a block longer than requested).
+pub const NO_ADDITIONAL_SENSE: Sense = Sense::new(sense::NO_SENSE, 0x00, 0x00);
 
 /// Bit of TapeAlert flag `flag` (1..=64) in a flag mask.
 const fn alert_bit(flag: u16) -> u64 {
@@ -68,6 +76,10 @@ pub(crate) struct DriveState {
     pub(crate) load_alerts: u64,
     /// TapeAlert flags raised by `Fault::TapeAlert`; cleared by a LOG SENSE of page 2Eh.
     pub(crate) fault_alerts: u64,
+    /// A TapeAlert flag was raised: the next TEST UNIT READY reports RECOVERED ERROR 01/5D/00.
+    pub(crate) alert_signal: bool,
+    /// The logical block the tape is at (0: beginning of tape); back to 0 by a rewind, load, unload or a new tape.
+    pub(crate) position: u32,
 }
 
 impl DriveState {
@@ -85,6 +97,8 @@ impl DriveState {
             cleaner_stuck: false,
             load_alerts: 0,
             fault_alerts: 0,
+            alert_signal: false,
+            position: 0,
         }
     }
 
@@ -97,6 +111,7 @@ impl DriveState {
         self.present_from = 0;
         self.ready_at = 0;
         self.cleaning = None;
+        self.position = 0;
     }
 
     /// Every TapeAlert flag set now, bit n-1 for flag n.
@@ -164,6 +179,7 @@ impl Target {
         d.ejected_at = None;
         d.cleaning = None;
         d.load_alerts = 0;
+        d.position = 0;
         if m.cleaning {
             let job = if m.invalid_cleaner {
                 CleanJob { until: Some(at), outcome: CleanOutcome::Invalid }
@@ -220,11 +236,17 @@ impl Target {
         }
     }
 
-    pub(crate) fn drive_command(&mut self, i: usize, req: &Request, start: u64) -> Outcome {
+    pub(crate) fn drive_command(&mut self, i: usize, req: &Request, start: u64) -> (Outcome, DataCheck) {
         let cdb = &req.cdb[..];
         let cmd = self.config.scaled(self.config.timing.command_ms);
         let r = match cdb[0] {
-            0x00 => self.drive_ready(i, start).map(|()| Vec::new()),
+            0x00 => self.drive_ready(i, start).and_then(|()| {
+                if std::mem::take(&mut self.drives[i].alert_signal) {
+                    Err(sense::TAPEALERT_SIGNAL)
+                } else {
+                    Ok(Vec::new())
+                }
+            }),
             0x03 => {
                 let s = self.drives[i].dev.pending_ua.take().or_else(|| self.drive_ready(i, start).err());
                 Ok(request_sense(cdb, s))
@@ -233,8 +255,12 @@ impl Target {
                 let product = self.config.drive_products.get(i).map_or(PRODUCT, String::as_str);
                 inquiry(cdb, std_inquiry(0x01, true, VENDOR, product, REVISION), &self.drives[i].serial, VENDOR)
             }
-            0x1b if self.config.drive_load_unload => return self.load_unload(i, cdb, start),
-            0x01 => self.drive_ready(i, start).map(|()| Vec::new()),
+            0x1b if self.config.drive_load_unload => return (self.load_unload(i, cdb, start), None),
+            0x01 => self.drive_ready(i, start).map(|()| {
+                self.drives[i].position = 0;
+                Vec::new()
+            }),
+            0x08 => return self.read6(i, cdb, start, cmd),
             0x34 => self.read_position(i, cdb, start),
             0x1a | 0x5a => self.drive_mode_sense(i, cdb, start),
             0x4d => self.log_sense(i, cdb),
@@ -248,7 +274,44 @@ impl Target {
             }
             _ => Err(sense::INVALID_OPCODE),
         };
-        Outcome { result: r, cost: cmd }
+        (Outcome { result: r, cost: cmd }, None)
+    }
+
+    /// READ(6) in variable-block mode (FIXED = 0; transfer length in bytes 2-4): at the beginning of a tape with a
+    /// first block, that block (its first `length` bytes; a longer block also reports ILI with INFORMATION =
+    /// `length` minus the block's length, as SSC has it); a shorter block is a short transfer with GOOD status.
+    /// After the first block, or on a blank tape: BLANK CHECK 00/05, INFORMATION = `length`. A length of 0
+    /// transfers nothing and does not move the tape. FIXED = 1: 05/24/00.
+    fn read6(&mut self, i: usize, cdb: &[u8], start: u64, cost: u64) -> (Outcome, DataCheck) {
+        let err = |s| (Outcome::err(s, cost), None);
+        if cdb.len() < 6 {
+            return err(Sense::invalid_field(0, None));
+        }
+        if cdb[1] & 0x01 != 0 {
+            return err(Sense::invalid_field(1, Some(0)));
+        }
+        if let Err(s) = self.drive_ready(i, start) {
+            return err(s);
+        }
+        let length = be(&cdb[2..5]);
+        if length == 0 {
+            return (Outcome::ok(Vec::new(), cost), None);
+        }
+        let descriptor = self.config.descriptor_sense;
+        let block =
+            self.drive_medium(i).and_then(|m| m.first_block.as_deref()).filter(|_| self.drives[i].position == 0);
+        let Some(block) = block else {
+            let info = i64::from(length);
+            return (Outcome::ok(Vec::new(), cost), Some(sense_with_information(END_OF_DATA, info, false, descriptor)));
+        };
+        let wanted = usize::try_from(length).unwrap_or(usize::MAX);
+        let data = block[..block.len().min(wanted)].to_vec();
+        let ili = (block.len() > wanted).then(|| {
+            let info = i64::from(length) - i64::try_from(block.len()).unwrap_or(i64::MAX);
+            sense_with_information(NO_ADDITIONAL_SENSE, info, true, descriptor)
+        });
+        self.drives[i].position += 1;
+        (Outcome::ok(data, cost), ili)
     }
 
     fn load_unload(&mut self, i: usize, cdb: &[u8], start: u64) -> Outcome {
@@ -303,6 +366,8 @@ impl Target {
                 e
             }
         };
+        // A load positions the tape at its beginning; an unload rewinds it first.
+        d.position = 0;
         let cost = if immed { cmd } else { (done - start).max(cmd) };
         Outcome::ok(Vec::new(), cost)
     }
@@ -315,8 +380,14 @@ impl Target {
             return Err(Sense::invalid_field(1, Some(4)));
         }
         self.drive_ready(i, start)?;
+        let position = self.drives[i].position;
         let mut d = vec![0u8; 20];
-        d[0] = 0x80; // BOP: the emulated tape never moves
+        if position == 0 {
+            d[0] = 0x80; // BOP
+        }
+        // First and last block location: the block the tape is at (no blocks in the buffer).
+        d[4..8].copy_from_slice(&position.to_be_bytes());
+        d[8..12].copy_from_slice(&position.to_be_bytes());
         Ok(d)
     }
 
@@ -366,6 +437,29 @@ impl Target {
         d.truncate(alloc);
         Ok(d)
     }
+}
+
+/// Sense data for `s` with the INFORMATION field valid (`information`, two's complement when negative) and
+/// optionally ILI: fixed format sets VALID (byte 0 bit 7), ILI (byte 2 bit 5) and bytes 3-6; descriptor format
+/// appends an information descriptor (00h) and, with ILI, a stream commands descriptor (04h) (SPC-4 4.5, SSC-4).
+fn sense_with_information(s: Sense, information: i64, ili: bool, descriptor: bool) -> Vec<u8> {
+    let mut b = s.encode(descriptor);
+    if descriptor {
+        b.extend_from_slice(&[0x00, 0x0a, 0x80, 0x00]);
+        b.extend_from_slice(&information.to_be_bytes());
+        if ili {
+            b.extend_from_slice(&[0x04, 0x02, 0x00, 0x20]);
+        }
+        b[7] = u8::try_from(b.len() - 8).unwrap_or(u8::MAX);
+    } else {
+        b[0] |= 0x80;
+        if ili {
+            b[2] |= 0x20;
+        }
+        // The fixed format holds the low 4 bytes (the READ(6) lengths that reach here fit in 24 bits).
+        b[3..7].copy_from_slice(&information.to_be_bytes()[4..8]);
+    }
+    b
 }
 
 #[cfg(test)]
@@ -736,9 +830,11 @@ mod tests {
         // Read-clear, except flag 20 which waits for a cleaning.
         assert_eq!(alerts(&mut t, 1), vec![20]);
         assert_eq!(t.snapshot().drives[1].tapealert, 1 << 19);
-        // Command results do not change for flags.
+        // The drive signals the raised flags once (informational exceptions): its next TEST UNIT READY answers
+        // RECOVERED ERROR 5D/00, the following ones GOOD; other commands are not changed.
         assert!(mv(&mut t, 1000, 501).is_good());
         t.advance(t.now() + 20_000);
+        assert_eq!(drv(&mut t, 1, &cdb::test_unit_ready()).sense_code(), (1, 0x5d, 0));
         assert!(drv(&mut t, 1, &cdb::test_unit_ready()).is_good());
         assert!(mv(&mut t, 501, 1000).is_good());
         assert!(mv(&mut t, 1019, 501).is_good());
@@ -751,6 +847,207 @@ mod tests {
         let r = t.execute(Device::Drive(1), &cdb::log_sense(0x2e, 8), Direction::FromDevice(8));
         assert_eq!(r.data.len(), 8);
         assert_eq!(t.snapshot().drives[1].tapealert, 0);
+    }
+
+    /// READ(6), variable-block mode unless `fixed`, of `length` bytes.
+    fn read6(length: u32, fixed: bool) -> Vec<u8> {
+        let l = length.to_be_bytes();
+        vec![0x08, u8::from(fixed), l[1], l[2], l[3], 0]
+    }
+
+    /// READ(6) of `length` bytes into a buffer of `length` bytes.
+    fn read(t: &mut Target, i: usize, length: u32) -> Response {
+        t.execute(Device::Drive(i), &read6(length, false), Direction::FromDevice(length))
+    }
+
+    /// A recognisable block of `n` bytes.
+    fn block(n: usize) -> Vec<u8> {
+        (0..n).map(|k| u8::try_from(k % 251).unwrap()).collect()
+    }
+
+    /// The default library with `first_block` on a data cartridge in slot 17 (address 1016), which is then put in
+    /// drive 0 and left to thread.
+    fn loaded_with(first_block: Option<Vec<u8>>) -> Target {
+        let mut cfg = Config::default_library();
+        cfg.cartridges.push(Cartridge { first_block, ..Cartridge::new("DAT017L6", Location::Slot(17)) });
+        let mut t = Target::new(cfg).unwrap();
+        assert!(mv(&mut t, 1016, 500).is_good());
+        t.advance(t.now() + 20_000);
+        assert!(drv(&mut t, 0, &cdb::test_unit_ready()).is_good());
+        t
+    }
+
+    /// (BOP, first block location) from READ POSITION.
+    fn position(t: &mut Target, i: usize) -> (bool, u32) {
+        let r = drv(t, i, &cdb::read_position());
+        assert!(r.is_good(), "{r:?}");
+        assert_eq!(r.data[4..8], r.data[8..12], "first and last block location");
+        (r.data[0] & 0x80 != 0, u32::from_be_bytes(r.data[4..8].try_into().unwrap()))
+    }
+
+    /// Fixed-format sense: VALID, ILI and the INFORMATION field.
+    fn info(r: &Response) -> (bool, bool, i32) {
+        assert_eq!(r.sense[0] & 0x7f, 0x70);
+        (r.sense[0] & 0x80 != 0, r.sense[2] & 0x20 != 0, i32::from_be_bytes(r.sense[3..7].try_into().unwrap()))
+    }
+
+    #[test]
+    fn read_returns_the_first_block_then_end_of_data() {
+        let mut t = loaded_with(Some(block(512)));
+        assert_eq!(position(&mut t, 0), (true, 0));
+        let r = read(&mut t, 0, 512);
+        assert!(r.is_good(), "{r:?}");
+        assert_eq!((r.data, r.resid), (block(512), 0));
+        assert_eq!(t.snapshot().drives[0].position, 1);
+        assert_eq!(position(&mut t, 0), (false, 1));
+        // The next READ meets end of data: BLANK CHECK 00/05, INFORMATION = the requested length, nothing read.
+        let checks = t.snapshot().counters.check_conditions;
+        let r = read(&mut t, 0, 512);
+        assert_eq!((r.status, r.sense_code()), (2, (0x08, 0x00, 0x05)));
+        assert_eq!(info(&r), (true, false, 512));
+        assert_eq!((r.data.len(), r.resid), (0, 512));
+        assert_eq!(t.snapshot().counters.check_conditions, checks + 1);
+        assert_eq!(position(&mut t, 0), (false, 1), "end of data does not move the tape");
+        // REWIND goes back to the beginning, where the block is read again.
+        assert!(drv(&mut t, 0, &cdb::rewind()).is_good());
+        assert_eq!(position(&mut t, 0), (true, 0));
+        assert_eq!(read(&mut t, 0, 512).data, block(512));
+        // A transfer length of 0 reads nothing and does not move the tape.
+        assert!(drv(&mut t, 0, &cdb::rewind()).is_good());
+        let r = read(&mut t, 0, 0);
+        assert!(r.is_good() && r.data.is_empty());
+        assert_eq!(position(&mut t, 0), (true, 0));
+    }
+
+    #[test]
+    fn read_of_a_longer_block_reports_ili_with_the_data() {
+        let mut t = loaded_with(Some(block(64_512)));
+        let r = read(&mut t, 0, 80);
+        // CHECK CONDITION, NO SENSE 00/00, ILI, INFORMATION = 80 - 64512 (negative), and the first 80 bytes.
+        assert_eq!((r.status, r.sense_code()), (2, (0, 0, 0)));
+        assert_eq!(info(&r), (true, true, 80 - 64_512));
+        assert_eq!(&r.sense[3..7], &(80i32 - 64_512).to_be_bytes());
+        assert_eq!((r.data, r.resid), (block(80), 0));
+        assert_eq!(t.snapshot().counters.check_conditions, 1);
+        // The tape is past the block.
+        assert_eq!(position(&mut t, 0), (false, 1));
+        assert_eq!(read(&mut t, 0, 80).sense_code(), (0x08, 0x00, 0x05));
+        // A buffer smaller than the transfer length gets what fits.
+        assert!(drv(&mut t, 0, &cdb::rewind()).is_good());
+        let r = t.execute(Device::Drive(0), &read6(1000, false), Direction::FromDevice(100));
+        assert_eq!((r.status, info(&r)), (2, (true, true, 1000 - 64_512)));
+        assert_eq!((r.data, r.resid), (block(100), 0));
+    }
+
+    #[test]
+    fn read_sense_in_descriptor_format() {
+        let mut cfg = Config::default_library();
+        cfg.descriptor_sense = true;
+        cfg.cartridges.push(Cartridge { first_block: Some(block(300)), ..Cartridge::new("DAT", Location::Drive(1)) });
+        let mut t = Target::new(cfg).unwrap();
+        let r = read(&mut t, 1, 256);
+        assert_eq!(r.data, block(256));
+        // Information descriptor (00h, VALID, 8 bytes two's complement) and stream commands descriptor (04h, ILI).
+        let mut expected = vec![0x72, 0x00, 0x00, 0x00, 0, 0, 0, 16, 0x00, 0x0a, 0x80, 0x00];
+        expected.extend_from_slice(&(-44i64).to_be_bytes());
+        expected.extend_from_slice(&[0x04, 0x02, 0x00, 0x20]);
+        assert_eq!(r.sense, expected);
+        let r = read(&mut t, 1, 256);
+        let mut expected = vec![0x72, 0x08, 0x00, 0x05, 0, 0, 0, 12, 0x00, 0x0a, 0x80, 0x00];
+        expected.extend_from_slice(&256i64.to_be_bytes());
+        assert_eq!(r.sense, expected);
+        assert_eq!(r.sense_code(), (0x08, 0x00, 0x05));
+    }
+
+    #[test]
+    fn read_of_a_shorter_block_is_a_short_transfer() {
+        let mut t = loaded_with(Some(block(80)));
+        let r = read(&mut t, 0, 262_144);
+        assert!(r.is_good(), "{r:?}");
+        assert!(r.sense.is_empty());
+        assert_eq!((r.data, r.resid), (block(80), 262_144 - 80));
+        assert_eq!(position(&mut t, 0), (false, 1));
+    }
+
+    #[test]
+    fn blank_tape_is_end_of_data_at_the_beginning() {
+        let mut t = loaded_with(None);
+        let r = read(&mut t, 0, 65_536);
+        assert_eq!((r.status, r.sense_code()), (2, (0x08, 0x00, 0x05)));
+        assert_eq!(info(&r), (true, false, 65_536));
+        assert!(r.data.is_empty());
+        assert_eq!(position(&mut t, 0), (true, 0));
+        // The default library's cartridges are blank too.
+        let mut t = lib();
+        assert!(mv(&mut t, 1000, 501).is_good());
+        t.advance(t.now() + 20_000);
+        assert_eq!(read(&mut t, 1, 1024).sense_code(), (0x08, 0x00, 0x05));
+    }
+
+    #[test]
+    fn read_with_fixed_set_is_an_invalid_field() {
+        let mut t = loaded_with(Some(block(10)));
+        let r = t.execute(Device::Drive(0), &read6(1, true), Direction::FromDevice(512));
+        assert_eq!(r.sense_code(), (0x05, 0x24, 0x00));
+        assert_eq!(r.sense().unwrap().field, Some(crate::sense::FieldPointer { in_cdb: true, byte: 1, bit: Some(0) }));
+        assert!(r.data.is_empty());
+        assert_eq!(position(&mut t, 0), (true, 0), "nothing read");
+        assert_eq!(drv(&mut t, 0, &[0x08, 0, 0, 1]).sense_code(), (0x05, 0x24, 0x00), "a CDB too short");
+    }
+
+    #[test]
+    fn read_not_ready_as_test_unit_ready() {
+        let mut cfg = Config::default_library();
+        cfg.cartridges
+            .push(Cartridge { first_block: Some(block(10)), ..Cartridge::new("DAT017L6", Location::Slot(17)) });
+        let mut t = Target::new(cfg).unwrap();
+        let same = |t: &mut Target, i: usize| {
+            let tur = drv(t, i, &cdb::test_unit_ready()).sense_code();
+            assert_ne!(tur, (0, 0, 0));
+            assert_eq!(read(t, i, 10).sense_code(), tur);
+            tur
+        };
+        // No tape.
+        assert_eq!(same(&mut t, 0), (0x02, 0x3a, 0x00));
+        // Threading.
+        assert!(mv(&mut t, 1016, 500).is_good());
+        assert_eq!(same(&mut t, 0), (0x02, 0x04, 0x01));
+        // Unloaded (ejected, waiting for the robot).
+        t.advance(t.now() + 20_000);
+        assert!(drv(&mut t, 0, &cdb::load_unload(false, false)).is_good());
+        assert_eq!(same(&mut t, 0), (0x02, 0x3a, 0x00));
+        // A cleaning cartridge.
+        assert!(mv(&mut t, 1019, 501).is_good());
+        assert_eq!(same(&mut t, 1), (0x02, 0x30, 0x03));
+    }
+
+    #[test]
+    fn unload_load_and_moves_take_the_tape_back_to_the_beginning() {
+        let mut t = loaded_with(Some(block(64)));
+        assert_eq!(read(&mut t, 0, 64).data, block(64));
+        // LOAD of a loaded tape positions it at the beginning.
+        assert!(drv(&mut t, 0, &cdb::load_unload(true, false)).is_good());
+        assert_eq!(position(&mut t, 0), (true, 0));
+        assert_eq!(read(&mut t, 0, 64).data, block(64));
+        // Unload (rewinds), load again.
+        assert!(drv(&mut t, 0, &cdb::load_unload(false, false)).is_good());
+        assert_eq!(t.snapshot().drives[0].position, 0);
+        assert!(drv(&mut t, 0, &cdb::load_unload(true, false)).is_good());
+        assert_eq!(read(&mut t, 0, 64).data, block(64));
+        // The block travels with the cartridge: back to its slot, then into another drive.
+        assert!(mv(&mut t, 500, 1016).is_good());
+        assert_eq!(t.snapshot().drives[0].position, 0);
+        assert!(mv(&mut t, 1016, 503).is_good());
+        t.advance(t.now() + 20_000);
+        assert_eq!(position(&mut t, 3), (true, 0));
+        assert_eq!(read(&mut t, 3, 64).data, block(64));
+        // A REWIND still needs a ready tape.
+        assert_eq!(drv(&mut t, 2, &cdb::rewind()).sense_code(), (0x02, 0x3a, 0x00));
+        // Moved by hand and back: a new load.
+        assert!(mv(&mut t, 503, 1016).is_good());
+        t.move_by_hand(1016, 500).unwrap();
+        t.advance(t.now() + 20_000);
+        assert_eq!(read(&mut t, 0, 64).data, block(64));
     }
 
     #[test]

@@ -143,6 +143,10 @@ pub struct Medium {
     pub uses: u32,
     /// A cleaning cartridge the drives reject (TapeAlert 17h).
     pub invalid_cleaner: bool,
+    /// The tape's first block, what a drive READs at the beginning of the tape; None: a blank tape.
+    pub first_block: Option<Vec<u8>>,
+    /// The library cannot read its barcode label: its volume tag is reported blank.
+    pub label_unreadable: bool,
 }
 
 /// One element's state.
@@ -209,6 +213,8 @@ pub struct DriveSnapshot {
     pub prevent: bool,
     /// Device present (not disappeared).
     pub present: bool,
+    /// The logical block the tape is at: 0 at the beginning of the tape, 1 after the first block was read.
+    pub position: u32,
 }
 
 /// Counters since the target started.
@@ -282,6 +288,10 @@ pub(crate) struct Outcome {
     pub(crate) cost: u64,
 }
 
+/// Sense data for a CHECK CONDITION that comes with the command's data all the same (a READ of a block longer
+/// than requested: ILI), or for a condition [`Sense`] cannot express (INFORMATION field set), already encoded.
+pub(crate) type DataCheck = Option<Vec<u8>>;
+
 impl Outcome {
     pub(crate) fn ok(data: Vec<u8>, cost: u64) -> Outcome {
         Outcome { result: Ok(data), cost }
@@ -352,6 +362,8 @@ impl Target {
                 cleaning: c.cleaning,
                 uses: c.uses,
                 invalid_cleaner: c.invalid_cleaner,
+                first_block: c.first_block.clone(),
+                label_unreadable: c.label_unreadable,
             };
             let (ty, idx) = match c.location {
                 config::Location::Slot(s) => (ElementType::Storage, s as usize - 1),
@@ -454,7 +466,7 @@ impl Target {
         if is_move {
             start = start.max(self.robot_busy_until);
         }
-        let out = self.run(device, &request, start);
+        let (out, check) = self.run(device, &request, start);
         let done = start + out.cost;
         if let Some(d) = self.dev_mut(device) {
             d.busy_until = done;
@@ -481,6 +493,11 @@ impl Target {
                 data.truncate(alloc as usize);
                 resp.resid = alloc - sat32(data.len() as u64);
                 resp.data = data;
+                if let Some(sense) = check {
+                    self.counters.check_conditions += 1;
+                    resp.status = sense::STATUS_CHECK_CONDITION;
+                    resp.sense = sense;
+                }
             }
             Err(s) => {
                 self.counters.check_conditions += 1;
@@ -634,6 +651,9 @@ impl Target {
                 } else {
                     d.fault_alerts |= 1u64 << (flag - 1);
                 }
+                // The drive says so (informational exceptions, MRIE 4): the next TEST UNIT READY gets RECOVERED
+                // ERROR 01/5D/00.
+                d.alert_signal = true;
             }
             Fault::ImportCartridge { barcode } => {
                 if barcode.is_empty() || barcode.len() > 32 || !barcode.is_ascii() {
@@ -651,6 +671,8 @@ impl Target {
                     write_protected: false,
                     uses: 0,
                     invalid_cleaner: false,
+                    first_block: None,
+                    label_unreadable: false,
                 });
                 slot.impexp = true;
                 slot.source = None;
@@ -717,6 +739,7 @@ impl Target {
                     tapealert: d.tapealert(),
                     prevent: d.dev.prevent,
                     present: d.dev.present,
+                    position: d.position,
                 }
             })
             .collect();
@@ -734,17 +757,17 @@ impl Target {
 
     /// Runs one command at virtual time `start`: common checks (unit attention, not ready), then the
     /// device's command set.
-    fn run(&mut self, device: Device, req: &Request, start: u64) -> Outcome {
+    fn run(&mut self, device: Device, req: &Request, start: u64) -> (Outcome, DataCheck) {
         let cmd = self.config.scaled(self.config.timing.command_ms);
         let Some(&op) = req.cdb.first() else {
-            return Outcome::err(sense::INVALID_OPCODE, cmd);
+            return (Outcome::err(sense::INVALID_OPCODE, cmd), None);
         };
         self.settle_drives(start);
         let exempt = matches!(op, 0x12 | 0x03);
         let d = self.dev_mut(device).expect("present");
         if !exempt {
             if let Some(ua) = d.pending_ua.take() {
-                return Outcome::err(ua, cmd);
+                return (Outcome::err(ua, cmd), None);
             }
             if let Some(n) = d.ua_countdown.as_mut() {
                 *n -= 1;
@@ -754,11 +777,11 @@ impl Target {
                 }
             }
             if start < d.not_ready_until {
-                return Outcome::err(sense::BECOMING_READY, cmd);
+                return (Outcome::err(sense::BECOMING_READY, cmd), None);
             }
         }
         match device {
-            Device::Changer => self.changer_command(req, start),
+            Device::Changer => (self.changer_command(req, start), None),
             Device::Drive(i) => self.drive_command(i, req, start),
         }
     }

@@ -56,18 +56,13 @@ fn main() -> ExitCode {
         }
     };
     let mut config = match &args.config {
-        Some(path) => {
-            let parsed = std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|t| Config::from_toml(&t).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("vlib: {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
+        Some(path) => match Config::from_toml_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("vlib: {}: {e}", path.display());
+                return ExitCode::FAILURE;
             }
-        }
+        },
         None => Config::default_library(),
     };
     if let Some(x) = args.time_scale {

@@ -4,6 +4,8 @@
 pub const NO_SENSE: u8 = 0x00;
 /// Sense key NOT READY.
 pub const NOT_READY: u8 = 0x02;
+/// RECOVERED ERROR sense key.
+pub const RECOVERED_ERROR: u8 = 0x01;
 /// Sense key MEDIUM ERROR.
 pub const MEDIUM_ERROR: u8 = 0x03;
 /// Sense key HARDWARE ERROR.
@@ -142,6 +144,8 @@ impl Sense {
     }
 }
 
+/// RECOVERED ERROR 5D/00: failure prediction threshold exceeded (a TapeAlert flag was raised).
+pub const TAPEALERT_SIGNAL: Sense = Sense::new(RECOVERED_ERROR, 0x5d, 0x00);
 /// NOT READY 3A/00: medium not present.
 pub const MEDIUM_NOT_PRESENT: Sense = Sense::new(NOT_READY, 0x3a, 0x00);
 /// NOT READY 04/01: becoming ready.
