@@ -13,7 +13,7 @@
 //!   volume identifier is the cartridge's barcode, or spaces when it has none (LinearTapeFileSystem/ltfs
 //!   `src/libltfs/label.c` `label_make_ansi_label`, checked by `ltfs_internal.c` `ltfs_read_one_label`).
 //! - Bacula / Bareos: a block header ("BB01" 16 bytes, "BB02" 24 bytes, "BB03" 32 bytes: checksum or options,
-//!   block length, block number, id, VolSessionId, VolSessionTime, [checksum64]), a record header (BB01: 20 bytes
+//!   block length, block number, id, VolSessionId, VolSessionTime, (checksum64)), a record header (BB01: 20 bytes
 //!   with VolSessionId and VolSessionTime; later 12 bytes: FileIndex, Stream, data length) whose FileIndex is
 //!   PRE_LABEL (-1) or VOL_LABEL (-2), and the serialised volume label: id string, version, four 8-byte times,
 //!   then VolumeName, PrevVolumeName, PoolName, PoolType, MediaType, HostName, LabelProg, ProgVersion, ProgDate,
