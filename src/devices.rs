@@ -1391,6 +1391,7 @@ mod tests {
             accessible: true,
             impexp: false,
             cleaning: false,
+            tag_printed: 0,
             identifier: id.map(str::to_owned),
             device: None,
         }

@@ -288,6 +288,10 @@ pub struct ElementRecord {
     /// For drives: how many mounts it served.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub mounts: u64,
+    /// How many characters of its volume tag field mtx prints (the barcode and the blanks after it; 0: none), so
+    /// that `rsm mtx status` prints tags as wide as this library reports them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tag_printed: u8,
     /// Disabled by an administrator (DisableObject): a disabled drive is never chosen for a mount.
     #[serde(default, skip_serializing_if = "is_false")]
     pub disabled: bool,

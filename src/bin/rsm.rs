@@ -241,6 +241,9 @@ enum Command {
     Door {
         /// Library id or name (default: the only library)
         library: Option<String>,
+        /// Once the door is closed, have the robot check every element (INITIALIZE ELEMENT STATUS) before reading
+        #[arg(long)]
+        full: bool,
     },
     /// Clean a drive with a cleaning cartridge of its library (waits until it is clean)
     Clean {
@@ -1294,9 +1297,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             session.wait_operator(&id, timeout.map(Duration::from_secs))?;
             done_line(json, "satisfied", &id)?;
         }
-        Command::Door { library } => {
+        Command::Door { library, full } => {
             let lib = one_library(&session, library.as_deref())?;
-            let request = session.access_door(&lib.id)?;
+            let mode = if full { InventoryMode::Full } else { InventoryMode::Fast };
+            let request = session.access_door(&lib.id, mode)?;
             if json {
                 print_json(&json!({ "unlocked": lib.name, "request": request }))?;
             } else {

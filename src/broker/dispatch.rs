@@ -280,7 +280,9 @@ impl Broker {
             }
             Method::EjectMedia { session, media, error_if_full } => self.eject(&session, peer, &media, error_if_full),
             Method::CleanDrive { session, drive } => self.clean_drive(&session, peer, &drive),
-            Method::AccessLibraryDoor { session, library } => self.access_door(&session, peer, &library),
+            Method::AccessLibraryDoor { session, library, inventory } => {
+                self.access_door(&session, peer, &library, inventory)
+            }
             Method::SubmitOperatorRequest { session, kind, text, object } => {
                 answer_now(self.submit_operator(&session, kind, &text, object.as_deref()), self)
             }

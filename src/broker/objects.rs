@@ -396,6 +396,7 @@ impl View<'_> {
                         last_cleaned: d.care.last_cleaned,
                         tape_alerts: (d.care.alerts != 0).then(|| TapeAlerts(d.care.alerts).flags()),
                         cleanings: (d.care.cleanings != 0).then_some(d.care.cleanings),
+                        volume_tag_width: (e.tag_printed != 0).then_some(u32::from(e.tag_printed)),
                     }),
                 )
             }
@@ -412,6 +413,7 @@ impl View<'_> {
                     barcode,
                     import_enabled: true,
                     export_enabled: true,
+                    volume_tag_width: (e.tag_printed != 0).then_some(u32::from(e.tag_printed)),
                 }),
             ),
             _ => info(
@@ -425,6 +427,7 @@ impl View<'_> {
                     full: e.media.is_some(),
                     media,
                     cleaner_slot: m.is_some_and(|m| m.kind == MediaKind::Cleaning),
+                    volume_tag_width: (e.tag_printed != 0).then_some(u32::from(e.tag_printed)),
                     barcode,
                 }),
             ),

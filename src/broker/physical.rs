@@ -13,6 +13,7 @@ use super::session::Peer;
 use super::Broker;
 use crate::changer::MoveError;
 use crate::model::{ElementKind, LibraryState, RequestId, RequestKind, RequestStatus};
+use crate::proto::types::InventoryMode;
 use crate::proto::types::NotificationOperation;
 use crate::proto::{NtmsError, ObjectType, WireError};
 
@@ -480,7 +481,13 @@ impl Broker {
     /// `AccessLibraryDoor`: the door is unlocked for the operator and robot work waits until it has been opened and
     /// closed (the library is read again then) or nobody opened it in time. The reply comes once it is unlocked;
     /// the request completes when the door access ends.
-    pub fn access_door(&mut self, session: &str, peer: Peer, library: &str) -> Answer {
+    pub fn access_door(&mut self, session: &str, peer: Peer, library: &str, mode: InventoryMode) -> Answer {
+        if mode == InventoryMode::Omid {
+            return err(NtmsError::InvalidParameter {
+                message: "after the door, the library is read fast or full; a label inventory is asked for apart"
+                    .into(),
+            });
+        }
         let Some(id) =
             library.parse().ok().filter(|g| self.inventory.as_ref().is_some_and(|i| i.library(*g).is_some()))
         else {
@@ -504,7 +511,7 @@ impl Broker {
             super::requests::NewRequest { detached: true, ..self.new_request(RequestKind::Door, Some(id), session) };
         let key = self.requests.add(new, self.now_unix());
         self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
-        if let Err(e) = self.libs[li].library.request_door_access() {
+        if let Err(e) = self.libs[li].library.request_door_access(mode == InventoryMode::Full) {
             let e = move_error("unlocking the door", &e);
             self.requests.finish(key, RequestStatus::Failed, Some(e.to_string()), self.now_unix());
             return err(e);

@@ -1117,7 +1117,11 @@ fn robot_work_waits_while_the_door_is_unlocked() {
     let mut s = Sim::new();
     let a = s.open(ALICE, "Bacula");
     let lib = s.broker.libs[0].id.unwrap().to_string();
-    let door = |a: &str| Method::AccessLibraryDoor { session: a.into(), library: lib.clone() };
+    let door = |a: &str| Method::AccessLibraryDoor {
+        session: a.into(),
+        library: lib.clone(),
+        inventory: InventoryMode::Default,
+    };
     let opcodes_before = s.opcodes.len();
     let r = s.call_and_wait(ALICE, door(&a)).unwrap();
     let door_request = s.broker.requests.find(r["request"].as_str().unwrap()).unwrap();
@@ -1188,7 +1192,10 @@ fn physical_methods_need_the_control_right() {
     };
     let d0 = drive_id(&s, 0);
     denied(&mut s, Method::CleanDrive { session: a.clone(), drive: d0 });
-    denied(&mut s, Method::AccessLibraryDoor { session: a.clone(), library: lib.clone() });
+    denied(
+        &mut s,
+        Method::AccessLibraryDoor { session: a.clone(), library: lib.clone(), inventory: InventoryMode::Full },
+    );
     denied(&mut s, eject(&a, "ABC001L6"));
     denied(&mut s, Method::InjectMedia { session: a.clone(), library: lib });
     let n = s.call(
@@ -1366,4 +1373,23 @@ fn a_tapealert_signal_on_a_command_reads_the_flags() {
     let op = s.broker.operators.active().find(|r| r.kind == OperatorKind::DeviceService).expect("device service");
     assert_eq!(op.object.as_deref(), Some(d0.as_str()));
     assert!(op.text.contains("30 (hardware A)"), "{}", op.text);
+}
+
+/// Issue 13: a door access that asks for a full inventory has the robot check every element (INITIALIZE ELEMENT
+/// STATUS) once the door is closed, before robot work resumes.
+#[test]
+fn the_door_closed_runs_the_chosen_inventory() {
+    let mut s = Sim::new();
+    let a = s.open(ALICE, "Bacula");
+    let lib = s.broker.libs[0].id.unwrap().to_string();
+    let full = Method::AccessLibraryDoor { session: a.clone(), library: lib, inventory: InventoryMode::Full };
+    let r = s.call_and_wait(ALICE, full).unwrap();
+    let key = s.broker.requests.find(r["request"].as_str().unwrap()).unwrap();
+    s.opcodes.clear();
+    s.target.inject(vlib::Fault::DoorClosed);
+    s.drive_bounded(100_000, |s| !s.broker.requests.is_open(key));
+    let init = s.opcodes.iter().position(|&o| o == 0x07).expect("INITIALIZE ELEMENT STATUS");
+    let scan = s.opcodes.iter().rposition(|&o| o == 0xB8).expect("READ ELEMENT STATUS");
+    assert!(init < scan, "{:02x?}", s.opcodes);
+    assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Complete);
 }

@@ -166,6 +166,8 @@ pub struct Element {
     pub impexp: bool,
     /// The library reports the cartridge a cleaning cartridge (descriptor MEDIUM TYPE 2).
     pub cleaning: bool,
+    /// How many characters of its volume tag field mtx prints (0: none): the barcode and the blanks after it.
+    pub tag_printed: u8,
     /// Data transfer elements: the drive serial from DVCID.
     pub identifier: Option<String>,
     /// Data transfer elements: the index of the drive device mapped to it.
@@ -420,6 +422,8 @@ pub struct Machine {
     heartbeat_at: Option<Millis>,
     /// The operator door.
     door: Door,
+    /// When the door closes, the re-read is a full inventory (INITIALIZE ELEMENT STATUS first).
+    door_full: bool,
     now: Millis,
 }
 
@@ -454,6 +458,7 @@ impl Machine {
             not_ready: None,
             heartbeat_at: None,
             door: Door::Closed,
+            door_full: false,
             now,
         };
         lib.start_probe();
@@ -941,10 +946,11 @@ impl Machine {
     /// `AccessLibraryDoor`: unlocks the door for the operator (PREVENT ALLOW MEDIUM REMOVAL, allow) and holds
     /// robot work until the door has been opened and closed (the library is read again then), or nobody opened it
     /// within [`DOOR_TIMEOUT_MS`]. Reported by [`Event::DoorUnlocked`] and [`Event::DoorClosed`].
-    pub fn request_door_access(&mut self) -> Result<(), MoveError> {
+    pub fn request_door_access(&mut self, full: bool) -> Result<(), MoveError> {
         if self.phase == Phase::Offline {
             return Err(MoveError::Offline);
         }
+        self.door_full |= full;
         if self.door == Door::Closed {
             self.door = Door::Unlocking;
             let command = cdb::prevent_allow_medium_removal(false).into_command(self.options.probe_timeout);
@@ -972,6 +978,7 @@ impl Machine {
 
     fn door_closed(&mut self, opened: bool) {
         self.door = Door::Closed;
+        self.door_full = false;
         self.events.push_back(Event::DoorClosed { opened });
         self.schedule_heartbeat();
     }
@@ -1062,9 +1069,11 @@ impl Machine {
             // A drive's unit attention (a tape loaded, a drive reset) says nothing about the changer's elements.
             if device == DeviceRef::Changer {
                 self.rescan = Some(self.rescan.unwrap_or(false) || reprobe);
-                // The door was closed (06/28: not ready to ready): robot work resumes after the re-read.
+                // The door was closed (06/28: not ready to ready): robot work resumes after the re-read (a full
+                // one when the door access asked for it).
                 if let Door::Unlocked { opened, .. } = self.door {
                     self.door = Door::Closing { opened };
+                    self.initialize |= std::mem::take(&mut self.door_full);
                 }
             }
         }
@@ -1386,6 +1395,7 @@ impl Machine {
             self.door = Door::Unlocked { until, opened: true };
         } else if opened && r.status == 0 {
             self.door = Door::Closing { opened };
+            self.initialize |= std::mem::take(&mut self.door_full);
             self.request_full_rescan();
         }
     }
@@ -1453,6 +1463,7 @@ impl Machine {
                 accessible: d.access,
                 impexp: d.impexp,
                 cleaning: d.full && d.medium_type == 2,
+                tag_printed: d.primary_tag_printed,
                 identifier: d.identifier.map(|i| i.serial()),
                 device: None,
             })
@@ -1506,7 +1517,11 @@ impl Machine {
         self.elements[si].source = None;
         self.elements[si].impexp = false;
         let dst_is_slot = self.elements[di].element_type != ElementType::DataTransfer;
+        // The volume tag's width (as mtx prints it) goes with the cartridge; the source takes the empty one's.
+        let (sw, dw) = (self.elements[si].tag_printed, self.elements[di].tag_printed);
+        self.elements[si].tag_printed = dw;
         let d = &mut self.elements[di];
+        d.tag_printed = sw;
         d.full = true;
         d.barcode = barcode;
         // A drive remembers where the cartridge came from (SVALID); a slot does not.

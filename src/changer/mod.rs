@@ -163,8 +163,8 @@ impl Library {
     }
 
     /// `AccessLibraryDoor`: see [`machine::Machine::request_door_access`].
-    pub fn request_door_access(&mut self) -> Result<(), MoveError> {
-        let r = self.machine.request_door_access();
+    pub fn request_door_access(&mut self, full: bool) -> Result<(), MoveError> {
+        let r = self.machine.request_door_access(full);
         self.pump();
         r
     }

@@ -131,6 +131,15 @@ pub fn pad_volume_tag(tag: &str) -> String {
     format!("{tag:<VOLUME_TAG_WIDTH$}")
 }
 
+/// A volume tag as mtx prints it from what the library reported: the barcode and the blanks after it, `width`
+/// characters in all (mtx prints the 36-byte field up to its first byte outside 32..=127); nothing when the
+/// library reported no printable tag for the element.
+pub fn mtx_volume_tag(barcode: Option<&str>, width: Option<u32>) -> Option<String> {
+    let width = usize::try_from(width.filter(|w| *w > 0)?).ok()?;
+    let tag = barcode.unwrap_or("");
+    Some(format!("{tag:<width$}"))
+}
+
 /// The parts of one library found among a set of objects, in mtx order.
 struct LibraryView<'a> {
     info: &'a ObjectInfo,
@@ -198,8 +207,9 @@ impl<'a> LibraryView<'a> {
 
 /// Renders every library among `objects` exactly as `mtx -f <changer> status` prints it, one block per library:
 /// drives count from 0, storage elements from 1, mail slots are numbered after the storage slots and marked
-/// `IMPORT/EXPORT`, and volume tags are padded to 32 bytes. Libraries without a barcode reader print no tags, as
-/// mtx does when the library returns none. `objects` should hold the libraries, changers, drives, slots and ports.
+/// `IMPORT/EXPORT`, and volume tags are as wide as the library reports them (mtx prints the tag field up to its
+/// first non-printable byte: `ABC001L6` and 24 blanks on tgt, 28 on libraries that pad the whole field, and no
+/// `:VolumeTag=` part for an empty element whose tag is all NULs). `objects` should hold the libraries, changers, drives, slots and ports.
 pub fn mtx_status(objects: &[ObjectInfo]) -> String {
     let mut out = String::new();
     for lib in LibraryView::all(objects) {
@@ -224,17 +234,17 @@ pub fn mtx_status(objects: &[ObjectInfo]) -> String {
                 }
                 None => out.push_str("Full (Unknown Storage Element Loaded)"),
             }
-            if let Some(tag) = d.barcode.as_deref().filter(|_| lib.details.barcode_reader) {
-                let _ = write!(out, ":VolumeTag = {}", pad_volume_tag(tag));
+            if let Some(tag) = mtx_volume_tag(d.barcode.as_deref(), d.volume_tag_width) {
+                let _ = write!(out, ":VolumeTag = {tag}");
             }
             out.push('\n');
         }
         let elements = lib
             .slots
             .iter()
-            .map(|s| (s.full, s.barcode.as_deref(), false))
-            .chain(lib.ports.iter().map(|p| (p.full, p.barcode.as_deref(), true)));
-        for (index, (full, barcode, ie)) in elements.enumerate() {
+            .map(|s| (s.full, s.barcode.as_deref(), false, s.volume_tag_width))
+            .chain(lib.ports.iter().map(|p| (p.full, p.barcode.as_deref(), true, p.volume_tag_width)));
+        for (index, (full, barcode, ie, width)) in elements.enumerate() {
             let _ = write!(
                 out,
                 "      Storage Element {}{}:{}",
@@ -242,8 +252,8 @@ pub fn mtx_status(objects: &[ObjectInfo]) -> String {
                 if ie { " IMPORT/EXPORT" } else { "" },
                 if full { "Full " } else { "Empty" }
             );
-            if lib.details.barcode_reader {
-                let _ = write!(out, ":VolumeTag={}", pad_volume_tag(barcode.unwrap_or("")));
+            if let Some(tag) = mtx_volume_tag(barcode, width) {
+                let _ = write!(out, ":VolumeTag={tag}");
             }
             out.push('\n');
         }

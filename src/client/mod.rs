@@ -682,9 +682,12 @@ impl Session {
 
     /// `AccessNtmsLibraryDoor`: unlocks the library's door for the operator; returns the request once unlocked
     /// (robot work waits until the door has been opened and closed).
-    pub fn access_door(&self, library: &str) -> Result<String, NtmsError> {
-        let reply: RequestReply =
-            self.call_as(&Method::AccessLibraryDoor { session: self.id.clone(), library: library.to_owned() })?;
+    pub fn access_door(&self, library: &str, inventory: InventoryMode) -> Result<String, NtmsError> {
+        let reply: RequestReply = self.call_as(&Method::AccessLibraryDoor {
+            session: self.id.clone(),
+            library: library.to_owned(),
+            inventory,
+        })?;
         Ok(reply.request)
     }
 

@@ -270,6 +270,7 @@ impl Inventory {
                     Box::new(info)
                 }),
                 mounts: self.elements.get(&(library, kind, e.address)).map_or(0, |old| old.mounts),
+                tag_printed: e.tag_printed,
                 disabled: self.elements.get(&(library, kind, e.address)).is_some_and(|old| old.disabled),
             };
             seen_elements.insert((kind, e.address));

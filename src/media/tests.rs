@@ -14,6 +14,7 @@ pub(super) fn el(t: ElementType, address: u16, barcode: Option<&str>) -> Element
         accessible: true,
         impexp: false,
         cleaning: false,
+        tag_printed: 0,
         identifier: None,
         device: None,
     }

@@ -169,7 +169,8 @@ type DriveDetails (
   needs_cleaning: bool,
   last_cleaned: ?int,
   tape_alerts: ?[]int,
-  cleanings: ?int
+  cleanings: ?int,
+  volume_tag_width: ?int
 )
 
 # A storage slot. number counts from 1 within its library.
@@ -180,7 +181,8 @@ type SlotDetails (
   full: bool,
   media: ?string,
   barcode: ?string,
-  cleaner_slot: bool
+  cleaner_slot: bool,
+  volume_tag_width: ?int
 )
 
 # An import/export port (mail slot), numbered after the storage slots.
@@ -192,7 +194,8 @@ type IePortDetails (
   media: ?string,
   barcode: ?string,
   import_enabled: bool,
-  export_enabled: bool
+  export_enabled: bool,
+  volume_tag_width: ?int
 )
 
 # A media type.
@@ -379,8 +382,8 @@ method EjectMedia(
 method InjectMedia(session: string, library: string) -> (request: string)
 
 # Unlock the library's door for the operator: robot work waits until it has been opened and closed (the library is
-# then read again). Replies once unlocked; the request completes when the door access ends.
-method AccessLibraryDoor(session: string, library: string) -> (request: string)
+# then read again: fast, or full with INITIALIZE ELEMENT STATUS first). Replies once unlocked; the request completes when the door access ends.
+method AccessLibraryDoor(session: string, library: string, inventory: ?InventoryMode) -> (request: string)
 
 # Clean a drive: a cleaning cartridge of the library goes in, the drive cleans and ejects it, it goes back. Replies
 # when done; queued cleanings survive a restart.

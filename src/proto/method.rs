@@ -177,13 +177,16 @@ pub enum Method {
         /// Fail at once when they do not all fit in the free mail slots.
         error_if_full: bool,
     },
-    /// `AccessLibraryDoor(session, library)` → [`super::types::RequestReply`] once the door is unlocked.
-    /// `InvalidLibrary`, `LibraryOffline`, `AccessDenied`, `Busy` (being opened already). No `more`.
+    /// `AccessLibraryDoor(session, library, inventory)` → [`super::types::RequestReply`] once the door is
+    /// unlocked; when it closes the library is read (`fast`, the default, or `full`). `InvalidLibrary`,
+    /// `LibraryOffline`, `AccessDenied`, `Busy` (being opened already). No `more`.
     AccessLibraryDoor {
         /// The session handle.
         session: String,
         /// Id of the library.
         library: String,
+        /// How to read the library once the door is closed.
+        inventory: InventoryMode,
     },
     /// `CleanDrive(session, drive)` → [`super::types::RequestReply`] once the drive is clean. `ObjectNotFound`,
     /// `AccessDenied` (no control right), `Busy` (a cleaning of it is queued), `DeviceNotAvailable` (the drive kept
@@ -600,9 +603,11 @@ impl Method {
                     media.extend(p.opt_string_array("media_list")?);
                     Method::EjectMedia { session, media, error_if_full: p.opt_bool("error_if_full")?.unwrap_or(false) }
                 }
-                "AccessLibraryDoor" => {
-                    Method::AccessLibraryDoor { session: p.string("session")?, library: p.string("library")? }
-                }
+                "AccessLibraryDoor" => Method::AccessLibraryDoor {
+                    session: p.string("session")?,
+                    library: p.string("library")?,
+                    inventory: p.opt_enum("inventory")?.unwrap_or_default(),
+                },
                 "CleanDrive" => Method::CleanDrive { session: p.string("session")?, drive: p.string("drive")? },
                 "SubmitOperatorRequest" => Method::SubmitOperatorRequest {
                     session: p.string("session")?,
@@ -848,9 +853,12 @@ impl Method {
                     put(&mut m, "error_if_full", true);
                 }
             }
-            Method::AccessLibraryDoor { session, library } => {
+            Method::AccessLibraryDoor { session, library, inventory } => {
                 put(&mut m, "session", session);
                 put(&mut m, "library", library);
+                if *inventory != InventoryMode::Default {
+                    put(&mut m, "inventory", inventory);
+                }
             }
             Method::CleanDrive { session, drive } => {
                 put(&mut m, "session", session);
@@ -995,7 +1003,7 @@ pub(crate) mod samples {
             },
             Method::WaitForOperatorRequest { session: s(), request: "1".into(), timeout_ms: Some(5) },
             Method::CleanDrive { session: s(), drive: "d".into() },
-            Method::AccessLibraryDoor { session: s(), library: "l".into() },
+            Method::AccessLibraryDoor { session: s(), library: "l".into(), inventory: InventoryMode::Full },
             Method::SatisfyOperatorRequest { session: s(), request: "1".into() },
             Method::RefuseOperatorRequest { session: s(), request: "1".into(), reason: Some("r".into()) },
             Method::CancelOperatorRequest { session: s(), request: "1".into() },

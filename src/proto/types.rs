@@ -299,6 +299,10 @@ pub struct DriveDetails {
     /// Cleanings rsmd did.
     #[serde(default)]
     pub cleanings: Option<u64>,
+    /// How many characters of the volume tag field the library reports (the barcode and the blanks after it), as
+    /// mtx prints them; absent: the library reports no tag here.
+    #[serde(default)]
+    pub volume_tag_width: Option<u32>,
 }
 
 /// A storage slot (`NTMS_STORAGESLOTINFORMATION`).
@@ -318,6 +322,10 @@ pub struct SlotDetails {
     pub barcode: Option<String>,
     /// The slot is reserved for the cleaning cartridge.
     pub cleaner_slot: bool,
+    /// How many characters of the volume tag field the library reports (the barcode and the blanks after it), as
+    /// mtx prints them; absent: the library reports no tag here.
+    #[serde(default)]
+    pub volume_tag_width: Option<u32>,
 }
 
 /// An import/export port (`NTMS_IEPORTINFORMATION`).
@@ -339,6 +347,10 @@ pub struct IePortDetails {
     pub import_enabled: bool,
     /// The port can export (EXENAB).
     pub export_enabled: bool,
+    /// How many characters of the volume tag field the library reports (the barcode and the blanks after it), as
+    /// mtx prints them; absent: the library reports no tag here.
+    #[serde(default)]
+    pub volume_tag_width: Option<u32>,
 }
 
 /// A media type (`NTMS_MEDIATYPEINFORMATION`).
@@ -893,6 +905,7 @@ pub(crate) mod samples {
                     last_cleaned: None,
                     tape_alerts: Some(vec![20]),
                     cleanings: Some(1),
+                    volume_tag_width: Some(36),
                 }),
             ),
             info(
@@ -906,6 +919,7 @@ pub(crate) mod samples {
                     media: None,
                     barcode: None,
                     cleaner_slot: false,
+                    volume_tag_width: Some(32),
                 }),
             ),
             info(
@@ -920,6 +934,7 @@ pub(crate) mod samples {
                     barcode: None,
                     import_enabled: true,
                     export_enabled: true,
+                    volume_tag_width: Some(32),
                 }),
             ),
             info(

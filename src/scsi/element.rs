@@ -83,11 +83,17 @@ impl VolumeTag {
     /// Length of a volume tag field.
     pub const LEN: usize = 36;
 
-    fn parse(r: &mut Reader<'_>) -> Result<Option<VolumeTag>, ParseError> {
-        let label = ascii(r.try_take(32, "volume tag")?);
-        r.try_skip(2, "volume tag reserved bytes")?;
-        let sequence = r.try_be16("volume sequence number")?;
-        Ok((!label.is_empty()).then_some(VolumeTag { label, sequence }))
+    /// The tag (None when its label is blank) and how many characters mtx prints of the field: the 36 bytes up to
+    /// the first one outside 32..=127 (mtx's `copy_barcode`), so trailing blanks count and a NUL ends it.
+    fn parse(r: &mut Reader<'_>) -> Result<(Option<VolumeTag>, u8), ParseError> {
+        let raw = r.try_take(32, "volume tag")?;
+        let reserved = r.try_take(2, "volume tag reserved bytes")?;
+        let seq = r.try_take(2, "volume sequence number")?;
+        let printed = raw.iter().chain(reserved).chain(seq).take_while(|&&b| (32..=127).contains(&b)).count();
+        let label = ascii(raw);
+        let sequence = u16::from_be_bytes([seq[0], seq[1]]);
+        let printed = u8::try_from(printed).unwrap_or(36);
+        Ok(((!label.is_empty()).then_some(VolumeTag { label, sequence }), printed))
     }
 }
 
@@ -149,6 +155,8 @@ pub struct ElementDescriptor {
     pub invert: bool,
     /// MEDIUM TYPE (byte 9 bits 2-0, SMC-3): 0 unspecified, 1 data, 2 cleaning, 3 diagnostic, 4 WORM.
     pub medium_type: u8,
+    /// How many characters of the primary volume tag field mtx prints (0: none, or no tag reported).
+    pub primary_tag_printed: u8,
     /// Primary volume tag (barcode), when requested and present.
     pub primary_tag: Option<VolumeTag>,
     /// Alternate volume tag.
@@ -262,7 +270,11 @@ fn parse_partial_descriptor(
     let fixed = d.try_take(DESCRIPTOR_FIXED, "element descriptor")?.to_vec();
     let mut e = parse_descriptor(&mut Reader::new(&fixed), element_type, false, false)?;
     if pvoltag {
-        let label = ascii(d.try_take(32, "volume tag")?);
+        let raw = d.try_take(32, "volume tag")?;
+        // What mtx would print of it (mtx reads the whole field; the bytes after the label did not arrive here).
+        e.primary_tag_printed =
+            u8::try_from(raw.iter().take_while(|&&b| (32..=127).contains(&b)).count()).unwrap_or(32);
+        let label = ascii(raw);
         if !label.is_empty() {
             e.primary_tag = Some(VolumeTag { label, sequence: 0 });
         }
@@ -284,8 +296,9 @@ fn parse_descriptor(
     d.try_skip(3, "bus information")?;
     let byte9 = d.try_u8("source flags")?;
     let source_address = d.try_be16("source storage element address")?;
-    let primary_tag = if pvoltag && d.remaining() >= VolumeTag::LEN { VolumeTag::parse(d)? } else { None };
-    let alternate_tag = if avoltag && d.remaining() >= VolumeTag::LEN { VolumeTag::parse(d)? } else { None };
+    let (primary_tag, primary_tag_printed) =
+        if pvoltag && d.remaining() >= VolumeTag::LEN { VolumeTag::parse(d)? } else { (None, 0) };
+    let alternate_tag = if avoltag && d.remaining() >= VolumeTag::LEN { VolumeTag::parse(d)?.0 } else { None };
     let mut identifier = None;
     if d.remaining() >= 4 {
         let code_set = d.try_u8("identifier code set")? & 0x0F;
@@ -314,6 +327,7 @@ fn parse_descriptor(
         source: (byte9 & 0x80 != 0).then_some(source_address),
         invert: byte9 & 0x40 != 0,
         medium_type: byte9 & 0x07,
+        primary_tag_printed,
         primary_tag,
         alternate_tag,
         identifier,
@@ -366,6 +380,33 @@ mod tests {
         let empty = rep.elements.iter().find(|e| e.address == 1016).unwrap();
         assert!(!empty.full && empty.barcode().is_none());
         assert_eq!(rep.elements.iter().filter(|e| e.full).count(), 17);
+        // What mtx prints of tgt's tags: 32 characters (label and blanks; the reserved bytes are NULs), on full and
+        // empty slots alike.
+        assert_eq!((slot.primary_tag_printed, empty.primary_tag_printed), (32, 32));
+    }
+
+    /// Issue 14: the width mtx prints a volume tag with follows the bytes (its `copy_barcode`: up to the first byte
+    /// outside 32..=127): a whole field of blanks prints 36, an all-NUL one nothing, a label ended by NULs its length.
+    #[test]
+    fn printed_volume_tag_width_follows_the_bytes() {
+        let descriptor = |tag: [u8; 36]| {
+            let mut d = vec![0x03, 0xE8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            d.extend_from_slice(&tag);
+            let mut page = vec![0x02, 0x80, 0, 48, 0, 0, 0, 48];
+            page.extend_from_slice(&d);
+            let mut buf = vec![0x03, 0xE8, 0, 1, 0, 0, 0, 56];
+            buf.extend_from_slice(&page);
+            ElementStatusReport::parse(&buf).unwrap().elements.remove(0)
+        };
+        let mut blanks = [b' '; 36];
+        blanks[..8].copy_from_slice(b"ABC001L6");
+        let e = descriptor(blanks);
+        assert_eq!((e.barcode(), e.primary_tag_printed), (Some("ABC001L6"), 36));
+        let e = descriptor([0; 36]);
+        assert_eq!((e.barcode(), e.primary_tag_printed), (None, 0));
+        let mut nul_padded = [0u8; 36];
+        nul_padded[..8].copy_from_slice(b"ABC001L6");
+        assert_eq!(descriptor(nul_padded).primary_tag_printed, 8);
     }
 
     #[test]

@@ -64,6 +64,7 @@ fn elements_scan_in_address_order() {
         accessible: true,
         drive: None,
         mounts: 0,
+        tag_printed: 0,
         disabled: false,
     };
     store.apply(&[Change::Element(el(300)), Change::Element(el(2)), Change::Element(el(1000))]).unwrap();
@@ -190,6 +191,7 @@ fn records_leave_out_defaults_and_read_back_the_same() {
         accessible: true,
         drive: None,
         mounts: 0,
+        tag_printed: 0,
         disabled: false,
     };
     let text = serde_json::to_string(&e).unwrap();

@@ -766,6 +766,23 @@ fn daemon_hotplug(lab: &Lab) {
         .any(|e| e.element_type == ElementType::Storage && e.barcode() == Some(barcode.as_str()));
     assert!(stored, "{barcode} is back in storage");
     println!("  eject to a mail slot and inject back through the daemon: {barcode}");
+    // Issue 14: `rsm status --mtx` is mtx's status byte for byte on the same library state (a cartridge in a
+    // drive and one in a mail slot, so that every kind of line is there).
+    s.mount(&[barcode.as_str()], None, flags, 0, Some(Duration::from_secs(120))).expect("mount for the mtx check");
+    let other = media.iter().map(|m| m.name.clone()).find(|n| !n.starts_with("CLN") && *n != barcode).unwrap();
+    s.eject(&other).expect("eject for the mtx check");
+    let mut objects = Vec::new();
+    for t in [ObjectType::Library, ObjectType::Changer, ObjectType::Drive, ObjectType::StorageSlot, ObjectType::IePort]
+    {
+        objects.extend(s.enumerate(None, t).expect("objects"));
+    }
+    let ours = rsmd::client::format::mtx_status(&objects);
+    let out = Process::new("mtx").arg("-f").arg(&lab.changer).arg("status").output().expect("run mtx");
+    let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(ours, theirs, "rsm status --mtx vs mtx status, byte for byte");
+    s.dismount(rsmd::proto::DismountTarget::Media(barcode.clone()), false).expect("dismount after the mtx check");
+    s.inject(&library).expect("inject after the mtx check");
+    println!("  rsm status --mtx equals mtx status byte for byte ({} lines)", theirs.lines().count());
     iscsiadm("--logout");
     d.wait_notify(|m| m.contains(" 1 offline"));
     assert_eq!(s.enumerate(None, ObjectType::StorageSlot).expect("stale slots").len(), slots);

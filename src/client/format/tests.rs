@@ -95,6 +95,7 @@ fn sample_library() -> Vec<ObjectInfo> {
                 media: barcode.clone(),
                 barcode,
                 cleaner_slot: n == 20,
+                volume_tag_width: Some(32),
             }),
         ));
     }
@@ -125,6 +126,7 @@ fn sample_library() -> Vec<ObjectInfo> {
                 last_cleaned: None,
                 tape_alerts: None,
                 cleanings: None,
+                volume_tag_width: Some(32),
             }),
         ));
     }
@@ -141,6 +143,7 @@ fn sample_library() -> Vec<ObjectInfo> {
                 barcode: None,
                 import_enabled: true,
                 export_enabled: true,
+                volume_tag_width: Some(32),
             }),
         ));
     }
@@ -182,8 +185,13 @@ fn mtx_status_without_barcode_reader_or_source() {
     for o in &mut objects {
         match &mut o.details {
             ObjectDetails::Library(l) => l.barcode_reader = false,
-            ObjectDetails::Drive(d) => d.source_element = None,
+            ObjectDetails::Drive(d) => {
+                d.source_element = None;
+                d.volume_tag_width = None;
+            }
             ObjectDetails::Changer(c) => c.device = None,
+            ObjectDetails::StorageSlot(x) => x.volume_tag_width = None,
+            ObjectDetails::IePort(x) => x.volume_tag_width = None,
             _ => {}
         }
     }
@@ -194,6 +202,30 @@ fn mtx_status_without_barcode_reader_or_source() {
     assert_eq!(lines[5], "      Storage Element 1:Full ");
     assert_eq!(lines[26], "      Storage Element 22 IMPORT/EXPORT:Empty");
     assert!(!text.contains("VolumeTag"));
+}
+
+/// Issue 14: tags as wide as the library reports them. A library that pads the whole 36-byte field with blanks
+/// and reports all-NUL tags for empty elements: mtx prints 28 blanks after an 8-character barcode and no tag for
+/// an empty slot (tgt's shape, 24 blanks and a blank tag on empty slots, is the sample above).
+#[test]
+fn mtx_status_follows_the_librarys_volume_tags() {
+    let mut objects = sample_library();
+    for o in &mut objects {
+        match &mut o.details {
+            ObjectDetails::Drive(d) => d.volume_tag_width = d.barcode.as_ref().map(|_| 36),
+            ObjectDetails::StorageSlot(x) => x.volume_tag_width = x.barcode.as_ref().map(|_| 36),
+            ObjectDetails::IePort(x) => x.volume_tag_width = x.barcode.as_ref().map(|_| 36),
+            _ => {}
+        }
+    }
+    let text = mtx_status(&objects);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[2],
+        format!("Data Transfer Element 1:Full (Storage Element 2 Loaded):VolumeTag = ABC002L6{}", " ".repeat(28))
+    );
+    assert_eq!(lines[5], format!("      Storage Element 1:Full :VolumeTag=ABC001L6{}", " ".repeat(28)));
+    assert_eq!(lines[6], "      Storage Element 2:Empty");
 }
 
 #[test]
