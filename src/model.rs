@@ -548,6 +548,8 @@ pub enum RequestKind {
     Door,
     /// Wait for a cartridge to allocate (AllocateMedia with nothing available).
     Allocate,
+    /// Move a cartridge from one slot to another (`mtx transfer`).
+    Move,
 }
 
 /// Where a library request stands.

@@ -317,6 +317,62 @@ enum Command {
     },
     /// Print the rsm(1) manual page (roff)
     Man,
+    /// mtx through rsmd: `rsm mtx -f DEVICE status | load S D | unload S D | transfer S D | inquiry | …`, printing
+    /// what mtx prints (DEVICE: the changer's /dev/sgN or /dev/tape/by-id path, or rsmd:LIBRARY). Installed as
+    /// `mtx` (a link named mtx to rsm), rsm takes mtx's command line as it is
+    Mtx {
+        /// mtx's arguments
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "MTX-ARGS")]
+        args: Vec<String>,
+    },
+    /// Bacula's changer command, as Debian's mtx-changer: `rsm changer CTL CMD SLOT ARCHIVE_DEVICE DRIVE_INDEX`
+    /// (Changer Command = "/usr/bin/rsm changer %c %o %S %a %d"); installed as `mtx-changer`, its arguments as they are
+    Changer {
+        /// CTL CMD [SLOT ARCHIVE_DEVICE DRIVE_INDEX]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+}
+
+/// Which changer front runs.
+#[derive(Debug, Clone, Copy)]
+enum Front {
+    Mtx,
+    Changer,
+}
+
+/// Runs mtx's or mtx-changer's command line through rsmd: their output on their streams, their exit status. A
+/// daemon that cannot be reached is an mtx-style error (standard error, status 1).
+fn front(kind: Front, args: &[String], opts: &SessionOptions, timeouts: Timeouts, application: &str) -> ExitCode {
+    use std::io::Write;
+    // Bacula's argument checks come before anything else (the script's do).
+    let session = match Session::open_with_timeouts(opts, timeouts, None, Some(application), 0) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Front::Changer = kind {
+                let r = rsmd::client::mtx::changer_args_error(args);
+                if let Some(r) = r {
+                    let _ = std::io::stdout().write_all(r.stdout.as_bytes());
+                    return ExitCode::from(u8::try_from(r.code).unwrap_or(1));
+                }
+            }
+            eprintln!(
+                "{}: cannot reach rsmd: {}",
+                if let Front::Mtx = kind { "mtx" } else { "mtx-changer" },
+                rsmd::error_chain(&e)
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let r = match kind {
+        Front::Mtx => rsmd::client::mtx::mtx(&session, args),
+        Front::Changer => rsmd::client::mtx::changer(&session, args),
+    };
+    let _ = session.close();
+    let _ = std::io::stdout().write_all(r.stdout.as_bytes());
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().write_all(r.stderr.as_bytes());
+    ExitCode::from(u8::try_from(r.code).unwrap_or(1))
 }
 
 /// `rsm pool …`.
@@ -1180,7 +1236,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             inventory(&session, json, library.as_deref(), mode.into(), nowait)?;
         }
         Command::Watch { object_type } => watch(&session, json, object_type)?,
-        Command::Version | Command::Completions { .. } | Command::Man => unreachable!("handled before the session"),
+        Command::Version
+        | Command::Completions { .. }
+        | Command::Man
+        | Command::Mtx { .. }
+        | Command::Changer { .. } => {
+            unreachable!("handled before the session")
+        }
         Command::Pools => {
             let pools = session.enumerate(None, ObjectType::MediaPool)?;
             if json {
@@ -1467,10 +1529,34 @@ fn parse() -> Result<Cli, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Installed under mtx's or mtx-changer's name (a link to rsm): their command lines as they are.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let called = std::path::Path::new(&argv0).file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned();
+    let kind = match called.as_str() {
+        "mtx" => Some(Front::Mtx),
+        "mtx-changer" => Some(Front::Changer),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let opts = SessionOptions { socket: None, wait_ready: Some(Duration::from_secs(30)) };
+        let timeouts = Timeouts { connect: Duration::from_secs(10), reply: Duration::from_secs(10) };
+        return front(kind, &args, &opts, timeouts, "rsm");
+    }
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    if let Command::Mtx { args } | Command::Changer { args } = &cli.command {
+        let kind = if matches!(cli.command, Command::Mtx { .. }) { Front::Mtx } else { Front::Changer };
+        let opts = SessionOptions {
+            socket: cli.socket.clone(),
+            wait_ready: (cli.wait > 0).then(|| Duration::from_secs(cli.wait)),
+        };
+        let timeouts =
+            Timeouts { connect: Duration::from_secs(cli.reply_timeout), reply: Duration::from_secs(cli.reply_timeout) };
+        return front(kind, args, &opts, timeouts, &cli.application);
+    }
     let json = cli.json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

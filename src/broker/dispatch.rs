@@ -246,9 +246,9 @@ impl Broker {
             Method::MountMedia { session, media, drive, flags, priority, timeout_ms, pool } => {
                 self.mount(&session, &media, drive.as_deref(), flags, priority, timeout_ms, pool.as_deref())
             }
-            Method::DismountMedia { session, target, deferred } => {
+            Method::DismountMedia { session, target, deferred, to } => {
                 let admin = self.is_admin(peer);
-                self.dismount(&session, &target, deferred, admin)
+                self.dismount(&session, &target, deferred, admin, to.as_deref())
             }
             Method::CreateMediaPool { session, name, media_type, action } => {
                 pools::answer(self.create_pool(&session, peer, &name, media_type.as_deref(), action))
@@ -280,6 +280,7 @@ impl Broker {
             }
             Method::EjectMedia { session, media, error_if_full } => self.eject(&session, peer, &media, error_if_full),
             Method::CleanDrive { session, drive } => self.clean_drive(&session, peer, &drive),
+            Method::MoveMedia { session, media, destination } => self.move_media(&session, peer, &media, &destination),
             Method::AccessLibraryDoor { session, library, inventory } => {
                 self.access_door(&session, peer, &library, inventory)
             }

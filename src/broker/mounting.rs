@@ -602,7 +602,14 @@ impl Broker {
     }
 
     /// `DismountMedia`. `admin`: the caller administers rsmd and may dismount what another session mounted.
-    pub fn dismount(&mut self, session: &str, target: &DismountTarget, deferred: bool, admin: bool) -> Answer {
+    pub fn dismount(
+        &mut self,
+        session: &str,
+        target: &DismountTarget,
+        deferred: bool,
+        admin: bool,
+        to: Option<&str>,
+    ) -> Answer {
         let Some(inv) = self.inventory.as_ref() else { return err(NtmsError::NotReady { message: "loading".into() }) };
         let media = match target {
             DismountTarget::Media(m) => match self.resolve_media(m) {
@@ -641,8 +648,31 @@ impl Broker {
         let Some(li) = self.lib_index(loc.library) else {
             return err(NtmsError::LibraryOffline { message: "the library is not served".into() });
         };
+        // A destination named (`mtx unload SLOT DRIVE`): an empty storage or mail slot of the same library.
+        let dest = match to {
+            None => None,
+            Some(t) => {
+                let e = t.parse::<Guid>().ok().and_then(|g| self.inventory.as_ref()?.element_by_id(g)).cloned();
+                match e {
+                    Some(e)
+                        if e.library == loc.library
+                            && matches!(e.kind, ElementKind::Storage | ElementKind::ImportExport) =>
+                    {
+                        if e.media.is_some() {
+                            return err(NtmsError::InvalidParameter { message: format!("slot {} is full", e.number) });
+                        }
+                        Some(e.address)
+                    }
+                    _ => {
+                        return err(NtmsError::ObjectNotFound {
+                            message: format!("no storage or mail slot {t:?} in the cartridge's library"),
+                        })
+                    }
+                }
+            }
+        };
         self.set_mounted_by(media.id, None);
-        if deferred {
+        if deferred && dest.is_none() {
             self.deferred.push(super::Deferred {
                 due: self.now + self.libs[li].deferred_dismount_ms,
                 li,
@@ -651,12 +681,24 @@ impl Broker {
             });
             return Answer::Reply(Ok(Map::new()), self.batch_for_reply());
         }
-        let key = self.submit_dismount(li, Some(session), &media, loc.address);
+        let key = self.submit_dismount_to(li, Some(session), &media, loc.address, dest);
         Answer::Later { key }
     }
 
     /// Queues a dismount job for `session` (None: the daemon's own); returns its request.
     pub fn submit_dismount(&mut self, li: usize, session: Option<&str>, media: &MediaRecord, drive: u16) -> RequestId {
+        self.submit_dismount_to(li, session, media, drive, None)
+    }
+
+    /// The same, into slot `to` when given (else its home slot, or a free one).
+    pub fn submit_dismount_to(
+        &mut self,
+        li: usize,
+        session: Option<&str>,
+        media: &MediaRecord,
+        drive: u16,
+        to: Option<u16>,
+    ) -> RequestId {
         let lib_id = self.libs[li].id;
         let new = match session {
             Some(s) => {
@@ -666,7 +708,7 @@ impl Broker {
         };
         let key = self.requests.add(new, self.now_unix());
         self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
-        let home = media.home.filter(|h| h.kind == ElementKind::Storage).map(|h| h.address);
+        let home = to.or_else(|| media.home.filter(|h| h.kind == ElementKind::Storage).map(|h| h.address));
         self.libs[li].library.submit_job(key.0, JobKind::Dismount { drive, home }, 0, None);
         self.jobs.insert(key, (li, media.id));
         key

@@ -315,6 +315,7 @@ impl View<'_> {
                 vendor: rec.map(|r| r.vendor.clone()),
                 product: rec.map(|r| r.product.clone()),
                 serial: rec.map(|r| r.serial.clone()),
+                revision: rec.map(|r| r.revision.clone()),
             }),
         );
         (o.created, o.modified) = rec.map_or((0, 0), |r| (r.created, r.modified));

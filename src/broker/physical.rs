@@ -101,6 +101,67 @@ impl Broker {
         Answer::Later { key }
     }
 
+    /// `MoveMedia` (`mtx transfer`): the cartridge goes from its slot to an empty storage or mail slot of its library,
+    /// one robot move; the reply comes when it is there. The eject's checks apply (owner, control right, not in a
+    /// drive, not moving).
+    pub fn move_media(&mut self, session: &str, peer: Peer, media: &str, destination: &str) -> Answer {
+        let m = match self.resolve_media(media) {
+            Some(m) if m.location.is_some_and(|l| l.kind == ElementKind::ImportExport) => {
+                (m.clone(), m.barcode.clone().unwrap_or_else(|| m.id.to_string()))
+            }
+            _ => match self.check_eject(session, peer, media) {
+                Ok(x) => x,
+                Err(e) => return err(e),
+            },
+        };
+        let (m, name) = m;
+        let Some(loc) = m.location else {
+            return err(NtmsError::MediaOffline { message: format!("{name} is not in a library") });
+        };
+        if loc.kind == ElementKind::Drive {
+            return err(NtmsError::MediaNotAvailable { message: format!("{name} is in a drive: dismount it first") });
+        }
+        let dest =
+            destination.parse::<crate::model::Guid>().ok().and_then(|g| self.inventory.as_ref()?.element_by_id(g));
+        let Some(dest) = dest.cloned() else {
+            return err(NtmsError::ObjectNotFound { message: format!("no slot {destination:?}") });
+        };
+        if dest.library != loc.library || !matches!(dest.kind, ElementKind::Storage | ElementKind::ImportExport) {
+            return err(NtmsError::InvalidParameter {
+                message: "the destination is not a storage or mail slot of the cartridge's library".into(),
+            });
+        }
+        if dest.media.is_some() {
+            return err(NtmsError::InvalidParameter { message: format!("slot {} is full", dest.number) });
+        }
+        let Some(li) = self.libs.iter().position(|l| l.id == Some(loc.library) && !l.retired) else {
+            return err(NtmsError::LibraryOffline { message: "the cartridge's library is not served".into() });
+        };
+        if !self.library_rights(peer, loc.library).contains(super::access::Rights::CONTROL)
+            || self.libs[li].library.uses_source(loc.address)
+        {
+            return err(NtmsError::AccessDenied {
+                message: format!("uid {} has no control right on the library, or {name} is moving", peer.uid),
+            });
+        }
+        let mut new = self.new_request(RequestKind::Move, Some(loc.library), session);
+        new.media = Some(m.id.to_string());
+        let key = self.requests.add(new, self.now_unix());
+        self.note(NotificationOperation::Insert, ObjectType::LibRequest, self.requests.guid_of(key));
+        self.requests.set_state(key, RequestStatus::InProgress, None, self.now_unix());
+        let what = format!("move of {name} to element {}", dest.address);
+        if let Err(e) = self.libs[li].library.request_move(key.0, loc.address, dest.address) {
+            let e = move_error(&what, &e);
+            self.requests.finish(key, RequestStatus::Failed, Some(e.to_string()), self.now_unix());
+            self.note_request(key);
+            return err(e);
+        }
+        log::info!("{what} started");
+        self.physical
+            .push((key, PhysicalMove { what, ports: vec![dest.address], rest: Default::default(), li, done: 0 }));
+        Answer::Later { key }
+    }
+
     /// The checks of one cartridge to eject: (its record, its name).
     fn check_eject(
         &self,

@@ -408,6 +408,7 @@ pub fn kind_name(k: RequestKind) -> &'static str {
         RequestKind::Clean => "clean",
         RequestKind::Door => "door",
         RequestKind::Allocate => "allocate",
+        RequestKind::Move => "move",
     }
 }
 
@@ -422,6 +423,7 @@ pub fn operation(kind: RequestKind) -> RequestOperation {
         RequestKind::Clean => RequestOperation::Clean,
         RequestKind::Door => RequestOperation::Door,
         RequestKind::Allocate => RequestOperation::Allocate,
+        RequestKind::Move => RequestOperation::Move,
     }
 }
 

@@ -180,7 +180,7 @@ fn mount_with(session: &str, barcode: &str, flags: MountFlags) -> Method {
 }
 
 fn dismount(session: &str, barcode: &str, deferred: bool) -> Method {
-    Method::DismountMedia { session: session.into(), target: DismountTarget::Media(barcode.into()), deferred }
+    Method::DismountMedia { session: session.into(), target: DismountTarget::Media(barcode.into()), deferred, to: None }
 }
 
 fn ntms(r: Reply) -> NtmsError {

@@ -199,10 +199,6 @@ impl<'a> LibraryView<'a> {
             self.slots.iter().map(|s| s.element_address).chain(self.ports.iter().map(|p| p.element_address));
         addresses.enumerate().map(|(i, a)| (a, i + 1)).collect()
     }
-
-    fn changer_name(&self) -> &str {
-        self.device.unwrap_or(&self.info.name)
-    }
 }
 
 /// Renders every library among `objects` exactly as `mtx -f <changer> status` prints it, one block per library:
@@ -211,54 +207,10 @@ impl<'a> LibraryView<'a> {
 /// first non-printable byte: `ABC001L6` and 24 blanks on tgt, 28 on libraries that pad the whole field, and no
 /// `:VolumeTag=` part for an empty element whose tag is all NULs). `objects` should hold the libraries, changers, drives, slots and ports.
 pub fn mtx_status(objects: &[ObjectInfo]) -> String {
-    let mut out = String::new();
-    for lib in LibraryView::all(objects) {
-        let numbers = lib.mtx_numbers();
-        let _ = writeln!(
-            out,
-            "  Storage Changer {}:{} Drives, {} Slots ( {} Import/Export )",
-            lib.changer_name(),
-            lib.drives.len(),
-            lib.slots.len() + lib.ports.len(),
-            lib.ports.len()
-        );
-        for (index, (_, d)) in lib.drives.iter().enumerate() {
-            let _ = write!(out, "Data Transfer Element {index}:");
-            if d.media.is_none() && d.barcode.is_none() {
-                out.push_str("Empty\n");
-                continue;
-            }
-            match d.source_element.and_then(|a| numbers.get(&a)) {
-                Some(n) => {
-                    let _ = write!(out, "Full (Storage Element {n} Loaded)");
-                }
-                None => out.push_str("Full (Unknown Storage Element Loaded)"),
-            }
-            if let Some(tag) = mtx_volume_tag(d.barcode.as_deref(), d.volume_tag_width) {
-                let _ = write!(out, ":VolumeTag = {tag}");
-            }
-            out.push('\n');
-        }
-        let elements = lib
-            .slots
-            .iter()
-            .map(|s| (s.full, s.barcode.as_deref(), false, s.volume_tag_width))
-            .chain(lib.ports.iter().map(|p| (p.full, p.barcode.as_deref(), true, p.volume_tag_width)));
-        for (index, (full, barcode, ie, width)) in elements.enumerate() {
-            let _ = write!(
-                out,
-                "      Storage Element {}{}:{}",
-                index + 1,
-                if ie { " IMPORT/EXPORT" } else { "" },
-                if full { "Full " } else { "Empty" }
-            );
-            if let Some(tag) = mtx_volume_tag(barcode, width) {
-                let _ = write!(out, ":VolumeTag={tag}");
-            }
-            out.push('\n');
-        }
-    }
-    out
+    super::mtx::MtxLibrary::all(objects)
+        .iter()
+        .map(|l| l.status(l.device.as_deref().unwrap_or(&l.name), true))
+        .collect()
 }
 
 fn or_dash(s: Option<&str>) -> &str {

@@ -37,6 +37,7 @@
 
 pub mod format;
 pub mod locate;
+pub mod mtx;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -146,6 +147,7 @@ fn reply_wait(method: Option<&Method>, timeouts: &Timeouts) -> Option<Duration> 
             | Method::EjectMedia { .. }
             | Method::InjectMedia { .. }
             | Method::CleanDrive { .. }
+            | Method::MoveMedia { .. }
             | Method::AccessLibraryDoor { .. }
             | Method::WaitForNotification { .. },
         ) => None,
@@ -691,6 +693,17 @@ impl Session {
         Ok(reply.request)
     }
 
+    /// Moves a cartridge (id or barcode) to an empty storage or mail slot of its library (the slot's id), as
+    /// `mtx transfer` does; returns the request once it is there.
+    pub fn move_media(&self, media: &str, destination: &str) -> Result<String, NtmsError> {
+        let reply: RequestReply = self.call_as(&Method::MoveMedia {
+            session: self.id.clone(),
+            media: media.to_owned(),
+            destination: destination.to_owned(),
+        })?;
+        Ok(reply.request)
+    }
+
     /// `CleanNtmsDrive`: cleans the drive (id); returns the request once it is clean.
     pub fn clean_drive(&self, drive: &str) -> Result<String, NtmsError> {
         let reply: RequestReply =
@@ -852,7 +865,13 @@ impl Session {
 
     /// `DismountNtmsMedia` / `DismountNtmsDrive`.
     pub fn dismount(&self, target: DismountTarget, deferred: bool) -> Result<(), NtmsError> {
-        self.call(&Method::DismountMedia { session: self.id.clone(), target, deferred }).map(|_| ())
+        self.call(&Method::DismountMedia { session: self.id.clone(), target, deferred, to: None }).map(|_| ())
+    }
+
+    /// `DismountNtmsMedia` into a given storage or mail slot (its id), as `mtx unload SLOT DRIVE` does.
+    pub fn dismount_to(&self, target: DismountTarget, to: &str) -> Result<(), NtmsError> {
+        let m = Method::DismountMedia { session: self.id.clone(), target, deferred: false, to: Some(to.to_owned()) };
+        self.call(&m).map(|_| ())
     }
 
     /// `CancelNtmsLibraryRequest`.

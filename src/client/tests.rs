@@ -199,8 +199,12 @@ fn which_calls_wait_for_the_hardware() {
     assert_eq!(reply_wait(Some(&mount(false, None)), &t), None);
     assert_eq!(reply_wait(Some(&mount(false, Some(5000))), &t), Some(Duration::from_secs(7)));
     assert_eq!(reply_wait(Some(&mount(true, None)), &t), Some(Duration::from_secs(2)));
-    let dismount =
-        |deferred| Method::DismountMedia { session: s(), target: DismountTarget::Media("A".into()), deferred };
+    let dismount = |deferred| Method::DismountMedia {
+        session: s(),
+        target: DismountTarget::Media("A".into()),
+        deferred,
+        to: None,
+    };
     assert_eq!(reply_wait(Some(&dismount(false)), &t), None);
     assert_eq!(reply_wait(Some(&dismount(true)), &t), Some(Duration::from_secs(2)));
     assert_eq!(reply_wait(Some(&Method::WaitForNotification { session: s(), object_type: None }), &t), None);

@@ -138,7 +138,8 @@ type ChangerDetails (
   element_address: int,
   vendor: ?string,
   product: ?string,
-  serial: ?string
+  serial: ?string,
+  revision: ?string
 )
 
 # Device nodes of a drive.
@@ -258,7 +259,7 @@ type PoolDetails (
 )
 
 # What a library request does.
-type RequestOperation (mount, dismount, inject, eject, inventory, clean, door, allocate)
+type RequestOperation (mount, dismount, inject, eject, inventory, clean, door, allocate, move)
 
 # Where a library request is.
 type RequestState (queued, in_progress, waiting, complete, failed, cancelled)
@@ -351,7 +352,7 @@ method MountMedia(
 ) -> (request: string, media: ?string, drive: ?string, device: ?string, devices: ?DeviceNodes)
 
 # Dismount a cartridge (media) or whatever is in a drive (drive): exactly one of them.
-method DismountMedia(session: string, media: ?string, drive: ?string, deferred: ?bool) -> ()
+method DismountMedia(session: string, media: ?string, drive: ?string, deferred: ?bool, to: ?string) -> ()
 
 # Cancel a library request.
 method CancelLibraryRequest(session: string, request: string) -> ()
@@ -377,6 +378,9 @@ method EjectMedia(
   media_list: ?[]string,
   error_if_full: ?bool
 ) -> (request: string)
+
+# Move a cartridge from its slot to another empty storage or mail slot of its library (mtx transfer).
+method MoveMedia(session: string, media: string, destination: string) -> (request: string)
 
 # Take the cartridges in a library's mail slots into storage.
 method InjectMedia(session: string, library: string) -> (request: string)

@@ -126,6 +126,8 @@ pub enum Method {
         target: DismountTarget,
         /// Leave it loaded for the deferred-dismount delay.
         deferred: bool,
+        /// Where the cartridge goes (a storage slot or mail slot id; absent: its home slot, or a free one).
+        to: Option<String>,
     },
     /// `CancelLibraryRequest(session, request)` → `()`. The request then fails with `Cancelled`; a request
     /// already complete → `InvalidOperation`; unknown → `ObjectNotFound`. No `more`.
@@ -196,6 +198,17 @@ pub enum Method {
         session: String,
         /// Id of the drive.
         drive: String,
+    },
+    /// `MoveMedia(session, media, destination)` → [`super::types::RequestReply`] once the cartridge is in the
+    /// destination (an empty storage or mail slot of its library, by id). `MediaNotAvailable` (in a drive or being
+    /// moved), `InvalidParameter` (destination full or in another library), `AccessDenied`. No `more`.
+    MoveMedia {
+        /// The session handle.
+        session: String,
+        /// Id or barcode of the cartridge.
+        media: String,
+        /// Id of the destination slot.
+        destination: String,
     },
     /// `SubmitOperatorRequest(session, kind, text, object)` → `(request, number)`: a request to the operators.
     SubmitOperatorRequest {
@@ -383,6 +396,7 @@ pub const NTMS_METHODS: &[&str] = &[
     "EjectMedia",
     "InjectMedia",
     "AccessLibraryDoor",
+    "MoveMedia",
     "CleanDrive",
     "SubmitOperatorRequest",
     "WaitForOperatorRequest",
@@ -578,7 +592,12 @@ impl Method {
                         (None, None) => return Err(invalid("media")),
                         (Some(_), Some(_)) => return Err(invalid("drive")),
                     };
-                    Method::DismountMedia { session, target, deferred: p.opt_bool("deferred")?.unwrap_or(false) }
+                    Method::DismountMedia {
+                        session,
+                        target,
+                        deferred: p.opt_bool("deferred")?.unwrap_or(false),
+                        to: p.opt_string("to")?,
+                    }
                 }
                 "CancelLibraryRequest" => {
                     Method::CancelLibraryRequest { session: p.string("session")?, request: p.string("request")? }
@@ -607,6 +626,11 @@ impl Method {
                     session: p.string("session")?,
                     library: p.string("library")?,
                     inventory: p.opt_enum("inventory")?.unwrap_or_default(),
+                },
+                "MoveMedia" => Method::MoveMedia {
+                    session: p.string("session")?,
+                    media: p.string("media")?,
+                    destination: p.string("destination")?,
                 },
                 "CleanDrive" => Method::CleanDrive { session: p.string("session")?, drive: p.string("drive")? },
                 "SubmitOperatorRequest" => Method::SubmitOperatorRequest {
@@ -713,6 +737,7 @@ impl Method {
             Method::WaitForNotification { .. } => "WaitForNotification",
             Method::EjectMedia { .. } => "EjectMedia",
             Method::CleanDrive { .. } => "CleanDrive",
+            Method::MoveMedia { .. } => "MoveMedia",
             Method::AccessLibraryDoor { .. } => "AccessLibraryDoor",
             Method::SubmitOperatorRequest { .. } => "SubmitOperatorRequest",
             Method::WaitForOperatorRequest { .. } => "WaitForOperatorRequest",
@@ -755,6 +780,7 @@ impl Method {
             | Method::WaitForNotification { session, .. }
             | Method::EjectMedia { session, .. }
             | Method::CleanDrive { session, .. }
+            | Method::MoveMedia { session, .. }
             | Method::AccessLibraryDoor { session, .. }
             | Method::SubmitOperatorRequest { session, .. }
             | Method::WaitForOperatorRequest { session, .. }
@@ -813,7 +839,8 @@ impl Method {
                 }
                 put_opt(&mut m, "timeout_ms", *timeout_ms);
             }
-            Method::DismountMedia { session, target, deferred } => {
+            Method::DismountMedia { session, target, deferred, to } => {
+                put_opt(&mut m, "to", to.as_ref());
                 put(&mut m, "session", session);
                 match target {
                     DismountTarget::Media(media) => put(&mut m, "media", media),
@@ -859,6 +886,11 @@ impl Method {
                 if *inventory != InventoryMode::Default {
                     put(&mut m, "inventory", inventory);
                 }
+            }
+            Method::MoveMedia { session, media, destination } => {
+                put(&mut m, "session", session);
+                put(&mut m, "media", media);
+                put(&mut m, "destination", destination);
             }
             Method::CleanDrive { session, drive } => {
                 put(&mut m, "session", session);
@@ -987,8 +1019,13 @@ pub(crate) mod samples {
                 timeout_ms: Some(60_000),
                 pool: Some("Bacula".into()),
             },
-            Method::DismountMedia { session: s(), target: DismountTarget::Media("m".into()), deferred: true },
-            Method::DismountMedia { session: s(), target: DismountTarget::Drive("d".into()), deferred: false },
+            Method::DismountMedia { session: s(), target: DismountTarget::Media("m".into()), deferred: true, to: None },
+            Method::DismountMedia {
+                session: s(),
+                target: DismountTarget::Drive("d".into()),
+                deferred: false,
+                to: Some("slot".into()),
+            },
             Method::CancelLibraryRequest { session: s(), request: "r".into() },
             Method::SetRequestPriority { session: s(), request: "r".into(), priority: -15 },
             Method::InventoryLibrary { session: s(), library: "l".into(), mode: InventoryMode::Full },
@@ -1003,6 +1040,7 @@ pub(crate) mod samples {
             },
             Method::WaitForOperatorRequest { session: s(), request: "1".into(), timeout_ms: Some(5) },
             Method::CleanDrive { session: s(), drive: "d".into() },
+            Method::MoveMedia { session: s(), media: "m".into(), destination: "d".into() },
             Method::AccessLibraryDoor { session: s(), library: "l".into(), inventory: InventoryMode::Full },
             Method::SatisfyOperatorRequest { session: s(), request: "1".into() },
             Method::RefuseOperatorRequest { session: s(), request: "1".into(), reason: Some("r".into()) },

@@ -227,6 +227,9 @@ pub struct ChangerDetails {
     pub product: Option<String>,
     /// Unit serial number.
     pub serial: Option<String>,
+    /// Product revision level (INQUIRY).
+    #[serde(default)]
+    pub revision: Option<String>,
 }
 
 /// Device nodes through which a drive is reached.
@@ -511,6 +514,8 @@ pub enum RequestOperation {
     Door,
     /// Wait for a cartridge to allocate.
     Allocate,
+    /// Move a cartridge between slots.
+    Move,
 }
 
 /// A library request's state (`NTMS_LM_*` states).
@@ -882,6 +887,7 @@ pub(crate) mod samples {
                     vendor: None,
                     product: None,
                     serial: Some("X".into()),
+                    revision: None,
                 }),
             ),
             info(

@@ -979,3 +979,110 @@ fn issue_13_eject_door_clean_and_operator_requests_from_the_command_line() {
     assert_eq!(json(&d, &["info", "CLN001L1"], 0)["details"]["physical_media"]["cleaning_count"], 2);
     drop(watcher);
 }
+
+/// Issue 14: `rsm changer` keeps Debian's mtx-changer contract (bacula 9.6) and `rsm mtx` mtx's texts, on the real
+/// daemon and vlib: slots, list, listall, loaded, load, unload, transfer and their error cases, the argument checks
+/// and usage texts, and the library state after each step.
+#[test]
+fn issue_14_changer_command_and_mtx_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_v, d) = library(dir.path(), "");
+    let run = |args: &[&str]| {
+        let out = rsm(&d, args);
+        (text(&out.stdout), text(&out.stderr), out.status.code().unwrap())
+    };
+    let changer = |args: &[&str]| {
+        let mut all = vec!["changer"];
+        all.extend(args);
+        run(&all)
+    };
+    let pad = |b: &str| format!("{b}{}", " ".repeat(32 - b.len()));
+    assert_eq!(changer(&["rsmd:test", "slots"]), ("22\n".into(), String::new(), 0));
+    let list = changer(&["rsmd:test", "list", "0", "/dev/nst0", "0"]).0;
+    let expected: String = (1..=16).map(|n| format!("{n}:ABC{n:03}L6\n")).collect::<String>() + "20:CLN001L1\n";
+    assert_eq!(list, expected);
+    assert_eq!(changer(&["rsmd:test", "loaded", "0", "/dev/nst1", "1"]), ("0\n".into(), String::new(), 0));
+    assert_eq!(changer(&["rsmd:test", "loaded", "0", "/dev/nst9", "9"]), (String::new(), String::new(), 0));
+    let loaded = changer(&["rsmd:test", "load", "3", "/dev/nst1", "1"]);
+    assert_eq!(loaded, ("Loading media from Storage Element 3 into drive 1...done\n".into(), String::new(), 0));
+    assert_eq!(changer(&["rsmd:test", "loaded", "0", "/dev/nst1", "1"]).0, "3\n");
+    let list = changer(&["rsmd:test", "list"]).0;
+    assert!(list.contains("\n2:ABC002L6\n4:ABC004L6\n") && list.ends_with("20:CLN001L1\n3:ABC003L6\n"), "{list}");
+    let all = changer(&["rsmd:test", "listall"]).0;
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(
+        &lines[..4],
+        &["D:0:E".to_owned(), format!("D:1:F:3:{}", pad("ABC003L6")), "D:2:E".into(), "D:3:E".into()]
+    );
+    assert_eq!(lines[4], format!("S:1:F:{}", pad("ABC001L6")));
+    assert_eq!(lines[6], "S:3:E");
+    assert_eq!(lines[24..], ["I:21:E", "I:22:E"]);
+    // Errors, as the script prints them (mtx's standard error on standard output for load and unload).
+    let full = changer(&["rsmd:test", "load", "5", "/dev/nst1", "1"]);
+    assert_eq!(full, ("Drive 1 Full (Storage Element 3 loaded)\n".into(), String::new(), 1));
+    let (empty, _, code) = changer(&["rsmd:test", "load", "17", "/dev/nst0", "0"]);
+    assert!(
+        empty.starts_with("Loading media from Storage Element 17 into drive 0...Source Element Address "),
+        "{empty}"
+    );
+    assert!(empty.ends_with(" is Empty\n") && code == 1, "{empty}");
+    assert_eq!(
+        changer(&["rsmd:test", "load", "99", "/dev/nst0", "0"]).0,
+        "Invalid <storage-element-number> argument '99' to 'load' command\n"
+    );
+    assert_eq!(changer(&["rsmd:test", "load", "0", "/dev/nst0", "0"]).0, "No source specified\n");
+    assert_eq!(
+        changer(&["rsmd:test", "load", "3", "/dev/nst9", "9"]).0,
+        "illegal <drive-number> argument '9' to 'load' command\n"
+    );
+    assert_eq!(
+        changer(&["rsmd:test", "unload", "3", "/dev/nst2", "2"]),
+        ("Data Transfer Element 2 is Empty\n".into(), String::new(), 1)
+    );
+    assert_eq!(
+        changer(&["rsmd:test", "unload", "6", "/dev/nst1", "1"]),
+        ("Storage Element 6 is Already Full\n".into(), String::new(), 1)
+    );
+    // Unloaded into another slot than the one it came from, as the Storage Daemon may ask.
+    assert_eq!(
+        changer(&["rsmd:test", "unload", "18", "/dev/nst1", "1"]),
+        ("Unloading drive 1 into Storage Element 18...done\n".into(), String::new(), 0)
+    );
+    assert_eq!(changer(&["rsmd:test", "loaded", "0", "/dev/nst1", "1"]).0, "0\n");
+    assert!(changer(&["rsmd:test", "list"]).0.contains("\n18:ABC003L6\n"));
+    // transfer: nothing on standard output, mtx's errors on standard error.
+    assert_eq!(changer(&["rsmd:test", "transfer", "18", "3"]), (String::new(), String::new(), 0));
+    let (out, err, code) = changer(&["rsmd:test", "transfer", "17", "19"]);
+    assert!(out.is_empty() && err.starts_with("Source Element Address ") && err.ends_with(" is Empty\n") && code == 1);
+    let (_, err, _) = changer(&["rsmd:test", "transfer", "3", "4"]);
+    assert!(err.starts_with("Destination Element Address ") && err.ends_with(" is Already Full\n"), "{err}");
+    assert_eq!(changer(&["rsmd:test", "transfer", "3", "99"]).1, "Invalid destination\n");
+    // Arguments: unknown commands do nothing; too few get the usage text.
+    assert_eq!(changer(&["rsmd:test", "frobnicate", "0", "/dev/nst0", "0"]), (String::new(), String::new(), 0));
+    let (usage, _, code) = changer(&["rsmd:test", "load"]);
+    assert_eq!(code, 1);
+    assert!(usage.starts_with("ERROR: usage: mtx-changer ctl-device command [slot archive-device drive-index]\n"));
+    assert!(usage.ends_with("  Command expected 5 arguments\n"), "{usage}");
+    assert!(changer(&["rsmd:test"]).0.ends_with("  Mimimum usage is first two arguments ...\n"));
+    // rsm mtx: mtx's status under the device name given, and nobarcode.
+    let (status, _, code) = run(&["mtx", "-f", "rsmd:test", "status"]);
+    assert_eq!(code, 0);
+    assert!(status.starts_with("  Storage Changer rsmd:test:4 Drives, 22 Slots ( 2 Import/Export )\n"), "{status}");
+    let ours = rsm_ok(&d, &["status", "--mtx"]);
+    assert_eq!(status.lines().skip(1).collect::<Vec<_>>(), ours.lines().skip(1).collect::<Vec<_>>());
+    let (plain, _, _) = run(&["mtx", "-f", "rsmd:test", "nobarcode", "status"]);
+    assert!(!plain.contains("VolumeTag") && plain.contains("      Storage Element 1:Full \n"), "{plain}");
+    let (inq, _, _) = run(&["mtx", "-f", "rsmd:test", "inquiry"]);
+    assert!(inq.starts_with("Product Type: Medium Changer\nVendor ID: '"), "{inq}");
+    let (_, err, code) = run(&["mtx", "-f", "rsmd:nope", "status"]);
+    assert!(code == 1 && err.contains("rsmd:nope"), "{err}");
+    let (_, err, code) = run(&["mtx", "-f", "rsmd:test", "frob"]);
+    assert!(code == 1 && err.starts_with("Usage:\n"), "{err}");
+    // Several commands on one line, as mtx runs them: load then unload.
+    let (both, _, code) = run(&["mtx", "-f", "rsmd:test", "load", "1", "2", "unload", "1", "2"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        both,
+        "Loading media from Storage Element 1 into drive 2...done\nUnloading drive 2 into Storage Element 1...done\n"
+    );
+}

@@ -780,6 +780,51 @@ fn daemon_hotplug(lab: &Lab) {
     let out = Process::new("mtx").arg("-f").arg(&lab.changer).arg("status").output().expect("run mtx");
     let theirs = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(ours, theirs, "rsm status --mtx vs mtx status, byte for byte");
+    // Issue 14: `rsm mtx` against mtx on the same state: status under the device name given, and every error case
+    // (their standard output, standard error and exit status).
+    let changer = lab.changer.to_str().unwrap().to_owned();
+    let empty_slot = theirs
+        .lines()
+        .filter(|l| l.starts_with("      Storage Element ") && l.contains(":Empty") && !l.contains("IMPORT"))
+        .map(|l| l.trim_start().split([' ', ':']).nth(2).unwrap().to_owned())
+        .next()
+        .expect("an empty slot");
+    let full_slot = theirs
+        .lines()
+        .filter(|l| l.starts_with("      Storage Element ") && l.contains(":Full") && !l.contains("IMPORT"))
+        .map(|l| l.trim_start().split([' ', ':']).nth(2).unwrap().to_owned())
+        .next()
+        .expect("a full slot");
+    let cases: Vec<Vec<String>> = [
+        vec!["status"],
+        vec!["nobarcode", "status"],
+        vec!["load", &full_slot, "0"],
+        vec!["load", &empty_slot, "1"],
+        vec!["load", "99", "1"],
+        vec!["load", "0", "1"],
+        vec!["load", &full_slot, "9"],
+        vec!["unload", &full_slot, "2"],
+        vec!["unload", &full_slot, "0"],
+        vec!["transfer", &empty_slot, &full_slot],
+        vec!["transfer", &full_slot, "99"],
+        vec!["frobnicate"],
+    ]
+    .iter()
+    .map(|c| c.iter().map(|a| (*a).to_owned()).collect())
+    .collect();
+    for case in &cases {
+        let mut args = vec!["-f".to_owned(), changer.clone()];
+        args.extend(case.iter().cloned());
+        let ours = rsmd::client::mtx::mtx(&s, &args);
+        let out = Process::new("mtx").args(&args).output().expect("run mtx");
+        let theirs = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.code().unwrap_or(-1),
+        );
+        assert_eq!((ours.stdout, ours.stderr, ours.code), theirs, "mtx {case:?}");
+    }
+    println!("  rsm mtx agrees with mtx on {} command lines (status, errors of load, unload, transfer)", cases.len());
     s.dismount(rsmd::proto::DismountTarget::Media(barcode.clone()), false).expect("dismount after the mtx check");
     s.inject(&library).expect("inject after the mtx check");
     println!("  rsm status --mtx equals mtx status byte for byte ({} lines)", theirs.lines().count());

@@ -157,6 +157,7 @@ fn sample_library() -> Vec<ObjectInfo> {
             vendor: None,
             product: None,
             serial: None,
+            revision: None,
         }),
     ));
     objects
