@@ -27,6 +27,112 @@ struct Lab {
     rsmd: PathBuf,
 }
 
+/// The real `mtx status` of the changer (the library state both sides are checked against).
+fn mtx_text(changer: &Path) -> String {
+    let out = Process::new("mtx").arg("-f").arg(changer).arg("status").output().expect("run mtx");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Has rsmd read the library again (after Debian's script moved cartridges behind its back) and waits until done.
+fn resync(s: &rsmd::client::Session, library: &str) {
+    use rsmd::proto::types::{InventoryMode, ObjectDetails, ObjectType, RequestState};
+    let mut notes = s.notifications(Some(ObjectType::LibRequest)).expect("notifications");
+    let request = s.inventory(library, InventoryMode::Fast).expect("inventory");
+    loop {
+        let o = s.get_object_information(&request).expect("the inventory request");
+        if let ObjectDetails::LibRequest(r) = o.details {
+            if r.state == RequestState::Complete {
+                return;
+            }
+            assert!(!matches!(r.state, RequestState::Failed | RequestState::Cancelled), "{r:?}");
+        }
+        notes.next().expect("a notification").expect("a notification");
+    }
+}
+
+/// Issue 14: Debian's bacula 9.6 `mtx-changer` (run with the real mtx on /dev/sg) and `rsm changer` (through rsmd)
+/// take the same steps from the same library state: every command and error case, with their standard output, exit
+/// status and the library state after each step compared. (`listall` needs perl, which the VM lacks; its perl is
+/// checked in the unit tests of `client::mtx`.)
+fn mtx_changer_contract(lab: &Lab, s: &rsmd::client::Session, library: &str) {
+    let script = Path::new("/host/bacula/mtx-changer");
+    if !script.is_file() {
+        println!("  skipped: Debian's mtx-changer is not in the VM");
+        return;
+    }
+    // The script's fixed paths: its configuration (a drive counts as ready at once, so that a failed load does not
+    // wait five minutes for it), its temporary files, and mtx.
+    std::fs::create_dir_all("/etc/bacula/scripts").expect("/etc/bacula/scripts");
+    std::fs::create_dir_all("/var/lib/bacula").expect("/var/lib/bacula");
+    let conf = std::fs::read_to_string("/host/bacula/mtx-changer.conf").expect("mtx-changer.conf");
+    // (After the file's own choice of `ready`, by OS: any line of `mt status` will do.)
+    let conf = format!("{conf}\nready=\".\"\n");
+    std::fs::write("/etc/bacula/scripts/mtx-changer.conf", conf).expect("write the conf");
+    if !Path::new("/usr/sbin/mtx").exists() {
+        let mtx =
+            String::from_utf8(Process::new("sh").args(["-c", "command -v mtx"]).output().unwrap().stdout).unwrap();
+        std::fs::create_dir_all("/usr/sbin").unwrap();
+        std::os::unix::fs::symlink(mtx.trim(), "/usr/sbin/mtx").expect("link mtx");
+    }
+    let ctl = lab.changer.to_str().unwrap().to_owned();
+    let start = mtx_text(&lab.changer);
+    let slot = |full: bool, skip: usize| {
+        start
+            .lines()
+            .filter(|l| l.starts_with("      Storage Element ") && !l.contains("IMPORT"))
+            .filter(|l| l.contains(":Full") == full)
+            .map(|l| l.trim_start().split([' ', ':']).nth(2).unwrap().to_owned())
+            .nth(skip)
+            .expect("a slot")
+    };
+    let (a, f2, e) = (slot(true, 0), slot(true, 1), slot(false, 0));
+    let tape = |d: usize| lab.tapes[d].to_str().unwrap().to_owned();
+    let steps: Vec<Vec<String>> = [
+        vec!["slots"],
+        vec!["list"],
+        vec!["loaded", "0", &tape(0), "0"],
+        vec!["load", &a, &tape(0), "0"],
+        vec!["loaded", "0", &tape(0), "0"],
+        vec!["list"],
+        vec!["load", &f2, &tape(0), "0"],
+        vec!["load", &e, &tape(1), "1"],
+        vec!["load", "99", &tape(1), "1"],
+        vec!["load", "0", &tape(1), "1"],
+        vec!["load", &a, &tape(0), "9"],
+        vec!["loaded", "0", &tape(0), "9"],
+        vec!["unload", &a, &tape(2), "2"],
+        vec!["unload", &f2, &tape(0), "0"],
+        vec!["transfer", &e, &f2],
+        vec!["transfer", &f2, "99"],
+        vec!["frobnicate", "0", &tape(0), "0"],
+        vec!["load"],
+        vec!["unload", &e, &tape(0), "0"],
+        vec!["transfer", &e, &a],
+        vec!["loaded", "0", &tape(0), "0"],
+    ]
+    .iter()
+    .map(|c| std::iter::once(ctl.clone()).chain(c.iter().map(|x| (*x).to_owned())).collect())
+    .collect();
+    // Debian's script, every step, with the real mtx.
+    let mut theirs = Vec::new();
+    for args in &steps {
+        let out = Process::new("bash").arg(script).args(args).output().expect("run mtx-changer");
+        theirs.push((String::from_utf8_lossy(&out.stdout).into_owned(), out.status.code(), mtx_text(&lab.changer)));
+    }
+    assert_eq!(mtx_text(&lab.changer), start, "the steps end where they began");
+    resync(s, library);
+    // rsm changer, the same steps through rsmd.
+    for (i, args) in steps.iter().enumerate() {
+        let r = rsmd::client::mtx::changer(s, args);
+        let ours = (r.stdout, Some(r.code), mtx_text(&lab.changer));
+        assert_eq!(ours, theirs[i], "step {i}: mtx-changer {:?}", &args[1..]);
+    }
+    println!(
+        "  rsm changer agrees with Debian's mtx-changer on {} steps (output, exit status, library state)",
+        steps.len()
+    );
+}
+
 fn lab() -> Option<Lab> {
     if std::env::var("RSMD_IN_VMLAB").as_deref() != Ok("1") {
         println!("not in vmlab (RSMD_IN_VMLAB unset): nothing to do");
@@ -828,6 +934,7 @@ fn daemon_hotplug(lab: &Lab) {
     s.dismount(rsmd::proto::DismountTarget::Media(barcode.clone()), false).expect("dismount after the mtx check");
     s.inject(&library).expect("inject after the mtx check");
     println!("  rsm status --mtx equals mtx status byte for byte ({} lines)", theirs.lines().count());
+    mtx_changer_contract(&lab, &s, &library);
     iscsiadm("--logout");
     d.wait_notify(|m| m.contains(" 1 offline"));
     assert_eq!(s.enumerate(None, ObjectType::StorageSlot).expect("stale slots").len(), slots);
