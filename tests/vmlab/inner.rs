@@ -934,7 +934,7 @@ fn daemon_hotplug(lab: &Lab) {
     s.dismount(rsmd::proto::DismountTarget::Media(barcode.clone()), false).expect("dismount after the mtx check");
     s.inject(&library).expect("inject after the mtx check");
     println!("  rsm status --mtx equals mtx status byte for byte ({} lines)", theirs.lines().count());
-    mtx_changer_contract(&lab, &s, &library);
+    mtx_changer_contract(lab, &s, &library);
     iscsiadm("--logout");
     d.wait_notify(|m| m.contains(" 1 offline"));
     assert_eq!(s.enumerate(None, ObjectType::StorageSlot).expect("stale slots").len(), slots);
