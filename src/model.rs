@@ -743,6 +743,21 @@ pub enum Record {
     Operator(OperatorRecord),
 }
 
+/// A partition of a library: the part one application sees and uses (`[[library.partition]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Partition {
+    /// Its name (`rsmd:LIBRARY/NAME`).
+    pub name: String,
+    /// The application (OpenSession's) whose sessions are bound to it.
+    pub application: String,
+    /// The library's storage slots it owns, by number (1-based, as mtx counts them).
+    pub slots: Vec<u32>,
+    /// The drives it may use, by number (from 0); a drive in several partitions is shared.
+    pub drives: Vec<u32>,
+    /// It sees and uses the mail slots.
+    pub mail_slots: bool,
+}
+
 /// The requests an earlier run left on disk.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Requested {

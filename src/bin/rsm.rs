@@ -317,7 +317,7 @@ enum Command {
     },
     /// Print the rsm(1) manual page (roff)
     Man,
-    /// mtx through rsmd: `rsm mtx -f DEVICE status | load S D | unload S D | transfer S D | inquiry | …`, printing
+    /// mtx through rsmd: `rsm mtx -f DEVICE status | load S D | unload S D | transfer S D | inquiry | ...`, printing
     /// what mtx prints (DEVICE: the changer's /dev/sgN or /dev/tape/by-id path, or rsmd:LIBRARY). Installed as
     /// `mtx` (a link named mtx to rsm), rsm takes mtx's command line as it is
     Mtx {
@@ -1541,7 +1541,9 @@ fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let opts = SessionOptions { socket: None, wait_ready: Some(Duration::from_secs(30)) };
         let timeouts = Timeouts { connect: Duration::from_secs(10), reply: Duration::from_secs(10) };
-        return front(kind, &args, &opts, timeouts, "rsm");
+        // The application a partition binds (rsm's --application), for programs that cannot pass an option.
+        let application = std::env::var("RSM_APPLICATION").unwrap_or_else(|_| "rsm".to_owned());
+        return front(kind, &args, &opts, timeouts, &application);
     }
     let cli = match parse() {
         Ok(cli) => cli,

@@ -131,6 +131,8 @@ pub struct Lib {
     pub auto_inject: bool,
     /// The mail slots an automatic inject last took (or tried to): a changed set starts the next one.
     pub auto_seen: Vec<u16>,
+    /// Its partitions.
+    pub partitions: Vec<crate::model::Partition>,
 }
 
 impl Lib {
@@ -139,6 +141,7 @@ impl Lib {
             return None;
         }
         Some(LibraryView {
+            partitions: self.partitions.clone(),
             door_open: self.library.door_open(),
             id: self.id?,
             device: self.label.clone(),
@@ -366,6 +369,7 @@ impl Broker {
         }
         lib.deferred_dismount_ms = options.deferred_dismount_ms;
         lib.auto_inject = options.auto_inject;
+        lib.partitions.clone_from(&options.partitions);
         if lib.drive_map != options.drive_map {
             lib.drive_map.clone_from(&options.drive_map);
             let serial = lib.library.identity().serial.clone();
@@ -460,6 +464,7 @@ impl Broker {
         let drive_map = spec.options.drive_map.clone();
         let deferred_dismount_ms = spec.options.deferred_dismount_ms;
         let auto_inject = spec.options.auto_inject;
+        let partitions = spec.options.partitions.clone();
         self.libs.push(Lib {
             library: Library::new(spec.drives.len(), spec.options, now),
             id: None,
@@ -474,6 +479,7 @@ impl Broker {
             scan_announced: None,
             auto_inject,
             auto_seen: Vec::new(),
+            partitions,
         });
         self.pump();
         self.libs.len() - 1

@@ -148,7 +148,7 @@ impl Broker {
         let mut refused = None;
         let mut allowed = Vec::new();
         for m in candidates {
-            match self.may_mount(&m, &owner, peer, admin, flags) {
+            match self.may_mount(&m, &owner, peer, admin, flags).and_then(|()| self.partition_allows(&m, &owner)) {
                 Ok(()) => allowed.push(m),
                 Err(e) => refused = Some(e),
             }
@@ -212,6 +212,15 @@ impl Broker {
             }
             // Which drives can take it (a cartridge already in a drive is mounted where it is).
             let (mut fit, mapped) = self.compatible_drives(li, m, flags.write);
+            // A partition's sessions use its drives only.
+            if let Some(allowed) = self.partition_drives(li, &owner) {
+                fit.retain(|d| allowed.contains(d));
+                if let Some((_, d)) = drive.filter(|(_, d)| !allowed.contains(d)) {
+                    return err(NtmsError::AccessDenied {
+                        message: format!("drive element {d} is not one of the partition's drives"),
+                    });
+                }
+            }
             // Disabled drives are never chosen.
             let compatible = fit.len();
             fit.retain(|d| !self.drive_disabled(loc.library, *d));
@@ -458,6 +467,50 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    /// The partition of library `li` the owner's application is bound to.
+    fn partition_of(&self, li: usize, owner: &Owner) -> Option<&crate::model::Partition> {
+        let app = owner.application.as_deref()?;
+        self.libs.get(li)?.partitions.iter().find(|p| p.application == app)
+    }
+
+    /// The drive elements a partition's session may use (None: the owner is bound to no partition).
+    fn partition_drives(&self, li: usize, owner: &Owner) -> Option<Vec<u16>> {
+        let p = self.partition_of(li, owner)?;
+        let lib = self.libs[li].id?;
+        let inv = self.inventory.as_ref()?;
+        Some(
+            inv.elements(lib)
+                .filter(|e| e.kind == ElementKind::Drive && p.drives.contains(&e.number))
+                .map(|e| e.address)
+                .collect(),
+        )
+    }
+
+    /// A session bound to a partition mounts only the partition's cartridges: the ones whose slot is one of its
+    /// slots (or in a mail slot, when it has them).
+    fn partition_allows(&self, m: &MediaRecord, owner: &Owner) -> Result<(), NtmsError> {
+        let Some(at) = m.location.or(m.home) else { return Ok(()) };
+        let Some(li) = self.lib_index(at.library) else { return Ok(()) };
+        let Some(p) = self.partition_of(li, owner) else { return Ok(()) };
+        let inv = self.inventory.as_ref();
+        let slot =
+            m.home.filter(|h| h.kind == ElementKind::Storage).or(m.location.filter(|l| l.kind == ElementKind::Storage));
+        let number = slot.and_then(|s| inv?.element(s.library, ElementKind::Storage, s.address)).map(|e| e.number);
+        let in_port = p.mail_slots && m.location.is_some_and(|l| l.kind == ElementKind::ImportExport);
+        if number.is_some_and(|n| p.slots.contains(&n)) || in_port {
+            Ok(())
+        } else {
+            Err(NtmsError::AccessDenied {
+                message: format!(
+                    "{} is not in partition {} of application {}",
+                    m.barcode.as_deref().unwrap_or("the cartridge"),
+                    p.name,
+                    p.application
+                ),
+            })
+        }
     }
 
     /// A parked mount waits for offline cartridge `media`: unless the operator was asked already (or the libraries

@@ -26,6 +26,8 @@ pub struct LibraryView {
     pub scan: Option<(usize, usize)>,
     /// The operator has the door open (rsmd unlocked it).
     pub door_open: bool,
+    /// Its partitions.
+    pub partitions: Vec<crate::model::Partition>,
 }
 
 /// Everything objects are built from.
@@ -78,6 +80,7 @@ fn absent_library(name: &str, why: &str) -> ObjectInfo {
             serial: None,
             scan_done: None,
             scan_total: None,
+            partitions: None,
         }),
     );
     o.enabled = false;
@@ -279,6 +282,18 @@ impl View<'_> {
                 drive_count: count(ElementKind::Drive),
                 ie_port_count: count(ElementKind::ImportExport),
                 door_open: self.live(id).map(|l| l.door_open),
+                partitions: self.live(id).filter(|l| !l.partitions.is_empty()).map(|l| {
+                    l.partitions
+                        .iter()
+                        .map(|p| PartitionDetails {
+                            name: p.name.clone(),
+                            application: p.application.clone(),
+                            slots: p.slots.clone(),
+                            drives: p.drives.clone(),
+                            mail_slots: p.mail_slots,
+                        })
+                        .collect()
+                }),
                 barcode_reader: inv
                     .elements(id)
                     .any(|e| e.media.and_then(|m| inv.medium(m)).is_some_and(|m| m.barcode.is_some())),

@@ -89,6 +89,8 @@ pub struct LibraryOptions {
     pub deferred_dismount_ms: Millis,
     /// Cartridges an operator puts in the mail slots are injected at once (the broker's).
     pub auto_inject: bool,
+    /// The library's partitions (the broker's).
+    pub partitions: Vec<crate::model::Partition>,
     /// TEST UNIT READY poll interval after a load while the load time is unknown (50 polls, then backing off).
     pub poll_first_ms: Millis,
     /// Longest TEST UNIT READY poll interval.
@@ -116,6 +118,7 @@ impl Default for LibraryOptions {
             ready_timeout_ms: super::mounts::READY_TIMEOUT_MS,
             deferred_dismount_ms: super::DEFERRED_DISMOUNT_MS,
             auto_inject: false,
+            partitions: Vec::new(),
             poll_first_ms: super::mounts::FIRST_POLL_MS,
             poll_max_ms: super::mounts::MAX_POLL_MS,
             abort_grace_ms: super::mounts::ABORT_GRACE_MS,

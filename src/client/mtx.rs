@@ -31,6 +31,10 @@ pub struct Output {
 #[derive(Debug, Clone)]
 struct Drive {
     id: String,
+    /// The library's number for it.
+    number: u32,
+    /// The element address its cartridge came from.
+    source_address: Option<u32>,
     full: bool,
     /// The storage element number (0-based) its cartridge came from.
     source: Option<usize>,
@@ -42,6 +46,8 @@ struct Drive {
 #[derive(Debug, Clone)]
 struct Storage {
     id: String,
+    /// The library's number for it (slots from 1, mail slots after them).
+    number: u32,
     address: u32,
     full: bool,
     ie: bool,
@@ -64,9 +70,32 @@ pub struct MtxLibrary {
     revision: String,
     drives: Vec<Drive>,
     storage: Vec<Storage>,
+    partitions: Vec<crate::proto::types::PartitionDetails>,
 }
 
 impl MtxLibrary {
+    /// The drives' source slots as indexes into `storage` (mtx numbers the source among the storage elements shown).
+    fn renumber(&mut self) {
+        for d in &mut self.drives {
+            d.source = d.source_address.and_then(|a| self.storage.iter().position(|s| s.address == a));
+        }
+    }
+
+    /// The view of partition `name`: its slots numbered 1..N in the partition's order (then the mail slots when
+    /// it has them), its drives from 0.
+    pub fn partition(&self, name: &str) -> Option<MtxLibrary> {
+        let p = self.partitions.iter().find(|p| p.name == name)?;
+        let mut v = self.clone();
+        v.storage = p
+            .slots
+            .iter()
+            .filter_map(|n| self.storage.iter().find(|s| !s.ie && s.number == *n).cloned())
+            .chain(self.storage.iter().filter(|s| s.ie && p.mail_slots).cloned())
+            .collect();
+        v.drives = p.drives.iter().filter_map(|n| self.drives.iter().find(|d| d.number == *n).cloned()).collect();
+        v.renumber();
+        Some(v)
+    }
     /// Every library among `objects` (libraries, changers, drives, slots, ports).
     pub fn all(objects: &[ObjectInfo]) -> Vec<MtxLibrary> {
         let mut libs: Vec<MtxLibrary> = objects
@@ -81,11 +110,12 @@ impl MtxLibrary {
                     revision: String::new(),
                     drives: Vec::new(),
                     storage: Vec::new(),
+                    partitions: d.partitions.clone().unwrap_or_default(),
                 }),
                 _ => None,
             })
             .collect();
-        let mut drives: Vec<(String, u32, u32, Drive, Option<u32>)> = Vec::new();
+        let mut drives: Vec<(String, u32, u32, Drive)> = Vec::new();
         let mut slots: Vec<(String, u32, bool, Storage)> = Vec::new();
         for o in objects {
             match &o.details {
@@ -107,12 +137,13 @@ impl MtxLibrary {
                     d.element_address,
                     Drive {
                         id: o.id.clone(),
+                        number: d.number,
+                        source_address: d.source_element,
                         full: d.media.is_some() || d.barcode.is_some(),
                         source: None,
                         barcode: d.barcode.clone(),
                         width: d.volume_tag_width,
                     },
-                    d.source_element,
                 )),
                 ObjectDetails::StorageSlot(s) => slots.push((
                     s.library.clone(),
@@ -120,6 +151,7 @@ impl MtxLibrary {
                     false,
                     Storage {
                         id: o.id.clone(),
+                        number: s.number,
                         address: s.element_address,
                         full: s.full,
                         ie: false,
@@ -134,6 +166,7 @@ impl MtxLibrary {
                     true,
                     Storage {
                         id: o.id.clone(),
+                        number: p.number,
                         address: p.element_address,
                         full: p.full,
                         ie: true,
@@ -147,18 +180,11 @@ impl MtxLibrary {
         }
         // Storage slots by address, then the mail slots by address; drives by number.
         slots.sort_by_key(|(_, address, ie, _)| (*ie, *address));
-        drives.sort_by_key(|(_, number, address, _, _)| (*number, *address));
+        drives.sort_by_key(|(_, number, address, _)| (*number, *address));
         for lib in &mut libs {
             lib.storage = slots.iter().filter(|s| s.0 == lib.id).map(|s| s.3.clone()).collect();
-            let storage = &lib.storage;
-            lib.drives = drives
-                .iter()
-                .filter(|d| d.0 == lib.id)
-                .map(|(_, _, _, d, source)| Drive {
-                    source: source.and_then(|a| storage.iter().position(|s| s.address == a)),
-                    ..d.clone()
-                })
-                .collect();
+            lib.drives = drives.iter().filter(|d| d.0 == lib.id).map(|d| d.3.clone()).collect();
+            lib.renumber();
         }
         libs
     }
@@ -229,14 +255,23 @@ impl MtxLibrary {
 
 /// Finds the library a device names: `rsmd:NAME` (or `rsmd:NAME/PARTITION`), its changer's node, or a path
 /// leading to it (`/dev/tape/by-id/…`, `/dev/changer`).
-pub fn find_library<'a>(libs: &'a [MtxLibrary], device: &str) -> Option<&'a MtxLibrary> {
+pub fn find_library(libs: &[MtxLibrary], device: &str) -> Option<MtxLibrary> {
     if let Some(name) = device.strip_prefix("rsmd:") {
-        let name = name.split('/').next().unwrap_or(name);
-        return libs.iter().find(|l| l.name == name || l.id == name);
+        let (name, part) = match name.split_once('/') {
+            Some((n, p)) => (n, Some(p)),
+            None => (name, None),
+        };
+        let lib = libs.iter().find(|l| l.name == name || l.id == name)?;
+        return match part {
+            Some(p) => lib.partition(p),
+            None => Some(lib.clone()),
+        };
     }
     let real = |p: &str| std::fs::canonicalize(p).ok();
     let wanted = real(device);
-    libs.iter().find(|l| l.device.as_deref().is_some_and(|d| d == device || (wanted.is_some() && real(d) == wanted)))
+    libs.iter()
+        .find(|l| l.device.as_deref().is_some_and(|d| d == device || (wanted.is_some() && real(d) == wanted)))
+        .cloned()
 }
 
 /// The objects an mtx view is built from.
@@ -329,7 +364,11 @@ impl Run<'_> {
             Err(e) => return Err(self.fatal(&format!("cannot reach rsmd: {}", crate::error_chain(&e)))),
         };
         let libs = MtxLibrary::all(&objects);
-        let one = if libs.len() == 1 && device == "/dev/changer" { libs.first() } else { find_library(&libs, &device) };
+        let one = if libs.len() == 1 && device == "/dev/changer" {
+            libs.first().cloned()
+        } else {
+            find_library(&libs, &device)
+        };
         match one {
             Some(l) => {
                 self.lib = Some(l.clone());

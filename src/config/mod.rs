@@ -109,6 +109,8 @@ pub struct LibraryConfig {
     pub deferred_dismount_ms: u64,
     /// Inject what an operator puts in the mail slots without being asked.
     pub auto_inject: bool,
+    /// Partitions: the parts applications see (`[[library.partition]]`).
+    pub partitions: Vec<crate::model::Partition>,
 }
 
 impl LibraryConfig {
@@ -124,6 +126,7 @@ impl LibraryConfig {
             ready_timeout_ms: DEFAULT_READY_TIMEOUT_MS,
             deferred_dismount_ms: DEFAULT_DEFERRED_DISMOUNT_MS,
             auto_inject: false,
+            partitions: Vec::new(),
         }
     }
 }
@@ -358,6 +361,39 @@ struct RawLibrary {
     auto_inject: Option<bool>,
     #[serde(default)]
     drives: BTreeMap<String, Spanned<i64>>,
+    #[serde(default)]
+    partition: Vec<Spanned<RawPartition>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartition {
+    name: String,
+    application: String,
+    slots: String,
+    #[serde(default)]
+    drives: Vec<i64>,
+    #[serde(default)]
+    mail_slots: bool,
+}
+
+/// Slot numbers from `1-8,10,12-14`.
+fn slot_ranges(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let n = |x: &str| x.trim().parse::<u32>().ok().filter(|n| *n > 0);
+        match (n(a), n(b)) {
+            (Some(a), Some(b)) if a <= b && b - a < 100_000 => out.extend(a..=b),
+            _ => return Err(format!("{part:?} is not a slot number or range (1-based: \"1-8,10\")")),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    if out.is_empty() {
+        return Err("a partition owns at least one slot".into());
+    }
+    Ok(out)
 }
 
 /// The 1-based line of byte `offset` of `text`.
@@ -471,6 +507,44 @@ impl Config {
                 ready_timeout_ms,
                 deferred_dismount_ms,
                 auto_inject: l.auto_inject.unwrap_or(false),
+                partitions: {
+                    let mut parts: Vec<crate::model::Partition> = Vec::new();
+                    for (j, raw) in l.partition.into_iter().enumerate() {
+                        let line = line_of(text, raw.span().start);
+                        let raw = raw.into_inner();
+                        let pkey = |k: &str| format!("library[{i}].partition[{j}].{k}");
+                        let bad = |k: &str, reason: String| ConfigError::Value { key: pkey(k), line, reason };
+                        if raw.name.is_empty() || raw.name.contains('/') || parts.iter().any(|p| p.name == raw.name) {
+                            return Err(bad(
+                                "name",
+                                format!("{:?}: a partition needs a unique name without '/'", raw.name),
+                            ));
+                        }
+                        if parts.iter().any(|p| p.application == raw.application) {
+                            return Err(bad(
+                                "application",
+                                format!("{:?} has a partition of this library already", raw.application),
+                            ));
+                        }
+                        let slots = slot_ranges(&raw.slots).map_err(|r| bad("slots", r))?;
+                        if let Some(p) = parts.iter().find(|p| p.slots.iter().any(|s| slots.contains(s))) {
+                            return Err(bad("slots", format!("they overlap partition {}'s", p.name)));
+                        }
+                        let drives = raw
+                            .drives
+                            .iter()
+                            .map(|&d| u32::try_from(d).map_err(|_| bad("drives", format!("{d} is not a drive number"))))
+                            .collect::<Result<Vec<u32>, _>>()?;
+                        parts.push(crate::model::Partition {
+                            name: raw.name,
+                            application: raw.application,
+                            slots,
+                            drives,
+                            mail_slots: raw.mail_slots,
+                        });
+                    }
+                    parts
+                },
             });
         }
         let administrators = match raw.administrators {
@@ -560,6 +634,30 @@ mod tests {
         assert_eq!(c.administrators, vec![0], "root administers by default");
         assert_eq!(Config::parse("administrators = [0, 1000]").unwrap().administrators, vec![0, 1000]);
         assert!(Config::parse("administrators = []").unwrap().administrators.is_empty());
+    }
+
+    /// Issue 14: partitions are checked: slot ranges, no overlap, one partition per application, unique names.
+    #[test]
+    fn partitions_are_checked() {
+        let lib = |parts: &str| format!("[[library]]\nvlib = \"/v\"\n{parts}");
+        let part = |name: &str, app: &str, slots: &str| {
+            format!("[[library.partition]]\nname = \"{name}\"\napplication = \"{app}\"\nslots = \"{slots}\"\ndrives = [0]\n")
+        };
+        let c = Config::parse(&lib(&(part("a", "A", "1-3, 7") + &part("b", "B", "4-6")))).unwrap();
+        let p = &c.libraries[0].partitions;
+        assert_eq!(
+            (p[0].slots.clone(), p[1].slots.clone(), p[0].drives.clone()),
+            (vec![1, 2, 3, 7], vec![4, 5, 6], vec![0])
+        );
+        let err = |text: String| Config::parse(&text).unwrap_err().to_string();
+        assert!(err(lib(&(part("a", "A", "1-3") + &part("b", "B", "3-4")))).contains("overlap"));
+        assert!(
+            err(lib(&(part("a", "A", "1-3") + &part("b", "A", "4-5")))).contains("library[0].partition[1].application")
+        );
+        assert!(err(lib(&(part("a", "A", "1-3") + &part("a", "B", "4-5")))).contains("library[0].partition[1].name"));
+        assert!(err(lib(&part("a", "A", "3-1"))).contains("library[0].partition[0].slots"));
+        assert!(err(lib(&part("a/b", "A", "1"))).contains("name"));
+        assert!(err(lib(&part("a", "A", "0"))).contains("slots"));
     }
 
     #[test]

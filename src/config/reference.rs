@@ -46,6 +46,12 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "Inject the cartridges an operator puts in the mail slots at once (the library's IMPEXP flag), as InjectMedia.",
     ),
     (
+        "[[library.partition]]",
+        "name, application, slots = \"1-8,10\", drives = [0, 1], mail_slots = false",
+        "The part of the library an application sees (rsmd:LIBRARY/NAME): its slots numbered 1..N, its drives from 0 \
+         (a drive in several partitions is shared); its sessions mount nothing else.",
+    ),
+    (
         "[library.drives]",
         "table: drive serial = element address",
         "The drive mapping for libraries that do not report drive serials (see rsmd --map-drives).",
@@ -108,6 +114,8 @@ mod tests {
                      everyone = true\nrights = [\"use\"]\n[[library]]\nname = \"a\"\nchanger = \"auto\"\nchunk = 8\n\
                      heartbeat_ms = 1000\nready_timeout_ms = 1000\ndeferred_dismount_ms = 0\n\
                      auto_inject = true\n\
+                     [[library.partition]]\nname = \"p\"\napplication = \"A\"\nslots = \"1-2\"\ndrives = [0]\n\
+                     mail_slots = true\n\
                      [library.drives]\n\"S\" = 1\n";
         crate::config::Config::parse(every).unwrap();
         for line in every.lines() {

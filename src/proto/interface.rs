@@ -128,7 +128,17 @@ type LibraryDetails (
   product: ?string,
   serial: ?string,
   scan_done: ?int,
-  scan_total: ?int
+  scan_total: ?int,
+  partitions: ?[]PartitionDetails
+)
+
+# A partition: the part of a library one application sees (slots numbered 1..N, drives from 0).
+type PartitionDetails (
+  name: string,
+  application: string,
+  slots: []int,
+  drives: []int,
+  mail_slots: bool
 )
 
 # A changer (the robot).

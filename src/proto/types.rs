@@ -210,6 +210,24 @@ pub struct LibraryDetails {
     /// While the library is scanned: elements it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_total: Option<u32>,
+    /// Its partitions, when configured.
+    #[serde(default)]
+    pub partitions: Option<Vec<PartitionDetails>>,
+}
+
+/// A partition of a library (`[[library.partition]]`): what one application sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDetails {
+    /// Its name (`rsmd:LIBRARY/NAME`).
+    pub name: String,
+    /// The application whose sessions are bound to it.
+    pub application: String,
+    /// The library's storage slots it owns (1-based numbers); it numbers them 1..N in this order.
+    pub slots: Vec<u32>,
+    /// The library's drives it may use (numbers from 0); it numbers them 0.. in this order.
+    pub drives: Vec<u32>,
+    /// It sees the mail slots.
+    pub mail_slots: bool,
 }
 
 /// A changer, the robot (`NTMS_CHANGERINFORMATION`).
@@ -875,6 +893,7 @@ pub(crate) mod samples {
                     serial: None,
                     scan_done: Some(10),
                     scan_total: Some(26),
+                    partitions: None,
                 }),
             ),
             info(

@@ -268,6 +268,7 @@ pub fn options(lc: Option<&LibraryConfig>) -> LibraryOptions {
         ready_timeout_ms: lc.map_or(d.ready_timeout_ms, |l| l.ready_timeout_ms),
         deferred_dismount_ms: lc.map_or(d.deferred_dismount_ms, |l| l.deferred_dismount_ms),
         auto_inject: lc.is_some_and(|l| l.auto_inject),
+        partitions: lc.map(|l| l.partitions.clone()).unwrap_or_default(),
         ..d
     }
 }

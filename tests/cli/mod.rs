@@ -1086,3 +1086,63 @@ fn issue_14_changer_command_and_mtx_front() {
         "Loading media from Storage Element 1 into drive 2...done\nUnloading drive 2 into Storage Element 1...done\n"
     );
 }
+
+/// Issue 14, partitions: two applications on one library, each through its own partition (`rsmd:test/NAME`): its
+/// slots numbered 1..N, its drives from 0, a shared drive arbitrated by rsmd (one never unloads the other's tape),
+/// and rsmd refuses a mount of the other's cartridges or drives.
+#[test]
+fn issue_14_partitions_each_application_sees_its_own_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let parts =
+        "[[library.partition]]\nname = \"bacula\"\napplication = \"Bacula\"\nslots = \"1-8,17\"\ndrives = [0, 1]\n\
+                 [[library.partition]]\nname = \"amanda\"\napplication = \"Amanda\"\nslots = \"9-16\"\n\
+                 drives = [1, 2]\nmail_slots = true\n";
+    // Nobody administers (the test runs as root, an administrator by default, who may unload anyone's tape).
+    let config = format!("administrators = []\n{}", vlib_config(&v.dir, parts));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
+    d.wait_ready(1);
+    let app = |application: &str, args: &[&str]| {
+        let mut all = vec!["--application", application];
+        all.extend(args);
+        let out = rsm(&d, &all);
+        (text(&out.stdout), text(&out.stderr), out.status.code().unwrap())
+    };
+    assert_eq!(app("Bacula", &["changer", "rsmd:test/bacula", "slots"]).0, "9\n", "1-8 and 17 (empty)");
+    assert_eq!(app("Amanda", &["changer", "rsmd:test/amanda", "slots"]).0, "10\n", "8 slots and the 2 mail slots");
+    let bacula: String = (1..=8).map(|n| format!("{n}:ABC{n:03}L6\n")).collect();
+    assert_eq!(app("Bacula", &["changer", "rsmd:test/bacula", "list"]).0, bacula);
+    let amanda: String = (1..=8).map(|n| format!("{n}:ABC{:03}L6\n", n + 8)).collect();
+    assert_eq!(app("Amanda", &["changer", "rsmd:test/amanda", "list"]).0, amanda, "renumbered 1..8");
+    // Amanda loads its slot 1 (ABC009L6) into its drive 0: the library's drive 1, which Bacula shares.
+    let (out, _, code) = app("Amanda", &["mtx", "-f", "rsmd:test/amanda", "load", "1", "0"]);
+    assert_eq!((out.as_str(), code), ("Loading media from Storage Element 1 into drive 0...done\n", 0));
+    let (status, _, _) = app("Bacula", &["mtx", "-f", "rsmd:test/bacula", "status"]);
+    assert!(status.contains("Data Transfer Element 1:Full (Unknown Storage Element Loaded)"), "{status}");
+    assert!(
+        !status.contains("ABC009L6\n") || !status.contains("Storage Element 9"),
+        "Bacula sees none of Amanda's slots"
+    );
+    // Bacula cannot take Amanda's tape out of the shared drive, nor load into it while it is full.
+    let (out, _, code) = app("Bacula", &["changer", "rsmd:test/bacula", "unload", "9", "/dev/nst1", "1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("mounted by Amanda"), "{out}");
+    assert_eq!(
+        app("Bacula", &["changer", "rsmd:test/bacula", "load", "2", "/dev/nst1", "1"]).0,
+        "Drive 1 Full (Storage Element 0 loaded)\n"
+    );
+    // rsmd itself refuses what is not the partition's: Bacula mounting Amanda's cartridge, or into Amanda's drive.
+    let (_, err, code) = app("Bacula", &["mount", "ABC010L6"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("not in partition bacula"), "{err}");
+    let (_, err, code) = app("Bacula", &["mount", "ABC002L6", "--drive", "2"]);
+    assert_eq!(code, 5, "{err}");
+    // Both go on: Bacula loads its own into its dedicated drive; Amanda unloads hers.
+    assert_eq!(app("Bacula", &["changer", "rsmd:test/bacula", "load", "2", "/dev/nst0", "0"]).2, 0);
+    assert_eq!(app("Bacula", &["changer", "rsmd:test/bacula", "loaded", "0", "/dev/nst0", "0"]).0, "2\n");
+    let (out, _, code) = app("Amanda", &["mtx", "-f", "rsmd:test/amanda", "unload", "1", "0"]);
+    assert_eq!((out.as_str(), code), ("Unloading drive 0 into Storage Element 1...done\n", 0));
+    assert!(app("Amanda", &["changer", "rsmd:test/amanda", "list"]).0.starts_with("1:ABC009L6\n"));
+    let (_, err, code) = app("Amanda", &["mtx", "-f", "rsmd:test/nope", "status"]);
+    assert!(code == 1 && err.contains("rsmd:test/nope"), "{err}");
+}

@@ -75,6 +75,7 @@ fn sample_library() -> Vec<ObjectInfo> {
             serial: None,
             scan_done: None,
             scan_total: None,
+            partitions: None,
         }),
     )];
     // Objects arrive in no particular order: the formatter sorts them.
@@ -421,6 +422,7 @@ fn with_several_libraries_elements_say_which() {
             serial: None,
             scan_done: None,
             scan_total: None,
+            partitions: None,
         }),
     ));
     let names = Names::new(&objects);
