@@ -12,8 +12,6 @@
 //! usable cleaner: the cleaning waits with a cleaner operator request. A drive that does not eject the cleaner
 //! raises a device-service request; so do the TapeAlert flags that say the drive needs service.
 
-use serde_json::{Map, Value};
-
 use super::dispatch::Answer;
 use super::mounting::err;
 use super::requests::NewRequest;
@@ -22,7 +20,7 @@ use super::Broker;
 use crate::changer::{JobError, JobKind, Outcome};
 use crate::model::{ElementKind, Guid, LibraryState, MediaKind, OperatorKind, RequestId, RequestKind, RequestStatus};
 use crate::proto::types::NotificationOperation;
-use crate::proto::{NtmsError, ObjectType, WireError};
+use crate::proto::{NtmsError, ObjectType};
 use crate::scsi::tape::{tape_alert, TapeAlerts};
 
 /// The robot-queue priority of a cleaning: ahead of ordinary mounts (0), behind urgent ones.
@@ -334,25 +332,7 @@ impl Broker {
             Err(e) => Err(super::dispatch::job_error(&e, true)),
         };
         self.cleanings.remove(i);
-        let reply = match result {
-            Ok(()) => {
-                self.requests.finish(key, RequestStatus::Complete, None, now);
-                let mut m = Map::new();
-                m.insert("request".into(), Value::String(self.requests.guid_of(key)));
-                Ok(m)
-            }
-            Err(e) => {
-                let state = if matches!(e, NtmsError::Cancelled { .. }) {
-                    RequestStatus::Cancelled
-                } else {
-                    RequestStatus::Failed
-                };
-                self.requests.finish(key, state, Some(e.to_string()), now);
-                Err(WireError::Ntms(e))
-            }
-        };
-        self.note_request(key);
-        self.completions.push_back((key, reply, self.batch_for_reply()));
+        self.answer_request(key, result);
     }
 
     /// A cleaner that is spent (or refused by a drive) is disabled, and the operator asked for a new one.

@@ -810,6 +810,34 @@ impl Broker {
         self.note(NotificationOperation::Update, ObjectType::LibRequest, guid);
     }
 
+    /// Ends library request `key` with `result` (complete; cancelled or failed with the error's text), announces
+    /// it, and answers the call that waits for it: `{request}`, or the error.
+    pub(crate) fn answer_request(&mut self, key: RequestId, result: Result<(), NtmsError>) {
+        let reply = match result {
+            Ok(()) => {
+                if self.requests.is_open(key) {
+                    self.requests.finish(key, RequestStatus::Complete, None, self.now_unix());
+                }
+                let mut m = serde_json::Map::new();
+                m.insert("request".into(), serde_json::Value::String(self.requests.guid_of(key)));
+                Ok(m)
+            }
+            Err(e) => {
+                let state = if matches!(e, NtmsError::Cancelled { .. }) {
+                    RequestStatus::Cancelled
+                } else {
+                    RequestStatus::Failed
+                };
+                if self.requests.is_open(key) {
+                    self.requests.finish(key, state, Some(e.to_string()), self.now_unix());
+                }
+                Err(WireError::Ntms(e))
+            }
+        };
+        self.note_request(key);
+        self.completions.push_back((key, reply, self.batch_for_reply()));
+    }
+
     /// Who `session` is (its user and application).
     pub fn owner_of(&self, session: &str) -> Owner {
         self.sessions.owner(session).unwrap_or_default()

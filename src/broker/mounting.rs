@@ -585,13 +585,7 @@ impl Broker {
     /// Ends a parked mount with `e` (timed out, cancelled, or failed when tried again).
     pub fn end_parked(&mut self, key: RequestId, e: NtmsError) {
         self.parked.retain(|p| p.key != key);
-        let state =
-            if matches!(e, NtmsError::Cancelled { .. }) { RequestStatus::Cancelled } else { RequestStatus::Failed };
-        if self.requests.is_open(key) {
-            self.requests.finish(key, state, Some(e.to_string()), self.now_unix());
-            self.note_request(key);
-        }
-        self.completions.push_back((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
+        self.answer_request(key, Err(e));
     }
 
     /// The mapped drives of library `li` that can take cartridge `m` (to write it when `write`), and all the mapped

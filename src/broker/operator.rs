@@ -484,13 +484,7 @@ impl Broker {
             self.end_port_wait(key, e);
         } else if let Some(i) = self.cleanings.iter().position(|c| c.key == key && !c.running) {
             self.cleanings.remove(i);
-            let state =
-                if matches!(e, NtmsError::Cancelled { .. }) { RequestStatus::Cancelled } else { RequestStatus::Failed };
-            if self.requests.is_open(key) {
-                self.requests.finish(key, state, Some(e.to_string()), self.now_unix());
-                self.note_request(key);
-            }
-            self.completions.push_back((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
+            self.answer_request(key, Err(e));
         }
     }
 

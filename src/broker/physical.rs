@@ -326,13 +326,7 @@ impl Broker {
     }
 
     fn fail_physical(&mut self, key: RequestId, e: NtmsError) {
-        let state =
-            if matches!(e, NtmsError::Cancelled { .. }) { RequestStatus::Cancelled } else { RequestStatus::Failed };
-        if self.requests.is_open(key) {
-            self.requests.finish(key, state, Some(e.to_string()), self.now_unix());
-            self.note_request(key);
-        }
-        self.completions.push_back((key, Err(WireError::Ntms(e)), self.batch_for_reply()));
+        self.answer_request(key, Err(e));
     }
 
     /// `InjectMedia`: every cartridge in the library's mail slots goes to storage, to its home slot when that is
@@ -514,27 +508,7 @@ impl Broker {
     }
 
     fn end_physical(&mut self, key: RequestId, what: &str, result: Result<(), MoveError>) {
-        let now = self.now_unix();
-        let reply = match result {
-            Ok(()) => {
-                self.requests.finish(key, RequestStatus::Complete, None, now);
-                let mut r = Map::new();
-                r.insert("request".into(), Value::String(self.requests.guid_of(key)));
-                Ok(r)
-            }
-            Err(e) => {
-                let e = move_error(what, &e);
-                let state = if matches!(e, NtmsError::Cancelled { .. }) {
-                    RequestStatus::Cancelled
-                } else {
-                    RequestStatus::Failed
-                };
-                self.requests.finish(key, state, Some(e.to_string()), now);
-                Err(WireError::Ntms(e))
-            }
-        };
-        self.note_request(key);
-        self.completions.push_back((key, reply, self.batch_for_reply()));
+        self.answer_request(key, result.map_err(|e| move_error(what, &e)));
     }
 }
 
