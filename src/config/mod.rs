@@ -165,7 +165,12 @@ pub struct Config {
     pub media_rules: MediaRules,
     /// Who may do what (`[access]`).
     pub access: AccessRules,
+    /// Connections one user may have open at once (idle ones count; administrators are exempt).
+    pub max_connections_per_user: u32,
 }
+
+/// Connections one user may have open at once unless configured: a backup server's clients open a few each.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 256;
 
 impl Default for Config {
     fn default() -> Self {
@@ -178,6 +183,7 @@ impl Default for Config {
             libraries: Vec::new(),
             administrators: vec![0],
             media_rules: MediaRules::default(),
+            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
             access: AccessRules::default(),
         }
     }
@@ -191,6 +197,7 @@ struct RawConfig {
     socket: Option<PathBuf>,
     socket_group: Option<Spanned<toml::Value>>,
     socket_mode: Option<Spanned<i64>>,
+    max_connections_per_user: Option<Spanned<i64>>,
     state_dir: Option<PathBuf>,
     discover: Option<bool>,
     administrators: Option<Spanned<Vec<i64>>>,
@@ -576,9 +583,18 @@ impl Config {
                 reason: format!("{:o} is not a file mode (write it in octal: 0o660)", m.get_ref()),
             })?,
         };
+        let max_connections_per_user = match raw.max_connections_per_user {
+            None => DEFAULT_MAX_CONNECTIONS_PER_USER,
+            Some(m) => u32::try_from(*m.get_ref()).ok().filter(|m| *m >= 1).ok_or_else(|| ConfigError::Value {
+                key: "max_connections_per_user".into(),
+                line: line_of(text, m.span().start),
+                reason: format!("{} is not a number of connections (1 or more)", m.get_ref()),
+            })?,
+        };
         Ok(Config {
             socket_group,
             socket_mode,
+            max_connections_per_user,
             media_rules: media_rules(raw.media, text)?,
             access: access_rules(raw.access, text)?,
             administrators,

@@ -10,6 +10,12 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "The group of a socket rsmd binds itself (without socket activation): its members are the clients.",
     ),
     ("socket_mode", "octal integer; 0o660", "The mode of a socket rsmd binds itself (connecting needs write)."),
+    (
+        "max_connections_per_user",
+        "integer; 256",
+        "Connections one user may have open at once, idle ones included; more are refused (Busy). Administrators are \
+         exempt.",
+    ),
     ("state_dir", "path; /var/lib/rsmd", "The inventory database (sled) and the drive maps."),
     (
         "discover",
@@ -108,7 +114,7 @@ mod tests {
     /// key and table of the parser is in the reference.
     #[test]
     fn the_reference_names_the_keys_the_parser_accepts() {
-        let every = "socket = \"/s\"\nsocket_group = 5\nsocket_mode = 0o600\nstate_dir = \"/d\"\ndiscover = true\n\
+        let every = "socket = \"/s\"\nsocket_group = 5\nsocket_mode = 0o600\nmax_connections_per_user = 9\nstate_dir = \"/d\"\ndiscover = true\n\
                      administrators = [0]\n[media]\nnew = \"free\"\ncleaner_uses = 9\n[media.prefixes]\nCLN = \"cleaner\"\n\
                      [access]\nadmin_groups = [1]\nlibrary = [\"use\"]\n[[access.grant]]\ncomputer = true\n\
                      everyone = true\nrights = [\"use\"]\n[[library]]\nname = \"a\"\nchanger = \"auto\"\nchunk = 8\n\

@@ -191,6 +191,8 @@ pub struct Server {
     uevent: Option<OwnedFd>,
     waker: Arc<Waker>,
     loader: Option<mpsc::Receiver<Result<Loaded, StoreError>>>,
+    /// Open connections by user (the per-user cap).
+    per_uid: HashMap<u32, usize>,
     notifier: Notifier,
     start: Instant,
     stopping: bool,
@@ -320,6 +322,7 @@ impl Server {
             uevent,
             waker,
             loader: Some(rx),
+            per_uid: HashMap::new(),
             notifier,
             start,
             stopping: false,
@@ -416,6 +419,23 @@ impl Server {
                 return;
             }
         };
+        // One user may hold only so many connections (idle ones too); administrators are exempt.
+        let cap = self.setup.config.max_connections_per_user;
+        let open = self.per_uid.get(&peer.uid).copied().unwrap_or(0);
+        if open >= cap as usize && !self.broker.is_admin(peer) {
+            let e = crate::proto::NtmsError::Busy {
+                message: format!(
+                    "uid {} has {open} connections to rsmd open, the most one user may (max_connections_per_user): \
+                     close some",
+                    peer.uid
+                ),
+            };
+            use std::io::Write;
+            // A fresh socket's buffer takes this small reply; the connection is closed right after.
+            let _ = stream.write_all(&error_bytes(&WireError::Ntms(e)));
+            log::info!("uid {}: connection refused, {open} open already", peer.uid);
+            return;
+        }
         let idx = self.free.pop().unwrap_or_else(|| {
             self.clients.push(None);
             self.clients.len() - 1
@@ -425,6 +445,7 @@ impl Server {
             self.free.push(idx);
             return;
         }
+        *self.per_uid.entry(peer.uid).or_insert(0) += 1;
         self.broker.connected(peer);
         self.clients[idx] = Some(Client::new(stream, peer, self.now));
         self.touched.insert(idx);
@@ -537,6 +558,12 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
         self.waiting.retain(|_, i| *i != idx);
+        if let Some(n) = self.per_uid.get_mut(&c.peer.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_uid.remove(&c.peer.uid);
+            }
+        }
         self.broker.disconnected(c.peer, self.now);
         self.free.push(idx);
     }

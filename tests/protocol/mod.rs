@@ -280,3 +280,31 @@ fn not_ready_while_loading_and_the_client_library_waits() {
     let s = waiter.join().unwrap().unwrap();
     assert!(!s.id().is_empty());
 }
+
+/// Issue 16: one user holds only `max_connections_per_user` connections (idle ones count): the next is refused with
+/// a clear error and closed; once one closes, a new one is served.
+#[test]
+fn connections_per_user_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    // Nobody administers: the test runs as root, whom the cap would exempt as an administrator.
+    let config = format!("administrators = []\nmax_connections_per_user = 3\n{}", vlib_config(&v.dir, ""));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
+    d.wait_ready(1);
+    let mut held: Vec<Raw> = (0..3).map(|_| Raw::connect(&d.socket)).collect();
+    for r in &mut held {
+        // Answered: the daemon holds this connection.
+        assert_eq!(r.call("org.varlink.service.GetInfo", json!({}))["parameters"]["vendor"], "rsmd");
+    }
+    let mut fourth = Raw::connect(&d.socket);
+    let refused = fourth.recv().expect("an error reply before the close");
+    assert_eq!(error_of(&refused), Some("io.rsmd.Ntms.Busy"), "{refused}");
+    let message = refused["parameters"]["message"].as_str().unwrap();
+    assert!(message.contains("3 connections") && message.contains("max_connections_per_user"), "{message}");
+    assert!(fourth.recv().is_none(), "then closed");
+    // One goes: after the daemon has seen it go (a later call on another connection is answered), one more fits.
+    drop(held.remove(0));
+    assert_eq!(held[0].call("org.varlink.service.GetInfo", json!({}))["parameters"]["vendor"], "rsmd");
+    let mut again = Raw::connect(&d.socket);
+    assert_eq!(again.call("org.varlink.service.GetInfo", json!({}))["parameters"]["vendor"], "rsmd");
+}
