@@ -405,15 +405,8 @@ impl Broker {
         satisfied: bool,
         reason: Option<&str>,
     ) -> Result<Map<String, Value>, NtmsError> {
-        let Some(n) = self.operators.find(text) else {
-            return Err(NtmsError::ObjectNotFound { message: format!("no operator request {text:?}") });
-        };
+        let n = self.active_operator(text)?;
         let r = &self.operators.items[&n];
-        if r.state != OperatorState::Active {
-            return Err(NtmsError::InvalidState {
-                message: format!("operator request {n} is {} already", state_name(r.state)),
-            });
-        }
         let control = super::access::Rights::CONTROL;
         let allowed = self.is_admin(peer)
             || match r.library {
@@ -438,9 +431,8 @@ impl Broker {
         Ok(Map::new())
     }
 
-    /// `CancelOperatorRequest`: its submitter withdraws it (an administrator may withdraw any; the work that
-    /// waited for a daemon's request fails `Cancelled`).
-    pub fn cancel_operator(&mut self, session: &str, peer: Peer, text: &str) -> Result<Map<String, Value>, NtmsError> {
+    /// The number of the active operator request `text` names (`ObjectNotFound`, or `InvalidState` when answered).
+    fn active_operator(&self, text: &str) -> Result<u64, NtmsError> {
         let Some(n) = self.operators.find(text) else {
             return Err(NtmsError::ObjectNotFound { message: format!("no operator request {text:?}") });
         };
@@ -450,6 +442,14 @@ impl Broker {
                 message: format!("operator request {n} is {} already", state_name(r.state)),
             });
         }
+        Ok(n)
+    }
+
+    /// `CancelOperatorRequest`: its submitter withdraws it (an administrator may withdraw any; the work that
+    /// waited for a daemon's request fails `Cancelled`).
+    pub fn cancel_operator(&mut self, session: &str, peer: Peer, text: &str) -> Result<Map<String, Value>, NtmsError> {
+        let n = self.active_operator(text)?;
+        let r = &self.operators.items[&n];
         let mine = r.session.as_deref() == Some(session) || (r.session.is_some() && r.owner == self.owner_of(session));
         if !mine && !self.is_admin(peer) {
             return Err(NtmsError::AccessDenied {

@@ -333,21 +333,30 @@ impl Broker {
     /// free, else to the free slot with the lowest number; the reply comes when all are in. `LibraryFull` when no
     /// slot is free; with fewer free slots than cartridges, the rest stay in the mail slots (and the log says so).
     pub fn inject(&mut self, session: &str, peer: Peer, library: &str) -> Answer {
-        let Some(id) =
-            library.parse().ok().filter(|g| self.inventory.as_ref().is_some_and(|i| i.library(*g).is_some()))
-        else {
-            return err(NtmsError::InvalidLibrary { message: format!("no library {library:?}") });
-        };
-        if !self.library_rights(peer, id).contains(super::access::Rights::CONTROL) {
-            return err(NtmsError::AccessDenied {
-                message: format!("uid {} has no control right on the library", peer.uid),
-            });
-        }
-        let Some(li) = self.libs.iter().position(|l| l.id == Some(id) && !l.retired) else {
-            return err(NtmsError::LibraryOffline { message: "the library is not served".into() });
+        let (id, li) = match self.controlled_library(peer, library) {
+            Ok(x) => x,
+            Err(e) => return err(e),
         };
         let new = self.new_request(RequestKind::Inject, Some(id), session);
         self.start_inject(li, id, new, None)
+    }
+
+    /// The library `library` names (its id), for `peer` with the control right on it: (id, index).
+    fn controlled_library(&self, peer: Peer, library: &str) -> Result<(crate::model::Guid, usize), NtmsError> {
+        let Some(id) =
+            library.parse().ok().filter(|g| self.inventory.as_ref().is_some_and(|i| i.library(*g).is_some()))
+        else {
+            return Err(NtmsError::InvalidLibrary { message: format!("no library {library:?}") });
+        };
+        if !self.library_rights(peer, id).contains(super::access::Rights::CONTROL) {
+            return Err(NtmsError::AccessDenied {
+                message: format!("uid {} has no control right on the library", peer.uid),
+            });
+        }
+        match self.libs.iter().position(|l| l.id == Some(id) && !l.retired) {
+            Some(li) => Ok((id, li)),
+            None => Err(NtmsError::LibraryOffline { message: "the library is not served".into() }),
+        }
     }
 
     /// Automatic inject (`auto_inject`): the cartridges an operator put in the mail slots (the library reports
@@ -523,18 +532,9 @@ impl Broker {
                     .into(),
             });
         }
-        let Some(id) =
-            library.parse().ok().filter(|g| self.inventory.as_ref().is_some_and(|i| i.library(*g).is_some()))
-        else {
-            return err(NtmsError::InvalidLibrary { message: format!("no library {library:?}") });
-        };
-        if !self.library_rights(peer, id).contains(super::access::Rights::CONTROL) {
-            return err(NtmsError::AccessDenied {
-                message: format!("uid {} has no control right on the library", peer.uid),
-            });
-        }
-        let Some(li) = self.libs.iter().position(|l| l.id == Some(id) && !l.retired) else {
-            return err(NtmsError::LibraryOffline { message: "the library is not served".into() });
+        let (id, li) = match self.controlled_library(peer, library) {
+            Ok(x) => x,
+            Err(e) => return err(e),
         };
         if let Some((key, _, _)) = self.doors.iter().find(|(_, l, _)| *l == li) {
             return err(NtmsError::Busy {

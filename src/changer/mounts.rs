@@ -835,13 +835,7 @@ impl Mounts {
                         Start::Started
                     }
                     Err(e) => {
-                        self.outcomes.push_back(Outcome {
-                            id: job.id,
-                            drive: None,
-                            result: Err(JobError::Move(e)),
-                            alerts: None,
-                            read: None,
-                        });
+                        self.move_refused(job.id, e);
                         Start::Failed
                     }
                 }
@@ -873,13 +867,7 @@ impl Mounts {
                         Start::Started
                     }
                     Err(e) => {
-                        self.outcomes.push_back(Outcome {
-                            id: job.id,
-                            drive: None,
-                            result: Err(JobError::Move(e)),
-                            alerts: None,
-                            read: None,
-                        });
+                        self.move_refused(job.id, e);
                         Start::Failed
                     }
                 }
@@ -918,6 +906,11 @@ impl Mounts {
                 }
             }
         }
+    }
+
+    /// A job whose first move the library would not take ends with that refusal.
+    fn move_refused(&mut self, id: u64, e: MoveError) {
+        self.outcomes.push_back(Outcome { id, drive: None, result: Err(JobError::Move(e)), alerts: None, read: None });
     }
 
     fn fail(&mut self, i: usize, e: JobError) {
