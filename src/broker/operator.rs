@@ -30,6 +30,8 @@ pub const NOTICE_TARGET: &str = "rsmd::notice";
 const KEEP_ANSWERED_MS: u64 = 7 * 24 * 3600 * 1000;
 /// At most this many answered requests are kept (the oldest go first).
 const KEEP_ANSWERED: usize = 1000;
+/// How often answered requests are purged.
+const PURGE_EVERY_MS: u64 = 60_000;
 /// Longest text an application may submit.
 pub const MAX_TEXT: usize = 1024;
 /// Keys of `WaitForOperatorRequest` calls live above every library request number.
@@ -42,6 +44,8 @@ pub struct Operators {
     next: u64,
     items: BTreeMap<u64, OperatorRecord>,
     by_guid: HashMap<Guid, u64>,
+    /// When answered requests are purged next (the loop's clock).
+    next_purge: u64,
 }
 
 impl Operators {
@@ -539,9 +543,12 @@ impl Broker {
             };
             self.end_operator(n, state, None, Some(why));
         }
-        let purged = self.operators.purge(self.now_unix());
-        for n in purged {
-            self.changes.push(Change::RemoveOperator(n));
+        // Purging sorts every answered request: once a minute is plenty, not at every turn of the loop.
+        if self.now >= self.operators.next_purge {
+            self.operators.next_purge = self.now + PURGE_EVERY_MS;
+            for n in self.operators.purge(self.now_unix()) {
+                self.changes.push(Change::RemoveOperator(n));
+            }
         }
     }
 

@@ -1087,23 +1087,20 @@ impl Mounts {
     fn on_drive(&mut self, id: u64, result: Result<Response, TransportError>, lib: &mut Machine, now: Millis) {
         let Some(idx) = self.active.iter().position(|j| j.id == id) else { return };
         let step = self.active[idx].step.clone();
-        if matches!(step, Step::ReadingAlerts | Step::Cleaning { .. }) && result.is_err() {
-            // A timed-out poll of a cleaning drive is asked again; a timed-out TapeAlert read goes on without it.
-            match (&step, &result) {
-                (Step::Cleaning { .. }, Err(TransportError::TimedOut)) => {
-                    self.active[idx].step = Step::Cleaning { next_at: Some(now + CLEAN_POLL_MS) };
-                    return;
-                }
-                (Step::ReadingAlerts, Err(TransportError::TimedOut)) => return self.alerts_read(idx, lib),
-                _ => {}
-            }
-        }
         let r = match result {
             Ok(r) => r,
             Err(TransportError::TimedOut) => {
                 if let Step::WaitingReady { interval, .. } = step {
                     self.active[idx].step = Step::WaitingReady { next_at: Some(now + interval), interval };
                     return;
+                }
+                // A cleaning drive is asked again; a TapeAlert read that got no answer goes on without it.
+                if let Step::Cleaning { .. } = step {
+                    self.active[idx].step = Step::Cleaning { next_at: Some(now + CLEAN_POLL_MS) };
+                    return;
+                }
+                if step == Step::ReadingAlerts {
+                    return self.alerts_read(idx, lib);
                 }
                 if step == Step::CheckingWriteProtect && self.active[idx].abort.is_none() {
                     // The drive would not say: the mount stands (a write will tell).

@@ -121,16 +121,6 @@ impl Names {
     }
 }
 
-/// Width of the volume tag field mtx prints: the 32-byte primary volume tag identifier (SMC-3 6.10.3), space
-/// padded as the library returns it.
-pub const VOLUME_TAG_WIDTH: usize = 32;
-
-/// A barcode as mtx shows it: truncated or space-padded to [`VOLUME_TAG_WIDTH`].
-pub fn pad_volume_tag(tag: &str) -> String {
-    let tag: String = tag.chars().take(VOLUME_TAG_WIDTH).collect();
-    format!("{tag:<VOLUME_TAG_WIDTH$}")
-}
-
 /// A volume tag as mtx prints it from what the library reported: the barcode and the blanks after it, `width`
 /// characters in all (mtx prints the 36-byte field up to its first byte outside 32..=127); nothing when the
 /// library reported no printable tag for the element.

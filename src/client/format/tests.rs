@@ -236,13 +236,6 @@ fn mtx_status_of_nothing_is_empty() {
 }
 
 #[test]
-fn volume_tag_padding() {
-    assert_eq!(pad_volume_tag(""), " ".repeat(32));
-    assert_eq!(pad_volume_tag("A"), format!("A{}", " ".repeat(31)));
-    assert_eq!(pad_volume_tag(&"X".repeat(40)), "X".repeat(32));
-}
-
-#[test]
 fn status_table_shows_drives_slots_and_ports() {
     let text = status_table(&sample_library());
     assert!(text.starts_with("Library tgt (11111111-0000-0000-0000-000000000000): online, ready, changer /dev/sg5\n"));
