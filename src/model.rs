@@ -750,8 +750,12 @@ pub struct Partition {
     pub name: String,
     /// The application (OpenSession's) whose sessions are bound to it.
     pub application: String,
-    /// The library's storage slots it owns, by number (1-based, as mtx counts them).
+    /// The library's storage slots it owns, by number (1-based, as mtx counts them); empty when it owns a pool.
     pub slots: Vec<u32>,
+    /// The media pool it owns instead of fixed slots (a path, `Bacula\Full`): its slots are the home slots of the
+    /// pool's cartridges (and of its sub-pools'), in slot order, as they are at each call.
+    #[serde(default)]
+    pub pool: Option<String>,
     /// The drives it may use, by number (from 0); a drive in several partitions is shared.
     pub drives: Vec<u32>,
     /// It sees and uses the mail slots.

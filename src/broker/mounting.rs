@@ -489,11 +489,24 @@ impl Broker {
     }
 
     /// A session bound to a partition mounts only the partition's cartridges: the ones whose slot is one of its
-    /// slots (or in a mail slot, when it has them).
+    /// slots (or in a mail slot, when it has them), or for a partition that owns a pool, the pool's.
     fn partition_allows(&self, m: &MediaRecord, owner: &Owner) -> Result<(), NtmsError> {
         let Some(at) = m.location.or(m.home) else { return Ok(()) };
         let Some(li) = self.lib_index(at.library) else { return Ok(()) };
         let Some(p) = self.partition_of(li, owner) else { return Ok(()) };
+        if let Some(pool) = p.pool.as_deref() {
+            if self.inventory.as_ref().is_some_and(|inv| inv.in_pool_tree(m, pool)) {
+                return Ok(());
+            }
+            return Err(NtmsError::AccessDenied {
+                message: format!(
+                    "{} is not in pool {pool} of partition {} (application {})",
+                    m.barcode.as_deref().unwrap_or("the cartridge"),
+                    p.name,
+                    p.application
+                ),
+            });
+        }
         let inv = self.inventory.as_ref();
         let slot =
             m.home.filter(|h| h.kind == ElementKind::Storage).or(m.location.filter(|l| l.kind == ElementKind::Storage));

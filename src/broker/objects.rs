@@ -288,7 +288,11 @@ impl View<'_> {
                         .map(|p| PartitionDetails {
                             name: p.name.clone(),
                             application: p.application.clone(),
-                            slots: p.slots.clone(),
+                            slots: match p.pool.as_deref() {
+                                Some(pool) => inv.pool_slots(id, pool),
+                                None => p.slots.clone(),
+                            },
+                            pool: p.pool.clone(),
                             drives: p.drives.clone(),
                             mail_slots: p.mail_slots,
                         })

@@ -377,11 +377,27 @@ struct RawLibrary {
 struct RawPartition {
     name: String,
     application: String,
-    slots: String,
+    slots: Option<String>,
+    pool: Option<String>,
     #[serde(default)]
     drives: Vec<i64>,
     #[serde(default)]
     mail_slots: bool,
+}
+
+/// The pool a partition owns: an application pool's path (normalised), never a system pool.
+fn partition_pool(path: &str) -> Result<String, String> {
+    let p = crate::media::pools::normalize_path(path)?;
+    if crate::media::pools::system_kind(&p).is_some() {
+        return Err(format!("{p:?} is a system pool: a partition owns an application pool"));
+    }
+    Ok(p)
+}
+
+/// Pool path `a` is `b` or below it (compared without case, as pool paths are).
+pub fn pool_under(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    a == b || a.strip_prefix(&b).is_some_and(|rest| rest.starts_with('\\'))
 }
 
 /// Slot numbers from `1-8,10,12-14`.
@@ -533,9 +549,25 @@ impl Config {
                                 format!("{:?} has a partition of this library already", raw.application),
                             ));
                         }
-                        let slots = slot_ranges(&raw.slots).map_err(|r| bad("slots", r))?;
+                        let (slots, pool) =
+                            match (raw.slots, raw.pool) {
+                                (Some(s), None) => (slot_ranges(&s).map_err(|r| bad("slots", r))?, None),
+                                (None, Some(p)) => (Vec::new(), Some(partition_pool(&p).map_err(|r| bad("pool", r))?)),
+                                _ => return Err(bad(
+                                    "slots",
+                                    "a partition owns either slots (\"1-8,10\") or a pool (pool = \"Bacula\"), one \
+                                     of the two"
+                                        .into(),
+                                )),
+                            };
                         if let Some(p) = parts.iter().find(|p| p.slots.iter().any(|s| slots.contains(s))) {
                             return Err(bad("slots", format!("they overlap partition {}'s", p.name)));
+                        }
+                        if let Some(p) = parts.iter().find(|p| {
+                            let (a, b) = (p.pool.as_deref().unwrap_or_default(), pool.as_deref().unwrap_or_default());
+                            !a.is_empty() && !b.is_empty() && (pool_under(a, b) || pool_under(b, a))
+                        }) {
+                            return Err(bad("pool", format!("it overlaps partition {}'s pool", p.name)));
                         }
                         let drives = raw
                             .drives
@@ -546,6 +578,7 @@ impl Config {
                             name: raw.name,
                             application: raw.application,
                             slots,
+                            pool,
                             drives,
                             mail_slots: raw.mail_slots,
                         });
@@ -591,11 +624,13 @@ impl Config {
                 reason: format!("{} is not a number of connections (1 or more)", m.get_ref()),
             })?,
         };
+        let mut media_rules = media_rules(raw.media, text)?;
+        media_rules.pools = libraries.iter().flat_map(|l| &l.partitions).filter_map(|p| p.pool.clone()).collect();
         Ok(Config {
             socket_group,
             socket_mode,
             max_connections_per_user,
-            media_rules: media_rules(raw.media, text)?,
+            media_rules,
             access: access_rules(raw.access, text)?,
             administrators,
             socket: raw.socket.unwrap_or_else(|| DEFAULT_SOCKET.into()),
@@ -674,6 +709,31 @@ mod tests {
         assert!(err(lib(&part("a", "A", "3-1"))).contains("library[0].partition[0].slots"));
         assert!(err(lib(&part("a/b", "A", "1"))).contains("name"));
         assert!(err(lib(&part("a", "A", "0"))).contains("slots"));
+    }
+
+    /// Issue 14: a partition owns slots or an application pool, never both, never a system pool, never a pool
+    /// another partition's pool holds or is held by; its pool is created when missing (a media rule's pool).
+    #[test]
+    fn partitions_own_slots_or_a_pool() {
+        let lib = |parts: &str| format!("[[library]]\nvlib = \"/v\"\n{parts}");
+        let part = |name: &str, app: &str, owns: &str| {
+            format!("[[library.partition]]\nname = \"{name}\"\napplication = \"{app}\"\n{owns}\ndrives = [0]\n")
+        };
+        let c = Config::parse(&lib(&(part("a", "A", "pool = '\\Bacula\\Full'") + &part("b", "B", "slots = '4-6'"))))
+            .unwrap();
+        let p = &c.libraries[0].partitions;
+        assert_eq!((p[0].pool.as_deref(), p[0].slots.len()), (Some("Bacula\\Full"), 0));
+        assert_eq!((p[1].pool.as_deref(), p[1].slots.clone()), (None, vec![4, 5, 6]));
+        assert_eq!(c.media_rules.pools, vec!["Bacula\\Full".to_owned()]);
+        let err = |text: String| Config::parse(&text).unwrap_err().to_string();
+        let both = err(lib(&part("a", "A", "pool = 'Bacula'\nslots = '1'")));
+        assert!(both.contains("library[0].partition[0].slots") && both.contains("either"), "{both}");
+        assert!(err(lib(&part("a", "A", ""))).contains("either"));
+        assert!(err(lib(&part("a", "A", "pool = 'Free\\LTO-6'"))).contains("system pool"));
+        assert!(err(lib(&part("a", "A", "pool = 'A\\\\B'"))).contains("library[0].partition[0].pool"));
+        let nested = err(lib(&(part("a", "A", "pool = 'Bacula'") + &part("b", "B", "pool = 'bacula\\Full'"))));
+        assert!(nested.contains("overlaps partition a"), "{nested}");
+        assert!(!pool_under("Baculax", "Bacula") && pool_under("BACULA\\x", "bacula") && pool_under("a", "A"));
     }
 
     #[test]

@@ -53,9 +53,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ),
     (
         "[[library.partition]]",
-        "name, application, slots = \"1-8,10\", drives = [0, 1], mail_slots = false",
+        "name, application, slots = \"1-8,10\" or pool = \"Bacula\", drives = [0, 1], mail_slots = false",
         "The part of the library an application sees (rsmd:LIBRARY/NAME): its slots numbered 1..N, its drives from 0 \
-         (a drive in several partitions is shared); its sessions mount nothing else.",
+         (a drive in several partitions is shared); its sessions mount nothing else. With pool instead of slots it \
+         owns an application pool (created when missing): its slots are the home slots of the pool's cartridges, in \
+         slot order, so cartridges moved into the pool (rsm pool move, [media.prefixes]) join it.",
     ),
     (
         "[library.drives]",

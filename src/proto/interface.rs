@@ -137,6 +137,7 @@ type PartitionDetails (
   name: string,
   application: string,
   slots: []int,
+  pool: ?string,
   drives: []int,
   mail_slots: bool
 )

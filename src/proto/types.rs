@@ -222,8 +222,12 @@ pub struct PartitionDetails {
     pub name: String,
     /// The application whose sessions are bound to it.
     pub application: String,
-    /// The library's storage slots it owns (1-based numbers); it numbers them 1..N in this order.
+    /// The library's storage slots it owns (1-based numbers); it numbers them 1..N in this order. For a partition
+    /// that owns a pool: the home slots of the pool's cartridges now.
     pub slots: Vec<u32>,
+    /// The media pool it owns (its cartridges, wherever they are), when it owns a pool instead of fixed slots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     /// The library's drives it may use (numbers from 0); it numbers them 0.. in this order.
     pub drives: Vec<u32>,
     /// It sees the mail slots.

@@ -1146,3 +1146,52 @@ fn issue_14_partitions_each_application_sees_its_own_library() {
     let (_, err, code) = app("Amanda", &["mtx", "-f", "rsmd:test/nope", "status"]);
     assert!(code == 1 && err.contains("rsmd:test/nope"), "{err}");
 }
+
+/// Issue 14: a partition that owns a media pool sees the pool's cartridges wherever they sit, numbered by home slot;
+/// a cartridge moved into the pool joins it, and rsmd refuses the application anything outside the pool.
+#[test]
+fn issue_14_a_partition_owns_a_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let parts = "[[library.partition]]\nname = \"bacula\"\napplication = \"Bacula\"\npool = \"Bacula\\\\Full\"\n\
+                 drives = [0, 1]\n[media.prefixes]\n\"ABC01\" = \"Bacula\\\\Full\"\n";
+    let config = format!("administrators = []\n{}", vlib_config(&v.dir, parts));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
+    d.wait_ready(1);
+    let app = |application: &str, args: &[&str]| {
+        let mut all = vec!["--application", application];
+        all.extend(args);
+        let out = rsm(&d, &all);
+        (text(&out.stdout), text(&out.stderr), out.status.code().unwrap())
+    };
+    let changer = |args: &[&str]| {
+        let mut all = vec!["changer", "rsmd:test/bacula"];
+        all.extend(args);
+        app("Bacula", &all)
+    };
+    // The prefix rule put ABC010..ABC016 (slots 10-16) into Bacula\Full: the partition's slots 1..7.
+    assert_eq!(changer(&["slots"]).0, "7\n");
+    let list: String = (10..=16).enumerate().map(|(i, n)| format!("{}:ABC{n:03}L6\n", i + 1)).collect();
+    assert_eq!(changer(&["list"]).0, list);
+    let (_, err, code) = app("Bacula", &["mount", "ABC003L6"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("not in pool Bacula\\Full of partition bacula"), "{err}");
+    // The administrator moves ABC003L6 (slot 3) into the pool: it becomes the partition's slot 1.
+    let (out, err, code) = app("admin", &["pool", "move", "ABC003L6", "Bacula\\Full"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(changer(&["slots"]).0, "8\n");
+    assert!(changer(&["list"]).0.starts_with("1:ABC003L6\n2:ABC010L6\n"), "{}", changer(&["list"]).0);
+    // Loaded, it keeps its number (its home slot); the mtx view numbers the source among the partition's slots.
+    assert_eq!(changer(&["load", "1", "/dev/nst0", "0"]).2, 0);
+    assert_eq!(changer(&["loaded", "0", "/dev/nst0", "0"]).0, "1\n");
+    let (status, _, _) = app("Bacula", &["mtx", "-f", "rsmd:test/bacula", "status"]);
+    assert!(
+        status.contains("Data Transfer Element 0:Full (Storage Element 1 Loaded):VolumeTag = ABC003L6"),
+        "{status}"
+    );
+    assert_eq!(status.lines().filter(|l| l.starts_with("      Storage Element ")).count(), 8, "{status}");
+    assert_eq!(changer(&["unload", "1", "/dev/nst0", "0"]).2, 0);
+    // Back to Free, it leaves the partition.
+    assert_eq!(app("admin", &["pool", "move", "ABC003L6", "Free"]).2, 0);
+    assert_eq!(changer(&["list"]).0, list);
+}

@@ -75,6 +75,8 @@ pub struct MediaRules {
     pub new_media: Target,
     /// Cleanings a cleaning cartridge is good for (it is retired after that many).
     pub cleaner_uses: u32,
+    /// Application pools the configuration names elsewhere (partitions that own a pool): created when missing.
+    pub pools: Vec<String>,
 }
 
 /// Cleanings a cleaning cartridge is good for when the configuration does not say (LTO cleaners: 50).
@@ -82,7 +84,7 @@ pub const CLEANER_USES: u32 = 50;
 
 impl Default for MediaRules {
     fn default() -> Self {
-        MediaRules { prefixes: Vec::new(), new_media: Target::Free, cleaner_uses: CLEANER_USES }
+        MediaRules { prefixes: Vec::new(), new_media: Target::Free, cleaner_uses: CLEANER_USES, pools: Vec::new() }
     }
 }
 
@@ -247,6 +249,31 @@ impl Inventory {
         self.pool_names.get(&p.to_ascii_lowercase()).and_then(|id| self.pools.get(id))
     }
 
+    /// Whether cartridge `m` is in pool `path` or below it.
+    pub fn in_pool_tree(&self, m: &MediaRecord, path: &str) -> bool {
+        let name = m.pool.and_then(|p| self.pools.get(&p)).map(|p| p.name.as_str());
+        name.is_some_and(|name| crate::config::pool_under(name, path))
+    }
+
+    /// The storage slots (numbers) of library `library` that are the homes of pool `path`'s cartridges (and its
+    /// sub-pools'), in slot order: a partition that owns a pool numbers these 1..N. A loaded cartridge counts by
+    /// its home slot; one that has none (out of the library, in a mail slot) is not numbered.
+    pub fn pool_slots(&self, library: Guid, path: &str) -> Vec<u32> {
+        let storage = |e: &Option<crate::model::Location>| {
+            e.filter(|x| x.kind == crate::model::ElementKind::Storage && x.library == library)
+        };
+        let mut slots: Vec<u32> = self
+            .media
+            .values()
+            .filter(|m| self.in_pool_tree(m, path))
+            .filter_map(|m| storage(&m.home).or(storage(&m.location)))
+            .filter_map(|s| self.element(library, crate::model::ElementKind::Storage, s.address).map(|e| e.number))
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+    }
+
     /// The cartridge behind a logical media id.
     pub fn media_by_lmid(&self, lmid: Guid) -> Option<&MediaRecord> {
         self.lmids.get(&lmid).and_then(|id| self.media.get(id))
@@ -289,6 +316,7 @@ impl Inventory {
                 Target::Pool(p) => Some(p.clone()),
                 _ => None,
             })
+            .chain(self.rules.pools.iter().cloned())
             .collect();
         for p in targets {
             out.extend(self.ensure_app_path(&p, now));

@@ -88,6 +88,7 @@ fn new_media_go_where_the_rule_says() {
         prefixes: vec![("B".into(), Target::Pool("Bacula\\Full".into())), ("IMP".into(), Target::Import)],
         new_media: Target::Free,
         cleaner_uses: 50,
+        pools: vec![],
     };
     let inv =
         inventory(rules, &[Some("ABC001L6"), Some("B00001L7"), Some("CLN001L1"), Some("IMP001L6"), Some("XYZ"), None]);
@@ -106,8 +107,10 @@ fn new_media_go_where_the_rule_says() {
     assert_eq!(unlabelled.created, 1_000);
     assert_invariants(&inv);
     // Import as the default for known types.
-    let inv =
-        inventory(MediaRules { prefixes: vec![], new_media: Target::Import, cleaner_uses: 50 }, &[Some("ABC001L6")]);
+    let inv = inventory(
+        MediaRules { prefixes: vec![], new_media: Target::Import, cleaner_uses: 50, pools: vec![] },
+        &[Some("ABC001L6")],
+    );
     assert_eq!(pool_of(&inv, "ABC001L6"), "Import\\LTO-6");
 }
 
@@ -183,8 +186,12 @@ fn pools_create_nest_and_delete_by_rsm_rules() {
 
 #[test]
 fn moves_follow_rsm_rules() {
-    let rules =
-        MediaRules { prefixes: vec![("IMP".into(), Target::Import)], new_media: Target::Free, cleaner_uses: 50 };
+    let rules = MediaRules {
+        prefixes: vec![("IMP".into(), Target::Import)],
+        new_media: Target::Free,
+        cleaner_uses: 50,
+        pools: vec![],
+    };
     let mut inv = inventory(rules, &[Some("ABC001L6"), Some("IMP001L6"), Some("XYZ"), Some("ABC002L7")]);
     let pool = app_pool(&mut inv, "Bacula");
     let (free, import) = (inv.pool_by_name("Free").unwrap().id, inv.pool_by_name("Import").unwrap().id);
@@ -250,7 +257,7 @@ fn allocation_draws_from_free_and_deallocation_returns() {
 
 #[test]
 fn import_is_allocated_in_one_step_and_system_pools_are_not_allocated_in() {
-    let rules = MediaRules { prefixes: vec![], new_media: Target::Import, cleaner_uses: 50 };
+    let rules = MediaRules { prefixes: vec![], new_media: Target::Import, cleaner_uses: 50, pools: vec![] };
     let mut inv = inventory(rules, &[Some("ABC001L6")]);
     let free = inv.pool_by_name("Free").unwrap().id;
     assert!(matches!(alloc(&mut inv, free, None), Err(PoolError::InvalidPool(_))));
