@@ -86,6 +86,12 @@ fn mtx_changer_contract(lab: &Lab, s: &rsmd::client::Session, library: &str) {
             .expect("a slot")
     };
     let (a, f2, e) = (slot(true, 0), slot(true, 1), slot(false, 0));
+    // The first mail slot, as mtx numbers it (after the storage slots).
+    let mail = start
+        .lines()
+        .find(|l| l.starts_with("      Storage Element ") && l.contains("IMPORT"))
+        .map(|l| l.trim_start().split([' ', ':']).nth(2).unwrap().to_owned())
+        .expect("a mail slot");
     let tape = |d: usize| lab.tapes[d].to_str().unwrap().to_owned();
     let steps: Vec<Vec<String>> = [
         vec!["slots"],
@@ -108,6 +114,10 @@ fn mtx_changer_contract(lab: &Lab, s: &rsmd::client::Session, library: &str) {
         vec!["load"],
         vec!["unload", &e, &tape(0), "0"],
         vec!["transfer", &e, &a],
+        vec!["transfer", &f2, &a],
+        vec!["transfer", &f2, &mail],
+        vec!["list"],
+        vec!["transfer", &mail, &f2],
         vec!["loaded", "0", &tape(0), "0"],
     ]
     .iter()
