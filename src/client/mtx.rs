@@ -82,7 +82,9 @@ impl MtxLibrary {
     }
 
     /// The view of partition `name`: its slots numbered 1..N in the partition's order (then the mail slots when
-    /// it has them), its drives from 0.
+    /// it has them), its drives from 0. A drive that holds a cartridge from outside the partition (another
+    /// application's, in a shared drive) is empty to it: a load into it waits in rsmd's queue until that cartridge
+    /// is out, instead of failing `Drive N Full`, and nothing of the other application's shows.
     pub fn partition(&self, name: &str) -> Option<MtxLibrary> {
         let p = self.partitions.iter().find(|p| p.name == name)?;
         let mut v = self.clone();
@@ -94,6 +96,9 @@ impl MtxLibrary {
             .collect();
         v.drives = p.drives.iter().filter_map(|n| self.drives.iter().find(|d| d.number == *n).cloned()).collect();
         v.renumber();
+        for d in v.drives.iter_mut().filter(|d| d.full && d.source.is_none()) {
+            (d.full, d.barcode, d.source_address) = (false, None, None);
+        }
         Some(v)
     }
     /// Every library among `objects` (libraries, changers, drives, slots, ports).

@@ -310,7 +310,7 @@ pub struct DriveDetails {
     pub barcode: Option<String>,
     /// Element address the cartridge came from (SMC "source storage element address"), when valid.
     pub source_element: Option<u32>,
-    /// Id of the session that has the cartridge mounted.
+    /// Who has the cartridge mounted: `APPLICATION (uid N)` (never a session's handle).
     pub mounted_by: Option<String>,
     /// Number of mounts since the drive was added.
     pub mount_count: u64,

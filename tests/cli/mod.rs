@@ -1118,30 +1118,60 @@ fn issue_14_partitions_each_application_sees_its_own_library() {
     let (out, _, code) = app("Amanda", &["mtx", "-f", "rsmd:test/amanda", "load", "1", "0"]);
     assert_eq!((out.as_str(), code), ("Loading media from Storage Element 1 into drive 0...done\n", 0));
     let (status, _, _) = app("Bacula", &["mtx", "-f", "rsmd:test/bacula", "status"]);
-    assert!(status.contains("Data Transfer Element 1:Full (Unknown Storage Element Loaded)"), "{status}");
+    assert!(status.contains("Data Transfer Element 1:Empty\n"), "Amanda's tape is not Bacula's business: {status}");
     let slots: Vec<&str> = status.lines().filter(|l| l.starts_with("      Storage Element ")).collect();
     assert_eq!(slots.len(), 9, "Bacula sees its 9 slots only: {status}");
     let amandas = |l: &&str| (9..=16).any(|n| l.contains(&format!("ABC{n:03}L6")));
     assert!(!slots.iter().any(amandas), "none of Amanda's cartridges in its slots: {status}");
-    // Bacula cannot take Amanda's tape out of the shared drive, nor load into it while it is full.
+    // Bacula cannot take Amanda's tape out of the shared drive: not through the changer (the drive is empty to it),
+    // not from rsmd itself.
     let (out, _, code) = app("Bacula", &["changer", "rsmd:test/bacula", "unload", "9", "/dev/nst1", "1"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("mounted by Amanda"), "{out}");
-    assert_eq!(
-        app("Bacula", &["changer", "rsmd:test/bacula", "load", "2", "/dev/nst1", "1"]).0,
-        "Drive 1 Full (Storage Element 0 loaded)\n"
-    );
+    assert_eq!((out.as_str(), code), ("Data Transfer Element 1 is Empty\n", 1));
+    let (_, err, code) = app("Bacula", &["dismount", "--drive", "1"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("mounted by Amanda"), "{err}");
     // rsmd itself refuses what is not the partition's: Bacula mounting Amanda's cartridge, or into Amanda's drive.
     let (_, err, code) = app("Bacula", &["mount", "ABC010L6"]);
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("not in partition bacula"), "{err}");
     let (_, err, code) = app("Bacula", &["mount", "ABC002L6", "--drive", "2"]);
     assert_eq!(code, 5, "{err}");
-    // Both go on: Bacula loads its own into its dedicated drive; Amanda unloads hers.
-    assert_eq!(app("Bacula", &["changer", "rsmd:test/bacula", "load", "2", "/dev/nst0", "0"]).2, 0);
-    assert_eq!(app("Bacula", &["changer", "rsmd:test/bacula", "loaded", "0", "/dev/nst0", "0"]).0, "2\n");
+    // A Bacula load into the shared drive waits in rsmd's queue while Amanda holds it, and goes on once she unloads.
+    let socket = d.socket.to_str().unwrap();
+    let mut watch =
+        rsm_command(&["--socket", socket, "watch"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let watched = lines(watch.stdout.take().unwrap());
+    let watch_err = lines(watch.stderr.take().unwrap());
+    wait_line(&watch_err, |l| l.starts_with("rsm: watching rsmd at "));
+    let load = rsm_command(&[
+        "--socket",
+        socket,
+        "--application",
+        "Bacula",
+        "changer",
+        "rsmd:test/bacula",
+        "load",
+        "2",
+        "/dev/nst1",
+        "1",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_line(&watched, |l| l.starts_with("insert request ") && l.contains("ABC002L6"));
     let (out, _, code) = app("Amanda", &["mtx", "-f", "rsmd:test/amanda", "unload", "1", "0"]);
     assert_eq!((out.as_str(), code), ("Unloading drive 0 into Storage Element 1...done\n", 0));
+    let loaded = load.wait_with_output().unwrap();
+    assert_eq!(
+        (text(&loaded.stdout).as_str(), loaded.status.code()),
+        ("Loading media from Storage Element 2 into drive 1...done\n", Some(0))
+    );
+    watch.kill().unwrap();
+    let _ = watch.wait();
+    assert_eq!(app("Bacula", &["changer", "rsmd:test/bacula", "loaded", "0", "/dev/nst1", "1"]).0, "2\n");
+    assert_eq!(app("Amanda", &["changer", "rsmd:test/amanda", "loaded", "0", "/dev/nst1", "0"]).0, "0\n");
+    assert_eq!(app("Bacula", &["changer", "rsmd:test/bacula", "unload", "2", "/dev/nst1", "1"]).2, 0);
     assert!(app("Amanda", &["changer", "rsmd:test/amanda", "list"]).0.starts_with("1:ABC009L6\n"));
     let (_, err, code) = app("Amanda", &["mtx", "-f", "rsmd:test/nope", "status"]);
     assert!(code == 1 && err.contains("rsmd:test/nope"), "{err}");
