@@ -167,7 +167,13 @@ pub struct Config {
     pub access: AccessRules,
     /// Connections one user may have open at once (idle ones count; administrators are exempt).
     pub max_connections_per_user: u32,
+    /// Bytes all connections together may hold in buffered calls and unsent replies before the ones holding
+    /// more than a small share stop being read and served (until their clients read their replies).
+    pub memory_budget: usize,
 }
+
+/// The default [`Config::memory_budget`]: 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 256;
 
 /// Connections one user may have open at once unless configured: a backup server's clients open a few each.
 pub const DEFAULT_MAX_CONNECTIONS_PER_USER: u32 = 256;
@@ -184,6 +190,7 @@ impl Default for Config {
             administrators: vec![0],
             media_rules: MediaRules::default(),
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+            memory_budget: (DEFAULT_MEMORY_BUDGET_MIB << 20) as usize,
             access: AccessRules::default(),
         }
     }
@@ -198,6 +205,7 @@ struct RawConfig {
     socket_group: Option<Spanned<toml::Value>>,
     socket_mode: Option<Spanned<i64>>,
     max_connections_per_user: Option<Spanned<i64>>,
+    memory_budget_mib: Option<Spanned<i64>>,
     state_dir: Option<PathBuf>,
     discover: Option<bool>,
     administrators: Option<Spanned<Vec<i64>>>,
@@ -624,12 +632,26 @@ impl Config {
                 reason: format!("{} is not a number of connections (1 or more)", m.get_ref()),
             })?,
         };
+        let memory_budget = match raw.memory_budget_mib {
+            None => DEFAULT_MEMORY_BUDGET_MIB << 20,
+            Some(m) => u64::try_from(*m.get_ref())
+                .ok()
+                .filter(|m| (16..=1 << 20).contains(m))
+                .map(|m| m << 20)
+                .ok_or_else(|| ConfigError::Value {
+                    key: "memory_budget_mib".into(),
+                    line: line_of(text, m.span().start),
+                    reason: format!("{} is not a budget in MiB (16 to 1048576)", m.get_ref()),
+                })?,
+        };
+        let memory_budget = usize::try_from(memory_budget).unwrap_or(usize::MAX);
         let mut media_rules = media_rules(raw.media, text)?;
         media_rules.pools = libraries.iter().flat_map(|l| &l.partitions).filter_map(|p| p.pool.clone()).collect();
         Ok(Config {
             socket_group,
             socket_mode,
             max_connections_per_user,
+            memory_budget,
             media_rules,
             access: access_rules(raw.access, text)?,
             administrators,

@@ -16,6 +16,13 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "Connections one user may have open at once, idle ones included; more are refused (Busy). Administrators are \
          exempt.",
     ),
+    (
+        "memory_budget_mib",
+        "integer (MiB); 256",
+        "What all connections together may hold in buffered calls and unsent replies. Beyond it, a connection that \
+         holds more than 64 KiB (a client that pipelines calls and does not read its replies) is neither read nor \
+         served until its client reads; the others go on.",
+    ),
     ("state_dir", "path; /var/lib/rsmd", "The inventory database (sled) and the drive maps."),
     (
         "discover",
@@ -116,7 +123,7 @@ mod tests {
     /// key and table of the parser is in the reference.
     #[test]
     fn the_reference_names_the_keys_the_parser_accepts() {
-        let every = "socket = \"/s\"\nsocket_group = 5\nsocket_mode = 0o600\nmax_connections_per_user = 9\nstate_dir = \"/d\"\ndiscover = true\n\
+        let every = "socket = \"/s\"\nsocket_group = 5\nsocket_mode = 0o600\nmax_connections_per_user = 9\nmemory_budget_mib = 64\nstate_dir = \"/d\"\ndiscover = true\n\
                      administrators = [0]\n[media]\nnew = \"free\"\ncleaner_uses = 9\n[media.prefixes]\nCLN = \"cleaner\"\n\
                      [access]\nadmin_groups = [1]\nlibrary = [\"use\"]\n[[access.grant]]\ncomputer = true\n\
                      everyone = true\nrights = [\"use\"]\n[[library]]\nname = \"a\"\nchanger = \"auto\"\nchunk = 8\n\

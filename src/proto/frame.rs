@@ -122,6 +122,10 @@ impl FrameDecoder {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
+            if self.buf.capacity() > 64 << 10 {
+                // A burst of calls is handled: give its buffer back rather than hold it for the connection's life.
+                self.buf.shrink_to(64 << 10);
+            }
         }
         Some(String::from_utf8(message).map_err(|e| FrameError::InvalidUtf8 { offset: e.utf8_error().valid_up_to() }))
     }

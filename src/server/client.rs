@@ -6,6 +6,8 @@
 //! keep call order. Limits keep one client from hurting the others: at most [`MAX_PIPELINE`] unanswered calls and
 //! [`MAX_OUTPUT`] bytes of unsent replies, beyond which the connection stops being read (the client must read its
 //! replies first); a connection that stays stuck that way, or keeps half a message, for [`STALL_MS`] is closed.
+//! Beyond one connection, the server counts what all of them hold ([`Client::usage`]) against its memory budget:
+//! while it is exceeded, a connection holding more than [`SQUEEZE_SHARE`] is backpressured too (`squeezed`).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -21,6 +23,11 @@ pub const MAX_PIPELINE: usize = 128;
 pub const MAX_OUTPUT: usize = 8 << 20;
 /// How long a connection may stay stuck (output full, or a partial message) before it is closed.
 pub const STALL_MS: u64 = 30_000;
+/// While the server's memory budget is exceeded, what one connection may hold (buffered calls and unsent replies)
+/// and still be read and served.
+pub const SQUEEZE_SHARE: usize = 64 << 10;
+/// Buffer capacity a connection keeps once its buffer is empty (more is given back).
+const KEEP_CAPACITY: usize = 64 << 10;
 
 /// What one call's slot holds.
 #[derive(Debug)]
@@ -77,6 +84,12 @@ pub struct Client {
     pub write_shut: bool,
     /// The interest the connection is registered with now (None: not registered; see [`Client::interest`]).
     pub registered: Option<mio::Interest>,
+    /// The decoder may hold complete calls not handled yet (set by reading, cleared when none is left).
+    pub calls_waiting: bool,
+    /// The server's memory budget is exceeded: holding more than [`SQUEEZE_SHARE`] backpressures.
+    pub squeezed: bool,
+    /// What the server last counted for this connection against its budget ([`Client::usage`] then).
+    pub accounted: usize,
 }
 
 /// Result of reading.
@@ -107,7 +120,15 @@ impl Client {
             paused: false,
             write_shut: false,
             registered: Some(mio::Interest::READABLE),
+            calls_waiting: false,
+            squeezed: false,
+            accounted: 0,
         }
+    }
+
+    /// What the connection holds: buffered incoming bytes and unsent replies.
+    pub fn usage(&self) -> usize {
+        self.decoder.buffered() + self.pending_output()
     }
 
     /// Unsent bytes.
@@ -117,7 +138,20 @@ impl Client {
 
     /// True when the connection should not be read now (limits reached, or closing).
     pub fn backpressured(&self) -> bool {
-        self.closing || self.read_closed || self.slots.len() >= MAX_PIPELINE || self.pending_output() >= MAX_OUTPUT
+        self.closing
+            || self.read_closed
+            || self.slots.len() >= MAX_PIPELINE
+            || self.pending_output() >= MAX_OUTPUT
+            || (self.squeezed && self.usage() >= SQUEEZE_SHARE)
+    }
+
+    /// True when the connection has calls to handle now: complete ones may be buffered, and neither a limit nor
+    /// a fatal error stops it.
+    pub fn has_calls(&self) -> bool {
+        self.calls_waiting
+            && !self.closing
+            && self.slots.len() < MAX_PIPELINE
+            && !(self.squeezed && self.pending_output() >= SQUEEZE_SHARE)
     }
 
     /// The interest to register, computed from the state: readable while we accept input (or linger to discard
@@ -151,6 +185,7 @@ impl Client {
                 Ok(n) => {
                     self.last_progress = now;
                     self.decoder.extend(&buf[..n]);
+                    self.calls_waiting = true;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.paused = false;
@@ -226,6 +261,10 @@ impl Client {
         }
         self.out.clear();
         self.out_pos = 0;
+        if self.out.capacity() > KEEP_CAPACITY {
+            // A large reply went out: give its buffer back rather than hold it for the connection's life.
+            self.out.shrink_to(KEEP_CAPACITY);
+        }
         Ok(true)
     }
 
@@ -255,7 +294,11 @@ impl Client {
         let nothing_pending = self.slots.iter().all(|s| matches!(s, Slot::Stream { .. })) || self.slots.is_empty();
         self.hung_up
             || (self.closing && self.write_shut && self.read_closed)
-            || (!self.closing && self.read_closed && drained && (self.slots.is_empty() || nothing_pending))
+            || (!self.closing
+                && self.read_closed
+                && !self.calls_waiting
+                && drained
+                && (self.slots.is_empty() || nothing_pending))
     }
 
     /// True when the connection made no progress for [`STALL_MS`] while stuck (output not drained, or a partial

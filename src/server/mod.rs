@@ -36,7 +36,7 @@ use crate::changer::DeviceRef;
 use crate::proto::{Call, ErrorReply, Method, NtmsError, Reply, WireError};
 use crate::store::{Store, StoreError, Writer};
 use crate::transport::{Completion, Transport, TransportError};
-use client::{Client, ReadOutcome, Slot};
+use client::{Client, Slot};
 use notify::Notifier;
 pub use start::ServerError;
 
@@ -213,7 +213,18 @@ pub struct Server {
     reopen_attempts: u32,
     /// Calls waiting for a job: request key → client slot.
     waiting: HashMap<crate::model::RequestId, usize>,
+    /// Connections with calls to handle (or input to read) now: served by [`Server::serve_ready`].
+    ready: std::collections::BTreeSet<usize>,
+    /// Connections held back by the memory budget: looked at again once it has room.
+    held: HashSet<usize>,
+    /// What all connections hold (buffered calls, unsent replies), as last counted.
+    buffered_total: usize,
 }
+
+/// Calls one connection has handled in one serving before the next connection gets its turn.
+const CALLS_PER_SERVING: usize = 4;
+/// How long one turn of the loop serves calls before it polls again (new connections' calls, devices, timers).
+const SERVE_BUDGET_MS: u64 = 5;
 
 impl Server {
     #[allow(clippy::disallowed_methods)]
@@ -323,6 +334,9 @@ impl Server {
             waker,
             loader: Some(rx),
             per_uid: HashMap::new(),
+            ready: std::collections::BTreeSet::new(),
+            held: HashSet::new(),
+            buffered_total: 0,
             notifier,
             start,
             stopping: false,
@@ -368,6 +382,7 @@ impl Server {
                 }
             }
             self.process_timers();
+            self.serve_ready();
             self.end_turn();
             if let Some(r) = self.exit.take() {
                 return r;
@@ -385,6 +400,10 @@ impl Server {
     }
 
     fn next_deadline(&self) -> Option<u64> {
+        if !self.ready.is_empty() {
+            // Calls are left from this turn: look at new events, then serve them.
+            return Some(self.now);
+        }
         let stall = self
             .clients
             .iter()
@@ -453,34 +472,24 @@ impl Server {
         self.process_client(idx, false);
     }
 
+    /// A connection's event (or a resumption): sends what is queued, reads what arrived. Calls are not handled
+    /// here but in [`Server::serve_ready`], where every connection gets its share in turn, the lightest first.
     fn process_client(&mut self, idx: usize, _writable: bool) {
         let now = self.now;
+        let squeezed = self.squeezed();
         let Some(mut c) = self.clients.get_mut(idx).and_then(Option::take) else { return };
         self.touched.insert(idx);
+        c.squeezed = squeezed;
         let mut dead = false;
         if let Err(e) = c.write(now) {
             log::debug!("client {idx}: write failed: {e}");
             dead = true;
         }
-        while !dead && !c.closing && !c.read_closed {
-            match c.read(now) {
-                Ok(outcome) => {
-                    self.handle_messages(idx, &mut c);
-                    match outcome {
-                        ReadOutcome::Drained | ReadOutcome::Eof => break,
-                        ReadOutcome::Paused if c.backpressured() => break,
-                        ReadOutcome::Paused => {}
-                    }
-                }
-                Err(e) => {
-                    log::debug!("client {idx}: read failed: {e}");
-                    dead = true;
-                }
+        if !dead && !c.closing && !c.read_closed {
+            if let Err(e) = c.read(now) {
+                log::debug!("client {idx}: read failed: {e}");
+                dead = true;
             }
-        }
-        if c.read_closed && !c.closing {
-            // Calls that arrived with the EOF still get answered.
-            self.handle_messages(idx, &mut c);
         }
         if c.closing && !dead {
             c.collect(self.durable());
@@ -488,15 +497,92 @@ impl Server {
                 dead = true;
             }
         }
-        self.clients[idx] = Some(c);
+        if !dead && (c.has_calls() || (c.paused && !c.backpressured())) {
+            self.ready.insert(idx);
+        }
+        self.put_back(idx, c);
         if dead {
             self.drop_client(idx);
         }
     }
 
-    fn handle_messages(&mut self, idx: usize, c: &mut Client) {
-        while !c.closing && c.slots.len() < client::MAX_PIPELINE {
-            let Some(msg) = c.decoder.next_message() else { break };
+    /// Puts connection `idx` back after working on it, counting what it holds against the memory budget.
+    fn put_back(&mut self, idx: usize, mut c: Client) {
+        let usage = c.usage();
+        self.buffered_total = self.buffered_total.saturating_sub(c.accounted) + usage;
+        c.accounted = usage;
+        self.clients[idx] = Some(c);
+    }
+
+    /// True while all connections together hold more than the memory budget.
+    fn squeezed(&self) -> bool {
+        self.buffered_total >= self.setup.config.memory_budget
+    }
+
+    /// Handles the calls connections have buffered, in passes: each pass serves the connections with calls, those
+    /// holding the least (buffered calls and unsent replies) first, each at most [`CALLS_PER_SERVING`] calls; passes
+    /// go on until no connection has calls or [`SERVE_BUDGET_MS`] is spent (the rest wait for the next turn, which
+    /// then polls without waiting). A client that pipelines many calls and does not read its replies so only ever
+    /// delays the others by one serving, and it is served last.
+    fn serve_ready(&mut self) {
+        let start = self.clock();
+        let mut out_of_time = false;
+        while !self.ready.is_empty() && !out_of_time {
+            let mut order: Vec<(usize, usize)> = std::mem::take(&mut self.ready)
+                .into_iter()
+                .filter_map(|i| self.clients.get(i)?.as_ref().map(|c| (c.usage(), i)))
+                .collect();
+            order.sort_unstable();
+            for (_, i) in order {
+                if out_of_time || self.clock().saturating_sub(start) >= SERVE_BUDGET_MS {
+                    out_of_time = true;
+                    self.ready.insert(i);
+                } else if self.serve(i) {
+                    self.ready.insert(i);
+                }
+            }
+        }
+    }
+
+    /// One serving of connection `idx`: reads on if reading paused at a limit that has cleared, then handles up to
+    /// [`CALLS_PER_SERVING`] calls. True when it has more to do.
+    fn serve(&mut self, idx: usize) -> bool {
+        let now = self.now;
+        let squeezed = self.squeezed();
+        let Some(mut c) = self.clients.get_mut(idx).and_then(Option::take) else { return false };
+        self.touched.insert(idx);
+        c.squeezed = squeezed;
+        let mut dead = false;
+        if c.paused && !c.backpressured() {
+            if let Err(e) = c.read(now) {
+                log::debug!("client {idx}: read failed: {e}");
+                dead = true;
+            }
+        }
+        if !dead {
+            self.handle_messages(idx, &mut c, CALLS_PER_SERVING);
+        }
+        let more = !dead && (c.has_calls() || (c.paused && !c.backpressured()));
+        if !dead && !more && c.squeezed && (c.calls_waiting || c.paused) {
+            // Held back by the memory budget: looked at again once the budget has room.
+            self.held.insert(idx);
+        }
+        self.put_back(idx, c);
+        if dead {
+            self.drop_client(idx);
+        }
+        more
+    }
+
+    /// Handles up to `limit` of connection `idx`'s buffered calls (fewer when a limit stops it).
+    fn handle_messages(&mut self, idx: usize, c: &mut Client, limit: usize) {
+        let mut handled = 0;
+        while handled < limit && c.has_calls() {
+            let Some(msg) = c.decoder.next_message() else {
+                c.calls_waiting = false;
+                break;
+            };
+            handled += 1;
             let message = match msg {
                 Ok(m) => m,
                 Err(e) => {
@@ -554,6 +640,9 @@ impl Server {
 
     fn drop_client(&mut self, idx: usize) {
         let Some(mut c) = self.clients.get_mut(idx).and_then(Option::take) else { return };
+        self.buffered_total = self.buffered_total.saturating_sub(c.accounted);
+        self.ready.remove(&idx);
+        self.held.remove(&idx);
         if c.registered.is_some() {
             let _ = self.poll.registry().deregister(&mut c.stream);
         }
@@ -1108,17 +1197,34 @@ impl Server {
         // Flush clients and re-register interests.
         let durable = self.durable();
         let now = self.now;
+        if !self.held.is_empty() && !self.squeezed() {
+            // The budget has room again: the connections it held back go on.
+            let held: Vec<usize> = self.held.drain().collect();
+            self.touched.extend(held);
+        }
+        let squeezed = self.squeezed();
         let touched: Vec<usize> = self.touched.drain().collect();
         for i in touched {
             let mut dead = false;
-            let resume = self.clients.get(i).and_then(Option::as_ref).is_some_and(|c| c.paused && !c.backpressured());
+            let resume = self.clients.get_mut(i).and_then(Option::as_mut).is_some_and(|c| {
+                c.squeezed = squeezed;
+                c.paused && !c.backpressured()
+            });
             if resume {
                 self.process_client(i, false);
                 self.touched.remove(&i);
             }
             if let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) {
+                c.squeezed = squeezed;
+                if c.has_calls() {
+                    self.ready.insert(i);
+                }
                 c.collect(durable);
-                if c.write(now).is_err() || (c.closing && c.linger(now).is_err()) || c.finished() {
+                let failed = c.write(now).is_err() || (c.closing && c.linger(now).is_err());
+                let usage = c.usage();
+                self.buffered_total = self.buffered_total.saturating_sub(c.accounted) + usage;
+                c.accounted = usage;
+                if failed || c.finished() {
                     dead = true;
                 } else {
                     // Edge-triggered: an unchanged interest needs no system call.
