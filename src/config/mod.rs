@@ -634,15 +634,15 @@ impl Config {
         };
         let memory_budget = match raw.memory_budget_mib {
             None => DEFAULT_MEMORY_BUDGET_MIB << 20,
-            Some(m) => u64::try_from(*m.get_ref())
-                .ok()
-                .filter(|m| (16..=1 << 20).contains(m))
-                .map(|m| m << 20)
-                .ok_or_else(|| ConfigError::Value {
-                    key: "memory_budget_mib".into(),
-                    line: line_of(text, m.span().start),
-                    reason: format!("{} is not a budget in MiB (16 to 1048576)", m.get_ref()),
-                })?,
+            Some(m) => {
+                u64::try_from(*m.get_ref()).ok().filter(|m| (16..=1 << 20).contains(m)).map(|m| m << 20).ok_or_else(
+                    || ConfigError::Value {
+                        key: "memory_budget_mib".into(),
+                        line: line_of(text, m.span().start),
+                        reason: format!("{} is not a budget in MiB (16 to 1048576)", m.get_ref()),
+                    },
+                )?
+            }
         };
         let memory_budget = usize::try_from(memory_budget).unwrap_or(usize::MAX);
         let mut media_rules = media_rules(raw.media, text)?;

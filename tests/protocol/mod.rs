@@ -308,3 +308,91 @@ fn connections_per_user_are_capped() {
     let mut again = Raw::connect(&d.socket);
     assert_eq!(again.call("org.varlink.service.GetInfo", json!({}))["parameters"]["vendor"], "rsmd");
 }
+
+/// rsmd's resident memory in KiB (`VmRSS` of /proc/PID/status).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Issue 16: one local user's attack — 300 connections that each open a session and pipeline 200
+/// EnumerateObjects(storage_slot) without ever reading, 100 idle connections and 50 that send half a message —
+/// holds up no other client (its worst call stays under 100 ms) and rsmd's memory stays within its budget (here
+/// 32 MiB of buffered calls and replies: RSS under the idle daemon's plus the budget plus 16 MiB of slack).
+#[test]
+fn an_attack_by_one_user_holds_up_nobody_and_stays_within_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let config = format!("memory_budget_mib = 32\n{}", vlib_config(&v.dir, ""));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
+    d.wait_ready(1);
+    let pid = d.child.id();
+    let mut good = Raw::connect(&d.socket);
+    let session = good.open_session();
+    let slots = good.call("io.rsmd.Ntms.EnumerateObjects", json!({"session": session, "object_type": "storage_slot"}));
+    let slot = slots["parameters"]["objects"][0]["id"].as_str().expect("a slot id").to_owned();
+    let idle_rss = rss_kib(pid);
+    // The attacker: a child process with its own open-file budget; it says "attacking" once every call is sent
+    // (or the daemon stopped reading it) and holds its connections until its standard input closes.
+    let script = r#"
+import socket, sys, resource, json
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+path = sys.argv[1]
+hogs, idle, half = [], [], []
+for i in range(300):
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(path)
+    c.sendall(b'{"method":"io.rsmd.Ntms.OpenSession","parameters":{"options":0}}\0')
+    b = b""
+    while not b.endswith(b"\0"):
+        b += c.recv(65536)
+    s = json.loads(b[:-1])["parameters"]["session"]
+    call = json.dumps({"method": "io.rsmd.Ntms.EnumerateObjects",
+                       "parameters": {"session": s, "object_type": "storage_slot"}}).encode() + b"\0"
+    c.setblocking(False)
+    burst = call * 200
+    try:
+        c.send(burst)
+    except BlockingIOError:
+        pass
+    hogs.append(c)
+for i in range(100):
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(path)
+    idle.append(c)
+for i in range(50):
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(path)
+    c.sendall(b'{"method":"io.rsmd.Ntms.GetObjectInf')
+    half.append(c)
+print("attacking", flush=True)
+sys.stdin.read()
+"#;
+    let mut attacker = Command::new("python3")
+        .args(["-c", script, d.socket.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(attacker.stdout.take().unwrap()), &mut said).unwrap();
+    assert_eq!(said.trim(), "attacking");
+    // The good client's calls while the daemon works through the attack.
+    let mut worst = std::time::Duration::ZERO;
+    let mut peak = 0;
+    for _ in 0..200 {
+        let t = std::time::Instant::now();
+        let r = good.call("io.rsmd.Ntms.GetObjectInformation", json!({"session": session, "object": slot}));
+        worst = worst.max(t.elapsed());
+        assert_eq!(r["parameters"]["object"]["id"], slot.as_str(), "{r}");
+        peak = peak.max(rss_kib(pid));
+    }
+    println!("worst call {worst:?} during the attack; rsmd RSS {idle_rss} KiB idle, {peak} KiB at most during it");
+    assert!(worst < std::time::Duration::from_millis(100), "a call took {worst:?} during the attack");
+    assert!(peak < idle_rss + (32 + 16) * 1024, "RSS {peak} KiB (idle: {idle_rss} KiB) exceeds the budget");
+    drop(attacker.stdin.take());
+    assert!(attacker.wait().unwrap().success());
+    others_are_served(&d);
+}
