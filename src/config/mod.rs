@@ -172,7 +172,7 @@ pub struct Config {
     pub memory_budget: usize,
 }
 
-/// The default [`Config::memory_budget`]: 256 MiB.
+/// The default [`Config::memory_budget`] in MiB (the `Default` configuration holds it in bytes).
 pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 256;
 
 /// Connections one user may have open at once unless configured: a backup server's clients open a few each.
@@ -190,7 +190,7 @@ impl Default for Config {
             administrators: vec![0],
             media_rules: MediaRules::default(),
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
-            memory_budget: (DEFAULT_MEMORY_BUDGET_MIB << 20) as usize,
+            memory_budget: 256 << 20,
             access: AccessRules::default(),
         }
     }
