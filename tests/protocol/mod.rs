@@ -321,6 +321,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// holds up no other client (its worst call stays under 100 ms) and rsmd's memory stays within its budget (here
 /// 32 MiB of buffered calls and replies: RSS under the idle daemon's plus the budget plus 16 MiB of slack).
 #[test]
+#[allow(clippy::disallowed_methods)] // the good client's latency is what it measures
 fn an_attack_by_one_user_holds_up_nobody_and_stays_within_the_memory_budget() {
     let dir = tempfile::tempdir().unwrap();
     let v = Vlib::default_fast(&dir.path().join("vlib"));
