@@ -20,7 +20,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "memory_budget_mib",
         "integer (MiB); 256",
         "What all connections together may hold in buffered calls and unsent replies. Beyond it, a connection that \
-         holds more than 64 KiB (a client that pipelines calls and does not read its replies) is neither read nor \
+         holds more than 16 KiB (a client that pipelines calls and does not read its replies) is neither read nor \
          served until its client reads; the others go on.",
     ),
     ("state_dir", "path; /var/lib/rsmd", "The inventory database (sled) and the drive maps."),

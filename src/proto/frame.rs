@@ -89,6 +89,11 @@ impl FrameDecoder {
         self.buf.len() - self.start
     }
 
+    /// The memory the buffer holds (its capacity).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Whether the stream exceeded [`MAX_MESSAGE`] (the decoder is then dead).
     pub fn is_overflowed(&self) -> bool {
         self.overflowed
@@ -122,9 +127,9 @@ impl FrameDecoder {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
-            if self.buf.capacity() > 64 << 10 {
+            if self.buf.capacity() > 16 << 10 {
                 // A burst of calls is handled: give its buffer back rather than hold it for the connection's life.
-                self.buf.shrink_to(64 << 10);
+                self.buf = Vec::new();
             }
         }
         Some(String::from_utf8(message).map_err(|e| FrameError::InvalidUtf8 { offset: e.utf8_error().valid_up_to() }))

@@ -25,9 +25,9 @@ pub const MAX_OUTPUT: usize = 8 << 20;
 pub const STALL_MS: u64 = 30_000;
 /// While the server's memory budget is exceeded, what one connection may hold (buffered calls and unsent replies)
 /// and still be read and served.
-pub const SQUEEZE_SHARE: usize = 64 << 10;
+pub const SQUEEZE_SHARE: usize = 16 << 10;
 /// Buffer capacity a connection keeps once its buffer is empty (more is given back).
-const KEEP_CAPACITY: usize = 64 << 10;
+const KEEP_CAPACITY: usize = 16 << 10;
 
 /// What one call's slot holds.
 #[derive(Debug)]
@@ -126,8 +126,14 @@ impl Client {
         }
     }
 
-    /// What the connection holds: buffered incoming bytes and unsent replies.
+    /// What the connection holds in memory: its buffers' capacity (incoming bytes, replies being sent) and the
+    /// replies queued behind them.
     pub fn usage(&self) -> usize {
+        self.decoder.capacity() + self.out.capacity() + self.slots.iter().map(slot_bytes).sum::<usize>()
+    }
+
+    /// What the connection holds for its client: calls not handled yet and replies not sent yet.
+    pub fn held(&self) -> usize {
         self.decoder.buffered() + self.pending_output()
     }
 
@@ -142,7 +148,7 @@ impl Client {
             || self.read_closed
             || self.slots.len() >= MAX_PIPELINE
             || self.pending_output() >= MAX_OUTPUT
-            || (self.squeezed && self.usage() >= SQUEEZE_SHARE)
+            || (self.squeezed && self.held() >= SQUEEZE_SHARE)
     }
 
     /// True when the connection has calls to handle now: complete ones may be buffered, and neither a limit nor
@@ -263,7 +269,7 @@ impl Client {
         self.out_pos = 0;
         if self.out.capacity() > KEEP_CAPACITY {
             // A large reply went out: give its buffer back rather than hold it for the connection's life.
-            self.out.shrink_to(KEEP_CAPACITY);
+            self.out = Vec::new();
         }
         Ok(true)
     }

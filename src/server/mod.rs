@@ -530,7 +530,7 @@ impl Server {
         while !self.ready.is_empty() && !out_of_time {
             let mut order: Vec<(usize, usize)> = std::mem::take(&mut self.ready)
                 .into_iter()
-                .filter_map(|i| self.clients.get(i)?.as_ref().map(|c| (c.usage(), i)))
+                .filter_map(|i| self.clients.get(i)?.as_ref().map(|c| (c.held(), i)))
                 .collect();
             order.sort_unstable();
             for (_, i) in order {
