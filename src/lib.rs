@@ -12,6 +12,8 @@ pub mod config;
 pub mod devices;
 pub mod emu;
 pub mod error_chain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod model;
 pub mod proto;

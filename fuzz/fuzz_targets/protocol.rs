@@ -5,20 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rsmd::proto::{Call, FrameDecoder, Method, Response};
 
 fuzz_target!(|data: &[u8]| {
-    let split = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
-    let mut decoder = FrameDecoder::with_limit(1 << 16);
-    decoder.extend(&data[..split]);
-    decoder.extend(&data[split..]);
-    while let Some(frame) = decoder.next_message() {
-        let Ok(message) = frame else { break };
-        let _ = Response::parse(&message);
-        let Ok(call) = Call::parse(&message) else { continue };
-        if let Ok(method) = Method::parse(&call) {
-            let again = method.to_call();
-            assert_eq!(Method::parse(&again).as_ref(), Ok(&method), "round trip of {message}");
-        }
-    }
+    rsmd::fuzzing::protocol(data);
 });
