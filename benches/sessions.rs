@@ -129,7 +129,13 @@ fn get_object_information(c: &mut Client, object: &str) -> Result<(), String> {
 fn enumerate(c: &mut Client, object_type: ObjectType) -> Result<usize, String> {
     let v = c
         .conn
-        .call_method(&Method::EnumerateObjects { session: c.session.clone(), container: None, object_type })
+        .call_method(&Method::EnumerateObjects {
+            session: c.session.clone(),
+            container: None,
+            object_type,
+            after: None,
+            limit: None,
+        })
         .map_err(|e| e.to_string())?;
     let r: EnumerateReply = serde_json::from_value(v).map_err(|e| e.to_string())?;
     Ok(r.objects.len())
@@ -237,6 +243,8 @@ fn main() {
             session: probe.session.clone(),
             container: None,
             object_type: ObjectType::Drive,
+            after: None,
+            limit: None,
         })
         .unwrap()["objects"][0]["id"]
         .as_str()

@@ -198,18 +198,22 @@ impl Broker {
                 self.session_ended(&session);
                 now(Ok(Map::new()), 0)
             }
-            Method::EnumerateObjects { container, object_type, .. } => {
+            Method::EnumerateObjects { container, object_type, after, limit, .. } => {
                 let container = match container.as_deref().map(|c| self.resolve_container(c)) {
                     None => None,
                     Some(Ok(g)) => Some(g),
                     Some(Err(e)) => return now(Err(e), 0),
                 };
-                let mut objects = self.with_view(|v| v.enumerate(object_type, container));
+                let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+                let (mut objects, more) =
+                    self.with_view(|v| v.enumerate_page(object_type, container, after.as_deref(), limit));
+                // The page ends where the daemon's order ended it, even when the rights below drop objects from it.
+                let next = more.then(|| objects.last().map(|o| o.id.clone())).flatten();
                 if !self.is_admin(peer) && matches!(object_type, ObjectType::PhysicalMedia | ObjectType::MediaPool) {
                     let usable = self.usable_pools(peer);
                     objects.retain(|o| pool_of_object(o).is_none_or(|p| usable.contains(&p)));
                 }
-                now(reply(&EnumerateReply { objects }), 0)
+                now(reply(&EnumerateReply { objects, next }), 0)
             }
             Method::GetObjectInformation { object, .. } => match self.with_view(|v| v.find(&object)) {
                 Some(o) if !self.may_see(peer, &o) => now(

@@ -128,9 +128,24 @@ impl View<'_> {
 
     /// Every object of `t`, optionally only inside `container`.
     pub fn enumerate(&self, t: ObjectType, container: Option<Guid>) -> Vec<ObjectInfo> {
+        self.enumerate_page(t, container, None, usize::MAX).0
+    }
+
+    /// A page of [`View::enumerate`]: at most `limit` objects, those after the object with id `after` (from the
+    /// start without it; an id that is not in the listing any more: from the start too), and whether more follow.
+    /// Elements and cartridges are ordered first and only the page's objects are built, so a page of a 50,000-slot
+    /// library costs its own objects, not the library's.
+    pub fn enumerate_page(
+        &self,
+        t: ObjectType,
+        container: Option<Guid>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<ObjectInfo>, bool) {
+        let after_id = after.and_then(|a| a.parse::<Guid>().ok());
         let in_lib = |lib: Guid| container.is_none_or(|c| c == lib);
         let inv = self.inventory;
-        match t {
+        let all: Vec<ObjectInfo> = match t {
             ObjectType::Computer => vec![self.computer()],
             ObjectType::Library => inv
                 .libraries()
@@ -148,7 +163,12 @@ impl View<'_> {
                 let mut v: Vec<&ElementRecord> =
                     inv.all_elements().filter(|e| e.kind == kind && in_lib(e.library)).collect();
                 v.sort_by_key(|e| (e.library, e.number));
-                v.into_iter().map(|e| self.element(e)).collect()
+                let start = after_id
+                    .and_then(|a| inv.element_by_id(a))
+                    .and_then(|a| v.binary_search_by_key(&(a.library, a.number), |e| (e.library, e.number)).ok())
+                    .map_or(0, |i| i + 1);
+                let more = v.len() > start.saturating_add(limit);
+                return (v.into_iter().skip(start).take(limit).map(|e| self.element(e)).collect(), more);
             }
             ObjectType::MediaType => inv
                 .media_types()
@@ -190,7 +210,12 @@ impl View<'_> {
                     })
                     .collect();
                 v.sort_by(|a, b| a.barcode.cmp(&b.barcode).then(a.id.cmp(&b.id)));
-                v.into_iter().map(|m| self.medium(m)).collect()
+                let start = after_id
+                    .and_then(|a| inv.medium(a))
+                    .and_then(|a| v.binary_search_by(|m| m.barcode.cmp(&a.barcode).then(m.id.cmp(&a.id))).ok())
+                    .map_or(0, |i| i + 1);
+                let more = v.len() > start.saturating_add(limit);
+                return (v.into_iter().skip(start).take(limit).map(|m| self.medium(m)).collect(), more);
             }
             ObjectType::MediaPool => {
                 let mut v: Vec<&PoolRecord> =
@@ -200,7 +225,10 @@ impl View<'_> {
             }
             ObjectType::LibRequest => self.requests.objects(),
             ObjectType::OpRequest => self.operators.objects(),
-        }
+        };
+        let start = after.and_then(|a| all.iter().position(|o| o.id == a)).map_or(0, |i| i + 1);
+        let more = all.len() > start.saturating_add(limit);
+        (all.into_iter().skip(start).take(limit).collect(), more)
     }
 
     /// The object with this id (or a cartridge by barcode, a pool by path).

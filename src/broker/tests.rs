@@ -474,7 +474,13 @@ fn allocate(session: &str, pool: &str, media: Option<&str>, error_if_unavailable
 fn visible_media(s: &mut Sim, peer: Peer, session: &str) -> Vec<String> {
     let r = s.call(
         peer,
-        Method::EnumerateObjects { session: session.into(), container: None, object_type: ObjectType::PhysicalMedia },
+        Method::EnumerateObjects {
+            session: session.into(),
+            container: None,
+            object_type: ObjectType::PhysicalMedia,
+            after: None,
+            limit: None,
+        },
     );
     r.unwrap()["objects"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap().to_owned()).collect()
 }
@@ -569,7 +575,16 @@ fn disabled_drives_are_never_chosen_and_disabled_media_never_mounted() {
     let mut s = Sim::new();
     let r = s.open(ROOT, "admin");
     let drives = s
-        .call(ROOT, Method::EnumerateObjects { session: r.clone(), container: None, object_type: ObjectType::Drive })
+        .call(
+            ROOT,
+            Method::EnumerateObjects {
+                session: r.clone(),
+                container: None,
+                object_type: ObjectType::Drive,
+                after: None,
+                limit: None,
+            },
+        )
         .unwrap();
     let ids: Vec<String> =
         drives["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect();
@@ -911,7 +926,16 @@ fn operator_requests_are_submitted_answered_and_withdrawn() {
     let persisted = s.persisted.iter().filter(|c| matches!(c, Change::Operator(_))).count();
     assert!(persisted >= 6, "{persisted}");
     let listed = s
-        .call(BOB, Method::EnumerateObjects { session: b.clone(), container: None, object_type: ObjectType::OpRequest })
+        .call(
+            BOB,
+            Method::EnumerateObjects {
+                session: b.clone(),
+                container: None,
+                object_type: ObjectType::OpRequest,
+                after: None,
+                limit: None,
+            },
+        )
         .unwrap();
     assert_eq!(listed["objects"].as_array().unwrap().len(), 3);
     let one = s.call(BOB, Method::GetObjectInformation { session: b, object: id }).unwrap();

@@ -439,6 +439,9 @@ impl Drop for Replies<'_> {
     }
 }
 
+/// Objects per page when [`Session::enumerate`] lists them.
+pub const ENUMERATE_PAGE: u32 = 1000;
+
 /// How to open a session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -614,14 +617,25 @@ impl Session {
         self.call_as(&Method::GetInfo)
     }
 
-    /// `EnumerateNtmsObject`: objects of `object_type` inside `container` (or everywhere).
+    /// `EnumerateNtmsObject`: objects of `object_type` inside `container` (or everywhere), asked for in pages of
+    /// [`ENUMERATE_PAGE`] so that a large library's listing never holds the daemon (or its other clients) long.
     pub fn enumerate(&self, container: Option<&str>, object_type: ObjectType) -> Result<Vec<ObjectInfo>, NtmsError> {
-        let reply: EnumerateReply = self.call_as(&Method::EnumerateObjects {
-            session: self.id.clone(),
-            container: container.map(str::to_owned),
-            object_type,
-        })?;
-        Ok(reply.objects)
+        let mut objects = Vec::new();
+        let mut after = None;
+        loop {
+            let reply: EnumerateReply = self.call_as(&Method::EnumerateObjects {
+                session: self.id.clone(),
+                container: container.map(str::to_owned),
+                object_type,
+                after: after.take(),
+                limit: Some(ENUMERATE_PAGE),
+            })?;
+            objects.extend(reply.objects);
+            match reply.next {
+                Some(next) => after = Some(next),
+                None => return Ok(objects),
+            }
+        }
     }
 
     /// `GetNtmsObjectInformation`: one object by id, or a cartridge by barcode.

@@ -342,11 +342,15 @@ method OpenSession(
 method CloseSession(session: string) -> ()
 
 # List the objects of a type, inside a container (library, pool) or everywhere.
+# With limit, one page: at most limit objects after the object named by after (the previous page's next), and next when
+# more follow (large libraries: pages keep every call short).
 method EnumerateObjects(
   session: string,
   container: ?string,
-  object_type: ObjectType
-) -> (objects: []ObjectInfo)
+  object_type: ObjectType,
+  after: ?string,
+  limit: ?int
+) -> (objects: []ObjectInfo, next: ?string)
 
 # Get one object by id, a cartridge by barcode, or a pool by path.
 method GetObjectInformation(session: string, object: string) -> (object: ObjectInfo)

@@ -72,7 +72,8 @@ pub enum Method {
     /// `EnumerateObjects(session, container, object_type)` → [`super::types::EnumerateReply`].
     ///
     /// Objects of `object_type` inside `container` (a library's slots, a pool's media) or everywhere when absent.
-    /// An unknown container → `ObjectNotFound`. No `more`.
+    /// An unknown container → `ObjectNotFound`. No `more`. With `limit`, one page: at most `limit` objects after
+    /// the object `after` (an id the previous page's `next` gave), and `next` when more follow.
     EnumerateObjects {
         /// The session handle.
         session: String,
@@ -80,6 +81,10 @@ pub enum Method {
         container: Option<String>,
         /// Which type to list.
         object_type: ObjectType,
+        /// Page: the objects after this one (the previous page's `next`).
+        after: Option<String>,
+        /// Page: at most this many objects (1 or more).
+        limit: Option<u32>,
     },
     /// `GetObjectInformation(session, object)` → [`super::types::ObjectReply`]. `object` is a GUID, a
     /// cartridge's barcode or a pool's path; unknown → `ObjectNotFound`. No `more`.
@@ -571,6 +576,11 @@ impl Method {
                     session: p.string("session")?,
                     container: p.opt_string("container")?,
                     object_type: p.opt_enum("object_type")?.ok_or_else(|| invalid("object_type"))?,
+                    after: p.opt_string("after")?,
+                    limit: match p.opt_int::<u32>("limit")? {
+                        Some(0) => return Err(invalid("limit")),
+                        l => l,
+                    },
                 },
                 "GetObjectInformation" => {
                     Method::GetObjectInformation { session: p.string("session")?, object: p.string("object")? }
@@ -817,10 +827,12 @@ impl Method {
                 put_opt(&mut m, "version", *version);
             }
             Method::CloseSession { session } => put(&mut m, "session", session),
-            Method::EnumerateObjects { session, container, object_type } => {
+            Method::EnumerateObjects { session, container, object_type, after, limit } => {
                 put(&mut m, "session", session);
                 put_opt(&mut m, "container", container.as_ref());
                 put(&mut m, "object_type", object_type);
+                put_opt(&mut m, "after", after.as_ref());
+                put_opt(&mut m, "limit", *limit);
             }
             Method::GetObjectInformation { session, object } => {
                 put(&mut m, "session", session);
@@ -1002,6 +1014,15 @@ pub(crate) mod samples {
                 session: s(),
                 container: Some("lib".into()),
                 object_type: ObjectType::StorageSlot,
+                after: None,
+                limit: None,
+            },
+            Method::EnumerateObjects {
+                session: s(),
+                container: None,
+                object_type: ObjectType::PhysicalMedia,
+                after: Some("x".into()),
+                limit: Some(500),
             },
             Method::GetObjectInformation { session: s(), object: "ABC001L6".into() },
             Method::MountMedia {

@@ -718,6 +718,9 @@ pub struct OpenSessionReply {
 pub struct EnumerateReply {
     /// The objects, in the daemon's order (by library, then element address).
     pub objects: Vec<ObjectInfo>,
+    /// A page (`limit`) with more after it: the id to ask for the next page with (`after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// Reply of `GetObjectInformation`.
