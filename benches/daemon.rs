@@ -270,15 +270,15 @@ fn main() {
     println!("restart library ready min/median/max: {}", lib_ready.summary_ms());
     let stops: Vec<String> = stops.iter().map(|d| format!("{:.1}", ms(*d))).collect();
     println!("SIGTERM to exit, ms, in order (after first start, restart 1, ...): {}", stops.join(", "));
-    if std::env::var_os("RSMD_BENCH_STARTUP_ONLY").is_some() {
-        // Part 1 alone (memory work: `RSMD_BIN` may name a wrapper such as heaptrack).
-        return;
-    }
 
     // Part 1b: lookups on the big inventory (the restarted daemon, library ready).
     println!();
     println!("== 1b. GetObjectInformation / EnumerateObjects on the 50,000-slot inventory, 1 client ==");
     lookups(last.as_mut().unwrap());
+    if std::env::var_os("RSMD_BENCH_QUICK").is_some() {
+        // Parts 1 and 1b only (start-up, memory, lookups and listings).
+        return;
+    }
 
     // Part 2: inventory versus the emulator. time_scale 0 (pure overhead) on the daemon still running, then
     // the realistic scale on a fresh library and daemon.

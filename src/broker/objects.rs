@@ -160,15 +160,11 @@ impl View<'_> {
                     ObjectType::StorageSlot => ElementKind::Storage,
                     _ => ElementKind::ImportExport,
                 };
-                let mut v: Vec<&ElementRecord> =
-                    inv.all_elements().filter(|e| e.kind == kind && in_lib(e.library)).collect();
-                v.sort_by_key(|e| (e.library, e.number));
-                let start = after_id
-                    .and_then(|a| inv.element_by_id(a))
-                    .and_then(|a| v.binary_search_by_key(&(a.library, a.number), |e| (e.library, e.number)).ok())
-                    .map_or(0, |i| i + 1);
-                let more = v.len() > start.saturating_add(limit);
-                return (v.into_iter().skip(start).take(limit).map(|e| self.element(e)).collect(), more);
+                let start = after_id.and_then(|a| inv.element_by_id(a)).filter(|e| e.kind == kind);
+                let mut v =
+                    inv.elements_after(kind, start.map(|e| (e.library, e.address))).filter(|e| in_lib(e.library));
+                let page: Vec<ObjectInfo> = v.by_ref().take(limit).map(|e| self.element(e)).collect();
+                return (page, v.next().is_some());
             }
             ObjectType::MediaType => inv
                 .media_types()

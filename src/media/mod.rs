@@ -124,6 +124,19 @@ impl Inventory {
         self.elements.values()
     }
 
+    /// The elements of `kind`, by library then address (which is their number's order: elements are numbered by
+    /// address within their kind), starting after `after` (a library and address) or from the first. No sorting:
+    /// a page of a large library costs its own elements.
+    pub fn elements_after(
+        &self,
+        kind: ElementKind,
+        after: Option<(Guid, u16)>,
+    ) -> impl Iterator<Item = &ElementRecord> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, |(l, a)| Bound::Excluded((l, kind, a)));
+        self.elements.range((from, Bound::Unbounded)).map(|e| e.1).filter(move |e| e.kind == kind)
+    }
+
     /// The element at an address.
     pub fn element(&self, library: Guid, kind: ElementKind, address: u16) -> Option<&ElementRecord> {
         self.elements.get(&(library, kind, address))
