@@ -7,6 +7,7 @@ mod daemon;
 mod hotplug;
 mod mounts;
 mod protocol;
+mod remote;
 mod units;
 mod util;
 mod vmlab;

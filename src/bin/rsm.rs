@@ -71,6 +71,10 @@ struct Cli {
     /// sessions (and administrators) mount them
     #[arg(long, global = true, value_name = "NAME", default_value = "rsm")]
     application: String,
+    /// The rsmd of another host, reached with `ssh HOST rsm bridge` (the user's own ssh configuration, keys and
+    /// agent; $RSM_SSH names another ssh command); this host by any of its names connects directly
+    #[arg(long, global = true, value_name = "[USER@]HOST[:PORT]")]
+    host: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -325,6 +329,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "MTX-ARGS")]
         args: Vec<String>,
     },
+    /// Copy standard input to rsmd's local socket and its replies to standard output: what `rsm --host` (and
+    /// `varlink --bridge "ssh HOST rsm bridge"`) run on the library's host through ssh. The caller is the ssh user
+    Bridge,
     /// Bacula's changer command, as Debian's mtx-changer: `rsm changer CTL CMD SLOT ARCHIVE_DEVICE DRIVE_INDEX`
     /// (Changer Command = "/usr/bin/rsm changer %c %o %S %a %d"); installed as `mtx-changer`, its arguments as they are
     Changer {
@@ -1070,11 +1077,15 @@ fn version(cli: &Cli, opts: &SessionOptions, timeouts: Timeouts) -> Result<(), F
     if !cli.json {
         out(&format!("rsm {} (protocol {PROTOCOL_VERSION})\n", env!("CARGO_PKG_VERSION")))?;
     }
-    let mut conn = Connection::open_with(cli.socket.as_deref(), timeouts)?;
+    let host = cli.host.as_deref().filter(|h| !rsmd::client::remote::is_local(h));
+    let mut conn = match host {
+        Some(h) => Connection::connect_remote(h, timeouts)?,
+        None => Connection::open_with(cli.socket.as_deref(), timeouts)?,
+    };
     let info = conn.get_info()?;
     let socket = conn.path().to_owned();
     drop(conn);
-    let (libraries, protocol, loading) = match Session::open_with_timeouts(opts, timeouts, None, Some("rsm"), 0) {
+    let (libraries, protocol, loading) = match Session::open_with_timeouts(opts, timeouts, host, Some("rsm"), 0) {
         Ok(s) => {
             let libs = s.enumerate(None, ObjectType::Library)?;
             let protocol = s.protocol_version();
@@ -1159,7 +1170,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             return Err(Failure::Usage("--mtx and --json exclude each other".into()));
         }
     }
-    let session = Session::open_with_timeouts(&opts, timeouts, None, Some(&cli.application), 0)?;
+    let session = Session::open_with_timeouts(&opts, timeouts, cli.host.as_deref(), Some(&cli.application), 0)?;
     let json = cli.json;
     match cli.command {
         Command::Status { mtx } => status(&session, json, mtx)?,
@@ -1240,6 +1251,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         | Command::Completions { .. }
         | Command::Man
         | Command::Mtx { .. }
+        | Command::Bridge
         | Command::Changer { .. } => {
             unreachable!("handled before the session")
         }
@@ -1558,6 +1570,11 @@ fn main() -> ExitCode {
         let timeouts =
             Timeouts { connect: Duration::from_secs(cli.reply_timeout), reply: Duration::from_secs(cli.reply_timeout) };
         return front(kind, args, &opts, timeouts, &cli.application);
+    }
+    if let Command::Bridge = cli.command {
+        let location = rsmd::client::locate::SocketSearch::from_env(cli.socket.as_deref()).locate();
+        let code = rsmd::client::remote::bridge(&location.path);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let json = cli.json;
     match run(cli) {

@@ -38,6 +38,7 @@
 pub mod format;
 pub mod locate;
 pub mod mtx;
+pub mod remote;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -193,6 +194,8 @@ pub struct Connection {
     timeouts: Timeouts,
     /// The stream is out of step (I/O error, garbage, an abandoned stream of replies): do not reuse it.
     broken: bool,
+    /// For a connection to another host: the ssh process carrying it.
+    tunnel: Option<remote::Tunnel>,
 }
 
 impl Connection {
@@ -212,6 +215,21 @@ impl Connection {
             path: path.to_owned(),
             timeouts,
             broken: false,
+            tunnel: None,
+        })
+    }
+
+    /// Connects to the rsmd of `server` (`[USER@]HOST[:PORT]`, another host) through `ssh HOST rsm bridge` (see
+    /// [`remote`]). Failures to reach it show at the first call, as OpenSession's errors.
+    pub fn connect_remote(server: &str, timeouts: Timeouts) -> Result<Connection, NtmsError> {
+        let (stream, tunnel) = remote::connect(server)?;
+        Ok(Connection {
+            stream,
+            decoder: FrameDecoder::with_limit(crate::proto::frame::MAX_REPLY),
+            path: PathBuf::from(format!("ssh:{server}")),
+            timeouts,
+            broken: false,
+            tunnel: Some(tunnel),
         })
     }
 
@@ -275,8 +293,14 @@ impl Connection {
 
     fn call_envelope(&mut self, call: &Call) -> Result<Value, NtmsError> {
         let method = Method::parse(call).ok();
-        self.send(call, reply_wait(method.as_ref(), &self.timeouts))?;
-        match self.receive(&call.method)? {
+        let sent = self.send(call, reply_wait(method.as_ref(), &self.timeouts));
+        let received = sent.and_then(|()| self.receive(&call.method));
+        let received = match (received, self.tunnel.as_mut()) {
+            // The ssh connection ended: say why, as ssh (or the bridge beyond it) told.
+            (Err(NtmsError::NotConnected { .. }), Some(t)) => Err(t.failure()),
+            (r, _) => r,
+        };
+        match received? {
             Response::Reply(reply) if reply.continues => {
                 self.broken = true;
                 Err(NtmsError::InvalidMessage { message: "rsmd streamed replies to a single call".into() })
@@ -465,6 +489,14 @@ pub struct Session {
     timeouts: Timeouts,
     pool: Mutex<Vec<Connection>>,
     closed: AtomicBool,
+    /// A session on another host (`[USER@]HOST[:PORT]`): its one connection through ssh is shared by its calls,
+    /// one after another (the session belongs to the bridge process at the other end, so a second ssh connection
+    /// could not use it).
+    remote: Option<String>,
+    /// Signalled when a remote session's connection is given back.
+    returned: std::sync::Condvar,
+    /// A remote session's connection broke: the session ended with it.
+    lost: AtomicBool,
 }
 
 impl Session {
@@ -503,8 +535,10 @@ impl Session {
         application: Option<&str>,
         options: u32,
     ) -> Result<Session, NtmsError> {
+        // Another host: through ssh, to that host's rsmd, which is then "this computer" (no server name to check).
+        let remote = server.filter(|s| !remote::is_local(s)).map(str::to_owned);
         let method = Method::OpenSession {
-            server: server.map(str::to_owned),
+            server: if remote.is_some() { None } else { server.map(str::to_owned) },
             application: application.map(str::to_owned),
             options,
             version: Some(PROTOCOL_VERSION),
@@ -516,7 +550,11 @@ impl Session {
         loop {
             // Looked for again at each attempt: a demo that is starting creates its socket meanwhile.
             let location = SocketSearch::from_env(opts.socket.as_deref()).locate();
-            let attempt = Connection::connect_with(&location.path, timeouts).and_then(|mut conn| {
+            let connection = match &remote {
+                Some(r) => Connection::connect_remote(r, timeouts),
+                None => Connection::connect_with(&location.path, timeouts),
+            };
+            let attempt = connection.and_then(|mut conn| {
                 let reply: OpenSessionReply = decode(conn.call_method(&method)?)?;
                 Ok((conn, reply))
             });
@@ -529,11 +567,14 @@ impl Session {
                         timeouts,
                         pool: Mutex::new(vec![conn]),
                         closed: AtomicBool::new(false),
+                        remote,
+                        returned: std::sync::Condvar::new(),
+                        lost: AtomicBool::new(false),
                     })
                 }
                 Err(e @ (NtmsError::NotReady { .. } | NtmsError::NotConnected { .. })) => {
                     if budget.is_zero() {
-                        return Err(explain(e, &location));
+                        return Err(if remote.is_some() { e } else { explain(e, &location) });
                     }
                     let pause = backoff.min(budget);
                     std::thread::sleep(pause);
@@ -561,17 +602,42 @@ impl Session {
     }
 
     fn take(&self) -> Result<Connection, NtmsError> {
-        let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match pooled {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(server) = &self.remote {
+            // The one connection: wait for the call that has it (or learn that it broke).
+            loop {
+                if self.lost.load(Ordering::SeqCst) {
+                    return Err(NtmsError::NotConnected {
+                        message: format!("the ssh connection to {server} was lost; the session ended with it"),
+                    });
+                }
+                if let Some(conn) = pool.pop() {
+                    return Ok(conn);
+                }
+                pool = self.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        match pool.pop() {
             Some(conn) => Ok(conn),
-            None => Connection::connect_with(&self.socket, self.timeouts),
+            None => {
+                drop(pool);
+                Connection::connect_with(&self.socket, self.timeouts)
+            }
         }
     }
 
     fn give_back(&self, conn: Connection) {
         if !conn.is_broken() {
             self.pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        } else if self.remote.is_some() {
+            self.lost.store(true, Ordering::SeqCst);
         }
+        self.returned.notify_all();
+    }
+
+    /// The host of a session on another host (`Session::open(server: Some(HOST))`), None for this host's rsmd.
+    pub fn remote(&self) -> Option<&str> {
+        self.remote.as_deref()
     }
 
     /// Runs one typed call on a pooled connection.

@@ -1,0 +1,185 @@
+//! Issue 17: remote sessions through ssh, against a real OpenSSH server started by the test on 127.0.0.1 (an
+//! unprivileged port, a host key and user keys made for the test). Each user key's `authorized_keys` line forces
+//! the command the README recommends (`command="rsm bridge",restrict`), with this build's rsm and the test
+//! daemon's socket; the client reaches it as `rsm --host ALIAS`, ssh configured by `$RSM_SSH` (`ssh -F FILE`).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::util::{rsm_bin, vlib_config, Daemon, Vlib};
+
+struct Sshd {
+    child: Child,
+    /// `ssh -F CONFIG`: the aliases `rsmdtest` (the bridge to the test daemon), `norsm` (no rsm on the host),
+    /// `nodaemon` (rsm there, rsmd not running).
+    ssh: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ssh-keygen {}", path.display());
+}
+
+/// Starts sshd for `socket` (the daemon's), or None when this machine has no sshd (tools/ci-deps installs it).
+fn sshd(socket: &Path) -> Option<Sshd> {
+    if !Path::new("/usr/sbin/sshd").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI needs openssh-server (tools/ci-deps installs it)");
+        println!("skipped: no /usr/sbin/sshd");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(&d.join("host"));
+    let rsm = rsm_bin();
+    let mut authorized = String::new();
+    for (name, command) in [
+        ("user", format!("{rsm} --socket {} bridge", socket.display())),
+        ("norsm", "/nonexistent/rsm bridge".to_owned()),
+        ("nodaemon", format!("{rsm} --socket {} bridge", d.join("no.sock").display())),
+    ] {
+        keygen(&d.join(name));
+        let key = std::fs::read_to_string(d.join(format!("{name}.pub"))).unwrap();
+        authorized.push_str(&format!("command=\"{command}\",restrict {}", key.trim_end()));
+        authorized.push('\n');
+    }
+    std::fs::write(d.join("authorized_keys"), authorized).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {keys}\nPidFile {pid}\n\
+         StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\nLogLevel ERROR\n",
+        host = d.join("host").display(),
+        keys = d.join("authorized_keys").display(),
+        pid = d.join("sshd.pid").display()
+    );
+    std::fs::write(d.join("sshd_config"), config).unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name;
+    let mut client = String::new();
+    for (alias, key) in [("rsmdtest", "user"), ("norsm", "norsm"), ("nodaemon", "nodaemon")] {
+        client.push_str(&format!(
+            "Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentityFile {}\n  IdentitiesOnly yes\n\
+             \x20 UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
+            d.join(key).display()
+        ));
+    }
+    std::fs::write(d.join("ssh_config"), client).unwrap();
+    // Ready once it accepts connections (it binds before it serves; a bounded wait, not a sleep).
+    let deadline = std::time::Duration::from_secs(10);
+    let mut waited = std::time::Duration::ZERO;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(waited < deadline, "sshd did not listen on port {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += std::time::Duration::from_millis(20);
+    }
+    let ssh = format!("ssh -F {}", d.join("ssh_config").display());
+    Some(Sshd { child, ssh, _dir: dir })
+}
+
+fn remote_rsm(s: &Sshd, args: &[&str]) -> Output {
+    Command::new(rsm_bin())
+        .args(args)
+        .env("RSM_SSH", &s.ssh)
+        .env_remove("RSMD_SOCKET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Issue 17: `rsm --host` reaches another host's rsmd through ssh: a mount and dismount as the ssh user, every
+/// OpenSession error to the letter, and python's varlink client over the same bridge.
+#[test]
+fn remote_sessions_over_ssh() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
+    d.wait_ready(1);
+    let Some(s) = sshd(&d.socket) else { return };
+    // version and status of the remote daemon.
+    let out = remote_rsm(&s, &["--host", "rsmdtest", "version"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("ssh:rsmdtest"), "{}", text(&out.stdout));
+    // A mount and a dismount as the remote user: the device nodes are the library host's.
+    let out = remote_rsm(&s, &["--host", "rsmdtest", "--application", "remote", "mount", "ABC003L6", "--drive", "1"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("ABC003L6"), "{}", text(&out.stdout));
+    let status = remote_rsm(&s, &["--host", "rsmdtest", "--json", "view", "drive"]);
+    let drives: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let drive1 = &drives.as_array().unwrap()[1]["details"]["drive"];
+    assert_eq!(drive1["barcode"], "ABC003L6");
+    let by = drive1["mounted_by"].as_str().unwrap();
+    assert!(by.starts_with("remote (uid "), "the ssh user's application and uid: {by}");
+    let out = remote_rsm(&s, &["--host", "rsmdtest", "--application", "remote", "dismount", "ABC003L6"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // OpenSession's errors.
+    let failure = |host: &str| {
+        let out = remote_rsm(&s, &["--host", host, "--json", "status"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+        (v["error"]["name"].as_str().unwrap_or("").to_owned(), v["error"]["message"].as_str().unwrap_or("").to_owned())
+    };
+    let (name, message) = failure("no-such-host.invalid");
+    assert_eq!(name, "InvalidComputerName", "{message}");
+    let (name, message) = failure("127.0.0.2:1");
+    assert_eq!(name, "NotConnected", "{message}");
+    assert!(message.contains("refused"), "ssh's reason: {message}");
+    let (name, message) = failure("norsm");
+    assert_eq!(name, "NotConnected", "{message}");
+    assert!(message.contains("no rsmd bridge"), "{message}");
+    let (name, message) = failure("nodaemon");
+    assert_eq!(name, "NotConnected", "{message}");
+    assert!(message.contains("rsmd is not running"), "{message}");
+    // The local host by any of its names still connects directly (no ssh: the local socket is used).
+    let out = Command::new(rsm_bin())
+        .args(["--socket", d.socket.to_str().unwrap(), "--host", "localhost", "version"])
+        .env("RSM_SSH", "/nonexistent/ssh")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // Python's varlink client, unmodified, over the same bridge.
+    let python = std::env::var("RSMD_PYTHON").unwrap_or_else(|_| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+        if Path::new(venv).exists() {
+            venv.into()
+        } else {
+            "python3".into()
+        }
+    });
+    let script = r#"
+import sys, varlink
+client = varlink.Client.new_with_bridge(sys.argv[1:])
+with client.open("io.rsmd.Ntms") as ntms:
+    s = ntms.OpenSession(None, "python", 0, None)
+    objs = ntms.EnumerateObjects(s["session"], None, "drive", None, None)
+    print("drives", len(objs["objects"]))
+"#;
+    let mut argv: Vec<String> = s.ssh.split_whitespace().map(str::to_owned).collect();
+    argv.extend(["rsmdtest", "rsm", "bridge"].map(str::to_owned));
+    let out = Command::new(&python).arg("-c").arg(script).args(&argv).output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "drives 4");
+}
