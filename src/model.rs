@@ -597,6 +597,9 @@ pub struct RequestRecord {
     /// The submitting process (for the audit log).
     #[serde(default)]
     pub pid: Option<i32>,
+    /// Where the submitting client is when it came through `rsm bridge` (`ssh from ADDRESS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// Submitted asynchronously (`nowait`): it outlives its session.
     pub detached: bool,
     /// Unix time (ms) it was submitted.

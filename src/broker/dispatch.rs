@@ -193,6 +193,12 @@ impl Broker {
                 );
                 now(reply(&OpenSessionReply { session: s.handle.clone(), version: PROTOCOL_VERSION }), 0)
             }
+            Method::Bridge { client } => {
+                // Bounded: it is a label in the log and in requests, not data.
+                let client: String = client.chars().filter(|c| !c.is_control()).take(200).collect();
+                self.sessions.bridge(peer, client);
+                now(Ok(Map::new()), 0)
+            }
             Method::CloseSession { session } => {
                 let _ = self.sessions.close(&session, peer);
                 self.session_ended(&session);

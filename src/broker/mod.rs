@@ -687,6 +687,10 @@ impl Broker {
             what.push_str(&format!(" library {name}"));
         }
         let pid = r.pid.map(|p| format!(" pid {p}")).unwrap_or_default();
+        let pid = match &r.client {
+            Some(c) => format!("{pid} ({c})"),
+            None => pid,
+        };
         let outcome = match (&r.state, &r.error) {
             (RequestStatus::Complete, _) => "complete".to_owned(),
             (s, Some(e)) => format!("{}: {e}", requests::status_name(*s)),
@@ -851,6 +855,7 @@ impl Broker {
             session: Some(session.to_owned()),
             owner: self.owner_of(session),
             pid: self.sessions.pid(session),
+            client: self.sessions.client(session),
             detached: false,
             priority: 0,
             media: None,

@@ -30,6 +30,8 @@ pub struct NewRequest {
     pub owner: Owner,
     /// The submitting process.
     pub pid: Option<i32>,
+    /// Where a remote client is (through `rsm bridge`).
+    pub client: Option<String>,
     /// Outlives its session (`nowait`).
     pub detached: bool,
     /// Its priority.
@@ -47,6 +49,7 @@ impl NewRequest {
             session: None,
             owner: Owner { uid: 0, application: Some(SYSTEM_APPLICATION.into()) },
             pid: None,
+            client: None,
             detached: true,
             priority: 0,
             media,
@@ -115,6 +118,7 @@ impl Requests {
             session: new.session,
             owner: new.owner,
             pid: new.pid,
+            client: new.client,
             detached: new.detached,
             submitted: now,
             started: None,
@@ -377,6 +381,7 @@ impl Requests {
                 media: r.media.clone(),
                 application: r.owner.application.clone(),
                 uid: Some(r.owner.uid),
+                client: r.client.clone(),
                 error: r.error.clone(),
                 done: r.progress.map(|p| p.0),
                 total: r.progress.map(|p| p.1),

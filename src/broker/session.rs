@@ -34,6 +34,8 @@ pub struct Session {
     pub peer: Peer,
     /// The application name given to OpenSession.
     pub application: Option<String>,
+    /// Where a remote client is, when the session came through `rsm bridge` (`ssh from ADDRESS`).
+    pub client: Option<String>,
 }
 
 /// Why a handle was refused.
@@ -52,6 +54,8 @@ pub struct Sessions {
     connections: HashMap<Peer, usize>,
     counter: u64,
     seed: u64,
+    /// Processes relaying remote clients (`rsm bridge`), by pid and start time: where the client is.
+    bridged: HashMap<(i32, u64), String>,
 }
 
 impl Sessions {
@@ -64,7 +68,18 @@ impl Sessions {
     pub fn open(&mut self, peer: Peer, application: Option<String>) -> &Session {
         self.counter += 1;
         let handle = crate::model::Guid::sequential(self.seed, self.counter).to_string();
-        self.sessions.entry(handle.clone()).or_insert(Session { handle, peer, application })
+        let client = self.bridged.get(&(peer.pid, peer.start_time)).cloned();
+        self.sessions.entry(handle.clone()).or_insert(Session { handle, peer, application, client })
+    }
+
+    /// Process `peer` relays a remote client (`rsm bridge`): its sessions record `client`.
+    pub fn bridge(&mut self, peer: Peer, client: String) {
+        self.bridged.insert((peer.pid, peer.start_time), client);
+    }
+
+    /// Where session `handle`'s client is, when it came through `rsm bridge`.
+    pub fn client(&self, handle: &str) -> Option<String> {
+        self.sessions.get(handle).and_then(|s| s.client.clone())
     }
 
     /// The session `handle`, if `peer` may use it.
@@ -95,6 +110,7 @@ impl Sessions {
             return Vec::new();
         }
         self.connections.remove(&peer);
+        self.bridged.remove(&(peer.pid, peer.start_time));
         let ended: Vec<String> = self.sessions.values().filter(|s| s.peer == peer).map(|s| s.handle.clone()).collect();
         ended.into_iter().filter_map(|h| self.sessions.remove(&h)).collect()
     }

@@ -79,7 +79,11 @@ impl Tunnel {
 /// OpenSession's error for an ssh connection that ended with `status` after printing `said` on standard error.
 pub fn classify(server: &str, status: Option<i32>, said: &str) -> NtmsError {
     let last = said.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
-    let said = if last.is_empty() { format!("ssh exited with status {status:?}") } else { last };
+    let said = match (last.is_empty(), status) {
+        (false, _) => last,
+        (true, Some(code)) => format!("ssh exited with status {code}"),
+        (true, None) => "the ssh process was killed".to_owned(),
+    };
     if said.contains("Could not resolve hostname") || said.contains("Name or service not known") {
         return NtmsError::InvalidComputerName { message: format!("{server}: {said}") };
     }
@@ -128,6 +132,20 @@ pub fn bridge(socket: &Path) -> i32 {
             return BRIDGE_NOT_CONNECTED;
         }
     };
+    // Where the client is (ssh tells its sessions' processes), for the audit log and the requests: one oneway
+    // call before the client's own.
+    if let Some(from) =
+        std::env::var("SSH_CONNECTION").ok().and_then(|c| c.split_whitespace().next().map(str::to_owned))
+    {
+        let mut params = serde_json::Map::new();
+        params.insert("client".into(), serde_json::Value::String(format!("ssh from {from}")));
+        let mut call = crate::proto::Call::new("io.rsmd.Ntms.Bridge", params);
+        call.oneway = true;
+        if (&stream).write_all(&call.encode()).is_err() {
+            eprintln!("rsm bridge: rsmd closed the connection");
+            return BRIDGE_NOT_CONNECTED;
+        }
+    }
     let Ok(mut to_daemon) = stream.try_clone() else {
         eprintln!("rsm bridge: cannot duplicate the connection");
         return BRIDGE_NOT_CONNECTED;

@@ -288,6 +288,7 @@ type LibRequestDetails (
   media: ?string,
   application: ?string,
   uid: ?int,
+  client: ?string,
   error: ?string,
   done: ?int,
   total: ?int
@@ -337,6 +338,10 @@ method OpenSession(
   options: int,
   version: ?int
 ) -> (session: string, version: int)
+
+# Sent (oneway) by rsm bridge before it relays a remote client: the sessions this process opens record where the
+# client is (ssh from ADDRESS) for the audit log and their requests.
+method Bridge(client: string) -> ()
 
 # Close a session.
 method CloseSession(session: string) -> ()

@@ -63,6 +63,12 @@ pub enum Method {
         /// The client's protocol version; absent means 1.
         version: Option<u32>,
     },
+    /// `Bridge(client)` → `()`: sent (oneway) by `rsm bridge` before it relays a remote client's calls: the sessions
+    /// this process then opens record `client` (`ssh from ADDRESS`) for the audit log and their requests.
+    Bridge {
+        /// Where the remote client is (from ssh's `SSH_CONNECTION`).
+        client: String,
+    },
     /// `CloseSession(session)` → `()`. Cancels the session's queued requests and dismounts nothing: mounted media
     /// stay until dismounted or deferred-dismounted. No `more`.
     CloseSession {
@@ -389,6 +395,7 @@ pub enum Method {
 /// Every method of `io.rsmd.Ntms`, by short name.
 pub const NTMS_METHODS: &[&str] = &[
     "OpenSession",
+    "Bridge",
     "CloseSession",
     "EnumerateObjects",
     "GetObjectInformation",
@@ -572,6 +579,7 @@ impl Method {
                     version: p.opt_int("version")?,
                 },
                 "CloseSession" => Method::CloseSession { session: p.string("session")? },
+                "Bridge" => Method::Bridge { client: p.string("client")? },
                 "EnumerateObjects" => Method::EnumerateObjects {
                     session: p.string("session")?,
                     container: p.opt_string("container")?,
@@ -737,6 +745,7 @@ impl Method {
             Method::GetInterfaceDescription { .. } => "GetInterfaceDescription",
             Method::OpenSession { .. } => "OpenSession",
             Method::CloseSession { .. } => "CloseSession",
+            Method::Bridge { .. } => "Bridge",
             Method::EnumerateObjects { .. } => "EnumerateObjects",
             Method::GetObjectInformation { .. } => "GetObjectInformation",
             Method::MountMedia { .. } => "MountMedia",
@@ -778,7 +787,10 @@ impl Method {
     /// The session handle the call carries, if the method takes one.
     pub fn session(&self) -> Option<&str> {
         match self {
-            Method::GetInfo | Method::GetInterfaceDescription { .. } | Method::OpenSession { .. } => None,
+            Method::GetInfo
+            | Method::GetInterfaceDescription { .. }
+            | Method::OpenSession { .. }
+            | Method::Bridge { .. } => None,
             Method::CloseSession { session }
             | Method::EnumerateObjects { session, .. }
             | Method::GetObjectInformation { session, .. }
@@ -827,6 +839,7 @@ impl Method {
                 put_opt(&mut m, "version", *version);
             }
             Method::CloseSession { session } => put(&mut m, "session", session),
+            Method::Bridge { client } => put(&mut m, "client", client),
             Method::EnumerateObjects { session, container, object_type, after, limit } => {
                 put(&mut m, "session", session);
                 put_opt(&mut m, "container", container.as_ref());
@@ -1010,6 +1023,7 @@ pub(crate) mod samples {
                 version: Some(1),
             },
             Method::CloseSession { session: s() },
+            Method::Bridge { client: "ssh from 192.0.2.7".into() },
             Method::EnumerateObjects {
                 session: s(),
                 container: Some("lib".into()),

@@ -583,6 +583,9 @@ pub struct LibRequestDetails {
     pub application: Option<String>,
     /// The submitting process's user id.
     pub uid: Option<u32>,
+    /// Where a remote client is (`ssh from ADDRESS`), for a request that came through `rsm bridge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     /// Why it failed, when it failed.
     pub error: Option<String>,
     /// How far it is: elements read by an inventory, cartridges read by a label inventory.

@@ -106,6 +106,28 @@ fn remote_rsm(s: &Sshd, args: &[&str]) -> Output {
         .unwrap()
 }
 
+fn local_rsm(d: &Daemon, args: &[&str]) -> Output {
+    Command::new(rsm_bin()).arg("--socket").arg(&d.socket).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// The daemon's library requests (their details), asked locally.
+fn local_requests(d: &Daemon) -> Vec<serde_json::Value> {
+    let out = local_rsm(d, &["--json", "view", "lib_request"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().iter().map(|r| r["details"]["lib_request"].clone()).collect()
+}
+
+/// Polls `probe` until it finds something (at most 60 s).
+fn wait_for<T>(mut probe: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..3000 {
+        if let Some(t) = probe() {
+            return t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("not reached in 60 s");
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -115,7 +137,11 @@ fn text(b: &[u8]) -> String {
 #[test]
 fn remote_sessions_over_ssh() {
     let dir = tempfile::tempdir().unwrap();
-    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    // Robot and drive times at a fifth: a mount takes long enough to lose its ssh connection in the middle.
+    let mut c = vlib::Config::default_library();
+    c.dvcid = true;
+    c.time_scale = 0.2;
+    let v = Vlib::start(&dir.path().join("vlib"), c);
     let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, ""));
     d.wait_ready(1);
     let Some(s) = sshd(&d.socket) else { return };
@@ -135,6 +161,60 @@ fn remote_sessions_over_ssh() {
     assert!(by.starts_with("remote (uid "), "the ssh user's application and uid: {by}");
     let out = remote_rsm(&s, &["--host", "rsmdtest", "--application", "remote", "dismount", "ABC003L6"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // The requests record where the remote client is.
+    let requests = local_requests(&d);
+    let media_id = |barcode: &str| {
+        let info: serde_json::Value =
+            serde_json::from_slice(&local_rsm(&d, &["--json", "info", barcode]).stdout).unwrap();
+        info["id"].as_str().unwrap().to_owned()
+    };
+    let abc003 = media_id("ABC003L6");
+    let mount = requests
+        .iter()
+        .find(|r| r["media"] == abc003.as_str() && r["operation"] == "mount")
+        .unwrap_or_else(|| panic!("{requests:?}"));
+    assert_eq!(mount["client"], "ssh from 127.0.0.1", "{mount}");
+    // A mount whose ssh connection is killed in the middle: the session ends as a closed local connection does,
+    // the mount ends (cancelled, or complete and still the remote user's), nothing is left in between.
+    let abc004 = media_id("ABC004L6");
+    let mut child = Command::new(rsm_bin())
+        .args(["--host", "rsmdtest", "--application", "remote", "mount", "ABC004L6", "--drive", "2"])
+        .env("RSM_SSH", &s.ssh)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = wait_for(|| {
+        let all = local_requests(&d);
+
+        all.into_iter().find(|r| r["media"] == abc004.as_str() && r["state"] == "in_progress")
+    });
+    assert_eq!(started["client"], "ssh from 127.0.0.1");
+    let ssh = std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id())).unwrap();
+    for pid in ssh.split_whitespace() {
+        let pid = nix::unistd::Pid::from_raw(pid.parse().unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the client saw its connection go");
+    // The request ends (finished requests of an ended session leave the table; the drive tells how it ended).
+    wait_for(|| {
+        let active = local_requests(&d).into_iter().any(|r| {
+            r["media"] == abc004.as_str()
+                && ["queued", "in_progress", "waiting"].contains(&r["state"].as_str().unwrap())
+        });
+        (!active).then_some(())
+    });
+    let drives =
+        serde_json::from_slice::<serde_json::Value>(&local_rsm(&d, &["--json", "view", "drive"]).stdout).unwrap();
+    let drive2 = &drives[2]["details"]["drive"];
+    if drive2["barcode"] == "ABC004L6" {
+        // Complete before the session ended: it stays the remote user's mount, to be dismounted by them.
+        assert!(drive2["mounted_by"].as_str().unwrap().starts_with("remote (uid "), "{drive2}");
+        let out = remote_rsm(&s, &["--host", "rsmdtest", "--application", "remote", "dismount", "ABC004L6"]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    } else {
+        assert!(drive2["barcode"].is_null(), "cancelled: the cartridge went home ({drive2})");
+    }
     // OpenSession's errors.
     let failure = |host: &str| {
         let out = remote_rsm(&s, &["--host", host, "--json", "status"]);
