@@ -455,6 +455,7 @@ mod tests {
             session: Some(session.into()),
             owner: Owner { uid: 1000, application: Some("app".into()) },
             pid: Some(42),
+            client: None,
             detached: false,
             priority: 0,
             media: None,

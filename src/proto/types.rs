@@ -1043,6 +1043,7 @@ pub(crate) mod samples {
                     media: Some("m".into()),
                     application: Some("bacula".into()),
                     uid: Some(0),
+                    client: None,
                     error: None,
                     done: Some(1),
                     total: Some(2),

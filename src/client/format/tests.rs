@@ -365,6 +365,7 @@ fn request(media: Option<&str>, drive: Option<&str>, library: &str) -> ObjectInf
             media: media.map(str::to_owned),
             application: Some("rsm".into()),
             uid: Some(0),
+            client: None,
             error: None,
             done: None,
             total: None,
