@@ -1077,7 +1077,7 @@ fn version(cli: &Cli, opts: &SessionOptions, timeouts: Timeouts) -> Result<(), F
     if !cli.json {
         out(&format!("rsm {} (protocol {PROTOCOL_VERSION})\n", env!("CARGO_PKG_VERSION")))?;
     }
-    let host = cli.host.as_deref().filter(|h| !rsmd::client::remote::is_local(h));
+    let host = cli.host.as_deref().filter(|h| !rsmd::client::remote::is_local(h) && rsmd::client::remote::is_host(h));
     let mut conn = match host {
         Some(h) => Connection::connect_remote(h, timeouts)?,
         None => Connection::open_with(cli.socket.as_deref(), timeouts)?,

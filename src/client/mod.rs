@@ -536,7 +536,7 @@ impl Session {
         options: u32,
     ) -> Result<Session, NtmsError> {
         // Another host: through ssh, to that host's rsmd, which is then "this computer" (no server name to check).
-        let remote = server.filter(|s| !remote::is_local(s)).map(str::to_owned);
+        let remote = server.filter(|s| !remote::is_local(s) && remote::is_host(s)).map(str::to_owned);
         let method = Method::OpenSession {
             server: if remote.is_some() { None } else { server.map(str::to_owned) },
             application: application.map(str::to_owned),

@@ -38,6 +38,14 @@ pub fn is_local(server: &str) -> bool {
     !host.is_empty() && (name == host || short(&name) == short(&host) && !name.contains('.'))
 }
 
+/// Whether `server` can name a host to reach through ssh (`[USER@]HOST[:PORT]`: letters, digits and `.-_@:[]%`).
+/// Anything else is no computer name: the local rsmd is asked, and answers `InvalidComputerName`.
+pub fn is_host(server: &str) -> bool {
+    !server.is_empty()
+        && !server.starts_with('-')
+        && server.chars().all(|c| c.is_ascii_alphanumeric() || ".-_@:[]%".contains(c))
+}
+
 /// `[USER@]HOST[:PORT]` → ssh's destination and port.
 fn target(server: &str) -> (String, Option<String>) {
     match server.rsplit_once(':') {
@@ -194,6 +202,8 @@ mod tests {
         let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
         assert!(is_local(&host) && is_local(&host.to_ascii_uppercase()));
         assert!(!is_local("backup2.example.com") && !is_local("rsmd-test-host"));
+        assert!(is_host("bob@lib1.example.com:2222") && is_host("[fe80::1%eth0]"));
+        assert!(!is_host("a b") && !is_host("-oProxyCommand=x") && !is_host("") && !is_host("h;rm"));
     }
 
     #[test]

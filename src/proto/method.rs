@@ -1291,9 +1291,10 @@ mod tests {
     fn session_accessor() {
         for m in samples::all() {
             match m {
-                Method::GetInfo | Method::GetInterfaceDescription { .. } | Method::OpenSession { .. } => {
-                    assert_eq!(m.session(), None)
-                }
+                Method::GetInfo
+                | Method::GetInterfaceDescription { .. }
+                | Method::OpenSession { .. }
+                | Method::Bridge { .. } => assert_eq!(m.session(), None),
                 _ => assert_eq!(m.session(), Some("sess")),
             }
         }

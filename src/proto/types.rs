@@ -584,7 +584,7 @@ pub struct LibRequestDetails {
     /// The submitting process's user id.
     pub uid: Option<u32>,
     /// Where a remote client is (`ssh from ADDRESS`), for a request that came through `rsm bridge`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub client: Option<String>,
     /// Why it failed, when it failed.
     pub error: Option<String>,
