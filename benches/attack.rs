@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use rsmd::client::Connection;
 use rsmd::proto::method::Method;
-use rsmd::proto::types::{ObjectReply, OpenSessionReply};
-use rsmd::proto::PROTOCOL_VERSION;
+use rsmd::proto::types::ObjectReply;
 use serde_json::json;
 
 use common::{now, vlib_config, Samples, Vlib};
@@ -28,18 +27,6 @@ const CALLS: usize = 500;
 const PIPELINED: usize = 200;
 /// The memory budget rsmd runs with (MiB): the default.
 const BUDGET_MIB: u64 = 256;
-
-fn open(conn: &mut Connection) -> String {
-    let reply = conn
-        .call_method(&Method::OpenSession {
-            server: None,
-            application: Some("bench".into()),
-            options: 0,
-            version: Some(PROTOCOL_VERSION),
-        })
-        .unwrap();
-    serde_json::from_value::<OpenSessionReply>(reply).unwrap().session
-}
 
 /// One attacking connection: a session, then `PIPELINED` enumerations sent without reading.
 fn hog(socket: &Path) -> UnixStream {
@@ -78,7 +65,7 @@ fn scenario(socket: &Path, pid: i32, hogs: usize, object: &str) -> Outcome {
     std::thread::scope(|scope| {
         let good = scope.spawn(|| {
             let mut conn = Connection::connect(socket).unwrap();
-            let session = open(&mut conn);
+            let session = common::open_session(&mut conn);
             let (mut times, mut peak, mut after) = (Vec::new(), 0, 0);
             while after < CALLS {
                 if attacked.load(Ordering::Relaxed) {

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use rsmd::client::Connection;
 use rsmd::proto::method::Method;
-use rsmd::proto::types::{EnumerateReply, ObjectReply, ObjectType, OpenSessionReply};
-use rsmd::proto::PROTOCOL_VERSION;
+use rsmd::proto::types::{EnumerateReply, ObjectReply, ObjectType};
 use rsmd::scsi::cdb::{self, ReadElementStatus};
 use rsmd::scsi::element::{allocation_for, ElementStatusReport, ElementType};
 use serde_json::{json, Value};
@@ -105,16 +104,8 @@ struct Client {
 
 fn client(socket: &Path) -> Client {
     let mut conn = Connection::connect(socket).unwrap();
-    let reply = conn
-        .call_method(&Method::OpenSession {
-            server: None,
-            application: Some("bench".into()),
-            options: 0,
-            version: Some(PROTOCOL_VERSION),
-        })
-        .unwrap();
-    let reply: OpenSessionReply = serde_json::from_value(reply).unwrap();
-    Client { conn, session: reply.session }
+    let session = common::open_session(&mut conn);
+    Client { conn, session }
 }
 
 fn get_object_information(c: &mut Client, object: &str) -> Result<(), String> {

@@ -11,6 +11,19 @@ mod harness;
 #[allow(unused_imports)] // each bench uses a different part
 pub use harness::{vlib_config, Daemon, Raw, Stderr, Vlib};
 
+/// Opens a session on `conn` for application `bench`; its handle.
+pub fn open_session(conn: &mut rsmd::client::Connection) -> String {
+    let reply = conn
+        .call_method(&rsmd::proto::method::Method::OpenSession {
+            server: None,
+            application: Some("bench".into()),
+            options: 0,
+            version: Some(rsmd::proto::PROTOCOL_VERSION),
+        })
+        .unwrap();
+    serde_json::from_value::<rsmd::proto::types::OpenSessionReply>(reply).unwrap().session
+}
+
 /// How long any single wait may take: a 50,000-slot first start builds its database.
 pub const WAIT: Duration = Duration::from_secs(300);
 

@@ -63,6 +63,14 @@ fn rsm(d: &Daemon, args: &[&str]) -> Output {
     run_bounded(cmd)
 }
 
+/// `rsm --application APPLICATION ARGS…`: its standard output, standard error and exit status.
+fn rsm_app(d: &Daemon, application: &str, args: &[&str]) -> (String, String, i32) {
+    let mut all = vec!["--application", application];
+    all.extend(args);
+    let out = rsm(d, &all);
+    (text(&out.stdout), text(&out.stderr), out.status.code().unwrap())
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -1102,12 +1110,7 @@ fn issue_14_partitions_each_application_sees_its_own_library() {
     let config = format!("administrators = []\n{}", vlib_config(&v.dir, parts));
     let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
     d.wait_ready(1);
-    let app = |application: &str, args: &[&str]| {
-        let mut all = vec!["--application", application];
-        all.extend(args);
-        let out = rsm(&d, &all);
-        (text(&out.stdout), text(&out.stderr), out.status.code().unwrap())
-    };
+    let app = |application: &str, args: &[&str]| rsm_app(&d, application, args);
     assert_eq!(app("Bacula", &["changer", "rsmd:test/bacula", "slots"]).0, "9\n", "1-8 and 17 (empty)");
     assert_eq!(app("Amanda", &["changer", "rsmd:test/amanda", "slots"]).0, "10\n", "8 slots and the 2 mail slots");
     let bacula: String = (1..=8).map(|n| format!("{n}:ABC{n:03}L6\n")).collect();
@@ -1188,12 +1191,7 @@ fn issue_14_a_partition_owns_a_pool() {
     let config = format!("administrators = []\n{}", vlib_config(&v.dir, parts));
     let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
     d.wait_ready(1);
-    let app = |application: &str, args: &[&str]| {
-        let mut all = vec!["--application", application];
-        all.extend(args);
-        let out = rsm(&d, &all);
-        (text(&out.stdout), text(&out.stderr), out.status.code().unwrap())
-    };
+    let app = |application: &str, args: &[&str]| rsm_app(&d, application, args);
     let changer = |args: &[&str]| {
         let mut all = vec!["changer", "rsmd:test/bacula"];
         all.extend(args);

@@ -90,6 +90,22 @@ seq 1 20000 >"$B/data/numbers.txt"
 mkdir -p "$B/data2"
 head -c 2000000 /dev/urandom >"$B/data2/second.bin"
 
+tape_device() { # NAME INDEX ARCHIVE_DEVICE
+  cat <<EOF
+Device {
+  Name = $1
+  Drive Index = $2
+  Media Type = LTO-6
+  Archive Device = $3
+  AutoChanger = yes
+  AutomaticMount = yes
+  AlwaysOpen = yes
+  RemovableMedia = yes
+  RandomAccess = no
+  Maximum Changer Wait = 120
+}
+EOF
+}
 storage_pair() { # NAME PORT PARTITION APPLICATION TAPE_A TAPE_B
   cat <<EOF
 Storage {
@@ -111,30 +127,8 @@ Autochanger {
   Changer Command = "$H/rsm --application $4 changer %c %o %S %a %d"
   Changer Device = rsmd:vmlab/$3
 }
-Device {
-  Name = $1-drive0
-  Drive Index = 0
-  Media Type = LTO-6
-  Archive Device = $5
-  AutoChanger = yes
-  AutomaticMount = yes
-  AlwaysOpen = yes
-  RemovableMedia = yes
-  RandomAccess = no
-  Maximum Changer Wait = 120
-}
-Device {
-  Name = $1-drive1
-  Drive Index = 1
-  Media Type = LTO-6
-  Archive Device = $6
-  AutoChanger = yes
-  AutomaticMount = yes
-  AlwaysOpen = yes
-  RemovableMedia = yes
-  RandomAccess = no
-  Maximum Changer Wait = 120
-}
+$(tape_device "$1-drive0" 0 "$5")
+$(tape_device "$1-drive1" 1 "$6")
 Messages {
   Name = Standard
   director = vm-dir = all
