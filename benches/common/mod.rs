@@ -9,7 +9,7 @@ use std::time::Duration;
 #[path = "../../tests/util/mod.rs"]
 mod harness;
 #[allow(unused_imports)] // each bench uses a different part
-pub use harness::{vlib_config, Daemon, Raw, Stderr, Vlib};
+pub use harness::{sshd, vlib_config, Daemon, Raw, Stderr, Vlib};
 
 /// Opens a session on `conn` for application `bench`; its handle.
 pub fn open_session(conn: &mut rsmd::client::Connection) -> String {

@@ -3,98 +3,11 @@
 //! the command the README recommends (`command="rsm bridge",restrict`), with this build's rsm and the test
 //! daemon's socket; the client reaches it as `rsm --host ALIAS`, ssh configured by `$RSM_SSH` (`ssh -F FILE`).
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
+use crate::util::sshd::{sshd, Sshd};
 use crate::util::{rsm_bin, vlib_config, Daemon, Vlib};
-
-struct Sshd {
-    child: Child,
-    /// `ssh -F CONFIG`: the aliases `rsmdtest` (the bridge to the test daemon), `norsm` (no rsm on the host),
-    /// `nodaemon` (rsm there, rsmd not running).
-    ssh: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn keygen(path: &Path) {
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "ssh-keygen {}", path.display());
-}
-
-/// Starts sshd for `socket` (the daemon's), or None when this machine has no sshd (tools/ci-deps installs it).
-fn sshd(socket: &Path) -> Option<Sshd> {
-    if !Path::new("/usr/sbin/sshd").exists() {
-        assert!(std::env::var_os("CI").is_none(), "CI needs openssh-server (tools/ci-deps installs it)");
-        println!("skipped: no /usr/sbin/sshd");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    keygen(&d.join("host"));
-    let rsm = rsm_bin();
-    let mut authorized = String::new();
-    for (name, command) in [
-        ("user", format!("{rsm} --socket {} bridge", socket.display())),
-        ("norsm", "/nonexistent/rsm bridge".to_owned()),
-        ("nodaemon", format!("{rsm} --socket {} bridge", d.join("no.sock").display())),
-    ] {
-        keygen(&d.join(name));
-        let key = std::fs::read_to_string(d.join(format!("{name}.pub"))).unwrap();
-        authorized.push_str(&format!("command=\"{command}\",restrict {}", key.trim_end()));
-        authorized.push('\n');
-    }
-    std::fs::write(d.join("authorized_keys"), authorized).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {keys}\nPidFile {pid}\n\
-         StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-         KbdInteractiveAuthentication no\nLogLevel ERROR\n",
-        host = d.join("host").display(),
-        keys = d.join("authorized_keys").display(),
-        pid = d.join("sshd.pid").display()
-    );
-    std::fs::write(d.join("sshd_config"), config).unwrap();
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    let child = Command::new("/usr/sbin/sshd")
-        .args(["-D", "-e", "-f"])
-        .arg(d.join("sshd_config"))
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name;
-    let mut client = String::new();
-    for (alias, key) in [("rsmdtest", "user"), ("norsm", "norsm"), ("nodaemon", "nodaemon")] {
-        client.push_str(&format!(
-            "Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentityFile {}\n  IdentitiesOnly yes\n\
-             \x20 UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
-            d.join(key).display()
-        ));
-    }
-    std::fs::write(d.join("ssh_config"), client).unwrap();
-    // Ready once it accepts connections (it binds before it serves; a bounded wait, not a sleep).
-    let deadline = std::time::Duration::from_secs(10);
-    let mut waited = std::time::Duration::ZERO;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(waited < deadline, "sshd did not listen on port {port}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        waited += std::time::Duration::from_millis(20);
-    }
-    let ssh = format!("ssh -F {}", d.join("ssh_config").display());
-    Some(Sshd { child, ssh, _dir: dir })
-}
 
 fn remote_rsm(s: &Sshd, args: &[&str]) -> Output {
     Command::new(rsm_bin())

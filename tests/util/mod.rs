@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
