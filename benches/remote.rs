@@ -75,13 +75,11 @@ fn main() {
 
     // Round trips through one established connection.
     let local = Session::open_at(&d.socket, None, Some("bench"), 0).unwrap();
-    let request = rsmd::proto::method::Method::GetObjectInformation {
-        session: local.id().to_owned(),
-        object: "ABC001L6".into(),
-    }
-    .to_call()
-    .encode()
-    .len();
+    let request =
+        rsmd::proto::method::Method::GetObjectInformation { session: local.id().to_owned(), object: "ABC001L6".into() }
+            .to_call()
+            .encode()
+            .len();
     let times: Vec<Duration> = (0..CALLS)
         .map(|_| {
             let t = now();

@@ -176,3 +176,63 @@ with client.open("io.rsmd.Ntms") as ntms:
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "drives 4");
 }
+
+/// Issue 17: identity on the library host is the ssh user's: a remote user without rights is refused what another
+/// user owns (AccessDenied), and what it mounts is its own (its uid). The second user is a throwaway system user
+/// with a shell (`nobody`'s nologin cannot run the bridge), made by the test and removed after it.
+#[test]
+fn a_remote_user_is_who_ssh_says() {
+    use crate::util::sshd::{OTHER_ALIAS, OTHER_USER};
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = Path::new(rsm_bin())
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if !nix::unistd::geteuid().is_root() || !runnable || !Path::new("/usr/sbin/useradd").exists() {
+        println!("skipped: needs root, useradd and binaries others may run");
+        return;
+    }
+    let existed = nix::unistd::User::from_name(OTHER_USER).unwrap().is_some();
+    if !existed {
+        let ok = Command::new("useradd")
+            .args(["--system", "--shell", "/bin/sh", "--no-create-home", "--home-dir", "/nonexistent", OTHER_USER])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "useradd {OTHER_USER}");
+    }
+    // A system account's password is locked ("!"); without PAM sshd refuses locked accounts: no password at all.
+    assert!(Command::new("usermod").args(["-p", "*", OTHER_USER]).status().unwrap().success());
+    let other = nix::unistd::User::from_name(OTHER_USER).unwrap().unwrap().uid.as_raw();
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    // Nobody administers (root would be exempt); every local user may connect.
+    let config = format!("administrators = []\nsocket_mode = 0o666\n{}", vlib_config(&v.dir, ""));
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &config);
+    d.wait_ready(1);
+    for p in [dir.path().to_owned(), dir.path().join("rsmd")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let Some(s) = sshd(&d.socket) else { return };
+    // Root's Bacula mounts a tape locally.
+    let out = local_rsm(&d, &["--application", "Bacula", "mount", "ABC005L6", "--drive", "0"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    // The remote user may not take it out of the drive.
+    let out = remote_rsm(&s, &["--host", OTHER_ALIAS, "--application", "Bacula", "dismount", "ABC005L6"]);
+    assert_eq!(out.status.code(), Some(5), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("AccessDenied"), "{}", text(&out.stderr));
+    // What it mounts is its own: the daemon saw the ssh user's uid.
+    let out = remote_rsm(&s, &["--host", OTHER_ALIAS, "--application", "Amanda", "mount", "ABC006L6", "--drive", "1"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let drives =
+        serde_json::from_slice::<serde_json::Value>(&local_rsm(&d, &["--json", "view", "drive"]).stdout).unwrap();
+    assert_eq!(drives[1]["details"]["drive"]["mounted_by"], format!("Amanda (uid {other})"));
+    // And root's Bacula, not an administrator here, may not dismount it either: ownership goes both ways.
+    let out = local_rsm(&d, &["--application", "Bacula", "dismount", "ABC006L6"]);
+    assert_eq!(out.status.code(), Some(5), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = remote_rsm(&s, &["--host", OTHER_ALIAS, "--application", "Amanda", "dismount", "ABC006L6"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    drop(s);
+    if !existed {
+        let _ = Command::new("userdel").arg(OTHER_USER).status();
+    }
+}

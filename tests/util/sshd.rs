@@ -7,6 +7,12 @@ use std::process::{Child, Command, Stdio};
 
 use super::rsm_bin;
 
+/// A second local user for remote tests (created by the test that needs it), reached as `ssh OTHER_ALIAS` with the
+/// bridge key.
+pub const OTHER_USER: &str = "rsmd-remote-test";
+/// The ssh alias that logs in as [`OTHER_USER`].
+pub const OTHER_ALIAS: &str = "rsmdother";
+
 pub struct Sshd {
     child: Child,
     /// The port it listens on (127.0.0.1).
@@ -58,6 +64,10 @@ pub fn sshd(socket: &Path) -> Option<Sshd> {
         authorized.push('\n');
     }
     std::fs::write(d.join("authorized_keys"), authorized).unwrap();
+    // sshd reads the keys as the user logging in: another user (OTHER_USER) must be able to.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(d.join("authorized_keys"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let config = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {keys}\nPidFile {pid}\n\
@@ -77,7 +87,13 @@ pub fn sshd(socket: &Path) -> Option<Sshd> {
         .unwrap();
     let user = nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name;
     let mut client = String::new();
-    for (alias, key) in [("rsmdtest", "user"), ("norsm", "norsm"), ("nodaemon", "nodaemon"), ("echo", "echo")] {
+    for (alias, key, user) in [
+        ("rsmdtest", "user", user.as_str()),
+        ("norsm", "norsm", user.as_str()),
+        ("nodaemon", "nodaemon", user.as_str()),
+        ("echo", "echo", user.as_str()),
+        (OTHER_ALIAS, "user", OTHER_USER),
+    ] {
         client.push_str(&format!(
             "Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  IdentityFile {}\n  IdentitiesOnly yes\n\
              \x20 UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n  LogLevel ERROR\n",
@@ -96,4 +112,3 @@ pub fn sshd(socket: &Path) -> Option<Sshd> {
     let ssh = format!("ssh -F {}", d.join("ssh_config").display());
     Some(Sshd { child, port, ssh, _dir: dir })
 }
-
