@@ -350,10 +350,17 @@ enum Front {
 
 /// Runs mtx's or mtx-changer's command line through rsmd: their output on their streams, their exit status. A
 /// daemon that cannot be reached is an mtx-style error (standard error, status 1).
-fn front(kind: Front, args: &[String], opts: &SessionOptions, timeouts: Timeouts, application: &str) -> ExitCode {
+fn front(
+    kind: Front,
+    args: &[String],
+    opts: &SessionOptions,
+    timeouts: Timeouts,
+    application: &str,
+    host: Option<&str>,
+) -> ExitCode {
     use std::io::Write;
     // Bacula's argument checks come before anything else (the script's do).
-    let session = match Session::open_with_timeouts(opts, timeouts, None, Some(application), 0) {
+    let session = match Session::open_with_timeouts(opts, timeouts, host, Some(application), 0) {
         Ok(s) => s,
         Err(e) => {
             if let Front::Changer = kind {
@@ -1555,7 +1562,9 @@ fn main() -> ExitCode {
         let timeouts = Timeouts { connect: Duration::from_secs(10), reply: Duration::from_secs(10) };
         // The application a partition binds (rsm's --application), for programs that cannot pass an option.
         let application = std::env::var("RSM_APPLICATION").unwrap_or_else(|_| "rsm".to_owned());
-        return front(kind, &args, &opts, timeouts, &application);
+        // The rsmd of another host for programs that cannot pass an option ($RSM_HOST, as rsm's --host).
+        let host = std::env::var("RSM_HOST").ok().filter(|h| !h.is_empty());
+        return front(kind, &args, &opts, timeouts, &application, host.as_deref());
     }
     let cli = match parse() {
         Ok(cli) => cli,
@@ -1569,7 +1578,7 @@ fn main() -> ExitCode {
         };
         let timeouts =
             Timeouts { connect: Duration::from_secs(cli.reply_timeout), reply: Duration::from_secs(cli.reply_timeout) };
-        return front(kind, args, &opts, timeouts, &cli.application);
+        return front(kind, args, &opts, timeouts, &cli.application, cli.host.as_deref());
     }
     if let Command::Bridge = cli.command {
         let location = rsmd::client::locate::SocketSearch::from_env(cli.socket.as_deref()).locate();

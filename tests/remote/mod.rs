@@ -128,6 +128,10 @@ fn remote_sessions_over_ssh() {
     } else {
         assert!(drive2["barcode"].is_null(), "cancelled: the cartridge went home ({drive2})");
     }
+    // The mtx front through ssh: the remote library as mtx prints it.
+    let out = remote_rsm(&s, &["--host", "rsmdtest", "mtx", "-f", "rsmd:test", "status"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("Storage Element 1:Full :VolumeTag=ABC001L6"), "{}", text(&out.stdout));
     // OpenSession's errors.
     let failure = |host: &str| {
         let out = remote_rsm(&s, &["--host", host, "--json", "status"]);
