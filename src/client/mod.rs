@@ -297,7 +297,7 @@ impl Connection {
         let received = sent.and_then(|()| self.receive(&call.method));
         let received = match (received, self.tunnel.as_mut()) {
             // The ssh connection ended: say why, as ssh (or the bridge beyond it) told.
-            (Err(NtmsError::NotConnected { .. }), Some(t)) => Err(t.failure()),
+            (Err(e @ NtmsError::NotConnected { .. }), Some(t)) => Err(t.failure(e)),
             (r, _) => r,
         };
         match received? {

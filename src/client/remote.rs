@@ -72,10 +72,23 @@ impl Drop for Tunnel {
 }
 
 impl Tunnel {
-    /// Why the connection through ssh ended, once it has: ssh's exit status and what it (or the bridge on the
-    /// other side) said, as OpenSession's error.
-    pub fn failure(&mut self) -> NtmsError {
-        let status = self.child.wait().ok().and_then(|s| s.code());
+    /// Why the connection through ssh ended: ssh's exit status and what it (or the bridge on the other side) said,
+    /// as OpenSession's error. ssh has closed its output and is exiting; should it still run after 2 s (the
+    /// connection broke for another reason), `lost` is the answer and ssh goes when the connection is dropped.
+    pub fn failure(&mut self, lost: NtmsError) -> NtmsError {
+        let mut status = None;
+        for _ in 0..100 {
+            match self.child.try_wait() {
+                Ok(Some(s)) => {
+                    status = Some(s);
+                    break;
+                }
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(_) => return lost,
+            }
+        }
+        let Some(status) = status else { return lost };
+        let status = status.code();
         let mut said = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut said);

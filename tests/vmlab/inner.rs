@@ -50,6 +50,14 @@ fn resync(s: &rsmd::client::Session, library: &str) {
     }
 }
 
+/// The numbers of the storage elements (mail slots included) of an `mtx status` text whose line `pick` accepts.
+fn mtx_elements<'a>(status: &'a str, pick: impl Fn(&str) -> bool + 'a) -> impl Iterator<Item = String> + 'a {
+    status
+        .lines()
+        .filter(move |l| l.starts_with("      Storage Element ") && pick(l))
+        .map(|l| l.trim_start().split([' ', ':']).nth(2).unwrap().to_owned())
+}
+
 /// Issue 14: Debian's bacula 9.6 `mtx-changer` (run with the real mtx on /dev/sg) and `rsm changer` (through rsmd)
 /// take the same steps from the same library state: every command and error case, with their standard output, exit
 /// status and the library state after each step compared. (`listall` needs perl, which the VM lacks; its perl is
@@ -77,21 +85,11 @@ fn mtx_changer_contract(lab: &Lab, s: &rsmd::client::Session, library: &str) {
     let ctl = lab.changer.to_str().unwrap().to_owned();
     let start = mtx_text(&lab.changer);
     let slot = |full: bool, skip: usize| {
-        start
-            .lines()
-            .filter(|l| l.starts_with("      Storage Element ") && !l.contains("IMPORT"))
-            .filter(|l| l.contains(":Full") == full)
-            .map(|l| l.trim_start().split([' ', ':']).nth(2).unwrap().to_owned())
-            .nth(skip)
-            .expect("a slot")
+        mtx_elements(&start, |l| !l.contains("IMPORT") && l.contains(":Full") == full).nth(skip).expect("a slot")
     };
     let (a, f2, e) = (slot(true, 0), slot(true, 1), slot(false, 0));
     // The first mail slot, as mtx numbers it (after the storage slots).
-    let mail = start
-        .lines()
-        .find(|l| l.starts_with("      Storage Element ") && l.contains("IMPORT"))
-        .map(|l| l.trim_start().split([' ', ':']).nth(2).unwrap().to_owned())
-        .expect("a mail slot");
+    let mail = mtx_elements(&start, |l| l.contains("IMPORT")).next().expect("a mail slot");
     let tape = |d: usize| lab.tapes[d].to_str().unwrap().to_owned();
     let steps: Vec<Vec<String>> = [
         vec!["slots"],
@@ -899,18 +897,10 @@ fn daemon_hotplug(lab: &Lab) {
     // Issue 14: `rsm mtx` against mtx on the same state: status under the device name given, and every error case
     // (their standard output, standard error and exit status).
     let changer = lab.changer.to_str().unwrap().to_owned();
-    let empty_slot = theirs
-        .lines()
-        .filter(|l| l.starts_with("      Storage Element ") && l.contains(":Empty") && !l.contains("IMPORT"))
-        .map(|l| l.trim_start().split([' ', ':']).nth(2).unwrap().to_owned())
-        .next()
-        .expect("an empty slot");
-    let full_slot = theirs
-        .lines()
-        .filter(|l| l.starts_with("      Storage Element ") && l.contains(":Full") && !l.contains("IMPORT"))
-        .map(|l| l.trim_start().split([' ', ':']).nth(2).unwrap().to_owned())
-        .next()
-        .expect("a full slot");
+    let empty_slot =
+        mtx_elements(&theirs, |l| l.contains(":Empty") && !l.contains("IMPORT")).next().expect("an empty slot");
+    let full_slot =
+        mtx_elements(&theirs, |l| l.contains(":Full") && !l.contains("IMPORT")).next().expect("a full slot");
     let cases: Vec<Vec<String>> = [
         vec!["status"],
         vec!["nobarcode", "status"],
