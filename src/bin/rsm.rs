@@ -967,8 +967,12 @@ fn mount(
             let mut text = format!(
                 "{media} mounted in {}: {}\n",
                 drive_text(session, &reply),
-                reply.device.as_deref().unwrap_or("(no device node on this host)")
+                reply.device.as_deref().unwrap_or("(no device node on the library's host)")
             );
+            if let (Some(_), Some(host)) = (session.remote(), &reply.host) {
+                // The nodes are the library host's, not this one's: say where to open them.
+                text.push_str(&format!("  on host {host}\n"));
+            }
             if let Some(d) = &reply.devices {
                 text.push_str(&format!(
                     "  sg {}  nst {}\n",

@@ -641,6 +641,7 @@ impl Broker {
             drive: element.map(|e| e.id().to_string()),
             device,
             devices,
+            host: Some(self.host.clone()),
         };
         match serde_json::to_value(reply) {
             Ok(Value::Object(m)) => Ok(m),

@@ -369,7 +369,7 @@ method MountMedia(
   priority: ?int,
   timeout_ms: ?int,
   pool: ?string
-) -> (request: string, media: ?string, drive: ?string, device: ?string, devices: ?DeviceNodes)
+) -> (request: string, media: ?string, drive: ?string, device: ?string, devices: ?DeviceNodes, host: ?string)
 
 # Dismount a cartridge (media) or whatever is in a drive (drive): exactly one of them.
 method DismountMedia(session: string, media: ?string, drive: ?string, deferred: ?bool, to: ?string) -> ()

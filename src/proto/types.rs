@@ -747,6 +747,9 @@ pub struct MountReply {
     /// All of the drive's nodes (sg for SCSI tools, nst for data); absent with `nowait`.
     #[serde(default)]
     pub devices: Option<DeviceNodes>,
+    /// The host the device nodes are on (the library's host: over `--host`, not the client's).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// Reply of methods that start library work (`InventoryLibrary`, `EjectMedia`, `InjectMedia`).

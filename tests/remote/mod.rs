@@ -66,6 +66,18 @@ fn remote_sessions_over_ssh() {
     let out = remote_rsm(&s, &["--host", "rsmdtest", "--application", "remote", "mount", "ABC003L6", "--drive", "1"]);
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("ABC003L6"), "{}", text(&out.stdout));
+    // The nodes are on the library's host, and the reply says which host that is.
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert!(text(&out.stdout).contains(&format!("on host {host}")), "{}", text(&out.stdout));
+    let out = remote_rsm(&s, &["--host", "rsmdtest", "--json", "--application", "remote", "dismount", "ABC003L6"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = remote_rsm(
+        &s,
+        &["--host", "rsmdtest", "--json", "--application", "remote", "mount", "ABC003L6", "--drive", "1"],
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["host"], host.as_str(), "{reply}");
+    assert!(reply["device"].as_str().is_some_and(|d| d.starts_with('/')), "{reply}");
     let status = remote_rsm(&s, &["--host", "rsmdtest", "--json", "view", "drive"]);
     let drives: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let drive1 = &drives.as_array().unwrap()[1]["details"]["drive"];
@@ -173,12 +185,72 @@ with client.open("io.rsmd.Ntms") as ntms:
     s = ntms.OpenSession(None, "python", 0, None)
     objs = ntms.EnumerateObjects(s["session"], None, "drive", None, None)
     print("drives", len(objs["objects"]))
+    # A client newer than the daemon: NoInterfaces, through the bridge as locally.
+    try:
+        ntms.OpenSession(None, "python", 0, 99)
+    except varlink.VarlinkError as e:
+        print("newer", e.error())
 "#;
     let mut argv: Vec<String> = s.ssh.split_whitespace().map(str::to_owned).collect();
     argv.extend(["rsmdtest", "rsm", "bridge"].map(str::to_owned));
     let out = Command::new(&python).arg("-c").arg(script).args(&argv).output().unwrap();
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), "drives 4");
+    assert_eq!(text(&out.stdout).trim(), "drives 4\nnewer io.rsmd.Ntms.NoInterfaces");
+    // And its command line, as the issue writes it: `varlink --bridge "ssh HOST rsm bridge" call …`.
+    let bridge = format!("{} rsmdtest rsm bridge", s.ssh);
+    let cli = |call: &[&str]| {
+        let out = Command::new(&python).args(["-m", "varlink.cli", "--bridge", &bridge, "call"]).args(call).output();
+        let out = out.unwrap();
+        assert!(out.status.success(), "{call:?}: {}{}", text(&out.stdout), text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(cli(&["org.varlink.service.GetInfo", "{}"])["vendor"], "rsmd");
+    let opened = cli(&["io.rsmd.Ntms.OpenSession", r#"{"application": "varlink-cli", "options": 0}"#]);
+    assert!(opened["session"].is_string(), "{opened}");
+}
+
+/// Issue 17: a remote daemon still loading answers NotReady through the bridge, and a client that asks to wait
+/// (`rsm --wait`) retries over new ssh connections until it is ready.
+#[test]
+fn a_loading_remote_daemon_is_not_ready_and_the_wait_crosses_the_bridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vlib::default_fast(&dir.path().join("vlib"));
+    let gate = dir.path().join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut d = Daemon::start_with(
+        &dir.path().join("rsmd"),
+        &vlib_config(&v.dir, ""),
+        &[("RSMD_TEST_HOLD_LOAD", gate.to_str().unwrap())],
+    );
+    d.wait_notify(|m| m == "STATUS=loading the inventory");
+    let Some(s) = sshd(&d.socket) else { return };
+    let out = remote_rsm(&s, &["--host", "rsmdtest", "--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", text(&out.stdout), text(&out.stderr)));
+    assert_eq!(v["error"]["name"], "NotReady", "{v}");
+    // The waiting client: its ssh command notes each attempt, so the test knows it was refused at least once
+    // (a second attempt) before the daemon is let finish loading.
+    let attempts = dir.path().join("attempts");
+    let wrapper = dir.path().join("ssh");
+    std::fs::write(&wrapper, format!("#!/bin/sh\necho x >> {}\nexec {} \"$@\"\n", attempts.display(), s.ssh)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let waiter = Command::new(rsm_bin())
+        .args(["--host", "rsmdtest", "--wait", "60", "--json", "status"])
+        .env("RSM_SSH", &wrapper)
+        .env_remove("RSMD_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| (std::fs::read_to_string(&attempts).unwrap_or_default().lines().count() >= 2).then_some(()));
+    use std::io::Write;
+    std::fs::OpenOptions::new().write(true).open(&gate).unwrap().write_all(b"x").unwrap();
+    let out = waiter.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.get("error").is_none(), "{v}");
 }
 
 /// Issue 17: identity on the library host is the ssh user's: a remote user without rights is refused what another
