@@ -275,6 +275,13 @@ fn main() {
     println!();
     println!("== 1b. GetObjectInformation / EnumerateObjects on the 50,000-slot inventory, 1 client ==");
     lookups(last.as_mut().unwrap());
+    if let Some(gate) = std::env::var_os("RSMD_BENCH_HOLD") {
+        // Profiling: the restarted daemon is held until a byte can be read from this FIFO (attach to it meanwhile).
+        let d = last.as_ref().unwrap();
+        println!("holding rsmd pid {} (state {}) until {:?} is written", d.pid(), d.state.display(), gate);
+        use std::io::Read;
+        let _ = std::fs::File::open(gate).and_then(|mut f| f.read(&mut [0u8; 1]));
+    }
     if std::env::var_os("RSMD_BENCH_QUICK").is_some() {
         // Parts 1 and 1b only (start-up, memory, lookups and listings).
         return;

@@ -167,6 +167,10 @@ impl EmuTransport {
             self.input.drain(..self.in_pos);
             self.in_pos = 0;
         }
+        if self.input.is_empty() && self.input.capacity() > 4 * READ_CHUNK {
+            // A burst of large responses (a whole library's element status) is not kept for good.
+            self.input = Vec::new();
+        }
         let old = self.input.len();
         self.input.resize(old + READ_CHUNK, 0);
         let r = self.stream.read(&mut self.input[old..]);

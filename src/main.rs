@@ -50,6 +50,10 @@ struct Cli {
     /// More log output (-v debug, -vv trace)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Write the database's records in DIR to standard output and exit (the daemon reads its database at start
+    /// through this helper process: see `rsmd::store::load_through`)
+    #[arg(long, value_name = "DIR", hide = true)]
+    dump_store: Option<PathBuf>,
     /// Print the rsmd(8) manual page (roff) and exit
     #[arg(long)]
     man: bool,
@@ -78,6 +82,16 @@ fn print_chain(e: &dyn std::error::Error) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.dump_store {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        return match rsmd::store::Store::open(dir).and_then(|s| s.dump(&mut out)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                print_chain(&e);
+                ExitCode::FAILURE
+            }
+        };
+    }
     if cli.man || cli.man_config {
         let r = if cli.man {
             man_page()
@@ -146,6 +160,8 @@ fn main() -> ExitCode {
         sysfs_root: cli.sysfs_root,
         dev_root: cli.dev_root,
         config_path: cli.config,
+        // This very binary reads the database at start in a process of its own (its memory then goes with it).
+        store_helper: Some(PathBuf::from("/proc/self/exe")),
     };
     match rsmd::server::start::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -278,6 +278,7 @@ impl Server {
         // Load the inventory off the loop.
         let (tx, rx) = mpsc::channel();
         let dir = setup.state_dir.clone();
+        let helper = setup.store_helper.clone();
         let w = waker.clone();
         std::thread::Builder::new()
             .name("rsmd-loader".into())
@@ -288,19 +289,22 @@ impl Server {
                     use std::io::Read;
                     let _ = std::fs::File::open(gate).and_then(|mut f| f.read(&mut [0u8; 1]));
                 }
+                let mut inv = crate::media::Inventory::default();
+                let mut requests = crate::model::Requested::default();
                 let r = std::fs::create_dir_all(&dir)
                     .map_err(|e| StoreError::Db(sled::Error::Io(e)))
-                    .and_then(|()| Store::open(&dir))
-                    .and_then(|s| {
-                        let mut inv = crate::media::Inventory::default();
-                        let mut requests = crate::model::Requested::default();
-                        s.load_each(|r| match r {
-                            crate::store::Record::Request(q) => requests.library.push(q),
-                            crate::store::Record::Operator(o) => requests.operator.push(o),
-                            r => inv.load_record(r),
-                        })?;
-                        Ok((s, inv, requests, crate::store::drive_maps(&dir)))
-                    });
+                    .and_then(|()| {
+                        crate::store::load_through(&dir, helper.as_deref(), |r| match r {
+                            Some(crate::store::Record::Request(q)) => requests.library.push(q),
+                            Some(crate::store::Record::Operator(o)) => requests.operator.push(o),
+                            Some(r) => inv.load_record(r),
+                            None => {
+                                inv = crate::media::Inventory::default();
+                                requests = crate::model::Requested::default();
+                            }
+                        })
+                    })
+                    .map(|s| (s, inv, requests, crate::store::drive_maps(&dir)));
                 let _ = tx.send(r);
                 let _ = w.wake();
             })

@@ -51,6 +51,9 @@ pub struct DaemonArgs {
     pub dev_root: PathBuf,
     /// `--config` (for SIGHUP reloads).
     pub config_path: Option<PathBuf>,
+    /// The program that reads the database at start (`PROGRAM --dump-store DIR`): rsmd itself; `None` reads it
+    /// in this process.
+    pub store_helper: Option<PathBuf>,
 }
 
 /// The resolved setup the server runs with.
@@ -72,6 +75,8 @@ pub struct Setup {
     pub demo_dir: Option<PathBuf>,
     /// Demo: the embedded vlib, once started.
     pub demo: Option<crate::emu::DemoLibrary>,
+    /// See [`DaemonArgs::store_helper`].
+    pub store_helper: Option<PathBuf>,
 }
 
 /// Loads `path`, or the default file when it exists, or the default configuration (discovery). Demo mode ignores
@@ -137,6 +142,7 @@ pub fn run(args: DaemonArgs) -> Result<(), ServerError> {
         config_path: args.config_path,
         demo_dir,
         demo: None,
+        store_helper: args.store_helper,
     };
     super::Server::new(setup)?.run()
 }

@@ -121,6 +121,99 @@ fn decode<T: DeserializeOwned>(v: &[u8], tree: &'static str) -> Result<T, StoreE
     serde_json::from_slice(v).map_err(|source| StoreError::Record { tree, source })
 }
 
+/// The kind byte of the frame that ends a dump ([`Store::dump`]).
+pub const DUMP_END: u8 = 0xFF;
+
+fn decode_record(kind: u8, v: &[u8], name: &'static str) -> Result<Record, StoreError> {
+    Ok(match kind {
+        0 => Record::Library(decode(v, name)?),
+        1 => Record::Element(decode(v, name)?),
+        2 => Record::Pool(decode(v, name)?),
+        3 => Record::Media(decode(v, name)?),
+        4 => Record::Request(decode(v, name)?),
+        _ => Record::Operator(decode(v, name)?),
+    })
+}
+
+/// Reads a dump ([`Store::dump`]) from `input`, decoding each record for `f`. A stream that ends before the end
+/// frame, or holds an unknown kind, is an error: nothing read is to be trusted then.
+pub fn read_dump(input: &mut impl std::io::Read, mut f: impl FnMut(Record)) -> Result<(), StoreError> {
+    const NAMES: [&str; 6] = ["libraries", "elements", "pools", "media", "requests", "operator_requests"];
+    let io = |e: std::io::Error| StoreError::Db(sled::Error::Io(e));
+    let mut head = [0u8; 5];
+    // One buffer for every record: the bytes are decoded and dropped, so that only what `f` keeps is allocated.
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        input.read_exact(&mut head).map_err(io)?;
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        match head[0] {
+            DUMP_END if len == 0 => return Ok(()),
+            kind @ 0..=5 => {
+                buf.resize(len, 0);
+                input.read_exact(&mut buf).map_err(io)?;
+                f(decode_record(kind, &buf, NAMES[usize::from(kind)])?);
+            }
+            _ => return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad frame in the dump"))),
+        }
+    }
+}
+
+/// Loads every record of the database in `dir` for `f`, read by a helper process (`helper --dump-store DIR`,
+/// rsmd itself), and then opens the database for this process.
+///
+/// Why another process: sled keeps in memory every page it has read, about the database's size whatever its
+/// cache setting (39 MB after reading a 50,000-cartridge database), and frees it only when the database is
+/// closed; even then the freed memory stays with this process, in holes between the inventory's allocations.
+/// Read by a helper that exits, it is given back to the system whole. The database is opened (and checked:
+/// lock, schema) first, here, so that its errors are this process's; when the helper cannot run or fails, the
+/// records are read here instead: `f` then gets `None` (forget what came so far) and every record again.
+pub fn load_through(dir: &Path, helper: Option<&Path>, mut f: impl FnMut(Option<Record>)) -> Result<Store, StoreError> {
+    drop(Store::open(dir)?);
+    if let Some(helper) = helper {
+        match dump_through(dir, helper, &mut |r| f(Some(r))) {
+            Ok(()) => {
+                log::info!("database read by a helper process ({} --dump-store)", helper.display());
+                return Store::open(dir);
+            }
+            Err(e) => {
+                log::warn!(
+                    "reading the database in a helper process failed ({}): reading it here",
+                    crate::error_chain(&e)
+                );
+                f(None);
+            }
+        }
+    }
+    let store = Store::open(dir)?;
+    store.load_each(|r| f(Some(r)))?;
+    Ok(store)
+}
+
+fn dump_through(dir: &Path, helper: &Path, f: &mut impl FnMut(Record)) -> Result<(), StoreError> {
+    let io = |e: std::io::Error| StoreError::Db(sled::Error::Io(e));
+    let mut child = std::process::Command::new(helper)
+        .arg("--dump-store")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(io)?;
+    let read = match child.stdout.take() {
+        Some(out) => read_dump(&mut std::io::BufReader::with_capacity(1 << 16, out), f),
+        None => Err(io(std::io::ErrorKind::BrokenPipe.into())),
+    };
+    if read.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(io)?;
+    read?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io(std::io::Error::other(format!("{} --dump-store: {status}", helper.display()))))
+    }
+}
+
 /// One write: (tree index, key, value; None removes).
 type Write = (usize, Vec<u8>, Option<Vec<u8>>);
 
@@ -209,25 +302,41 @@ impl Store {
     /// Reads everything, handing each record to `f` as it is decoded (libraries, elements, pools, media, requests,
     /// operator requests, in that order): a 50,000-cartridge database loads without a second copy of it in memory.
     pub fn load_each(&self, mut f: impl FnMut(Record)) -> Result<(), StoreError> {
-        for kv in self.libraries.iter() {
-            f(Record::Library(decode(&kv?.1, "libraries")?));
-        }
-        for kv in self.elements.iter() {
-            f(Record::Element(decode(&kv?.1, "elements")?));
-        }
-        for kv in self.pools.iter() {
-            f(Record::Pool(decode(&kv?.1, "pools")?));
-        }
-        for kv in self.media.iter() {
-            f(Record::Media(decode(&kv?.1, "media")?));
-        }
-        for kv in self.requests.iter() {
-            f(Record::Request(decode(&kv?.1, "requests")?));
-        }
-        for kv in self.operators.iter() {
-            f(Record::Operator(decode(&kv?.1, "operator_requests")?));
+        for (tree, name, kind) in self.record_trees() {
+            for kv in tree.iter() {
+                f(decode_record(kind, &kv?.1, name)?);
+            }
         }
         Ok(())
+    }
+
+    /// The trees holding records, with their names and frame kinds (see [`Store::dump`]).
+    fn record_trees(&self) -> [(&sled::Tree, &'static str, u8); 6] {
+        [
+            (&self.libraries, "libraries", 0),
+            (&self.elements, "elements", 1),
+            (&self.pools, "pools", 2),
+            (&self.media, "media", 3),
+            (&self.requests, "requests", 4),
+            (&self.operators, "operator_requests", 5),
+        ]
+    }
+
+    /// Writes every record, undecoded, to `out` as frames (kind byte, u32 little-endian length, the stored bytes),
+    /// then the end frame (kind [`DUMP_END`], length 0): what `rsmd --dump-store` prints for [`load_through`].
+    pub fn dump(&self, out: &mut impl std::io::Write) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError::Db(sled::Error::Io(e));
+        for (tree, _, kind) in self.record_trees() {
+            for kv in tree.iter() {
+                let v = kv?.1;
+                let len = u32::try_from(v.len()).map_err(|_| io(std::io::ErrorKind::InvalidData.into()))?;
+                out.write_all(&[kind]).map_err(io)?;
+                out.write_all(&len.to_le_bytes()).map_err(io)?;
+                out.write_all(&v).map_err(io)?;
+            }
+        }
+        out.write_all(&[DUMP_END, 0, 0, 0, 0]).map_err(io)?;
+        out.flush().map_err(io)
     }
 
     /// Looks a cartridge up by barcode.

@@ -198,3 +198,46 @@ fn records_leave_out_defaults_and_read_back_the_same() {
     assert!(!text.contains("drive") && !text.contains("disabled"), "{text}");
     assert_eq!(serde_json::from_str::<ElementRecord>(&text).unwrap(), e);
 }
+
+/// The dump the daemon's helper process writes (`rsmd --dump-store`) reads back as the records themselves; a cut
+/// or garbled stream is an error, and a helper that cannot run or fails leaves the load to this process.
+#[test]
+fn a_dump_reads_back_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = Guid::derive("library", "S1");
+    let a = media("ABC001L6", lib, 1000);
+    let b = media("ABC002L6", lib, 1001);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(&[Change::Library(library(lib)), Change::Media(a.clone()), Change::Media(b.clone())]).unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let mut expected = Vec::new();
+    store.load_each(|r| expected.push(r)).unwrap();
+    assert_eq!(expected.len(), 3);
+    let mut bytes = Vec::new();
+    store.dump(&mut bytes).unwrap();
+    let mut got = Vec::new();
+    read_dump(&mut bytes.as_slice(), |r| got.push(r)).unwrap();
+    assert_eq!(got, expected);
+    // Cut anywhere before the end frame: an error, whatever came before.
+    for cut in [0, 1, 5, bytes.len() / 2, bytes.len() - 1] {
+        let r = read_dump(&mut &bytes[..cut], |_| {});
+        assert!(r.is_err(), "cut at {cut}");
+    }
+    let mut garbled = bytes.clone();
+    garbled[0] = 7;
+    assert!(read_dump(&mut garbled.as_slice(), |_| {}).is_err());
+    drop(store);
+    // A helper that cannot run, or that fails: the records are read here, after the caller is told to start over.
+    for helper in ["/nonexistent/rsmd", "/bin/false"] {
+        let mut calls = Vec::new();
+        let store = load_through(dir.path(), Some(Path::new(helper)), |r| calls.push(r)).unwrap();
+        assert_eq!(calls.first(), Some(&None), "{helper}: told to start over first");
+        assert_eq!(calls.iter().filter(|c| c.is_none()).count(), 1, "{helper}: {calls:?}");
+        let records: Vec<Record> = calls.into_iter().flatten().collect();
+        assert_eq!(records, expected, "{helper}");
+        drop(store);
+    }
+}

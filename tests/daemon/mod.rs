@@ -5,7 +5,7 @@ use rsmd::client::Session;
 use rsmd::proto::types::{InventoryMode, ObjectDetails, ObjectType};
 use vlib::Fault;
 
-use crate::util::{vlib_config, Daemon, Vlib};
+use crate::util::{vlib_config, Daemon, Stderr, Vlib};
 
 /// (address, barcode) of every full storage/IE slot as rsmd reports it.
 fn rsmd_slots(s: &Session) -> Vec<(u32, Option<String>)> {
@@ -109,8 +109,13 @@ fn kill_9_loses_nothing_acknowledged_and_a_restart_serves_the_cache_at_once() {
     d.kill9();
     // The library is gone too: the restarted daemon can only serve what it had on disk.
     v.server.stop();
-    let mut d = Daemon::start(&root, &vlib_config(&vdir, ""));
+    let (mut d, lines) = Daemon::start_full(&root, &vlib_config(&vdir, ""), &[], &[], Stderr::Capture);
     d.wait_notify(|m| m == "READY=1");
+    // Read by the helper process (whose memory leaves with it), not by the fallback in the daemon.
+    let lines = lines.unwrap();
+    let read = std::iter::from_fn(|| lines.recv_timeout(std::time::Duration::from_secs(30)).ok())
+        .find(|l| l.contains("database read by") || l.contains("helper process failed"));
+    assert!(read.as_deref().is_some_and(|l| l.contains("database read by a helper process")), "{read:?}");
     let s = Session::open_at(&d.socket, None, None, 0).unwrap();
     assert_eq!(rsmd_slots(&s), acknowledged);
     let l = s.get_object_information(&lib).unwrap();

@@ -276,7 +276,7 @@ impl Inventory {
 
     /// The cartridge behind a logical media id.
     pub fn media_by_lmid(&self, lmid: Guid) -> Option<&MediaRecord> {
-        self.lmids.get(&lmid).and_then(|id| self.media.get(id))
+        self.lmids.get(&lmid).and_then(|id| self.rec(id))
     }
 
     /// The pools directly below `id`.
@@ -328,7 +328,7 @@ impl Inventory {
             .map(|m| m.id)
             .collect();
         for id in unplaced {
-            if let Some(mut m) = self.media.get(&id).cloned() {
+            if let Some(mut m) = self.rec(&id).cloned() {
                 m.pool = None;
                 m.side = None;
                 out.extend(self.put_media(m));
@@ -579,7 +579,7 @@ impl Inventory {
     }
 
     fn medium_checked(&self, id: Guid) -> Result<&MediaRecord, PoolError> {
-        self.media.get(&id).ok_or_else(|| PoolError::InvalidMedia(format!("no cartridge {id}")))
+        self.rec(&id).ok_or_else(|| PoolError::InvalidMedia(format!("no cartridge {id}")))
     }
 
     fn label(m: &MediaRecord) -> String {
@@ -652,7 +652,7 @@ impl Inventory {
     /// system's) to Import, anything else to Unrecognized. Allocated media and application pools are not touched;
     /// the label is recorded either way.
     pub fn set_identified(&mut self, media: Guid, label: Option<String>, blank: bool, now: u64) -> Vec<Change> {
-        let Some(m) = self.media.get(&media).cloned() else { return Vec::new() };
+        let Some(m) = self.rec(&media).cloned() else { return Vec::new() };
         let mut out = Vec::new();
         let mut n = m.clone();
         n.on_media = match (&label, blank) {
@@ -729,7 +729,7 @@ impl Inventory {
                 ))
             })?,
         };
-        let mut m = self.media[&candidate].clone();
+        let mut m = (*self.media[&candidate]).clone();
         let from = m.pool.unwrap_or(args.pool);
         m.allocations += 1;
         let lmid = lmid_of(m.id, m.allocations);
@@ -771,7 +771,7 @@ impl Inventory {
     fn pick(&self, pool: &PoolRecord) -> Option<Guid> {
         let first_usable = |p: Guid| {
             self.pool_index.get(&p)?.available.iter().find_map(|(barcode, id)| {
-                let m = self.media.get(id)?;
+                let m = self.rec(id)?;
                 (m.location.is_some() && self.check_allocatable(m, pool).is_ok()).then(|| (barcode.clone(), *id))
             })
         };
