@@ -246,6 +246,12 @@ fn main() {
         kib_mib(hwm)
     );
 
+    if let Some(gate) = std::env::var_os("RSMD_BENCH_HOLD") {
+        // Profiling: the daemon is held after the set-up until a byte can be read from this FIFO.
+        println!("holding rsmd pid {} until {:?} is written", d.pid(), gate);
+        use std::io::Read;
+        let _ = std::fs::File::open(gate).and_then(|mut f| f.read(&mut [0u8; 1]));
+    }
     // The replies the echo baseline sends: rsmd's own.
     let mut probe = client(&d.socket, pool_name(0));
     let open = json!({"parameters": {"session": probe.session, "version": PROTOCOL_VERSION}});

@@ -133,7 +133,21 @@ pub struct Lib {
     pub auto_seen: Vec<u16>,
     /// Its partitions.
     pub partitions: Vec<crate::model::Partition>,
+    /// A scan being reconciled with the inventory a slice per turn; the library's later events wait for it.
+    pub reconciling: Option<Reconciling>,
 }
+
+/// A library's scan being reconciled ([`Lib::reconciling`]).
+#[derive(Debug)]
+pub struct Reconciling {
+    job: crate::media::Reconcile,
+    /// The drives' identities and nodes when the scan came in.
+    infos: Vec<DriveInfo>,
+}
+
+/// Elements reconciled per turn of the loop: about 2 ms of work, so that a scan of a large library never holds
+/// the other clients' calls for long.
+pub const RECONCILE_SLICE: usize = 2048;
 
 impl Lib {
     fn view(&self) -> Option<LibraryView> {
@@ -479,6 +493,7 @@ impl Broker {
             scan_announced: None,
             auto_inject,
             auto_seen: Vec::new(),
+            reconciling: None,
             partitions,
         });
         self.pump();
@@ -573,6 +588,12 @@ impl Broker {
     /// Time passed.
     pub fn handle_timeout(&mut self, now: u64) {
         self.now = now;
+        if let Some(inv) = self.inventory.as_mut() {
+            inv.clock = self.options.epoch_ms.saturating_add(self.now);
+        }
+        for li in 0..self.libs.len() {
+            self.reconcile_slice(li);
+        }
         for lib in &mut self.libs {
             if lib.library.poll_timeout().is_some_and(|t| t <= now) {
                 lib.library.handle_timeout(now);
@@ -632,7 +653,9 @@ impl Broker {
             .chain(self.operator_deadline())
             .chain(self.cleaning_deadline());
         let requests = self.requests.dirty_since().map(|t| t + REQUEST_FLUSH_MS);
-        libs.chain(deferred).chain(requests).min()
+        // A scan still being reconciled: its next slice at once (after the loop has looked at its other work).
+        let reconciling = self.libs.iter().any(|l| l.reconciling.is_some()).then_some(self.now);
+        libs.chain(deferred).chain(requests).chain(reconciling).min()
     }
 
     /// A one-line summary of the libraries (for `STATUS=`, and for tests, which wait for it).
@@ -706,11 +729,19 @@ impl Broker {
 
     fn drain_libraries(&mut self) {
         for li in 0..self.libs.len() {
-            loop {
+            // A scan being reconciled holds back what the library did after it (in order: a move's result must
+            // not be overwritten by the older scan), until handle_timeout has reconciled it all.
+            while self.libs[li].reconciling.is_none() {
                 let mut progressed = false;
                 while let Some(ev) = self.libs[li].library.poll_event() {
                     progressed = true;
                     self.apply_event(li, ev);
+                    if self.libs[li].reconciling.is_some() {
+                        break;
+                    }
+                }
+                if self.libs[li].reconciling.is_some() {
+                    break;
                 }
                 while let Some(p) = self.libs[li].library.poll_progress() {
                     progressed = true;
@@ -959,6 +990,43 @@ impl Broker {
         Ok(())
     }
 
+    /// Reconciles the next slice of library `li`'s scan ([`Lib::reconciling`]), and what follows a whole scan
+    /// once it is all in. True when nothing is left to do.
+    fn reconcile_slice(&mut self, li: usize) -> bool {
+        let Some(mut r) = self.libs[li].reconciling.take() else { return true };
+        let Some(inv) = self.inventory.as_mut() else { return true };
+        if self.libs[li].retired {
+            return true;
+        }
+        let mut changes = Vec::new();
+        let infos = &r.infos;
+        let drive = |d: usize| infos.get(d).cloned().unwrap_or_default();
+        if !inv.reconcile_step(&mut r.job, RECONCILE_SLICE, &drive, &mut changes) {
+            self.push_changes(changes);
+            self.libs[li].reconciling = Some(r);
+            return false;
+        }
+        if r.job.full() {
+            let id = self.libs[li].id.unwrap_or_default();
+            if let Some(mut rec) = inv.library(id).cloned() {
+                rec.stale = false;
+                changes.extend(inv.put_library(rec));
+            }
+            let now = self.options.epoch_ms.saturating_add(self.now);
+            let label = self.label_run_keys(id);
+            for rid in self.requests.finish_inventory(id, now, &label) {
+                self.note(NotificationOperation::Update, ObjectType::LibRequest, rid);
+            }
+            self.operator_scan_done(id);
+            self.label_scan_done(li, id);
+        }
+        self.push_changes(changes);
+        if self.libs[li].auto_inject {
+            self.auto_inject(li);
+        }
+        true
+    }
+
     /// Applies one library event to the inventory.
     fn apply_event(&mut self, li: usize, event: Event) {
         let Some(inv) = self.inventory.as_mut() else { return };
@@ -1025,25 +1093,9 @@ impl Broker {
                 let full = elements.len() == lib.library.elements().len() && lib.library.state() != LibraryState::Busy;
                 let id = lib.id.unwrap_or_default();
                 let infos: Vec<DriveInfo> = drive_infos(lib);
-                let c = inv.reconcile(id, &elements, full, &|d| infos.get(d).cloned().unwrap_or_default());
-                let mut changes = c;
-                if full {
-                    if let Some(mut rec) = inv.library(id).cloned() {
-                        rec.stale = false;
-                        changes.extend(inv.put_library(rec));
-                    }
-                    let now = self.options.epoch_ms.saturating_add(self.now);
-                    let label = self.label_run_keys(id);
-                    for rid in self.requests.finish_inventory(id, now, &label) {
-                        self.note(NotificationOperation::Update, ObjectType::LibRequest, rid);
-                    }
-                    self.operator_scan_done(id);
-                    self.label_scan_done(li, id);
-                }
-                self.push_changes(changes);
-                if self.libs[li].auto_inject {
-                    self.auto_inject(li);
-                }
+                let job = inv.start_reconcile(id, elements, full);
+                lib.reconciling = Some(Reconciling { job, infos });
+                self.reconcile_slice(li);
             }
             Event::State(state) => {
                 if let Some(id) = lib.id {

@@ -1417,3 +1417,55 @@ fn the_door_closed_runs_the_chosen_inventory() {
     assert!(init < scan, "{:02x?}", s.opcodes);
     assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Complete);
 }
+
+/// Issue 16: the scan of a large library is reconciled a slice per turn (`RECONCILE_SLICE` elements), not in one
+/// turn that holds every other client; what the library does meanwhile (a mount's move) waits behind the scan, so
+/// the older scan never overwrites it.
+#[test]
+fn a_large_scan_is_reconciled_a_slice_per_turn_and_what_follows_waits_for_it() {
+    const SLOTS: u32 = 5000;
+    let mut s = Sim::with(
+        |c| {
+            // Moves take no time: the mount's move is done while the scan is still being reconciled.
+            c.time_scale = 0.0;
+            c.storage_slots = SLOTS;
+            c.cartridges = (1..=SLOTS)
+                .map(|n| {
+                    vlib::config::Cartridge::new(
+                        &vlib::config::generated_barcode("S", n, "L6"),
+                        vlib::config::Location::Slot(n),
+                    )
+                })
+                .collect();
+        },
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, ..LibraryOptions::default() },
+    );
+    s.drive_bounded(100_000, |s| s.broker.libs[0].reconciling.is_none());
+    let a = s.open(ALICE, "a");
+    let library = s.broker.libs[0].id.unwrap().to_string();
+    let r = s.call(ALICE, Method::InventoryLibrary { session: a.clone(), library, mode: InventoryMode::Fast });
+    let request = r.unwrap()["request"].as_str().unwrap().to_owned();
+    s.drive_bounded(100_000, |s| s.broker.libs[0].reconciling.is_some());
+    // The scan is in; a mount comes while it is reconciled.
+    let barcode = vlib::config::generated_barcode("S", SLOTS, "L6");
+    let key = s.submit(ALICE, mount(&a, &barcode));
+    let mut turns = 0;
+    let mut moved_meanwhile = false;
+    while s.broker.libs[0].reconciling.is_some() {
+        assert_ne!(s.request_state(&request), RequestStatus::Complete, "complete only once all of it is in");
+        assert!(s.step(), "stalled while reconciling");
+        turns += 1;
+        moved_meanwhile |= s.drive_holding(&barcode).is_some();
+    }
+    assert!(moved_meanwhile, "the robot moved the cartridge while the scan was reconciled");
+    let elements = usize::try_from(SLOTS).unwrap() + 4 + 2 + 1;
+    assert!(turns + 1 >= elements.div_ceil(RECONCILE_SLICE), "{turns} turns for {elements} elements");
+    s.drive_bounded(100_000, |s| s.request_state(&request) == RequestStatus::Complete);
+    let reply = s.wait(key).unwrap();
+    assert!(reply["drive"].is_string(), "{reply:?}");
+    let drive = s.drive_holding(&barcode).expect("the cartridge is in a drive");
+    let inv = s.broker.inventory.as_ref().unwrap();
+    let m = inv.media_by_barcode(&barcode).unwrap();
+    assert_eq!(m.location.map(|l| (l.kind, l.address)), Some((crate::model::ElementKind::Drive, drive)), "{m:?}");
+    assert_eq!(inv.media().count(), usize::try_from(SLOTS).unwrap());
+}

@@ -42,6 +42,38 @@ pub fn media_id(library: Guid, address: u16, barcode: Option<&str>) -> Guid {
 }
 
 /// The inventory in memory.
+/// A reconcile in progress ([`Inventory::start_reconcile`]).
+#[derive(Debug)]
+pub struct Reconcile {
+    library: Guid,
+    /// What the library reported, in type and address order.
+    reported: Vec<Element>,
+    /// The first element not yet reconciled.
+    next: usize,
+    full: bool,
+    storage_count: usize,
+    seen_media: HashSet<Guid>,
+    seen_elements: HashSet<(ElementKind, u16)>,
+    rank: HashMap<ElementKind, u32>,
+}
+
+impl Reconcile {
+    /// Elements reported (and so the size of the job).
+    pub fn len(&self) -> usize {
+        self.reported.len()
+    }
+
+    /// Whether nothing was reported.
+    pub fn is_empty(&self) -> bool {
+        self.reported.is_empty()
+    }
+
+    /// Whether this is a whole library's scan.
+    pub fn full(&self) -> bool {
+        self.full
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct Inventory {
     libraries: BTreeMap<Guid, LibraryRecord>,
@@ -226,19 +258,55 @@ impl Inventory {
         full: bool,
         drive: &dyn Fn(usize) -> DriveInfo,
     ) -> Vec<Change> {
+        let mut job = self.start_reconcile(library, reported.to_vec(), full);
         let mut changes = Vec::new();
+        while !self.reconcile_step(&mut job, usize::MAX, drive, &mut changes) {}
+        changes
+    }
+
+    /// Starts reconciling what a library reported, to be done a slice at a time by [`Inventory::reconcile_step`]
+    /// (a scan of 50,000 elements reconciled at once holds the daemon's loop for tens of milliseconds).
+    pub fn start_reconcile(&self, library: Guid, mut reported: Vec<Element>, full: bool) -> Reconcile {
         let storage_count = if full {
             reported.iter().filter(|e| e.element_type == ElementType::Storage).count()
         } else {
             self.elements(library).filter(|e| e.kind == ElementKind::Storage).count()
         };
-        let mut seen_media: HashSet<Guid> = HashSet::new();
-        let mut seen_elements: HashSet<(ElementKind, u16)> = HashSet::new();
-        // Numbering by rank within type, as mtx does.
-        let mut rank: HashMap<ElementKind, u32> = HashMap::new();
-        let mut sorted: Vec<&Element> = reported.iter().collect();
-        sorted.sort_by_key(|e| (e.element_type, e.address));
-        for e in sorted {
+        // Numbering by rank within type, as mtx does: in type and address order.
+        reported.sort_by_key(|e| (e.element_type, e.address));
+        Reconcile {
+            library,
+            reported,
+            next: 0,
+            full,
+            storage_count,
+            seen_media: HashSet::new(),
+            seen_elements: HashSet::new(),
+            rank: HashMap::new(),
+        }
+    }
+
+    /// Reconciles up to `max` more elements of `job`, adding the changes to `changes`; true once the job is done
+    /// (its last step removes what a full scan did not see).
+    pub fn reconcile_step(
+        &mut self,
+        job: &mut Reconcile,
+        max: usize,
+        drive: &dyn Fn(usize) -> DriveInfo,
+        changes: &mut Vec<Change>,
+    ) -> bool {
+        let Reconcile {
+            library,
+            ref reported,
+            ref mut next,
+            full,
+            storage_count,
+            ref mut seen_media,
+            ref mut seen_elements,
+            ref mut rank,
+        } = *job;
+        let end = reported.len().min(next.saturating_add(max));
+        for e in &reported[*next..end] {
             let kind = kind_of(e.element_type);
             let number = if full {
                 let r = rank.entry(kind).or_insert(0);
@@ -321,6 +389,10 @@ impl Inventory {
                 changes.push(Change::Element(rec));
             }
         }
+        *next = end;
+        if end < reported.len() {
+            return false;
+        }
         if full {
             let stale: Vec<(ElementKind, u16)> =
                 self.elements(library).map(|e| (e.kind, e.address)).filter(|k| !seen_elements.contains(k)).collect();
@@ -341,7 +413,7 @@ impl Inventory {
                 changes.extend(self.put_media(m));
             }
         }
-        changes
+        true
     }
 
     fn put_media(&mut self, mut m: MediaRecord) -> Vec<Change> {

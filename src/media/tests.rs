@@ -127,3 +127,56 @@ fn media_types_relate_to_the_libraries_whose_drives_take_them_or_that_hold_them(
     assert!(!types.contains_key("LTO-5"));
     assert!(types["LTO-Cleaner"].0.cleaner);
 }
+
+/// A scan reconciled a slice at a time (as the broker does for a large library, one slice per turn) ends exactly
+/// where reconciling it at once ends: same changes, same elements and cartridges, whatever the slice size.
+#[test]
+fn a_scan_reconciled_in_slices_ends_as_one_reconciled_at_once() {
+    let lib = Guid::derive("library", "S");
+    // Before: a library with cartridges here and there; after: some moved, one gone, one new, one slot gone.
+    let before: Vec<Element> = (0..40u16)
+        .map(|i| el(ElementType::Storage, 1000 + i, (i % 3 != 0).then(|| format!("A{i:03}L6")).as_deref()))
+        .chain([el(ElementType::DataTransfer, 500, Some("A100L6")), el(ElementType::ImportExport, 10, None)])
+        .collect();
+    let mut after: Vec<Element> = before[..39]
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            // Cartridges of slots 1004 and 1005 swap places; A001L6 leaves; a new one arrives in 1003.
+            e.barcode = match e.address {
+                1004 => Some("A005L6".into()),
+                1005 => Some("A004L6".into()),
+                1001 => None,
+                1003 => Some("NEW001L6".into()),
+                _ => e.barcode,
+            };
+            e.full = e.barcode.is_some();
+            e
+        })
+        .collect();
+    after.reverse();
+    after.push(el(ElementType::DataTransfer, 500, None));
+    let state = |inv: &Inventory| {
+        let elements: Vec<String> = inv.all_elements().map(|e| format!("{e:?}")).collect();
+        let mut media: Vec<String> = inv.media().map(|m| format!("{m:?}")).collect();
+        media.sort();
+        (elements, media)
+    };
+    let mut whole = Inventory::default();
+    whole.reconcile(lib, &before, true, &no_drive);
+    let expected = whole.reconcile(lib, &after, true, &no_drive);
+    assert!(expected.iter().any(|c| matches!(c, Change::RemoveElement { .. })), "the test removes a slot");
+    for slice in [1, 2, 7, 39, 1000] {
+        let mut inv = Inventory::default();
+        inv.reconcile(lib, &before, true, &no_drive);
+        let mut job = inv.start_reconcile(lib, after.clone(), true);
+        let mut changes = Vec::new();
+        let mut steps = 1;
+        while !inv.reconcile_step(&mut job, slice, &no_drive, &mut changes) {
+            steps += 1;
+        }
+        assert_eq!(steps, after.len().div_ceil(slice).max(1), "slice {slice}");
+        assert_eq!(changes, expected, "slice {slice}");
+        assert_eq!(state(&inv), state(&whole), "slice {slice}");
+    }
+}
