@@ -381,6 +381,13 @@ fn main() {
     for root in [root.as_path(), dir.path().join("rsmd1").as_path()] {
         let problems = common::log_problems(root);
         println!("rsmd log {}: {} warning/error lines", root.display(), problems.len());
+        // With RSMD_BENCH_VERBOSE the daemons log (debug) every turn of their loop over 10 ms.
+        let log = std::fs::read_to_string(root.join("rsmd.log")).unwrap_or_default();
+        let slow: Vec<u64> =
+            log.lines().filter_map(|l| l.split("slow turn: ").nth(1)?.split(' ').next()?.parse().ok()).collect();
+        if !slow.is_empty() {
+            println!("  turns over 10 ms: {} (longest {} ms)", slow.len(), slow.iter().max().unwrap_or(&0));
+        }
         for l in problems.iter().take(5) {
             println!("  {l}");
         }

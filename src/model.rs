@@ -131,6 +131,10 @@ pub enum ElementKind {
 }
 
 impl ElementKind {
+    /// Every kind, in order.
+    pub const ALL: [ElementKind; 4] =
+        [ElementKind::Transport, ElementKind::Storage, ElementKind::ImportExport, ElementKind::Drive];
+
     /// The SMC element type code.
     pub fn code(self) -> u8 {
         match self {

@@ -29,7 +29,9 @@ pub const WAIT: Duration = Duration::from_secs(300);
 
 /// Starts rsmd with `config` in `root`, its log appended to `root/rsmd.log`, waits bounded by [`WAIT`].
 pub fn start_daemon(root: &Path, config: &str) -> Daemon {
-    let (mut d, _) = Daemon::start_full(root, config, &[], &[], Stderr::Append(root.join("rsmd.log")));
+    // RSMD_BENCH_VERBOSE: debug logging (slow turns of the loop among others).
+    let args: &[&str] = if std::env::var_os("RSMD_BENCH_VERBOSE").is_some() { &["-v"] } else { &[] };
+    let (mut d, _) = Daemon::start_full(root, config, &[], args, Stderr::Append(root.join("rsmd.log")));
     d.set_wait(WAIT);
     d
 }

@@ -143,11 +143,13 @@ pub struct Reconciling {
     job: crate::media::Reconcile,
     /// The drives' identities and nodes when the scan came in.
     infos: Vec<DriveInfo>,
+    /// The inventory requests in progress when the scan came in: those it answers.
+    answers: Vec<RequestId>,
 }
 
-/// Elements reconciled per turn of the loop: about 2 ms of work, so that a scan of a large library never holds
+/// Elements reconciled per turn of the loop: about 1 ms of work, so that a scan of a large library never holds
 /// the other clients' calls for long.
-pub const RECONCILE_SLICE: usize = 2048;
+pub const RECONCILE_SLICE: usize = 1024;
 
 impl Lib {
     fn view(&self) -> Option<LibraryView> {
@@ -661,7 +663,15 @@ impl Broker {
     /// A one-line summary of the libraries (for `STATUS=`, and for tests, which wait for it).
     pub fn status_line(&self) -> String {
         let libs: Vec<&Lib> = self.libs.iter().filter(|l| !l.retired).collect();
-        let count = |s: LibraryState| libs.iter().filter(|l| l.library.state() == s).count();
+        // A scan still being reconciled is part of the scan: ready means its inventory is in.
+        let state = |l: &Lib| {
+            if l.reconciling.is_some() && l.library.state() == LibraryState::Ready {
+                LibraryState::Scanning
+            } else {
+                l.library.state()
+            }
+        };
+        let count = |s: LibraryState| libs.iter().filter(|l| state(l) == s).count();
         format!(
             "{} libraries: {} ready, {} busy, {} probing, {} scanning, {} offline",
             libs.len(),
@@ -1014,7 +1024,9 @@ impl Broker {
             }
             let now = self.options.epoch_ms.saturating_add(self.now);
             let label = self.label_run_keys(id);
-            for rid in self.requests.finish_inventory(id, now, &label) {
+            // Only the requests that were in progress when the scan came in: one made while it is reconciled is
+            // answered by the scan the library runs for it next.
+            for rid in self.requests.finish_inventories(&r.answers, now, &label) {
                 self.note(NotificationOperation::Update, ObjectType::LibRequest, rid);
             }
             self.operator_scan_done(id);
@@ -1094,7 +1106,8 @@ impl Broker {
                 let id = lib.id.unwrap_or_default();
                 let infos: Vec<DriveInfo> = drive_infos(lib);
                 let job = inv.start_reconcile(id, elements, full);
-                lib.reconciling = Some(Reconciling { job, infos });
+                let answers = if full { self.requests.inventories_in_progress(id) } else { Vec::new() };
+                self.libs[li].reconciling = Some(Reconciling { job, infos, answers });
                 self.reconcile_slice(li);
             }
             Event::State(state) => {

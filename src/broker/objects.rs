@@ -269,7 +269,8 @@ impl View<'_> {
     }
 
     fn computer(&self) -> ObjectInfo {
-        let drive_count = self.inventory.all_elements().filter(|e| e.kind == ElementKind::Drive).count();
+        let inv = self.inventory;
+        let drive_count: usize = inv.libraries().map(|l| inv.element_count(l.id, ElementKind::Drive)).sum();
         let mut o = info(
             computer_id(self.host),
             self.host.into(),
@@ -288,7 +289,7 @@ impl View<'_> {
     fn library(&self, id: Guid) -> ObjectInfo {
         let inv = self.inventory;
         let rec = inv.library(id);
-        let count = |k| u32::try_from(inv.elements(id).filter(|e| e.kind == k).count()).unwrap_or(u32::MAX);
+        let count = |k| u32::try_from(inv.element_count(id, k)).unwrap_or(u32::MAX);
         let state = self.library_state(id);
         let kind = if matches!(state, None | Some(LibraryState::Offline)) {
             LibraryKind::Offline

@@ -282,18 +282,24 @@ impl Requests {
         }
     }
 
-    /// Completes the running inventories of a library; returns their public ids.
-    pub fn finish_inventory(&mut self, library: Guid, now: u64, except: &[RequestId]) -> Vec<String> {
-        let ids: Vec<RequestId> = self
-            .items
+    /// The inventory requests of `library` in progress now (those a scan that just came in answers).
+    pub fn inventories_in_progress(&self, library: Guid) -> Vec<RequestId> {
+        self.items
             .values()
             .filter(|r| {
-                r.library == Some(library)
-                    && r.kind == RequestKind::Inventory
-                    && r.state == RequestStatus::InProgress
-                    && !except.contains(&r.id)
+                r.library == Some(library) && r.kind == RequestKind::Inventory && r.state == RequestStatus::InProgress
             })
             .map(|r| r.id)
+            .collect()
+    }
+
+    /// Completes those of `ids` still in progress, but `except`; returns their public ids.
+    pub fn finish_inventories(&mut self, ids: &[RequestId], now: u64, except: &[RequestId]) -> Vec<String> {
+        let ids: Vec<RequestId> = ids
+            .iter()
+            .copied()
+            .filter(|id| !except.contains(id))
+            .filter(|id| self.items.get(id).is_some_and(|r| r.state == RequestStatus::InProgress))
             .collect();
         ids.into_iter().map(|id| self.finish_one(id, RequestStatus::Complete, None, now)).collect()
     }
@@ -471,7 +477,8 @@ mod tests {
         r.set_state(a, RequestStatus::InProgress, None, 7);
         assert_eq!(r.open_of_session("s2"), vec![b]);
         r.cancel(b, 8).unwrap();
-        assert_eq!(r.finish_inventory(lib, 9, &[]), vec![r.guid_of(a)]);
+        let answers = r.inventories_in_progress(lib);
+        assert_eq!(r.finish_inventories(&answers, 9, &[]), vec![r.guid_of(a)]);
         assert!(matches!(r.cancel(a, 10), Err(NtmsError::InvalidOperation { .. })));
         assert_eq!(r.find("nope"), None);
         assert_eq!(r.find(&r.guid_of(b)), Some(b));

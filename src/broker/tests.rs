@@ -1449,18 +1449,24 @@ fn a_large_scan_is_reconciled_a_slice_per_turn_and_what_follows_waits_for_it() {
     // The scan is in; a mount comes while it is reconciled.
     let barcode = vlib::config::generated_barcode("S", SLOTS, "L6");
     let key = s.submit(ALICE, mount(&a, &barcode));
+    // And an inventory asked for now is answered by a scan made for it, not by the one being reconciled.
+    let library = s.broker.libs[0].id.unwrap().to_string();
+    let r = s.call(ALICE, Method::InventoryLibrary { session: a.clone(), library, mode: InventoryMode::Fast });
+    let second = r.unwrap()["request"].as_str().unwrap().to_owned();
     let mut turns = 0;
     let mut moved_meanwhile = false;
-    while s.broker.libs[0].reconciling.is_some() {
-        assert_ne!(s.request_state(&request), RequestStatus::Complete, "complete only once all of it is in");
+    // Complete once all of it is in: the scan is reconciled over several turns until then.
+    while s.request_state(&request) != RequestStatus::Complete {
+        assert!(s.broker.libs[0].reconciling.is_some(), "complete only once all of it is in");
         assert!(s.step(), "stalled while reconciling");
         turns += 1;
         moved_meanwhile |= s.drive_holding(&barcode).is_some();
     }
     assert!(moved_meanwhile, "the robot moved the cartridge while the scan was reconciled");
+    assert_ne!(s.request_state(&second), RequestStatus::Complete, "the second inventory waits for its own scan");
+    s.drive_bounded(100_000, |s| s.request_state(&second) == RequestStatus::Complete);
     let elements = usize::try_from(SLOTS).unwrap() + 4 + 2 + 1;
     assert!(turns + 1 >= elements.div_ceil(RECONCILE_SLICE), "{turns} turns for {elements} elements");
-    s.drive_bounded(100_000, |s| s.request_state(&request) == RequestStatus::Complete);
     let reply = s.wait(key).unwrap();
     assert!(reply["drive"].is_string(), "{reply:?}");
     let drive = s.drive_holding(&barcode).expect("the cartridge is in a drive");

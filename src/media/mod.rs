@@ -97,6 +97,8 @@ pub struct Inventory {
     pub clock: u64,
     /// Elements were loaded since the map was last rebuilt (see [`Inventory::load_record`]).
     elements_loose: bool,
+    /// Elements per library and kind (a library's object shows them; counting 50,000 each time took ms).
+    element_counts: HashMap<(Guid, ElementKind), usize>,
 }
 
 impl Inventory {
@@ -129,7 +131,7 @@ impl Inventory {
             }
             Record::Element(e) => {
                 self.by_element_id.insert(e.id(), (e.library, e.kind, e.address));
-                self.elements.insert((e.library, e.kind, e.address), e);
+                self.insert_element(e);
                 self.elements_loose = true;
             }
             Record::Pool(p) => {
@@ -160,6 +162,26 @@ impl Inventory {
     /// A library's elements, by kind then address.
     pub fn elements(&self, library: Guid) -> impl Iterator<Item = &ElementRecord> {
         self.elements.range((library, ElementKind::Transport, 0)..=(library, ElementKind::Drive, u16::MAX)).map(|e| e.1)
+    }
+
+    /// How many elements of `kind` library `library` has.
+    pub fn element_count(&self, library: Guid, kind: ElementKind) -> usize {
+        self.element_counts.get(&(library, kind)).copied().unwrap_or(0)
+    }
+
+    fn insert_element(&mut self, e: ElementRecord) {
+        let key = (e.library, e.kind, e.address);
+        if self.elements.insert(key, e).is_none() {
+            *self.element_counts.entry((key.0, key.1)).or_insert(0) += 1;
+        }
+    }
+
+    fn remove_element(&mut self, library: Guid, kind: ElementKind, address: u16) -> Option<ElementRecord> {
+        let old = self.elements.remove(&(library, kind, address))?;
+        if let Some(n) = self.element_counts.get_mut(&(library, kind)) {
+            *n = n.saturating_sub(1);
+        }
+        Some(old)
     }
 
     /// All elements.
@@ -270,7 +292,7 @@ impl Inventory {
         let storage_count = if full {
             reported.iter().filter(|e| e.element_type == ElementType::Storage).count()
         } else {
-            self.elements(library).filter(|e| e.kind == ElementKind::Storage).count()
+            self.element_count(library, ElementKind::Storage)
         };
         // Numbering by rank within type, as mtx does: in type and address order.
         reported.sort_by_key(|e| (e.element_type, e.address));
@@ -297,7 +319,7 @@ impl Inventory {
     ) -> bool {
         let Reconcile {
             library,
-            ref reported,
+            ref mut reported,
             ref mut next,
             full,
             storage_count,
@@ -385,23 +407,37 @@ impl Inventory {
             }
             if self.elements.get(&(library, kind, e.address)) != Some(&rec) {
                 self.by_element_id.entry(rec.id()).or_insert((library, kind, e.address));
-                self.elements.insert((library, kind, e.address), rec.clone());
+                self.insert_element(rec.clone());
                 changes.push(Change::Element(rec));
             }
+        }
+        // Done with: their strings are freed a slice at a time, not all 50,000 at the end.
+        for e in &mut reported[*next..end] {
+            e.barcode = None;
+            e.identifier = None;
         }
         *next = end;
         if end < reported.len() {
             return false;
         }
-        if full {
+        // Every element seen is in the inventory now, and every cartridge seen is located in this library: when
+        // the counts agree nothing is left over, and the 50,000 lookups that would find nothing are skipped.
+        let counted: usize = ElementKind::ALL.iter().map(|&k| self.element_count(library, k)).sum();
+        let leftover_elements = full && counted != seen_elements.len();
+        let leftover_media = full
+            && self.media.values().filter(|m| m.location.is_some_and(|l| l.library == library)).count()
+                != seen_media.len();
+        if leftover_elements {
             let stale: Vec<(ElementKind, u16)> =
                 self.elements(library).map(|e| (e.kind, e.address)).filter(|k| !seen_elements.contains(k)).collect();
             for (kind, address) in stale {
-                if let Some(old) = self.elements.remove(&(library, kind, address)) {
+                if let Some(old) = self.remove_element(library, kind, address) {
                     self.by_element_id.remove(&old.id());
                 }
                 changes.push(Change::RemoveElement { library, kind: kind.code(), address });
             }
+        }
+        if leftover_media {
             let gone: Vec<MediaRecord> = self
                 .media
                 .values()

@@ -160,6 +160,10 @@ fn a_scan_reconciled_in_slices_ends_as_one_reconciled_at_once() {
         let elements: Vec<String> = inv.all_elements().map(|e| format!("{e:?}")).collect();
         let mut media: Vec<String> = inv.media().map(|m| format!("{m:?}")).collect();
         media.sort();
+        // The counts kept for the library's object agree with the elements.
+        for k in ElementKind::ALL {
+            assert_eq!(inv.element_count(lib, k), inv.elements(lib).filter(|e| e.kind == k).count(), "{k:?}");
+        }
         (elements, media)
     };
     let mut whole = Inventory::default();

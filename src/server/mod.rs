@@ -225,6 +225,8 @@ pub struct Server {
 const CALLS_PER_SERVING: usize = 4;
 /// How long one turn of the loop serves calls before it polls again (new connections' calls, devices, timers).
 const SERVE_BUDGET_MS: u64 = 5;
+/// A turn of the loop that takes this long is logged (debug): every other client waited as long.
+const SLOW_TURN_MS: u64 = 10;
 
 impl Server {
     #[allow(clippy::disallowed_methods)]
@@ -374,6 +376,7 @@ impl Server {
                 }
             }
             self.now = self.clock();
+            let turn_start = self.now;
             for ev in &events {
                 match Src::from_token(ev.token()) {
                     Some(Src::Listener) => self.process_listener(),
@@ -388,6 +391,11 @@ impl Server {
             self.process_timers();
             self.serve_ready();
             self.end_turn();
+            let took = self.clock().saturating_sub(turn_start);
+            if took >= SLOW_TURN_MS {
+                // Every other client waited this long: worth knowing when latencies are looked into (-v).
+                log::debug!("slow turn: {took} ms ({} events)", events.iter().count());
+            }
             if let Some(r) = self.exit.take() {
                 return r;
             }
