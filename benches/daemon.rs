@@ -387,6 +387,11 @@ fn main() {
             log.lines().filter_map(|l| l.split("slow turn: ").nth(1)?.split(' ').next()?.parse().ok()).collect();
         if !slow.is_empty() {
             println!("  turns over 10 ms: {} (longest {} ms)", slow.len(), slow.iter().max().unwrap_or(&0));
+            // Each with the log line before it: what the loop was doing.
+            let lines: Vec<&str> = log.lines().collect();
+            for (i, l) in lines.iter().enumerate().filter(|(_, l)| l.contains("slow turn")) {
+                println!("    {l}    after: {}", i.checked_sub(1).map_or("", |j| lines[j]));
+            }
         }
         for l in problems.iter().take(5) {
             println!("  {l}");

@@ -17,6 +17,9 @@ use crate::scsi::action::Failure;
 pub enum Answer {
     /// Reply now (after the store batch `durable` is on disk; 0 = at once).
     Reply(Result<Map<String, Value>, WireError>, u64),
+    /// Reply now with this framed reply: lookups, written straight from their objects (through a JSON tree they
+    /// cost twice the instructions).
+    Encoded(Vec<u8>),
     /// The reply comes when the job with this request key finishes.
     Later {
         /// The request.
@@ -29,6 +32,16 @@ pub enum Answer {
         /// Only this object type.
         filter: Option<ObjectType>,
     },
+}
+
+/// A lookup's reply, framed (see [`Answer::Encoded`]).
+fn encoded<T: serde::Serialize>(v: &T) -> Answer {
+    match crate::proto::envelope::encode_parameters(v) {
+        Some(bytes) => Answer::Encoded(bytes),
+        None => {
+            Answer::Reply(Err(NtmsError::Internal { message: "reply did not serialize to an object".into() }.into()), 0)
+        }
+    }
 }
 
 pub(super) fn reply<T: serde::Serialize>(v: &T) -> Result<Map<String, Value>, WireError> {
@@ -219,7 +232,7 @@ impl Broker {
                     let usable = self.usable_pools(peer);
                     objects.retain(|o| pool_of_object(o).is_none_or(|p| usable.contains(&p)));
                 }
-                now(reply(&EnumerateReply { objects, next }), 0)
+                encoded(&EnumerateReply { objects, next })
             }
             Method::GetObjectInformation { object, .. } => match self.with_view(|v| v.find(&object)) {
                 Some(o) if !self.may_see(peer, &o) => now(
@@ -228,7 +241,7 @@ impl Broker {
                     }),
                     0,
                 ),
-                Some(object) => now(reply(&ObjectReply { object }), 0),
+                Some(object) => encoded(&ObjectReply { object }),
                 None => now(ntms(NtmsError::ObjectNotFound { message: format!("no object {object:?}") }), 0),
             },
             Method::InventoryLibrary { session, library, mode } => {

@@ -505,8 +505,18 @@ impl Broker {
     /// Handles one parsed call from `peer`.
     pub fn handle_call(&mut self, method: Method, peer: Peer, now: u64) -> Answer {
         self.now = now;
+        // A lookup changes nothing: the rules have nothing new to react to (a lookup is most of what clients do).
+        let reads = matches!(
+            method,
+            Method::GetObjectInformation { .. }
+                | Method::EnumerateObjects { .. }
+                | Method::GetInfo
+                | Method::GetInterfaceDescription { .. }
+        );
         let answer = self.dispatch(method, peer);
-        self.pump();
+        if !reads {
+            self.pump();
+        }
         answer
     }
 

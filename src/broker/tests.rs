@@ -114,6 +114,7 @@ impl Sim {
                 self.collect();
                 r
             }
+            Answer::Encoded(bytes) => decoded(&bytes),
             other => panic!("expected an answer at once, got {other:?}"),
         }
     }
@@ -122,6 +123,7 @@ impl Sim {
     fn call_and_wait(&mut self, peer: Peer, method: Method) -> Reply {
         match self.broker.handle_call(method, peer, self.now) {
             Answer::Reply(r, _) => r,
+            Answer::Encoded(bytes) => decoded(&bytes),
             Answer::Later { key } => self.wait(key),
             Answer::Stream { .. } => panic!("a stream"),
         }
@@ -160,6 +162,15 @@ impl Sim {
     fn request_state(&self, text: &str) -> RequestStatus {
         let id = self.broker.requests.find(text).unwrap();
         self.broker.requests.get(id).unwrap().state
+    }
+}
+
+/// A framed reply ([`Answer::Encoded`]) as the map a reply carries.
+fn decoded(bytes: &[u8]) -> Reply {
+    let text = std::str::from_utf8(bytes.strip_suffix(&[0]).expect("a frame ends with NUL")).unwrap();
+    match crate::proto::envelope::Response::parse(text).unwrap() {
+        crate::proto::envelope::Response::Reply(r) => Ok(r.parameters),
+        other => panic!("not a reply: {other:?}"),
     }
 }
 

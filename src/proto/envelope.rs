@@ -209,6 +209,20 @@ impl Reply {
     }
 }
 
+/// A final reply whose parameters are `parameters` serialised (a reply struct of [`super::types`]), framed: the
+/// reply [`Reply::encode`] would frame, without a JSON tree in between. None when it does not serialise to an
+/// object.
+pub fn encode_parameters<T: serde::Serialize>(parameters: &T) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(512);
+    bytes.extend_from_slice(b"{\"parameters\":");
+    serde_json::to_writer(&mut bytes, parameters).ok()?;
+    if bytes.get(14) != Some(&b'{') {
+        return None;
+    }
+    bytes.extend_from_slice(b"}\0");
+    Some(bytes)
+}
+
 /// `value` as a frame: its JSON and the NUL. The wire structs here hold only strings, bools and JSON values, which
 /// always serialise.
 fn to_frame<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -272,6 +286,26 @@ impl Response {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A lookup's reply written straight from its struct says what the same reply through a JSON tree says; what
+    /// is not an object is refused.
+    #[test]
+    fn parameters_framed_directly_match_the_reply_through_a_tree() {
+        #[derive(serde::Serialize)]
+        struct P {
+            object: &'static str,
+            count: u32,
+            nested: Vec<Option<bool>>,
+        }
+        let p = P { object: "a\"b", count: 7, nested: vec![Some(true), None] };
+        let direct = encode_parameters(&p).unwrap();
+        let tree = Reply::from_serialize(&p).unwrap().encode();
+        let parse = |b: &[u8]| Response::parse(std::str::from_utf8(b.strip_suffix(&[0]).unwrap()).unwrap()).unwrap();
+        assert_eq!(parse(&direct), parse(&tree));
+        assert_eq!(direct.last(), Some(&0));
+        assert_eq!(encode_parameters(&5u32), None);
+        assert_eq!(encode_parameters(&"text"), None);
+    }
 
     #[test]
     fn parses_full_call() {

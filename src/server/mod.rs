@@ -200,6 +200,8 @@ pub struct Server {
     unlink: Option<PathBuf>,
     setup: start::Setup,
     watchdog_at: Option<u64>,
+    /// The scratch buffer every connection reads through (see [`client::Client::read`]).
+    read_buf: Vec<u8>,
     touched: HashSet<usize>,
     last_status: String,
     /// (libraries, probing, changers open) when the absent libraries were last worked out.
@@ -351,6 +353,7 @@ impl Server {
             setup,
             watchdog_at: None,
             touched: HashSet::new(),
+            read_buf: vec![0; 64 * 1024],
             last_status: String::new(),
             absent_checked: (usize::MAX, 0, 0),
             waiting: HashMap::new(),
@@ -498,7 +501,7 @@ impl Server {
             dead = true;
         }
         if !dead && !c.closing && !c.read_closed {
-            if let Err(e) = c.read(now) {
+            if let Err(e) = c.read(now, &mut self.read_buf) {
                 log::debug!("client {idx}: read failed: {e}");
                 dead = true;
             }
@@ -567,7 +570,7 @@ impl Server {
         c.squeezed = squeezed;
         let mut dead = false;
         if c.paused && !c.backpressured() {
-            if let Err(e) = c.read(now) {
+            if let Err(e) = c.read(now, &mut self.read_buf) {
                 log::debug!("client {idx}: read failed: {e}");
                 dead = true;
             }
@@ -632,6 +635,7 @@ impl Server {
                     };
                     c.slots.push_back(Slot::Ready { bytes, durable });
                 }
+                Answer::Encoded(bytes) => c.slots.push_back(Slot::Ready { bytes, durable: 0 }),
                 Answer::Later { key } => {
                     c.slots.push_back(Slot::Waiting { key });
                     self.waiting.insert(key, idx);
