@@ -386,7 +386,7 @@ impl Server {
                     Some(Src::Waker) => self.process_waker(),
                     Some(Src::Signals) => self.process_signals(),
                     Some(Src::Uevent) => self.process_uevent(),
-                    Some(Src::Client(i)) => self.process_client(i, ev.is_writable()),
+                    Some(Src::Client(i)) => self.process_client(i, !ev.is_read_closed() && !ev.is_error()),
                     Some(Src::Device(l, d)) => self.process_device(l, d, ev.is_writable()),
                     None => log::debug!("event for unknown token {:?} ignored", ev.token()),
                 }
@@ -489,7 +489,9 @@ impl Server {
 
     /// A connection's event (or a resumption): sends what is queued, reads what arrived. Calls are not handled
     /// here but in [`Server::serve_ready`], where every connection gets its share in turn, the lightest first.
-    fn process_client(&mut self, idx: usize, _writable: bool) {
+    ///
+    /// `short_drains`: the event said the peer has not closed (see [`client::Client::read`]).
+    fn process_client(&mut self, idx: usize, short_drains: bool) {
         let now = self.now;
         let squeezed = self.squeezed();
         let Some(mut c) = self.clients.get_mut(idx).and_then(Option::take) else { return };
@@ -501,7 +503,7 @@ impl Server {
             dead = true;
         }
         if !dead && !c.closing && !c.read_closed {
-            if let Err(e) = c.read(now, &mut self.read_buf) {
+            if let Err(e) = c.read(now, &mut self.read_buf, short_drains) {
                 log::debug!("client {idx}: read failed: {e}");
                 dead = true;
             }
@@ -570,7 +572,7 @@ impl Server {
         c.squeezed = squeezed;
         let mut dead = false;
         if c.paused && !c.backpressured() {
-            if let Err(e) = c.read(now, &mut self.read_buf) {
+            if let Err(e) = c.read(now, &mut self.read_buf, false) {
                 log::debug!("client {idx}: read failed: {e}");
                 dead = true;
             }
