@@ -1118,7 +1118,11 @@ impl Broker {
                 let job = inv.start_reconcile(id, elements, full);
                 let answers = if full { self.requests.inventories_in_progress(id) } else { Vec::new() };
                 self.libs[li].reconciling = Some(Reconciling { job, infos, answers });
-                self.reconcile_slice(li);
+                if self.libs[li].reconciling.as_ref().is_some_and(|r| r.job.len() <= RECONCILE_SLICE) {
+                    // Small (a few changed elements, a small library): at once.
+                    self.reconcile_slice(li);
+                }
+                // Otherwise from the next turn on (this one took the scan in): handle_timeout, a slice per turn.
             }
             Event::State(state) => {
                 if let Some(id) = lib.id {
