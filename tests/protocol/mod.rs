@@ -253,15 +253,7 @@ with varlink.Client(address="unix:" + sys.argv[1]) as client:
 fn not_ready_while_loading_and_the_client_library_waits() {
     let dir = tempfile::tempdir().unwrap();
     let v = Vlib::default_fast(&dir.path().join("vlib"));
-    let gate = dir.path().join("gate");
-    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let mut d = Daemon::start_with(
-        &dir.path().join("rsmd"),
-        &vlib_config(&v.dir, ""),
-        &[("RSMD_TEST_HOLD_LOAD", gate.to_str().unwrap())],
-    );
-    // The socket is bound before the inventory loads; the daemon says so.
-    d.wait_notify(|m| m == "STATUS=loading the inventory");
+    let (mut d, gate) = crate::util::held_daemon(&dir.path().join("rsmd"), &v.dir);
     let mut r = Raw::connect(&d.socket);
     let e = r.call("io.rsmd.Ntms.OpenSession", json!({"options": 0}));
     assert_eq!(error_of(&e), Some("io.rsmd.Ntms.NotReady"), "{e}");
@@ -275,7 +267,7 @@ fn not_ready_while_loading_and_the_client_library_waits() {
             rsmd::client::SessionOptions { socket: Some(socket), wait_ready: Some(std::time::Duration::from_secs(60)) };
         rsmd::client::Session::open_with(&opts, None, Some("patient"), 0)
     });
-    std::fs::OpenOptions::new().write(true).open(&gate).unwrap().write_all(b"x").unwrap();
+    crate::util::release_load(&gate);
     d.wait_notify(|m| m == "READY=1");
     let s = waiter.join().unwrap().unwrap();
     assert!(!s.id().is_empty());

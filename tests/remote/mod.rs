@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use crate::util::sshd::{sshd, Sshd};
-use crate::util::{rsm_bin, vlib_config, Daemon, Vlib};
+use crate::util::{held_daemon, release_load, rsm_bin, vlib_config, Daemon, Vlib};
 
 fn remote_rsm(s: &Sshd, args: &[&str]) -> Output {
     Command::new(rsm_bin())
@@ -215,14 +215,7 @@ with client.open("io.rsmd.Ntms") as ntms:
 fn a_loading_remote_daemon_is_not_ready_and_the_wait_crosses_the_bridge() {
     let dir = tempfile::tempdir().unwrap();
     let v = Vlib::default_fast(&dir.path().join("vlib"));
-    let gate = dir.path().join("gate");
-    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
-    let mut d = Daemon::start_with(
-        &dir.path().join("rsmd"),
-        &vlib_config(&v.dir, ""),
-        &[("RSMD_TEST_HOLD_LOAD", gate.to_str().unwrap())],
-    );
-    d.wait_notify(|m| m == "STATUS=loading the inventory");
+    let (d, gate) = held_daemon(&dir.path().join("rsmd"), &v.dir);
     let Some(s) = sshd(&d.socket) else { return };
     let out = remote_rsm(&s, &["--host", "rsmdtest", "--json", "status"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -245,8 +238,7 @@ fn a_loading_remote_daemon_is_not_ready_and_the_wait_crosses_the_bridge() {
         .spawn()
         .unwrap();
     wait_for(|| (std::fs::read_to_string(&attempts).unwrap_or_default().lines().count() >= 2).then_some(()));
-    use std::io::Write;
-    std::fs::OpenOptions::new().write(true).open(&gate).unwrap().write_all(b"x").unwrap();
+    release_load(&gate);
     let out = waiter.wait_with_output().unwrap();
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -75,6 +75,25 @@ pub fn vlib_config(vlib_dir: &Path, extra: &str) -> String {
     format!("[[library]]\nname = \"test\"\nvlib = \"{}\"\n{extra}\n", vlib_dir.display())
 }
 
+/// A daemon serving `vlib_dir` whose inventory load is held (`RSMD_TEST_HOLD_LOAD`) until [`release_load`] with
+/// the returned gate: it has said it is loading, and answers `NotReady` meanwhile.
+pub fn held_daemon(root: &Path, vlib_dir: &Path) -> (Daemon, PathBuf) {
+    std::fs::create_dir_all(root).unwrap();
+    let gate = root.join("gate");
+    nix::unistd::mkfifo(&gate, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let mut d =
+        Daemon::start_with(root, &vlib_config(vlib_dir, ""), &[("RSMD_TEST_HOLD_LOAD", gate.to_str().unwrap())]);
+    // The socket is bound before the inventory loads; the daemon says so.
+    d.wait_notify(|m| m == "STATUS=loading the inventory");
+    (d, gate)
+}
+
+/// Lets a [`held_daemon`] load its inventory.
+pub fn release_load(gate: &Path) {
+    use std::io::Write;
+    std::fs::OpenOptions::new().write(true).open(gate).unwrap().write_all(b"x").unwrap();
+}
+
 impl Daemon {
     /// Starts rsmd with `config` in `root` (socket, state and config file live there).
     pub fn start(root: &Path, config: &str) -> Daemon {
