@@ -1111,7 +1111,12 @@ impl Broker {
                 let c = inv.put_library(rec);
                 self.push_changes(c);
             }
-            Event::Inventory(elements) | Event::Elements(elements) if lib.id.is_some() => {
+            Event::Inventory(_) | Event::Elements(_) if lib.id.is_some() => {
+                let elements = match event {
+                    Event::Inventory(shared) => shared,
+                    Event::Elements(changed) => std::sync::Arc::new(changed),
+                    _ => return,
+                };
                 let full = elements.len() == lib.library.elements().len() && lib.library.state() != LibraryState::Busy;
                 let id = lib.id.unwrap_or_default();
                 let infos: Vec<DriveInfo> = drive_infos(lib);

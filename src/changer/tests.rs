@@ -606,7 +606,7 @@ fn destination_full_and_device_gone_mid_move() {
     // The cache says 500 is empty but the hardware disagrees: vlib refuses with 3B/0D, the library re-reads.
     s.lib.submit_job(1, JobKind::Mount { source: 1000, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Ok(()));
-    s.lib.machine.elements.iter_mut().find(|e| e.address == 500).unwrap().full = false;
+    std::sync::Arc::make_mut(&mut s.lib.machine.elements).iter_mut().find(|e| e.address == 500).unwrap().full = false;
     s.lib.submit_job(2, JobKind::Mount { source: 1001, drive: DriveChoice::Element(500) }, 0, None);
     assert_eq!(s.wait_outcome(2).result, Err(JobError::Move(MoveError::Refused(Failure::DestinationFull))));
     s.drive_bounded(10_000, |s| s.lib.element(500).is_some_and(|e| e.full));
@@ -624,7 +624,7 @@ fn source_empty_and_a_drive_that_never_becomes_ready_fail_specifically() {
     s.ready();
     // The cache believes slot 1016 holds a cartridge (an operator took it out by hand): vlib refuses with 3B/0E
     // and the library re-reads the slot.
-    let e = s.lib.machine.elements.iter_mut().find(|e| e.address == 1016).unwrap();
+    let e = std::sync::Arc::make_mut(&mut s.lib.machine.elements).iter_mut().find(|e| e.address == 1016).unwrap();
     (e.full, e.barcode) = (true, Some("GONE01L6".into()));
     s.lib.submit_job(1, JobKind::Mount { source: 1016, drive: DriveChoice::Any }, 0, None);
     assert_eq!(s.wait_outcome(1).result, Err(JobError::Move(MoveError::Refused(Failure::SourceEmpty))));

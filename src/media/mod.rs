@@ -46,8 +46,8 @@ pub fn media_id(library: Guid, address: u16, barcode: Option<&str>) -> Guid {
 #[derive(Debug)]
 pub struct Reconcile {
     library: Guid,
-    /// What the library reported, in type and address order.
-    reported: Vec<Element>,
+    /// What the library reported, in type and address order (shared with the changer's copy).
+    reported: std::sync::Arc<Vec<Element>>,
     /// The first element not yet reconciled.
     next: usize,
     full: bool,
@@ -280,7 +280,7 @@ impl Inventory {
         full: bool,
         drive: &dyn Fn(usize) -> DriveInfo,
     ) -> Vec<Change> {
-        let mut job = self.start_reconcile(library, reported.to_vec(), full);
+        let mut job = self.start_reconcile(library, std::sync::Arc::new(reported.to_vec()), full);
         let mut changes = Vec::new();
         while !self.reconcile_step(&mut job, usize::MAX, drive, &mut changes) {}
         changes
@@ -288,14 +288,17 @@ impl Inventory {
 
     /// Starts reconciling what a library reported, to be done a slice at a time by [`Inventory::reconcile_step`]
     /// (a scan of 50,000 elements reconciled at once holds the daemon's loop for tens of milliseconds).
-    pub fn start_reconcile(&self, library: Guid, mut reported: Vec<Element>, full: bool) -> Reconcile {
+    pub fn start_reconcile(&self, library: Guid, mut reported: std::sync::Arc<Vec<Element>>, full: bool) -> Reconcile {
         let storage_count = if full {
             reported.iter().filter(|e| e.element_type == ElementType::Storage).count()
         } else {
             self.element_count(library, ElementKind::Storage)
         };
         // Numbering by rank within type, as mtx does: in type and address order.
-        reported.sort_by_key(|e| (e.element_type, e.address));
+        // The changer's scans come sorted (and shared with its own copy): sorted again only when they are not.
+        if !reported.is_sorted_by_key(|e| (e.element_type, e.address)) {
+            std::sync::Arc::make_mut(&mut reported).sort_by_key(|e| (e.element_type, e.address));
+        }
         Reconcile {
             library,
             reported,
@@ -319,7 +322,7 @@ impl Inventory {
     ) -> bool {
         let Reconcile {
             library,
-            ref mut reported,
+            ref reported,
             ref mut next,
             full,
             storage_count,
@@ -410,11 +413,6 @@ impl Inventory {
                 self.insert_element(rec.clone());
                 changes.push(Change::Element(rec));
             }
-        }
-        // Done with: their strings are freed a slice at a time, not all 50,000 at the end.
-        for e in &mut reported[*next..end] {
-            e.barcode = None;
-            e.identifier = None;
         }
         *next = end;
         if end < reported.len() {

@@ -173,7 +173,7 @@ fn a_scan_reconciled_in_slices_ends_as_one_reconciled_at_once() {
     for slice in [1, 2, 7, 39, 1000] {
         let mut inv = Inventory::default();
         inv.reconcile(lib, &before, true, &no_drive);
-        let mut job = inv.start_reconcile(lib, after.clone(), true);
+        let mut job = inv.start_reconcile(lib, std::sync::Arc::new(after.clone()), true);
         let mut changes = Vec::new();
         let mut steps = 1;
         while !inv.reconcile_step(&mut job, slice, &no_drive, &mut changes) {
