@@ -46,7 +46,7 @@ use objects::LibraryView;
 use requests::{NewRequest, Requests};
 use session::{Peer, Sessions};
 
-pub use dispatch::Answer;
+pub use dispatch::{Answer, Enumeration};
 
 /// A library configured by its changer's serial: its name and drive map apply once a changer with that serial is
 /// identified.

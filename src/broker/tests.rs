@@ -115,6 +115,7 @@ impl Sim {
                 r
             }
             Answer::Encoded(bytes) => decoded(&bytes),
+            Answer::Building(e) => self.built(e),
             other => panic!("expected an answer at once, got {other:?}"),
         }
     }
@@ -124,9 +125,16 @@ impl Sim {
         match self.broker.handle_call(method, peer, self.now) {
             Answer::Reply(r, _) => r,
             Answer::Encoded(bytes) => decoded(&bytes),
+            Answer::Building(e) => self.built(e),
             Answer::Later { key } => self.wait(key),
             Answer::Stream { .. } => panic!("a stream"),
         }
+    }
+
+    /// An enumeration built page by page, as the loop does.
+    fn built(&self, mut e: Enumeration) -> Reply {
+        while !self.broker.continue_enumeration(&mut e) {}
+        decoded(&e.into_bytes())
     }
 
     /// Submits a call that waits; returns its request.
@@ -1485,4 +1493,68 @@ fn a_large_scan_is_reconciled_a_slice_per_turn_and_what_follows_waits_for_it() {
     let m = inv.media_by_barcode(&barcode).unwrap();
     assert_eq!(m.location.map(|l| (l.kind, l.address)), Some((crate::model::ElementKind::Drive, drive)), "{m:?}");
     assert_eq!(inv.media().count(), usize::try_from(SLOTS).unwrap());
+}
+
+/// Issue 16: an enumeration without `limit` larger than a page is built a page per serving (the loop serves the
+/// other clients in between), and comes out whole: every object once, in the order of the paged listing.
+#[test]
+fn a_large_unpaged_enumeration_is_built_a_page_at_a_time_and_comes_out_whole() {
+    const SLOTS: u32 = 2500;
+    let mut s = Sim::with(
+        |c| {
+            c.storage_slots = SLOTS;
+            c.cartridges = (1..=SLOTS)
+                .map(|n| {
+                    vlib::config::Cartridge::new(
+                        &vlib::config::generated_barcode("E", n, "L6"),
+                        vlib::config::Location::Slot(n),
+                    )
+                })
+                .collect();
+        },
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, ..LibraryOptions::default() },
+    );
+    s.drive_bounded(100_000, |s| s.broker.libs[0].reconciling.is_none());
+    let a = s.open(ALICE, "a");
+    let list = |after: Option<String>, limit: Option<u32>| Method::EnumerateObjects {
+        session: a.clone(),
+        container: None,
+        object_type: ObjectType::StorageSlot,
+        after,
+        limit,
+    };
+    let Answer::Building(mut e) = s.broker.handle_call(list(None, None), ALICE, s.now) else {
+        panic!("2,500 slots are more than a page: built over several servings")
+    };
+    let mut servings = 2;
+    while !s.broker.continue_enumeration(&mut e) {
+        servings += 1;
+    }
+    assert_eq!(servings, usize::try_from(SLOTS).unwrap().div_ceil(dispatch::ENUMERATION_PAGE));
+    let whole = decoded(&e.into_bytes()).unwrap();
+    assert!(whole.get("next").is_none(), "{:?}", whole.get("next"));
+    let ids: Vec<String> =
+        whole["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect();
+    // The paged listing, for comparison.
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let r = s.call(ALICE, list(after.clone(), Some(700))).unwrap();
+        paged.extend(r["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()));
+        match r.get("next").and_then(|n| n.as_str()) {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), usize::try_from(SLOTS).unwrap());
+    assert_eq!(ids, paged);
+    // A small one is still answered at once.
+    let small = Method::EnumerateObjects {
+        session: a.clone(),
+        container: None,
+        object_type: ObjectType::Drive,
+        after: None,
+        limit: None,
+    };
+    assert!(matches!(s.broker.handle_call(small, ALICE, s.now), Answer::Encoded(_)));
 }

@@ -44,6 +44,8 @@ pub enum Slot {
         /// The pending call's key.
         key: crate::model::RequestId,
     },
+    /// An unpaged enumeration built a page per serving ([`crate::broker::Answer::Building`]).
+    Building(crate::broker::Enumeration),
     /// A `more` stream: replies queue here; the slot never completes until the session ends.
     Stream {
         /// Queued framed replies, each with its durability requirement.
@@ -153,6 +155,11 @@ impl Client {
 
     /// True when the connection has calls to handle now: complete ones may be buffered, and neither a limit nor
     /// a fatal error stops it.
+    /// A reply is being built ([`Slot::Building`]): the connection needs servings even without calls.
+    pub fn building(&self) -> bool {
+        self.slots.iter().any(|s| matches!(s, Slot::Building(_)))
+    }
+
     pub fn has_calls(&self) -> bool {
         self.calls_waiting
             && !self.closing
@@ -299,7 +306,7 @@ impl Client {
         self.slots.iter().any(|s| match s {
             Slot::Ready { .. } => true,
             Slot::Stream { queued, .. } => !queued.is_empty(),
-            Slot::Waiting { .. } => false,
+            Slot::Waiting { .. } | Slot::Building(_) => false,
         })
     }
 
@@ -328,6 +335,7 @@ fn slot_bytes(s: &Slot) -> usize {
     match s {
         Slot::Ready { bytes, .. } => bytes.len(),
         Slot::Waiting { .. } => 0,
+        Slot::Building(e) => e.built(),
         Slot::Stream { queued, .. } => queued.iter().map(|q| q.0.len()).sum(),
     }
 }

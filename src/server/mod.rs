@@ -514,7 +514,7 @@ impl Server {
                 dead = true;
             }
         }
-        if !dead && (c.has_calls() || (c.paused && !c.backpressured())) {
+        if !dead && (c.has_calls() || (c.paused && !c.backpressured()) || c.building()) {
             self.ready.insert(idx);
         }
         self.put_back(idx, c);
@@ -579,8 +579,9 @@ impl Server {
         }
         if !dead {
             self.handle_messages(idx, &mut c, CALLS_PER_SERVING);
+            self.build_reply(&mut c);
         }
-        let more = !dead && (c.has_calls() || (c.paused && !c.backpressured()));
+        let more = !dead && (c.has_calls() || (c.paused && !c.backpressured()) || c.building());
         if !dead && !more && c.squeezed && (c.calls_waiting || c.paused) {
             // Held back by the memory budget: looked at again once the budget has room.
             self.held.insert(idx);
@@ -590,6 +591,20 @@ impl Server {
             self.drop_client(idx);
         }
         more
+    }
+
+    /// Adds a page to the first reply being built on this connection ([`Slot::Building`]); a complete one becomes
+    /// ready to send.
+    fn build_reply(&mut self, c: &mut Client) {
+        let Some(slot) = c.slots.iter_mut().find(|s| matches!(s, Slot::Building(_))) else { return };
+        let Slot::Building(e) = slot else { return };
+        if self.broker.continue_enumeration(e) {
+            let Slot::Building(e) = std::mem::replace(slot, Slot::Ready { bytes: Vec::new(), durable: 0 }) else {
+                return;
+            };
+            *slot = Slot::Ready { bytes: e.into_bytes(), durable: 0 };
+        }
+        c.collect(self.durable());
     }
 
     /// Handles up to `limit` of connection `idx`'s buffered calls (fewer when a limit stops it).
@@ -638,6 +653,7 @@ impl Server {
                     c.slots.push_back(Slot::Ready { bytes, durable });
                 }
                 Answer::Encoded(bytes) => c.slots.push_back(Slot::Ready { bytes, durable: 0 }),
+                Answer::Building(e) => c.slots.push_back(Slot::Building(e)),
                 Answer::Later { key } => {
                     c.slots.push_back(Slot::Waiting { key });
                     self.waiting.insert(key, idx);
