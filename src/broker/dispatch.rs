@@ -61,9 +61,20 @@ impl Enumeration {
         self.bytes
     }
 
-    /// Bytes built so far (they count against the memory budget).
+    /// Bytes built and not yet taken (they count against the memory budget).
     pub fn built(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Moves the bytes built so far to the end of `out` (the reply streams out while the rest is built); into an
+    /// empty `out` by swapping buffers, not copying.
+    pub fn take_built(&mut self, out: &mut Vec<u8>) {
+        if out.is_empty() {
+            std::mem::swap(out, &mut self.bytes);
+        } else {
+            out.extend_from_slice(&self.bytes);
+            self.bytes.clear();
+        }
     }
 }
 

@@ -183,7 +183,7 @@ impl Sim {
     }
 
     fn inventories(&self) -> usize {
-        self.events.iter().filter(|e| matches!(e, Event::Inventory(_))).count()
+        self.events.iter().filter(|e| matches!(e, Event::Inventory { .. })).count()
     }
 }
 

@@ -41,7 +41,11 @@ pub fn media_id(library: Guid, address: u16, barcode: Option<&str>) -> Guid {
     }
 }
 
-/// The inventory in memory.
+/// What a change costs in [`Inventory::reconcile_step`]'s units of work, against 1 for an element looked at: a
+/// first scan of 50,000 cartridges creates two records per element, and 1,024 of them took 6-25 ms of a turn where
+/// 1,024 unchanged elements take about 1.4 ms.
+pub const CHANGE_COST: usize = 8;
+
 /// A reconcile in progress ([`Inventory::start_reconcile`]).
 #[derive(Debug)]
 pub struct Reconcile {
@@ -72,8 +76,14 @@ impl Reconcile {
     pub fn full(&self) -> bool {
         self.full
     }
+
+    /// The scan, once reconciled (to free it a slice at a time when it is the last copy).
+    pub fn into_reported(self) -> std::sync::Arc<Vec<Element>> {
+        self.reported
+    }
 }
 
+/// The inventory in memory.
 #[derive(Debug, Default, Clone)]
 pub struct Inventory {
     libraries: BTreeMap<Guid, LibraryRecord>,
@@ -288,7 +298,12 @@ impl Inventory {
 
     /// Starts reconciling what a library reported, to be done a slice at a time by [`Inventory::reconcile_step`]
     /// (a scan of 50,000 elements reconciled at once holds the daemon's loop for tens of milliseconds).
-    pub fn start_reconcile(&self, library: Guid, mut reported: std::sync::Arc<Vec<Element>>, full: bool) -> Reconcile {
+    pub fn start_reconcile(
+        &mut self,
+        library: Guid,
+        mut reported: std::sync::Arc<Vec<Element>>,
+        full: bool,
+    ) -> Reconcile {
         let storage_count = if full {
             reported.iter().filter(|e| e.element_type == ElementType::Storage).count()
         } else {
@@ -299,20 +314,28 @@ impl Inventory {
         if !reported.is_sorted_by_key(|e| (e.element_type, e.address)) {
             std::sync::Arc::make_mut(&mut reported).sort_by_key(|e| (e.element_type, e.address));
         }
+        // Room for what the scan may add, made now: a table that grows while the scan is reconciled rehashes
+        // everything in it within one slice (at 28,672 entries: 10 ms). Cheap when the tables are still empty (a
+        // first scan), nothing when they already hold the library.
+        let cartridges = reported.iter().filter(|e| e.full).count();
+        self.media.reserve(cartridges.saturating_sub(self.media.len()));
+        self.by_barcode.reserve(cartridges.saturating_sub(self.by_barcode.len()));
+        self.by_element_id.reserve(reported.len().saturating_sub(self.by_element_id.len()));
         Reconcile {
             library,
-            reported,
             next: 0,
             full,
             storage_count,
-            seen_media: HashSet::new(),
-            seen_elements: HashSet::new(),
+            seen_media: HashSet::with_capacity(cartridges),
+            seen_elements: HashSet::with_capacity(reported.len()),
             rank: HashMap::new(),
+            reported,
         }
     }
 
-    /// Reconciles up to `max` more elements of `job`, adding the changes to `changes`; true once the job is done
-    /// (its last step removes what a full scan did not see).
+    /// Reconciles more elements of `job`, up to `max` units of work (an element is 1, each change it makes
+    /// [`CHANGE_COST`] more; at least one element), adding the changes to `changes`; true once the job is done (its
+    /// last step removes what a full scan did not see).
     pub fn reconcile_step(
         &mut self,
         job: &mut Reconcile,
@@ -330,8 +353,11 @@ impl Inventory {
             ref mut seen_elements,
             ref mut rank,
         } = *job;
-        let end = reported.len().min(next.saturating_add(max));
-        for e in &reported[*next..end] {
+        let mut spent = 0usize;
+        while *next < reported.len() && spent < max {
+            let e = &reported[*next];
+            *next += 1;
+            let before = changes.len();
             let kind = kind_of(e.element_type);
             let number = if full {
                 let r = rank.entry(kind).or_insert(0);
@@ -413,9 +439,9 @@ impl Inventory {
                 self.insert_element(rec.clone());
                 changes.push(Change::Element(rec));
             }
+            spent = spent.saturating_add(1 + CHANGE_COST * (changes.len() - before));
         }
-        *next = end;
-        if end < reported.len() {
+        if *next < reported.len() {
             return false;
         }
         // Every element seen is in the inventory now, and every cartridge seen is located in this library: when

@@ -131,6 +131,32 @@ fn media_types_relate_to_the_libraries_whose_drives_take_them_or_that_hold_them(
 /// A scan reconciled a slice at a time (as the broker does for a large library, one slice per turn) ends exactly
 /// where reconciling it at once ends: same changes, same elements and cartridges, whatever the slice size.
 #[test]
+fn a_slice_of_changes_covers_fewer_elements_than_one_of_unchanged_elements() {
+    let lib = Guid::derive("library", "W");
+    let scan: Vec<Element> =
+        (0..2048u16).map(|i| el(ElementType::Storage, 1000 + i, Some(&format!("W{i:05}L8")))).collect();
+    let steps = |inv: &mut Inventory| {
+        let mut job = inv.start_reconcile(lib, std::sync::Arc::new(scan.clone()), true);
+        let (mut changes, mut steps) = (Vec::new(), 1);
+        while !inv.reconcile_step(&mut job, 1024, &no_drive, &mut changes) {
+            steps += 1;
+        }
+        (steps, changes.len())
+    };
+    let mut inv = Inventory::default();
+    // First scan: a new cartridge and a new element for each slot, (1 + 2 × CHANGE_COST) units each.
+    let (first, created) = steps(&mut inv);
+    // (and the pools' records, made with the first cartridge)
+    assert!(created >= 2 * scan.len() && created <= 2 * scan.len() + 4, "{created} changes");
+    let per_step = 1024usize.div_ceil(1 + 2 * crate::media::CHANGE_COST);
+    let expected = scan.len().div_ceil(per_step);
+    assert!((expected..=expected + 1).contains(&first), "{first} steps for the first scan, {expected} expected");
+    // The same scan again: nothing changes, 1,024 elements a step.
+    let (again, changed) = steps(&mut inv);
+    assert_eq!((again, changed), (2, 0));
+}
+
+#[test]
 fn a_scan_reconciled_in_slices_ends_as_one_reconciled_at_once() {
     let lib = Guid::derive("library", "S");
     // Before: a library with cartridges here and there; after: some moved, one gone, one new, one slot gone.
@@ -179,7 +205,9 @@ fn a_scan_reconciled_in_slices_ends_as_one_reconciled_at_once() {
         while !inv.reconcile_step(&mut job, slice, &no_drive, &mut changes) {
             steps += 1;
         }
-        assert_eq!(steps, after.len().div_ceil(slice).max(1), "slice {slice}");
+        // Changes cost more than elements: never fewer steps than elements per slice allow, never more than
+        // one per element.
+        assert!(steps >= after.len().div_ceil(slice).max(1) && steps <= after.len(), "slice {slice}: {steps} steps");
         assert_eq!(changes, expected, "slice {slice}");
         assert_eq!(state(&inv), state(&whole), "slice {slice}");
     }

@@ -28,6 +28,9 @@ pub const STALL_MS: u64 = 30_000;
 pub const SQUEEZE_SHARE: usize = 16 << 10;
 /// Buffer capacity a connection keeps once its buffer is empty (more is given back).
 const KEEP_CAPACITY: usize = 16 << 10;
+/// Unsent bytes below which a reply being built ([`Slot::Building`]) gets its next page: a large listing streams
+/// out as its client reads it, and holds about this much, never the whole reply.
+pub const BUILD_AHEAD: usize = 512 << 10;
 
 /// What one call's slot holds.
 #[derive(Debug)]
@@ -155,9 +158,10 @@ impl Client {
 
     /// True when the connection has calls to handle now: complete ones may be buffered, and neither a limit nor
     /// a fatal error stops it.
-    /// A reply is being built ([`Slot::Building`]): the connection needs servings even without calls.
+    /// A reply is being built ([`Slot::Building`]) and its client has read enough of it ([`BUILD_AHEAD`]): the
+    /// connection needs servings even without calls.
     pub fn building(&self) -> bool {
-        self.slots.iter().any(|s| matches!(s, Slot::Building(_)))
+        self.pending_output() < BUILD_AHEAD && self.slots.iter().any(|s| matches!(s, Slot::Building(_)))
     }
 
     pub fn has_calls(&self) -> bool {
@@ -245,14 +249,19 @@ impl Client {
         }
     }
 
-    /// Moves finished head slots into the output buffer (replies whose store batch is durable).
+    /// Moves finished head slots into the output buffer (replies whose store batch is durable), and what a head
+    /// reply being built has so far (it streams).
     pub fn collect(&mut self, durable: u64) {
         loop {
             match self.slots.front_mut() {
                 Some(Slot::Ready { durable: d, .. }) if *d <= durable => {
                     if let Some(Slot::Ready { bytes, .. }) = self.slots.pop_front() {
-                        self.out.extend_from_slice(&bytes);
+                        self.queue_output(bytes);
                     }
+                }
+                Some(Slot::Building(e)) => {
+                    e.take_built(&mut self.out);
+                    break;
                 }
                 Some(Slot::Stream { queued, .. }) => {
                     while queued.front().is_some_and(|q| q.1 <= durable) {
@@ -264,6 +273,16 @@ impl Client {
                 }
                 _ => break,
             }
+        }
+    }
+
+    /// Appends `bytes` to the output; into an empty output they go as they are (a 20 MB listing is not copied).
+    fn queue_output(&mut self, bytes: Vec<u8>) {
+        if self.out.is_empty() {
+            // An empty output has nothing half-sent (`write` resets both at once).
+            self.out = bytes;
+        } else {
+            self.out.extend_from_slice(&bytes);
         }
     }
 

@@ -236,6 +236,12 @@ impl Server {
         u64::try_from(Instant::now().duration_since(self.start).as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Microseconds since start: the phases of a slow turn, which milliseconds would round away.
+    #[allow(clippy::disallowed_methods)]
+    fn clock_us(&self) -> u64 {
+        u64::try_from(Instant::now().duration_since(self.start).as_micros()).unwrap_or(u64::MAX)
+    }
+
     /// Builds the server: blocks signals (before any thread starts), binds or adopts the socket, starts loading.
     #[allow(clippy::disallowed_methods)]
     pub fn new(setup: start::Setup) -> Result<Server, ServerError> {
@@ -379,25 +385,43 @@ impl Server {
                 }
             }
             self.now = self.clock();
-            let turn_start = self.now;
+            let turn_start = self.clock_us();
+            // Where a slow turn went: clients' events, devices' events, timers, serving, the end of the turn (µs).
+            let mut phases = [0u64; 5];
             for ev in &events {
+                let t0 = self.clock_us();
                 match Src::from_token(ev.token()) {
                     Some(Src::Listener) => self.process_listener(),
                     Some(Src::Waker) => self.process_waker(),
                     Some(Src::Signals) => self.process_signals(),
                     Some(Src::Uevent) => self.process_uevent(),
                     Some(Src::Client(i)) => self.process_client(i, !ev.is_read_closed() && !ev.is_error()),
-                    Some(Src::Device(l, d)) => self.process_device(l, d, ev.is_writable()),
+                    Some(Src::Device(l, d)) => {
+                        self.process_device(l, d, ev.is_writable());
+                        phases[1] += self.clock_us().saturating_sub(t0);
+                        continue;
+                    }
                     None => log::debug!("event for unknown token {:?} ignored", ev.token()),
                 }
+                phases[0] += self.clock_us().saturating_sub(t0);
             }
-            self.process_timers();
-            self.serve_ready();
-            self.end_turn();
-            let took = self.clock().saturating_sub(turn_start);
+            let mut mark = self.clock_us();
+            for (phase, step) in [Server::process_timers, Server::serve_ready, Server::end_turn].into_iter().enumerate()
+            {
+                step(&mut self);
+                let t = self.clock_us();
+                phases[phase + 2] = t.saturating_sub(mark);
+                mark = t;
+            }
+            let took = mark.saturating_sub(turn_start) / 1000;
             if took >= SLOW_TURN_MS {
                 // Every other client waited this long: worth knowing when latencies are looked into (-v).
-                log::debug!("slow turn: {took} ms ({} events)", events.iter().count());
+                let [clients, devices, timers, serving, end] = phases.map(|us| us / 1000);
+                log::debug!(
+                    "slow turn: {took} ms ({} events; ms in clients {clients}, devices {devices}, timers {timers}, \
+                     serving {serving}, end of turn {end})",
+                    events.iter().count()
+                );
             }
             if let Some(r) = self.exit.take() {
                 return r;
@@ -1256,6 +1280,10 @@ impl Server {
                 }
                 c.collect(durable);
                 let failed = c.write(now).is_err() || (c.closing && c.linger(now).is_err());
+                if !failed && c.building() {
+                    // Its client took what was built: the next page (no event would say so when the write drained).
+                    self.ready.insert(i);
+                }
                 let usage = c.usage();
                 self.buffered_total = self.buffered_total.saturating_sub(c.accounted) + usage;
                 c.accounted = usage;

@@ -466,3 +466,75 @@ fn enumerate_objects_pages() {
     }
     assert_eq!(paged, pools);
 }
+
+/// An `EnumerateObjects` without `limit` of a large library streams: a client that has read only the first
+/// objects makes rsmd hold about half a MiB of the listing, not the whole of it (here 8 MiB), while the other
+/// clients are served; read on, the listing comes out whole, in the daemon's order.
+#[test]
+fn a_large_unpaged_listing_streams_as_its_client_reads_it() {
+    const SLOTS: u32 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = vlib::Config::new(vlib::config::Personality::Generic, SLOTS, 2, 2);
+    for n in (1..=SLOTS).step_by(3) {
+        c.cartridges.push(vlib::config::Cartridge::new(&format!("S{n:05}L8"), vlib::config::Location::Slot(n)));
+    }
+    c.time_scale = 0.0;
+    let v = Vlib::start(&dir.path().join("vlib"), c);
+    let mut d = Daemon::start(&dir.path().join("rsmd"), &vlib_config(&v.dir, "chunk = 1024\n"));
+    d.wait_ready(1);
+    let pid = u32::try_from(d.pid()).unwrap();
+    let mut r = Raw::connect(&d.socket);
+    let s = r.open_session();
+    // The daemon's order, in pages (which also warms up whatever a listing uses).
+    let (mut paged, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let mut p = json!({"session": s, "object_type": "storage_slot", "limit": 1000});
+        if let Some(a) = &after {
+            p["after"] = json!(a);
+        }
+        let v = r.call("io.rsmd.Ntms.EnumerateObjects", p);
+        paged.extend(
+            v["parameters"]["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()),
+        );
+        match v["parameters"]["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), SLOTS as usize);
+    let before = rss_kib(pid);
+    r.send(&json!({"method": "io.rsmd.Ntms.EnumerateObjects",
+                   "parameters": {"session": s, "object_type": "storage_slot"}}));
+    let mut first = [0u8; 4096];
+    r.stream.read_exact(&mut first).unwrap();
+    assert!(first.starts_with(b"{\"parameters\":{\"objects\":[{"), "{}", String::from_utf8_lossy(&first[..64]));
+    // Another client's calls, each a turn of the daemon's loop: 100 turns would have built the whole listing a
+    // page (1,000 objects) at a time.
+    let mut other = Raw::connect(&d.socket);
+    for _ in 0..100 {
+        let reply = other.call("org.varlink.service.GetInfo", json!({}));
+        assert_eq!(reply["parameters"]["vendor"], "rsmd", "{reply}");
+    }
+    let held = rss_kib(pid).saturating_sub(before);
+    println!("rsmd RSS {before} KiB before the listing, +{held} KiB with its client not reading");
+    assert!(held < 4 * 1024, "rsmd grew by {held} KiB for a listing its client does not read (8 MiB in all)");
+    // Read on: one message, the whole listing.
+    let mut rest = Vec::new();
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = r.stream.read(&mut buf).unwrap();
+        assert!(n > 0, "rsmd closed the connection");
+        rest.extend_from_slice(&buf[..n]);
+        if rest.last() == Some(&0) {
+            break;
+        }
+    }
+    let mut whole = first.to_vec();
+    whole.extend_from_slice(&rest[..rest.len() - 1]);
+    println!("listing: {} bytes", whole.len());
+    let v: Value = serde_json::from_slice(&whole).unwrap();
+    let ids: Vec<String> =
+        v["parameters"]["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, paged);
+    others_are_served(&d);
+}
