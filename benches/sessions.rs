@@ -10,12 +10,18 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::time::Duration;
 
-use rsmd::client::Connection;
+use mio::net::UnixStream as MioStream;
+use mio::{Events, Interest, Poll, Token};
+
+use rsmd::client::{Connection, Session};
 use rsmd::proto::method::Method;
+use rsmd::proto::types::MountFlags;
 use rsmd::proto::types::{EnumerateReply, ObjectReply, ObjectType};
+use rsmd::proto::DismountTarget;
 use rsmd::scsi::cdb::{self, ReadElementStatus};
 use rsmd::scsi::element::{allocation_for, ElementStatusReport, ElementType};
 use serde_json::{json, Value};
@@ -29,6 +35,10 @@ const STATUS_CALLS_1: usize = 500;
 const STATUS_CALLS_64: usize = 20;
 /// `rsm status --mtx` processes spawned one after another.
 const RSM_SPAWNS: usize = 50;
+/// The robot's time scale for the "moves in flight" run.
+const MOVES_SCALE: f64 = 0.05;
+/// Rounds the single-client lookups are measured in, rsmd and the echo in turn.
+const ROUNDS: usize = 10;
 /// Calls each client makes before the clock starts.
 const WARMUP: usize = 5;
 
@@ -268,7 +278,39 @@ fn main() {
 
     let pid = d.pid();
     let mut rows = Vec::new();
-    for clients in [1, 64] {
+    // 1 client: rounds of rsmd and the echo in turn, so that both see the same machine (its wall clock swings by
+    // 2x between minutes here); each round's p50s give a ratio.
+    let mut ratios = Vec::new();
+    for (what, object) in [("cartridge", &cartridge), ("drive", &drive)] {
+        let (mut ours, mut echos) = (Vec::new(), Vec::new());
+        let mut round_ratios = Vec::new();
+        for _ in 0..ROUNDS {
+            let a =
+                run(Some(pid), "", 1, GOI_CALLS / ROUNDS, |_| client(&socket), |c| get_object_information(c, object));
+            let b =
+                run(None, "", 1, GOI_CALLS / ROUNDS, |_| client_to_echo(&echo), |c| get_object_information(c, object));
+            round_ratios.push(a.samples.median().as_secs_f64() / b.samples.median().as_secs_f64());
+            ours.push(a);
+            echos.push(b);
+        }
+        round_ratios.sort_by(f64::total_cmp);
+        ratios.push((what, round_ratios));
+        for (name, parts) in [
+            (format!("rsmd GetObjectInformation({what})"), ours),
+            (format!("A: echo server, {what}-size reply"), echos),
+        ] {
+            let cpu = parts.iter().filter_map(|r| r.rsmd_cpu).sum::<Duration>();
+            rows.push(Row {
+                scenario: name,
+                clients: 1,
+                samples: Samples::new(parts.iter().flat_map(|r| r.samples.sorted.iter().copied()).collect()),
+                wall: parts.iter().map(|r| r.wall).sum(),
+                errors: parts.iter().map(|r| r.errors).sum(),
+                rsmd_cpu: (cpu > Duration::ZERO).then_some(cpu),
+            });
+        }
+    }
+    for clients in [64] {
         for (what, object) in [("cartridge", &cartridge), ("drive", &drive)] {
             rows.push(run(
                 Some(pid),
@@ -288,6 +330,44 @@ fn main() {
             ));
         }
     }
+    // 64 connections from one client thread: rsmd, the echo, and rsmd while two clients mount and dismount in a
+    // loop (robot moves in flight).
+    let goi = |s: &mut std::os::unix::net::UnixStream| raw_session_call(s, &cartridge);
+    rows.push(run_multiplexed(Some(pid), "rsmd GOI(cartridge), 1 thread", &socket, 64, GOI_CALLS, goi));
+    rows.push(run_multiplexed(None, "A: echo, 1 thread", &echo, 64, GOI_CALLS, |_| {
+        Method::GetObjectInformation { session: "echo".into(), object: cartridge.clone() }.to_call().encode()
+    }));
+    // The same library at time scale 0.05 (a move takes a few hundred ms): two clients keep moves in flight.
+    let mut slow = vlib::Config::default_library();
+    slow.dvcid = true;
+    slow.time_scale = MOVES_SCALE;
+    let v2 = Vlib::start(&dir.path().join("vlib-slow"), slow);
+    let mut d2 = common::start_daemon(&dir.path().join("rsmd-slow"), &vlib_config(&v2.dir, ""));
+    d2.wait_ready(1);
+    let mut moves = Vec::new();
+    for (name, d, socket, robot) in [
+        ("rsmd GOI(cartridge), moves in flight", d2.pid(), &d2.socket, &v2),
+        ("rsmd GOI(cartridge), mount flood", pid, &socket, &v),
+    ] {
+        let robot_moves = || robot.server.snapshot().robot_log.len();
+        let (stop, cycles) = (AtomicBool::new(false), AtomicUsize::new(0));
+        let goi = |s: &mut std::os::unix::net::UnixStream| raw_session_call(s, &cartridge);
+        let (row, during) = std::thread::scope(|scope| {
+            scope.spawn(|| movers(socket, &["ABC010L6", "ABC011L6"], &stop, &cycles));
+            // Moves under way before the clock starts.
+            while cycles.load(Ordering::Relaxed) < 2 {
+                std::thread::yield_now();
+            }
+            let before = robot_moves();
+            let row = run_multiplexed(Some(d), name, socket, 64, GOI_CALLS, goi);
+            let during = robot_moves() - before;
+            stop.store(true, Ordering::Relaxed);
+            (row, during)
+        });
+        moves.push((name, during));
+        rows.push(row);
+    }
+    drop(d2);
     for (clients, calls) in [(1, STATUS_CALLS_1), (64, STATUS_CALLS_64)] {
         rows.push(run(None, "B: mtx-style status on changer.sock", clients, calls, |_| (), |()| mtx_status(&changer)));
         rows.push(run(Some(pid), "rsmd Enumerate slots+IE+drives", clients, calls, |_| client(&socket), rsmd_status));
@@ -322,6 +402,34 @@ fn main() {
         );
     }
     println!();
+    for (what, r) in &ratios {
+        let shown: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+        println!(
+            "1 client, {what}: rsmd p50 / echo p50 per round ({ROUNDS} rounds of {} calls each, in turn): median {:.2}x; \
+             sorted: {}",
+            GOI_CALLS / ROUNDS,
+            r[r.len() / 2],
+            shown.join(" ")
+        );
+    }
+    let tp = |name: &str| {
+        rows.iter()
+            .find(|r| r.scenario == name)
+            .map_or(f64::NAN, |r| r.samples.sorted.len() as f64 / r.wall.as_secs_f64())
+    };
+    let echo_rate = tp("A: echo, 1 thread");
+    println!(
+        "64 connections, 1 client thread: rsmd {:.2}x the echo's calls/s",
+        tp("rsmd GOI(cartridge), 1 thread") / echo_rate
+    );
+    for (name, during) in &moves {
+        println!("  {name}: {:.2}x the echo's calls/s ({during} robot moves meanwhile)", tp(name) / echo_rate);
+    }
+    println!(
+        "  moves in flight: a second daemon on the same library at time scale {MOVES_SCALE}, two clients mounting and \
+         dismounting in a loop; mount flood: the same on this daemon's library at time scale 0 (no robot time)"
+    );
+    println!();
     println!(
         "rsmd CPU µs/call = rsmd's CPU time (all threads, /proc/PID/task/*/schedstat) during the timed calls / calls."
     );
@@ -340,4 +448,114 @@ fn main() {
 
 fn client_to_echo(echo: &Path) -> Client {
     Client { conn: Connection::connect(echo).unwrap(), session: "echo".into() }
+}
+
+/// Calls on `conns` connections driven by one client thread (poll): each connection keeps one call outstanding
+/// (`request(i)`, framed) and sends the next when its reply is in. The latency of a call is from its send to its
+/// reply. Unlike [`run`]'s thread per client, whose 64 threads on a 2-core machine measure mostly their own
+/// scheduling, this measures the server (the way load generators such as wrk do).
+fn run_multiplexed(
+    rsmd_pid: Option<i32>,
+    scenario: &str,
+    socket: &Path,
+    conns: usize,
+    calls: usize,
+    request: impl Fn(&mut std::os::unix::net::UnixStream) -> Vec<u8>,
+) -> Row {
+    let mut poll = Poll::new().unwrap();
+    let mut streams = Vec::new();
+    let mut requests = Vec::new();
+    for i in 0..conns {
+        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        requests.push(request(&mut s));
+        s.set_nonblocking(true).unwrap();
+        let mut s = MioStream::from_std(s);
+        poll.registry().register(&mut s, Token(i), Interest::READABLE).unwrap();
+        streams.push(s);
+    }
+    let mut sent_at = vec![now(); conns];
+    let mut left = vec![calls + WARMUP; conns];
+    let mut times = Vec::with_capacity(conns * calls);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut events = Events::with_capacity(conns);
+    let cpu0 = rsmd_pid.map(common::cpu_ns);
+    let t0 = now();
+    for i in 0..conns {
+        sent_at[i] = now();
+        streams[i].write_all(&requests[i]).unwrap();
+    }
+    let mut open = conns;
+    while open > 0 {
+        poll.poll(&mut events, Some(Duration::from_secs(30))).unwrap();
+        assert!(!events.is_empty(), "{scenario}: no reply within 30 s");
+        for ev in &events {
+            let i = ev.token().0;
+            loop {
+                match streams[i].read(&mut buf) {
+                    Ok(0) => panic!("{scenario}: connection {i} closed"),
+                    Ok(n) => {
+                        // One outstanding call: a NUL ends its reply.
+                        if buf[..n].contains(&0) {
+                            let took = sent_at[i].elapsed();
+                            left[i] -= 1;
+                            if left[i] < calls {
+                                times.push(took);
+                            }
+                            if left[i] == 0 {
+                                open -= 1;
+                            } else {
+                                sent_at[i] = now();
+                                streams[i].write_all(&requests[i]).unwrap();
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{scenario}: {e}"),
+                }
+            }
+        }
+    }
+    let wall = t0.elapsed();
+    let rsmd_cpu = rsmd_pid.zip(cpu0).map(|(pid, c0)| Duration::from_nanos(common::cpu_ns(pid).saturating_sub(c0)));
+    Row { scenario: scenario.to_owned(), clients: conns, samples: Samples::new(times), wall, errors: 0, rsmd_cpu }
+}
+
+/// Opens a session on a raw connection (blocking) and returns the framed GetObjectInformation of `object` in it.
+fn raw_session_call(s: &mut std::os::unix::net::UnixStream, object: &str) -> Vec<u8> {
+    let open = Method::OpenSession {
+        server: None,
+        application: Some("bench".into()),
+        options: 0,
+        version: Some(rsmd::proto::PROTOCOL_VERSION),
+    };
+    s.write_all(&open.to_call().encode()).unwrap();
+    let mut reply = Vec::new();
+    let mut b = [0u8; 4096];
+    while !reply.contains(&0) {
+        let n = s.read(&mut b).unwrap();
+        assert!(n > 0, "rsmd closed the connection");
+        reply.extend_from_slice(&b[..n]);
+    }
+    let v: Value = serde_json::from_slice(&reply[..reply.len() - 1]).unwrap();
+    let session = v["parameters"]["session"].as_str().unwrap_or_else(|| panic!("OpenSession: {v}")).to_owned();
+    Method::GetObjectInformation { session, object: object.to_owned() }.to_call().encode()
+}
+
+/// Robot moves in flight: `barcodes.len()` clients each mount and dismount their cartridge in a loop until `stop`;
+/// cycles done are counted in `cycles`.
+fn movers(socket: &Path, barcodes: &[&str], stop: &AtomicBool, cycles: &AtomicUsize) {
+    std::thread::scope(|scope| {
+        for b in barcodes {
+            scope.spawn(move || {
+                let s = Session::open_at(socket, None, Some("mover"), 0).unwrap();
+                let flags = MountFlags { read: true, ..MountFlags::default() };
+                while !stop.load(Ordering::Relaxed) {
+                    s.mount(&[b], None, flags, 0, None).unwrap_or_else(|e| panic!("mount {b}: {e:?}"));
+                    s.dismount(DismountTarget::Media((*b).to_owned()), false)
+                        .unwrap_or_else(|e| panic!("dismount {b}: {e:?}"));
+                    cycles.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
 }
