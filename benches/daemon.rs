@@ -362,7 +362,7 @@ fn main() {
         let v = Vlib::start(&dir.path().join(format!("vlib-{slots}")), config.clone());
         let (mut d, _) = start(&dir.path().join(format!("rsmd-{slots}")), &rsmd_config(&v.dir));
         let r = inventory_row(&v, &mut d, &config);
-        let (_, _, enumerations) = raw_enumerate_slots(&d);
+        let (_, _, enumerations, _) = raw_enumerate_slots(&d);
         let goi = goi_last_drive(&d, 50);
         drop(d);
         v.server.stop();
@@ -416,17 +416,15 @@ fn lookups(d: &mut Daemon) {
     {
         let mut raw = common::Raw::connect(&d.socket);
         let session = raw.open_session();
-        let first: Vec<Duration> = (0..20)
+        // Per page: when its first bytes (objects) arrive, and when all of it is in and parsed.
+        let (first, page): (Vec<Duration>, Vec<Duration>) = (0..20)
             .map(|_| {
-                let t0 = now();
-                let v = raw.call(
-                    "io.rsmd.Ntms.EnumerateObjects",
-                    json!({"session": session, "object_type": "storage_slot", "limit": 1000}),
-                );
+                let params = json!({"session": session, "object_type": "storage_slot", "limit": 1000});
+                let (v, first, all) = call_timed(&mut raw, "io.rsmd.Ntms.EnumerateObjects", params);
                 assert_eq!(v["parameters"]["objects"].as_array().map_or(0, Vec::len), 1000);
-                t0.elapsed()
+                (first, all)
             })
-            .collect();
+            .unzip();
         let whole: Vec<Duration> = (0..3)
             .map(|_| {
                 let t0 = now();
@@ -435,18 +433,21 @@ fn lookups(d: &mut Daemon) {
             })
             .collect();
         println!(
-            "paged EnumerateObjects(storage_slot, limit 1000): first page {} (goal: first objects within 10 ms); \
-             client listing of all {SLOTS} in pages {}",
+            "paged EnumerateObjects(storage_slot, limit 1000): a page's first bytes {} (goal: first objects within \
+             10 ms), the page in and parsed {}; client listing of all {SLOTS} in pages {}",
             Samples::new(first).summary_ms(),
+            Samples::new(page).summary_ms(),
             Samples::new(whole).summary_ms()
         );
     }
     // Then raw, in one reply: how big the reply is and how long it takes.
-    let (objects, bytes, enumerations) = raw_enumerate_slots(d);
+    let (objects, bytes, enumerations, firsts) = raw_enumerate_slots(d);
     println!(
-        "raw EnumerateObjects(storage_slot): {objects} objects, reply ≈ {:.1} MiB (MAX_MESSAGE is {} MiB); {}",
+        "raw EnumerateObjects(storage_slot): {objects} objects, reply ≈ {:.1} MiB (MAX_MESSAGE is {} MiB); first \
+         bytes {}, all in and parsed {}",
         kib_to_mib(bytes as u64 / 1024),
         rsmd::proto::MAX_MESSAGE >> 20,
+        firsts.summary_ms(),
         enumerations.summary_ms()
     );
     // The failed call broke the session's only connection; whether the session survives that is reported.
@@ -512,19 +513,40 @@ fn lookups(d: &mut Daemon) {
 }
 
 /// EnumerateObjects(storage_slot) on a raw connection (no reply size limit), 3 times: (objects, reply bytes, times).
-fn raw_enumerate_slots(d: &Daemon) -> (usize, usize, Samples) {
+fn raw_enumerate_slots(d: &Daemon) -> (usize, usize, Samples, Samples) {
     let mut raw = common::Raw::connect(&d.socket);
     let session = raw.open_session();
-    let mut enumerations = Vec::new();
+    let (mut enumerations, mut firsts) = (Vec::new(), Vec::new());
     let (mut objects, mut bytes) = (0, 0);
     for _ in 0..3 {
-        let t0 = now();
-        let v = raw.call("io.rsmd.Ntms.EnumerateObjects", json!({"session": session, "object_type": "storage_slot"}));
-        enumerations.push(t0.elapsed());
+        let params = json!({"session": session, "object_type": "storage_slot"});
+        let (v, first, all) = call_timed(&mut raw, "io.rsmd.Ntms.EnumerateObjects", params);
+        enumerations.push(all);
+        firsts.push(first);
         objects = v["parameters"]["objects"].as_array().map_or(0, Vec::len);
         bytes = serde_json::to_vec(&v).unwrap().len();
     }
-    (objects, bytes, Samples::new(enumerations))
+    (objects, bytes, Samples::new(enumerations), Samples::new(firsts))
+}
+
+/// One call on a raw connection: the reply, when its first bytes arrived, and when all of it was in and parsed.
+fn call_timed(
+    raw: &mut common::Raw,
+    method: &str,
+    params: serde_json::Value,
+) -> (serde_json::Value, Duration, Duration) {
+    use std::io::Read;
+    let t0 = now();
+    raw.send(&json!({"method": method, "parameters": params}));
+    let (mut bytes, mut buf, mut first) = (Vec::new(), vec![0u8; 1 << 20], None);
+    while bytes.last() != Some(&0) {
+        let n = raw.stream.read(&mut buf).unwrap();
+        assert!(n > 0, "rsmd closed the connection");
+        first.get_or_insert_with(|| t0.elapsed());
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    let v = serde_json::from_slice(&bytes[..bytes.len() - 1]).unwrap();
+    (v, first.unwrap_or_default(), t0.elapsed())
 }
 
 /// Median GetObjectInformation latency on the last drive's id (`calls` calls).
