@@ -449,22 +449,24 @@ fn enumerate_objects_pages() {
     let pools: Vec<&str> =
         pools["parameters"]["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
     assert!(pools.len() >= 3, "{pools:?}");
-    let (mut paged, mut after) = (Vec::new(), None::<String>);
+    assert_eq!(list_in_pages(&mut r, &s, "media_pool", 2), pools);
+}
+
+/// The ids of every object of `object_type`, listed in pages of `limit` (following `next`).
+fn list_in_pages(r: &mut Raw, session: &str, object_type: &str, limit: u32) -> Vec<String> {
+    let (mut ids, mut after) = (Vec::new(), None::<String>);
     loop {
-        let mut p = json!({"session": s, "object_type": "media_pool", "limit": 2});
+        let mut p = json!({"session": session, "object_type": object_type, "limit": limit});
         if let Some(a) = &after {
             p["after"] = json!(a);
         }
         let v = r.call("io.rsmd.Ntms.EnumerateObjects", p);
-        paged.extend(
-            v["parameters"]["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()),
-        );
+        ids.extend(v["parameters"]["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()));
         match v["parameters"]["next"].as_str() {
             Some(n) => after = Some(n.to_owned()),
-            None => break,
+            None => return ids,
         }
     }
-    assert_eq!(paged, pools);
 }
 
 /// An `EnumerateObjects` without `limit` of a large library streams: a client that has read only the first
@@ -486,21 +488,7 @@ fn a_large_unpaged_listing_streams_as_its_client_reads_it() {
     let mut r = Raw::connect(&d.socket);
     let s = r.open_session();
     // The daemon's order, in pages (which also warms up whatever a listing uses).
-    let (mut paged, mut after) = (Vec::new(), None::<String>);
-    loop {
-        let mut p = json!({"session": s, "object_type": "storage_slot", "limit": 1000});
-        if let Some(a) = &after {
-            p["after"] = json!(a);
-        }
-        let v = r.call("io.rsmd.Ntms.EnumerateObjects", p);
-        paged.extend(
-            v["parameters"]["objects"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap().to_owned()),
-        );
-        match v["parameters"]["next"].as_str() {
-            Some(n) => after = Some(n.to_owned()),
-            None => break,
-        }
-    }
+    let paged = list_in_pages(&mut r, &s, "storage_slot", 1000);
     assert_eq!(paged.len(), SLOTS as usize);
     let before = rss_kib(pid);
     r.send(&json!({"method": "io.rsmd.Ntms.EnumerateObjects",
