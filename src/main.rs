@@ -9,6 +9,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc, with its background threads giving freed memory back to the system after a few seconds. glibc's
+/// allocator keeps what it freed between live allocations for the process's life: a daemon that built a 50,000-
+/// cartridge database at first start stayed at 106-120 MiB, and after 50,000 `MoveToMediaPool` calls at 141-563 MiB
+/// (sled's memory, freed when the writer reopens the database, but kept by glibc); with jemalloc 86 and 72 MiB,
+/// measured ten seconds later. A restart measured the same with both (56-58 MiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Removable Storage Manager daemon: brokers tape libraries to many applications.
 #[derive(Debug, Parser)]
 #[command(name = "rsmd", version)]

@@ -115,6 +115,45 @@ fn newer_schema_is_refused_and_corrupt_records_are_reported() {
 }
 
 #[test]
+fn the_writer_reopens_the_database_when_idle_after_many_changes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = Guid::derive("library", "S1");
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reopen = super::Reopen { after_changes: 30, idle: std::time::Duration::from_millis(50) };
+        let mut w = Writer::spawn_with(store, reopen, move || {
+            let _ = tx.send(());
+        });
+        let wait = |w: &Writer, done: &dyn Fn(&Writer) -> bool| {
+            while !done(w) {
+                rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the writer went on in time");
+            }
+        };
+        // 20 changes: not enough to reopen, however long it idles; then 20 more: past the rule.
+        let mut last = 0;
+        for i in 0..20u16 {
+            last = w.submit(vec![Change::Media(media(&format!("R{i:05}"), lib, 1000 + i))]).unwrap();
+        }
+        wait(&w, &|w| w.durable() >= last);
+        assert_eq!(w.reopens(), 0);
+        for i in 20..40u16 {
+            last = w.submit(vec![Change::Media(media(&format!("R{i:05}"), lib, 1000 + i))]).unwrap();
+        }
+        wait(&w, &|w| w.durable() >= last && w.reopens() >= 1);
+        // Written through the reopened database: durable too.
+        for i in 40..50u16 {
+            last = w.submit(vec![Change::Media(media(&format!("R{i:05}"), lib, 1000 + i))]).unwrap();
+        }
+        wait(&w, &|w| w.durable() >= last);
+        assert_eq!((w.failed(), w.reopens()), (0, 1));
+        w.shutdown();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.load().unwrap().media.len(), 50);
+}
+
+#[test]
 fn rewriting_a_record_through_the_writer_becomes_durable() {
     let dir = tempfile::tempdir().unwrap();
     let lib = Guid::derive("library", "S1");
