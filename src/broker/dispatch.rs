@@ -283,14 +283,7 @@ impl Broker {
                     };
                 };
                 let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                let (mut objects, more) =
-                    self.with_view(|v| v.enumerate_page(object_type, container, after.as_deref(), limit));
-                // The page ends where the daemon's order ended it, even when the rights below drop objects from it.
-                let next = more.then(|| objects.last().map(|o| o.id.clone())).flatten();
-                if !self.is_admin(peer) && matches!(object_type, ObjectType::PhysicalMedia | ObjectType::MediaPool) {
-                    let usable = self.usable_pools(peer);
-                    objects.retain(|o| pool_of_object(o).is_none_or(|p| usable.contains(&p)));
-                }
+                let (objects, next) = self.visible_page(peer, object_type, container, after.as_deref(), limit);
                 encoded(&EnumerateReply { objects, next })
             }
             Method::GetObjectInformation { object, .. } => match self.with_view(|v| v.find(&object)) {
@@ -404,17 +397,31 @@ impl Broker {
             })
     }
 
-    /// Runs `f` on a view of the objects.
+    /// A page of `limit` objects after `after`, those `peer` may not see left out, and the id the next page starts
+    /// after (None: no more). The page ends where the daemon's order ended it, even when the rights drop objects
+    /// from it.
+    fn visible_page(
+        &self,
+        peer: Peer,
+        object_type: ObjectType,
+        container: Option<Guid>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<crate::proto::types::ObjectInfo>, Option<String>) {
+        let (mut objects, more) = self.with_view(|v| v.enumerate_page(object_type, container, after, limit));
+        let next = more.then(|| objects.last().map(|o| o.id.clone())).flatten();
+        if !self.is_admin(peer) && matches!(object_type, ObjectType::PhysicalMedia | ObjectType::MediaPool) {
+            let usable = self.usable_pools(peer);
+            objects.retain(|o| pool_of_object(o).is_none_or(|p| usable.contains(&p)));
+        }
+        (objects, next)
+    }
+
     /// Adds the next page of an unpaged enumeration ([`Answer::Building`]); true once it is complete (then
     /// [`Enumeration::into_bytes`] is the framed reply).
     pub fn continue_enumeration(&self, e: &mut Enumeration) -> bool {
-        let (mut objects, more) =
-            self.with_view(|v| v.enumerate_page(e.object_type, e.container, e.after.as_deref(), ENUMERATION_PAGE));
-        let last = objects.last().map(|o| o.id.clone());
-        if !self.is_admin(e.peer) && matches!(e.object_type, ObjectType::PhysicalMedia | ObjectType::MediaPool) {
-            let usable = self.usable_pools(e.peer);
-            objects.retain(|o| pool_of_object(o).is_none_or(|p| usable.contains(&p)));
-        }
+        let (objects, next) =
+            self.visible_page(e.peer, e.object_type, e.container, e.after.as_deref(), ENUMERATION_PAGE);
         for o in &objects {
             if !e.first {
                 e.bytes.push(b',');
@@ -423,14 +430,15 @@ impl Broker {
             // An object always serialises (strings, numbers, options); written to memory, nothing can fail.
             let _ = serde_json::to_writer(&mut e.bytes, o);
         }
-        if more && last.is_some() {
-            e.after = last;
+        if next.is_some() {
+            e.after = next;
             return false;
         }
         e.bytes.extend_from_slice(b"]}}\0");
         true
     }
 
+    /// Runs `f` on a view of the objects.
     pub fn with_view<T>(&self, f: impl FnOnce(&View<'_>) -> T) -> T {
         let empty = crate::media::Inventory::default();
         let libraries: Vec<_> = self.libs.iter().filter_map(|l| l.view()).collect();

@@ -1437,29 +1437,35 @@ fn the_door_closed_runs_the_chosen_inventory() {
     assert_eq!(s.broker.requests.get(key).unwrap().state, RequestStatus::Complete);
 }
 
+/// A library of `slots` slots, each holding a cartridge (barcodes `{prefix}nnnnL6`), its first scan reconciled.
+fn full_library(slots: u32, prefix: &str, more: impl FnOnce(&mut vlib::Config)) -> Sim {
+    let mut s = Sim::with(
+        |c| {
+            c.storage_slots = slots;
+            c.cartridges = (1..=slots)
+                .map(|n| {
+                    vlib::config::Cartridge::new(
+                        &vlib::config::generated_barcode(prefix, n, "L6"),
+                        vlib::config::Location::Slot(n),
+                    )
+                })
+                .collect();
+            more(c);
+        },
+        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, ..LibraryOptions::default() },
+    );
+    s.drive_bounded(100_000, |s| s.broker.libs[0].reconciling.is_none());
+    s
+}
+
 /// Issue 16: the scan of a large library is reconciled a slice per turn (`RECONCILE_SLICE` elements), not in one
 /// turn that holds every other client; what the library does meanwhile (a mount's move) waits behind the scan, so
 /// the older scan never overwrites it.
 #[test]
 fn a_large_scan_is_reconciled_a_slice_per_turn_and_what_follows_waits_for_it() {
     const SLOTS: u32 = 5000;
-    let mut s = Sim::with(
-        |c| {
-            // Moves take no time: the mount's move is done while the scan is still being reconciled.
-            c.time_scale = 0.0;
-            c.storage_slots = SLOTS;
-            c.cartridges = (1..=SLOTS)
-                .map(|n| {
-                    vlib::config::Cartridge::new(
-                        &vlib::config::generated_barcode("S", n, "L6"),
-                        vlib::config::Location::Slot(n),
-                    )
-                })
-                .collect();
-        },
-        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, ..LibraryOptions::default() },
-    );
-    s.drive_bounded(100_000, |s| s.broker.libs[0].reconciling.is_none());
+    // Moves take no time: the mount's move is done while the scan is still being reconciled.
+    let mut s = full_library(SLOTS, "S", |c| c.time_scale = 0.0);
     let a = s.open(ALICE, "a");
     let library = s.broker.libs[0].id.unwrap().to_string();
     let r = s.call(ALICE, Method::InventoryLibrary { session: a.clone(), library, mode: InventoryMode::Fast });
@@ -1500,21 +1506,7 @@ fn a_large_scan_is_reconciled_a_slice_per_turn_and_what_follows_waits_for_it() {
 #[test]
 fn a_large_unpaged_enumeration_is_built_a_page_at_a_time_and_comes_out_whole() {
     const SLOTS: u32 = 2500;
-    let mut s = Sim::with(
-        |c| {
-            c.storage_slots = SLOTS;
-            c.cartridges = (1..=SLOTS)
-                .map(|n| {
-                    vlib::config::Cartridge::new(
-                        &vlib::config::generated_barcode("E", n, "L6"),
-                        vlib::config::Location::Slot(n),
-                    )
-                })
-                .collect();
-        },
-        LibraryOptions { poll_first_ms: 10, poll_max_ms: 40, ..LibraryOptions::default() },
-    );
-    s.drive_bounded(100_000, |s| s.broker.libs[0].reconciling.is_none());
+    let mut s = full_library(SLOTS, "E", |_| {});
     let a = s.open(ALICE, "a");
     let list = |after: Option<String>, limit: Option<u32>| Method::EnumerateObjects {
         session: a.clone(),

@@ -642,17 +642,18 @@ impl Machine {
         let serials: Vec<Option<String>> =
             self.probe.drives.iter().map(|d| d.as_ref().map(|i| i.serial.clone())).collect();
         let mapping = super::policy::map_drives(&self.elements, &serials, &self.options.drive_map);
+        let moved =
+            |e: &Element| e.element_type == ElementType::DataTransfer && e.device != mapping.device_for(e.address);
+        if !self.elements.iter().any(moved) {
+            // Nothing to change: the scan shared with a reconcile in progress is not copied.
+            return;
+        }
         let mut changed = Vec::new();
-        for e in Arc::make_mut(&mut self.elements).iter_mut().filter(|e| e.element_type == ElementType::DataTransfer) {
-            let device = mapping.device_for(e.address);
-            if e.device != device {
-                e.device = device;
-                changed.push(e.clone());
-            }
+        for e in Arc::make_mut(&mut self.elements).iter_mut().filter(|e| moved(e)) {
+            e.device = mapping.device_for(e.address);
+            changed.push(e.clone());
         }
-        if !changed.is_empty() {
-            self.events.push_back(Event::Elements(changed));
-        }
+        self.events.push_back(Event::Elements(changed));
     }
 
     /// Sends a command to a drive device (TEST UNIT READY polls, LOAD UNLOAD, ...). The outcome comes as
