@@ -603,7 +603,9 @@ impl Server {
         }
         if !dead {
             self.handle_messages(idx, &mut c, CALLS_PER_SERVING);
-            self.build_reply(&mut c);
+            if c.building() {
+                self.build_reply(&mut c);
+            }
         }
         let more = !dead && (c.has_calls() || (c.paused && !c.backpressured()) || c.building());
         if !dead && !more && c.squeezed && (c.calls_waiting || c.paused) {
@@ -617,8 +619,8 @@ impl Server {
         more
     }
 
-    /// Adds a page to the first reply being built on this connection ([`Slot::Building`]); a complete one becomes
-    /// ready to send.
+    /// Adds a page to the first reply being built on this connection ([`Slot::Building`]; only while its client has
+    /// read enough of it, [`Client::building`]); a complete one becomes ready to send.
     fn build_reply(&mut self, c: &mut Client) {
         let Some(slot) = c.slots.iter_mut().find(|s| matches!(s, Slot::Building(_))) else { return };
         let Slot::Building(e) = slot else { return };
